@@ -1,0 +1,79 @@
+// The generation loop on the reference forward pass: prompt evaluation, sampling, stop
+// conditions and streaming text.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "runtime/model/model.h"
+#include "runtime/sampling/sampler.h"
+#include "runtime/tokenizer/tokenizer.h"
+
+namespace accllm {
+
+enum class FinishReason {
+  kMaxTokens,    // max_new_tokens reached
+  kEos,          // the model produced EOS (or BOS, which also ends a document)
+  kStopString,   // a stop string appeared; the text ends right before it
+  kStopToken,    // a token from stop_token_ids was produced
+  kContextFull,  // the sequence filled the context window
+  kCancelled,    // the token callback asked to stop
+};
+const char* FinishReasonName(FinishReason reason);
+
+struct GenerationOptions {
+  SamplingParams sampling;
+  int max_new_tokens = 256;
+  std::vector<std::string> stop_strings;
+  std::vector<int> stop_token_ids;
+  bool ignore_eos = false;
+};
+
+struct GenerationResult {
+  std::vector<int> prompt_ids;     // as evaluated (BOS included)
+  std::vector<int> generated_ids;  // includes a terminating EOS / stop token
+  std::string text;                // the generated text (no prompt, no stop string)
+  FinishReason finish_reason = FinishReason::kMaxTokens;
+  double prompt_seconds = 0;
+  double generate_seconds = 0;
+};
+
+// Called once per generated token with the text that became final with it (possibly empty; the
+// last call also carries any text held back until the end). Return false to cancel.
+using TokenCallback = std::function<bool(int token, std::string_view text)>;
+
+class Generator {
+ public:
+  // `context_len` 0 means the model's trained context (max_seq_len).
+  static absl::StatusOr<std::unique_ptr<Generator>> Create(const Model& model,
+                                                           const Tokenizer& tokenizer,
+                                                           int context_len = 0);
+
+  absl::StatusOr<GenerationResult> Generate(std::span<const int> prompt_ids,
+                                            const GenerationOptions& options,
+                                            const TokenCallback& on_token = nullptr) const;
+
+  // Encodes `prompt` (with BOS) and generates.
+  absl::StatusOr<GenerationResult> Generate(std::string_view prompt,
+                                            const GenerationOptions& options,
+                                            const TokenCallback& on_token = nullptr) const;
+
+  int context_len() const { return context_len_; }
+
+ private:
+  Generator(const Model& model, const Tokenizer& tokenizer, int context_len)
+      : model_(model), tokenizer_(tokenizer), context_len_(context_len) {}
+
+  absl::Status Validate(std::span<const int> prompt_ids, const GenerationOptions& options) const;
+
+  const Model& model_;
+  const Tokenizer& tokenizer_;
+  int context_len_;
+};
+
+}  // namespace accllm

@@ -1,0 +1,30 @@
+// Hugging Face LLaMA checkpoints: a directory with config.json, one or more *.safetensors files
+// (F32, F16 or BF16; sharded ones listed by model.safetensors.index.json) and tokenizer.model.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "runtime/io/safetensors.h"
+#include "runtime/model/model.h"
+
+namespace accllm {
+
+// F32 tensors are used in place from the mapping. F16/BF16 tensors are widened to fp32 copies
+// (the reference path computes in fp32), and q_proj/k_proj are copied back from Hugging Face's
+// rotate-half row order to the Meta/llama2.c interleaved order that the forward pass uses.
+absl::StatusOr<std::unique_ptr<Model>> LoadHfCheckpoint(const std::string& dir, LoadMode mode);
+
+struct HfWriteOptions {
+  DType dtype = DType::kF32;     // F32, F16 or BF16
+  uint64_t max_shard_bytes = 0;  // 0: one model.safetensors; otherwise shards + index
+};
+
+// Writes config.json and the safetensors file(s) into `dir` (which must exist). The tokenizer is
+// not written.
+absl::Status WriteHfCheckpoint(const WeightSource& source, const std::string& dir,
+                               const HfWriteOptions& options);
+
+}  // namespace accllm
