@@ -1,6 +1,7 @@
 #include "runtime/model/hf_checkpoint.h"
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>

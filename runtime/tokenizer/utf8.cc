@@ -21,13 +21,17 @@ Utf8Scan ScanUtf8(std::string_view text, std::size_t* length) {
     if (lead == 0xF0) lo = 0x90;  // overlong
     if (lead == 0xF4) hi = 0x8F;  // above U+10FFFF
   } else {
+    *length = 1;
     return Utf8Scan::kInvalid;
   }
   for (std::size_t i = 1; i < need; ++i) {
     if (i >= text.size()) return Utf8Scan::kIncomplete;
     const unsigned char b = byte(i);
     const bool ok = i == 1 ? (b >= lo && b <= hi) : (b >= 0x80 && b <= 0xBF);
-    if (!ok) return Utf8Scan::kInvalid;
+    if (!ok) {
+      *length = i;  // the maximal valid prefix is replaced as one unit
+      return Utf8Scan::kInvalid;
+    }
   }
   *length = need;
   return Utf8Scan::kComplete;
@@ -52,7 +56,7 @@ std::string TakeCompleteUtf8(std::string& text) {
     if (scan == Utf8Scan::kIncomplete) break;
     if (scan == Utf8Scan::kInvalid) {
       out += kReplacementChar;
-      ++i;
+      i += len;
       continue;
     }
     out.append(text, i, len);

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Every test: install dependencies, build with -Werror, run the suite; then rebuild and rerun it
+# under AddressSanitizer + UndefinedBehaviorSanitizer. Test models come from ../shared/models
+# (override with ACCLLM_SHARED_DIR or ACCLLM_MODELS_DIR).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+jobs=$(nproc)
+
+echo "== release build + tests"
+scripts/build.sh build -DCMAKE_BUILD_TYPE=Release -DACCLLM_WERROR=ON -DACCLLM_BUILD_TESTS=ON
+ctest --test-dir build --output-on-failure --parallel "$jobs"
+
+echo "== ASan + UBSan build + tests"
+scripts/build.sh build-asan -DCMAKE_BUILD_TYPE=Debug -DACCLLM_WERROR=ON -DACCLLM_BUILD_TESTS=ON \
+  -DACCLLM_SANITIZE=address,undefined
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build-asan --output-on-failure --parallel "$jobs"

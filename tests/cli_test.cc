@@ -1,0 +1,120 @@
+// Runs the real `accllm` binary as a user would.
+#include <sys/wait.h>
+
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "gmock/gmock.h"
+#include "nlohmann/json.hpp"
+#include "tests/test_support.h"
+
+namespace accllm {
+namespace {
+
+using ::accllm::testing::ReadFile;
+using ::accllm::testing::RequireModelFile;
+using ::accllm::testing::ScratchDir;
+using ::testing::HasSubstr;
+
+struct RunResult {
+  int exit_code;
+  std::string out;
+  std::string err;
+};
+
+RunResult RunCli(const std::string& args, const std::string& env = "") {
+  ScratchDir dir;
+  const std::string command = absl::StrCat(env, " ", ACCLLM_CLI_PATH, " ", args, " >", (dir / "out").string(),
+                                           " 2>", (dir / "err").string(), " </dev/null");
+  const int status = std::system(command.c_str());
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, ReadFile(dir / "out"), ReadFile(dir / "err")};
+}
+
+std::string Quote(const std::filesystem::path& p) { return absl::StrCat("'", p.string(), "'"); }
+
+TEST(CliTest, GenerateIdsMatchTheReference) {
+  const RunResult r = RunCli("generate -m " + Quote(RequireModelFile("stories260K.bin")) +
+                             " -p 'Once upon a time' --temperature 0 -n 60 --output ids");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out,
+            "1 403 407 261 378 432 383 286 261 376 298 315 421 395 317 426 338 401 396 267 337 410 408 419 292 411 322 "
+            "265 282 295 433 426 385 328 432 358 394 261 370 432 352 266 268 388 426 338 391 266 267 337 335 312 432 "
+            "398 312 286 267 414 270 333 415 426 13 438 310\n");
+  EXPECT_THAT(r.err, HasSubstr("prompt tokens: 5"));
+  EXPECT_THAT(r.err, HasSubstr("generated tokens: 60"));
+  EXPECT_THAT(r.err, HasSubstr("tokens/s"));
+}
+
+TEST(CliTest, GenerateTextStreamsThePromptAndStory) {
+  const RunResult r = RunCli("generate -p 'Once upon a time' --temperature 0 -n 20",
+                             "ACCLLM_MODEL=" + Quote(RequireModelFile("stories260K.bin")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, ::testing::StartsWith("Once upon a time, there was a little girl named Lily."));
+}
+
+TEST(CliTest, GenerateJsonlAndSeeds) {
+  const std::string base = "generate -m " + Quote(RequireModelFile("stories260K.bin")) +
+                           " -t " + Quote(RequireModelFile("tok512.model")) + " -p 'Lily' -n 12 --output jsonl --seed 5";
+  const RunResult a = RunCli(base);
+  const RunResult b = RunCli(base);
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  EXPECT_EQ(a.out, b.out);
+  const std::vector<std::string> lines = absl::StrSplit(a.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 13u);
+  std::string text;
+  for (std::size_t i = 0; i + 1 < lines.size(); ++i) {
+    const auto j = nlohmann::json::parse(lines[i]);
+    EXPECT_TRUE(j["token"].is_number_integer());
+    text += j["text"].get<std::string>();
+  }
+  const auto summary = nlohmann::json::parse(lines.back());
+  EXPECT_EQ(summary["generated_tokens"], 12);
+  EXPECT_EQ(summary["text"], text);
+}
+
+TEST(CliTest, ErrorsGoToStderrWithNonZeroExit) {
+  const RunResult missing = RunCli("generate -m /nonexistent/model.bin -p hi");
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_THAT(missing.err, HasSubstr("/nonexistent/model.bin"));
+  EXPECT_TRUE(missing.out.empty());
+
+  const RunResult bad_flag = RunCli("generate --output xml");
+  EXPECT_NE(bad_flag.exit_code, 0);
+  EXPECT_THAT(bad_flag.err, HasSubstr("xml"));
+
+  const RunResult bad_param = RunCli("generate -m " + Quote(RequireModelFile("stories260K.bin")) + " --top-p 3");
+  EXPECT_NE(bad_param.exit_code, 0);
+  EXPECT_THAT(bad_param.err, HasSubstr("top_p"));
+
+  const RunResult no_command = RunCli("");
+  EXPECT_NE(no_command.exit_code, 0);
+}
+
+TEST(CliTest, EverySubcommandHasHelp) {
+  for (const char* sub : {"generate", "inspect", "synth"}) {
+    const RunResult r = RunCli(std::string(sub) + " --help");
+    EXPECT_EQ(r.exit_code, 0) << sub;
+    EXPECT_THAT(r.out, HasSubstr("Usage")) << sub;
+  }
+}
+
+TEST(CliTest, SynthThenInspect) {
+  ScratchDir dir;
+  const RunResult synth = RunCli("synth --shape dim=64,ffn=160,layers=2,heads=4,vocab=300 --seed 3 --format hf --dtype bf16 -o " +
+                                 Quote(dir / "ckpt"));
+  ASSERT_EQ(synth.exit_code, 0) << synth.err;
+  const RunResult inspect = RunCli("inspect " + Quote(dir / "ckpt"));
+  ASSERT_EQ(inspect.exit_code, 0) << inspect.err;
+  EXPECT_THAT(inspect.out, HasSubstr("Hugging Face safetensors"));
+  EXPECT_THAT(inspect.out, HasSubstr("BF16"));
+  EXPECT_THAT(inspect.out, HasSubstr("16.00"));  // bits per weight
+
+  const RunResult stories = RunCli("inspect " + Quote(RequireModelFile("stories260K.bin")));
+  ASSERT_EQ(stories.exit_code, 0) << stories.err;
+  EXPECT_THAT(stories.out, HasSubstr("parameters:  260032"));
+  EXPECT_THAT(stories.out, HasSubstr("llama2.c legacy"));
+}
+
+}  // namespace
+}  // namespace accllm
