@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-scripts/build.sh build -DCMAKE_BUILD_TYPE=Release -DACCLLM_BUILD_TESTS=OFF
+scripts/build.sh build -DCMAKE_BUILD_TYPE=Release -- accllm
 if [ $# -eq 0 ]; then
   set -- -p "Once upon a time" -n 256 --temperature 0.8 --top-p 0.9
 fi

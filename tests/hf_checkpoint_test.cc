@@ -73,3 +73,20 @@ TEST(HfCheckpointLoadTest, TiedEmbeddingsNeedNoLmHead) {
 
 }  // namespace
 }  // namespace accllm
+
+namespace accllm {
+namespace {
+
+TEST(HfCheckpointLoadTest, MetadataOnlySkipsConversion) {
+  const SyntheticWeights source(SmallConfig(), 1);
+  ScratchDir dir;
+  ASSERT_OK(WriteHfCheckpoint(source, dir.path().string(), {.dtype = DType::kBF16}));
+  ASSERT_OK_AND_ASSIGN(auto model, LoadModel(dir.path().string(), {.metadata_only = true}));
+  EXPECT_EQ(model->config.dim, 16);
+  EXPECT_EQ(model->tensors.size(), AllTensors(model->config).size());
+  EXPECT_EQ(model->weights.token_embedding, nullptr);
+  EXPECT_TRUE(model->storage.size() == 1u) << "only the mapped shard, no converted copies";
+}
+
+}  // namespace
+}  // namespace accllm

@@ -100,7 +100,7 @@ TEST_F(ReferenceGreedyTest, LegacyBinWithSentencePieceTokenizer) {
 }
 
 TEST_F(ReferenceGreedyTest, AnonymousLoadMode) {
-  ASSERT_OK_AND_ASSIGN(auto model, LoadModel(RequireModelFile("stories260K.bin").string(), LoadMode::kAnonymous));
+  ASSERT_OK_AND_ASSIGN(auto model, LoadModel(RequireModelFile("stories260K.bin").string(), {.mode = LoadMode::kAnonymous}));
   ASSERT_OK_AND_ASSIGN(auto tokenizer, LoadTokenizer(RequireModelFile("tok512.bin").string()));
   ExpectMatchesReference(*model, *tokenizer);
 }

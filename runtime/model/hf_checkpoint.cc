@@ -164,7 +164,7 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Model>> LoadHfCheckpoint(const std::string& dir_string, LoadMode mode) {
+absl::StatusOr<std::unique_ptr<Model>> LoadHfCheckpoint(const std::string& dir_string, const LoadOptions& options) {
   const fs::path dir(dir_string);
   ASSIGN_OR_RETURN(json config_json, ReadJson(dir / kConfigFile));
   ASSIGN_OR_RETURN(LlamaConfig config, ParseHfConfig(dir / kConfigFile, config_json));
@@ -173,12 +173,12 @@ absl::StatusOr<std::unique_ptr<Model>> LoadHfCheckpoint(const std::string& dir_s
   auto model = std::make_unique<Model>();
   model->format = ModelFormat::kHfSafetensors;
   model->path = dir_string;
-  model->load_mode = mode;
+  model->load_options = options;
   model->config = config;
 
   std::map<std::string, std::pair<const SafetensorsFile*, const SafetensorsTensor*>> by_name;
   for (const fs::path& shard_path : shard_paths) {
-    ASSIGN_OR_RETURN(std::shared_ptr<SafetensorsFile> shard, SafetensorsFile::Open(shard_path.string(), mode));
+    ASSIGN_OR_RETURN(std::shared_ptr<SafetensorsFile> shard, SafetensorsFile::Open(shard_path.string(), options.mode));
     for (const SafetensorsTensor& t : shard->tensors()) {
       if (by_name.contains(t.name)) {
         return absl::InvalidArgumentError(absl::StrCat(shard_path.string(), ": tensor '", t.name, "' also appears in ",
@@ -218,6 +218,7 @@ absl::StatusOr<std::unique_ptr<Model>> LoadHfCheckpoint(const std::string& dir_s
       model->SetTensor(id, reinterpret_cast<const float*>(tensor->data.data()));
       continue;
     }
+    if (options.metadata_only) continue;
     float* converted = model->AllocateOwned(n);
     if (converted == nullptr) return absl::ResourceExhaustedError(absl::StrCat("out of memory converting ", name));
     WidenToFloat(*tensor, converted);

@@ -14,8 +14,9 @@ namespace accllm {
 
 // F32 tensors are used in place from the mapping. F16/BF16 tensors are widened to fp32 copies
 // (the reference path computes in fp32), and q_proj/k_proj are copied back from Hugging Face's
-// rotate-half row order to the Meta/llama2.c interleaved order that the forward pass uses.
-absl::StatusOr<std::unique_ptr<Model>> LoadHfCheckpoint(const std::string& dir, LoadMode mode);
+// rotate-half row order to the Meta/llama2.c interleaved order that the forward pass uses
+// (unless options.metadata_only).
+absl::StatusOr<std::unique_ptr<Model>> LoadHfCheckpoint(const std::string& dir, const LoadOptions& options);
 
 struct HfWriteOptions {
   DType dtype = DType::kF32;     // F32, F16 or BF16

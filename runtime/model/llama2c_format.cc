@@ -65,8 +65,8 @@ bool HasLlama2cMagic(std::span<const std::byte> bytes) {
   return magic == kMagic;
 }
 
-absl::StatusOr<std::unique_ptr<Model>> LoadLlama2cModel(const std::string& path, LoadMode mode) {
-  ASSIGN_OR_RETURN(std::shared_ptr<MappedFile> file, MappedFile::Open(path, mode));
+absl::StatusOr<std::unique_ptr<Model>> LoadLlama2cModel(const std::string& path, const LoadOptions& options) {
+  ASSIGN_OR_RETURN(std::shared_ptr<MappedFile> file, MappedFile::Open(path, options.mode));
   const std::span<const std::byte> bytes = file->bytes();
   const auto bad = [&](const std::string& what) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": invalid llama2.c model: ", what));
@@ -74,7 +74,7 @@ absl::StatusOr<std::unique_ptr<Model>> LoadLlama2cModel(const std::string& path,
 
   auto model = std::make_unique<Model>();
   model->path = path;
-  model->load_mode = mode;
+  model->load_options = options;
   model->file_bytes = static_cast<int64_t>(bytes.size());
   LlamaConfig& c = model->config;
   Llama2cVersion version;

@@ -15,7 +15,7 @@ enum class Llama2cVersion { kLegacy, kV1 };
 // True if the file starts with the "ak42" magic of the versioned format.
 bool HasLlama2cMagic(std::span<const std::byte> bytes);
 
-absl::StatusOr<std::unique_ptr<Model>> LoadLlama2cModel(const std::string& path, LoadMode mode);
+absl::StatusOr<std::unique_ptr<Model>> LoadLlama2cModel(const std::string& path, const LoadOptions& options);
 
 absl::Status WriteLlama2cModel(const WeightSource& source, const std::string& path,
                                Llama2cVersion version);

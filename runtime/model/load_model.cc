@@ -11,16 +11,16 @@ namespace accllm {
 
 namespace fs = std::filesystem;
 
-absl::StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& path, LoadMode mode) {
+absl::StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& path, const LoadOptions& options) {
   std::error_code ec;
   const fs::file_status status = fs::status(path, ec);
   if (ec || !fs::exists(status)) return absl::NotFoundError(absl::StrCat(path, ": model not found"));
-  if (fs::is_directory(status)) return LoadHfCheckpoint(path, mode);
+  if (fs::is_directory(status)) return LoadHfCheckpoint(path, options);
   if (fs::path(path).extension() == ".safetensors") {
     return absl::InvalidArgumentError(absl::StrCat(
         path, ": pass the checkpoint directory (with config.json), not a .safetensors file"));
   }
-  return LoadLlama2cModel(path, mode);
+  return LoadLlama2cModel(path, options);
 }
 
 absl::StatusOr<std::string> DefaultTokenizerPath(const Model& model) {

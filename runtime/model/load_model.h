@@ -10,7 +10,7 @@
 namespace accllm {
 
 absl::StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& path,
-                                                 LoadMode mode = LoadMode::kMap);
+                                                 const LoadOptions& options = {});
 
 // The tokenizer that belongs to a model when none is given: for a checkpoint directory its
 // tokenizer.model; for a llama2.c file the first of tokenizer.bin, tokenizer.model,

@@ -33,6 +33,13 @@ struct LlamaWeights {
 };
 
 enum class ModelFormat { kLlama2cLegacy, kLlama2cV1, kHfSafetensors };
+
+struct LoadOptions {
+  LoadMode mode = LoadMode::kMap;
+  // Read the configuration and tensor records only (for `accllm inspect`): tensors that would
+  // need converting are not converted and their weight pointers stay null.
+  bool metadata_only = false;
+};
 const char* ModelFormatName(ModelFormat format);
 
 // Where one tensor came from, for `accllm inspect`.
@@ -45,7 +52,7 @@ struct TensorRecord {
 struct Model {
   ModelFormat format = ModelFormat::kLlama2cLegacy;
   std::string path;  // the file or directory it was loaded from
-  LoadMode load_mode = LoadMode::kMap;
+  LoadOptions load_options;
   LlamaConfig config;
   LlamaWeights weights;
   std::vector<TensorRecord> tensors;

@@ -36,7 +36,7 @@ std::string ToJson(const nlohmann::json& j) {
 int RunGenerate(GenerateFlags flags) {
   const std::string model_path = ResolveModelPath(flags.model);
   const LoadMode mode = flags.load_mode == "anonymous" ? LoadMode::kAnonymous : LoadMode::kMap;
-  absl::StatusOr<std::unique_ptr<Model>> model = LoadModel(model_path, mode);
+  absl::StatusOr<std::unique_ptr<Model>> model = LoadModel(model_path, {.mode = mode});
   if (!model.ok()) return ReportError(model.status());
 
   std::string tokenizer_path = flags.tokenizer;

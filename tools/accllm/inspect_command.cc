@@ -11,7 +11,7 @@ namespace accllm::cli {
 namespace {
 
 int RunInspect(const std::string& path) {
-  absl::StatusOr<std::unique_ptr<Model>> loaded = LoadModel(path);
+  absl::StatusOr<std::unique_ptr<Model>> loaded = LoadModel(path, {.metadata_only = true});
   if (!loaded.ok()) return ReportError(loaded.status());
   const Model& m = **loaded;
   const LlamaConfig& c = m.config;
