@@ -11,18 +11,11 @@ namespace {
 
 using ::accllm::testing::ScratchDir;
 
+// Non-default eps and theta, to see them survive config.json.
 LlamaConfig SmallConfig() {
-  LlamaConfig c;
-  c.dim = 16;
-  c.hidden_dim = 40;
-  c.n_layers = 2;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.vocab_size = 32;
-  c.max_seq_len = 8;
+  LlamaConfig c = ::accllm::testing::TinyConfig(/*shared_classifier=*/false);
   c.norm_eps = 1e-6f;
   c.rope_theta = 500000.0f;
-  c.shared_classifier = false;
   return c;
 }
 

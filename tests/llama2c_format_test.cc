@@ -9,19 +9,8 @@ namespace accllm {
 namespace {
 
 using ::accllm::testing::ScratchDir;
+using ::accllm::testing::TinyConfig;
 
-LlamaConfig SmallConfig(bool shared_classifier) {
-  LlamaConfig c;
-  c.dim = 16;
-  c.hidden_dim = 40;
-  c.n_layers = 2;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.vocab_size = 32;
-  c.max_seq_len = 8;
-  c.shared_classifier = shared_classifier;
-  return c;
-}
 
 // Every tensor the loader points at equals what the source produced.
 void ExpectSameWeights(const WeightSource& source, const Model& model) {
@@ -39,7 +28,7 @@ class Llama2cFormatTest : public ::testing::TestWithParam<std::tuple<Llama2cVers
 
 TEST_P(Llama2cFormatTest, WriteThenLoadRoundTrips) {
   const auto [version, shared] = GetParam();
-  const SyntheticWeights source(SmallConfig(shared), /*seed=*/7);
+  const SyntheticWeights source(TinyConfig(shared), /*seed=*/7);
   ScratchDir dir;
   const std::string path = (dir / "m.bin").string();
   ASSERT_OK(WriteLlama2cModel(source, path, version));

@@ -172,14 +172,7 @@ TEST(LoaderRobustnessTest, InconsistentSafetensorsHeaders) {
 class HfRobustnessTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    config_.dim = 16;
-    config_.hidden_dim = 40;
-    config_.n_layers = 2;
-    config_.n_heads = 4;
-    config_.n_kv_heads = 2;
-    config_.vocab_size = 32;
-    config_.max_seq_len = 8;
-    config_.shared_classifier = false;
+    config_ = ::accllm::testing::TinyConfig(/*shared_classifier=*/false);
     ASSERT_OK(WriteHfCheckpoint(SyntheticWeights(config_, 5), dir_.path().string(), {.dtype = DType::kF32, .max_shard_bytes = 8192}));
     ASSERT_TRUE(fs::exists(dir_ / "model.safetensors.index.json"));
     ASSERT_OK(LoadModel(dir_.path().string()).status());

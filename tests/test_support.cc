@@ -35,6 +35,19 @@ fs::path RequireSharedFile(const std::string& relative) {
   return path;
 }
 
+LlamaConfig TinyConfig(bool shared_classifier) {
+  LlamaConfig c;
+  c.dim = 16;
+  c.hidden_dim = 40;
+  c.n_layers = 2;
+  c.n_heads = 4;
+  c.n_kv_heads = 2;
+  c.vocab_size = 32;
+  c.max_seq_len = 8;
+  c.shared_classifier = shared_classifier;
+  return c;
+}
+
 std::string ReadFile(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   std::stringstream s;

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "runtime/model/llama_config.h"
 
 namespace accllm::testing {
 
@@ -18,6 +19,10 @@ std::filesystem::path SharedDir();
 // test with a message naming the missing path when it is absent.
 std::filesystem::path RequireModelFile(const std::string& name);
 std::filesystem::path RequireSharedFile(const std::string& relative);
+
+// A tiny model shape with grouped-query attention (dim 16, 2 layers, 4 heads, 2 kv heads,
+// vocab 32, context 8) for format tests.
+LlamaConfig TinyConfig(bool shared_classifier);
 
 std::string ReadFile(const std::filesystem::path& path);
 void WriteFile(const std::filesystem::path& path, const std::string& bytes);
