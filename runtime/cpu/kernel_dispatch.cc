@@ -1,0 +1,57 @@
+#include <cstdlib>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/cpu/kernels.h"
+
+namespace accllm {
+namespace {
+
+// __builtin_cpu_supports also checks that the OS saves the registers (XCR0).
+bool Supports(CpuPath path) {
+  switch (path) {
+    case CpuPath::kScalar:
+      return true;
+    case CpuPath::kAvx2:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    case CpuPath::kAvx512:
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+  }
+  return false;
+}
+
+}  // namespace
+
+absl::StatusOr<CpuPath> ParseCpuPath(const std::string& name) {
+  if (name == "scalar") return CpuPath::kScalar;
+  if (name == "avx2") return CpuPath::kAvx2;
+  if (name == "avx512") return CpuPath::kAvx512;
+  return absl::InvalidArgumentError(absl::StrCat("unknown CPU path '", name, "' (scalar, avx2, avx512)"));
+}
+
+absl::StatusOr<const CpuKernels*> KernelsFor(CpuPath path) {
+  const CpuKernels* kernels = path == CpuPath::kAvx512 ? &kAvx512Kernels
+                              : path == CpuPath::kAvx2 ? &kAvx2Kernels
+                                                       : &kScalarKernels;
+  if (!Supports(path)) {
+    return absl::FailedPreconditionError(absl::StrCat("this CPU cannot run the ", kernels->name, " kernels"));
+  }
+  return kernels;
+}
+
+absl::StatusOr<const CpuKernels*> SelectedKernels() {
+  static const absl::StatusOr<const CpuKernels*> selected = []() -> absl::StatusOr<const CpuKernels*> {
+    if (const char* forced = std::getenv("ACCLLM_CPU_PATH"); forced != nullptr && *forced != '\0') {
+      absl::StatusOr<CpuPath> path = ParseCpuPath(forced);
+      if (!path.ok()) return absl::InvalidArgumentError(absl::StrCat("ACCLLM_CPU_PATH: ", path.status().message()));
+      return KernelsFor(*path);
+    }
+    for (CpuPath path : {CpuPath::kAvx512, CpuPath::kAvx2}) {
+      if (Supports(path)) return KernelsFor(path);
+    }
+    return &kScalarKernels;
+  }();
+  return selected;
+}
+
+}  // namespace accllm

@@ -1,0 +1,49 @@
+// CPU kernels, one implementation per instruction set behind a table chosen once at run time.
+//
+// Every path computes the same integers and performs the same float operations in the same order,
+// so all paths give bit-identical results (the tests check this). For W2 x A8 the result is
+//
+//   y[t][r] = a_scale[t] * Y,   Y = fma(scale[r][g], float(I[r][g]), Y) for g = 0, 1, ...
+//   I[r][g] = sum_j q[r][j] * a[t][j]  -  zero[r][g] * sum_j a[t][j]      (j over group g)
+//
+// where for 2:4 tensors j runs over the kept weights only.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "runtime/quant/a8.h"
+#include "runtime/quant/w2.h"
+
+namespace accllm {
+
+// y[t * ldy + r] = W x_t for the rows of row tiles [tile_begin, tile_end) and every token of x.
+// note: call only with x.cols_padded() == w.shape.cols_padded() and x.group_size() ==
+// w.shape.group_size.
+using W2A8MatMulFn = void (*)(const W2View& w, const A8Batch& x, int tile_begin, int tile_end,
+                              float* y, int64_t ldy);
+
+enum class CpuPath { kScalar, kAvx2, kAvx512 };
+
+struct CpuKernels {
+  CpuPath path;
+  const char* name;
+  W2A8MatMulFn matmul_w2a8;
+};
+
+// The kernels for `path`, or an error if this CPU (or OS) cannot run them.
+absl::StatusOr<const CpuKernels*> KernelsFor(CpuPath path);
+
+// The best kernels this CPU supports, unless $ACCLLM_CPU_PATH (scalar, avx2, avx512) forces one.
+// Chosen once per process.
+absl::StatusOr<const CpuKernels*> SelectedKernels();
+
+absl::StatusOr<CpuPath> ParseCpuPath(const std::string& name);
+
+// Per-ISA tables (defined in kernels_<isa>.cc).
+extern const CpuKernels kScalarKernels;
+extern const CpuKernels kAvx2Kernels;
+extern const CpuKernels kAvx512Kernels;
+
+}  // namespace accllm

@@ -1,0 +1,158 @@
+// AVX2 + FMA + F16C kernels. Compiled with -mavx2 -mfma -mf16c for this file only. A 64-byte W2
+// sub-block is two 32-byte halves of 8 row lanes each; without VNNI a 4-byte dot product per
+// lane is vpmaddubsw (pairs to int16, no saturation: |3 * 128 * 2| < 2^15) then vpmaddwd.
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "runtime/cpu/kernels.h"
+
+namespace accllm {
+namespace {
+
+inline __m256i BroadcastDword(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm256_set1_epi32(v);
+}
+
+inline __m256i BroadcastQword(const int8_t* p) {
+  int64_t v;
+  std::memcpy(&v, p, 8);
+  return _mm256_set1_epi64x(v);
+}
+
+// acc += per-lane dot of 4 unsigned bytes (u) with 4 signed bytes (s).
+inline __m256i DotAdd(__m256i acc, __m256i u, __m256i s) {
+  const __m256i pairs = _mm256_maddubs_epi16(u, s);
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+}
+
+inline __m256 GroupEpilogue(const W2View& w, int tile, int half, int g, __m256i dot, __m256i a_sum, __m256 y) {
+  const int64_t pi = W2ParamIndex(tile * kW2RowTile, g, w.shape.groups()) + 8 * half;
+  int64_t zero_bytes;
+  std::memcpy(&zero_bytes, w.zeros + pi, 8);
+  const __m256i zeros = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(zero_bytes));
+  const __m256 scales = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.scales + pi)));
+  const __m256i integer = _mm256_sub_epi32(dot, _mm256_mullo_epi32(zeros, a_sum));
+  return _mm256_fmadd_ps(scales, _mm256_cvtepi32_ps(integer), y);
+}
+
+inline void StoreRows(const W2View& w, int tile, int half, float* out, __m256 y) {
+  const int first = tile * kW2RowTile + 8 * half;
+  const int valid = w.shape.rows - first;
+  if (valid >= 8) {
+    _mm256_storeu_ps(out + first, y);
+    return;
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, y);
+  for (int i = 0; i < valid; ++i) out[first + i] = lanes[i];
+}
+
+template <int NT>
+void DenseHalf(const W2View& w, const A8Batch& x, int tile, int half, int t0, float* y, int64_t ldy) {
+  const W2Shape& s = w.shape;
+  const int subs_per_group = s.stored_group() / kW2ColTile;
+  const int subs_per_tile = s.stored_cols() / kW2ColTile;
+  const __m256i three = _mm256_set1_epi8(3);
+  __m256 out[NT];
+  for (int j = 0; j < NT; ++j) out[j] = _mm256_setzero_ps();
+  for (int g = 0; g < s.groups(); ++g) {
+    __m256i dot[NT];
+    for (int j = 0; j < NT; ++j) dot[j] = _mm256_setzero_si256();
+    const uint8_t* block = w.codes + (int64_t{tile} * subs_per_tile + int64_t{g} * subs_per_group) * kW2SubBlockBytes + 32 * half;
+    for (int sb = 0; sb < subs_per_group; ++sb) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + sb * kW2SubBlockBytes));
+      const __m256i q0 = _mm256_and_si256(v, three);
+      const __m256i q1 = _mm256_and_si256(_mm256_srli_epi16(v, 2), three);
+      const __m256i q2 = _mm256_and_si256(_mm256_srli_epi16(v, 4), three);
+      const __m256i q3 = _mm256_and_si256(_mm256_srli_epi16(v, 6), three);
+      const int col = g * s.group_size + sb * kW2ColTile;
+      for (int j = 0; j < NT; ++j) {
+        const int8_t* a = x.codes(t0 + j) + col;
+        dot[j] = DotAdd(dot[j], q0, BroadcastDword(a));
+        dot[j] = DotAdd(dot[j], q1, BroadcastDword(a + 4));
+        dot[j] = DotAdd(dot[j], q2, BroadcastDword(a + 8));
+        dot[j] = DotAdd(dot[j], q3, BroadcastDword(a + 12));
+      }
+    }
+    for (int j = 0; j < NT; ++j) {
+      out[j] = GroupEpilogue(w, tile, half, g, dot[j], _mm256_set1_epi32(x.group_sums(t0 + j)[g]), out[j]);
+    }
+  }
+  for (int j = 0; j < NT; ++j) {
+    StoreRows(w, tile, half, y + (t0 + j) * ldy, _mm256_mul_ps(out[j], _mm256_set1_ps(x.scale(t0 + j))));
+  }
+}
+
+template <int NT>
+void SparseHalf(const W2View& w, const A8Batch& x, int tile, int half, int t0, float* y, int64_t ldy) {
+  const W2Shape& s = w.shape;
+  const int subs_per_group = s.stored_group() / kW2ColTile;
+  const int subs_per_tile = s.stored_cols() / kW2ColTile;
+  const __m256i three = _mm256_set1_epi8(3);
+  const __m256i ones = _mm256_set1_epi8(1);
+  const __m256i base = _mm256_set1_epi32(0x04040000);  // see kernels_avx512.cc
+  __m256 out[NT];
+  for (int j = 0; j < NT; ++j) out[j] = _mm256_setzero_ps();
+  for (int g = 0; g < s.groups(); ++g) {
+    __m256i dot[NT], kept_sum[NT];
+    for (int j = 0; j < NT; ++j) dot[j] = kept_sum[j] = _mm256_setzero_si256();
+    const int64_t first = (int64_t{tile} * subs_per_tile + int64_t{g} * subs_per_group) * kW2SubBlockBytes + 32 * half;
+    for (int sb = 0; sb < subs_per_group; ++sb) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.codes + first + sb * kW2SubBlockBytes));
+      const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.sparse_index + first + sb * kW2SubBlockBytes));
+      const int col = g * s.group_size + sb * 2 * kW2ColTile;
+      for (int k = 0; k < 4; ++k) {
+        const __m256i q = _mm256_and_si256(_mm256_srli_epi16(v, 2 * k), three);
+        const __m256i index = _mm256_add_epi8(base, _mm256_and_si256(_mm256_srli_epi16(u, 2 * k), three));
+        for (int j = 0; j < NT; ++j) {
+          const __m256i a = _mm256_shuffle_epi8(BroadcastQword(x.codes(t0 + j) + col + 8 * k), index);
+          dot[j] = DotAdd(dot[j], q, a);
+          kept_sum[j] = DotAdd(kept_sum[j], ones, a);
+        }
+      }
+    }
+    for (int j = 0; j < NT; ++j) out[j] = GroupEpilogue(w, tile, half, g, dot[j], kept_sum[j], out[j]);
+  }
+  for (int j = 0; j < NT; ++j) {
+    StoreRows(w, tile, half, y + (t0 + j) * ldy, _mm256_mul_ps(out[j], _mm256_set1_ps(x.scale(t0 + j))));
+  }
+}
+
+template <bool kSparse, int NT>
+void Half(const W2View& w, const A8Batch& x, int tile, int half, int t0, float* y, int64_t ldy) {
+  if constexpr (kSparse) {
+    SparseHalf<NT>(w, x, tile, half, t0, y, ldy);
+  } else {
+    DenseHalf<NT>(w, x, tile, half, t0, y, ldy);
+  }
+}
+
+template <bool kSparse>
+void MatMul(const W2View& w, const A8Batch& x, int tile_begin, int tile_end, float* y, int64_t ldy) {
+  constexpr int kTokenBlock = 4;
+  for (int tile = tile_begin; tile < tile_end; ++tile) {
+    for (int half = 0; half < 2; ++half) {
+      if (tile * kW2RowTile + 8 * half >= w.shape.rows) break;
+      int t = 0;
+      for (; t + kTokenBlock <= x.tokens(); t += kTokenBlock) Half<kSparse, kTokenBlock>(w, x, tile, half, t, y, ldy);
+      for (; t < x.tokens(); ++t) Half<kSparse, 1>(w, x, tile, half, t, y, ldy);
+    }
+  }
+}
+
+void MatMulW2A8Avx2(const W2View& w, const A8Batch& x, int tile_begin, int tile_end, float* y, int64_t ldy) {
+  if (w.shape.sparse24) {
+    MatMul<true>(w, x, tile_begin, tile_end, y, ldy);
+  } else {
+    MatMul<false>(w, x, tile_begin, tile_end, y, ldy);
+  }
+}
+
+}  // namespace
+
+const CpuKernels kAvx2Kernels = {CpuPath::kAvx2, "avx2", MatMulW2A8Avx2};
+
+}  // namespace accllm

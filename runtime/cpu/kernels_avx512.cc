@@ -1,0 +1,146 @@
+// AVX-512 (F, BW, VL, VNNI) kernels. Compiled with -mavx512* for this file only; run only when
+// the dispatcher found the features. One 32-bit lane per weight row: a 64-byte W2 sub-block
+// unpacks into four vectors of 16 rows x 4 codes that vpdpbusd multiplies with 4 activation bytes.
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "runtime/cpu/kernels.h"
+
+namespace accllm {
+namespace {
+
+inline __m512i BroadcastDword(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm512_set1_epi32(v);
+}
+
+inline __m512i BroadcastQword(const int8_t* p) {
+  int64_t v;
+  std::memcpy(&v, p, 8);
+  return _mm512_set1_epi64(v);
+}
+
+// Adds group g's contribution to Y (16 row lanes) from the integer accumulators.
+inline __m512 GroupEpilogue(const W2View& w, int tile, int g, __m512i dot, __m512i a_sum, __m512 y) {
+  const int64_t pi = W2ParamIndex(tile * kW2RowTile, g, w.shape.groups());
+  const __m512i zeros = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.zeros + pi)));
+  const __m512 scales = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.scales + pi)));
+  const __m512i integer = _mm512_sub_epi32(dot, _mm512_mullo_epi32(zeros, a_sum));
+  return _mm512_fmadd_ps(scales, _mm512_cvtepi32_ps(integer), y);
+}
+
+inline void StoreRows(const W2View& w, int tile, float* out, __m512 y) {
+  const int valid = w.shape.rows - tile * kW2RowTile;
+  const __mmask16 mask = valid >= 16 ? __mmask16(0xffff) : __mmask16((1u << valid) - 1);
+  _mm512_mask_storeu_ps(out + tile * kW2RowTile, mask, y);
+}
+
+// Dense W2, NT tokens at a time so that each unpacked weight vector is reused NT times.
+template <int NT>
+void DenseTile(const W2View& w, const A8Batch& x, int tile, int t0, float* y, int64_t ldy) {
+  const W2Shape& s = w.shape;
+  const int subs_per_group = s.stored_group() / kW2ColTile;
+  const int subs_per_tile = s.stored_cols() / kW2ColTile;
+  const __m512i three = _mm512_set1_epi8(3);
+  __m512 out[NT];
+  for (int j = 0; j < NT; ++j) out[j] = _mm512_setzero_ps();
+  for (int g = 0; g < s.groups(); ++g) {
+    __m512i dot[NT];
+    for (int j = 0; j < NT; ++j) dot[j] = _mm512_setzero_si512();
+    const uint8_t* block = w.codes + (int64_t{tile} * subs_per_tile + int64_t{g} * subs_per_group) * kW2SubBlockBytes;
+    for (int sb = 0; sb < subs_per_group; ++sb) {
+      const __m512i v = _mm512_loadu_si512(block + sb * kW2SubBlockBytes);
+      const __m512i q0 = _mm512_and_si512(v, three);
+      const __m512i q1 = _mm512_and_si512(_mm512_srli_epi16(v, 2), three);
+      const __m512i q2 = _mm512_and_si512(_mm512_srli_epi16(v, 4), three);
+      const __m512i q3 = _mm512_and_si512(_mm512_srli_epi16(v, 6), three);
+      const int col = g * s.group_size + sb * kW2ColTile;
+      for (int j = 0; j < NT; ++j) {
+        const int8_t* a = x.codes(t0 + j) + col;
+        dot[j] = _mm512_dpbusd_epi32(dot[j], q0, BroadcastDword(a));
+        dot[j] = _mm512_dpbusd_epi32(dot[j], q1, BroadcastDword(a + 4));
+        dot[j] = _mm512_dpbusd_epi32(dot[j], q2, BroadcastDword(a + 8));
+        dot[j] = _mm512_dpbusd_epi32(dot[j], q3, BroadcastDword(a + 12));
+      }
+    }
+    for (int j = 0; j < NT; ++j) {
+      out[j] = GroupEpilogue(w, tile, g, dot[j], _mm512_set1_epi32(x.group_sums(t0 + j)[g]), out[j]);
+    }
+  }
+  for (int j = 0; j < NT; ++j) {
+    StoreRows(w, tile, y + (t0 + j) * ldy, _mm512_mul_ps(out[j], _mm512_set1_ps(x.scale(t0 + j))));
+  }
+}
+
+// 2:4 sparse W2: each 4-code vector covers 2 groups of 4 input columns; vpshufb fetches, per row
+// lane, the activations at the kept positions from an 8-byte window broadcast to every 128 bits.
+template <int NT>
+void SparseTile(const W2View& w, const A8Batch& x, int tile, int t0, float* y, int64_t ldy) {
+  const W2Shape& s = w.shape;
+  const int subs_per_group = s.stored_group() / kW2ColTile;
+  const int subs_per_tile = s.stored_cols() / kW2ColTile;
+  const __m512i three = _mm512_set1_epi8(3);
+  const __m512i ones = _mm512_set1_epi8(1);
+  // Byte b of every lane: kept weight b covers input group b / 2 of the 8-column window.
+  const __m512i base = _mm512_set1_epi32(0x04040000);
+  __m512 out[NT];
+  for (int j = 0; j < NT; ++j) out[j] = _mm512_setzero_ps();
+  for (int g = 0; g < s.groups(); ++g) {
+    __m512i dot[NT], kept_sum[NT];
+    for (int j = 0; j < NT; ++j) dot[j] = kept_sum[j] = _mm512_setzero_si512();
+    const int64_t first = (int64_t{tile} * subs_per_tile + int64_t{g} * subs_per_group) * kW2SubBlockBytes;
+    for (int sb = 0; sb < subs_per_group; ++sb) {
+      const __m512i v = _mm512_loadu_si512(w.codes + first + sb * kW2SubBlockBytes);
+      const __m512i u = _mm512_loadu_si512(w.sparse_index + first + sb * kW2SubBlockBytes);
+      const int col = g * s.group_size + sb * 2 * kW2ColTile;  // original columns
+      for (int k = 0; k < 4; ++k) {
+        const __m512i q = _mm512_and_si512(_mm512_srli_epi16(v, 2 * k), three);
+        const __m512i index = _mm512_add_epi8(base, _mm512_and_si512(_mm512_srli_epi16(u, 2 * k), three));
+        for (int j = 0; j < NT; ++j) {
+          const __m512i a = _mm512_shuffle_epi8(BroadcastQword(x.codes(t0 + j) + col + 8 * k), index);
+          dot[j] = _mm512_dpbusd_epi32(dot[j], q, a);
+          kept_sum[j] = _mm512_dpbusd_epi32(kept_sum[j], ones, a);
+        }
+      }
+    }
+    for (int j = 0; j < NT; ++j) out[j] = GroupEpilogue(w, tile, g, dot[j], kept_sum[j], out[j]);
+  }
+  for (int j = 0; j < NT; ++j) {
+    StoreRows(w, tile, y + (t0 + j) * ldy, _mm512_mul_ps(out[j], _mm512_set1_ps(x.scale(t0 + j))));
+  }
+}
+
+template <bool kSparse, int NT>
+void Tile(const W2View& w, const A8Batch& x, int tile, int t0, float* y, int64_t ldy) {
+  if constexpr (kSparse) {
+    SparseTile<NT>(w, x, tile, t0, y, ldy);
+  } else {
+    DenseTile<NT>(w, x, tile, t0, y, ldy);
+  }
+}
+
+template <bool kSparse>
+void MatMul(const W2View& w, const A8Batch& x, int tile_begin, int tile_end, float* y, int64_t ldy) {
+  constexpr int kTokenBlock = 4;
+  for (int tile = tile_begin; tile < tile_end; ++tile) {
+    int t = 0;
+    for (; t + kTokenBlock <= x.tokens(); t += kTokenBlock) Tile<kSparse, kTokenBlock>(w, x, tile, t, y, ldy);
+    for (; t < x.tokens(); ++t) Tile<kSparse, 1>(w, x, tile, t, y, ldy);
+  }
+}
+
+void MatMulW2A8Avx512(const W2View& w, const A8Batch& x, int tile_begin, int tile_end, float* y, int64_t ldy) {
+  if (w.shape.sparse24) {
+    MatMul<true>(w, x, tile_begin, tile_end, y, ldy);
+  } else {
+    MatMul<false>(w, x, tile_begin, tile_end, y, ldy);
+  }
+}
+
+}  // namespace
+
+const CpuKernels kAvx512Kernels = {CpuPath::kAvx512, "avx512", MatMulW2A8Avx512};
+
+}  // namespace accllm

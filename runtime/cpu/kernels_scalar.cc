@@ -1,0 +1,50 @@
+// Portable reference kernels: the definition every SIMD path must match bit for bit.
+#include <cmath>
+
+#include "runtime/common/half.h"
+#include "runtime/cpu/kernels.h"
+
+namespace accllm {
+namespace {
+
+void MatMulW2A8Scalar(const W2View& w, const A8Batch& x, int tile_begin, int tile_end, float* y,
+                      int64_t ldy) {
+  const W2Shape& s = w.shape;
+  const int groups = s.groups();
+  const int stored_group = s.stored_group();
+  for (int tile = tile_begin; tile < tile_end; ++tile) {
+    for (int lane = 0; lane < kW2RowTile; ++lane) {
+      const int row = tile * kW2RowTile + lane;
+      if (row >= s.rows) break;
+      for (int t = 0; t < x.tokens(); ++t) {
+        const int8_t* a = x.codes(t);
+        float acc = 0.0f;
+        for (int g = 0; g < groups; ++g) {
+          int32_t dot = 0, kept_sum = 0;
+          for (int c = g * stored_group; c < (g + 1) * stored_group; ++c) {
+            const CodeSlot slot = W2CodeSlot(s, row, c);
+            const int32_t q = (w.codes[slot.byte] >> slot.shift) & 3;
+            if (s.sparse24) {
+              const int32_t v = a[4 * (c / 2) + ((w.sparse_index[slot.byte] >> slot.shift) & 3)];
+              dot += q * v;
+              kept_sum += v;
+            } else {
+              dot += q * a[c];
+            }
+          }
+          const int64_t pi = W2ParamIndex(row, g, groups);
+          const int32_t a_sum = s.sparse24 ? kept_sum : x.group_sums(t)[g];
+          const int32_t integer = dot - int32_t{w.zeros[pi]} * a_sum;
+          acc = std::fma(Fp16ToFloat(w.scales[pi]), static_cast<float>(integer), acc);
+        }
+        y[t * ldy + row] = acc * x.scale(t);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+const CpuKernels kScalarKernels = {CpuPath::kScalar, "scalar", MatMulW2A8Scalar};
+
+}  // namespace accllm

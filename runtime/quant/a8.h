@@ -1,0 +1,41 @@
+// A8: activations as int8 with one fp32 scale per token (symmetric): x ~= scale * q.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace accllm {
+
+// Quantized activations of up to `capacity` tokens, each padded with zeros to `cols_padded`.
+// Per token it also keeps the sum of the codes in each `group_size` columns, which the W2
+// kernels use to apply zero points once per group instead of once per weight.
+class A8Batch {
+ public:
+  A8Batch(int cols_padded, int group_size, int capacity);
+
+  // Quantizes `x` (at most cols_padded values; the rest are zero) as token `t`.
+  // note: call only with t < capacity(); tokens() becomes max(tokens(), t + 1).
+  void Quantize(int t, std::span<const float> x);
+  void Clear() { tokens_ = 0; }
+
+  int tokens() const { return tokens_; }
+  int capacity() const { return capacity_; }
+  int cols_padded() const { return cols_; }
+  int group_size() const { return group_size_; }
+  float scale(int t) const { return scales_[t]; }
+  const int8_t* codes(int t) const { return codes_.data() + static_cast<std::size_t>(t) * cols_; }
+  const int32_t* group_sums(int t) const { return group_sums_.data() + static_cast<std::size_t>(t) * groups_; }
+
+ private:
+  int cols_;
+  int group_size_;
+  int groups_;
+  int capacity_;
+  int tokens_ = 0;
+  std::vector<int8_t> codes_;
+  std::vector<float> scales_;
+  std::vector<int32_t> group_sums_;
+};
+
+}  // namespace accllm

@@ -1,0 +1,139 @@
+#include "runtime/quant/w2.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/common/half.h"
+
+namespace accllm {
+
+absl::Status ValidateW2Shape(const W2Shape& s) {
+  if (s.rows <= 0 || s.cols <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("W2 shape ", s.rows, "x", s.cols, " must be positive"));
+  }
+  if (s.group_size < 32 || s.group_size > 1024 || (s.group_size & (s.group_size - 1)) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("group size ", s.group_size, " must be a power of two in [32, 1024]"));
+  }
+  return absl::OkStatus();
+}
+
+W2Matrix::W2Matrix(const W2Shape& s)
+    : shape(s),
+      codes(static_cast<std::size_t>(s.code_bytes()), 0),
+      sparse_index(s.sparse24 ? static_cast<std::size_t>(s.code_bytes()) : 0, 0),
+      scales(static_cast<std::size_t>(s.group_params()), FloatToFp16(1.0f)),
+      zeros(static_cast<std::size_t>(s.group_params()), 0) {}
+
+W2View W2Matrix::view() const {
+  return {shape, codes.data(), shape.sparse24 ? sparse_index.data() : nullptr, scales.data(), zeros.data()};
+}
+
+W2GroupParams ChooseW2Params(std::span<const float> values, std::span<const float> weights) {
+  float lo = 0.0f, hi = 0.0f;  // the range always includes 0, as in GPTQ
+  for (float v : values) {
+    lo = std::min(lo, v);
+    hi = std::max(hi, v);
+  }
+  W2GroupParams best{1.0f, 0};
+  if (hi - lo <= 0.0f) return best;
+  double best_error = INFINITY;
+  for (int step = 0; step < 12; ++step) {
+    const float shrink = 1.0f - 0.04f * step;
+    const float scale = Fp16ToFloat(FloatToFp16((hi - lo) * shrink / 3.0f));
+    if (!(scale > 0.0f)) continue;
+    const float zero = std::clamp(std::nearbyint(-lo * shrink / scale), 0.0f, 3.0f);
+    const W2GroupParams p{scale, static_cast<uint8_t>(zero)};
+    double error = 0;
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      const double d = DequantizeW2Value(QuantizeW2Value(values[i], p), p) - values[i];
+      error += (weights.empty() ? 1.0 : weights[i]) * d * d;
+    }
+    if (error < best_error) {
+      best_error = error;
+      best = p;
+    }
+  }
+  return best;
+}
+
+void SetW2Code(W2Matrix& m, int row, int stored_col, uint8_t code, uint8_t position) {
+  const CodeSlot slot = W2CodeSlot(m.shape, row, stored_col);
+  const uint8_t mask = static_cast<uint8_t>(3u << slot.shift);
+  m.codes[slot.byte] = static_cast<uint8_t>((m.codes[slot.byte] & ~mask) | (code << slot.shift));
+  if (m.shape.sparse24) {
+    m.sparse_index[slot.byte] = static_cast<uint8_t>((m.sparse_index[slot.byte] & ~mask) | (position << slot.shift));
+  }
+}
+
+void SetW2Params(W2Matrix& m, int row, int group, const W2GroupParams& params) {
+  const int64_t i = W2ParamIndex(row, group, m.shape.groups());
+  m.scales[i] = FloatToFp16(params.scale);
+  m.zeros[i] = params.zero;
+}
+
+absl::StatusOr<W2Matrix> QuantizeW2(std::span<const float> w, const W2Shape& shape,
+                                    std::span<const uint8_t> keep) {
+  if (absl::Status s = ValidateW2Shape(shape); !s.ok()) return s;
+  const std::size_t n = static_cast<std::size_t>(shape.rows) * shape.cols;
+  if (w.size() != n) return absl::InvalidArgumentError("weight count does not match the shape");
+  if (shape.sparse24 != !keep.empty() || (!keep.empty() && keep.size() != n)) {
+    return absl::InvalidArgumentError("a 2:4 mask must be given exactly for sparse shapes");
+  }
+  if (shape.sparse24 && shape.cols % 4 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("2:4 sparsity needs columns divisible by 4, got ", shape.cols));
+  }
+  W2Matrix m(shape);
+  std::vector<float> values;
+  std::vector<int> stored_cols;
+  std::vector<uint8_t> positions;
+  for (int r = 0; r < shape.rows; ++r) {
+    const float* row = w.data() + static_cast<std::size_t>(r) * shape.cols;
+    for (int g = 0; g < shape.groups(); ++g) {
+      values.clear();
+      stored_cols.clear();
+      positions.clear();
+      const int begin = g * shape.group_size;
+      const int end = std::min(begin + shape.group_size, shape.cols);
+      for (int c = begin; c < end; c += shape.sparse24 ? 4 : 1) {
+        if (!shape.sparse24) {
+          values.push_back(row[c]);
+          stored_cols.push_back(c);
+          continue;
+        }
+        int kept = 0;
+        for (int j = 0; j < 4; ++j) {
+          if (!keep[static_cast<std::size_t>(r) * shape.cols + c + j]) continue;
+          if (kept == 2) return absl::InvalidArgumentError(absl::StrCat("row ", r, " columns ", c, "..", c + 3, " keep more than 2 of 4"));
+          values.push_back(row[c + j]);
+          stored_cols.push_back(c / 2 + kept);
+          positions.push_back(static_cast<uint8_t>(j));
+          ++kept;
+        }
+        if (kept != 2) return absl::InvalidArgumentError(absl::StrCat("row ", r, " columns ", c, "..", c + 3, " keep ", kept, " of 4, not 2"));
+      }
+      const W2GroupParams p = ChooseW2Params(values);
+      SetW2Params(m, r, g, p);
+      for (std::size_t i = 0; i < values.size(); ++i) {
+        SetW2Code(m, r, stored_cols[i], QuantizeW2Value(values[i], p), positions.empty() ? 0 : positions[i]);
+      }
+    }
+  }
+  return m;
+}
+
+void DequantizeW2Row(const W2View& w, int row, std::span<float> out) {
+  const W2Shape& s = w.shape;
+  std::fill(out.begin(), out.end(), 0.0f);
+  for (int c = 0; c < s.stored_cols(); ++c) {
+    const CodeSlot slot = W2CodeSlot(s, row, c);
+    const uint8_t code = (w.codes[slot.byte] >> slot.shift) & 3;
+    const int original = s.sparse24 ? 4 * (c / 2) + ((w.sparse_index[slot.byte] >> slot.shift) & 3) : c;
+    if (original >= s.cols) continue;
+    const int64_t pi = W2ParamIndex(row, original / s.group_size, s.groups());
+    out[original] = DequantizeW2Value(code, {Fp16ToFloat(w.scales[pi]), w.zeros[pi]});
+  }
+}
+
+}  // namespace accllm

@@ -1,0 +1,176 @@
+// Every kernel path gives bit-identical results to the scalar path, and the scalar path computes
+// the product of the dequantized weights and activations.
+#include <cstring>
+#include <random>
+
+#include "gmock/gmock.h"
+#include "runtime/common/half.h"
+#include "runtime/cpu/kernels.h"
+#include "runtime/quant/a8.h"
+#include "runtime/quant/w2.h"
+#include "tests/test_support.h"
+
+namespace accllm {
+namespace {
+
+// Relative error allowed between the scalar kernel and a double-precision product of the
+// dequantized operands (the kernel rounds to float once per group).
+constexpr double kMaxRelativeError = 1e-5;
+
+struct Case {
+  int rows, cols, group_size, tokens;
+  bool sparse;
+};
+
+std::vector<float> RandomMatrix(int rows, int cols, std::mt19937& rng) {
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  std::vector<float> w(static_cast<std::size_t>(rows) * cols);
+  for (float& v : w) v = normal(rng);
+  return w;
+}
+
+// Keeps 2 of each 4 at random positions.
+std::vector<uint8_t> RandomMask(int rows, int cols, std::mt19937& rng) {
+  std::vector<uint8_t> keep(static_cast<std::size_t>(rows) * cols, 0);
+  for (std::size_t i = 0; i < keep.size(); i += 4) {
+    int a = rng() % 4, b = rng() % 3;
+    if (b >= a) ++b;
+    keep[i + a] = keep[i + b] = 1;
+  }
+  return keep;
+}
+
+std::vector<const CpuKernels*> AvailableKernels() {
+  std::vector<const CpuKernels*> out;
+  for (CpuPath p : {CpuPath::kScalar, CpuPath::kAvx2, CpuPath::kAvx512}) {
+    if (auto k = KernelsFor(p); k.ok()) out.push_back(*k);
+  }
+  return out;
+}
+
+class W2A8KernelTest : public ::testing::TestWithParam<Case> {};
+
+TEST_P(W2A8KernelTest, AllPathsBitExactAndScalarMatchesDequantizedProduct) {
+  const Case c = GetParam();
+  std::mt19937 rng(c.rows * 7919 + c.cols * 31 + c.group_size + c.tokens + c.sparse);
+  const W2Shape shape{c.rows, c.cols, c.group_size, c.sparse};
+  const std::vector<float> w = RandomMatrix(c.rows, c.cols, rng);
+  const std::vector<uint8_t> keep = c.sparse ? RandomMask(c.rows, c.cols, rng) : std::vector<uint8_t>{};
+  ASSERT_OK_AND_ASSIGN(W2Matrix m, QuantizeW2(w, shape, keep));
+
+  A8Batch x(shape.cols_padded(), shape.group_size, c.tokens);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (int t = 0; t < c.tokens; ++t) {
+    std::vector<float> v(c.cols);
+    for (float& e : v) e = normal(rng);
+    x.Quantize(t, v);
+  }
+
+  const int64_t ldy = c.rows + 3;
+  std::vector<float> reference(static_cast<std::size_t>(ldy) * c.tokens, -1.0f);
+  kScalarKernels.matmul_w2a8(m.view(), x, 0, shape.row_tiles(), reference.data(), ldy);
+
+  // Scalar against the dequantized operands in double precision.
+  std::vector<float> row(c.cols);
+  for (int r = 0; r < c.rows; ++r) {
+    DequantizeW2Row(m.view(), r, row);
+    for (int t = 0; t < c.tokens; ++t) {
+      double expected = 0, magnitude = 0;
+      for (int j = 0; j < c.cols; ++j) {
+        const double term = double{row[j]} * x.codes(t)[j] * x.scale(t);
+        expected += term;
+        magnitude += std::fabs(term);
+      }
+      ASSERT_NEAR(reference[t * ldy + r], expected, kMaxRelativeError * magnitude + 1e-12) << "row " << r << " token " << t;
+    }
+  }
+
+  for (const CpuKernels* k : AvailableKernels()) {
+    SCOPED_TRACE(k->name);
+    std::vector<float> got(reference.size(), -1.0f);
+    // Two calls over a split tile range must equal one call over all of it.
+    const int split = shape.row_tiles() / 2;
+    k->matmul_w2a8(m.view(), x, 0, split, got.data(), ldy);
+    k->matmul_w2a8(m.view(), x, split, shape.row_tiles(), got.data(), ldy);
+    for (std::size_t i = 0; i < got.size(); ++i) {
+      uint32_t a, b;
+      std::memcpy(&a, &got[i], 4);
+      std::memcpy(&b, &reference[i], 4);
+      ASSERT_EQ(a, b) << "element " << i << ": " << got[i] << " vs " << reference[i];
+    }
+  }
+}
+
+std::vector<Case> Cases() {
+  std::vector<Case> cases;
+  for (bool sparse : {false, true}) {
+    for (int group : {32, 64, 128, 256}) {
+      for (int tokens : {1, 3, 4, 9}) {
+        cases.push_back({64, 64, group, tokens, sparse});
+        cases.push_back({172, 64, group, tokens, sparse});     // stories260K w1 (ragged rows)
+        cases.push_back({64, 172, group, tokens, sparse});     // stories260K w2 (ragged cols)
+        cases.push_back({37, 300, group, tokens, sparse});
+      }
+    }
+    cases.push_back({256, 1024, 128, 64, sparse});  // a full continuous batch
+  }
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(RandomShapes, W2A8KernelTest, ::testing::ValuesIn(Cases()), [](const auto& info) {
+  const Case& c = info.param;
+  return std::string(c.sparse ? "Sparse" : "Dense") + "_" + std::to_string(c.rows) + "x" + std::to_string(c.cols) +
+         "_g" + std::to_string(c.group_size) + "_t" + std::to_string(c.tokens);
+});
+
+TEST(W2QuantizeTest, RepresentableValuesRoundTripExactly) {
+  const W2Shape shape{16, 64, 32, false};
+  std::vector<float> w(16 * 64);
+  const float scale = 0.25f;
+  for (std::size_t i = 0; i < w.size(); ++i) w[i] = scale * (static_cast<float>(i % 4) - 1.0f);  // q - zero, zero = 1
+  ASSERT_OK_AND_ASSIGN(W2Matrix m, QuantizeW2(w, shape));
+  std::vector<float> row(64);
+  for (int r = 0; r < 16; ++r) {
+    DequantizeW2Row(m.view(), r, row);
+    for (int c = 0; c < 64; ++c) EXPECT_EQ(row[c], w[r * 64 + c]) << r << "," << c;
+  }
+}
+
+TEST(W2QuantizeTest, SparsePrunedWeightsAreZero) {
+  std::mt19937 rng(1);
+  const W2Shape shape{20, 96, 32, true};
+  const std::vector<float> w = RandomMatrix(20, 96, rng);
+  const std::vector<uint8_t> keep = RandomMask(20, 96, rng);
+  ASSERT_OK_AND_ASSIGN(W2Matrix m, QuantizeW2(w, shape, keep));
+  std::vector<float> row(96);
+  for (int r = 0; r < 20; ++r) {
+    DequantizeW2Row(m.view(), r, row);
+    for (int c = 0; c < 96; ++c) {
+      if (!keep[r * 96 + c]) {
+        EXPECT_EQ(row[c], 0.0f);
+      }
+    }
+  }
+}
+
+TEST(W2QuantizeTest, RejectsBadInput) {
+  std::vector<float> w(16 * 64, 0.1f);
+  EXPECT_FALSE(QuantizeW2(w, {16, 64, 48, false}).ok());          // group not a power of two
+  EXPECT_FALSE(QuantizeW2(w, {16, 63, 32, false}).ok());          // count mismatch
+  std::vector<uint8_t> three_of_four(16 * 64, 0);
+  for (std::size_t i = 0; i < three_of_four.size(); i += 4) three_of_four[i] = three_of_four[i + 1] = three_of_four[i + 2] = 1;
+  const auto bad_mask = QuantizeW2(w, {16, 64, 32, true}, three_of_four);
+  ASSERT_FALSE(bad_mask.ok());
+  EXPECT_THAT(std::string(bad_mask.status().message()), ::testing::HasSubstr("more than 2 of 4"));
+}
+
+TEST(CpuDispatchTest, ParsesPathsAndSelectsOne) {
+  EXPECT_FALSE(ParseCpuPath("sse9").ok());
+  ASSERT_OK_AND_ASSIGN(const CpuKernels* selected, SelectedKernels());
+  EXPECT_NE(selected, nullptr);
+  ASSERT_OK_AND_ASSIGN(const CpuKernels* scalar, KernelsFor(CpuPath::kScalar));
+  EXPECT_STREQ(scalar->name, "scalar");
+}
+
+}  // namespace
+}  // namespace accllm
