@@ -2,6 +2,7 @@
 
 #include "gmock/gmock.h"
 #include "runtime/model/load_model.h"
+#include "runtime/reference/reference_backend.h"
 #include "tests/test_support.h"
 
 namespace accllm {
@@ -15,7 +16,8 @@ class GeneratorTest : public ::testing::Test {
   void SetUp() override {
     ASSERT_OK_AND_ASSIGN(model_, LoadModel(RequireModelFile("stories260K.bin").string()));
     ASSERT_OK_AND_ASSIGN(tokenizer_, LoadTokenizer(RequireModelFile("tok512.bin").string()));
-    ASSERT_OK_AND_ASSIGN(generator_, Generator::Create(*model_, *tokenizer_));
+    backend_ = std::make_unique<ReferenceBackend>(*model_);
+    ASSERT_OK_AND_ASSIGN(generator_, Generator::Create(*backend_, *tokenizer_));
   }
 
   static GenerationOptions Greedy(int max_new_tokens) {
@@ -27,6 +29,7 @@ class GeneratorTest : public ::testing::Test {
 
   std::unique_ptr<Model> model_;
   std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<ReferenceBackend> backend_;
   std::unique_ptr<Generator> generator_;
 };
 
@@ -93,7 +96,7 @@ TEST_F(GeneratorTest, CallbackCancels) {
 }
 
 TEST_F(GeneratorTest, ContextFull) {
-  ASSERT_OK_AND_ASSIGN(auto small, Generator::Create(*model_, *tokenizer_, /*context_len=*/16));
+  ASSERT_OK_AND_ASSIGN(auto small, Generator::Create(*backend_, *tokenizer_, /*max_length=*/16));
   ASSERT_OK_AND_ASSIGN(GenerationResult r, small->Generate("Once upon a time", Greedy(100)));
   EXPECT_EQ(r.finish_reason, FinishReason::kContextFull);
   EXPECT_EQ(r.prompt_ids.size() + r.generated_ids.size(), 16u);

@@ -9,6 +9,7 @@
 #include "runtime/model/hf_checkpoint.h"
 #include "runtime/model/llama2c_format.h"
 #include "runtime/model/load_model.h"
+#include "runtime/reference/reference_backend.h"
 #include "tests/test_support.h"
 
 namespace accllm {
@@ -64,7 +65,8 @@ class ReferenceGreedyTest : public ::testing::Test {
 
   // Checks every reference case on `model` with `tokenizer`.
   void ExpectMatchesReference(const Model& model, const Tokenizer& tokenizer) {
-    ASSERT_OK_AND_ASSIGN(auto generator, Generator::Create(model, tokenizer));
+    ReferenceBackend backend(model);
+    ASSERT_OK_AND_ASSIGN(auto generator, Generator::Create(backend, tokenizer));
     for (const ReferenceCase& c : cases_) {
       SCOPED_TRACE(c.prompt);
       ASSERT_OK_AND_ASSIGN(std::vector<int> prompt, tokenizer.Encode(c.prompt, /*add_bos=*/true));
@@ -138,7 +140,8 @@ TEST_F(ReferenceGreedyTest, LongRunFromEmptyPrompt) {
   ASSERT_GT(expected.size(), 200u);
   ASSERT_OK_AND_ASSIGN(auto model, LoadModel(RequireModelFile("stories260K.bin").string()));
   ASSERT_OK_AND_ASSIGN(auto tokenizer, LoadTokenizer(RequireModelFile("tok512.bin").string()));
-  ASSERT_OK_AND_ASSIGN(auto generator, Generator::Create(*model, *tokenizer));
+  ReferenceBackend backend(*model);
+  ASSERT_OK_AND_ASSIGN(auto generator, Generator::Create(backend, *tokenizer));
   GenerationOptions options;
   options.sampling.temperature = 0.0f;
   options.max_new_tokens = 256;

@@ -24,12 +24,19 @@ namespace accllm {
 using W2A8MatMulFn = void (*)(const W2View& w, const A8Batch& x, int tile_begin, int tile_end,
                               float* y, int64_t ldy);
 
+// y[t * ldy + r] = sum_j w[r][j] * x[t * ldx + j] for rows [row_begin, row_end), fp16 weights
+// (out x in, row-major) and fp32 activations: the classifier and other high-precision layers.
+// Float sums: paths agree to rounding, not bit for bit.
+using F16MatMulFn = void (*)(const uint16_t* w, int cols, const float* x, int tokens, int64_t ldx,
+                             int row_begin, int row_end, float* y, int64_t ldy);
+
 enum class CpuPath { kScalar, kAvx2, kAvx512 };
 
 struct CpuKernels {
   CpuPath path;
   const char* name;
   W2A8MatMulFn matmul_w2a8;
+  F16MatMulFn matmul_f16;
 };
 
 // The kernels for `path`, or an error if this CPU (or OS) cannot run them.

@@ -151,8 +151,33 @@ void MatMulW2A8Avx2(const W2View& w, const A8Batch& x, int tile_begin, int tile_
   }
 }
 
+float HorizontalSum(__m256 v) {
+  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
+}
+
+void MatMulF16Avx2(const uint16_t* w, int cols, const float* x, int tokens, int64_t ldx, int row_begin, int row_end,
+                   float* y, int64_t ldy) {
+  const int vec_cols = cols / 8 * 8;
+  for (int r = row_begin; r < row_end; ++r) {
+    const uint16_t* row = w + int64_t{r} * cols;
+    for (int t = 0; t < tokens; ++t) {
+      const float* xt = x + t * ldx;
+      __m256 acc = _mm256_setzero_ps();
+      for (int j = 0; j < vec_cols; j += 8) {
+        const __m256 wv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + j)));
+        acc = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xt + j), acc);
+      }
+      float sum = HorizontalSum(acc);
+      for (int j = vec_cols; j < cols; ++j) sum += _cvtsh_ss(row[j]) * xt[j];
+      y[t * ldy + r] = sum;
+    }
+  }
+}
+
 }  // namespace
 
-const CpuKernels kAvx2Kernels = {CpuPath::kAvx2, "avx2", MatMulW2A8Avx2};
+const CpuKernels kAvx2Kernels = {CpuPath::kAvx2, "avx2", MatMulW2A8Avx2, MatMulF16Avx2};
 
 }  // namespace accllm

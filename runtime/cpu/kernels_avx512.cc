@@ -139,8 +139,27 @@ void MatMulW2A8Avx512(const W2View& w, const A8Batch& x, int tile_begin, int til
   }
 }
 
+void MatMulF16Avx512(const uint16_t* w, int cols, const float* x, int tokens, int64_t ldx, int row_begin,
+                     int row_end, float* y, int64_t ldy) {
+  const int vec_cols = cols / 16 * 16;
+  for (int r = row_begin; r < row_end; ++r) {
+    const uint16_t* row = w + int64_t{r} * cols;
+    for (int t = 0; t < tokens; ++t) {
+      const float* xt = x + t * ldx;
+      __m512 acc = _mm512_setzero_ps();
+      for (int j = 0; j < vec_cols; j += 16) {
+        const __m512 wv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + j)));
+        acc = _mm512_fmadd_ps(wv, _mm512_loadu_ps(xt + j), acc);
+      }
+      float sum = _mm512_reduce_add_ps(acc);
+      for (int j = vec_cols; j < cols; ++j) sum += _cvtsh_ss(row[j]) * xt[j];
+      y[t * ldy + r] = sum;
+    }
+  }
+}
+
 }  // namespace
 
-const CpuKernels kAvx512Kernels = {CpuPath::kAvx512, "avx512", MatMulW2A8Avx512};
+const CpuKernels kAvx512Kernels = {CpuPath::kAvx512, "avx512", MatMulW2A8Avx512, MatMulF16Avx512};
 
 }  // namespace accllm

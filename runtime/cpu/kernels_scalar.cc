@@ -43,8 +43,21 @@ void MatMulW2A8Scalar(const W2View& w, const A8Batch& x, int tile_begin, int til
   }
 }
 
+void MatMulF16Scalar(const uint16_t* w, int cols, const float* x, int tokens, int64_t ldx, int row_begin,
+                     int row_end, float* y, int64_t ldy) {
+  for (int r = row_begin; r < row_end; ++r) {
+    const uint16_t* row = w + int64_t{r} * cols;
+    for (int t = 0; t < tokens; ++t) {
+      const float* xt = x + t * ldx;
+      float acc = 0.0f;
+      for (int j = 0; j < cols; ++j) acc += Fp16ToFloat(row[j]) * xt[j];
+      y[t * ldy + r] = acc;
+    }
+  }
+}
+
 }  // namespace
 
-const CpuKernels kScalarKernels = {CpuPath::kScalar, "scalar", MatMulW2A8Scalar};
+const CpuKernels kScalarKernels = {CpuPath::kScalar, "scalar", MatMulW2A8Scalar, MatMulF16Scalar};
 
 }  // namespace accllm

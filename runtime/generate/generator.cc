@@ -7,7 +7,6 @@
 #include "absl/strings/str_cat.h"
 #include "runtime/common/status_macros.h"
 #include "runtime/generate/stop_strings.h"
-#include "runtime/reference/forward.h"
 #include "runtime/tokenizer/stream_detokenizer.h"
 #include "runtime/tokenizer/utf8.h"
 
@@ -32,16 +31,16 @@ const char* FinishReasonName(FinishReason reason) {
   return "?";
 }
 
-absl::StatusOr<std::unique_ptr<Generator>> Generator::Create(const Model& model,
-                                                             const Tokenizer& tokenizer,
-                                                             int context_len) {
-  if (tokenizer.vocab_size() > model.config.vocab_size) {
+absl::StatusOr<std::unique_ptr<Generator>> Generator::Create(Backend& backend, const Tokenizer& tokenizer,
+                                                             int max_length) {
+  const LlamaConfig& config = backend.config();
+  if (tokenizer.vocab_size() > config.vocab_size) {
     return absl::InvalidArgumentError(absl::StrCat("the tokenizer has ", tokenizer.vocab_size(),
-                                                   " tokens but the model only ", model.config.vocab_size));
+                                                   " tokens but the model only ", config.vocab_size));
   }
-  if (context_len < 0) return absl::InvalidArgumentError("context length must be >= 0");
-  if (context_len == 0) context_len = model.config.max_seq_len;
-  return std::unique_ptr<Generator>(new Generator(model, tokenizer, context_len));
+  if (max_length < 0) return absl::InvalidArgumentError("the maximum length must be >= 0");
+  if (max_length == 0) max_length = config.max_seq_len;
+  return std::unique_ptr<Generator>(new Generator(backend, tokenizer, max_length));
 }
 
 absl::Status Generator::Validate(std::span<const int> prompt_ids, const GenerationOptions& options) const {
@@ -50,12 +49,12 @@ absl::Status Generator::Validate(std::span<const int> prompt_ids, const Generati
     return absl::InvalidArgumentError(absl::StrCat("max_new_tokens must be >= 1, got ", options.max_new_tokens));
   }
   if (prompt_ids.empty()) return absl::InvalidArgumentError("the prompt has no tokens (not even BOS)");
-  if (static_cast<int64_t>(prompt_ids.size()) >= context_len_) {
+  if (static_cast<int64_t>(prompt_ids.size()) >= max_length_) {
     return absl::InvalidArgumentError(absl::StrCat("the prompt has ", prompt_ids.size(),
-                                                   " tokens; the context holds ", context_len_,
+                                                   " tokens; the context holds ", max_length_,
                                                    ", leaving no room to generate"));
   }
-  const int vocab = model_.config.vocab_size;
+  const int vocab = backend_.config().vocab_size;
   for (int id : prompt_ids) {
     if (id < 0 || id >= vocab) return absl::InvalidArgumentError(absl::StrCat("prompt token id ", id, " is outside the vocabulary [0, ", vocab, ")"));
   }
@@ -84,18 +83,21 @@ absl::StatusOr<GenerationResult> Generator::Generate(std::span<const int> prompt
   GenerationResult result;
   result.prompt_ids.assign(prompt_ids.begin(), prompt_ids.end());
 
-  RunState state(model_.config, context_len_);
+  const std::unique_ptr<SequenceKv> seq = backend_.NewSequence();
   Sampler sampler(options.sampling);
   StreamDetokenizer detokenizer(tokenizer_, prompt_ids.back());
   StopStringMatcher stop_strings(options.stop_strings);
   std::vector<int> history(prompt_ids.begin(), prompt_ids.end());
-  std::vector<float> logits(static_cast<std::size_t>(model_.config.vocab_size));
+  std::vector<float> out(static_cast<std::size_t>(backend_.config().vocab_size));
+  std::vector<float> logits(out.size());
 
-  // Prompt: one position at a time; the last one's logits predict the first new token.
+  // Prompt: in chunks the backend accepts; the last token's logits predict the first new one.
   const auto prompt_start = std::chrono::steady_clock::now();
-  int pos = 0;
-  std::span<const float> out;
-  for (int id : prompt_ids) out = Forward(model_, state, id, pos++);
+  for (std::size_t begin = 0; begin < prompt_ids.size(); begin += backend_.max_step_tokens()) {
+    const std::size_t count = std::min<std::size_t>(backend_.max_step_tokens(), prompt_ids.size() - begin);
+    RETURN_IF_ERROR(backend_.Prefill(*seq, prompt_ids.subspan(begin, count), out));
+  }
+  int pos = static_cast<int>(prompt_ids.size());
   result.prompt_seconds = SecondsSince(prompt_start);
 
   const auto generate_start = std::chrono::steady_clock::now();
@@ -116,7 +118,7 @@ absl::StatusOr<GenerationResult> Generator::Generate(std::span<const int> prompt
       text = detokenizer.Push(next);
       if (static_cast<int>(result.generated_ids.size()) == options.max_new_tokens) {
         finish = FinishReason::kMaxTokens;
-      } else if (pos + 1 >= context_len_) {
+      } else if (pos + 1 >= max_length_) {
         finish = FinishReason::kContextFull;  // `next` would be the last position that fits
       }
     }
@@ -129,7 +131,9 @@ absl::StatusOr<GenerationResult> Generator::Generate(std::span<const int> prompt
       result.finish_reason = *finish;
       break;
     }
-    out = Forward(model_, state, next, pos++);
+    SequenceKv* const seqs[] = {seq.get()};
+    RETURN_IF_ERROR(backend_.Decode(seqs, {&next, 1}, out));
+    ++pos;
   }
   result.generate_seconds = SecondsSince(generate_start);
   return result;

@@ -1,5 +1,5 @@
-// The generation loop on the reference forward pass: prompt evaluation, sampling, stop
-// conditions and streaming text.
+// The generation loop for one sequence on any Backend: prompt prefill, sampling, stop conditions
+// and streaming text.
 #pragma once
 
 #include <functional>
@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "runtime/model/model.h"
+#include "runtime/engine/backend.h"
 #include "runtime/sampling/sampler.h"
 #include "runtime/tokenizer/tokenizer.h"
 
@@ -49,10 +49,10 @@ using TokenCallback = std::function<bool(int token, std::string_view text)>;
 
 class Generator {
  public:
-  // `context_len` 0 means the model's trained context (max_seq_len).
-  static absl::StatusOr<std::unique_ptr<Generator>> Create(const Model& model,
+  // `max_length` bounds prompt + generated tokens; 0 means the model's trained context.
+  static absl::StatusOr<std::unique_ptr<Generator>> Create(Backend& backend,
                                                            const Tokenizer& tokenizer,
-                                                           int context_len = 0);
+                                                           int max_length = 0);
 
   absl::StatusOr<GenerationResult> Generate(std::span<const int> prompt_ids,
                                             const GenerationOptions& options,
@@ -63,17 +63,17 @@ class Generator {
                                             const GenerationOptions& options,
                                             const TokenCallback& on_token = nullptr) const;
 
-  int context_len() const { return context_len_; }
+  int max_length() const { return max_length_; }
 
  private:
-  Generator(const Model& model, const Tokenizer& tokenizer, int context_len)
-      : model_(model), tokenizer_(tokenizer), context_len_(context_len) {}
+  Generator(Backend& backend, const Tokenizer& tokenizer, int max_length)
+      : backend_(backend), tokenizer_(tokenizer), max_length_(max_length) {}
 
   absl::Status Validate(std::span<const int> prompt_ids, const GenerationOptions& options) const;
 
-  const Model& model_;
+  Backend& backend_;
   const Tokenizer& tokenizer_;
-  int context_len_;
+  int max_length_;
 };
 
 }  // namespace accllm

@@ -4,28 +4,10 @@
 #include <cmath>
 #include <cstring>
 
+#include "runtime/common/nn_ops.h"
+
 namespace accllm {
 namespace {
-
-void RmsNorm(float* o, const float* x, const float* weight, int size, float eps) {
-  float ss = 0.0f;
-  for (int j = 0; j < size; j++) ss += x[j] * x[j];
-  ss /= size;
-  ss += eps;
-  ss = 1.0f / std::sqrt(ss);
-  for (int j = 0; j < size; j++) o[j] = weight[j] * (ss * x[j]);
-}
-
-void Softmax(float* x, int size) {
-  float max_val = x[0];
-  for (int i = 1; i < size; i++) max_val = std::max(max_val, x[i]);
-  float sum = 0.0f;
-  for (int i = 0; i < size; i++) {
-    x[i] = std::exp(x[i] - max_val);
-    sum += x[i];
-  }
-  for (int i = 0; i < size; i++) x[i] /= sum;
-}
 
 // W (d,n) @ x (n) -> xout (d). By far the most time is spent here.
 void MatMul(float* xout, const float* x, const float* w, int n, int d) {
@@ -81,22 +63,9 @@ std::span<const float> Forward(const Model& model, RunState& s, int token, int p
     MatMul(k, s.xb.data(), lw.wk, dim, kv_dim);
     MatMul(v, s.xb.data(), lw.wv, dim, kv_dim);
 
-    // RoPE: rotate each adjacent pair (i, i+1) of q and k by pos * theta^(-head_dim/head_size)
-    for (int i = 0; i < dim; i += 2) {
-      const int head_dim = i % head_size;
-      const float freq = 1.0f / std::pow(p.rope_theta, head_dim / static_cast<float>(head_size));
-      const float val = pos * freq;
-      const float fcr = std::cos(val);
-      const float fci = std::sin(val);
-      const int rotn = i < kv_dim ? 2 : 1;  // 2 = q and k, 1 = q only
-      for (int vi = 0; vi < rotn; vi++) {
-        float* vec = vi == 0 ? s.q.data() : k;
-        const float v0 = vec[i];
-        const float v1 = vec[i + 1];
-        vec[i] = v0 * fcr - v1 * fci;
-        vec[i + 1] = v0 * fci + v1 * fcr;
-      }
-    }
+    // RoPE: rotate each adjacent pair of q and k by an angle that grows with the position
+    Rope(s.q.data(), dim, head_size, pos, p.rope_theta);
+    Rope(k, kv_dim, head_size, pos, p.rope_theta);
 
     // multihead attention: every head attends to positions 0..pos
     for (int h = 0; h < p.n_heads; h++) {
@@ -131,12 +100,7 @@ std::span<const float> Forward(const Model& model, RunState& s, int token, int p
     // SwiGLU: self.w2(F.silu(self.w1(x)) * self.w3(x))
     MatMul(s.hb.data(), s.xb.data(), lw.w1, dim, hidden_dim);
     MatMul(s.hb2.data(), s.xb.data(), lw.w3, dim, hidden_dim);
-    for (int i = 0; i < hidden_dim; i++) {
-      float val = s.hb[i];
-      val *= 1.0f / (1.0f + std::exp(-val));  // silu(x) = x * sigmoid(x)
-      val *= s.hb2[i];
-      s.hb[i] = val;
-    }
+    SwiGlu(s.hb.data(), s.hb2.data(), hidden_dim);
     MatMul(s.xb.data(), s.hb.data(), lw.w2, hidden_dim, dim);
 
     // residual connection

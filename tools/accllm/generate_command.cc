@@ -8,6 +8,7 @@
 #include "runtime/generate/generator.h"
 #include "runtime/model/load_model.h"
 #include "tools/accllm/commands.h"
+#include "tools/accllm/engine_flags.h"
 
 namespace accllm::cli {
 namespace {
@@ -25,6 +26,7 @@ struct GenerateFlags {
   bool ignore_eos = false;
   std::string output = "text";
   std::string load_mode = "mmap";
+  EngineFlags engine;
 };
 
 // JSON with invalid UTF-8 replaced rather than throwing: streamed text is always valid UTF-8,
@@ -48,7 +50,9 @@ int RunGenerate(GenerateFlags flags) {
   absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = LoadTokenizer(tokenizer_path);
   if (!tokenizer.ok()) return ReportError(tokenizer.status());
 
-  absl::StatusOr<std::unique_ptr<Generator>> generator = Generator::Create(**model, **tokenizer, flags.context);
+  absl::StatusOr<std::unique_ptr<Backend>> backend = MakeBackend(flags.engine, **model);
+  if (!backend.ok()) return ReportError(backend.status());
+  absl::StatusOr<std::unique_ptr<Generator>> generator = Generator::Create(**backend, **tokenizer, flags.context);
   if (!generator.ok()) return ReportError(generator.status());
 
   GenerationOptions options;
@@ -93,11 +97,11 @@ int RunGenerate(GenerateFlags flags) {
   const double gen_tps = result->generated_ids.size() / std::max(result->generate_seconds, 1e-9);
   std::fprintf(stderr,
                "prompt tokens: %zu (%.1f tokens/s), generated tokens: %zu (%.1f tokens/s), "
-               "finish: %s, seed: %llu, model: %s (%s)\n",
+               "finish: %s, seed: %llu, model: %s (%s), engine: %s\n",
                result->prompt_ids.size(), prompt_tps, result->generated_ids.size(), gen_tps,
                FinishReasonName(result->finish_reason),
                static_cast<unsigned long long>(options.sampling.seed), model_path.c_str(),
-               LoadModeName(mode));
+               LoadModeName(mode), (*backend)->name().c_str());
   return 0;
 }
 
@@ -114,8 +118,10 @@ void AddGenerateCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("-p,--prompt", flags->prompt, "Prompt text (default: empty, i.e. start from BOS)");
   cmd->add_option("-n,--max-new-tokens", flags->max_new_tokens, "Maximum tokens to generate")
       ->check(CLI::PositiveNumber)->capture_default_str();
-  cmd->add_option("--context", flags->context, "Context length in tokens (default: the model's trained length)")
+  cmd->add_option("--context", flags->context,
+                  "Most tokens in the sequence, prompt included (default: the model's trained length)")
       ->check(CLI::NonNegativeNumber);
+  AddEngineOptions(*cmd, flags->engine);
   cmd->add_option("--temperature", flags->sampling.temperature, "Sampling temperature; 0 = greedy")->capture_default_str();
   cmd->add_option("--top-k", flags->sampling.top_k, "Keep the k most likely tokens; 0 = off")->capture_default_str();
   cmd->add_option("--top-p", flags->sampling.top_p, "Nucleus sampling mass; 1 = off")->capture_default_str();

@@ -1,0 +1,291 @@
+#include "runtime/cpu/cpu_engine.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/common/half.h"
+#include "runtime/common/nn_ops.h"
+#include "runtime/common/status_macros.h"
+
+namespace accllm {
+namespace {
+
+// x . (min + scale * codes) = scale * (x . codes) + min * sum(x), for one KV4 vector.
+float DotKv4(const float* x, float x_sum, const uint8_t* codes, Kv4Params p, int n) {
+  float acc = 0.0f;
+  for (int i = 0; i < n; i += 2) {
+    acc += x[i] * static_cast<float>(codes[i / 2] & 15) + x[i + 1] * static_cast<float>(codes[i / 2] >> 4);
+  }
+  return Fp16ToFloat(p.scale) * acc + Fp16ToFloat(p.min) * x_sum;
+}
+
+float Dot(const float* a, const float* b, int n) {
+  float acc = 0.0f;
+  for (int i = 0; i < n; ++i) acc += a[i] * b[i];
+  return acc;
+}
+
+// In-place A8 round trip of one vector (what the W2 kernels see, as floats).
+void FakeQuantizeA8(float* x, int n) {
+  float amax = 0.0f;
+  for (int i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
+  if (amax == 0.0f) return;
+  const float inverse = 127.0f / amax, scale = amax / 127.0f;
+  for (int i = 0; i < n; ++i) x[i] = std::nearbyint(x[i] * inverse) * scale;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CpuEngine>> CpuEngine::Create(EngineWeights weights, const CpuEngineOptions& options) {
+  RETURN_IF_ERROR(ValidateConfig(weights.config));
+  if (options.page_tokens <= 0 || options.max_step_tokens <= 0 || options.kv_pages < 0) {
+    return absl::InvalidArgumentError("page_tokens and max_step_tokens must be positive, kv_pages >= 0");
+  }
+  if (options.lambda.sinks < 0 || options.lambda.window <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("bad Λ configuration: sinks ", options.lambda.sinks, ", window ",
+                                                   options.lambda.window));
+  }
+  if (weights.config.head_size() % 2 != 0) return absl::InvalidArgumentError("head size must be even for KV4");
+  ASSIGN_OR_RETURN(const CpuKernels* kernels, SelectedKernels());
+  auto engine = std::unique_ptr<CpuEngine>(new CpuEngine(std::move(weights), options, *kernels));
+  if (!engine->kv_.ok()) return absl::ResourceExhaustedError("cannot allocate the KV cache");
+  return engine;
+}
+
+CpuEngine::CpuEngine(EngineWeights weights, const CpuEngineOptions& options, const CpuKernels& kernels)
+    : weights_(std::move(weights)),
+      options_(options),
+      kernels_(&kernels),
+      pool_threads_(options.threads),
+      pool_(options.kv_pages > 0 ? options.kv_pages
+                                 : SequenceKv::MaxPages(options.lambda, options.page_tokens, options.max_step_tokens,
+                                                        weights_.config.max_seq_len)),
+      kv_(weights_.config, pool_.total(), options.page_tokens, options.kv_precision) {
+  const LlamaConfig& c = weights_.config;
+  const std::size_t n = static_cast<std::size_t>(options.max_step_tokens);
+  x_.resize(n * c.dim);
+  xb_.resize(n * c.dim);
+  q_.resize(n * c.dim);
+  q_raw_.resize(n * c.dim);
+  k_.resize(n * c.kv_dim());
+  v_.resize(n * c.kv_dim());
+  att_.resize(n * c.dim);
+  hb_.resize(n * c.hidden_dim);
+  hb2_.resize(n * c.hidden_dim);
+  positions_.resize(n);
+  token_seq_.resize(n);
+}
+
+std::string CpuEngine::name() const {
+  return absl::StrCat("cpu(", kernels_->name, ", ", pool_threads_.threads(), " threads, ",
+                      KvPrecisionName(options_.kv_precision), ")");
+}
+
+void CpuEngine::Linear(const LinearWeights& w, LinearInput& in, float* y, int64_t ldy) {
+  if (w.w2) {
+    const W2Shape& s = w.w2->shape;
+    auto& batch = a8_[{in.slot, s.cols_padded() * 1024 + s.group_size}];
+    if (!batch || batch->capacity() < options_.max_step_tokens) {
+      batch = std::make_unique<A8Batch>(s.cols_padded(), s.group_size, options_.max_step_tokens);
+    }
+    if (!in.quantized || batch->tokens() != in.n) {
+      batch->Clear();
+      for (int t = 0; t < in.n; ++t) batch->Quantize(t, {in.x + t * in.ld, static_cast<std::size_t>(w.in)});
+    }
+    in.quantized = true;
+    const W2View view = *w.w2;
+    pool_threads_.ParallelFor(s.row_tiles(), [&](int64_t begin, int64_t end) {
+      kernels_->matmul_w2a8(view, *batch, static_cast<int>(begin), static_cast<int>(end), y, ldy);
+    });
+    return;
+  }
+  if (w.f16 != nullptr) {
+    pool_threads_.ParallelFor(w.out, [&](int64_t begin, int64_t end) {
+      kernels_->matmul_f16(w.f16, w.in, in.x, in.n, in.ld, static_cast<int>(begin), static_cast<int>(end), y, ldy);
+    });
+    return;
+  }
+  pool_threads_.ParallelFor(w.out, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float* row = w.f32 + r * w.in;
+      for (int t = 0; t < in.n; ++t) y[t * ldy + r] = Dot(row, in.x + t * in.ld, w.in);
+    }
+  });
+}
+
+void CpuEngine::Attention(int layer, int n) {
+  const LlamaConfig& c = weights_.config;
+  const int hs = c.head_size();
+  const LambdaConfig& lambda = options_.lambda;
+  const float inv_sqrt = 1.0f / std::sqrt(static_cast<float>(hs));
+  pool_threads_.ParallelFor(int64_t{n} * c.n_heads, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores;
+    std::vector<float> q_sink(hs);
+    for (int64_t item = begin; item < end; ++item) {
+      const int i = static_cast<int>(item / c.n_heads), h = static_cast<int>(item % c.n_heads);
+      const int kv_head = h / c.kv_mul();
+      const int64_t m = positions_[i];
+      const SequenceKv& seq = *token_seq_[i];
+      const float* q = q_.data() + int64_t{i} * c.dim + h * hs;
+      const int64_t window_start = std::max<int64_t>(0, lambda.WindowStart(m));
+      const int64_t sink_end = std::min<int64_t>(lambda.full() ? 0 : lambda.sinks, window_start);
+      // Sinks outside the window see the query at a capped position (see lambda_attention.h).
+      if (sink_end > 0) {
+        std::memcpy(q_sink.data(), q_raw_.data() + int64_t{i} * c.dim + h * hs, hs * sizeof(float));
+        Rope(q_sink.data(), hs, hs, static_cast<int>(lambda.SinkQueryPosition(m)), c.rope_theta);
+      }
+      const int64_t count = sink_end + (m - window_start + 1);
+      if (static_cast<int64_t>(scores.size()) < count) scores.resize(count);
+      float q_sum = 0.0f, q_sink_sum = 0.0f;
+      for (int d = 0; d < hs; ++d) {
+        q_sum += q[d];
+        q_sink_sum += q_sink[d];
+      }
+      const auto key_score = [&](int64_t position, const float* query, float query_sum) {
+        const KvHeadView keys = kv_.Keys(layer, seq.PageOf(position), kv_head);
+        const int slot = static_cast<int>(position % options_.page_tokens);
+        if (keys.precision == KvPrecision::kF32) return Dot(query, keys.f32 + slot * hs, hs) * inv_sqrt;
+        return DotKv4(query, query_sum, keys.codes + slot * (hs / 2), keys.params[slot], hs) * inv_sqrt;
+      };
+      int64_t j = 0;
+      for (int64_t p = 0; p < sink_end; ++p) scores[j++] = key_score(p, q_sink.data(), q_sink_sum);
+      for (int64_t p = window_start; p <= m; ++p) scores[j++] = key_score(p, q, q_sum);
+      Softmax(scores.data(), static_cast<int>(count));
+
+      float* out = att_.data() + int64_t{i} * c.dim + h * hs;
+      std::memset(out, 0, hs * sizeof(float));
+      float min_sum = 0.0f;  // KV4: sum of p * min, added to every element at the end
+      const auto add_value = [&](int64_t position, float p) {
+        const KvHeadView values = kv_.Values(layer, seq.PageOf(position), kv_head);
+        const int slot = static_cast<int>(position % options_.page_tokens);
+        if (values.precision == KvPrecision::kF32) {
+          const float* v = values.f32 + slot * hs;
+          for (int d = 0; d < hs; ++d) out[d] += p * v[d];
+          return;
+        }
+        const uint8_t* codes = values.codes + slot * (hs / 2);
+        const float ps = p * Fp16ToFloat(values.params[slot].scale);
+        for (int d = 0; d < hs; d += 2) {
+          out[d] += ps * static_cast<float>(codes[d / 2] & 15);
+          out[d + 1] += ps * static_cast<float>(codes[d / 2] >> 4);
+        }
+        min_sum += p * Fp16ToFloat(values.params[slot].min);
+      };
+      j = 0;
+      for (int64_t p = 0; p < sink_end; ++p) add_value(p, scores[j++]);
+      for (int64_t p = window_start; p <= m; ++p) add_value(p, scores[j++]);
+      if (min_sum != 0.0f) {
+        for (int d = 0; d < hs; ++d) out[d] += min_sum;
+      }
+    }
+  });
+}
+
+absl::Status CpuEngine::Prefill(SequenceKv& seq, std::span<const int> tokens, std::span<float> logits) {
+  const Entry entry{&seq, tokens};
+  return Step({&entry, 1}, logits);
+}
+
+absl::Status CpuEngine::Decode(std::span<SequenceKv* const> seqs, std::span<const int> tokens, std::span<float> logits) {
+  if (seqs.size() != tokens.size()) return absl::InvalidArgumentError("one token per sequence");
+  std::vector<Entry> entries;
+  entries.reserve(seqs.size());
+  for (std::size_t i = 0; i < seqs.size(); ++i) entries.push_back({seqs[i], tokens.subspan(i, 1)});
+  return Step(entries, logits);
+}
+
+absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> logits) {
+  const LlamaConfig& c = weights_.config;
+  int n = 0;
+  for (const Entry& e : entries) {
+    if (e.tokens.empty()) return absl::InvalidArgumentError("a step entry has no tokens");
+    for (int t : e.tokens) {
+      if (t < 0 || t >= c.vocab_size) return absl::InvalidArgumentError(absl::StrCat("token id ", t, " is outside the vocabulary"));
+    }
+    n += static_cast<int>(e.tokens.size());
+  }
+  if (n > options_.max_step_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat(n, " tokens exceed the step limit of ", options_.max_step_tokens));
+  }
+  if (logits.size() < entries.size() * static_cast<std::size_t>(c.vocab_size)) {
+    return absl::InvalidArgumentError("the logits buffer is too small");
+  }
+  for (const Entry& e : entries) RETURN_IF_ERROR(e.seq->Reserve(static_cast<int>(e.tokens.size())));
+
+  // Token embeddings, and each token's sequence and position.
+  int i = 0;
+  for (const Entry& e : entries) {
+    for (std::size_t j = 0; j < e.tokens.size(); ++j, ++i) {
+      token_seq_[i] = e.seq;
+      positions_[i] = e.seq->length() + static_cast<int64_t>(j);
+      float* x = x_.data() + int64_t{i} * c.dim;
+      const int64_t row = int64_t{e.tokens[j]} * c.dim;
+      if (weights_.embedding_f32 != nullptr) {
+        std::memcpy(x, weights_.embedding_f32 + row, c.dim * sizeof(float));
+      } else {
+        for (int d = 0; d < c.dim; ++d) x[d] = Fp16ToFloat(weights_.embedding_f16[row + d]);
+      }
+    }
+  }
+
+  const int kv_dim = c.kv_dim();
+  const bool fake_a8 = options_.fake_quantize_activations;
+  const auto maybe_fake_a8 = [&](float* x, int cols) {
+    if (!fake_a8) return;
+    for (int t = 0; t < n; ++t) FakeQuantizeA8(x + int64_t{t} * cols, cols);
+  };
+  for (int l = 0; l < c.n_layers; ++l) {
+    const EngineLayer& w = weights_.layers[l];
+
+    // attention: rmsnorm, q/k/v, RoPE, cache write, Λ attention, output projection
+    for (int t = 0; t < n; ++t) RmsNorm(&xb_[int64_t{t} * c.dim], &x_[int64_t{t} * c.dim], w.rms_att, c.dim, c.norm_eps);
+    maybe_fake_a8(xb_.data(), c.dim);
+    LinearInput attn_in{xb_.data(), n, c.dim, 0};
+    Linear(w.wq, attn_in, q_.data(), c.dim);
+    Linear(w.wk, attn_in, k_.data(), kv_dim);
+    Linear(w.wv, attn_in, v_.data(), kv_dim);
+    std::memcpy(q_raw_.data(), q_.data(), sizeof(float) * n * c.dim);
+    for (int t = 0; t < n; ++t) {
+      const int pos = static_cast<int>(positions_[t]);
+      Rope(&q_[int64_t{t} * c.dim], c.dim, c.head_size(), pos, c.rope_theta);
+      Rope(&k_[int64_t{t} * kv_dim], kv_dim, c.head_size(), pos, c.rope_theta);
+      kv_.Write(l, token_seq_[t]->PageOf(positions_[t]), static_cast<int>(positions_[t] % options_.page_tokens),
+                &k_[int64_t{t} * kv_dim], &v_[int64_t{t} * kv_dim]);
+    }
+    Attention(l, n);
+    maybe_fake_a8(att_.data(), c.dim);
+    LinearInput wo_in{att_.data(), n, c.dim, 1};
+    Linear(w.wo, wo_in, xb_.data(), c.dim);
+    for (int64_t e = 0; e < int64_t{n} * c.dim; ++e) x_[e] += xb_[e];
+
+    // feed-forward: rmsnorm, SwiGLU
+    for (int t = 0; t < n; ++t) RmsNorm(&xb_[int64_t{t} * c.dim], &x_[int64_t{t} * c.dim], w.rms_ffn, c.dim, c.norm_eps);
+    maybe_fake_a8(xb_.data(), c.dim);
+    LinearInput ffn_in{xb_.data(), n, c.dim, 2};
+    Linear(w.w1, ffn_in, hb_.data(), c.hidden_dim);
+    Linear(w.w3, ffn_in, hb2_.data(), c.hidden_dim);
+    for (int t = 0; t < n; ++t) SwiGlu(&hb_[int64_t{t} * c.hidden_dim], &hb2_[int64_t{t} * c.hidden_dim], c.hidden_dim);
+    maybe_fake_a8(hb_.data(), c.hidden_dim);
+    LinearInput down_in{hb_.data(), n, c.hidden_dim, 3};
+    Linear(w.w2, down_in, xb_.data(), c.dim);
+    for (int64_t e = 0; e < int64_t{n} * c.dim; ++e) x_[e] += xb_[e];
+  }
+
+  // Logits for the last token of each entry.
+  i = 0;
+  for (std::size_t e = 0; e < entries.size(); ++e) {
+    i += static_cast<int>(entries[e].tokens.size());
+    RmsNorm(&xb_[e * c.dim], &x_[int64_t{i - 1} * c.dim], weights_.rms_final, c.dim, c.norm_eps);
+  }
+  LinearInput head_in{xb_.data(), static_cast<int>(entries.size()), c.dim, 4};
+  Linear(weights_.classifier, head_in, logits.data(), c.vocab_size);
+
+  for (const Entry& e : entries) {
+    e.seq->Advance(static_cast<int>(e.tokens.size()));
+    e.seq->Evict(e.seq->length());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace accllm

@@ -1,0 +1,89 @@
+// The CPU engine: a Backend that runs W2A8 (or fp16/fp32) weights with a paged fp32 or KV4
+// cache and Λ-shaped attention, on a persistent thread pool with kernels chosen by CPU features.
+//
+// One Step processes any mix of sequences and token counts: a prefill chunk is one sequence with
+// many tokens, a decode step many sequences with one token each. Per layer, every token goes
+// through the linear layers together (one weight pass for the whole batch); attention runs per
+// (token, head) over that token's own sequence pages.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "runtime/cpu/kernels.h"
+#include "runtime/cpu/thread_pool.h"
+#include "runtime/engine/backend.h"
+#include "runtime/engine/engine_weights.h"
+#include "runtime/kv/kv_storage.h"
+
+namespace accllm {
+
+struct CpuEngineOptions {
+  LambdaConfig lambda;                          // default: full attention
+  KvPrecision kv_precision = KvPrecision::kKv4;
+  int page_tokens = 16;
+  int kv_pages = 0;          // 0: enough for one sequence of the model's full trained context
+  int max_step_tokens = 256;
+  int threads = 0;           // 0: one per hardware thread
+  // Round-trip the inputs of fp32 linear layers through A8 (to measure A8's effect on quality
+  // with fp32 weights). W2 layers always take A8 inputs.
+  bool fake_quantize_activations = false;
+};
+
+class CpuEngine final : public Backend {
+ public:
+  static absl::StatusOr<std::unique_ptr<CpuEngine>> Create(EngineWeights weights,
+                                                           const CpuEngineOptions& options);
+
+  std::string name() const override;
+  const LlamaConfig& config() const override { return weights_.config; }
+  const LambdaConfig& lambda() const override { return options_.lambda; }
+  int page_tokens() const override { return options_.page_tokens; }
+  PagePool& page_pool() override { return pool_; }
+  int max_step_tokens() const override { return options_.max_step_tokens; }
+
+  absl::Status Prefill(SequenceKv& seq, std::span<const int> tokens, std::span<float> logits) override;
+  absl::Status Decode(std::span<SequenceKv* const> seqs, std::span<const int> tokens,
+                      std::span<float> logits) override;
+
+  const CpuKernels& kernels() const { return *kernels_; }
+  int threads() const { return pool_threads_.threads(); }
+  int64_t kv_bytes() const { return kv_.total_bytes(); }
+
+ private:
+  // A batch of activations that several linear layers read; quantized to A8 at most once.
+  struct LinearInput {
+    const float* x;
+    int n;
+    int64_t ld;
+    int slot;  // which of the engine's A8 buffers holds its quantized form
+    bool quantized = false;
+  };
+  struct Entry {  // one sequence's tokens in a step
+    SequenceKv* seq;
+    std::span<const int> tokens;
+  };
+
+  CpuEngine(EngineWeights weights, const CpuEngineOptions& options, const CpuKernels& kernels);
+
+  absl::Status Step(std::span<const Entry> entries, std::span<float> logits);
+  void Linear(const LinearWeights& w, LinearInput& in, float* y, int64_t ldy);
+  void Attention(int layer, int n);
+
+  EngineWeights weights_;
+  CpuEngineOptions options_;
+  const CpuKernels* kernels_;
+  ThreadPool pool_threads_;
+  PagePool pool_;
+  KvStorage kv_;
+
+  // Scratch for up to max_step_tokens tokens, row-major [token][feature].
+  std::vector<float> x_, xb_, q_, q_raw_, k_, v_, att_, hb_, hb2_;
+  std::vector<int64_t> positions_;
+  std::vector<SequenceKv*> token_seq_;
+  std::map<std::pair<int, int>, std::unique_ptr<A8Batch>> a8_;  // (slot, cols_padded*1024+group)
+};
+
+}  // namespace accllm

@@ -1,0 +1,46 @@
+// The one interface every device implements (fp32 reference, CPU W2A8KV4 engine, FPGA),
+// shaped for continuous batching: the scheduler owns each sequence's block table (SequenceKv,
+// with pages from the backend's pool) and asks the backend to run prefill chunks and batched
+// decode steps over them.
+#pragma once
+
+#include <memory>
+#include <span>
+#include <string>
+
+#include "absl/status/status.h"
+#include "runtime/kv/lambda_attention.h"
+#include "runtime/kv/page_pool.h"
+#include "runtime/kv/sequence_kv.h"
+#include "runtime/model/llama_config.h"
+
+namespace accllm {
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual std::string name() const = 0;
+  virtual const LlamaConfig& config() const = 0;
+  virtual const LambdaConfig& lambda() const = 0;
+  virtual int page_tokens() const = 0;
+  virtual PagePool& page_pool() = 0;
+  // Most tokens one Prefill or Decode call may carry in all.
+  virtual int max_step_tokens() const = 0;
+
+  // A new, empty sequence whose pages come from this backend's pool.
+  std::unique_ptr<SequenceKv> NewSequence() {
+    return std::make_unique<SequenceKv>(page_pool(), page_tokens(), lambda());
+  }
+
+  // Appends `tokens` (a prefill chunk) to `seq` and writes the logits that follow the last of
+  // them into `logits` (vocab_size floats). On ResourceExhausted (no pages) nothing changed.
+  virtual absl::Status Prefill(SequenceKv& seq, std::span<const int> tokens, std::span<float> logits) = 0;
+
+  // One decode step: appends tokens[i] to *seqs[i] and writes its logits to
+  // logits[i * vocab_size, (i + 1) * vocab_size).
+  virtual absl::Status Decode(std::span<SequenceKv* const> seqs, std::span<const int> tokens,
+                              std::span<float> logits) = 0;
+};
+
+}  // namespace accllm
