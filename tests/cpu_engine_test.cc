@@ -1,0 +1,189 @@
+#include "runtime/cpu/cpu_engine.h"
+
+#include <cmath>
+
+#include "gmock/gmock.h"
+#include "runtime/generate/generator.h"
+#include "runtime/model/load_model.h"
+#include "runtime/reference/reference_backend.h"
+#include "tests/test_support.h"
+
+namespace accllm {
+namespace {
+
+using ::accllm::testing::RequireModelFile;
+
+class CpuEngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_OK_AND_ASSIGN(model_, LoadModel(RequireModelFile("stories260K.bin").string()));
+    ASSERT_OK_AND_ASSIGN(tokenizer_, LoadTokenizer(RequireModelFile("tok512.bin").string()));
+    vocab_ = model_->config.vocab_size;
+  }
+
+  std::unique_ptr<CpuEngine> Engine(CpuEngineOptions options) {
+    auto engine = CpuEngine::Create(EngineWeightsFromModel(*model_), options);
+    EXPECT_TRUE(engine.ok()) << engine.status();
+    return engine.ok() ? std::move(*engine) : nullptr;
+  }
+
+  static CpuEngineOptions Exact() {
+    CpuEngineOptions o;
+    o.kv_precision = KvPrecision::kF32;
+    o.kv_pages = 256;
+    return o;
+  }
+
+  std::vector<int> Greedy(Backend& backend, const std::string& prompt, int n) {
+    auto generator = Generator::Create(backend, *tokenizer_);
+    EXPECT_TRUE(generator.ok());
+    GenerationOptions options;
+    options.sampling.temperature = 0.0f;
+    options.max_new_tokens = n;
+    auto result = (*generator)->Generate(prompt, options);
+    EXPECT_TRUE(result.ok()) << result.status();
+    return result.ok() ? result->generated_ids : std::vector<int>{};
+  }
+
+  // Logits after each of `tokens`, fed one prefill chunk of `chunk` tokens at a time.
+  std::vector<std::vector<float>> PrefillLogits(Backend& backend, const std::vector<int>& tokens, int chunk) {
+    auto seq = backend.NewSequence();
+    std::vector<std::vector<float>> out;
+    for (std::size_t b = 0; b < tokens.size(); b += chunk) {
+      std::vector<float> logits(vocab_);
+      const std::size_t n = std::min<std::size_t>(chunk, tokens.size() - b);
+      EXPECT_TRUE(backend.Prefill(*seq, std::span(tokens).subspan(b, n), logits).ok());
+      out.push_back(logits);
+    }
+    return out;
+  }
+
+  std::unique_ptr<Model> model_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  int vocab_ = 0;
+};
+
+// With compression off (fp32 weights, fp32 KV, full attention) the engine is the reference.
+TEST_F(CpuEngineTest, CompressionOffMatchesTheReference) {
+  ReferenceBackend reference(*model_);
+  auto engine = Engine(Exact());
+  for (const char* prompt : {"Once upon a time", "Lily and Ben were"}) {
+    EXPECT_EQ(Greedy(*engine, prompt, 100), Greedy(reference, prompt, 100)) << prompt;
+  }
+}
+
+TEST_F(CpuEngineTest, PrefillChunkingDoesNotChangeResults) {
+  auto engine = Engine(Exact());
+  std::vector<int> tokens;
+  for (int i = 0; i < 48; ++i) tokens.push_back(300 + (i * 37) % 200);
+  const auto whole = PrefillLogits(*engine, tokens, 48);
+  for (int chunk : {1, 5, 16}) {
+    const auto chunked = PrefillLogits(*engine, tokens, chunk);
+    EXPECT_EQ(chunked.back(), whole.back()) << "chunk " << chunk;
+  }
+}
+
+TEST_F(CpuEngineTest, BatchedDecodeEqualsSeparateDecode) {
+  for (KvPrecision kv : {KvPrecision::kF32, KvPrecision::kKv4}) {
+    CpuEngineOptions options = Exact();
+    options.kv_precision = kv;
+    options.lambda = {4, 8};
+    auto engine = Engine(options);
+    const std::vector<std::vector<int>> prompts = {{1, 403, 407}, {1, 317, 269, 368, 302}, {1, 300}};
+    std::vector<std::unique_ptr<SequenceKv>> batched, single;
+    std::vector<float> logits(vocab_);
+    for (const auto& p : prompts) {
+      batched.push_back(engine->NewSequence());
+      single.push_back(engine->NewSequence());
+      ASSERT_OK(engine->Prefill(*batched.back(), p, logits));
+      ASSERT_OK(engine->Prefill(*single.back(), p, logits));
+    }
+    for (int step = 0; step < 20; ++step) {
+      const std::vector<int> next = {400 + step, 410 + step, 420 + step};
+      std::vector<SequenceKv*> seqs = {batched[0].get(), batched[1].get(), batched[2].get()};
+      std::vector<float> batch_logits(3 * vocab_);
+      ASSERT_OK(engine->Decode(seqs, next, batch_logits));
+      for (int s = 0; s < 3; ++s) {
+        SequenceKv* one[] = {single[s].get()};
+        ASSERT_OK(engine->Decode(one, {&next[s], 1}, logits));
+        ASSERT_EQ(std::vector<float>(batch_logits.begin() + s * vocab_, batch_logits.begin() + (s + 1) * vocab_), logits)
+            << "step " << step << " sequence " << s;
+      }
+    }
+  }
+}
+
+TEST_F(CpuEngineTest, LambdaWithAWideWindowIsFullAttention) {
+  auto full = Engine(Exact());
+  CpuEngineOptions options = Exact();
+  options.lambda = {4, 512};
+  auto lambda = Engine(options);
+  EXPECT_EQ(Greedy(*lambda, "Once upon a time", 200), Greedy(*full, "Once upon a time", 200));
+}
+
+TEST_F(CpuEngineTest, LambdaBoundsThePagesHeldAndFreesThemAll) {
+  CpuEngineOptions options;
+  options.lambda = {4, 40};
+  options.page_tokens = 16;
+  options.kv_pages = 16;
+  auto engine = Engine(options);
+  const int bound = 1 + 3 + 1;  // ceil(4/16) + ceil(40/16) + 1
+  {
+    auto seq = engine->NewSequence();
+    std::vector<float> logits(vocab_);
+    ASSERT_OK(engine->Prefill(*seq, std::vector<int>{1, 403, 407, 261}, logits));
+    for (int i = 0; i < 1500; ++i) {  // three times the trained context
+      SequenceKv* seqs[] = {seq.get()};
+      const int token = static_cast<int>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+      ASSERT_OK(engine->Decode(seqs, {&token, 1}, logits));
+      ASSERT_LE(seq->pages_held(), bound) << "after " << seq->length() << " tokens";
+      for (float v : logits) ASSERT_TRUE(std::isfinite(v));
+    }
+    EXPECT_EQ(engine->page_pool().used(), seq->pages_held());
+  }
+  EXPECT_EQ(engine->page_pool().used(), 0);
+}
+
+// KV4 at head size 8 (stories260K) is a coarse approximation: one scale and min per 8 values.
+// The budget below is what it achieves; perplexity (docs/QUALITY.md) is the real measure.
+constexpr double kKv4MaxRelativeLogitError = 0.35;
+constexpr double kKv4MinArgmaxAgreement = 0.8;
+
+TEST_F(CpuEngineTest, Kv4StaysCloseToF32) {
+  auto f32 = Engine(Exact());
+  CpuEngineOptions options = Exact();
+  options.kv_precision = KvPrecision::kKv4;
+  auto kv4 = Engine(options);
+  std::vector<int> tokens = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395};
+  const auto a = PrefillLogits(*f32, tokens, 1);
+  const auto b = PrefillLogits(*kv4, tokens, 1);
+  int agree = 0;
+  for (std::size_t t = 0; t < a.size(); ++t) {
+    double diff = 0, norm = 0;
+    for (int v = 0; v < vocab_; ++v) {
+      diff += (a[t][v] - b[t][v]) * (a[t][v] - b[t][v]);
+      norm += a[t][v] * a[t][v];
+    }
+    EXPECT_LT(std::sqrt(diff / norm), kKv4MaxRelativeLogitError) << "position " << t;
+    const auto argmax = [](const std::vector<float>& l) { return std::max_element(l.begin(), l.end()) - l.begin(); };
+    agree += argmax(a[t]) == argmax(b[t]);
+  }
+  EXPECT_GE(agree, kKv4MinArgmaxAgreement * a.size());
+}
+
+TEST_F(CpuEngineTest, RefusesWhenPagesRunOutAndBadInput) {
+  CpuEngineOptions options = Exact();
+  options.kv_pages = 2;
+  options.page_tokens = 4;
+  auto engine = Engine(options);
+  auto seq = engine->NewSequence();
+  std::vector<float> logits(vocab_);
+  const absl::Status full = engine->Prefill(*seq, std::vector<int>(9, 300), logits);
+  EXPECT_EQ(full.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(engine->page_pool().used(), 0) << "a refused reservation leaves nothing behind";
+  EXPECT_EQ(engine->Prefill(*seq, std::vector<int>{1, 9999}, logits).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine->Prefill(*seq, std::vector<int>(300, 5), logits).code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace accllm
