@@ -130,7 +130,7 @@ TEST_F(ReferenceGreedyTest, HuggingFaceCheckpointF32Sharded) {
 
   ASSERT_OK_AND_ASSIGN(auto model, LoadModel(dir.path().string()));
   EXPECT_EQ(model->format, ModelFormat::kHfSafetensors);
-  ASSERT_OK_AND_ASSIGN(std::string tokenizer_path, DefaultTokenizerPath(*model));
+  ASSERT_OK_AND_ASSIGN(std::string tokenizer_path, DefaultTokenizerPath(model->path, model->config.vocab_size));
   ASSERT_OK_AND_ASSIGN(auto tokenizer, LoadTokenizer(tokenizer_path));
   ExpectMatchesReference(*model, *tokenizer);
 }

@@ -23,13 +23,13 @@ absl::StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& path, const 
   return LoadLlama2cModel(path, options);
 }
 
-absl::StatusOr<std::string> DefaultTokenizerPath(const Model& model) {
+absl::StatusOr<std::string> DefaultTokenizerPath(const std::string& model_path, int vocab_size) {
   std::vector<fs::path> candidates;
-  if (model.format == ModelFormat::kHfSafetensors) {
-    candidates.push_back(fs::path(model.path) / "tokenizer.model");
+  if (fs::is_directory(model_path)) {
+    candidates.push_back(fs::path(model_path) / "tokenizer.model");
   } else {
-    const fs::path dir = fs::path(model.path).parent_path();
-    const std::string vocab = absl::StrCat(model.config.vocab_size);
+    const fs::path dir = fs::path(model_path).parent_path();
+    const std::string vocab = absl::StrCat(vocab_size);
     for (const std::string& name : {std::string("tokenizer.bin"), std::string("tokenizer.model"),
                                    "tok" + vocab + ".bin", "tok" + vocab + ".model"}) {
       candidates.push_back(dir / name);
@@ -40,7 +40,7 @@ absl::StatusOr<std::string> DefaultTokenizerPath(const Model& model) {
     if (fs::is_regular_file(p)) return p.string();
     tried.push_back(p.string());
   }
-  return absl::NotFoundError(absl::StrCat("no tokenizer found for ", model.path, " (tried ",
+  return absl::NotFoundError(absl::StrCat("no tokenizer found for ", model_path, " (tried ",
                                           absl::StrJoin(tried, ", "), "); pass one with -t"));
 }
 

@@ -34,7 +34,7 @@ RunState::RunState(const LlamaConfig& c, int context)
       key_cache(static_cast<std::size_t>(c.n_layers) * context * c.kv_dim()),
       value_cache(static_cast<std::size_t>(c.n_layers) * context * c.kv_dim()) {}
 
-std::span<const float> Forward(const Model& model, RunState& s, int token, int pos) {
+std::span<const float> Forward(const Model& model, RunState& s, int token, int pos, ForwardObserver* observer) {
   // a few convenience variables
   const LlamaConfig& p = model.config;
   const LlamaWeights& w = model.weights;
@@ -54,6 +54,8 @@ std::span<const float> Forward(const Model& model, RunState& s, int token, int p
 
     // attention rmsnorm
     RmsNorm(s.xb.data(), x, lw.rms_att, dim, p.norm_eps);
+
+    if (observer) observer->OnLinearInput(l, ForwardObserver::Input::kAttention, s.xb);
 
     // qkv matmuls for this position; k and v go straight into the cache
     const int64_t loff = static_cast<int64_t>(l) * s.context_len * kv_dim;
@@ -91,6 +93,7 @@ std::span<const float> Forward(const Model& model, RunState& s, int token, int p
     }
 
     // output projection, then the residual connection
+    if (observer) observer->OnLinearInput(l, ForwardObserver::Input::kAttentionOutput, s.xb);
     MatMul(s.xb2.data(), s.xb.data(), lw.wo, dim, dim);
     for (int i = 0; i < dim; i++) x[i] += s.xb2[i];
 
@@ -98,9 +101,11 @@ std::span<const float> Forward(const Model& model, RunState& s, int token, int p
     RmsNorm(s.xb.data(), x, lw.rms_ffn, dim, p.norm_eps);
 
     // SwiGLU: self.w2(F.silu(self.w1(x)) * self.w3(x))
+    if (observer) observer->OnLinearInput(l, ForwardObserver::Input::kFfn, s.xb);
     MatMul(s.hb.data(), s.xb.data(), lw.w1, dim, hidden_dim);
     MatMul(s.hb2.data(), s.xb.data(), lw.w3, dim, hidden_dim);
     SwiGlu(s.hb.data(), s.hb2.data(), hidden_dim);
+    if (observer) observer->OnLinearInput(l, ForwardObserver::Input::kFfnDown, s.hb);
     MatMul(s.xb.data(), s.hb.data(), lw.w2, hidden_dim, dim);
 
     // residual connection

@@ -26,10 +26,19 @@ struct RunState {
   std::vector<float> value_cache;  // (n_layers, context_len, kv_dim)
 };
 
+// Sees the input of every linear layer as the forward pass runs (calibration statistics).
+class ForwardObserver {
+ public:
+  enum class Input { kAttention, kAttentionOutput, kFfn, kFfnDown };  // wq/wk/wv, wo, w1/w3, w2
+  virtual ~ForwardObserver() = default;
+  virtual void OnLinearInput(int layer, Input input, std::span<const float> x) = 0;
+};
+
 // Runs `token` at position `pos` through the model, filling the KV cache at `pos`, and returns
 // the logits for the next token.
 // note: call only with 0 <= token < vocab_size and 0 <= pos < s.context_len, after positions
 // 0..pos-1 have been run in order.
-std::span<const float> Forward(const Model& model, RunState& s, int token, int pos);
+std::span<const float> Forward(const Model& model, RunState& s, int token, int pos,
+                               ForwardObserver* observer = nullptr);
 
 }  // namespace accllm

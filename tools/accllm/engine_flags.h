@@ -1,4 +1,4 @@
-// Flags that choose and configure the engine a command runs on.
+// Flags that choose and configure the engine a command runs on, and the model loading they share.
 #pragma once
 
 #include <memory>
@@ -8,14 +8,16 @@
 #include "absl/status/statusor.h"
 #include "runtime/engine/backend.h"
 #include "runtime/model/model.h"
+#include "runtime/model/packed_model.h"
+#include "runtime/tokenizer/tokenizer.h"
 
 namespace accllm::cli {
 
 struct EngineFlags {
-  std::string engine = "reference";  // reference | cpu
-  std::string kv = "kv4";            // f32 | kv4
+  std::string engine;     // reference | cpu; default: cpu for packed models, reference otherwise
+  std::string kv = "kv4"; // f32 | kv4
   int sinks = 4;
-  int window = 0;                    // 0: full attention
+  int window = 0;         // 0: full attention
   int threads = 0;
   int page_tokens = 16;
   int kv_pages = 0;
@@ -24,7 +26,20 @@ struct EngineFlags {
 
 void AddEngineOptions(CLI::App& cmd, EngineFlags& flags);
 
+// An fp32 model (llama2.c or Hugging Face) or a packed W2A8KV4 model.
+struct AnyModel {
+  std::string path;
+  std::unique_ptr<Model> fp32;
+  std::unique_ptr<PackedModel> packed;
+  const LlamaConfig& config() const { return packed ? packed->config : fp32->config; }
+};
+
+absl::StatusOr<AnyModel> LoadAnyModel(const std::string& path, LoadMode mode);
+
+// `flag_value` if set, else the tokenizer found beside the model.
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerFor(const AnyModel& model, const std::string& flag_value);
+
 // The backend for `model` (which must outlive it).
-absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const EngineFlags& flags, const Model& model);
+absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const EngineFlags& flags, const AnyModel& model);
 
 }  // namespace accllm::cli

@@ -6,7 +6,6 @@
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
 #include "runtime/generate/generator.h"
-#include "runtime/model/load_model.h"
 #include "tools/accllm/commands.h"
 #include "tools/accllm/engine_flags.h"
 
@@ -38,19 +37,12 @@ std::string ToJson(const nlohmann::json& j) {
 int RunGenerate(GenerateFlags flags) {
   const std::string model_path = ResolveModelPath(flags.model);
   const LoadMode mode = flags.load_mode == "anonymous" ? LoadMode::kAnonymous : LoadMode::kMap;
-  absl::StatusOr<std::unique_ptr<Model>> model = LoadModel(model_path, {.mode = mode});
+  absl::StatusOr<AnyModel> model = LoadAnyModel(model_path, mode);
   if (!model.ok()) return ReportError(model.status());
-
-  std::string tokenizer_path = flags.tokenizer;
-  if (tokenizer_path.empty()) {
-    absl::StatusOr<std::string> found = DefaultTokenizerPath(**model);
-    if (!found.ok()) return ReportError(found.status());
-    tokenizer_path = *found;
-  }
-  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = LoadTokenizer(tokenizer_path);
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = LoadTokenizerFor(*model, flags.tokenizer);
   if (!tokenizer.ok()) return ReportError(tokenizer.status());
 
-  absl::StatusOr<std::unique_ptr<Backend>> backend = MakeBackend(flags.engine, **model);
+  absl::StatusOr<std::unique_ptr<Backend>> backend = MakeBackend(flags.engine, *model);
   if (!backend.ok()) return ReportError(backend.status());
   absl::StatusOr<std::unique_ptr<Generator>> generator = Generator::Create(**backend, **tokenizer, flags.context);
   if (!generator.ok()) return ReportError(generator.status());

@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   accllm::cli::AddGenerateCommand(app, &exit_code);
   accllm::cli::AddInspectCommand(app, &exit_code);
   accllm::cli::AddSynthCommand(app, &exit_code);
+  accllm::cli::AddQuantizeCommand(app, &exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;
 }

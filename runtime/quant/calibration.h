@@ -1,0 +1,37 @@
+// Calibration statistics for pruning and error-compensating quantization: for every linear
+// layer input, the Gram matrix H = sum over calibration tokens of x x^T (inputs to a layer's
+// q/k/v share one, as do gate/up).
+#pragma once
+
+#include <array>
+#include <functional>
+#include <span>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "runtime/model/model.h"
+#include "runtime/reference/forward.h"
+
+namespace accllm {
+
+struct InputStats {
+  int cols = 0;
+  int64_t tokens = 0;
+  std::vector<double> gram;  // cols x cols
+
+  // sqrt(sum x_j^2): the input norm Wanda weighs column j by.
+  std::vector<float> ColumnNorms() const;
+};
+
+struct CalibrationStats {
+  // [layer][ForwardObserver::Input]
+  std::vector<std::array<InputStats, 4>> inputs;
+  const InputStats& For(int layer, TensorKind kind) const;
+};
+
+// Runs the fp32 reference over `sequences` (each starting with BOS) and accumulates statistics.
+// `progress(done, total)` is called after each sequence.
+absl::StatusOr<CalibrationStats> Calibrate(const Model& model, const std::vector<std::vector<int>>& sequences,
+                                           const std::function<void(int, int)>& progress = nullptr);
+
+}  // namespace accllm

@@ -1,0 +1,27 @@
+// GPTQ (Frantar et al., 2022) for W2: quantize a layer column by column and push each column's
+// rounding error onto the columns not yet quantized, weighted by the inverse Hessian of the
+// layer's inputs. With a 2:4 mask, pruned weights are "quantized" to zero and their error is
+// compensated the same way (SparseGPT with a fixed mask). Group parameters are chosen when a
+// group's first column is reached, from the weights as updated so far.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "absl/status/statusor.h"
+#include "runtime/quant/w2.h"
+
+namespace accllm {
+
+struct GptqOptions {
+  double damp = 0.01;  // added to the diagonal, as a fraction of its mean
+};
+
+// `gram` is cols x cols (sum of x x^T over calibration inputs).
+absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape& shape, std::span<const double> gram,
+                                        std::span<const uint8_t> keep = {}, const GptqOptions& options = {});
+
+// ||(W - Q) X||^2 / ||W X||^2 over the calibration inputs, from their Gram matrix.
+double RelativeOutputError(std::span<const float> w, const W2View& q, std::span<const double> gram);
+
+}  // namespace accllm

@@ -1,0 +1,118 @@
+#include "runtime/quant/quantize_model.h"
+
+#include <set>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "runtime/common/half.h"
+#include "runtime/common/status_macros.h"
+#include "runtime/quant/gptq.h"
+
+namespace accllm {
+namespace {
+
+bool IsLinear(TensorKind kind) {
+  return IsPerLayer(kind) && kind != TensorKind::kAttnNorm && kind != TensorKind::kFfnNorm;
+}
+
+std::vector<uint16_t> ToFp16(const float* x, int64_t n) {
+  std::vector<uint16_t> out(static_cast<std::size_t>(n));
+  for (int64_t i = 0; i < n; ++i) out[i] = FloatToFp16(x[i]);
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::function<bool(const TensorId&)>> ParseLayerSelection(const std::string& spec, int n_layers) {
+  if (spec == "all") return std::function<bool(const TensorId&)>([](const TensorId&) { return true; });
+  if (spec == "attn") return std::function<bool(const TensorId&)>([](const TensorId& id) { return GroupOf(id.kind) == TensorGroup::kAttention; });
+  if (spec == "ffn") return std::function<bool(const TensorId&)>([](const TensorId& id) { return GroupOf(id.kind) == TensorGroup::kFfn; });
+  std::set<int> layers;
+  for (absl::string_view part : absl::StrSplit(spec, ',', absl::SkipEmpty())) {
+    int layer = -1;
+    if (!absl::SimpleAtoi(part, &layer) || layer < 0 || layer >= n_layers) {
+      return absl::InvalidArgumentError(absl::StrCat("bad layer selection '", spec,
+                                                     "': use all, attn, ffn or layer indices below ", n_layers));
+    }
+    layers.insert(layer);
+  }
+  if (layers.empty()) return absl::InvalidArgumentError("empty layer selection");
+  return std::function<bool(const TensorId&)>([layers](const TensorId& id) { return layers.contains(id.layer); });
+}
+
+absl::StatusOr<PackedContents> QuantizeModel(const Model& model, const QuantizeOptions& options,
+                                             const CalibrationStats* stats,
+                                             const std::function<void(const LayerReport&, int, int)>& on_layer) {
+  const LlamaConfig& c = model.config;
+  const bool needs_stats = options.method == QuantMethod::kGptq || options.prune == PruneMethod::kWanda;
+  if (needs_stats && stats == nullptr) return absl::InvalidArgumentError("GPTQ and Wanda need calibration data");
+  ASSIGN_OR_RETURN(auto prune_selected, ParseLayerSelection(options.prune_layers, c.n_layers));
+  if (options.prune != PruneMethod::kNone && (c.dim % 4 != 0 || c.hidden_dim % 4 != 0)) {
+    return absl::InvalidArgumentError("2:4 pruning needs layer widths divisible by 4");
+  }
+
+  PackedContents out;
+  out.config = c;
+  const int64_t table = int64_t{c.vocab_size} * c.dim;
+  out.embedding = ToFp16(model.weights.token_embedding, table);
+  if (!c.shared_classifier) out.classifier = ToFp16(model.weights.classifier, table);
+  for (const LayerWeights& lw : model.weights.layers) {
+    out.norms.emplace_back(lw.rms_att, lw.rms_att + c.dim);
+    out.norms.emplace_back(lw.rms_ffn, lw.rms_ffn + c.dim);
+  }
+  out.norms.emplace_back(model.weights.rms_final, model.weights.rms_final + c.dim);
+
+  std::vector<TensorId> linears;
+  for (const TensorId& id : AllTensors(c)) {
+    if (IsLinear(id.kind)) linears.push_back(id);
+  }
+  for (std::size_t i = 0; i < linears.size(); ++i) {
+    const TensorId& id = linears[i];
+    const std::vector<int64_t> dims = TensorShape(c, id.kind);
+    const int rows = static_cast<int>(dims[0]), cols = static_cast<int>(dims[1]);
+    const std::span<const float> w(model.Tensor(id), static_cast<std::size_t>(rows) * cols);
+    const bool sparse = options.prune != PruneMethod::kNone && prune_selected(id);
+    std::vector<uint8_t> keep;
+    if (sparse) {
+      keep = Select24(w, rows, cols, options.prune,
+                      options.prune == PruneMethod::kWanda ? stats->For(id.layer, id.kind).ColumnNorms() : std::vector<float>{});
+    }
+    const W2Shape shape{rows, cols, options.group_size, sparse};
+    W2Matrix m(shape);
+    if (options.method == QuantMethod::kGptq) {
+      ASSIGN_OR_RETURN(m, QuantizeW2Gptq(w, shape, stats->For(id.layer, id.kind).gram, keep));
+    } else {
+      ASSIGN_OR_RETURN(m, QuantizeW2(w, shape, keep));
+    }
+    LayerReport report{id, sparse};
+    std::vector<float> row(cols);
+    double err = 0, ref = 0;
+    for (int r = 0; r < rows; ++r) {
+      DequantizeW2Row(m.view(), r, row);
+      for (int j = 0; j < cols; ++j) {
+        const double wv = w[static_cast<std::size_t>(r) * cols + j];
+        err += (wv - row[j]) * (wv - row[j]);
+        ref += wv * wv;
+      }
+    }
+    report.weight_error = ref > 0 ? err / ref : 0;
+    if (stats != nullptr) report.output_error = RelativeOutputError(w, m.view(), stats->For(id.layer, id.kind).gram);
+    out.linears.emplace_back(id, std::move(m));
+    if (on_layer) on_layer(report, static_cast<int>(i + 1), static_cast<int>(linears.size()));
+  }
+
+  out.metadata["quant_method"] = options.method == QuantMethod::kGptq ? "gptq" : "rtn";
+  out.metadata["prune_method"] = options.prune == PruneMethod::kNone        ? "none"
+                                 : options.prune == PruneMethod::kMagnitude ? "magnitude"
+                                                                            : "wanda";
+  out.metadata["prune_layers"] = options.prune == PruneMethod::kNone ? "" : options.prune_layers;
+  out.metadata["source_model"] = options.source;
+  out.metadata["tool"] = "accllm quantize 0.1.0";
+  out.metadata["embedding_precision"] = "F16";
+  out.metadata["classifier_precision"] = "F16";
+  out.metadata["norm_precision"] = "F32";
+  return out;
+}
+
+}  // namespace accllm

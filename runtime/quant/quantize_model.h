@@ -1,0 +1,44 @@
+// Compresses a loaded fp32 model into packed W2 contents: optional 2:4 pruning (magnitude or
+// Wanda) of chosen layers, then 2-bit group-wise quantization (round-to-nearest or GPTQ).
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "runtime/model/model.h"
+#include "runtime/model/packed_model.h"
+#include "runtime/quant/calibration.h"
+#include "runtime/quant/prune24.h"
+
+namespace accllm {
+
+enum class QuantMethod { kRtn, kGptq };
+
+struct QuantizeOptions {
+  int group_size = 128;
+  QuantMethod method = QuantMethod::kGptq;
+  PruneMethod prune = PruneMethod::kNone;
+  // Which linear layers are pruned: "all", "attn", "ffn", or layer indices "0,2,5".
+  std::string prune_layers = "all";
+  std::string source;  // recorded in the metadata
+};
+
+struct LayerReport {
+  TensorId id;
+  bool sparse = false;
+  double weight_error = 0;  // ||W - Q||^2 / ||W||^2
+  double output_error = -1; // ||(W - Q) X||^2 / ||W X||^2 on calibration inputs; -1 without
+};
+
+// Which layers `spec` selects; an error names a bad spec.
+absl::StatusOr<std::function<bool(const TensorId&)>> ParseLayerSelection(const std::string& spec, int n_layers);
+
+// `stats` may be null for RTN with magnitude (or no) pruning. `on_layer` reports each layer as
+// it is done (progress).
+absl::StatusOr<PackedContents> QuantizeModel(const Model& model, const QuantizeOptions& options,
+                                             const CalibrationStats* stats,
+                                             const std::function<void(const LayerReport&, int done, int total)>& on_layer);
+
+}  // namespace accllm

@@ -1,0 +1,100 @@
+// accllm quantize: compress a model into the packed W2A8KV4 format.
+#include <cstdio>
+
+#include "runtime/eval/corpus.h"
+#include "runtime/model/load_model.h"
+#include "runtime/quant/quantize_model.h"
+#include "tools/accllm/commands.h"
+
+namespace accllm::cli {
+namespace {
+
+struct QuantizeFlags {
+  std::string model;
+  std::string tokenizer;
+  std::string output;
+  int group_size = 128;
+  std::string method = "gptq";
+  std::string prune = "none";
+  std::string prune_layers = "all";
+  std::string calibration = "../shared/data/tinystories-dev.txt";
+  std::string calibration_lines = "0:6";
+};
+
+int RunQuantize(const QuantizeFlags& flags) {
+  const std::string model_path = ResolveModelPath(flags.model);
+  absl::StatusOr<std::unique_ptr<Model>> model = LoadModel(model_path);
+  if (!model.ok()) return ReportError(model.status());
+
+  QuantizeOptions options;
+  options.group_size = flags.group_size;
+  options.method = flags.method == "gptq" ? QuantMethod::kGptq : QuantMethod::kRtn;
+  options.prune = flags.prune == "magnitude" ? PruneMethod::kMagnitude
+                  : flags.prune == "wanda"   ? PruneMethod::kWanda
+                                             : PruneMethod::kNone;
+  options.prune_layers = flags.prune_layers;
+  options.source = model_path;
+
+  std::unique_ptr<CalibrationStats> stats;
+  if (options.method == QuantMethod::kGptq || options.prune == PruneMethod::kWanda) {
+    std::string tokenizer_path = flags.tokenizer;
+    if (tokenizer_path.empty()) {
+      absl::StatusOr<std::string> found = DefaultTokenizerPath(model_path, (*model)->config.vocab_size);
+      if (!found.ok()) return ReportError(found.status());
+      tokenizer_path = *found;
+    }
+    absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = LoadTokenizer(tokenizer_path);
+    if (!tokenizer.ok()) return ReportError(tokenizer.status());
+    absl::StatusOr<LineRange> lines = ParseLineRange(flags.calibration_lines);
+    if (!lines.ok()) return ReportError(lines.status());
+    absl::StatusOr<std::vector<std::vector<int>>> sequences = EncodeLines(flags.calibration, **tokenizer, *lines);
+    if (!sequences.ok()) return ReportError(sequences.status());
+    int64_t tokens = 0;
+    for (auto& s : *sequences) {
+      if (static_cast<int>(s.size()) > (*model)->config.max_seq_len) s.resize((*model)->config.max_seq_len);
+      tokens += static_cast<int64_t>(s.size());
+    }
+    std::fprintf(stderr, "calibrating on %zu sequences, %lld tokens of %s\n", sequences->size(),
+                 static_cast<long long>(tokens), flags.calibration.c_str());
+    absl::StatusOr<CalibrationStats> calibrated = Calibrate(**model, *sequences, [](int done, int total) {
+      std::fprintf(stderr, "\rcalibration %d/%d", done, total);
+    });
+    std::fprintf(stderr, "\n");
+    if (!calibrated.ok()) return ReportError(calibrated.status());
+    stats = std::make_unique<CalibrationStats>(std::move(*calibrated));
+  }
+
+  std::fprintf(stderr, "%-44s %-6s %12s %12s\n", "layer", "2:4", "weight err", "output err");
+  absl::StatusOr<PackedContents> packed =
+      QuantizeModel(**model, options, stats.get(), [](const LayerReport& r, int done, int total) {
+        std::fprintf(stderr, "%-44s %-6s %12.5f %12s   [%d/%d]\n", HfTensorName(r.id).c_str(), r.sparse ? "yes" : "no",
+                     r.weight_error, r.output_error < 0 ? "-" : std::to_string(r.output_error).c_str(), done, total);
+      });
+  if (!packed.ok()) return ReportError(packed.status());
+  if (absl::Status s = WritePackedModel(*packed, flags.output); !s.ok()) return ReportError(s);
+  std::fprintf(stderr, "wrote %s\n", flags.output.c_str());
+  return 0;
+}
+
+}  // namespace
+
+void AddQuantizeCommand(CLI::App& app, int* exit_code) {
+  auto flags = std::make_shared<QuantizeFlags>();
+  CLI::App* cmd = app.add_subcommand("quantize", "Compress a model to the packed W2A8KV4 format (2-bit weights, optional 2:4)");
+  cmd->add_option("-m,--model", flags->model, "Source model (default: $ACCLLM_MODEL, else ../shared/models/stories260K.bin)");
+  cmd->add_option("-t,--tokenizer", flags->tokenizer, "Tokenizer for the calibration text (default: beside the model)");
+  cmd->add_option("-o,--output", flags->output, "Packed model to write (.safetensors)")->required();
+  cmd->add_option("--group-size", flags->group_size, "Weights per scale/zero group: 32, 64, 128, 256, ...")->capture_default_str();
+  cmd->add_option("--method", flags->method, "rtn: round to nearest; gptq: error-compensated (needs calibration)")
+      ->check(CLI::IsMember({"rtn", "gptq"}))->capture_default_str();
+  cmd->add_option("--prune", flags->prune, "2:4 pruning: none, magnitude, or wanda (|w| * input norm; needs calibration)")
+      ->check(CLI::IsMember({"none", "magnitude", "wanda"}))->capture_default_str();
+  cmd->add_option("--prune-layers", flags->prune_layers, "Which layers to prune: all, attn, ffn, or indices 0,1,...")
+      ->capture_default_str();
+  cmd->add_option("--calibration", flags->calibration, "Calibration text, one sample per line")->capture_default_str();
+  cmd->add_option("--calibration-lines", flags->calibration_lines, "Lines of the calibration text to use, A:B")
+      ->capture_default_str();
+  cmd->callback([flags, exit_code] { *exit_code = RunQuantize(*flags); });
+}
+
+}  // namespace accllm::cli
