@@ -1,0 +1,56 @@
+#include "runtime/eval/weight_variants.h"
+
+#include <memory>
+
+namespace accllm {
+namespace {
+
+LinearWeights* Slot(EngineLayer& layer, TensorKind kind) {
+  switch (kind) {
+    case TensorKind::kWq: return &layer.wq;
+    case TensorKind::kWk: return &layer.wk;
+    case TensorKind::kWv: return &layer.wv;
+    case TensorKind::kWo: return &layer.wo;
+    case TensorKind::kW1: return &layer.w1;
+    case TensorKind::kW2: return &layer.w2;
+    default: return &layer.w3;
+  }
+}
+
+}  // namespace
+
+EngineWeights PackedWeights(const PackedContents& p) {
+  EngineWeights e;
+  e.config = p.config;
+  e.embedding_f16 = p.embedding.data();
+  e.layers.resize(p.config.n_layers);
+  for (int l = 0; l < p.config.n_layers; ++l) {
+    e.layers[l].rms_att = p.norms[2 * l].data();
+    e.layers[l].rms_ffn = p.norms[2 * l + 1].data();
+  }
+  e.rms_final = p.norms.back().data();
+  e.classifier = {p.config.vocab_size, p.config.dim, nullptr,
+                  p.config.shared_classifier ? p.embedding.data() : p.classifier.data(), std::nullopt};
+  for (const auto& [id, m] : p.linears) {
+    LinearWeights* w = Slot(e.layers[id.layer], id.kind);
+    w->out = m.shape.rows;
+    w->in = m.shape.cols;
+    w->w2 = m.view();
+  }
+  return e;
+}
+
+EngineWeights DequantizedWeights(const Model& model, const PackedContents& p) {
+  EngineWeights e = EngineWeightsFromModel(model);
+  for (const auto& [id, m] : p.linears) {
+    auto buffer = std::make_shared<std::vector<float>>(static_cast<std::size_t>(m.shape.rows) * m.shape.cols);
+    for (int r = 0; r < m.shape.rows; ++r) {
+      DequantizeW2Row(m.view(), r, {buffer->data() + static_cast<std::size_t>(r) * m.shape.cols, static_cast<std::size_t>(m.shape.cols)});
+    }
+    Slot(e.layers[id.layer], id.kind)->f32 = buffer->data();
+    e.storage.push_back(std::move(buffer));
+  }
+  return e;
+}
+
+}  // namespace accllm
