@@ -23,3 +23,14 @@ class SyntheticWeights final : public WeightSource {
 };
 
 }  // namespace accllm
+
+#include "runtime/model/packed_model.h"
+
+namespace accllm {
+
+// A packed model of any shape with random W2 codes, scales and zeros (2:4 if `sparse24`),
+// generated directly in memory: for speed measurements at real scale, where the values do not
+// matter and quantizing 7B random fp32 weights would only cost time.
+PackedContents SynthesizePacked(const LlamaConfig& config, uint64_t seed, int group_size, bool sparse24);
+
+}  // namespace accllm

@@ -1,0 +1,178 @@
+// accllm bench: decode and prefill speed of the CPU engine on synthesized models of real shapes,
+// against the machine's memory read bandwidth measured in the same run.
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <numeric>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "runtime/cpu/cpu_engine.h"
+#include "runtime/eval/weight_variants.h"
+#include "runtime/model/synthesize.h"
+#include "tools/accllm/commands.h"
+
+namespace accllm::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+// Resident set size from /proc/self/status, in bytes.
+int64_t ResidentBytes() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
+  }
+  return -1;
+}
+
+// Best-of-`repeats` read bandwidth over a `bytes` buffer, summed by `threads` threads.
+double ReadBandwidth(ThreadPool& pool, int64_t bytes, int repeats) {
+  std::vector<uint64_t> buffer(static_cast<std::size_t>(bytes / 8), 1);
+  std::vector<uint64_t> sums(64, 0);
+  double best = 0;
+  for (int r = 0; r < repeats; ++r) {
+    const auto start = Clock::now();
+    pool.ParallelFor(pool.threads(), [&](int64_t begin, int64_t end) {
+      for (int64_t part = begin; part < end; ++part) {
+        const std::size_t first = buffer.size() * part / pool.threads(), last = buffer.size() * (part + 1) / pool.threads();
+        uint64_t a = 0, b = 0, c = 0, d = 0;
+        for (std::size_t i = first; i + 4 <= last; i += 4) {
+          a += buffer[i];
+          b += buffer[i + 1];
+          c += buffer[i + 2];
+          d += buffer[i + 3];
+        }
+        sums[part * 8] = a + b + c + d;
+      }
+    });
+    best = std::max(best, bytes / Seconds(start));
+  }
+  if (std::accumulate(sums.begin(), sums.end(), uint64_t{0}) == 42) std::printf(" ");  // keep the loads
+  return best;
+}
+
+int64_t WeightBytesPerToken(const PackedContents& p) {
+  int64_t bytes = 0;
+  for (const auto& [id, m] : p.linears) {
+    bytes += static_cast<int64_t>(m.codes.size() + m.sparse_index.size() + m.zeros.size() + 2 * m.scales.size());
+  }
+  return bytes + int64_t{p.config.vocab_size} * p.config.dim * 2;  // fp16 classifier
+}
+
+struct BenchFlags {
+  std::string shapes = "llama2-7b,tinyllama-1.1b";
+  std::string batches = "1,4,16,64";
+  std::string prefills = "128,1024";
+  int threads = 0;
+  int decode_steps = 0;  // 0: chosen per shape
+  bool sparse = false;
+  int group_size = 128;
+  bool long_run = true;
+};
+
+int RunBench(const BenchFlags& flags) {
+  std::vector<int> batches, prefills;
+  for (absl::string_view b : absl::StrSplit(flags.batches, ',', absl::SkipEmpty())) batches.push_back(std::stoi(std::string(b)));
+  for (absl::string_view p : absl::StrSplit(flags.prefills, ',', absl::SkipEmpty())) prefills.push_back(std::stoi(std::string(p)));
+
+  for (absl::string_view shape_name : absl::StrSplit(flags.shapes, ',', absl::SkipEmpty())) {
+    absl::StatusOr<LlamaConfig> config = ParseShape(std::string(shape_name));
+    if (!config.ok()) return ReportError(config.status());
+    const auto build_start = Clock::now();
+    const PackedContents packed = SynthesizePacked(*config, 1, flags.group_size, flags.sparse);
+    const double build_seconds = Seconds(build_start);
+    const int64_t weight_bytes = WeightBytesPerToken(packed);
+    const int max_batch = *std::max_element(batches.begin(), batches.end());
+    const int context = 160;
+    CpuEngineOptions options;
+    options.threads = flags.threads;
+    options.max_step_tokens = std::max(max_batch, 256);
+    options.kv_pages = max_batch * ((context + options.page_tokens - 1) / options.page_tokens + 1) + 64;
+    const int64_t rss_before = ResidentBytes();
+    absl::StatusOr<std::unique_ptr<CpuEngine>> engine = CpuEngine::Create(PackedWeights(packed), options);
+    if (!engine.ok()) return ReportError(engine.status());
+    CpuEngine& e = **engine;
+    const int64_t rss_after = ResidentBytes();
+
+    const double bandwidth = ReadBandwidth(*new ThreadPool(e.threads()), int64_t{1} << 30, 5);
+    std::printf("\n## %s (%s%s, group %d): %.2f GB of weights read per decode step, KV pool %.2f GB\n",
+                std::string(shape_name).c_str(), flags.sparse ? "W2 2:4" : "W2 dense", ", A8, KV4", flags.group_size,
+                weight_bytes / 1e9, e.kv_bytes() / 1e9);
+    std::printf("engine %s; synthesized in %.1f s; read bandwidth (same run, %d threads, best of 5) %.1f GB/s; "
+                "bandwidth roofline %.1f tokens/s at batch 1\n",
+                e.name().c_str(), build_seconds, e.threads(), bandwidth / 1e9, bandwidth / weight_bytes);
+    std::printf("resident: %.2f GB with weights and KV pool (packed weights %.2f GB + KV %.2f GB = %.2f GB; "
+                "engine scratch and pool added %.2f GB)\n\n",
+                rss_after / 1e9, packed.embedding.size() * 2e-9 + weight_bytes / 1e9, e.kv_bytes() / 1e9,
+                packed.embedding.size() * 2e-9 + (weight_bytes + e.kv_bytes()) / 1e9, (rss_after - rss_before) / 1e9);
+
+    std::printf("| mode | tokens | seconds | tokens/s | vs batch 1 | weight GB/s | of roofline |\n");
+    std::printf("|---|---:|---:|---:|---:|---:|---:|\n");
+    const int vocab = config->vocab_size;
+    double batch1 = 0;
+    for (int batch : batches) {
+      std::vector<std::unique_ptr<SequenceKv>> seqs;
+      std::vector<SequenceKv*> raw;
+      std::vector<float> logits(static_cast<std::size_t>(batch) * vocab);
+      for (int b = 0; b < batch; ++b) {
+        seqs.push_back(e.NewSequence());
+        raw.push_back(seqs.back().get());
+        std::vector<int> prompt(16);
+        std::iota(prompt.begin(), prompt.end(), 100 + b);
+        if (absl::Status s = e.Prefill(*seqs.back(), prompt, logits); !s.ok()) return ReportError(s);
+      }
+      std::vector<int> tokens(batch, 7);
+      if (absl::Status s = e.Decode(raw, tokens, logits); !s.ok()) return ReportError(s);  // warm-up
+      const int steps = flags.decode_steps > 0 ? flags.decode_steps : std::max(3, 24 / batch);
+      const auto start = Clock::now();
+      for (int i = 0; i < steps; ++i) {
+        if (absl::Status s = e.Decode(raw, tokens, logits); !s.ok()) return ReportError(s);
+      }
+      const double seconds = Seconds(start);
+      const double tps = steps * batch / seconds;
+      if (batch == 1) batch1 = tps;
+      const double gbps = steps * weight_bytes / seconds;
+      std::printf("| decode batch %d | %d | %.2f | %.1f | %.2fx | %.1f | %.0f%% |\n", batch, steps * batch, seconds, tps,
+                  batch1 > 0 ? tps / batch1 : 0.0, gbps / 1e9, 100.0 * gbps / bandwidth);
+      std::fflush(stdout);
+    }
+    for (int length : prefills) {
+      auto seq = e.NewSequence();
+      std::vector<int> prompt(length);
+      std::iota(prompt.begin(), prompt.end(), 3);
+      std::vector<float> logits(vocab);
+      options.kv_pages = 0;
+      const auto start = Clock::now();
+      for (int begin = 0; begin < length; begin += e.max_step_tokens()) {
+        const int n = std::min(e.max_step_tokens(), length - begin);
+        if (absl::Status s = e.Prefill(*seq, std::span(prompt).subspan(begin, n), logits); !s.ok()) return ReportError(s);
+      }
+      const double seconds = Seconds(start);
+      std::printf("| prefill %d | %d | %.2f | %.1f | | | |\n", length, length, seconds, length / seconds);
+      std::fflush(stdout);
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+void AddBenchCommand(CLI::App& app, int* exit_code) {
+  auto flags = std::make_shared<BenchFlags>();
+  CLI::App* cmd = app.add_subcommand("bench", "Decode/prefill speed on synthesized models of real shapes, with the bandwidth roofline");
+  cmd->add_option("--shapes", flags->shapes, "Comma-separated shapes (see synth --shape)")->capture_default_str();
+  cmd->add_option("--batches", flags->batches, "Decode batch sizes")->capture_default_str();
+  cmd->add_option("--prefills", flags->prefills, "Prefill lengths")->capture_default_str();
+  cmd->add_option("--threads", flags->threads, "Worker threads; 0 = one per hardware thread");
+  cmd->add_option("--decode-steps", flags->decode_steps, "Decode steps to time per batch size; 0 = automatic");
+  cmd->add_option("--group-size", flags->group_size, "W2 group size")->capture_default_str();
+  cmd->add_flag("--sparse", flags->sparse, "Use 2:4 sparse W2 layers");
+  cmd->callback([flags, exit_code] { *exit_code = RunBench(*flags); });
+}
+
+}  // namespace accllm::cli
