@@ -91,7 +91,7 @@ void CpuEngine::Linear(const LinearWeights& w, LinearInput& in, float* y, int64_
     }
     if (!in.quantized || batch->tokens() != in.n) {
       batch->Clear();
-      for (int t = 0; t < in.n; ++t) batch->Quantize(t, {in.x + t * in.ld, static_cast<std::size_t>(w.in)});
+      PerToken(in.n, [&](int t) { batch->Quantize(t, {in.x + t * in.ld, static_cast<std::size_t>(w.in)}); });
     }
     in.quantized = true;
     const W2View view = *w.w2;
@@ -111,6 +111,16 @@ void CpuEngine::Linear(const LinearWeights& w, LinearInput& in, float* y, int64_
       const float* row = w.f32 + r * w.in;
       for (int t = 0; t < in.n; ++t) y[t * ldy + r] = Dot(row, in.x + t * in.ld, w.in);
     }
+  });
+}
+
+void CpuEngine::PerToken(int n, const std::function<void(int)>& fn) {
+  if (n == 1) {
+    fn(0);
+    return;
+  }
+  pool_threads_.ParallelFor(n, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) fn(static_cast<int>(t));
   });
 }
 
@@ -142,39 +152,53 @@ void CpuEngine::Attention(int layer, int n) {
         q_sum += q[d];
         q_sink_sum += q_sink[d];
       }
-      const auto key_score = [&](int64_t position, const float* query, float query_sum) {
-        const KvHeadView keys = kv_.Keys(layer, seq.PageOf(position), kv_head);
-        const int slot = static_cast<int>(position % options_.page_tokens);
-        if (keys.precision == KvPrecision::kF32) return Dot(query, keys.f32 + slot * hs, hs) * inv_sqrt;
-        return DotKv4(query, query_sum, keys.codes + slot * (hs / 2), keys.params[slot], hs) * inv_sqrt;
+      // Visits positions [begin, end) page by page: fn(view of the page, first slot, slots, index of the first).
+      const int page_tokens = options_.page_tokens;
+      const auto for_pages = [&](int64_t begin, int64_t end, bool values, int64_t first_index, const auto& fn) {
+        for (int64_t p = begin; p < end;) {
+          const int slot = static_cast<int>(p % page_tokens);
+          const int n = static_cast<int>(std::min<int64_t>(page_tokens - slot, end - p));
+          const int page = seq.PageOf(p);
+          fn(values ? kv_.Values(layer, page, kv_head) : kv_.Keys(layer, page, kv_head), slot, n, first_index + (p - begin));
+          p += n;
+        }
       };
-      int64_t j = 0;
-      for (int64_t p = 0; p < sink_end; ++p) scores[j++] = key_score(p, q_sink.data(), q_sink_sum);
-      for (int64_t p = window_start; p <= m; ++p) scores[j++] = key_score(p, q, q_sum);
+      const auto score_keys = [&](const float* query, float query_sum) {
+        return [&, query, query_sum](const KvHeadView& keys, int slot, int n, int64_t index) {
+          for (int s = slot; s < slot + n; ++s, ++index) {
+            scores[index] = (keys.precision == KvPrecision::kF32
+                                 ? Dot(query, keys.f32 + s * hs, hs)
+                                 : DotKv4(query, query_sum, keys.codes + s * (hs / 2), keys.params[s], hs)) *
+                            inv_sqrt;
+          }
+        };
+      };
+      for_pages(0, sink_end, false, 0, score_keys(q_sink.data(), q_sink_sum));
+      for_pages(window_start, m + 1, false, sink_end, score_keys(q, q_sum));
       Softmax(scores.data(), static_cast<int>(count));
 
       float* out = att_.data() + int64_t{i} * c.dim + h * hs;
       std::memset(out, 0, hs * sizeof(float));
       float min_sum = 0.0f;  // KV4: sum of p * min, added to every element at the end
-      const auto add_value = [&](int64_t position, float p) {
-        const KvHeadView values = kv_.Values(layer, seq.PageOf(position), kv_head);
-        const int slot = static_cast<int>(position % options_.page_tokens);
-        if (values.precision == KvPrecision::kF32) {
-          const float* v = values.f32 + slot * hs;
-          for (int d = 0; d < hs; ++d) out[d] += p * v[d];
-          return;
+      const auto add_values = [&](const KvHeadView& values, int slot, int n, int64_t index) {
+        for (int s = slot; s < slot + n; ++s, ++index) {
+          const float p = scores[index];
+          if (values.precision == KvPrecision::kF32) {
+            const float* v = values.f32 + s * hs;
+            for (int d = 0; d < hs; ++d) out[d] += p * v[d];
+            continue;
+          }
+          const uint8_t* codes = values.codes + s * (hs / 2);
+          const float ps = p * Fp16ToFloat(values.params[s].scale);
+          for (int d = 0; d < hs; d += 2) {
+            out[d] += ps * static_cast<float>(codes[d / 2] & 15);
+            out[d + 1] += ps * static_cast<float>(codes[d / 2] >> 4);
+          }
+          min_sum += p * Fp16ToFloat(values.params[s].min);
         }
-        const uint8_t* codes = values.codes + slot * (hs / 2);
-        const float ps = p * Fp16ToFloat(values.params[slot].scale);
-        for (int d = 0; d < hs; d += 2) {
-          out[d] += ps * static_cast<float>(codes[d / 2] & 15);
-          out[d + 1] += ps * static_cast<float>(codes[d / 2] >> 4);
-        }
-        min_sum += p * Fp16ToFloat(values.params[slot].min);
       };
-      j = 0;
-      for (int64_t p = 0; p < sink_end; ++p) add_value(p, scores[j++]);
-      for (int64_t p = window_start; p <= m; ++p) add_value(p, scores[j++]);
+      for_pages(0, sink_end, true, 0, add_values);
+      for_pages(window_start, m + 1, true, sink_end, add_values);
       if (min_sum != 0.0f) {
         for (int d = 0; d < hs; ++d) out[d] += min_sum;
       }
@@ -239,20 +263,20 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
     const EngineLayer& w = weights_.layers[l];
 
     // attention: rmsnorm, q/k/v, RoPE, cache write, Λ attention, output projection
-    for (int t = 0; t < n; ++t) RmsNorm(&xb_[int64_t{t} * c.dim], &x_[int64_t{t} * c.dim], w.rms_att, c.dim, c.norm_eps);
+    PerToken(n, [&](int t) { RmsNorm(&xb_[int64_t{t} * c.dim], &x_[int64_t{t} * c.dim], w.rms_att, c.dim, c.norm_eps); });
     maybe_fake_a8(xb_.data(), c.dim);
     LinearInput attn_in{xb_.data(), n, c.dim, 0};
     Linear(w.wq, attn_in, q_.data(), c.dim);
     Linear(w.wk, attn_in, k_.data(), kv_dim);
     Linear(w.wv, attn_in, v_.data(), kv_dim);
     std::memcpy(q_raw_.data(), q_.data(), sizeof(float) * n * c.dim);
-    for (int t = 0; t < n; ++t) {
+    PerToken(n, [&](int t) {
       const int pos = static_cast<int>(positions_[t]);
       Rope(&q_[int64_t{t} * c.dim], c.dim, c.head_size(), pos, c.rope_theta);
       Rope(&k_[int64_t{t} * kv_dim], kv_dim, c.head_size(), pos, c.rope_theta);
       kv_.Write(l, token_seq_[t]->PageOf(positions_[t]), static_cast<int>(positions_[t] % options_.page_tokens),
                 &k_[int64_t{t} * kv_dim], &v_[int64_t{t} * kv_dim]);
-    }
+    });
     Attention(l, n);
     maybe_fake_a8(att_.data(), c.dim);
     LinearInput wo_in{att_.data(), n, c.dim, 1};
@@ -260,12 +284,12 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
     for (int64_t e = 0; e < int64_t{n} * c.dim; ++e) x_[e] += xb_[e];
 
     // feed-forward: rmsnorm, SwiGLU
-    for (int t = 0; t < n; ++t) RmsNorm(&xb_[int64_t{t} * c.dim], &x_[int64_t{t} * c.dim], w.rms_ffn, c.dim, c.norm_eps);
+    PerToken(n, [&](int t) { RmsNorm(&xb_[int64_t{t} * c.dim], &x_[int64_t{t} * c.dim], w.rms_ffn, c.dim, c.norm_eps); });
     maybe_fake_a8(xb_.data(), c.dim);
     LinearInput ffn_in{xb_.data(), n, c.dim, 2};
     Linear(w.w1, ffn_in, hb_.data(), c.hidden_dim);
     Linear(w.w3, ffn_in, hb2_.data(), c.hidden_dim);
-    for (int t = 0; t < n; ++t) SwiGlu(&hb_[int64_t{t} * c.hidden_dim], &hb2_[int64_t{t} * c.hidden_dim], c.hidden_dim);
+    PerToken(n, [&](int t) { SwiGlu(&hb_[int64_t{t} * c.hidden_dim], &hb2_[int64_t{t} * c.hidden_dim], c.hidden_dim); });
     maybe_fake_a8(hb_.data(), c.hidden_dim);
     LinearInput down_in{hb_.data(), n, c.hidden_dim, 3};
     Linear(w.w2, down_in, xb_.data(), c.dim);

@@ -7,6 +7,7 @@
 // (token, head) over that token's own sequence pages.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <vector>
@@ -71,6 +72,8 @@ class CpuEngine final : public Backend {
   absl::Status Step(std::span<const Entry> entries, std::span<float> logits);
   void Linear(const LinearWeights& w, LinearInput& in, float* y, int64_t ldy);
   void Attention(int layer, int n);
+  // fn(t) for every token t < n, spread over the thread pool.
+  void PerToken(int n, const std::function<void(int)>& fn);
 
   EngineWeights weights_;
   CpuEngineOptions options_;

@@ -59,8 +59,8 @@ void DenseHalf(const W2View& w, const A8Batch& x, int tile, int half, int t0, fl
   __m256 out[NT];
   for (int j = 0; j < NT; ++j) out[j] = _mm256_setzero_ps();
   for (int g = 0; g < s.groups(); ++g) {
-    __m256i dot[NT];
-    for (int j = 0; j < NT; ++j) dot[j] = _mm256_setzero_si256();
+    __m256i dot[NT][2];  // two chains per token
+    for (int j = 0; j < NT; ++j) dot[j][0] = dot[j][1] = _mm256_setzero_si256();
     const uint8_t* block = w.codes + (int64_t{tile} * subs_per_tile + int64_t{g} * subs_per_group) * kW2SubBlockBytes + 32 * half;
     for (int sb = 0; sb < subs_per_group; ++sb) {
       const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + sb * kW2SubBlockBytes));
@@ -71,14 +71,15 @@ void DenseHalf(const W2View& w, const A8Batch& x, int tile, int half, int t0, fl
       const int col = g * s.group_size + sb * kW2ColTile;
       for (int j = 0; j < NT; ++j) {
         const int8_t* a = x.codes(t0 + j) + col;
-        dot[j] = DotAdd(dot[j], q0, BroadcastDword(a));
-        dot[j] = DotAdd(dot[j], q1, BroadcastDword(a + 4));
-        dot[j] = DotAdd(dot[j], q2, BroadcastDword(a + 8));
-        dot[j] = DotAdd(dot[j], q3, BroadcastDword(a + 12));
+        dot[j][0] = DotAdd(dot[j][0], q0, BroadcastDword(a));
+        dot[j][1] = DotAdd(dot[j][1], q1, BroadcastDword(a + 4));
+        dot[j][0] = DotAdd(dot[j][0], q2, BroadcastDword(a + 8));
+        dot[j][1] = DotAdd(dot[j][1], q3, BroadcastDword(a + 12));
       }
     }
     for (int j = 0; j < NT; ++j) {
-      out[j] = GroupEpilogue(w, tile, half, g, dot[j], _mm256_set1_epi32(x.group_sums(t0 + j)[g]), out[j]);
+      out[j] = GroupEpilogue(w, tile, half, g, _mm256_add_epi32(dot[j][0], dot[j][1]),
+                             _mm256_set1_epi32(x.group_sums(t0 + j)[g]), out[j]);
     }
   }
   for (int j = 0; j < NT; ++j) {

@@ -47,8 +47,9 @@ void DenseTile(const W2View& w, const A8Batch& x, int tile, int t0, float* y, in
   __m512 out[NT];
   for (int j = 0; j < NT; ++j) out[j] = _mm512_setzero_ps();
   for (int g = 0; g < s.groups(); ++g) {
-    __m512i dot[NT];
-    for (int j = 0; j < NT; ++j) dot[j] = _mm512_setzero_si512();
+    // Four independent accumulators per token (one per code plane) hide vpdpbusd's latency.
+    __m512i dot[NT][4];
+    for (int j = 0; j < NT; ++j) dot[j][0] = dot[j][1] = dot[j][2] = dot[j][3] = _mm512_setzero_si512();
     const uint8_t* block = w.codes + (int64_t{tile} * subs_per_tile + int64_t{g} * subs_per_group) * kW2SubBlockBytes;
     for (int sb = 0; sb < subs_per_group; ++sb) {
       const __m512i v = _mm512_loadu_si512(block + sb * kW2SubBlockBytes);
@@ -59,14 +60,15 @@ void DenseTile(const W2View& w, const A8Batch& x, int tile, int t0, float* y, in
       const int col = g * s.group_size + sb * kW2ColTile;
       for (int j = 0; j < NT; ++j) {
         const int8_t* a = x.codes(t0 + j) + col;
-        dot[j] = _mm512_dpbusd_epi32(dot[j], q0, BroadcastDword(a));
-        dot[j] = _mm512_dpbusd_epi32(dot[j], q1, BroadcastDword(a + 4));
-        dot[j] = _mm512_dpbusd_epi32(dot[j], q2, BroadcastDword(a + 8));
-        dot[j] = _mm512_dpbusd_epi32(dot[j], q3, BroadcastDword(a + 12));
+        dot[j][0] = _mm512_dpbusd_epi32(dot[j][0], q0, BroadcastDword(a));
+        dot[j][1] = _mm512_dpbusd_epi32(dot[j][1], q1, BroadcastDword(a + 4));
+        dot[j][2] = _mm512_dpbusd_epi32(dot[j][2], q2, BroadcastDword(a + 8));
+        dot[j][3] = _mm512_dpbusd_epi32(dot[j][3], q3, BroadcastDword(a + 12));
       }
     }
     for (int j = 0; j < NT; ++j) {
-      out[j] = GroupEpilogue(w, tile, g, dot[j], _mm512_set1_epi32(x.group_sums(t0 + j)[g]), out[j]);
+      const __m512i sum = _mm512_add_epi32(_mm512_add_epi32(dot[j][0], dot[j][1]), _mm512_add_epi32(dot[j][2], dot[j][3]));
+      out[j] = GroupEpilogue(w, tile, g, sum, _mm512_set1_epi32(x.group_sums(t0 + j)[g]), out[j]);
     }
   }
   for (int j = 0; j < NT; ++j) {
@@ -88,8 +90,8 @@ void SparseTile(const W2View& w, const A8Batch& x, int tile, int t0, float* y, i
   __m512 out[NT];
   for (int j = 0; j < NT; ++j) out[j] = _mm512_setzero_ps();
   for (int g = 0; g < s.groups(); ++g) {
-    __m512i dot[NT], kept_sum[NT];
-    for (int j = 0; j < NT; ++j) dot[j] = kept_sum[j] = _mm512_setzero_si512();
+    __m512i dot[NT][2], kept_sum[NT][2];  // two chains each, alternating with k
+    for (int j = 0; j < NT; ++j) dot[j][0] = dot[j][1] = kept_sum[j][0] = kept_sum[j][1] = _mm512_setzero_si512();
     const int64_t first = (int64_t{tile} * subs_per_tile + int64_t{g} * subs_per_group) * kW2SubBlockBytes;
     for (int sb = 0; sb < subs_per_group; ++sb) {
       const __m512i v = _mm512_loadu_si512(w.codes + first + sb * kW2SubBlockBytes);
@@ -100,12 +102,15 @@ void SparseTile(const W2View& w, const A8Batch& x, int tile, int t0, float* y, i
         const __m512i index = _mm512_add_epi8(base, _mm512_and_si512(_mm512_srli_epi16(u, 2 * k), three));
         for (int j = 0; j < NT; ++j) {
           const __m512i a = _mm512_shuffle_epi8(BroadcastQword(x.codes(t0 + j) + col + 8 * k), index);
-          dot[j] = _mm512_dpbusd_epi32(dot[j], q, a);
-          kept_sum[j] = _mm512_dpbusd_epi32(kept_sum[j], ones, a);
+          dot[j][k & 1] = _mm512_dpbusd_epi32(dot[j][k & 1], q, a);
+          kept_sum[j][k & 1] = _mm512_dpbusd_epi32(kept_sum[j][k & 1], ones, a);
         }
       }
     }
-    for (int j = 0; j < NT; ++j) out[j] = GroupEpilogue(w, tile, g, dot[j], kept_sum[j], out[j]);
+    for (int j = 0; j < NT; ++j) {
+      out[j] = GroupEpilogue(w, tile, g, _mm512_add_epi32(dot[j][0], dot[j][1]),
+                             _mm512_add_epi32(kept_sum[j][0], kept_sum[j][1]), out[j]);
+    }
   }
   for (int j = 0; j < NT; ++j) {
     StoreRows(w, tile, y + (t0 + j) * ldy, _mm512_mul_ps(out[j], _mm512_set1_ps(x.scale(t0 + j))));
@@ -139,23 +144,49 @@ void MatMulW2A8Avx512(const W2View& w, const A8Batch& x, int tile_begin, int til
   }
 }
 
-void MatMulF16Avx512(const uint16_t* w, int cols, const float* x, int tokens, int64_t ldx, int row_begin,
-                     int row_end, float* y, int64_t ldy) {
+// NR rows x NT tokens per pass: each converted weight vector is used NT times, each activation
+// vector NR times, and NR * NT independent FMA chains hide the FMA latency.
+template <int NR, int NT>
+void F16Block(const uint16_t* w, int cols, const float* x, int t0, int64_t ldx, int r0, float* y, int64_t ldy) {
   const int vec_cols = cols / 16 * 16;
-  for (int r = row_begin; r < row_end; ++r) {
-    const uint16_t* row = w + int64_t{r} * cols;
-    for (int t = 0; t < tokens; ++t) {
-      const float* xt = x + t * ldx;
-      __m512 acc = _mm512_setzero_ps();
-      for (int j = 0; j < vec_cols; j += 16) {
-        const __m512 wv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + j)));
-        acc = _mm512_fmadd_ps(wv, _mm512_loadu_ps(xt + j), acc);
-      }
-      float sum = _mm512_reduce_add_ps(acc);
-      for (int j = vec_cols; j < cols; ++j) sum += _cvtsh_ss(row[j]) * xt[j];
-      y[t * ldy + r] = sum;
+  __m512 acc[NR][NT];
+  for (int i = 0; i < NR; ++i) {
+    for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_setzero_ps();
+  }
+  for (int c = 0; c < vec_cols; c += 16) {
+    __m512 wv[NR];
+    for (int i = 0; i < NR; ++i) {
+      wv[i] = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + int64_t{r0 + i} * cols + c)));
+    }
+    for (int j = 0; j < NT; ++j) {
+      const __m512 xv = _mm512_loadu_ps(x + (t0 + j) * ldx + c);
+      for (int i = 0; i < NR; ++i) acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);
     }
   }
+  for (int i = 0; i < NR; ++i) {
+    const uint16_t* row = w + int64_t{r0 + i} * cols;
+    for (int j = 0; j < NT; ++j) {
+      const float* xt = x + (t0 + j) * ldx;
+      float sum = _mm512_reduce_add_ps(acc[i][j]);
+      for (int c = vec_cols; c < cols; ++c) sum += _cvtsh_ss(row[c]) * xt[c];
+      y[(t0 + j) * ldy + r0 + i] = sum;
+    }
+  }
+}
+
+template <int NT>
+void F16Rows(const uint16_t* w, int cols, const float* x, int t0, int64_t ldx, int row_begin, int row_end, float* y,
+             int64_t ldy) {
+  int r = row_begin;
+  for (; r + 4 <= row_end; r += 4) F16Block<4, NT>(w, cols, x, t0, ldx, r, y, ldy);
+  for (; r < row_end; ++r) F16Block<1, NT>(w, cols, x, t0, ldx, r, y, ldy);
+}
+
+void MatMulF16Avx512(const uint16_t* w, int cols, const float* x, int tokens, int64_t ldx, int row_begin,
+                     int row_end, float* y, int64_t ldy) {
+  int t = 0;
+  for (; t + 4 <= tokens; t += 4) F16Rows<4>(w, cols, x, t, ldx, row_begin, row_end, y, ldy);
+  for (; t < tokens; ++t) F16Rows<1>(w, cols, x, t, ldx, row_begin, row_end, y, ldy);
 }
 
 }  // namespace
