@@ -38,36 +38,58 @@ inline void StoreRows(const W2View& w, int tile, float* out, __m512 y) {
 }
 
 // Dense W2, NT tokens at a time so that each unpacked weight vector is reused NT times.
+//
+// One token (decode): code plane k is used in place, without shifting it down:
+// (v & 3 << 2k) = 4^k * q is at most 192, still an unsigned byte, and the 4^k factor comes out
+// exactly at the group's end. Four accumulators (one per plane) hide vpdpbusd's latency.
+// Several tokens: planes are shifted down once and shared by all tokens, with two accumulators
+// per token (enough chains, and few enough registers not to spill).
 template <int NT>
 void DenseTile(const W2View& w, const A8Batch& x, int tile, int t0, float* y, int64_t ldy) {
   const W2Shape& s = w.shape;
   const int subs_per_group = s.stored_group() / kW2ColTile;
   const int subs_per_tile = s.stored_cols() / kW2ColTile;
+  constexpr int kChains = NT == 1 ? 4 : 2;
   const __m512i three = _mm512_set1_epi8(3);
   __m512 out[NT];
   for (int j = 0; j < NT; ++j) out[j] = _mm512_setzero_ps();
   for (int g = 0; g < s.groups(); ++g) {
-    // Four independent accumulators per token (one per code plane) hide vpdpbusd's latency.
-    __m512i dot[NT][4];
-    for (int j = 0; j < NT; ++j) dot[j][0] = dot[j][1] = dot[j][2] = dot[j][3] = _mm512_setzero_si512();
+    __m512i dot[NT][kChains];
+    for (int j = 0; j < NT; ++j) {
+      for (int c = 0; c < kChains; ++c) dot[j][c] = _mm512_setzero_si512();
+    }
     const uint8_t* block = w.codes + (int64_t{tile} * subs_per_tile + int64_t{g} * subs_per_group) * kW2SubBlockBytes;
     for (int sb = 0; sb < subs_per_group; ++sb) {
       const __m512i v = _mm512_loadu_si512(block + sb * kW2SubBlockBytes);
-      const __m512i q0 = _mm512_and_si512(v, three);
-      const __m512i q1 = _mm512_and_si512(_mm512_srli_epi16(v, 2), three);
-      const __m512i q2 = _mm512_and_si512(_mm512_srli_epi16(v, 4), three);
-      const __m512i q3 = _mm512_and_si512(_mm512_srli_epi16(v, 6), three);
       const int col = g * s.group_size + sb * kW2ColTile;
-      for (int j = 0; j < NT; ++j) {
-        const int8_t* a = x.codes(t0 + j) + col;
-        dot[j][0] = _mm512_dpbusd_epi32(dot[j][0], q0, BroadcastDword(a));
-        dot[j][1] = _mm512_dpbusd_epi32(dot[j][1], q1, BroadcastDword(a + 4));
-        dot[j][2] = _mm512_dpbusd_epi32(dot[j][2], q2, BroadcastDword(a + 8));
-        dot[j][3] = _mm512_dpbusd_epi32(dot[j][3], q3, BroadcastDword(a + 12));
+      if constexpr (NT == 1) {
+        const int8_t* a = x.codes(t0) + col;
+        dot[0][0] = _mm512_dpbusd_epi32(dot[0][0], _mm512_and_si512(v, three), BroadcastDword(a));
+        dot[0][1] = _mm512_dpbusd_epi32(dot[0][1], _mm512_and_si512(v, _mm512_slli_epi16(three, 2)), BroadcastDword(a + 4));
+        dot[0][2] = _mm512_dpbusd_epi32(dot[0][2], _mm512_and_si512(v, _mm512_slli_epi16(three, 4)), BroadcastDword(a + 8));
+        dot[0][3] = _mm512_dpbusd_epi32(dot[0][3], _mm512_and_si512(v, _mm512_slli_epi16(three, 6)), BroadcastDword(a + 12));
+      } else {
+        const __m512i q0 = _mm512_and_si512(v, three);
+        const __m512i q1 = _mm512_and_si512(_mm512_srli_epi16(v, 2), three);
+        const __m512i q2 = _mm512_and_si512(_mm512_srli_epi16(v, 4), three);
+        const __m512i q3 = _mm512_and_si512(_mm512_srli_epi16(v, 6), three);
+        for (int j = 0; j < NT; ++j) {
+          const int8_t* a = x.codes(t0 + j) + col;
+          dot[j][0] = _mm512_dpbusd_epi32(dot[j][0], q0, BroadcastDword(a));
+          dot[j][1] = _mm512_dpbusd_epi32(dot[j][1], q1, BroadcastDword(a + 4));
+          dot[j][0] = _mm512_dpbusd_epi32(dot[j][0], q2, BroadcastDword(a + 8));
+          dot[j][1] = _mm512_dpbusd_epi32(dot[j][1], q3, BroadcastDword(a + 12));
+        }
       }
     }
     for (int j = 0; j < NT; ++j) {
-      const __m512i sum = _mm512_add_epi32(_mm512_add_epi32(dot[j][0], dot[j][1]), _mm512_add_epi32(dot[j][2], dot[j][3]));
+      __m512i sum;
+      if constexpr (NT == 1) {
+        sum = _mm512_add_epi32(_mm512_add_epi32(dot[0][0], _mm512_srai_epi32(dot[0][1], 2)),
+                               _mm512_add_epi32(_mm512_srai_epi32(dot[0][2], 4), _mm512_srai_epi32(dot[0][3], 6)));
+      } else {
+        sum = _mm512_add_epi32(dot[j][0], dot[j][1]);
+      }
       out[j] = GroupEpilogue(w, tile, g, sum, _mm512_set1_epi32(x.group_sums(t0 + j)[g]), out[j]);
     }
   }

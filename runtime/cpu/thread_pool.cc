@@ -5,7 +5,7 @@
 namespace accllm {
 
 namespace {
-constexpr int kSpinIterations = 20000;
+constexpr int kSpinIterations = 4000;
 }
 
 ThreadPool::ThreadPool(int threads) {
@@ -46,7 +46,15 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_
   }
   wake_.notify_all();
   RunShare(0);
-  while (pending_.load(std::memory_order_acquire) != 0) _mm_pause();
+  // Spin briefly, then yield: on an oversubscribed machine a pure spin would steal the core the
+  // last worker needs.
+  for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins) {
+    if (spins < kSpinIterations) {
+      _mm_pause();
+    } else {
+      std::this_thread::yield();
+    }
+  }
 }
 
 void ThreadPool::WorkerLoop(int index) {
