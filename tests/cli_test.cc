@@ -92,11 +92,45 @@ TEST(CliTest, ErrorsGoToStderrWithNonZeroExit) {
 }
 
 TEST(CliTest, EverySubcommandHasHelp) {
-  for (const char* sub : {"generate", "inspect", "synth"}) {
+  for (const char* sub : {"generate", "inspect", "synth", "quantize", "eval", "bench"}) {
     const RunResult r = RunCli(std::string(sub) + " --help");
     EXPECT_EQ(r.exit_code, 0) << sub;
     EXPECT_THAT(r.out, HasSubstr("Usage")) << sub;
   }
+}
+
+TEST(CliTest, QuantizeInspectAndGeneratePacked) {
+  ScratchDir dir;
+  const std::string packed = Quote(dir / "stories-w2.safetensors");
+  const RunResult quantize = RunCli("quantize -m " + Quote(RequireModelFile("stories260K.bin")) + " -o " + packed +
+                                    " --group-size 32 --prune wanda --prune-layers ffn --calibration " +
+                                    Quote(::accllm::testing::RequireSharedFile("data/tinystories-dev.txt")));
+  ASSERT_EQ(quantize.exit_code, 0) << quantize.err;
+  EXPECT_THAT(quantize.err, HasSubstr("calibrating on 6 sequences"));
+  EXPECT_THAT(quantize.err, HasSubstr("model.layers.4.mlp.up_proj.weight"));
+  EXPECT_THAT(quantize.err, HasSubstr("[35/35]"));
+
+  const RunResult inspect = RunCli("inspect " + packed);
+  ASSERT_EQ(inspect.exit_code, 0) << inspect.err;
+  EXPECT_THAT(inspect.out, HasSubstr("W2A8KV4"));
+  EXPECT_THAT(inspect.out, HasSubstr("bits/weight"));
+  EXPECT_THAT(inspect.out, HasSubstr("(15 of 35 linear layers 2:4 sparse)"));
+
+  const RunResult generate = RunCli("generate -m " + packed + " -t " + Quote(RequireModelFile("tok512.bin")) +
+                                    " -p 'Once upon a time' -n 20 --seed 1 --window 32 --output ids");
+  ASSERT_EQ(generate.exit_code, 0) << generate.err;
+  EXPECT_EQ(std::vector<std::string>(absl::StrSplit(generate.out, ' ', absl::SkipWhitespace())).size(), 25u);
+  EXPECT_THAT(generate.err, HasSubstr("engine: cpu("));
+
+  const RunResult reference = RunCli("generate -m " + packed + " -t " + Quote(RequireModelFile("tok512.bin")) +
+                                     " --engine reference -p hi");
+  EXPECT_NE(reference.exit_code, 0);
+  EXPECT_THAT(reference.err, HasSubstr("reference engine runs fp32 models"));
+
+  const RunResult bad = RunCli("quantize -m " + Quote(RequireModelFile("stories260K.bin")) + " -o " +
+                               Quote(dir / "x.safetensors") + " --method rtn --prune magnitude --prune-layers 9");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.err, HasSubstr("bad layer selection"));
 }
 
 TEST(CliTest, SynthThenInspect) {

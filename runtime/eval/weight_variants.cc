@@ -40,14 +40,16 @@ EngineWeights PackedWeights(const PackedContents& p) {
   return e;
 }
 
-EngineWeights DequantizedWeights(const Model& model, const PackedContents& p) {
-  EngineWeights e = EngineWeightsFromModel(model);
+EngineWeights DequantizedWeights(const PackedContents& p) {
+  EngineWeights e = PackedWeights(p);
   for (const auto& [id, m] : p.linears) {
     auto buffer = std::make_shared<std::vector<float>>(static_cast<std::size_t>(m.shape.rows) * m.shape.cols);
     for (int r = 0; r < m.shape.rows; ++r) {
       DequantizeW2Row(m.view(), r, {buffer->data() + static_cast<std::size_t>(r) * m.shape.cols, static_cast<std::size_t>(m.shape.cols)});
     }
-    Slot(e.layers[id.layer], id.kind)->f32 = buffer->data();
+    LinearWeights* w = Slot(e.layers[id.layer], id.kind);
+    w->w2.reset();
+    w->f32 = buffer->data();
     e.storage.push_back(std::move(buffer));
   }
   return e;

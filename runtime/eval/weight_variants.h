@@ -11,8 +11,9 @@ namespace accllm {
 // Views into `packed`, which must outlive the result.
 EngineWeights PackedWeights(const PackedContents& packed);
 
-// fp32 weights of `model` with every linear layer replaced by its dequantized W2 form; the
-// result owns the dequantized copies (model must outlive it).
-EngineWeights DequantizedWeights(const Model& model, const PackedContents& packed);
+// The same model with every W2 layer dequantized to fp32, so that it runs through fp32 kernels:
+// what the integer kernels compute, in plain floating point. The result owns the copies (packed
+// must outlive it).
+EngineWeights DequantizedWeights(const PackedContents& packed);
 
 }  // namespace accllm

@@ -106,10 +106,10 @@ int RunEval(const EvalFlags& flags) {
   const std::vector<Variant> variants = {
       {"fp32 (reference precision, full attention)", [&] { return EngineWeightsFromModel(model); }},
       {absl::StrCat("+Λ (sinks ", lambda.sinks, ", window ", lambda.window, ")"), [&] { return EngineWeightsFromModel(model); }, true},
-      {"+W2 round-to-nearest", [&] { return DequantizedWeights(model, *rtn); }},
-      {"+W2 GPTQ", [&] { return DequantizedWeights(model, *gptq); }},
+      {"+W2 round-to-nearest", [&] { return DequantizedWeights(*rtn); }},
+      {"+W2 GPTQ", [&] { return DequantizedWeights(*gptq); }},
       {"+2:4 Wanda (fp32 weights)", [&] { return PrunedWeights(model, *stats, pruned_storage); }},
-      {"+2:4 Wanda + W2 GPTQ", [&] { return DequantizedWeights(model, *sparse); }},
+      {"+2:4 Wanda + W2 GPTQ", [&] { return DequantizedWeights(*sparse); }},
       {"+A8", [&] { return EngineWeightsFromModel(model); }, false, KvPrecision::kF32, true},
       {"+KV4", [&] { return EngineWeightsFromModel(model); }, false, KvPrecision::kKv4},
       {"all, dense: Λ + W2 GPTQ + A8 + KV4 (integer kernels)", [&] { return PackedWeights(*gptq); }, true, KvPrecision::kKv4},

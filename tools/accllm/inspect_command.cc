@@ -5,12 +5,56 @@
 
 #include "absl/strings/str_join.h"
 #include "runtime/model/load_model.h"
+#include "runtime/model/packed_model.h"
 #include "tools/accllm/commands.h"
 
 namespace accllm::cli {
 namespace {
 
+// Which group a packed tensor belongs to, from its name.
+TensorGroup PackedGroup(const std::string& name) {
+  if (name.find("embed_tokens") != std::string::npos) return TensorGroup::kEmbedding;
+  if (name.find("lm_head") != std::string::npos) return TensorGroup::kClassifier;
+  if (name.find("norm") != std::string::npos) return TensorGroup::kNorm;
+  if (name.find("self_attn") != std::string::npos) return TensorGroup::kAttention;
+  return TensorGroup::kFfn;
+}
+
+int InspectPacked(const std::string& path) {
+  absl::StatusOr<std::unique_ptr<PackedModel>> loaded = LoadPackedModel(path);
+  if (!loaded.ok()) return ReportError(loaded.status());
+  const PackedModel& m = **loaded;
+  const LlamaConfig& c = m.config;
+  std::printf("model:       %s\n", path.c_str());
+  std::printf("format:      packed W2A8KV4 (safetensors)\n");
+  for (const auto& [key, value] : m.metadata) {
+    if (key != "config") std::printf("  %-22s %s\n", key.c_str(), value.empty() ? "-" : value.c_str());
+  }
+  std::printf("dim %d, hidden_dim %d, layers %d, heads %d, kv_heads %d, vocab %d, context %d, classifier %s\n",
+              c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size, c.max_seq_len,
+              c.shared_classifier ? "shared" : "separate");
+  std::printf("parameters:  %lld\n\n", static_cast<long long>(ParameterCount(c)));
+  std::map<TensorGroup, std::pair<int64_t, int64_t>> groups;  // parameters, bytes
+  for (const TensorId& id : AllTensors(c)) groups[GroupOf(id.kind)].first += TensorElements(c, id.kind);
+  int sparse = 0;
+  for (const auto& [id, view] : m.linears) sparse += view.shape.sparse24;
+  for (const SafetensorsTensor& t : m.file->tensors()) groups[PackedGroup(t.name)].second += static_cast<int64_t>(t.data.size());
+  std::printf("%-11s %14s %14s %12s\n", "group", "parameters", "bytes", "bits/weight");
+  int64_t total_params = 0, total_bytes = 0;
+  for (const auto& [group, pb] : groups) {
+    std::printf("%-11s %14lld %14lld %12.3f\n", TensorGroupName(group), static_cast<long long>(pb.first),
+                static_cast<long long>(pb.second), 8.0 * pb.second / pb.first);
+    total_params += pb.first;
+    total_bytes += pb.second;
+  }
+  std::printf("%-11s %14lld %14lld %12.3f   (%d of %zu linear layers 2:4 sparse)\n", "total",
+              static_cast<long long>(total_params), static_cast<long long>(total_bytes), 8.0 * total_bytes / total_params,
+              sparse, m.linears.size());
+  return 0;
+}
+
 int RunInspect(const std::string& path) {
+  if (IsPackedModelFile(path)) return InspectPacked(path);
   absl::StatusOr<std::unique_ptr<Model>> loaded = LoadModel(path, {.metadata_only = true});
   if (!loaded.ok()) return ReportError(loaded.status());
   const Model& m = **loaded;
