@@ -6,6 +6,7 @@
 #include "gmock/gmock.h"
 #include "runtime/common/half.h"
 #include "runtime/cpu/kernels.h"
+#include "runtime/kv/kv_storage.h"
 #include "runtime/quant/a8.h"
 #include "runtime/quant/w2.h"
 #include "tests/test_support.h"
@@ -170,6 +171,47 @@ TEST(CpuDispatchTest, ParsesPathsAndSelectsOne) {
   EXPECT_NE(selected, nullptr);
   ASSERT_OK_AND_ASSIGN(const CpuKernels* scalar, KernelsFor(CpuPath::kScalar));
   EXPECT_STREQ(scalar->name, "scalar");
+}
+
+}  // namespace
+}  // namespace accllm
+
+namespace accllm {
+namespace {
+
+// KV4 attention kernels: float sums in different orders, so a tolerance.
+constexpr float kKv4KernelTolerance = 1e-4f;
+
+TEST(Kv4KernelTest, EveryPathMatchesScalar) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (int head_size : {8, 32, 64, 128}) {
+    const int count = 13;
+    std::vector<float> q(head_size), p(count);
+    for (float& v : q) v = normal(rng);
+    for (float& v : p) v = std::fabs(normal(rng));
+    std::vector<uint8_t> codes(static_cast<std::size_t>(count) * head_size / 2);
+    std::vector<Kv4Params> params(count);
+    for (int i = 0; i < count; ++i) {
+      std::vector<float> x(head_size);
+      for (float& v : x) v = normal(rng);
+      params[i] = QuantizeKv4(x, codes.data() + i * head_size / 2);
+    }
+    float q_sum = 0;
+    for (float v : q) q_sum += v;
+    std::vector<float> want_scores(count), want_out(head_size, 0.5f);
+    Kv4ScoreScalar(q.data(), q_sum, codes.data(), params.data(), count, head_size, 0.125f, want_scores.data());
+    const float want_min = Kv4AccumulateScalar(want_out.data(), p.data(), codes.data(), params.data(), count, head_size);
+    for (const CpuKernels* k : AvailableKernels()) {
+      SCOPED_TRACE(std::string(k->name) + " head size " + std::to_string(head_size));
+      std::vector<float> scores(count), out(head_size, 0.5f);
+      k->kv4_score(q.data(), q_sum, codes.data(), params.data(), count, head_size, 0.125f, scores.data());
+      const float min_sum = k->kv4_accumulate(out.data(), p.data(), codes.data(), params.data(), count, head_size);
+      for (int i = 0; i < count; ++i) EXPECT_NEAR(scores[i], want_scores[i], kKv4KernelTolerance * (1 + std::fabs(want_scores[i])));
+      for (int d = 0; d < head_size; ++d) EXPECT_NEAR(out[d], want_out[d], kKv4KernelTolerance * (1 + std::fabs(want_out[d])));
+      EXPECT_NEAR(min_sum, want_min, kKv4KernelTolerance * (1 + std::fabs(want_min)));
+    }
+  }
 }
 
 }  // namespace

@@ -11,15 +11,6 @@
 namespace accllm {
 namespace {
 
-// x . (min + scale * codes) = scale * (x . codes) + min * sum(x), for one KV4 vector.
-float DotKv4(const float* x, float x_sum, const uint8_t* codes, Kv4Params p, int n) {
-  float acc = 0.0f;
-  for (int i = 0; i < n; i += 2) {
-    acc += x[i] * static_cast<float>(codes[i / 2] & 15) + x[i + 1] * static_cast<float>(codes[i / 2] >> 4);
-  }
-  return Fp16ToFloat(p.scale) * acc + Fp16ToFloat(p.min) * x_sum;
-}
-
 float Dot(const float* a, const float* b, int n) {
   float acc = 0.0f;
   for (int i = 0; i < n; ++i) acc += a[i] * b[i];
@@ -165,12 +156,12 @@ void CpuEngine::Attention(int layer, int n) {
       };
       const auto score_keys = [&](const float* query, float query_sum) {
         return [&, query, query_sum](const KvHeadView& keys, int slot, int n, int64_t index) {
-          for (int s = slot; s < slot + n; ++s, ++index) {
-            scores[index] = (keys.precision == KvPrecision::kF32
-                                 ? Dot(query, keys.f32 + s * hs, hs)
-                                 : DotKv4(query, query_sum, keys.codes + s * (hs / 2), keys.params[s], hs)) *
-                            inv_sqrt;
+          if (keys.precision == KvPrecision::kKv4) {
+            kernels_->kv4_score(query, query_sum, keys.codes + slot * (hs / 2), keys.params + slot, n, hs, inv_sqrt,
+                                &scores[index]);
+            return;
           }
+          for (int s = slot; s < slot + n; ++s, ++index) scores[index] = Dot(query, keys.f32 + s * hs, hs) * inv_sqrt;
         };
       };
       for_pages(0, sink_end, false, 0, score_keys(q_sink.data(), q_sink_sum));
@@ -181,20 +172,13 @@ void CpuEngine::Attention(int layer, int n) {
       std::memset(out, 0, hs * sizeof(float));
       float min_sum = 0.0f;  // KV4: sum of p * min, added to every element at the end
       const auto add_values = [&](const KvHeadView& values, int slot, int n, int64_t index) {
+        if (values.precision == KvPrecision::kKv4) {
+          min_sum += kernels_->kv4_accumulate(out, &scores[index], values.codes + slot * (hs / 2), values.params + slot, n, hs);
+          return;
+        }
         for (int s = slot; s < slot + n; ++s, ++index) {
-          const float p = scores[index];
-          if (values.precision == KvPrecision::kF32) {
-            const float* v = values.f32 + s * hs;
-            for (int d = 0; d < hs; ++d) out[d] += p * v[d];
-            continue;
-          }
-          const uint8_t* codes = values.codes + s * (hs / 2);
-          const float ps = p * Fp16ToFloat(values.params[s].scale);
-          for (int d = 0; d < hs; d += 2) {
-            out[d] += ps * static_cast<float>(codes[d / 2] & 15);
-            out[d + 1] += ps * static_cast<float>(codes[d / 2] >> 4);
-          }
-          min_sum += p * Fp16ToFloat(values.params[s].min);
+          const float* v = values.f32 + s * hs;
+          for (int d = 0; d < hs; ++d) out[d] += scores[index] * v[d];
         }
       };
       for_pages(0, sink_end, true, 0, add_values);

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "runtime/kv/kv_storage.h"
 #include "runtime/quant/a8.h"
 #include "runtime/quant/w2.h"
 
@@ -30,6 +31,15 @@ using W2A8MatMulFn = void (*)(const W2View& w, const A8Batch& x, int tile_begin,
 using F16MatMulFn = void (*)(const uint16_t* w, int cols, const float* x, int tokens, int64_t ldx,
                              int row_begin, int row_end, float* y, int64_t ldy);
 
+// KV4 attention over `count` consecutive cached vectors of one head (one page run), reading the
+// codes directly (see kv/kv_storage.h):
+//   scores[i] = scale * (s_i * (q . codes_i) + min_i * q_sum)
+using Kv4ScoreFn = void (*)(const float* q, float q_sum, const uint8_t* codes, const Kv4Params* params, int count,
+                            int head_size, float scale, float* scores);
+//   out += sum_i p_i * s_i * codes_i, and returns sum_i p_i * min_i (added to every element later)
+using Kv4AccumulateFn = float (*)(float* out, const float* p, const uint8_t* codes, const Kv4Params* params,
+                                  int count, int head_size);
+
 enum class CpuPath { kScalar, kAvx2, kAvx512 };
 
 struct CpuKernels {
@@ -37,7 +47,15 @@ struct CpuKernels {
   const char* name;
   W2A8MatMulFn matmul_w2a8;
   F16MatMulFn matmul_f16;
+  Kv4ScoreFn kv4_score;
+  Kv4AccumulateFn kv4_accumulate;
 };
+
+// The portable KV4 kernels, which the SIMD paths fall back to for head sizes they do not cover.
+void Kv4ScoreScalar(const float* q, float q_sum, const uint8_t* codes, const Kv4Params* params, int count, int head_size,
+                    float scale, float* scores);
+float Kv4AccumulateScalar(float* out, const float* p, const uint8_t* codes, const Kv4Params* params, int count,
+                          int head_size);
 
 // The kernels for `path`, or an error if this CPU (or OS) cannot run them.
 absl::StatusOr<const CpuKernels*> KernelsFor(CpuPath path);

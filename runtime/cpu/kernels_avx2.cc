@@ -177,8 +177,60 @@ void MatMulF16Avx2(const uint16_t* w, int cols, const float* x, int tokens, int6
   }
 }
 
+// 16 code bytes (32 nibbles) to 32 bytes in element order: low nibble first.
+inline __m256i UnpackNibbles(const uint8_t* codes) {
+  const __m256i w = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes)));
+  return _mm256_or_si256(_mm256_and_si256(w, _mm256_set1_epi16(0x0f)),
+                         _mm256_slli_epi16(_mm256_and_si256(w, _mm256_set1_epi16(0xf0)), 4));
+}
+
+template <int I>
+inline __m256 Lane(__m256i bytes) {
+  const __m128i half = I < 2 ? _mm256_castsi256_si128(bytes) : _mm256_extracti128_si256(bytes, 1);
+  return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(I % 2 == 0 ? half : _mm_srli_si128(half, 8)));
+}
+
+void Kv4ScoreAvx2(const float* q, float q_sum, const uint8_t* codes, const Kv4Params* params, int count, int head_size,
+                  float scale, float* scores) {
+  if (head_size % 32 != 0) return Kv4ScoreScalar(q, q_sum, codes, params, count, head_size, scale, scores);
+  for (int i = 0; i < count; ++i) {
+    const uint8_t* c = codes + int64_t{i} * (head_size / 2);
+    __m256 acc = _mm256_setzero_ps();
+    for (int d = 0; d < head_size; d += 32) {
+      const __m256i bytes = UnpackNibbles(c + d / 2);
+      acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), Lane<0>(bytes), acc);
+      acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + d + 8), Lane<1>(bytes), acc);
+      acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + d + 16), Lane<2>(bytes), acc);
+      acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + d + 24), Lane<3>(bytes), acc);
+    }
+    scores[i] = scale * (_cvtsh_ss(params[i].scale) * HorizontalSum(acc) + _cvtsh_ss(params[i].min) * q_sum);
+  }
+}
+
+float Kv4AccumulateAvx2(float* out, const float* p, const uint8_t* codes, const Kv4Params* params, int count,
+                        int head_size) {
+  if (head_size % 32 != 0) return Kv4AccumulateScalar(out, p, codes, params, count, head_size);
+  float min_sum = 0.0f;
+  for (int d = 0; d < head_size; d += 32) {
+    __m256 acc[4];
+    for (int j = 0; j < 4; ++j) acc[j] = _mm256_loadu_ps(out + d + 8 * j);
+    for (int i = 0; i < count; ++i) {
+      const __m256i bytes = UnpackNibbles(codes + int64_t{i} * (head_size / 2) + d / 2);
+      const __m256 ps = _mm256_set1_ps(p[i] * _cvtsh_ss(params[i].scale));
+      acc[0] = _mm256_fmadd_ps(ps, Lane<0>(bytes), acc[0]);
+      acc[1] = _mm256_fmadd_ps(ps, Lane<1>(bytes), acc[1]);
+      acc[2] = _mm256_fmadd_ps(ps, Lane<2>(bytes), acc[2]);
+      acc[3] = _mm256_fmadd_ps(ps, Lane<3>(bytes), acc[3]);
+    }
+    for (int j = 0; j < 4; ++j) _mm256_storeu_ps(out + d + 8 * j, acc[j]);
+  }
+  for (int i = 0; i < count; ++i) min_sum += p[i] * _cvtsh_ss(params[i].min);
+  return min_sum;
+}
+
 }  // namespace
 
-const CpuKernels kAvx2Kernels = {CpuPath::kAvx2, "avx2", MatMulW2A8Avx2, MatMulF16Avx2};
+const CpuKernels kAvx2Kernels = {CpuPath::kAvx2, "avx2", MatMulW2A8Avx2, MatMulF16Avx2, Kv4ScoreAvx2,
+                                 Kv4AccumulateAvx2};
 
 }  // namespace accllm

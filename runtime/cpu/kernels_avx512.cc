@@ -211,8 +211,59 @@ void MatMulF16Avx512(const uint16_t* w, int cols, const float* x, int tokens, in
   for (; t < tokens; ++t) F16Rows<1>(w, cols, x, t, ldx, row_begin, row_end, y, ldy);
 }
 
+// 32 code bytes (64 nibbles) to 64 bytes in element order: low nibble first.
+inline __m512i UnpackNibbles(const uint8_t* codes) {
+  const __m512i w = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes)));
+  return _mm512_or_si512(_mm512_and_si512(w, _mm512_set1_epi16(0x0f)),
+                         _mm512_slli_epi16(_mm512_and_si512(w, _mm512_set1_epi16(0xf0)), 4));
+}
+
+template <int I>
+inline __m512 Lane(__m512i bytes) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(bytes, I)));
+}
+
+void Kv4ScoreAvx512(const float* q, float q_sum, const uint8_t* codes, const Kv4Params* params, int count, int head_size,
+                    float scale, float* scores) {
+  if (head_size % 64 != 0) return Kv4ScoreScalar(q, q_sum, codes, params, count, head_size, scale, scores);
+  for (int i = 0; i < count; ++i) {
+    const uint8_t* c = codes + int64_t{i} * (head_size / 2);
+    __m512 acc = _mm512_setzero_ps();
+    for (int d = 0; d < head_size; d += 64) {
+      const __m512i bytes = UnpackNibbles(c + d / 2);
+      acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + d), Lane<0>(bytes), acc);
+      acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + d + 16), Lane<1>(bytes), acc);
+      acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + d + 32), Lane<2>(bytes), acc);
+      acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + d + 48), Lane<3>(bytes), acc);
+    }
+    scores[i] = scale * (_cvtsh_ss(params[i].scale) * _mm512_reduce_add_ps(acc) + _cvtsh_ss(params[i].min) * q_sum);
+  }
+}
+
+float Kv4AccumulateAvx512(float* out, const float* p, const uint8_t* codes, const Kv4Params* params, int count,
+                          int head_size) {
+  if (head_size % 64 != 0) return Kv4AccumulateScalar(out, p, codes, params, count, head_size);
+  float min_sum = 0.0f;
+  for (int d = 0; d < head_size; d += 64) {
+    __m512 acc[4];
+    for (int j = 0; j < 4; ++j) acc[j] = _mm512_loadu_ps(out + d + 16 * j);
+    for (int i = 0; i < count; ++i) {
+      const __m512i bytes = UnpackNibbles(codes + int64_t{i} * (head_size / 2) + d / 2);
+      const __m512 ps = _mm512_set1_ps(p[i] * _cvtsh_ss(params[i].scale));
+      acc[0] = _mm512_fmadd_ps(ps, Lane<0>(bytes), acc[0]);
+      acc[1] = _mm512_fmadd_ps(ps, Lane<1>(bytes), acc[1]);
+      acc[2] = _mm512_fmadd_ps(ps, Lane<2>(bytes), acc[2]);
+      acc[3] = _mm512_fmadd_ps(ps, Lane<3>(bytes), acc[3]);
+    }
+    for (int j = 0; j < 4; ++j) _mm512_storeu_ps(out + d + 16 * j, acc[j]);
+  }
+  for (int i = 0; i < count; ++i) min_sum += p[i] * _cvtsh_ss(params[i].min);
+  return min_sum;
+}
+
 }  // namespace
 
-const CpuKernels kAvx512Kernels = {CpuPath::kAvx512, "avx512", MatMulW2A8Avx512, MatMulF16Avx512};
+const CpuKernels kAvx512Kernels = {CpuPath::kAvx512, "avx512", MatMulW2A8Avx512, MatMulF16Avx512, Kv4ScoreAvx512,
+                                   Kv4AccumulateAvx512};
 
 }  // namespace accllm

@@ -58,6 +58,34 @@ void MatMulF16Scalar(const uint16_t* w, int cols, const float* x, int tokens, in
 
 }  // namespace
 
-const CpuKernels kScalarKernels = {CpuPath::kScalar, "scalar", MatMulW2A8Scalar, MatMulF16Scalar};
+void Kv4ScoreScalar(const float* q, float q_sum, const uint8_t* codes, const Kv4Params* params, int count, int head_size,
+                    float scale, float* scores) {
+  for (int i = 0; i < count; ++i) {
+    const uint8_t* c = codes + int64_t{i} * (head_size / 2);
+    float acc = 0.0f;
+    for (int d = 0; d < head_size; d += 2) {
+      acc += q[d] * static_cast<float>(c[d / 2] & 15) + q[d + 1] * static_cast<float>(c[d / 2] >> 4);
+    }
+    scores[i] = scale * (Fp16ToFloat(params[i].scale) * acc + Fp16ToFloat(params[i].min) * q_sum);
+  }
+}
+
+float Kv4AccumulateScalar(float* out, const float* p, const uint8_t* codes, const Kv4Params* params, int count,
+                          int head_size) {
+  float min_sum = 0.0f;
+  for (int i = 0; i < count; ++i) {
+    const uint8_t* c = codes + int64_t{i} * (head_size / 2);
+    const float ps = p[i] * Fp16ToFloat(params[i].scale);
+    for (int d = 0; d < head_size; d += 2) {
+      out[d] += ps * static_cast<float>(c[d / 2] & 15);
+      out[d + 1] += ps * static_cast<float>(c[d / 2] >> 4);
+    }
+    min_sum += p[i] * Fp16ToFloat(params[i].min);
+  }
+  return min_sum;
+}
+
+const CpuKernels kScalarKernels = {CpuPath::kScalar, "scalar", MatMulW2A8Scalar, MatMulF16Scalar, Kv4ScoreScalar,
+                                   Kv4AccumulateScalar};
 
 }  // namespace accllm
