@@ -216,3 +216,20 @@ TEST(Kv4KernelTest, EveryPathMatchesScalar) {
 
 }  // namespace
 }  // namespace accllm
+
+namespace accllm {
+namespace {
+
+TEST(ReadSumKernelTest, EveryPathSumsTheWords) {
+  std::vector<uint8_t> data(4096);
+  uint64_t expected = 0;
+  for (std::size_t i = 0; i < data.size(); i += 8) {
+    const uint64_t word = i * 2654435761u;
+    std::memcpy(&data[i], &word, 8);
+    expected += word;
+  }
+  for (const CpuKernels* k : AvailableKernels()) EXPECT_EQ(k->read_sum(data.data(), 4096), expected) << k->name;
+}
+
+}  // namespace
+}  // namespace accllm

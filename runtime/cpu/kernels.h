@@ -40,6 +40,10 @@ using Kv4ScoreFn = void (*)(const float* q, float q_sum, const uint8_t* codes, c
 using Kv4AccumulateFn = float (*)(float* out, const float* p, const uint8_t* codes, const Kv4Params* params,
                                   int count, int head_size);
 
+// Sums `bytes` bytes (a multiple of 256) as 64-bit words with the widest loads the path has: the
+// memory read-bandwidth probe that speed is held against.
+using ReadSumFn = uint64_t (*)(const uint8_t* data, int64_t bytes);
+
 enum class CpuPath { kScalar, kAvx2, kAvx512 };
 
 struct CpuKernels {
@@ -49,6 +53,7 @@ struct CpuKernels {
   F16MatMulFn matmul_f16;
   Kv4ScoreFn kv4_score;
   Kv4AccumulateFn kv4_accumulate;
+  ReadSumFn read_sum;
 };
 
 // The portable KV4 kernels, which the SIMD paths fall back to for head sizes they do not cover.

@@ -228,9 +228,22 @@ float Kv4AccumulateAvx2(float* out, const float* p, const uint8_t* codes, const 
   return min_sum;
 }
 
+uint64_t ReadSumAvx2(const uint8_t* data, int64_t bytes) {
+  __m256i sum[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+  for (int64_t i = 0; i < bytes; i += 128) {
+    for (int j = 0; j < 4; ++j) {
+      sum[j] = _mm256_add_epi64(sum[j], _mm256_loadu_si256(reinterpret_cast<const __m256i*>(data + i + 32 * j)));
+    }
+  }
+  alignas(32) uint64_t lanes[4];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes),
+                     _mm256_add_epi64(_mm256_add_epi64(sum[0], sum[1]), _mm256_add_epi64(sum[2], sum[3])));
+  return lanes[0] + lanes[1] + lanes[2] + lanes[3];
+}
+
 }  // namespace
 
 const CpuKernels kAvx2Kernels = {CpuPath::kAvx2, "avx2", MatMulW2A8Avx2, MatMulF16Avx2, Kv4ScoreAvx2,
-                                 Kv4AccumulateAvx2};
+                                 Kv4AccumulateAvx2, ReadSumAvx2};
 
 }  // namespace accllm

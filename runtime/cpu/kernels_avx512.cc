@@ -261,9 +261,17 @@ float Kv4AccumulateAvx512(float* out, const float* p, const uint8_t* codes, cons
   return min_sum;
 }
 
+uint64_t ReadSumAvx512(const uint8_t* data, int64_t bytes) {
+  __m512i sum[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
+  for (int64_t i = 0; i < bytes; i += 256) {
+    for (int j = 0; j < 4; ++j) sum[j] = _mm512_add_epi64(sum[j], _mm512_loadu_si512(data + i + 64 * j));
+  }
+  return _mm512_reduce_add_epi64(_mm512_add_epi64(_mm512_add_epi64(sum[0], sum[1]), _mm512_add_epi64(sum[2], sum[3])));
+}
+
 }  // namespace
 
 const CpuKernels kAvx512Kernels = {CpuPath::kAvx512, "avx512", MatMulW2A8Avx512, MatMulF16Avx512, Kv4ScoreAvx512,
-                                   Kv4AccumulateAvx512};
+                                   Kv4AccumulateAvx512, ReadSumAvx512};
 
 }  // namespace accllm

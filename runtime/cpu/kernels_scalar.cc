@@ -1,5 +1,6 @@
 // Portable reference kernels: the definition every SIMD path must match bit for bit.
 #include <cmath>
+#include <cstring>
 
 #include "runtime/common/half.h"
 #include "runtime/cpu/kernels.h"
@@ -85,7 +86,23 @@ float Kv4AccumulateScalar(float* out, const float* p, const uint8_t* codes, cons
   return min_sum;
 }
 
+namespace {
+
+uint64_t ReadSumScalar(const uint8_t* data, int64_t bytes) {
+  uint64_t sum[4] = {0, 0, 0, 0};
+  for (int64_t i = 0; i < bytes; i += 32) {
+    for (int j = 0; j < 4; ++j) {
+      uint64_t v;
+      std::memcpy(&v, data + i + 8 * j, 8);
+      sum[j] += v;
+    }
+  }
+  return sum[0] + sum[1] + sum[2] + sum[3];
+}
+
+}  // namespace
+
 const CpuKernels kScalarKernels = {CpuPath::kScalar, "scalar", MatMulW2A8Scalar, MatMulF16Scalar, Kv4ScoreScalar,
-                                   Kv4AccumulateScalar};
+                                   Kv4AccumulateScalar, ReadSumScalar};
 
 }  // namespace accllm

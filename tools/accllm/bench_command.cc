@@ -30,24 +30,18 @@ int64_t ResidentBytes() {
   return -1;
 }
 
-// Best-of-`repeats` read bandwidth over a `bytes` buffer, summed by `threads` threads.
-double ReadBandwidth(ThreadPool& pool, int64_t bytes, int repeats) {
-  std::vector<uint64_t> buffer(static_cast<std::size_t>(bytes / 8), 1);
-  std::vector<uint64_t> sums(64, 0);
+// Best-of-`repeats` read bandwidth over a `bytes` buffer in anonymous memory, one slice per
+// thread, read with the engine's own widest loads.
+double ReadBandwidth(ThreadPool& pool, const CpuKernels& kernels, int64_t bytes, int repeats) {
+  std::vector<uint8_t> buffer(static_cast<std::size_t>(bytes), 1);
+  std::vector<uint64_t> sums(pool.threads(), 0);
   double best = 0;
   for (int r = 0; r < repeats; ++r) {
     const auto start = Clock::now();
     pool.ParallelFor(pool.threads(), [&](int64_t begin, int64_t end) {
       for (int64_t part = begin; part < end; ++part) {
-        const std::size_t first = buffer.size() * part / pool.threads(), last = buffer.size() * (part + 1) / pool.threads();
-        uint64_t a = 0, b = 0, c = 0, d = 0;
-        for (std::size_t i = first; i + 4 <= last; i += 4) {
-          a += buffer[i];
-          b += buffer[i + 1];
-          c += buffer[i + 2];
-          d += buffer[i + 3];
-        }
-        sums[part * 8] = a + b + c + d;
+        const int64_t slice = bytes / pool.threads() / 256 * 256;
+        sums[part] = kernels.read_sum(buffer.data() + part * slice, slice);
       }
     });
     best = std::max(best, bytes / Seconds(start));
@@ -146,7 +140,7 @@ int RunBench(const BenchFlags& flags) {
     // The host is shared and its bandwidth swings: measure it right before and right after the
     // batch-1 decode, and hold batch 1 against the mean of the two.
     ThreadPool bandwidth_pool(e.threads());
-    const auto measure_bandwidth = [&] { return ReadBandwidth(bandwidth_pool, int64_t{1} << 30, 3); };
+    const auto measure_bandwidth = [&] { return ReadBandwidth(bandwidth_pool, e.kernels(), int64_t{1} << 30, 3); };
     double bandwidth = measure_bandwidth();
     std::printf("\n## %s (%s%s, group %d): %.2f GB of weights read per decode step, KV pool %.2f GB\n",
                 std::string(shape_name).c_str(), flags.sparse ? "W2 2:4" : "W2 dense", ", A8, KV4", flags.group_size,
