@@ -76,7 +76,7 @@ std::string CpuEngine::name() const {
 void CpuEngine::Linear(const LinearWeights& w, LinearInput& in, float* y, int64_t ldy) {
   if (w.w2) {
     const W2Shape& s = w.w2->shape;
-    auto& batch = a8_[{in.slot, s.cols_padded() * 1024 + s.group_size}];
+    auto& batch = a8_[{in.slot, s.cols_padded(), s.group_size}];
     if (!batch || batch->capacity() < options_.max_step_tokens) {
       batch = std::make_unique<A8Batch>(s.cols_padded(), s.group_size, options_.max_step_tokens);
     }

@@ -9,6 +9,7 @@
 
 #include <functional>
 #include <map>
+#include <tuple>
 #include <memory>
 #include <vector>
 
@@ -86,7 +87,8 @@ class CpuEngine final : public Backend {
   std::vector<float> x_, xb_, q_, q_raw_, k_, v_, att_, hb_, hb2_;
   std::vector<int64_t> positions_;
   std::vector<SequenceKv*> token_seq_;
-  std::map<std::pair<int, int>, std::unique_ptr<A8Batch>> a8_;  // (slot, cols_padded*1024+group)
+  // Quantized activations by (input slot, padded width, group size).
+  std::map<std::tuple<int, int, int>, std::unique_ptr<A8Batch>> a8_;
 };
 
 }  // namespace accllm

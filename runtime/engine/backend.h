@@ -38,7 +38,9 @@ class Backend {
   virtual absl::Status Prefill(SequenceKv& seq, std::span<const int> tokens, std::span<float> logits) = 0;
 
   // One decode step: appends tokens[i] to *seqs[i] and writes its logits to
-  // logits[i * vocab_size, (i + 1) * vocab_size).
+  // logits[i * vocab_size, (i + 1) * vocab_size). On ResourceExhausted no token was processed;
+  // sequences before the one that did not fit may keep the page they reserved (they use it on
+  // their next step). Admission control is meant to make this unreachable.
   virtual absl::Status Decode(std::span<SequenceKv* const> seqs, std::span<const int> tokens,
                               std::span<float> logits) = 0;
 };
