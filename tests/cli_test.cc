@@ -133,6 +133,21 @@ TEST(CliTest, QuantizeInspectAndGeneratePacked) {
   EXPECT_THAT(bad.err, HasSubstr("bad layer selection"));
 }
 
+TEST(CliTest, EvalPrintsBothTables) {
+  const std::string text = Quote(::accllm::testing::RequireSharedFile("data/tinystories-dev.txt"));
+  const RunResult r = RunCli("eval -m " + Quote(RequireModelFile("stories260K.bin")) + " --text " + text +
+                             " --calibration-lines 0:1 --eval-lines 1:2 --long-lines 0:2 --group-size 32 --bucket 128");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("| fp32 (reference precision, full attention) |"));
+  EXPECT_THAT(r.out, HasSubstr("| +W2 GPTQ |"));
+  EXPECT_THAT(r.out, HasSubstr("| all: Λ + 2:4 + W2 GPTQ + A8 + KV4 (integer kernels) |"));
+  EXPECT_THAT(r.out, HasSubstr("| 0-127 |"));
+  const RunResult bad = RunCli("eval -m " + Quote(RequireModelFile("stories260K.bin")) + " --text " + text +
+                               " --eval-lines 5");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.err, HasSubstr("bad line range"));
+}
+
 TEST(CliTest, SynthThenInspect) {
   ScratchDir dir;
   const RunResult synth = RunCli("synth --shape dim=64,ffn=160,layers=2,heads=4,vocab=300 --seed 3 --format hf --dtype bf16 -o " +
