@@ -11,28 +11,11 @@
 
 #include "absl/status/statusor.h"
 #include "runtime/engine/backend.h"
+#include "runtime/generate/generation_options.h"
 #include "runtime/sampling/sampler.h"
 #include "runtime/tokenizer/tokenizer.h"
 
 namespace accllm {
-
-enum class FinishReason {
-  kMaxTokens,    // max_new_tokens reached
-  kEos,          // the model produced EOS (or BOS, which also ends a document)
-  kStopString,   // a stop string appeared; the text ends right before it
-  kStopToken,    // a token from stop_token_ids was produced
-  kContextFull,  // the sequence filled the context window
-  kCancelled,    // the token callback asked to stop
-};
-const char* FinishReasonName(FinishReason reason);
-
-struct GenerationOptions {
-  SamplingParams sampling;
-  int max_new_tokens = 256;
-  std::vector<std::string> stop_strings;
-  std::vector<int> stop_token_ids;
-  bool ignore_eos = false;
-};
 
 struct GenerationResult {
   std::vector<int> prompt_ids;     // as evaluated (BOS included)
@@ -68,8 +51,6 @@ class Generator {
  private:
   Generator(Backend& backend, const Tokenizer& tokenizer, int max_length)
       : backend_(backend), tokenizer_(tokenizer), max_length_(max_length) {}
-
-  absl::Status Validate(std::span<const int> prompt_ids, const GenerationOptions& options) const;
 
   Backend& backend_;
   const Tokenizer& tokenizer_;
