@@ -16,6 +16,7 @@ enum class FinishReason {
   kContextFull,  // the sequence filled its maximum length
   kCancelled,    // the caller asked to stop
   kTimeLimit,    // the request's deadline passed
+  kError,        // the device failed
 };
 const char* FinishReasonName(FinishReason reason);
 

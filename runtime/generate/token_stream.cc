@@ -17,6 +17,7 @@ const char* FinishReasonName(FinishReason reason) {
     case FinishReason::kContextFull: return "context_full";
     case FinishReason::kCancelled: return "cancelled";
     case FinishReason::kTimeLimit: return "time_limit";
+    case FinishReason::kError: return "error";
   }
   return "?";
 }

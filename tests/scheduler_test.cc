@@ -1,0 +1,213 @@
+// Continuous batching: the same tokens as one-at-a-time generation, admission by worst-case
+// pages, priorities, a bounded queue, cancellation and deadlines, and every page returned.
+#include "runtime/serving/scheduler.h"
+
+#include <atomic>
+#include <map>
+#include <thread>
+
+#include "gmock/gmock.h"
+#include "runtime/cpu/cpu_engine.h"
+#include "runtime/generate/generator.h"
+#include "runtime/model/load_model.h"
+#include "tests/test_support.h"
+
+namespace accllm {
+namespace {
+
+using ::accllm::testing::RequireModelFile;
+using ::testing::HasSubstr;
+
+class SchedulerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_OK_AND_ASSIGN(model_, LoadModel(RequireModelFile("stories260K.bin").string()));
+    ASSERT_OK_AND_ASSIGN(tokenizer_, LoadTokenizer(RequireModelFile("tok512.bin").string()));
+  }
+
+  std::unique_ptr<CpuEngine> Engine(int pages) {
+    CpuEngineOptions options;
+    options.kv_precision = KvPrecision::kF32;
+    options.lambda = {4, 64};
+    options.kv_pages = pages;
+    options.max_step_tokens = 64;
+    auto engine = CpuEngine::Create(EngineWeightsFromModel(*model_), options);
+    EXPECT_TRUE(engine.ok()) << engine.status();
+    return std::move(*engine);
+  }
+
+  ScheduledRequest Greedy(const std::string& prompt, int n, std::vector<StreamEvent>* events) {
+    ScheduledRequest r;
+    r.prompt_ids = *tokenizer_->Encode(prompt, true);
+    r.options.sampling.temperature = 0.0f;
+    r.options.max_new_tokens = n;
+    r.on_event = [events](const StreamEvent& e) { events->push_back(e); };
+    return r;
+  }
+
+  static std::vector<int> Tokens(const std::vector<StreamEvent>& events) {
+    std::vector<int> out;
+    for (const auto& e : events) {
+      if (e.token >= 0) out.push_back(e.token);
+    }
+    return out;
+  }
+
+  static void RunToEnd(Scheduler& s) {
+    for (int i = 0; i < 10000 && s.Step(); ++i) {
+    }
+  }
+
+  std::unique_ptr<Model> model_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+};
+
+TEST_F(SchedulerTest, ConcurrentStreamsGetTheTokensOfOneAtATimeGeneration) {
+  auto engine = Engine(64);
+  const std::vector<std::string> prompts = {"Once upon a time", "Lily and Ben were", "The cat", "One day, a little"};
+  std::vector<std::vector<int>> expected;
+  {
+    auto generator = Generator::Create(*engine, *tokenizer_);
+    ASSERT_TRUE(generator.ok());
+    for (const auto& p : prompts) {
+      GenerationOptions o;
+      o.sampling.temperature = 0.0f;
+      o.max_new_tokens = 40;
+      ASSERT_OK_AND_ASSIGN(GenerationResult r, (*generator)->Generate(p, o));
+      expected.push_back(r.generated_ids);
+    }
+  }
+  Scheduler scheduler(*engine, *tokenizer_, {.max_running = 4, .max_waiting = 8, .prefill_chunk = 3});
+  std::vector<std::vector<StreamEvent>> events(prompts.size());
+  for (std::size_t i = 0; i < prompts.size(); ++i) ASSERT_OK(scheduler.Submit(Greedy(prompts[i], 40, &events[i])).status());
+  RunToEnd(scheduler);
+  for (std::size_t i = 0; i < prompts.size(); ++i) {
+    EXPECT_EQ(Tokens(events[i]), expected[i]) << prompts[i];
+    ASSERT_FALSE(events[i].empty());
+    EXPECT_EQ(events[i].back().finish, FinishReason::kMaxTokens);
+    EXPECT_EQ(events[i].back().generated_tokens, 40);
+  }
+  EXPECT_EQ(engine->page_pool().used(), 0);
+  EXPECT_EQ(scheduler.reserved_pages(), 0);
+}
+
+TEST_F(SchedulerTest, AdmitsOnlyWhatFitsAndNeverRunsOutOfPages) {
+  // Each request may need ceil(4/16) + ceil((64 + 2)/16) + 1 = 7 pages: a pool of 10 runs one
+  // at a time, and the backend is never asked for a page it does not have.
+  auto engine = Engine(10);
+  Scheduler scheduler(*engine, *tokenizer_, {.max_running = 4, .max_waiting = 8, .prefill_chunk = 3});
+  std::vector<std::vector<StreamEvent>> events(3);
+  for (int i = 0; i < 3; ++i) ASSERT_OK(scheduler.Submit(Greedy("Once upon a time", 100, &events[i])).status());
+  int max_running = 0;
+  while (scheduler.Step()) max_running = std::max(max_running, scheduler.running());
+  EXPECT_EQ(max_running, 1);
+  for (const auto& e : events) {
+    ASSERT_FALSE(e.empty());
+    EXPECT_EQ(e.back().finish, FinishReason::kMaxTokens) << e.back().error;
+    EXPECT_EQ(Tokens(e), Tokens(events[0]));
+  }
+  EXPECT_EQ(engine->page_pool().used(), 0);
+}
+
+TEST_F(SchedulerTest, HigherPriorityRunsFirst) {
+  auto engine = Engine(64);
+  Scheduler scheduler(*engine, *tokenizer_, {.max_running = 1, .max_waiting = 8});
+  std::vector<uint64_t> finished;
+  const auto request = [&](int priority) {
+    ScheduledRequest r;
+    r.prompt_ids = {1, 403};
+    r.options.max_new_tokens = 5;
+    r.priority = priority;
+    r.on_event = [&finished](const StreamEvent& e) {
+      if (e.finish) finished.push_back(e.request_id);
+    };
+    return r;
+  };
+  ASSERT_OK_AND_ASSIGN(uint64_t low, scheduler.Submit(request(0)));
+  ASSERT_OK_AND_ASSIGN(uint64_t high, scheduler.Submit(request(5)));
+  RunToEnd(scheduler);
+  EXPECT_EQ(finished, (std::vector<uint64_t>{high, low}));
+}
+
+TEST_F(SchedulerTest, RefusesBadRequestsAndAFullQueue) {
+  auto engine = Engine(16);
+  Scheduler scheduler(*engine, *tokenizer_, {.max_running = 1, .max_waiting = 2});
+  std::vector<StreamEvent> ignored;
+  ASSERT_OK(scheduler.Submit(Greedy("a", 5, &ignored)).status());
+  ASSERT_OK(scheduler.Submit(Greedy("b", 5, &ignored)).status());
+  const auto full = scheduler.Submit(Greedy("c", 5, &ignored));
+  EXPECT_EQ(full.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(full.status().message()), HasSubstr("queue is full"));
+
+  ScheduledRequest bad = Greedy("d", 5, &ignored);
+  bad.options.sampling.top_p = 7.0f;
+  EXPECT_EQ(scheduler.Submit(bad).status().code(), absl::StatusCode::kInvalidArgument);
+  bad = Greedy("d", 0, &ignored);
+  EXPECT_EQ(scheduler.Submit(bad).status().code(), absl::StatusCode::kInvalidArgument);
+  bad = Greedy("d", 5, &ignored);
+  bad.prompt_ids.push_back(100000);
+  EXPECT_EQ(scheduler.Submit(bad).status().code(), absl::StatusCode::kInvalidArgument);
+  RunToEnd(scheduler);
+  EXPECT_EQ(engine->page_pool().used(), 0);
+}
+
+TEST_F(SchedulerTest, CancelDuringPrefillAndDecodeAndDeadlines) {
+  auto engine = Engine(64);
+  Scheduler scheduler(*engine, *tokenizer_, {.max_running = 4, .max_waiting = 8, .prefill_chunk = 2});
+  std::vector<StreamEvent> prefilling, decoding, expired, waiting;
+  ASSERT_OK_AND_ASSIGN(uint64_t b, scheduler.Submit(Greedy("Hi", 50, &decoding)));
+  for (int i = 0; i < 3; ++i) scheduler.Step();
+  ASSERT_FALSE(Tokens(decoding).empty()) << "decoding by now";
+  // A long prompt read 2 tokens per step: still prefilling a few steps later.
+  ScheduledRequest long_prompt = Greedy("Once upon a time, there was a little girl named Lily. She loved", 50, &prefilling);
+  ASSERT_OK_AND_ASSIGN(uint64_t a, scheduler.Submit(long_prompt));
+  ScheduledRequest late = Greedy("Lily", 50, &expired);
+  late.deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(30);
+  ASSERT_OK(scheduler.Submit(late).status());
+  for (int i = 0; i < 3; ++i) scheduler.Step();
+  EXPECT_TRUE(prefilling.empty()) << "still reading its prompt";
+  scheduler.Cancel(a);
+  scheduler.Cancel(b);
+  std::this_thread::sleep_for(std::chrono::milliseconds(40));
+  RunToEnd(scheduler);
+  ASSERT_FALSE(prefilling.empty());
+  EXPECT_EQ(prefilling.back().finish, FinishReason::kCancelled);
+  EXPECT_EQ(decoding.back().finish, FinishReason::kCancelled);
+  EXPECT_LT(decoding.back().generated_tokens, 50);
+  EXPECT_EQ(expired.back().finish, FinishReason::kTimeLimit);
+  EXPECT_EQ(engine->page_pool().used(), 0);
+  EXPECT_EQ(scheduler.reserved_pages(), 0);
+}
+
+TEST_F(SchedulerTest, SubmitAndCancelFromOtherThreadsWhileStepping) {
+  auto engine = Engine(64);
+  Scheduler scheduler(*engine, *tokenizer_, {.max_running = 8, .max_waiting = 64, .prefill_chunk = 8});
+  std::atomic<bool> stop{false};
+  std::atomic<int> finished{0};
+  std::thread worker([&] {
+    while (!stop.load()) {
+      if (!scheduler.Step()) std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+  });
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 24; ++i) {
+    ScheduledRequest r;
+    r.prompt_ids = {1, 403, 407, static_cast<int>(261 + i)};
+    r.options.max_new_tokens = 20 + i;
+    r.options.sampling.seed = i;
+    r.on_event = [&finished](const StreamEvent& e) {
+      if (e.finish) finished.fetch_add(1);
+    };
+    ASSERT_OK_AND_ASSIGN(uint64_t id, scheduler.Submit(std::move(r)));
+    ids.push_back(id);
+    if (i % 3 == 0) scheduler.Cancel(ids[i / 2]);
+  }
+  for (int i = 0; i < 20000 && finished.load() < 24; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  stop.store(true);
+  worker.join();
+  EXPECT_EQ(finished.load(), 24);
+  EXPECT_EQ(engine->page_pool().used(), 0);
+}
+
+}  // namespace
+}  // namespace accllm
