@@ -1,0 +1,44 @@
+// Loading any supported model and building the backend that runs it: what the CLI and the
+// server share.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "runtime/engine/backend.h"
+#include "runtime/model/model.h"
+#include "runtime/model/packed_model.h"
+#include "runtime/tokenizer/tokenizer.h"
+
+namespace accllm {
+
+struct BackendOptions {
+  std::string engine;     // reference | cpu; empty: cpu for packed models, reference otherwise
+  std::string kv = "kv4"; // f32 | kv4
+  int sinks = 4;
+  int window = 0;         // 0: full attention
+  int threads = 0;
+  int page_tokens = 16;
+  int kv_pages = 0;
+  int max_step_tokens = 256;
+  bool fake_a8 = false;
+};
+
+// An fp32 model (llama2.c or Hugging Face) or a packed W2A8KV4 model.
+struct AnyModel {
+  std::string path;
+  std::unique_ptr<Model> fp32;
+  std::unique_ptr<PackedModel> packed;
+  const LlamaConfig& config() const { return packed ? packed->config : fp32->config; }
+};
+
+absl::StatusOr<AnyModel> LoadAnyModel(const std::string& path, LoadMode mode);
+
+// `path` if set, else the tokenizer found beside the model.
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerFor(const AnyModel& model, const std::string& path);
+
+// The backend for `model` (which must outlive it).
+absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const BackendOptions& options, const AnyModel& model);
+
+}  // namespace accllm
