@@ -57,6 +57,11 @@ void Scheduler::Cancel(uint64_t id) {
   cancelled_.insert(id);
 }
 
+void Scheduler::CancelAll() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  cancel_below_ = next_id_;
+}
+
 int Scheduler::waiting() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return static_cast<int>(waiting_.size());
@@ -111,13 +116,15 @@ bool Scheduler::Step() {
   const auto now = std::chrono::steady_clock::now();
   std::vector<std::pair<Pending, FinishReason>> dropped;
   std::set<uint64_t> cancelled;
+  uint64_t cancel_below = 0;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     cancelled.swap(cancelled_);
+    cancel_below = cancel_below_;
     // Waiting requests that were cancelled or expired leave without running.
     std::vector<Pending> keep;
     for (Pending& p : waiting_) {
-      if (cancelled.contains(p.id)) {
+      if (cancelled.contains(p.id) || p.id < cancel_below) {
         dropped.emplace_back(std::move(p), FinishReason::kCancelled);
       } else if (p.request.deadline <= now) {
         dropped.emplace_back(std::move(p), FinishReason::kTimeLimit);
@@ -157,7 +164,7 @@ bool Scheduler::Step() {
       a->seq = backend_.NewSequence();
       a->stream = std::make_unique<TokenStream>(tokenizer_, a->request.prompt_ids, a->request.options, options_.max_length);
     }
-    if (cancelled.contains(a->id)) {
+    if (cancelled.contains(a->id) || a->id < cancel_below) {
       Finish(*a, FinishReason::kCancelled);
     } else if (a->request.deadline <= now) {
       Finish(*a, FinishReason::kTimeLimit);

@@ -62,6 +62,8 @@ class Scheduler {
   absl::StatusOr<uint64_t> Submit(ScheduledRequest request);
   // Ends a waiting or running request at the next step (its last event says kCancelled).
   void Cancel(uint64_t id);
+  // Ends every request waiting or running now (shutdown).
+  void CancelAll();
 
   // One iteration; returns true while requests are waiting or running.
   bool Step();
@@ -90,6 +92,7 @@ class Scheduler {
   mutable std::mutex mutex_;
   std::vector<Pending> waiting_;   // guarded by mutex_
   std::set<uint64_t> cancelled_;   // guarded by mutex_
+  uint64_t cancel_below_ = 0;      // guarded by mutex_: ids below it are cancelled
   uint64_t next_id_ = 1;           // guarded by mutex_
   int running_count_ = 0;          // guarded by mutex_ (a snapshot for other threads)
   int reserved_ = 0;               // guarded by mutex_

@@ -1,0 +1,54 @@
+#include "server/device_worker.h"
+
+namespace accllm::server {
+
+DeviceWorker::DeviceWorker(std::unique_ptr<Backend> backend, const Tokenizer& tokenizer, const SchedulerOptions& options)
+    : backend_(std::move(backend)), scheduler_(*backend_, tokenizer, options), thread_([this] { Loop(); }) {}
+
+DeviceWorker::~DeviceWorker() {
+  scheduler_.CancelAll();
+  stop_.store(true);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    pending_ = true;
+  }
+  wake_.notify_all();
+  thread_.join();
+}
+
+absl::StatusOr<uint64_t> DeviceWorker::Submit(ScheduledRequest request) {
+  absl::StatusOr<uint64_t> id = scheduler_.Submit(std::move(request));
+  if (id.ok()) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      pending_ = true;
+    }
+    wake_.notify_one();
+  }
+  return id;
+}
+
+void DeviceWorker::Cancel(uint64_t id) {
+  scheduler_.Cancel(id);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    pending_ = true;
+  }
+  wake_.notify_one();
+}
+
+void DeviceWorker::Loop() {
+  bool busy = false;
+  while (!stop_.load()) {
+    if (!busy) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      wake_.wait(lock, [&] { return pending_; });
+      pending_ = false;
+    }
+    busy = scheduler_.Step();
+  }
+  // Shutting down: whatever still runs ends as cancelled, so every stream gets its last message.
+  for (int i = 0; i < 1000 && busy; ++i) busy = scheduler_.Step();
+}
+
+}  // namespace accllm::server

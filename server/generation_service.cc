@@ -1,0 +1,289 @@
+#include "server/generation_service.h"
+
+#include <chrono>
+#include <deque>
+#include <mutex>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/tokenizer/utf8.h"
+#include "server/status_mapping.h"
+
+namespace accllm::server {
+namespace {
+
+using accllm::v1::GenerateRequest;
+using accllm::v1::GenerateResponse;
+using Clock = std::chrono::steady_clock;
+
+accllm::v1::FinishReason ToProto(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::kMaxTokens:
+    case FinishReason::kContextFull: return accllm::v1::MAX_TOKENS;
+    case FinishReason::kEos: return accllm::v1::EOS;
+    case FinishReason::kStopString:
+    case FinishReason::kStopToken: return accllm::v1::STOP_SEQUENCE;
+    case FinishReason::kCancelled: return accllm::v1::CANCELLED;
+    case FinishReason::kTimeLimit: return accllm::v1::TIME_LIMIT;
+    case FinishReason::kError: return accllm::v1::ERROR;
+  }
+  return accllm::v1::FINISH_REASON_UNSPECIFIED;
+}
+
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+// Streams one request's events to the client: one write in flight, never blocking. The state
+// the device worker writes into is shared, so that events arriving after the client left are
+// dropped safely.
+class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> {
+ public:
+  struct Shared {
+    std::mutex mutex;
+    GenerateReactor* reactor = nullptr;  // null once the call is done
+    std::deque<GenerateResponse> queue;
+    bool writing = false;
+    bool final_queued = false;
+    bool finished = false;  // Finish was called: nothing more may be written
+    Clock::time_point submitted, first_token;
+    bool return_ids = false;
+    std::string request_id, device;
+  };
+
+  GenerateReactor(DeviceWorker& worker, ScheduledRequest request, const GenerateRequest& proto, std::string device)
+      : worker_(worker), shared_(std::make_shared<Shared>()) {
+    shared_->reactor = this;
+    shared_->return_ids = proto.return_token_ids();
+    shared_->request_id = proto.request_id();
+    shared_->device = std::move(device);
+    shared_->submitted = Clock::now();
+    std::shared_ptr<Shared> shared = shared_;
+    request.on_event = [shared](const StreamEvent& e) { Push(shared, e); };
+    absl::StatusOr<uint64_t> id = worker_.Submit(std::move(request));
+    if (!id.ok()) {
+      Finish(ToGrpcStatus(id.status()));
+      return;
+    }
+    id_ = *id;
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::unique_lock<std::mutex> lock(shared_->mutex);
+    if (!ok) {  // the client is gone
+      shared_->queue.clear();
+      shared_->writing = false;
+      shared_->finished = true;
+      lock.unlock();
+      worker_.Cancel(id_);
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
+      return;
+    }
+    const bool was_final = shared_->queue.front().has_final();
+    shared_->queue.pop_front();
+    if (was_final) {
+      shared_->writing = false;
+      shared_->finished = true;
+      lock.unlock();
+      Finish(grpc::Status::OK);
+      return;
+    }
+    if (shared_->queue.empty()) {
+      shared_->writing = false;
+      return;
+    }
+    GenerateResponse* next = &shared_->queue.front();
+    lock.unlock();
+    StartWrite(next);
+  }
+
+  void OnCancel() override { worker_.Cancel(id_); }
+
+  void OnDone() override {
+    {
+      std::lock_guard<std::mutex> lock(shared_->mutex);
+      shared_->reactor = nullptr;
+    }
+    delete this;
+  }
+
+ private:
+  static void Push(const std::shared_ptr<Shared>& shared, const StreamEvent& e) {
+    std::unique_lock<std::mutex> lock(shared->mutex);
+    if (shared->reactor == nullptr || shared->finished || shared->final_queued) return;
+    const auto now = Clock::now();
+    if (e.token >= 0) {
+      if (e.generated_tokens == 1) shared->first_token = now;
+      if (!e.text.empty() || shared->return_ids) {
+        GenerateResponse chunk;
+        chunk.mutable_chunk()->set_text(e.text);
+        if (shared->return_ids) chunk.mutable_chunk()->add_token_ids(e.token);
+        shared->queue.push_back(std::move(chunk));
+      }
+    }
+    if (e.finish) {
+      GenerateResponse last;
+      auto* f = last.mutable_final();
+      f->set_finish_reason(ToProto(*e.finish));
+      f->mutable_usage()->set_prompt_tokens(e.prompt_tokens);
+      f->mutable_usage()->set_generated_tokens(e.generated_tokens);
+      const bool started = e.generated_tokens > 0;
+      f->mutable_timing()->set_time_to_first_token_seconds(started ? Seconds(shared->first_token - shared->submitted) : 0);
+      f->mutable_timing()->set_decode_seconds(started ? Seconds(now - shared->first_token) : 0);
+      f->set_device(shared->device);
+      f->set_request_id(shared->request_id);
+      if (!e.error.ok()) f->set_error(std::string(e.error.message()));
+      shared->queue.push_back(std::move(last));
+      shared->final_queued = true;
+    }
+    if (shared->writing || shared->queue.empty()) return;
+    shared->writing = true;
+    GenerateReactor* reactor = shared->reactor;
+    GenerateResponse* next = &shared->queue.front();
+    lock.unlock();
+    reactor->StartWrite(next);
+  }
+
+  DeviceWorker& worker_;
+  std::shared_ptr<Shared> shared_;
+  uint64_t id_ = 0;
+};
+
+grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* context, const absl::Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+}  // namespace
+
+GenerationService::GenerationService(const ServiceOptions& options, const AnyModel& model, const Tokenizer& tokenizer,
+                                     DeviceWorker& worker)
+    : options_(options), model_(model), tokenizer_(tokenizer), worker_(worker) {
+  if (options_.max_prompt_tokens <= 0) options_.max_prompt_tokens = model.config().max_seq_len - 1;
+}
+
+absl::Status GenerationService::CheckModel(const std::string& name) const {
+  if (name.empty() || name == options_.model_name) return absl::OkStatus();
+  return absl::NotFoundError(absl::StrCat("unknown model '", name, "' (this server serves '", options_.model_name, "')"));
+}
+
+absl::StatusOr<ScheduledRequest> GenerationService::ToScheduledRequest(const GenerateRequest& r) const {
+  if (absl::Status s = CheckModel(r.model()); !s.ok()) return s;
+  ScheduledRequest out;
+  switch (r.prompt_case()) {
+    case GenerateRequest::kText: {
+      if (!IsValidUtf8(r.text())) return absl::InvalidArgumentError("the prompt text is not valid UTF-8");
+      absl::StatusOr<std::vector<int>> ids = tokenizer_.Encode(r.text(), /*add_bos=*/true);
+      if (!ids.ok()) return ids.status();
+      out.prompt_ids = std::move(*ids);
+      break;
+    }
+    case GenerateRequest::kTokenIds:
+      out.prompt_ids.assign(r.token_ids().ids().begin(), r.token_ids().ids().end());
+      if (out.prompt_ids.empty()) return absl::InvalidArgumentError("token_ids is empty");
+      break;
+    default:
+      return absl::InvalidArgumentError("a prompt (text or token_ids) is required");
+  }
+  if (static_cast<int>(out.prompt_ids.size()) > options_.max_prompt_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("the prompt has ", out.prompt_ids.size(), " tokens; the limit is ",
+                                                   options_.max_prompt_tokens));
+  }
+  if (r.max_new_tokens() < 0) return absl::InvalidArgumentError("max_new_tokens must be >= 0");
+  if (r.time_limit_seconds() < 0) return absl::InvalidArgumentError("time_limit_seconds must be >= 0");
+  GenerationOptions& o = out.options;
+  o.max_new_tokens = r.max_new_tokens() > 0 ? r.max_new_tokens() : options_.default_max_new_tokens;
+  o.sampling.temperature = r.sampling().temperature();
+  o.sampling.top_p = r.sampling().top_p() == 0.0f ? 1.0f : r.sampling().top_p();
+  o.sampling.top_k = r.sampling().top_k();
+  o.sampling.min_p = r.sampling().min_p();
+  o.sampling.repetition_penalty = r.sampling().repetition_penalty() == 0.0f ? 1.0f : r.sampling().repetition_penalty();
+  o.sampling.seed = r.sampling().has_seed() ? r.sampling().seed() : std::random_device{}();
+  o.stop_strings.assign(r.stop().begin(), r.stop().end());
+  o.stop_token_ids.assign(r.stop_token_ids().begin(), r.stop_token_ids().end());
+  o.ignore_eos = r.ignore_eos();
+  out.priority = r.priority();
+  if (r.time_limit_seconds() > 0) {
+    out.deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(r.time_limit_seconds()));
+  }
+  return out;
+}
+
+grpc::ServerWriteReactor<GenerateResponse>* GenerationService::Generate(grpc::CallbackServerContext* context,
+                                                                        const GenerateRequest* request) {
+  absl::StatusOr<ScheduledRequest> scheduled = draining_.load()
+                                                   ? absl::UnavailableError("the server is draining; retry on another replica")
+                                                   : ToScheduledRequest(*request);
+  if (scheduled.ok()) {
+    // The gRPC deadline, if any, is a time limit too.
+    const auto deadline = context->deadline();
+    if (deadline != std::chrono::system_clock::time_point::max()) {
+      const auto steady = Clock::now() + std::chrono::duration_cast<Clock::duration>(deadline - std::chrono::system_clock::now());
+      scheduled->deadline = std::min(scheduled->deadline, steady);
+    }
+    return new GenerateReactor(worker_, std::move(*scheduled), *request, worker_.backend().name());
+  }
+  // Refused before any work: the stream ends with the status and no messages.
+  class Refusal final : public grpc::ServerWriteReactor<GenerateResponse> {
+   public:
+    explicit Refusal(const absl::Status& status) { Finish(ToGrpcStatus(status)); }
+    void OnDone() override { delete this; }
+  };
+  return new Refusal(scheduled.status());
+}
+
+grpc::ServerUnaryReactor* GenerationService::Tokenize(grpc::CallbackServerContext* context,
+                                                      const accllm::v1::TokenizeRequest* request,
+                                                      accllm::v1::TokenizeResponse* response) {
+  if (absl::Status s = CheckModel(request->model()); !s.ok()) return Reply(context, s);
+  if (!IsValidUtf8(request->text())) return Reply(context, absl::InvalidArgumentError("the text is not valid UTF-8"));
+  absl::StatusOr<std::vector<int>> ids = tokenizer_.Encode(request->text(), request->add_bos());
+  if (!ids.ok()) return Reply(context, ids.status());
+  for (int id : *ids) {
+    response->add_ids(id);
+    response->add_pieces(tokenizer_.TokenBytes(id));
+  }
+  return Reply(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* GenerationService::ModelInfo(grpc::CallbackServerContext* context,
+                                                       const accllm::v1::ModelInfoRequest* request,
+                                                       accllm::v1::ModelInfoResponse* response) {
+  if (absl::Status s = CheckModel(request->model()); !s.ok()) return Reply(context, s);
+  const LlamaConfig& c = model_.config();
+  response->set_name(options_.model_name);
+  response->set_format(model_.packed ? "packed W2A8KV4" : "fp32");
+  response->set_dim(c.dim);
+  response->set_hidden_dim(c.hidden_dim);
+  response->set_layers(c.n_layers);
+  response->set_heads(c.n_heads);
+  response->set_kv_heads(c.n_kv_heads);
+  response->set_vocab_size(c.vocab_size);
+  response->set_context_length(c.max_seq_len);
+  const LambdaConfig& lambda = worker_.backend().lambda();
+  response->set_lambda_sinks(lambda.full() ? 0 : lambda.sinks);
+  response->set_lambda_window(lambda.full() ? 0 : lambda.window);
+  return Reply(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* GenerationService::ListModels(grpc::CallbackServerContext* context,
+                                                        const accllm::v1::ListModelsRequest*,
+                                                        accllm::v1::ListModelsResponse* response) {
+  response->add_models(options_.model_name);
+  return Reply(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* GenerationService::ServerInfo(grpc::CallbackServerContext* context,
+                                                        const accllm::v1::ServerInfoRequest*,
+                                                        accllm::v1::ServerInfoResponse* response) {
+  response->set_version("0.1.0");
+  response->set_draining(draining_.load());
+  auto* device = response->add_devices();
+  device->set_name(worker_.backend().name());
+  device->set_running(worker_.scheduler().running());
+  device->set_waiting(worker_.scheduler().waiting());
+  device->set_kv_pages_total(worker_.backend().page_pool().total());
+  device->set_kv_pages_used(worker_.scheduler().reserved_pages());
+  return Reply(context, absl::OkStatus());
+}
+
+}  // namespace accllm::server

@@ -1,0 +1,72 @@
+#include "server/server.h"
+
+#include <filesystem>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server_builder.h"
+
+namespace accllm::server {
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options) {
+  auto server = std::unique_ptr<Server>(new Server());
+  absl::StatusOr<AnyModel> model = LoadAnyModel(options.model_path, LoadMode::kMap);
+  if (!model.ok()) return model.status();
+  server->model_ = std::move(*model);
+  // Debian's libsentencepiece embeds protobuf 3.14, whose symbols clash with the protobuf 3.21
+  // that gRPC uses: loading a .model in this process fails. Until the server has its own
+  // sentencepiece model reader, it takes llama2.c tokenizer files only.
+  if (options.tokenizer_path.ends_with(".model") ||
+      (options.tokenizer_path.empty() && std::filesystem::is_directory(options.model_path))) {
+    return absl::UnimplementedError(
+        "the server cannot load sentencepiece .model tokenizers yet (Debian's libsentencepiece and gRPC carry "
+        "clashing protobuf versions); pass a llama2.c tokenizer.bin with -t");
+  }
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = LoadTokenizerFor(server->model_, options.tokenizer_path);
+  if (!tokenizer.ok()) return tokenizer.status();
+  server->tokenizer_ = std::move(*tokenizer);
+  absl::StatusOr<std::unique_ptr<Backend>> backend = MakeBackend(options.backend, server->model_);
+  if (!backend.ok()) return backend.status();
+  server->worker_ = std::make_unique<DeviceWorker>(std::move(*backend), *server->tokenizer_, options.scheduler);
+
+  ServiceOptions service = options.service;
+  service.model_name = !options.model_name.empty() ? options.model_name
+                                                    : std::filesystem::path(options.model_path).stem().string();
+  server->service_ = std::make_unique<GenerationService>(service, server->model_, *server->tokenizer_, *server->worker_);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &server->port_);
+  builder.RegisterService(server->service_.get());
+  server->grpc_ = builder.BuildAndStart();
+  if (server->grpc_ == nullptr || server->port_ == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen));
+  }
+  server->grpc_->GetHealthCheckService()->SetServingStatus(true);
+  return server;
+}
+
+void Server::Drain(double grace_seconds) {
+  service_->SetDraining(true);
+  grpc_->GetHealthCheckService()->SetServingStatus(false);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                                            std::chrono::duration<double>(grace_seconds));
+  while (std::chrono::steady_clock::now() < until &&
+         (worker_->scheduler().running() > 0 || worker_->scheduler().waiting() > 0)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  worker_.reset();  // cancels what is left; every stream gets its final message
+  grpc_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+}
+
+void Server::Wait() { grpc_->Wait(); }
+
+Server::~Server() {
+  if (grpc_) grpc_->Shutdown(std::chrono::system_clock::now());
+}
+
+}  // namespace accllm::server

@@ -1,0 +1,215 @@
+// The real server on loopback with a real gRPC client.
+#include "server/server.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include "accllm/v1/generation.grpc.pb.h"
+#include "gmock/gmock.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "runtime/generate/generator.h"
+#include "runtime/model/load_model.h"
+#include "runtime/reference/reference_backend.h"
+#include "tests/test_support.h"
+
+namespace accllm::server {
+namespace {
+
+using ::accllm::testing::RequireModelFile;
+using ::testing::HasSubstr;
+namespace v1 = ::accllm::v1;
+
+class ServerTest : public ::testing::Test {
+ protected:
+  void StartServer(const std::string& tokenizer, int max_waiting = 16, int max_running = 8) {
+    ServerOptions options;
+    options.model_path = RequireModelFile("stories260K.bin").string();
+    options.tokenizer_path = RequireModelFile(tokenizer).string();
+    options.listen = "127.0.0.1:0";
+    options.backend.engine = "cpu";
+    options.backend.kv = "f32";
+    options.backend.kv_pages = 256;
+    options.scheduler.max_running = max_running;
+    options.scheduler.max_waiting = max_waiting;
+    ASSERT_OK_AND_ASSIGN(server_, Server::Start(options));
+    channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->port()), grpc::InsecureChannelCredentials());
+    stub_ = v1::Generation::NewStub(channel_);
+  }
+
+  struct Streamed {
+    grpc::Status status;
+    std::string text;
+    std::vector<int> ids;
+    v1::FinalMessage final;
+    int chunks = 0;
+  };
+
+  Streamed Generate(const v1::GenerateRequest& request) {
+    grpc::ClientContext context;
+    auto reader = stub_->Generate(&context, request);
+    Streamed out;
+    v1::GenerateResponse response;
+    while (reader->Read(&response)) {
+      if (response.has_chunk()) {
+        ++out.chunks;
+        out.text += response.chunk().text();
+        out.ids.insert(out.ids.end(), response.chunk().token_ids().begin(), response.chunk().token_ids().end());
+      } else {
+        out.final = response.final();
+      }
+    }
+    out.status = reader->Finish();
+    return out;
+  }
+
+  static v1::GenerateRequest Greedy(const std::string& prompt, int n) {
+    v1::GenerateRequest r;
+    r.set_text(prompt);
+    r.set_max_new_tokens(n);
+    r.set_return_token_ids(true);
+    r.mutable_sampling()->set_temperature(0.0f);
+    return r;
+  }
+
+  std::unique_ptr<Server> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Generation::Stub> stub_;
+};
+
+TEST_F(ServerTest, StreamEqualsInProcessGeneration) {
+  StartServer("tok512.bin");
+  ASSERT_OK_AND_ASSIGN(auto model, LoadModel(RequireModelFile("stories260K.bin").string()));
+  ASSERT_OK_AND_ASSIGN(auto tokenizer, LoadTokenizer(RequireModelFile("tok512.bin").string()));
+  ReferenceBackend reference(*model);
+  ASSERT_OK_AND_ASSIGN(auto generator, Generator::Create(reference, *tokenizer));
+  GenerationOptions options;
+  options.sampling.temperature = 0.0f;
+  options.max_new_tokens = 60;
+  ASSERT_OK_AND_ASSIGN(GenerationResult expected, generator->Generate("Once upon a time", options));
+
+  const Streamed got = Generate(Greedy("Once upon a time", 60));
+  ASSERT_TRUE(got.status.ok()) << got.status.error_message();
+  EXPECT_EQ(got.ids, expected.generated_ids);
+  EXPECT_EQ(got.text, expected.text);
+  EXPECT_GT(got.chunks, 10);
+  EXPECT_EQ(got.final.finish_reason(), v1::MAX_TOKENS);
+  EXPECT_EQ(got.final.usage().prompt_tokens(), 5);
+  EXPECT_EQ(got.final.usage().generated_tokens(), 60);
+  EXPECT_GT(got.final.timing().time_to_first_token_seconds(), 0.0);
+  EXPECT_THAT(got.final.device(), HasSubstr("cpu("));
+}
+
+TEST_F(ServerTest, ManyConcurrentStreams) {
+  StartServer("tok512.bin");
+  std::vector<std::thread> clients;
+  std::vector<Streamed> results(12);
+  for (int i = 0; i < 12; ++i) {
+    clients.emplace_back([&, i] { results[i] = Generate(Greedy(i % 2 ? "Lily and Ben were" : "Once upon a time", 30 + i)); });
+  }
+  for (auto& c : clients) c.join();
+  for (int i = 0; i < 12; ++i) {
+    ASSERT_TRUE(results[i].status.ok()) << results[i].status.error_message();
+    EXPECT_EQ(results[i].final.usage().generated_tokens(), 30 + i);
+    // Same prompt, greedy: the shorter stream is a prefix of the longer.
+    if (i >= 2) {
+      const auto& a = results[i - 2].ids;
+      EXPECT_TRUE(std::equal(a.begin(), a.end(), results[i].ids.begin()));
+    }
+  }
+}
+
+TEST_F(ServerTest, BadRequestsGetClearStatuses) {
+  StartServer("tok512.bin");
+  v1::GenerateRequest r = Greedy("hi", 5);
+  r.set_model("llama-70b");
+  Streamed s = Generate(r);
+  EXPECT_EQ(s.status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_THAT(s.status.error_message(), HasSubstr("unknown model 'llama-70b'"));
+
+  r = Greedy("hi", 5);
+  r.mutable_sampling()->set_top_p(3.0f);
+  s = Generate(r);
+  EXPECT_EQ(s.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.status.error_message(), HasSubstr("top_p"));
+
+  r = Greedy("hi", -1);
+  EXPECT_EQ(Generate(r).status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  r.clear_text();
+  r.set_max_new_tokens(5);
+  EXPECT_EQ(Generate(r).status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  r = Greedy(std::string(600, 'a') + " b c d e f g h i j k l m n o p q r s t u v w x y z " + std::string(2000, 'q'), 5);
+  s = Generate(r);
+  EXPECT_EQ(s.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.status.error_message(), HasSubstr("the limit is 511"));
+  // Still serving after all of that.
+  EXPECT_TRUE(Generate(Greedy("hi", 3)).status.ok());
+  r = Greedy("hi", 5);
+  r.mutable_token_ids()->add_ids(9999);
+  EXPECT_EQ(Generate(r).status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  // (Invalid UTF-8 text cannot be sent at all: proto3 strings are UTF-8 and the client library
+  // refuses to serialize it.)
+}
+
+TEST_F(ServerTest, CancelAndDeadline) {
+  StartServer("tok512.bin");
+  {
+    grpc::ClientContext context;
+    auto reader = stub_->Generate(&context, Greedy("Once upon a time", 400));
+    v1::GenerateResponse response;
+    ASSERT_TRUE(reader->Read(&response));
+    context.TryCancel();
+    while (reader->Read(&response)) {
+    }
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  }
+  v1::GenerateRequest r = Greedy("Once upon a time", 400);
+  r.set_ignore_eos(true);
+  r.set_time_limit_seconds(0.02);
+  const Streamed s = Generate(r);
+  ASSERT_TRUE(s.status.ok()) << s.status.error_message();
+  EXPECT_EQ(s.final.finish_reason(), v1::TIME_LIMIT);
+  EXPECT_LT(s.final.usage().generated_tokens(), 400);
+}
+
+TEST_F(ServerTest, RefusesSentencePieceModelsWithAClearError) {
+  ServerOptions options;
+  options.model_path = RequireModelFile("stories260K.bin").string();
+  options.tokenizer_path = RequireModelFile("tok512.model").string();
+  options.listen = "127.0.0.1:0";
+  const auto server = Server::Start(options);
+  ASSERT_FALSE(server.ok());
+  EXPECT_EQ(server.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(std::string(server.status().message()), HasSubstr("tokenizer.bin"));
+}
+
+TEST_F(ServerTest, UnaryCallsHealthAndDrain) {
+  StartServer("tok512.bin");
+  {
+    grpc::ClientContext context;
+    v1::TokenizeRequest request;
+    request.set_text("Once upon a time");
+    request.set_add_bos(true);
+    v1::TokenizeResponse response;
+    ASSERT_TRUE(stub_->Tokenize(&context, request, &response).ok());
+    EXPECT_THAT(std::vector<int>(response.ids().begin(), response.ids().end()), ::testing::ElementsAre(1, 403, 407, 261, 378));
+  }
+  {
+    grpc::ClientContext context;
+    v1::ModelInfoResponse info;
+    ASSERT_TRUE(stub_->ModelInfo(&context, {}, &info).ok());
+    EXPECT_EQ(info.name(), "stories260K");
+    EXPECT_EQ(info.vocab_size(), 512);
+  }
+  {
+    grpc::ClientContext context;
+    v1::ServerInfoResponse info;
+    ASSERT_TRUE(stub_->ServerInfo(&context, {}, &info).ok());
+    ASSERT_EQ(info.devices_size(), 1);
+    EXPECT_EQ(info.devices(0).kv_pages_total(), 256);
+  }
+  server_->Drain(1.0);
+  const Streamed after = Generate(Greedy("hi", 5));
+  EXPECT_NE(after.status.error_code(), grpc::StatusCode::OK);
+}
+
+}  // namespace
+}  // namespace accllm::server
