@@ -2,6 +2,18 @@
 
 namespace accllm {
 
+LinearWeights& LinearOf(EngineLayer& layer, TensorKind kind) {
+  switch (kind) {
+    case TensorKind::kWq: return layer.wq;
+    case TensorKind::kWk: return layer.wk;
+    case TensorKind::kWv: return layer.wv;
+    case TensorKind::kWo: return layer.wo;
+    case TensorKind::kW1: return layer.w1;
+    case TensorKind::kW2: return layer.w2;
+    default: return layer.w3;
+  }
+}
+
 EngineWeights EngineWeightsFromModel(const Model& model) {
   const LlamaConfig& c = model.config;
   const auto linear = [&](const float* w, TensorKind kind) {

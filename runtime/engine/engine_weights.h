@@ -25,6 +25,9 @@ struct EngineLayer {
   LinearWeights w1, w2, w3;
 };
 
+// The slot of linear layer `kind` (one of the seven IsLinear kinds) in `layer`.
+LinearWeights& LinearOf(EngineLayer& layer, TensorKind kind);
+
 struct EngineWeights {
   LlamaConfig config;
   const float* embedding_f32 = nullptr;      // (vocab, dim), or

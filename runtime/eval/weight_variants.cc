@@ -3,22 +3,6 @@
 #include <memory>
 
 namespace accllm {
-namespace {
-
-LinearWeights* Slot(EngineLayer& layer, TensorKind kind) {
-  switch (kind) {
-    case TensorKind::kWq: return &layer.wq;
-    case TensorKind::kWk: return &layer.wk;
-    case TensorKind::kWv: return &layer.wv;
-    case TensorKind::kWo: return &layer.wo;
-    case TensorKind::kW1: return &layer.w1;
-    case TensorKind::kW2: return &layer.w2;
-    default: return &layer.w3;
-  }
-}
-
-}  // namespace
-
 EngineWeights PackedWeights(const PackedContents& p) {
   EngineWeights e;
   e.config = p.config;
@@ -32,10 +16,10 @@ EngineWeights PackedWeights(const PackedContents& p) {
   e.classifier = {p.config.vocab_size, p.config.dim, nullptr,
                   p.config.shared_classifier ? p.embedding.data() : p.classifier.data(), std::nullopt};
   for (const auto& [id, m] : p.linears) {
-    LinearWeights* w = Slot(e.layers[id.layer], id.kind);
-    w->out = m.shape.rows;
-    w->in = m.shape.cols;
-    w->w2 = m.view();
+    LinearWeights& w = LinearOf(e.layers[id.layer], id.kind);
+    w.out = m.shape.rows;
+    w.in = m.shape.cols;
+    w.w2 = m.view();
   }
   return e;
 }
@@ -47,9 +31,9 @@ EngineWeights DequantizedWeights(const PackedContents& p) {
     for (int r = 0; r < m.shape.rows; ++r) {
       DequantizeW2Row(m.view(), r, {buffer->data() + static_cast<std::size_t>(r) * m.shape.cols, static_cast<std::size_t>(m.shape.cols)});
     }
-    LinearWeights* w = Slot(e.layers[id.layer], id.kind);
-    w->w2.reset();
-    w->f32 = buffer->data();
+    LinearWeights& w = LinearOf(e.layers[id.layer], id.kind);
+    w.w2.reset();
+    w.f32 = buffer->data();
     e.storage.push_back(std::move(buffer));
   }
   return e;

@@ -127,6 +127,10 @@ bool IsPerLayer(TensorKind kind) {
          kind != TensorKind::kClassifier;
 }
 
+bool IsLinear(TensorKind kind) {
+  return IsPerLayer(kind) && kind != TensorKind::kAttnNorm && kind != TensorKind::kFfnNorm;
+}
+
 std::vector<int64_t> TensorShape(const LlamaConfig& c, TensorKind kind) {
   const int64_t q_dim = int64_t{c.n_heads} * c.head_size();
   switch (kind) {

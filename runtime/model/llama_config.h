@@ -63,6 +63,8 @@ const char* TensorGroupName(TensorGroup group);
 TensorGroup GroupOf(TensorKind kind);
 
 bool IsPerLayer(TensorKind kind);
+// The seven matrices of a layer (q, k, v, o, gate, down, up): what W2 compresses.
+bool IsLinear(TensorKind kind);
 std::vector<int64_t> TensorShape(const LlamaConfig& config, TensorKind kind);
 int64_t TensorElements(const LlamaConfig& config, TensorKind kind);
 

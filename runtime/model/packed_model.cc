@@ -19,10 +19,6 @@ std::string LinearBase(const TensorId& id) {
   return name.substr(0, name.size() - std::string(".weight").size());
 }
 
-bool IsLinear(TensorKind kind) {
-  return IsPerLayer(kind) && kind != TensorKind::kAttnNorm && kind != TensorKind::kFfnNorm;
-}
-
 json ConfigJson(const LlamaConfig& c) {
   return {{"dim", c.dim}, {"hidden_dim", c.hidden_dim}, {"n_layers", c.n_layers}, {"n_heads", c.n_heads},
           {"n_kv_heads", c.n_kv_heads}, {"vocab_size", c.vocab_size}, {"max_seq_len", c.max_seq_len},
@@ -218,17 +214,10 @@ EngineWeights PackedModel::ToEngineWeights() const {
     e.layers[l].rms_ffn = ffn_norms[l];
   }
   for (const auto& [id, view] : linears) {
-    EngineLayer& layer = e.layers[id.layer];
-    LinearWeights* target = id.kind == TensorKind::kWq   ? &layer.wq
-                            : id.kind == TensorKind::kWk ? &layer.wk
-                            : id.kind == TensorKind::kWv ? &layer.wv
-                            : id.kind == TensorKind::kWo ? &layer.wo
-                            : id.kind == TensorKind::kW1 ? &layer.w1
-                            : id.kind == TensorKind::kW2 ? &layer.w2
-                                                         : &layer.w3;
-    target->out = view.shape.rows;
-    target->in = view.shape.cols;
-    target->w2 = view;
+    LinearWeights& target = LinearOf(e.layers[id.layer], id.kind);
+    target.out = view.shape.rows;
+    target.in = view.shape.cols;
+    target.w2 = view;
   }
   return e;
 }

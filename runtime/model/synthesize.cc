@@ -47,7 +47,7 @@ PackedContents SynthesizePacked(const LlamaConfig& config, uint64_t seed, int gr
   if (!config.shared_classifier) p.classifier = fp16_table(int64_t{config.vocab_size} * config.dim);
   for (int i = 0; i < 2 * config.n_layers + 1; ++i) p.norms.emplace_back(config.dim, 1.0f);
   for (const TensorId& id : AllTensors(config)) {
-    if (!IsPerLayer(id.kind) || id.kind == TensorKind::kAttnNorm || id.kind == TensorKind::kFfnNorm) continue;
+    if (!IsLinear(id.kind)) continue;
     const std::vector<int64_t> dims = TensorShape(config, id.kind);
     W2Matrix m({static_cast<int>(dims[0]), static_cast<int>(dims[1]), group_size, sparse24});
     const auto fill = [&](std::vector<uint8_t>& bytes) {

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "runtime/model/model.h"
+#include "runtime/model/packed_model.h"
 
 namespace accllm {
 
@@ -23,8 +24,6 @@ class SyntheticWeights final : public WeightSource {
 };
 
 }  // namespace accllm
-
-#include "runtime/model/packed_model.h"
 
 namespace accllm {
 

@@ -12,10 +12,6 @@
 namespace accllm {
 namespace {
 
-bool IsLinear(TensorKind kind) {
-  return IsPerLayer(kind) && kind != TensorKind::kAttnNorm && kind != TensorKind::kFfnNorm;
-}
-
 std::vector<uint16_t> ToFp16(const float* x, int64_t n) {
   std::vector<uint16_t> out(static_cast<std::size_t>(n));
   for (int64_t i = 0; i < n; ++i) out[i] = FloatToFp16(x[i]);

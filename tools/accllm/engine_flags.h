@@ -6,8 +6,6 @@
 
 namespace accllm::cli {
 
-using EngineFlags = BackendOptions;
-
 void AddEngineOptions(CLI::App& cmd, BackendOptions& flags);
 
 }  // namespace accllm::cli

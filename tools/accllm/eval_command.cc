@@ -41,20 +41,17 @@ struct Variant {
 // fp32 weights of `model` with each linear layer 2:4-pruned by Wanda (no quantization).
 EngineWeights PrunedWeights(const Model& model, const CalibrationStats& stats, std::vector<std::vector<float>>& owned) {
   EngineWeights e = EngineWeightsFromModel(model);
-  for (int l = 0; l < model.config.n_layers; ++l) {
-    EngineLayer& layer = e.layers[l];
-    for (auto [kind, slot] : {std::pair{TensorKind::kWq, &layer.wq}, {TensorKind::kWk, &layer.wk}, {TensorKind::kWv, &layer.wv},
-                              {TensorKind::kWo, &layer.wo}, {TensorKind::kW1, &layer.w1}, {TensorKind::kW2, &layer.w2},
-                              {TensorKind::kW3, &layer.w3}}) {
-      const int64_t n = int64_t{slot->out} * slot->in;
-      std::span<const float> w(slot->f32, static_cast<std::size_t>(n));
-      const std::vector<uint8_t> keep = Select24(w, slot->out, slot->in, PruneMethod::kWanda, stats.For(l, kind).ColumnNorms());
-      owned.emplace_back(w.begin(), w.end());
-      for (int64_t i = 0; i < n; ++i) {
-        if (!keep[i]) owned.back()[i] = 0.0f;
-      }
-      slot->f32 = owned.back().data();
+  for (const TensorId& id : AllTensors(model.config)) {
+    if (!IsLinear(id.kind)) continue;
+    LinearWeights& slot = LinearOf(e.layers[id.layer], id.kind);
+    const int64_t n = int64_t{slot.out} * slot.in;
+    std::span<const float> w(slot.f32, static_cast<std::size_t>(n));
+    const std::vector<uint8_t> keep = Select24(w, slot.out, slot.in, PruneMethod::kWanda, stats.For(id.layer, id.kind).ColumnNorms());
+    owned.emplace_back(w.begin(), w.end());
+    for (int64_t i = 0; i < n; ++i) {
+      if (!keep[i]) owned.back()[i] = 0.0f;
     }
+    slot.f32 = owned.back().data();
   }
   return e;
 }

@@ -25,7 +25,7 @@ struct GenerateFlags {
   bool ignore_eos = false;
   std::string output = "text";
   std::string load_mode = "mmap";
-  EngineFlags engine;
+  BackendOptions engine;
 };
 
 // JSON with invalid UTF-8 replaced rather than throwing: streamed text is always valid UTF-8,
