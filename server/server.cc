@@ -16,15 +16,6 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   absl::StatusOr<AnyModel> model = LoadAnyModel(options.model_path, LoadMode::kMap);
   if (!model.ok()) return model.status();
   server->model_ = std::move(*model);
-  // Debian's libsentencepiece embeds protobuf 3.14, whose symbols clash with the protobuf 3.21
-  // that gRPC uses: loading a .model in this process fails. Until the server has its own
-  // sentencepiece model reader, it takes llama2.c tokenizer files only.
-  if (options.tokenizer_path.ends_with(".model") ||
-      (options.tokenizer_path.empty() && std::filesystem::is_directory(options.model_path))) {
-    return absl::UnimplementedError(
-        "the server cannot load sentencepiece .model tokenizers yet (Debian's libsentencepiece and gRPC carry "
-        "clashing protobuf versions); pass a llama2.c tokenizer.bin with -t");
-  }
   absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = LoadTokenizerFor(server->model_, options.tokenizer_path);
   if (!tokenizer.ok()) return tokenizer.status();
   server->tokenizer_ = std::move(*tokenizer);

@@ -170,19 +170,8 @@ TEST_F(ServerTest, CancelAndDeadline) {
   EXPECT_LT(s.final.usage().generated_tokens(), 400);
 }
 
-TEST_F(ServerTest, RefusesSentencePieceModelsWithAClearError) {
-  ServerOptions options;
-  options.model_path = RequireModelFile("stories260K.bin").string();
-  options.tokenizer_path = RequireModelFile("tok512.model").string();
-  options.listen = "127.0.0.1:0";
-  const auto server = Server::Start(options);
-  ASSERT_FALSE(server.ok());
-  EXPECT_EQ(server.status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(std::string(server.status().message()), HasSubstr("tokenizer.bin"));
-}
-
 TEST_F(ServerTest, UnaryCallsHealthAndDrain) {
-  StartServer("tok512.bin");
+  StartServer("tok512.model");
   {
     grpc::ClientContext context;
     v1::TokenizeRequest request;

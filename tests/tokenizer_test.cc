@@ -1,5 +1,7 @@
 #include <fstream>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "runtime/tokenizer/stream_detokenizer.h"
@@ -156,6 +158,45 @@ TEST(TokenizerLoadTest, ErrorsNameTheFile) {
   const auto garbage = LoadTokenizer((dir / "garbage.model").string());
   ASSERT_FALSE(garbage.ok());
   EXPECT_THAT(std::string(garbage.status().message()), HasSubstr("garbage.model"));
+}
+
+}  // namespace
+}  // namespace accllm
+
+namespace accllm {
+namespace {
+
+// The reference implementation, through a client that is not ours: Debian's python3-sentencepiece
+// must give the same ids as our reader of the same .model file.
+TEST(SentencePieceOracleTest, SameIdsAsLibSentencePiece) {
+  const std::string model = RequireModelFile("tok512.model").string();
+  std::vector<std::string> texts = SampleTexts();
+  texts.push_back("  two leading spaces,  double, trailing ");
+  texts.push_back("tabs\tand\nnewlines");
+  const std::string dev = ReadFile(RequireSharedFile("data/tinystories-dev.txt"));
+  for (absl::string_view line : absl::StrSplit(dev, '\n', absl::SkipEmpty())) texts.emplace_back(line);
+
+  ScratchDir dir;
+  std::string joined;
+  for (const std::string& t : texts) absl::StrAppend(&joined, t, "\x1e");  // record separator: texts hold newlines
+  WriteFile(dir / "texts", joined);
+  WriteFile(dir / "oracle.py",
+            "import sys, sentencepiece\n"
+            "sp = sentencepiece.SentencePieceProcessor(model_file=sys.argv[1])\n"
+            "texts = open(sys.argv[2], encoding='utf-8').read().split('\\x1e')[:-1]\n"
+            "with open(sys.argv[3], 'w') as out:\n"
+            "    for t in texts: out.write(' '.join(map(str, sp.encode(t, out_type=int))) + '\\n')\n");
+  const std::string command = absl::StrCat("/usr/bin/python3 ", (dir / "oracle.py").string(), " ", model, " ",
+                                           (dir / "texts").string(), " ", (dir / "ids").string());
+  ASSERT_EQ(std::system(command.c_str()), 0) << "needs Debian's python3-sentencepiece (scripts/setup.sh installs it)";
+  const std::vector<std::string> lines = absl::StrSplit(ReadFile(dir / "ids"), '\n');
+  ASSERT_GE(lines.size(), texts.size());
+  ASSERT_OK_AND_ASSIGN(auto ours, LoadTokenizer(model));
+  for (std::size_t i = 0; i < texts.size(); ++i) {
+    ASSERT_OK_AND_ASSIGN(std::vector<int> ids, ours->Encode(texts[i], /*add_bos=*/false));
+    const std::string got = absl::StrJoin(ids, " ");
+    EXPECT_EQ(got, lines[i]) << "text: " << texts[i];
+  }
 }
 
 }  // namespace

@@ -1,7 +1,6 @@
 #include "runtime/tokenizer/tokenizer.h"
 
-#include "runtime/tokenizer/llama2c_tokenizer.h"
-#include "runtime/tokenizer/sentencepiece_tokenizer.h"
+#include "runtime/tokenizer/bpe_tokenizer.h"
 #include "runtime/tokenizer/stream_detokenizer.h"
 
 namespace accllm {
@@ -14,8 +13,8 @@ std::string Tokenizer::Decode(std::span<const int> ids) const {
 }
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& path) {
-  if (path.size() >= 6 && path.ends_with(".model")) return SentencePieceTokenizer::Load(path);
-  return Llama2cTokenizer::Load(path);
+  if (path.ends_with(".model")) return LoadSentencePieceModel(path);
+  return LoadLlama2cTokenizer(path);
 }
 
 }  // namespace accllm

@@ -30,7 +30,7 @@ class Tokenizer {
   std::string Decode(std::span<const int> ids) const;
 };
 
-// `.model` files are sentencepiece protos; anything else is read as llama2.c's tokenizer.bin.
+// `.model` files are sentencepiece BPE models; anything else is read as llama2.c's tokenizer.bin.
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& path);
 
 }  // namespace accllm

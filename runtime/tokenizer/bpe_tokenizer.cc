@@ -1,4 +1,4 @@
-#include "runtime/tokenizer/llama2c_tokenizer.h"
+#include "runtime/tokenizer/bpe_tokenizer.h"
 
 #include <cstdio>
 #include <cstring>
@@ -20,11 +20,32 @@ int ParseByteToken(const std::string& piece) {
   return static_cast<int>(value);
 }
 
-bool IsControlId(int id) { return id >= 0 && id <= 2; }
-
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Llama2cTokenizer>> Llama2cTokenizer::Load(const std::string& path) {
+absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::Create(std::vector<Piece> pieces, const Options& options) {
+  const int n = static_cast<int>(pieces.size());
+  for (int id : {options.bos_id, options.eos_id, options.unk_id}) {
+    if (id < 0 || id >= n) return absl::InvalidArgumentError(absl::StrCat("special token id ", id, " is outside the vocabulary of ", n));
+  }
+  auto tok = std::unique_ptr<BpeTokenizer>(new BpeTokenizer());
+  tok->options_ = options;
+  tok->byte_to_id_.fill(-1);
+  tok->byte_value_.assign(pieces.size(), -1);
+  for (int id = 0; id < n; ++id) {
+    const Piece& piece = pieces[id];
+    const int byte = ParseByteToken(piece.text);
+    if (byte >= 0 && (piece.kind == PieceKind::kByte || piece.kind == PieceKind::kNormal)) {
+      tok->byte_value_[id] = byte;
+      if (tok->byte_to_id_[byte] < 0) tok->byte_to_id_[byte] = id;
+    } else if (piece.kind == PieceKind::kNormal) {
+      tok->piece_to_id_.try_emplace(piece.text, id);  // first occurrence wins
+    }
+  }
+  tok->pieces_ = std::move(pieces);
+  return tok;
+}
+
+absl::StatusOr<std::unique_ptr<BpeTokenizer>> LoadLlama2cTokenizer(const std::string& path) {
   ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> file, MappedFile::Open(path));
   const std::span<const std::byte> bytes = file->bytes();
   const auto bad = [&](const std::string& what) {
@@ -43,39 +64,39 @@ absl::StatusOr<std::unique_ptr<Llama2cTokenizer>> Llama2cTokenizer::Load(const s
   if (max_token_length <= 0 || max_token_length > 1024) {
     return bad(absl::StrCat("max_token_length ", max_token_length, " is out of range"));
   }
-  auto tok = std::unique_ptr<Llama2cTokenizer>(new Llama2cTokenizer());
+  std::vector<BpeTokenizer::Piece> pieces;
   while (offset < bytes.size()) {
-    const std::size_t id = tok->pieces_.size();
+    const std::size_t id = pieces.size();
     float score = 0;
     int32_t length = 0;
     if (!read(&score, 4) || !read(&length, 4)) return bad(absl::StrCat("token ", id, " is truncated"));
     if (length < 0 || length > max_token_length) {
       return bad(absl::StrCat("token ", id, " has length ", length, " (max_token_length ", max_token_length, ")"));
     }
-    std::string piece(static_cast<std::size_t>(length), '\0');
-    if (!read(piece.data(), piece.size())) return bad(absl::StrCat("token ", id, " is truncated"));
-    tok->pieces_.push_back(std::move(piece));
-    tok->scores_.push_back(score);
+    std::string text(static_cast<std::size_t>(length), '\0');
+    if (!read(text.data(), text.size())) return bad(absl::StrCat("token ", id, " is truncated"));
+    using Kind = BpeTokenizer::PieceKind;
+    const Kind kind = id == 0 ? Kind::kUnknown : id <= 2 ? Kind::kControl : Kind::kNormal;
+    pieces.push_back({std::move(text), score, kind});
   }
-  if (tok->pieces_.size() < 3) return bad(absl::StrCat("only ", tok->pieces_.size(), " tokens"));
-
-  tok->byte_to_id_.fill(-1);
-  tok->byte_value_.assign(tok->pieces_.size(), -1);
-  for (int id = 0; id < static_cast<int>(tok->pieces_.size()); ++id) {
-    const std::string& piece = tok->pieces_[id];
-    tok->piece_to_id_.try_emplace(piece, id);  // first occurrence wins
-    const int byte = ParseByteToken(piece);
-    if (byte >= 0) {
-      tok->byte_value_[id] = byte;
-      if (tok->byte_to_id_[byte] < 0) tok->byte_to_id_[byte] = id;
-    }
-  }
-  return tok;
+  if (pieces.size() < 3) return bad(absl::StrCat("only ", pieces.size(), " tokens"));
+  return BpeTokenizer::Create(std::move(pieces), {});
 }
 
-absl::StatusOr<std::vector<int>> Llama2cTokenizer::Encode(std::string_view text, bool add_bos) const {
+absl::StatusOr<std::vector<int>> BpeTokenizer::Encode(std::string_view input, bool add_bos) const {
   std::vector<int> ids;
   if (add_bos) ids.push_back(bos_id());
+  std::string normalized(input);
+  if (options_.remove_extra_whitespaces) {
+    std::string collapsed;
+    for (char c : normalized) {
+      if (c == ' ' && (collapsed.empty() || collapsed.back() == ' ')) continue;
+      collapsed.push_back(c);
+    }
+    while (!collapsed.empty() && collapsed.back() == ' ') collapsed.pop_back();
+    normalized = std::move(collapsed);
+  }
+  const std::string_view text = normalized;
   if (text.empty()) return ids;
 
   // Symbols of the working sequence, as a doubly linked list over `symbols`.
@@ -84,7 +105,7 @@ absl::StatusOr<std::vector<int>> Llama2cTokenizer::Encode(std::string_view text,
     int prev, next;
     std::size_t begin, length;  // byte range in `work`
   };
-  std::string work = " ";  // the dummy prefix
+  std::string work = options_.add_dummy_prefix ? " " : "";
   work.append(text);
   std::vector<Symbol> symbols;
   std::size_t i = 0;
@@ -97,7 +118,7 @@ absl::StatusOr<std::vector<int>> Llama2cTokenizer::Encode(std::string_view text,
     } else {
       for (std::size_t b = 0; b < len; ++b) {
         const int byte_id = byte_to_id_[static_cast<unsigned char>(work[i + b])];
-        symbols.push_back({byte_id >= 0 ? byte_id : kUnkId, 0, 0, i + b, 1});
+        symbols.push_back({byte_id >= 0 ? byte_id : options_.unk_id, 0, 0, i + b, 1});
       }
     }
     i += len;
@@ -125,7 +146,7 @@ absl::StatusOr<std::vector<int>> Llama2cTokenizer::Encode(std::string_view text,
     const Symbol& b = symbols[right];
     const auto found = piece_to_id_.find(absl::string_view(work.data() + a.begin, a.length + b.length));
     if (found == piece_to_id_.end()) return;
-    queue.push({scores_[found->second], left, right, a.length + b.length, found->second});
+    queue.push({pieces_[found->second].score, left, right, a.length + b.length, found->second});
   };
   for (int s = 0; s + 1 < n; ++s) consider(s, s + 1);
 
@@ -151,10 +172,16 @@ absl::StatusOr<std::vector<int>> Llama2cTokenizer::Encode(std::string_view text,
   return ids;
 }
 
-std::string Llama2cTokenizer::TokenBytes(int id) const {
-  if (id < 0 || id >= vocab_size() || IsControlId(id)) return "";
+std::string BpeTokenizer::TokenBytes(int id) const {
+  if (id < 0 || id >= vocab_size()) return "";
+  switch (pieces_[id].kind) {
+    case PieceKind::kControl:
+    case PieceKind::kUnused: return "";
+    case PieceKind::kUnknown: return options_.unk_surface;
+    default: break;
+  }
   if (byte_value_[id] >= 0) return std::string(1, static_cast<char>(byte_value_[id]));
-  return pieces_[id];
+  return pieces_[id].text;
 }
 
 }  // namespace accllm
