@@ -25,7 +25,7 @@ int main(int argc, char** argv) {
   app.add_option("--window", options.backend.window, "Λ window (0 = full attention)")->capture_default_str();
   app.add_option("--sinks", options.backend.sinks, "Λ sink tokens")->capture_default_str();
   app.add_option("--threads", options.backend.threads, "Engine threads (0 = all)");
-  app.add_option("--kv-pages", options.backend.kv_pages, "KV pages in the pool (0 = one full-length sequence)");
+  app.add_option("--kv-pages", options.backend.kv_pages, "KV pages in the pool (0 = max-running full-length sequences)");
   app.add_option("--max-running", options.scheduler.max_running, "Sequences decoded together")->capture_default_str();
   app.add_option("--max-waiting", options.scheduler.max_waiting, "Bounded wait queue")->capture_default_str();
   app.add_option("--prefill-chunk", options.scheduler.prefill_chunk, "Prompt tokens per step")->capture_default_str();

@@ -19,7 +19,16 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = LoadTokenizerFor(server->model_, options.tokenizer_path);
   if (!tokenizer.ok()) return tokenizer.status();
   server->tokenizer_ = std::move(*tokenizer);
-  absl::StatusOr<std::unique_ptr<Backend>> backend = MakeBackend(options.backend, server->model_);
+  BackendOptions backend_options = options.backend;
+  if (backend_options.kv_pages == 0) {
+    // Room for max_running sequences of the model's full context, so that admission (which
+    // reserves each request's worst case) lets the whole batch run.
+    backend_options.kv_pages =
+        std::max(1, options.scheduler.max_running) *
+        SequenceKv::MaxPages(LambdaFor(backend_options), backend_options.page_tokens, options.scheduler.prefill_chunk,
+                             server->model_.config().max_seq_len);
+  }
+  absl::StatusOr<std::unique_ptr<Backend>> backend = MakeBackend(backend_options, server->model_);
   if (!backend.ok()) return backend.status();
   server->worker_ = std::make_unique<DeviceWorker>(std::move(*backend), *server->tokenizer_, options.scheduler);
 

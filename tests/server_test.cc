@@ -2,6 +2,9 @@
 #include "server/server.h"
 
 #include <grpcpp/grpcpp.h>
+#include <sys/wait.h>
+
+#include "absl/strings/str_cat.h"
 
 #include "accllm/v1/generation.grpc.pb.h"
 #include "gmock/gmock.h"
@@ -14,7 +17,9 @@
 namespace accllm::server {
 namespace {
 
+using ::accllm::testing::ReadFile;
 using ::accllm::testing::RequireModelFile;
+using ::accllm::testing::ScratchDir;
 using ::testing::HasSubstr;
 namespace v1 = ::accllm::v1;
 
@@ -168,6 +173,30 @@ TEST_F(ServerTest, CancelAndDeadline) {
   ASSERT_TRUE(s.status.ok()) << s.status.error_message();
   EXPECT_EQ(s.final.finish_reason(), v1::TIME_LIMIT);
   EXPECT_LT(s.final.usage().generated_tokens(), 400);
+}
+
+// The command-line client, streaming and in load-test mode, against the real server.
+TEST_F(ServerTest, CommandLineClient) {
+  StartServer("tok512.bin");
+  const std::string server = absl::StrCat("--server 127.0.0.1:", server_->port());
+  ScratchDir dir;
+  const auto run = [&](const std::string& args) {
+    const std::string command = absl::StrCat(ACCLLM_CLI_PATH, " client ", server, " ", args, " >", (dir / "out").string(),
+                                             " 2>", (dir / "err").string());
+    const int status = std::system(command.c_str());
+    return std::make_pair(WEXITSTATUS(status), ReadFile(dir / "out") + ReadFile(dir / "err"));
+  };
+  auto [code, output] = run("-p 'Once upon a time' -n 12 --temperature 0");
+  EXPECT_EQ(code, 0) << output;
+  EXPECT_THAT(output, HasSubstr("Once upon a time, there was a little girl"));
+  EXPECT_THAT(output, HasSubstr("finish: MAX_TOKENS, prompt tokens: 5, generated tokens: 12"));
+  std::tie(code, output) = run("--streams 4 --max-requests 8 --seconds 60 -n 16");
+  EXPECT_EQ(code, 0) << output;
+  EXPECT_THAT(output, HasSubstr("| 4 |"));
+  EXPECT_THAT(output, HasSubstr("| 8 | 0 | 0 |"));  // completed, refused, failed
+  std::tie(code, output) = run("--model nope -n 3");
+  EXPECT_NE(code, 0);
+  EXPECT_THAT(output, HasSubstr("unknown model 'nope'"));
 }
 
 TEST_F(ServerTest, UnaryCallsHealthAndDrain) {

@@ -32,6 +32,10 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerFor(const AnyModel& mode
   return LoadTokenizer(path);
 }
 
+LambdaConfig LambdaFor(const BackendOptions& options) {
+  return options.window > 0 ? LambdaConfig{options.sinks, options.window} : LambdaConfig{};
+}
+
 absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const BackendOptions& flags, const AnyModel& model) {
   const std::string engine = !flags.engine.empty() ? flags.engine : model.packed ? "cpu" : "reference";
   if (engine == "reference") {
@@ -40,7 +44,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const BackendOptions& flags
     return std::make_unique<ReferenceBackend>(*model.fp32);
   }
   CpuEngineOptions options;
-  if (flags.window > 0) options.lambda = {flags.sinks, flags.window};
+  options.lambda = LambdaFor(flags);
   options.kv_precision = flags.kv == "f32" ? KvPrecision::kF32 : KvPrecision::kKv4;
   options.threads = flags.threads;
   options.page_tokens = flags.page_tokens;

@@ -38,6 +38,9 @@ absl::StatusOr<AnyModel> LoadAnyModel(const std::string& path, LoadMode mode);
 // `path` if set, else the tokenizer found beside the model.
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerFor(const AnyModel& model, const std::string& path);
 
+// The attention the options ask for: Λ with `sinks` and `window`, or full when window is 0.
+LambdaConfig LambdaFor(const BackendOptions& options);
+
 // The backend for `model` (which must outlive it).
 absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const BackendOptions& options, const AnyModel& model);
 

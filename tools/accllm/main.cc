@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
   accllm::cli::AddQuantizeCommand(app, &exit_code);
   accllm::cli::AddEvalCommand(app, &exit_code);
   accllm::cli::AddBenchCommand(app, &exit_code);
+  accllm::cli::AddClientCommand(app, &exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;
 }

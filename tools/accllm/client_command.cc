@@ -1,0 +1,174 @@
+// accllm client: stream a generation from accllm-server, or load-test it.
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "accllm/v1/generation.grpc.pb.h"
+#include "absl/strings/str_cat.h"
+#include "tools/accllm/commands.h"
+
+namespace accllm::cli {
+namespace {
+
+namespace v1 = ::accllm::v1;
+using Clock = std::chrono::steady_clock;
+
+struct ClientFlags {
+  std::string server = "127.0.0.1:50051";
+  std::string prompt = "Once upon a time";
+  std::string model;
+  int max_new_tokens = 200;
+  float temperature = 0.8f;
+  float top_p = 0.9f;
+  int64_t seed = -1;
+  bool ids = false;
+  // load test
+  int streams = 0;
+  double seconds = 10;
+  int max_requests = 0;
+};
+
+v1::GenerateRequest MakeRequest(const ClientFlags& f, uint64_t seed) {
+  v1::GenerateRequest r;
+  r.set_model(f.model);
+  r.set_text(f.prompt);
+  r.set_max_new_tokens(f.max_new_tokens);
+  r.set_return_token_ids(f.ids);
+  r.mutable_sampling()->set_temperature(f.temperature);
+  r.mutable_sampling()->set_top_p(f.top_p);
+  r.mutable_sampling()->set_seed(seed);
+  return r;
+}
+
+const char* FinishName(v1::FinishReason reason) { return v1::FinishReason_Name(reason).c_str(); }
+
+int Stream(const ClientFlags& f) {
+  auto stub = v1::Generation::NewStub(grpc::CreateChannel(f.server, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  const uint64_t seed = f.seed >= 0 ? static_cast<uint64_t>(f.seed) : std::random_device{}();
+  auto reader = stub->Generate(&context, MakeRequest(f, seed));
+  v1::GenerateResponse response;
+  std::fputs(f.prompt.c_str(), stdout);
+  v1::FinalMessage final;
+  while (reader->Read(&response)) {
+    if (response.has_chunk()) {
+      std::fputs(response.chunk().text().c_str(), stdout);
+      if (f.ids) {
+        for (int id : response.chunk().token_ids()) std::fprintf(stderr, "[%d]", id);
+      }
+      std::fflush(stdout);
+    } else {
+      final = response.final();
+    }
+  }
+  std::printf("\n");
+  const grpc::Status status = reader->Finish();
+  if (!status.ok()) {
+    std::fprintf(stderr, "accllm: error: %s (%d)\n", status.error_message().c_str(), static_cast<int>(status.error_code()));
+    return 1;
+  }
+  std::fprintf(stderr, "finish: %s, prompt tokens: %d, generated tokens: %d, time to first token: %.1f ms, "
+                       "decode: %.1f tokens/s, device: %s\n",
+               FinishName(final.finish_reason()), final.usage().prompt_tokens(), final.usage().generated_tokens(),
+               1e3 * final.timing().time_to_first_token_seconds(),
+               final.usage().generated_tokens() / std::max(final.timing().decode_seconds(), 1e-9), final.device().c_str());
+  return 0;
+}
+
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<std::size_t>(p * v.size()))];
+}
+
+// N client threads, each issuing requests back to back until the time or request budget ends.
+int LoadTest(const ClientFlags& f) {
+  auto channel = grpc::CreateChannel(f.server, grpc::InsecureChannelCredentials());
+  std::mutex mutex;
+  std::vector<double> ttft, inter_token;
+  std::atomic<int64_t> tokens{0}, completed{0}, refused{0}, failed{0}, issued{0};
+  const auto start = Clock::now();
+  const auto end = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(f.seconds));
+  std::vector<std::thread> threads;
+  for (int s = 0; s < f.streams; ++s) {
+    threads.emplace_back([&, s] {
+      auto stub = v1::Generation::NewStub(channel);
+      for (uint64_t n = 0; Clock::now() < end; ++n) {
+        if (f.max_requests > 0 && issued.fetch_add(1) >= f.max_requests) break;
+        grpc::ClientContext context;
+        context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+        const auto sent = Clock::now();
+        auto reader = stub->Generate(&context, MakeRequest(f, s * 1000003ull + n));
+        v1::GenerateResponse response;
+        std::vector<double> gaps;
+        double first = -1;
+        auto last = sent;
+        int64_t got = 0;
+        while (reader->Read(&response)) {
+          if (!response.has_chunk()) continue;
+          const auto now = Clock::now();
+          if (first < 0) {
+            first = std::chrono::duration<double>(now - sent).count();
+          } else {
+            gaps.push_back(std::chrono::duration<double>(now - last).count());
+          }
+          last = now;
+          ++got;
+        }
+        const grpc::Status status = reader->Finish();
+        if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+          refused.fetch_add(1);
+          std::this_thread::sleep_for(std::chrono::milliseconds(20));
+          continue;
+        }
+        if (!status.ok()) {
+          failed.fetch_add(1);
+          continue;
+        }
+        completed.fetch_add(1);
+        tokens.fetch_add(got);
+        std::lock_guard<std::mutex> lock(mutex);
+        if (first >= 0) ttft.push_back(first);
+        inter_token.insert(inter_token.end(), gaps.begin(), gaps.end());
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  std::printf("| streams | seconds | completed | refused | failed | streamed chunks/s | TTFT p50 ms | TTFT p99 ms | "
+              "inter-token p50 ms | inter-token p99 ms |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  std::printf("| %d | %.1f | %lld | %lld | %lld | %.1f | %.1f | %.1f | %.2f | %.2f |\n", f.streams, elapsed,
+              static_cast<long long>(completed.load()), static_cast<long long>(refused.load()),
+              static_cast<long long>(failed.load()), tokens.load() / elapsed, 1e3 * Percentile(ttft, 0.5),
+              1e3 * Percentile(ttft, 0.99), 1e3 * Percentile(inter_token, 0.5), 1e3 * Percentile(inter_token, 0.99));
+  return failed.load() == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+void AddClientCommand(CLI::App& app, int* exit_code) {
+  auto flags = std::make_shared<ClientFlags>();
+  CLI::App* cmd = app.add_subcommand("client", "Stream a generation from accllm-server (or load-test it with --streams)");
+  cmd->add_option("--server", flags->server, "host:port")->capture_default_str();
+  cmd->add_option("-p,--prompt", flags->prompt, "Prompt text")->capture_default_str();
+  cmd->add_option("--model", flags->model, "Model name (default: the server's)");
+  cmd->add_option("-n,--max-new-tokens", flags->max_new_tokens, "Tokens to generate")->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--temperature", flags->temperature, "Sampling temperature")->capture_default_str();
+  cmd->add_option("--top-p", flags->top_p, "Nucleus mass")->capture_default_str();
+  cmd->add_option("--seed", flags->seed, "Seed (default: random)");
+  cmd->add_flag("--ids", flags->ids, "Print token ids to stderr");
+  cmd->add_option("--streams", flags->streams, "Load test: concurrent streams (0 = stream one generation)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--seconds", flags->seconds, "Load test: duration")->capture_default_str();
+  cmd->add_option("--max-requests", flags->max_requests, "Load test: stop after this many requests (0 = no limit)");
+  cmd->callback([flags, exit_code] { *exit_code = flags->streams > 0 ? LoadTest(*flags) : Stream(*flags); });
+}
+
+}  // namespace accllm::cli
