@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every test: install dependencies, build with -Werror, run the suite; then rebuild and rerun it
-# under AddressSanitizer + UndefinedBehaviorSanitizer. Test models come from ../shared/models
+# Every test: install dependencies, build with -Werror, run the suite (and the engines on every
+# kernel path); the threaded parts under ThreadSanitizer; then everything again under
+# AddressSanitizer + UndefinedBehaviorSanitizer. Test models come from ../shared/models
 # (override with ACCLLM_SHARED_DIR or ACCLLM_MODELS_DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,12 @@ for path in scalar avx2 avx512; do
     echo "(this CPU has no $path path)"
   fi
 done
+
+echo "== ThreadSanitizer: the scheduler, the engine's thread pool and the server"
+scripts/build.sh build-tsan -DCMAKE_BUILD_TYPE=Debug -DACCLLM_WERROR=ON -DACCLLM_BUILD_TESTS=ON \
+  -DACCLLM_SANITIZE=thread -- accllm accllm_tests accllm_server_tests
+TSAN_OPTIONS="halt_on_error=1 suppressions=$PWD/tests/sanitizers/tsan.supp" \
+  ctest --test-dir build-tsan --output-on-failure -R 'Scheduler|CpuEngine|ServerTest'
 
 echo "== ASan + UBSan build + tests"
 scripts/build.sh build-asan -DCMAKE_BUILD_TYPE=Debug -DACCLLM_WERROR=ON -DACCLLM_BUILD_TESTS=ON \

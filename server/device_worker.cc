@@ -1,5 +1,7 @@
 #include "server/device_worker.h"
 
+#include <chrono>
+
 namespace accllm::server {
 
 DeviceWorker::DeviceWorker(std::unique_ptr<Backend> backend, const Tokenizer& tokenizer, const SchedulerOptions& options)
@@ -35,6 +37,18 @@ void DeviceWorker::Cancel(uint64_t id) {
     pending_ = true;
   }
   wake_.notify_one();
+}
+
+void DeviceWorker::CancelAllAndWait() {
+  scheduler_.CancelAll();
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    pending_ = true;
+  }
+  wake_.notify_one();
+  while (scheduler_.running() > 0 || scheduler_.waiting() > 0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
 }
 
 void DeviceWorker::Loop() {

@@ -22,6 +22,8 @@ class DeviceWorker {
 
   absl::StatusOr<uint64_t> Submit(ScheduledRequest request);
   void Cancel(uint64_t id);
+  // Cancels everything waiting or running and returns once each has had its last event.
+  void CancelAllAndWait();
 
   Backend& backend() { return *backend_; }
   const Scheduler& scheduler() const { return scheduler_; }

@@ -59,14 +59,21 @@ void Server::Drain(double grace_seconds) {
          (worker_->scheduler().running() > 0 || worker_->scheduler().waiting() > 0)) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  worker_.reset();  // cancels what is left; every stream gets its final message
+  Stop();
+}
+
+void Server::Stop() {
+  if (!grpc_) return;
+  // Order matters: every stream gets its final message while the worker and the gRPC server are
+  // both alive; the gRPC server then finishes the calls (no reactor outlives Shutdown); only then
+  // may the worker, which reactors call into on cancel, go away.
+  worker_->CancelAllAndWait();
   grpc_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  grpc_.reset();
+  worker_.reset();
 }
 
-void Server::Wait() { grpc_->Wait(); }
 
-Server::~Server() {
-  if (grpc_) grpc_->Shutdown(std::chrono::system_clock::now());
-}
+Server::~Server() { Stop(); }
 
 }  // namespace accllm::server

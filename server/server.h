@@ -33,10 +33,10 @@ class Server {
   // Stops admitting (health NOT_SERVING, Generate UNAVAILABLE), lets running streams finish for
   // up to `grace_seconds`, then ends the rest as cancelled and stops.
   void Drain(double grace_seconds);
-  void Wait();
 
  private:
   Server() = default;
+  void Stop();
 
   AnyModel model_;
   std::unique_ptr<Tokenizer> tokenizer_;
