@@ -1,8 +1,11 @@
 #include "runtime/model/synthesize.h"
 
+#include <cmath>
+
 #include "gmock/gmock.h"
 #include "runtime/model/llama2c_format.h"
 #include "runtime/model/load_model.h"
+#include "runtime/reference/forward.h"
 #include "tests/test_support.h"
 
 namespace accllm {
@@ -58,6 +61,11 @@ TEST(SynthesizeTest, WrittenModelLoadsAndGeneratesFiniteLogits) {
   ASSERT_OK_AND_ASSIGN(auto model, LoadModel((dir / "synth.bin").string()));
   EXPECT_EQ(ParameterCount(model->config), ParameterCount(c));
   EXPECT_FALSE(model->config.shared_classifier);
+  RunState state(model->config, 4);
+  for (int pos = 0; pos < 4; ++pos) {
+    const std::span<const float> logits = Forward(*model, state, 7 * pos + 1, pos);
+    for (float l : logits) ASSERT_TRUE(std::isfinite(l)) << "position " << pos;
+  }
 }
 
 }  // namespace
