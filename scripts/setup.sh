@@ -8,6 +8,8 @@ packages=(
   libabsl-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev python3-sentencepiece
   libgtest-dev libgmock-dev libbenchmark-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+  libcpp-httplib-dev libssl-dev openssl
+  prometheus python3-grpcio python3-protobuf
 )
 
 missing=()

@@ -6,6 +6,7 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "spdlog/spdlog.h"
 #include "runtime/tokenizer/utf8.h"
 #include "server/status_mapping.h"
 
@@ -44,26 +45,46 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
     bool writing = false;
     bool final_queued = false;
     bool finished = false;  // Finish was called: nothing more may be written
-    Clock::time_point submitted, first_token;
+    Clock::time_point arrived, first_token, last_token;
     bool return_ids = false;
+    bool return_logprobs = false;
     std::string request_id, device;
+    const Tokenizer* tokenizer = nullptr;
+    ServerMetrics* metrics = nullptr;
   };
 
-  GenerateReactor(DeviceWorker& worker, ScheduledRequest request, const GenerateRequest& proto, std::string device)
-      : worker_(worker), shared_(std::make_shared<Shared>()) {
+  GenerateReactor(DevicePool& pool, ServerMetrics& metrics, const Tokenizer& tokenizer, ScheduledRequest request,
+                  const GenerateRequest& proto, Clock::time_point arrived, std::shared_ptr<std::atomic<int>> open)
+      : shared_(std::make_shared<Shared>()), open_(std::move(open)) {
+    open_->fetch_add(1);
     shared_->reactor = this;
     shared_->return_ids = proto.return_token_ids();
+    shared_->return_logprobs = proto.return_logprobs();
     shared_->request_id = proto.request_id();
-    shared_->device = std::move(device);
-    shared_->submitted = Clock::now();
+    shared_->tokenizer = &tokenizer;
+    shared_->metrics = &metrics;
+    shared_->arrived = arrived;
     std::shared_ptr<Shared> shared = shared_;
     request.on_event = [shared](const StreamEvent& e) { Push(shared, e); };
-    absl::StatusOr<uint64_t> id = worker_.Submit(std::move(request));
-    if (!id.ok()) {
-      Finish(ToGrpcStatus(id.status()));
+    // Held across placement so that no event is handled before the device is known.
+    std::unique_lock<std::mutex> lock(shared_->mutex);
+    absl::StatusOr<DevicePool::Placement> placed = pool.Submit(std::move(request));
+    if (!placed.ok()) {
+      shared_->finished = true;
+      lock.unlock();
+      LogRefusal(proto.request_id(), placed.status(), metrics);
+      Finish(ToGrpcStatus(placed.status()));
       return;
     }
-    id_ = *id;
+    worker_ = placed->worker;
+    id_ = placed->id;
+    shared_->device = *placed->device_name;
+  }
+
+  static void LogRefusal(const std::string& request_id, const absl::Status& status, ServerMetrics& metrics) {
+    metrics.RecordRefused(status.code());
+    spdlog::info("refused id=\"{}\" code={} message=\"{}\"", request_id, absl::StatusCodeToString(status.code()),
+                 std::string(status.message()));
   }
 
   void OnWriteDone(bool ok) override {
@@ -73,7 +94,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
       shared_->writing = false;
       shared_->finished = true;
       lock.unlock();
-      worker_.Cancel(id_);
+      worker_->Cancel(id_);
       Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
       return;
     }
@@ -95,29 +116,50 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
     StartWrite(next);
   }
 
-  void OnCancel() override { worker_.Cancel(id_); }
+  void OnCancel() override {
+    if (worker_ != nullptr) worker_->Cancel(id_);
+  }
 
   void OnDone() override {
     {
       std::lock_guard<std::mutex> lock(shared_->mutex);
       shared_->reactor = nullptr;
     }
+    open_->fetch_sub(1);
     delete this;
   }
 
  private:
+  static void AddLogprobs(const Shared& shared, const StreamEvent& e, accllm::v1::TokenChunk& chunk) {
+    auto set = [&](accllm::v1::TokenLogprob* out, int token, float logprob) {
+      out->set_token_id(token);
+      out->set_token(shared.tokenizer->TokenBytes(token));
+      out->set_logprob(logprob);
+    };
+    accllm::v1::TokenLogprobs* lp = chunk.add_logprobs();
+    set(lp->mutable_sampled(), e.token, e.logprobs->logprob);
+    for (const TokenLogprobs::Alternative& alt : e.logprobs->top) set(lp->add_top(), alt.token, alt.logprob);
+  }
+
   static void Push(const std::shared_ptr<Shared>& shared, const StreamEvent& e) {
     std::unique_lock<std::mutex> lock(shared->mutex);
-    if (shared->reactor == nullptr || shared->finished || shared->final_queued) return;
     const auto now = Clock::now();
     if (e.token >= 0) {
-      if (e.generated_tokens == 1) shared->first_token = now;
-      if (!e.text.empty() || shared->return_ids) {
-        GenerateResponse chunk;
-        chunk.mutable_chunk()->set_text(e.text);
-        if (shared->return_ids) chunk.mutable_chunk()->add_token_ids(e.token);
-        shared->queue.push_back(std::move(chunk));
+      if (e.generated_tokens == 1) {
+        shared->first_token = now;
+      } else {
+        shared->metrics->RecordInterToken(Seconds(now - shared->last_token));
       }
+      shared->last_token = now;
+    }
+    if (e.finish) RecordFinished(*shared, e, now);
+    if (shared->reactor == nullptr || shared->finished || shared->final_queued) return;
+    if (e.token >= 0 && (!e.text.empty() || shared->return_ids || shared->return_logprobs)) {
+      GenerateResponse chunk;
+      chunk.mutable_chunk()->set_text(e.text);
+      if (shared->return_ids) chunk.mutable_chunk()->add_token_ids(e.token);
+      if (shared->return_logprobs && e.logprobs) AddLogprobs(*shared, e, *chunk.mutable_chunk());
+      shared->queue.push_back(std::move(chunk));
     }
     if (e.finish) {
       GenerateResponse last;
@@ -126,8 +168,10 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
       f->mutable_usage()->set_prompt_tokens(e.prompt_tokens);
       f->mutable_usage()->set_generated_tokens(e.generated_tokens);
       const bool started = e.generated_tokens > 0;
-      f->mutable_timing()->set_time_to_first_token_seconds(started ? Seconds(shared->first_token - shared->submitted) : 0);
+      f->mutable_timing()->set_queue_seconds(e.queue_seconds);
+      f->mutable_timing()->set_time_to_first_token_seconds(started ? Seconds(shared->first_token - shared->arrived) : 0);
       f->mutable_timing()->set_decode_seconds(started ? Seconds(now - shared->first_token) : 0);
+      f->mutable_timing()->set_total_seconds(Seconds(now - shared->arrived));
       f->set_device(shared->device);
       f->set_request_id(shared->request_id);
       if (!e.error.ok()) f->set_error(std::string(e.error.message()));
@@ -142,8 +186,30 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
     reactor->StartWrite(next);
   }
 
-  DeviceWorker& worker_;
+  // Metrics and the one log line per request, also for a client that already left.
+  static void RecordFinished(const Shared& shared, const StreamEvent& e, Clock::time_point now) {
+    FinishedRequest done;
+    done.reason = *e.finish;
+    done.prompt_tokens = e.prompt_tokens;
+    done.generated_tokens = e.generated_tokens;
+    done.queue_seconds = e.queue_seconds;
+    const bool started = e.generated_tokens > 0;
+    done.time_to_first_token_seconds = started ? Seconds(shared.first_token - shared.arrived) : -1;
+    done.total_seconds = Seconds(now - shared.arrived);
+    shared.metrics->RecordFinished(done);
+    const double decode = started ? Seconds(now - shared.first_token) : 0;
+    spdlog::info(
+        "request id=\"{}\" device={} finish={} prompt_tokens={} generated_tokens={} queue_ms={:.2f} ttft_ms={:.2f} "
+        "decode_ms={:.2f} total_ms={:.2f} tokens_per_s={:.1f}{}{}",
+        shared.request_id, shared.device, FinishReasonLabel(done.reason), done.prompt_tokens, done.generated_tokens,
+        done.queue_seconds * 1e3, started ? done.time_to_first_token_seconds * 1e3 : 0.0, decode * 1e3,
+        done.total_seconds * 1e3, decode > 0 ? (done.generated_tokens - 1) / decode : 0.0,
+        e.error.ok() ? "" : " error=", e.error.ok() ? "" : std::string(e.error.message()));
+  }
+
   std::shared_ptr<Shared> shared_;
+  std::shared_ptr<std::atomic<int>> open_;
+  DeviceWorker* worker_ = nullptr;
   uint64_t id_ = 0;
 };
 
@@ -155,10 +221,28 @@ grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* context, const absl
 
 }  // namespace
 
-GenerationService::GenerationService(const ServiceOptions& options, const AnyModel& model, const Tokenizer& tokenizer,
-                                     DeviceWorker& worker)
-    : options_(options), model_(model), tokenizer_(tokenizer), worker_(worker) {
-  if (options_.max_prompt_tokens <= 0) options_.max_prompt_tokens = model.config().max_seq_len - 1;
+const char* ServingStateName(ServingState state) {
+  switch (state) {
+    case ServingState::kLoading: return "loading";
+    case ServingState::kServing: return "serving";
+    case ServingState::kDraining: return "draining";
+  }
+  return "?";
+}
+
+GenerationService::GenerationService(const ServiceOptions& options, ServerMetrics& metrics)
+    : options_(options), metrics_(metrics) {}
+
+void GenerationService::Attach(const ServingRuntime& runtime) {
+  runtime_.store(&runtime);
+  ServingState expected = ServingState::kLoading;
+  state_.compare_exchange_strong(expected, ServingState::kServing);
+}
+
+absl::StatusOr<const ServingRuntime*> GenerationService::Runtime() const {
+  const ServingRuntime* runtime = runtime_.load();
+  if (runtime == nullptr) return absl::UnavailableError("the model is still loading; retry shortly");
+  return runtime;
 }
 
 absl::Status GenerationService::CheckModel(const std::string& name) const {
@@ -166,13 +250,14 @@ absl::Status GenerationService::CheckModel(const std::string& name) const {
   return absl::NotFoundError(absl::StrCat("unknown model '", name, "' (this server serves '", options_.model_name, "')"));
 }
 
-absl::StatusOr<ScheduledRequest> GenerationService::ToScheduledRequest(const GenerateRequest& r) const {
+absl::StatusOr<ScheduledRequest> GenerationService::ToScheduledRequest(const ServingRuntime& runtime,
+                                                                       const GenerateRequest& r) const {
   if (absl::Status s = CheckModel(r.model()); !s.ok()) return s;
   ScheduledRequest out;
   switch (r.prompt_case()) {
     case GenerateRequest::kText: {
       if (!IsValidUtf8(r.text())) return absl::InvalidArgumentError("the prompt text is not valid UTF-8");
-      absl::StatusOr<std::vector<int>> ids = tokenizer_.Encode(r.text(), /*add_bos=*/true);
+      absl::StatusOr<std::vector<int>> ids = runtime.tokenizer->Encode(r.text(), /*add_bos=*/true);
       if (!ids.ok()) return ids.status();
       out.prompt_ids = std::move(*ids);
       break;
@@ -184,12 +269,17 @@ absl::StatusOr<ScheduledRequest> GenerationService::ToScheduledRequest(const Gen
     default:
       return absl::InvalidArgumentError("a prompt (text or token_ids) is required");
   }
-  if (static_cast<int>(out.prompt_ids.size()) > options_.max_prompt_tokens) {
-    return absl::InvalidArgumentError(absl::StrCat("the prompt has ", out.prompt_ids.size(), " tokens; the limit is ",
-                                                   options_.max_prompt_tokens));
+  const int max_prompt = options_.max_prompt_tokens > 0 ? options_.max_prompt_tokens
+                                                        : runtime.model.config().max_seq_len - 1;
+  if (static_cast<int>(out.prompt_ids.size()) > max_prompt) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the prompt has ", out.prompt_ids.size(), " tokens; the limit is ", max_prompt));
   }
   if (r.max_new_tokens() < 0) return absl::InvalidArgumentError("max_new_tokens must be >= 0");
   if (r.time_limit_seconds() < 0) return absl::InvalidArgumentError("time_limit_seconds must be >= 0");
+  if (r.top_logprobs() != 0 && !r.return_logprobs()) {
+    return absl::InvalidArgumentError("top_logprobs needs return_logprobs");
+  }
   GenerationOptions& o = out.options;
   o.max_new_tokens = r.max_new_tokens() > 0 ? r.max_new_tokens() : options_.default_max_new_tokens;
   o.sampling.temperature = r.sampling().temperature();
@@ -201,6 +291,7 @@ absl::StatusOr<ScheduledRequest> GenerationService::ToScheduledRequest(const Gen
   o.stop_strings.assign(r.stop().begin(), r.stop().end());
   o.stop_token_ids.assign(r.stop_token_ids().begin(), r.stop_token_ids().end());
   o.ignore_eos = r.ignore_eos();
+  o.logprobs = r.return_logprobs() ? r.top_logprobs() : -1;
   out.priority = r.priority();
   if (r.time_limit_seconds() > 0) {
     out.deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(r.time_limit_seconds()));
@@ -210,9 +301,12 @@ absl::StatusOr<ScheduledRequest> GenerationService::ToScheduledRequest(const Gen
 
 grpc::ServerWriteReactor<GenerateResponse>* GenerationService::Generate(grpc::CallbackServerContext* context,
                                                                         const GenerateRequest* request) {
-  absl::StatusOr<ScheduledRequest> scheduled = draining_.load()
+  const Clock::time_point arrived = Clock::now();
+  absl::StatusOr<const ServingRuntime*> runtime = Runtime();
+  absl::StatusOr<ScheduledRequest> scheduled = !runtime.ok() ? runtime.status()
+                                               : state_.load() == ServingState::kDraining
                                                    ? absl::UnavailableError("the server is draining; retry on another replica")
-                                                   : ToScheduledRequest(*request);
+                                                   : ToScheduledRequest(**runtime, *request);
   if (scheduled.ok()) {
     // The gRPC deadline, if any, is a time limit too.
     const auto deadline = context->deadline();
@@ -220,7 +314,8 @@ grpc::ServerWriteReactor<GenerateResponse>* GenerationService::Generate(grpc::Ca
       const auto steady = Clock::now() + std::chrono::duration_cast<Clock::duration>(deadline - std::chrono::system_clock::now());
       scheduled->deadline = std::min(scheduled->deadline, steady);
     }
-    return new GenerateReactor(worker_, std::move(*scheduled), *request, worker_.backend().name());
+    return new GenerateReactor(*(*runtime)->pool, metrics_, *(*runtime)->tokenizer, std::move(*scheduled), *request,
+                               arrived, open_streams_);
   }
   // Refused before any work: the stream ends with the status and no messages.
   class Refusal final : public grpc::ServerWriteReactor<GenerateResponse> {
@@ -228,19 +323,23 @@ grpc::ServerWriteReactor<GenerateResponse>* GenerationService::Generate(grpc::Ca
     explicit Refusal(const absl::Status& status) { Finish(ToGrpcStatus(status)); }
     void OnDone() override { delete this; }
   };
+  GenerateReactor::LogRefusal(request->request_id(), scheduled.status(), metrics_);
   return new Refusal(scheduled.status());
 }
 
 grpc::ServerUnaryReactor* GenerationService::Tokenize(grpc::CallbackServerContext* context,
                                                       const accllm::v1::TokenizeRequest* request,
                                                       accllm::v1::TokenizeResponse* response) {
+  absl::StatusOr<const ServingRuntime*> runtime = Runtime();
+  if (!runtime.ok()) return Reply(context, runtime.status());
   if (absl::Status s = CheckModel(request->model()); !s.ok()) return Reply(context, s);
   if (!IsValidUtf8(request->text())) return Reply(context, absl::InvalidArgumentError("the text is not valid UTF-8"));
-  absl::StatusOr<std::vector<int>> ids = tokenizer_.Encode(request->text(), request->add_bos());
+  const Tokenizer& tokenizer = *(*runtime)->tokenizer;
+  absl::StatusOr<std::vector<int>> ids = tokenizer.Encode(request->text(), request->add_bos());
   if (!ids.ok()) return Reply(context, ids.status());
   for (int id : *ids) {
     response->add_ids(id);
-    response->add_pieces(tokenizer_.TokenBytes(id));
+    response->add_pieces(tokenizer.TokenBytes(id));
   }
   return Reply(context, absl::OkStatus());
 }
@@ -248,10 +347,12 @@ grpc::ServerUnaryReactor* GenerationService::Tokenize(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* GenerationService::ModelInfo(grpc::CallbackServerContext* context,
                                                        const accllm::v1::ModelInfoRequest* request,
                                                        accllm::v1::ModelInfoResponse* response) {
+  absl::StatusOr<const ServingRuntime*> runtime = Runtime();
+  if (!runtime.ok()) return Reply(context, runtime.status());
   if (absl::Status s = CheckModel(request->model()); !s.ok()) return Reply(context, s);
-  const LlamaConfig& c = model_.config();
+  const LlamaConfig& c = (*runtime)->model.config();
   response->set_name(options_.model_name);
-  response->set_format(model_.packed ? "packed W2A8KV4" : "fp32");
+  response->set_format((*runtime)->model.packed ? "packed W2A8KV4" : "fp32");
   response->set_dim(c.dim);
   response->set_hidden_dim(c.hidden_dim);
   response->set_layers(c.n_layers);
@@ -259,7 +360,7 @@ grpc::ServerUnaryReactor* GenerationService::ModelInfo(grpc::CallbackServerConte
   response->set_kv_heads(c.n_kv_heads);
   response->set_vocab_size(c.vocab_size);
   response->set_context_length(c.max_seq_len);
-  const LambdaConfig& lambda = worker_.backend().lambda();
+  const LambdaConfig& lambda = (*runtime)->pool->first_backend().lambda();
   response->set_lambda_sinks(lambda.full() ? 0 : lambda.sinks);
   response->set_lambda_window(lambda.full() ? 0 : lambda.window);
   return Reply(context, absl::OkStatus());
@@ -275,14 +376,27 @@ grpc::ServerUnaryReactor* GenerationService::ListModels(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* GenerationService::ServerInfo(grpc::CallbackServerContext* context,
                                                         const accllm::v1::ServerInfoRequest*,
                                                         accllm::v1::ServerInfoResponse* response) {
-  response->set_version("0.1.0");
-  response->set_draining(draining_.load());
-  auto* device = response->add_devices();
-  device->set_name(worker_.backend().name());
-  device->set_running(worker_.scheduler().running());
-  device->set_waiting(worker_.scheduler().waiting());
-  device->set_kv_pages_total(worker_.backend().page_pool().total());
-  device->set_kv_pages_used(worker_.scheduler().reserved_pages());
+  response->set_version("0.2.0");
+  const ServingState state = state_.load();
+  response->set_draining(state == ServingState::kDraining);
+  response->set_state(state == ServingState::kLoading   ? accllm::v1::LOADING
+                      : state == ServingState::kServing ? accllm::v1::SERVING
+                                                        : accllm::v1::DRAINING);
+  const ServingRuntime* runtime = runtime_.load();
+  if (runtime == nullptr) return Reply(context, absl::OkStatus());
+  response->set_cpu_fallbacks(runtime->pool->fallbacks());
+  for (const DevicePool::Device& d : runtime->pool->devices()) {
+    const Scheduler::Load load = d.worker->scheduler().load();
+    auto* device = response->add_devices();
+    device->set_name(d.name);
+    device->set_fallback(d.fallback);
+    device->set_running(load.running);
+    device->set_waiting(load.waiting);
+    device->set_max_running(load.max_running);
+    device->set_kv_pages_total(load.pages_total);
+    device->set_kv_pages_reserved(load.reserved_pages);
+    device->set_kv_pages_in_use(load.pages_in_use);
+  }
   return Reply(context, absl::OkStatus());
 }
 

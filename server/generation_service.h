@@ -1,5 +1,8 @@
 // The accllm.v1.Generation service on gRPC's callback API. Generate is a server-streaming
-// reactor: the device worker hands it events; it keeps one write in flight and never blocks.
+// reactor: a device worker hands it events; it keeps one write in flight and never blocks.
+//
+// The service exists before the model is loaded (so health and ServerInfo answer while it
+// loads): until Attach, every model call is UNAVAILABLE; after SetDraining, Generate is.
 #pragma once
 
 #include <atomic>
@@ -8,7 +11,8 @@
 
 #include "accllm/v1/generation.grpc.pb.h"
 #include "runtime/engine/backend_factory.h"
-#include "server/device_worker.h"
+#include "server/device_pool.h"
+#include "server/metrics.h"
 
 namespace accllm::server {
 
@@ -18,14 +22,26 @@ struct ServiceOptions {
   int max_prompt_tokens = 0;  // 0: the model's context minus one
 };
 
+// What loading produces; the service reads it once attached.
+struct ServingRuntime {
+  AnyModel model;
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::unique_ptr<DevicePool> pool;  // after model and tokenizer: its devices refer to both
+};
+
+enum class ServingState { kLoading, kServing, kDraining };
+const char* ServingStateName(ServingState state);
+
 class GenerationService final : public accllm::v1::Generation::CallbackService {
  public:
-  GenerationService(const ServiceOptions& options, const AnyModel& model, const Tokenizer& tokenizer,
-                    DeviceWorker& worker);
+  GenerationService(const ServiceOptions& options, ServerMetrics& metrics);
 
-  // While draining, new Generate calls are refused with UNAVAILABLE.
-  void SetDraining(bool draining) { draining_.store(draining); }
-  bool draining() const { return draining_.load(); }
+  // note: `runtime` must outlive the service's calls (the server stops gRPC before freeing it).
+  void Attach(const ServingRuntime& runtime);
+  void SetDraining() { state_.store(ServingState::kDraining); }
+  ServingState state() const { return state_.load(); }
+  // Generate calls not yet done (their final message may still be on its way to the client).
+  int open_streams() const { return open_streams_->load(); }
 
   grpc::ServerWriteReactor<accllm::v1::GenerateResponse>* Generate(grpc::CallbackServerContext* context,
                                                                    const accllm::v1::GenerateRequest* request) override;
@@ -39,16 +55,19 @@ class GenerationService final : public accllm::v1::Generation::CallbackService {
                                        accllm::v1::ServerInfoResponse* response) override;
 
  private:
-  // Checks the model name; NOT_FOUND names the models served.
+  // The runtime once loaded; UNAVAILABLE while loading.
+  absl::StatusOr<const ServingRuntime*> Runtime() const;
+  // Checks the model name; NOT_FOUND names the model served.
   absl::Status CheckModel(const std::string& name) const;
   // The scheduler request for a GenerateRequest (INVALID_ARGUMENT on bad parameters).
-  absl::StatusOr<ScheduledRequest> ToScheduledRequest(const accllm::v1::GenerateRequest& request) const;
+  absl::StatusOr<ScheduledRequest> ToScheduledRequest(const ServingRuntime& runtime,
+                                                      const accllm::v1::GenerateRequest& request) const;
 
   ServiceOptions options_;
-  const AnyModel& model_;
-  const Tokenizer& tokenizer_;
-  DeviceWorker& worker_;
-  std::atomic<bool> draining_{false};
+  ServerMetrics& metrics_;
+  std::atomic<const ServingRuntime*> runtime_{nullptr};
+  std::atomic<ServingState> state_{ServingState::kLoading};
+  std::shared_ptr<std::atomic<int>> open_streams_ = std::make_shared<std::atomic<int>>(0);
 };
 
 }  // namespace accllm::server

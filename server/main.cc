@@ -5,6 +5,8 @@
 
 #include "CLI/CLI.hpp"
 #include "server/server.h"
+#include "spdlog/sinks/stdout_color_sinks.h"
+#include "spdlog/spdlog.h"
 
 namespace {
 volatile std::sig_atomic_t g_signal = 0;
@@ -14,35 +16,61 @@ void OnSignal(int signal) { g_signal = signal; }
 int main(int argc, char** argv) {
   accllm::server::ServerOptions options;
   double grace = 30;
+  std::string fallback = "when-full";
+  std::string log_level = "info";
   CLI::App app{"accllm-server: streaming LLM generation over gRPC"};
+  app.set_config("--config", "", "TOML or INI file with any of these options (flags given on the command line win)");
+  app.allow_config_extras(false);
   app.add_option("-m,--model", options.model_path, "Model: llama2.c .bin, Hugging Face directory or packed .safetensors")
       ->required();
   app.add_option("-t,--tokenizer", options.tokenizer_path, "Tokenizer (default: beside the model)");
   app.add_option("--model-name", options.model_name, "Name clients use (default: the file's stem)");
-  app.add_option("--listen", options.listen, "host:port for gRPC")->capture_default_str();
-  app.add_option("--engine", options.backend.engine, "reference or cpu (default: cpu for packed models)");
+  app.add_option("--listen", options.listen, "host:port for gRPC (port 0: any free port)")->capture_default_str();
+  app.add_option("--metrics-listen", options.metrics_listen, "host:port for Prometheus /metrics and /healthz (empty: off)");
+  app.add_option("--tls-cert", options.tls.cert_file, "PEM certificate chain: serve gRPC over TLS");
+  app.add_option("--tls-key", options.tls.key_file, "PEM private key for --tls-cert");
+  app.add_option("--tls-client-ca", options.tls.client_ca_file, "PEM CA bundle: require client certificates (mTLS)");
+  app.add_option("--devices", options.devices.devices, "Devices, e.g. cpu or cpu:2")->capture_default_str();
+  app.add_option("--fallback", fallback, "When CPU devices take requests: when-full, never or balance")
+      ->capture_default_str();
+  app.add_option("--engine", options.backend.engine, "Engine of cpu devices: reference or cpu (default: cpu for packed models)");
   app.add_option("--kv", options.backend.kv, "KV precision for the cpu engine: f32 or kv4")->capture_default_str();
   app.add_option("--window", options.backend.window, "Λ window (0 = full attention)")->capture_default_str();
   app.add_option("--sinks", options.backend.sinks, "Λ sink tokens")->capture_default_str();
-  app.add_option("--threads", options.backend.threads, "Engine threads (0 = all)");
-  app.add_option("--kv-pages", options.backend.kv_pages, "KV pages in the pool (0 = max-running full-length sequences)");
-  app.add_option("--max-running", options.scheduler.max_running, "Sequences decoded together")->capture_default_str();
-  app.add_option("--max-waiting", options.scheduler.max_waiting, "Bounded wait queue")->capture_default_str();
+  app.add_option("--threads", options.backend.threads, "Engine threads per device (0 = all cores)");
+  app.add_option("--kv-pages", options.backend.kv_pages, "KV pages per device (0 = max-running full-length sequences)");
+  app.add_option("--max-running", options.scheduler.max_running, "Sequences decoded together per device")->capture_default_str();
+  app.add_option("--max-waiting", options.scheduler.max_waiting, "Bounded wait queue per device")->capture_default_str();
   app.add_option("--prefill-chunk", options.scheduler.prefill_chunk, "Prompt tokens per step")->capture_default_str();
   app.add_option("--max-new-tokens", options.service.default_max_new_tokens, "Default max_new_tokens")->capture_default_str();
+  app.add_option("--max-prompt-tokens", options.service.max_prompt_tokens, "Longest prompt accepted (0 = the context - 1)");
   app.add_option("--grace", grace, "Seconds running streams may finish after SIGTERM")->capture_default_str();
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
-  absl::StatusOr<std::unique_ptr<accllm::server::Server>> server = accllm::server::Server::Start(options);
-  if (!server.ok()) {
-    std::fprintf(stderr, "accllm-server: error: %s\n", std::string(server.status().message()).c_str());
+  spdlog::set_default_logger(spdlog::stderr_color_mt("accllm-server"));
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %l %v");
+  spdlog::set_level(spdlog::level::from_str(log_level));
+  auto fail = [](const absl::Status& status) {
+    std::fprintf(stderr, "accllm-server: error: %s\n", std::string(status.message()).c_str());
     return 1;
-  }
-  std::fprintf(stderr, "accllm-server: serving %s on port %d\n", options.model_path.c_str(), (*server)->port());
+  };
+  absl::StatusOr<accllm::server::FallbackPolicy> policy = accllm::server::ParseFallbackPolicy(fallback);
+  if (!policy.ok()) return fail(policy.status());
+  options.devices.fallback = *policy;
+
+  absl::StatusOr<std::unique_ptr<accllm::server::Server>> server = accllm::server::Server::Listen(options);
+  if (!server.ok()) return fail(server.status());
   std::signal(SIGTERM, OnSignal);
   std::signal(SIGINT, OnSignal);
+  spdlog::info("listening on port {}{}; loading {}", (*server)->port(),
+               (*server)->metrics_port() > 0 ? " (metrics on port " + std::to_string((*server)->metrics_port()) + ")" : "",
+               options.model_path);
+  if (absl::Status loaded = (*server)->Load(); !loaded.ok()) return fail(loaded);
+  std::fprintf(stderr, "accllm-server: serving %s on port %d\n", options.model_path.c_str(), (*server)->port());
   while (g_signal == 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  std::fprintf(stderr, "accllm-server: draining (signal %d, grace %.0f s)\n", static_cast<int>(g_signal), grace);
+  spdlog::info("draining (signal {}, grace {:.0f} s)", static_cast<int>(g_signal), grace);
   (*server)->Drain(grace);
+  spdlog::info("stopped");
   return 0;
 }

@@ -1,78 +1,196 @@
 #include "server/server.h"
 
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <thread>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
+#include "httplib.h"
+#include "spdlog/spdlog.h"
 
 namespace accllm::server {
+namespace {
+
+absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read the TLS ", what, " '", path, "'"));
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (text.str().find("-----BEGIN") == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("the TLS ", what, " '", path, "' is not PEM"));
+  }
+  return text.str();
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeCredentials(const TlsOptions& tls) {
+  if (tls.cert_file.empty() && tls.key_file.empty()) {
+    if (!tls.client_ca_file.empty()) return absl::InvalidArgumentError("a client CA needs --tls-cert and --tls-key");
+    return grpc::InsecureServerCredentials();
+  }
+  if (tls.cert_file.empty() || tls.key_file.empty()) {
+    return absl::InvalidArgumentError("TLS needs both a certificate and a key");
+  }
+  grpc::SslServerCredentialsOptions ssl;
+  absl::StatusOr<std::string> cert = ReadPem(tls.cert_file, "certificate");
+  if (!cert.ok()) return cert.status();
+  absl::StatusOr<std::string> key = ReadPem(tls.key_file, "key");
+  if (!key.ok()) return key.status();
+  ssl.pem_key_cert_pairs.push_back({*key, *cert});
+  if (!tls.client_ca_file.empty()) {
+    absl::StatusOr<std::string> ca = ReadPem(tls.client_ca_file, "client CA");
+    if (!ca.ok()) return ca.status();
+    ssl.pem_root_certs = *ca;
+    ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(ssl);
+}
+
+// "host:port" → (host, port); port 0 picks a free one.
+absl::StatusOr<std::pair<std::string, int>> SplitHostPort(const std::string& address) {
+  const std::size_t colon = address.rfind(':');
+  int port = -1;
+  if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port) || port < 0 || port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("bad address '", address, "': want host:port"));
+  }
+  std::string host = address.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  return std::make_pair(host, port);
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options) {
+  absl::StatusOr<std::unique_ptr<Server>> server = Listen(options);
+  if (!server.ok()) return server.status();
+  if (absl::Status s = (*server)->Load(); !s.ok()) return s;
+  return server;
+}
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Listen(const ServerOptions& options) {
   auto server = std::unique_ptr<Server>(new Server());
-  absl::StatusOr<AnyModel> model = LoadAnyModel(options.model_path, LoadMode::kMap);
-  if (!model.ok()) return model.status();
-  server->model_ = std::move(*model);
-  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = LoadTokenizerFor(server->model_, options.tokenizer_path);
-  if (!tokenizer.ok()) return tokenizer.status();
-  server->tokenizer_ = std::move(*tokenizer);
-  BackendOptions backend_options = options.backend;
-  if (backend_options.kv_pages == 0) {
-    // Room for max_running sequences of the model's full context, so that admission (which
-    // reserves each request's worst case) lets the whole batch run.
-    backend_options.kv_pages =
-        std::max(1, options.scheduler.max_running) *
-        SequenceKv::MaxPages(LambdaFor(backend_options), backend_options.page_tokens, options.scheduler.prefill_chunk,
-                             server->model_.config().max_seq_len);
+  server->options_ = options;
+  if (server->options_.model_name.empty()) {
+    server->options_.model_name = std::filesystem::path(options.model_path).stem().string();
   }
-  absl::StatusOr<std::unique_ptr<Backend>> backend = MakeBackend(backend_options, server->model_);
-  if (!backend.ok()) return backend.status();
-  server->worker_ = std::make_unique<DeviceWorker>(std::move(*backend), *server->tokenizer_, options.scheduler);
+  // Bad device lists and policies are refused before anything starts.
+  if (absl::StatusOr<std::vector<DeviceSpec>> specs = ParseDeviceList(options.devices.devices); !specs.ok()) {
+    return specs.status();
+  }
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials = MakeCredentials(options.tls);
+  if (!credentials.ok()) return credentials.status();
 
   ServiceOptions service = options.service;
-  service.model_name = !options.model_name.empty() ? options.model_name
-                                                    : std::filesystem::path(options.model_path).stem().string();
-  server->service_ = std::make_unique<GenerationService>(service, server->model_, *server->tokenizer_, *server->worker_);
+  service.model_name = server->options_.model_name;
+  server->service_ = std::make_unique<GenerationService>(service, server->metrics_);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &server->port_);
+  builder.AddListeningPort(options.listen, *credentials, &server->port_);
   builder.RegisterService(server->service_.get());
   server->grpc_ = builder.BuildAndStart();
   if (server->grpc_ == nullptr || server->port_ == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen));
   }
-  server->grpc_->GetHealthCheckService()->SetServingStatus(true);
+  server->grpc_->GetHealthCheckService()->SetServingStatus(false);
+  if (absl::Status s = server->StartMetrics(); !s.ok()) return s;
   return server;
 }
 
+absl::Status Server::StartMetrics() {
+  if (options_.metrics_listen.empty()) return absl::OkStatus();
+  absl::StatusOr<std::pair<std::string, int>> address = SplitHostPort(options_.metrics_listen);
+  if (!address.ok()) return address.status();
+  http_ = std::make_unique<httplib::Server>();
+  http_->Get("/metrics", [this](const httplib::Request&, httplib::Response& response) {
+    const ServingRuntime* runtime = service_->state() == ServingState::kLoading ? nullptr : runtime_.get();
+    response.set_content(metrics_.Render(runtime ? runtime->pool.get() : nullptr, ServingStateName(service_->state())),
+                         "text/plain; version=0.0.4; charset=utf-8");
+  });
+  http_->Get("/healthz", [this](const httplib::Request&, httplib::Response& response) {
+    const ServingState state = service_->state();
+    response.status = state == ServingState::kServing ? 200 : 503;
+    response.set_content(std::string(ServingStateName(state)) + "\n", "text/plain");
+  });
+  const auto& [host, port] = *address;
+  metrics_port_ = port == 0 ? http_->bind_to_any_port(host) : (http_->bind_to_port(host, port) ? port : -1);
+  if (metrics_port_ <= 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen for metrics on ", options_.metrics_listen));
+  }
+  http_thread_ = std::thread([this] { http_->listen_after_bind(); });
+  return absl::OkStatus();
+}
+
+absl::Status Server::Load() {
+  auto runtime = std::make_unique<ServingRuntime>();
+  absl::StatusOr<AnyModel> model = LoadAnyModel(options_.model_path, LoadMode::kMap);
+  if (!model.ok()) return model.status();
+  runtime->model = std::move(*model);
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = LoadTokenizerFor(runtime->model, options_.tokenizer_path);
+  if (!tokenizer.ok()) return tokenizer.status();
+  runtime->tokenizer = std::move(*tokenizer);
+  BackendOptions backend = options_.backend;
+  if (backend.kv_pages == 0) {
+    // Room for max_running sequences of the model's full context, so that admission (which
+    // reserves each request's worst case) lets the whole batch run.
+    backend.kv_pages = std::max(1, options_.scheduler.max_running) *
+                       SequenceKv::MaxPages(LambdaFor(backend), backend.page_tokens, options_.scheduler.prefill_chunk,
+                                            runtime->model.config().max_seq_len);
+  }
+  absl::StatusOr<std::unique_ptr<DevicePool>> pool =
+      DevicePool::Create(options_.devices, backend, options_.scheduler, runtime->model, *runtime->tokenizer);
+  if (!pool.ok()) return pool.status();
+  runtime->pool = std::move(*pool);
+  runtime_ = std::move(runtime);
+  service_->Attach(*runtime_);
+  grpc_->GetHealthCheckService()->SetServingStatus(true);
+  for (const DevicePool::Device& d : runtime_->pool->devices()) {
+    spdlog::info("device {} ({}{}): {} KV pages, batch up to {}", d.name, d.worker->backend().name(),
+                 d.fallback ? ", fallback" : "", d.worker->backend().page_pool().total(),
+                 d.worker->scheduler().load().max_running);
+  }
+  return absl::OkStatus();
+}
+
 void Server::Drain(double grace_seconds) {
-  service_->SetDraining(true);
-  grpc_->GetHealthCheckService()->SetServingStatus(false);
+  service_->SetDraining();
+  if (grpc_) grpc_->GetHealthCheckService()->SetServingStatus(false);
   const auto until = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                                                             std::chrono::duration<double>(grace_seconds));
-  while (std::chrono::steady_clock::now() < until &&
-         (worker_->scheduler().running() > 0 || worker_->scheduler().waiting() > 0)) {
+  while (runtime_ && std::chrono::steady_clock::now() < until && !runtime_->pool->Idle()) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   Stop();
 }
 
 void Server::Stop() {
-  if (!grpc_) return;
-  // Order matters: every stream gets its final message while the worker and the gRPC server are
-  // both alive; the gRPC server then finishes the calls (no reactor outlives Shutdown); only then
-  // may the worker, which reactors call into on cancel, go away.
-  worker_->CancelAllAndWait();
-  grpc_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-  grpc_.reset();
-  worker_.reset();
+  if (grpc_) {
+    // Order matters: every stream gets its final message while the devices and the gRPC server
+    // are both alive; the gRPC server then finishes the calls (no reactor outlives Shutdown);
+    // only then may the devices, which reactors call into on cancel, go away. gRPC's Shutdown
+    // would wait out its whole deadline for clients that merely keep their connection open, so
+    // it gets a short one once every stream has been written out.
+    if (runtime_) runtime_->pool->CancelAllAndWait();
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    while (service_->open_streams() > 0 && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    grpc_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(100));
+    grpc_.reset();
+    runtime_.reset();
+  }
+  if (http_) {
+    http_->stop();
+    if (http_thread_.joinable()) http_thread_.join();
+    http_.reset();
+  }
 }
-
 
 Server::~Server() { Stop(); }
 

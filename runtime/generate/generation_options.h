@@ -26,6 +26,7 @@ struct GenerationOptions {
   std::vector<std::string> stop_strings;
   std::vector<int> stop_token_ids;
   bool ignore_eos = false;
+  int logprobs = -1;  // -1: none; n >= 0: the sampled token's log-probability and the n likeliest
 };
 
 }  // namespace accllm

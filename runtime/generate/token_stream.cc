@@ -36,6 +36,10 @@ absl::Status ValidateGenerationRequest(std::span<const int> prompt_ids, const Ge
   for (int id : prompt_ids) {
     if (id < 0 || id >= vocab) return absl::InvalidArgumentError(absl::StrCat("prompt token id ", id, " is outside the vocabulary [0, ", vocab, ")"));
   }
+  if (options.logprobs < -1 || options.logprobs > std::min(kMaxTopLogprobs, vocab)) {
+    return absl::InvalidArgumentError(absl::StrCat("top logprobs must be in [0, ", std::min(kMaxTopLogprobs, vocab),
+                                                   "], got ", options.logprobs));
+  }
   for (int id : options.stop_token_ids) {
     if (id < 0 || id >= vocab) return absl::InvalidArgumentError(absl::StrCat("stop token id ", id, " is outside the vocabulary [0, ", vocab, ")"));
   }
@@ -57,8 +61,10 @@ TokenStream::TokenStream(const Tokenizer& tokenizer, std::span<const int> prompt
       history_(prompt_ids.begin(), prompt_ids.end()) {}
 
 TokenStream::Step TokenStream::Next(std::span<float> logits) {
-  Step step{sampler_.Sample(logits, history_), "", std::nullopt};
+  if (options_.logprobs >= 0) raw_logits_.assign(logits.begin(), logits.end());  // sampling edits logits
+  Step step{sampler_.Sample(logits, history_), "", std::nullopt, std::nullopt};
   const int next = step.token;
+  if (options_.logprobs >= 0) step.logprobs = ComputeLogprobs(raw_logits_, next, options_.logprobs);
   generated_.push_back(next);
   history_.push_back(next);
 

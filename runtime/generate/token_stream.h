@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "runtime/generate/generation_options.h"
+#include "runtime/generate/logprobs.h"
 #include "runtime/generate/stop_strings.h"
 #include "runtime/sampling/sampler.h"
 #include "runtime/tokenizer/stream_detokenizer.h"
@@ -31,6 +32,7 @@ class TokenStream {
     int token;
     std::string text;                    // text that became final with this token (may be empty)
     std::optional<FinishReason> finish;  // set when the sequence ends with this token
+    std::optional<TokenLogprobs> logprobs;  // when options.logprobs >= 0
   };
   // Samples the next token from `logits` (modified in place) and applies the stop conditions.
   Step Next(std::span<float> logits);
@@ -49,6 +51,7 @@ class TokenStream {
   std::vector<int> history_;
   std::vector<int> generated_;
   std::string text_;
+  std::vector<float> raw_logits_;
 };
 
 }  // namespace accllm

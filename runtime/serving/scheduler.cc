@@ -10,6 +10,7 @@ struct Scheduler::Active {
   uint64_t id = 0;
   ScheduledRequest request;
   int pages = 0;
+  double queue_seconds = 0;
   std::unique_ptr<SequenceKv> seq;
   std::unique_ptr<TokenStream> stream;
   std::size_t prefilled = 0;
@@ -48,8 +49,21 @@ absl::StatusOr<uint64_t> Scheduler::Submit(ScheduledRequest request) {
     return absl::ResourceExhaustedError(absl::StrCat("the queue is full (", options_.max_waiting, " waiting)"));
   }
   const uint64_t id = next_id_++;
-  waiting_.push_back({id, std::move(request), pages});
+  waiting_.push_back({id, std::move(request), pages, std::chrono::steady_clock::now()});
   return id;
+}
+
+bool Scheduler::HasRoomFor(const ScheduledRequest& request) const {
+  const int pages = WorstCasePages(request);
+  std::lock_guard<std::mutex> lock(mutex_);
+  return waiting_.empty() && running_count_ < options_.max_running &&
+         reserved_ + pages <= backend_.page_pool().total();
+}
+
+Scheduler::Load Scheduler::load() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return {static_cast<int>(waiting_.size()), running_count_, options_.max_running, reserved_, pages_in_use_,
+          backend_.page_pool().total()};
 }
 
 void Scheduler::Cancel(uint64_t id) {
@@ -83,6 +97,8 @@ void Scheduler::Emit(Active& a, const TokenStream::Step& step) {
   event.token = step.token;
   event.text = step.text;
   event.finish = step.finish;
+  event.logprobs = step.logprobs;
+  event.queue_seconds = a.queue_seconds;
   event.prompt_tokens = static_cast<int>(a.request.prompt_ids.size());
   event.generated_tokens = static_cast<int>(a.stream->generated().size());
   if (a.request.on_event) a.request.on_event(event);
@@ -94,6 +110,7 @@ void Scheduler::Finish(Active& a, FinishReason reason, absl::Status error) {
   event.request_id = a.id;
   event.finish = reason;
   event.error = std::move(error);
+  event.queue_seconds = a.queue_seconds;
   event.prompt_tokens = static_cast<int>(a.request.prompt_ids.size());
   event.generated_tokens = a.stream ? static_cast<int>(a.stream->generated().size()) : 0;
   if (a.request.on_event) a.request.on_event(event);
@@ -110,6 +127,7 @@ void Scheduler::RemoveFinished() {
   std::lock_guard<std::mutex> lock(mutex_);
   reserved_ -= freed;
   running_count_ = static_cast<int>(running_.size());
+  pages_in_use_ = backend_.page_pool().used();
 }
 
 bool Scheduler::Step() {
@@ -145,6 +163,7 @@ bool Scheduler::Step() {
       auto a = std::make_unique<Active>();
       a->id = p.id;
       a->pages = p.pages;
+      a->queue_seconds = std::chrono::duration<double>(now - p.submitted).count();
       a->request = std::move(p.request);
       running_.push_back(std::move(a));
     }
@@ -154,6 +173,7 @@ bool Scheduler::Step() {
   for (auto& [p, reason] : dropped) {
     Active gone;
     gone.id = p.id;
+    gone.queue_seconds = std::chrono::duration<double>(now - p.submitted).count();
     gone.request = std::move(p.request);
     Finish(gone, reason);
   }

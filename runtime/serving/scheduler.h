@@ -40,8 +40,10 @@ struct StreamEvent {
   std::string text;         // text made final by this event
   std::optional<FinishReason> finish;  // set on the last event of a request
   absl::Status error;       // set, with finish, when the device failed
+  std::optional<TokenLogprobs> logprobs;  // when the request asked for them
   int prompt_tokens = 0;
   int generated_tokens = 0;
+  double queue_seconds = 0;  // from Submit to admission (to the end, for a request never admitted)
 };
 
 struct ScheduledRequest {
@@ -68,15 +70,29 @@ class Scheduler {
   // One iteration; returns true while requests are waiting or running.
   bool Step();
 
+  // True when `request` would be admitted at the next step: nothing waits, a batch slot is free
+  // and its worst-case pages are.
+  bool HasRoomFor(const ScheduledRequest& request) const;
+
+  struct Load {
+    int waiting = 0;
+    int running = 0;
+    int max_running = 0;
+    int reserved_pages = 0;  // worst case held for running requests
+    int pages_in_use = 0;    // as of the end of the last step
+    int pages_total = 0;
+  };
+  Load load() const;
   int waiting() const;
   int running() const;
-  int reserved_pages() const;  // worst-case pages held for running requests
+  int reserved_pages() const;
 
  private:
   struct Pending {
     uint64_t id;
     ScheduledRequest request;
     int pages;  // worst case
+    std::chrono::steady_clock::time_point submitted;
   };
   struct Active;
 
@@ -96,6 +112,7 @@ class Scheduler {
   uint64_t next_id_ = 1;           // guarded by mutex_
   int running_count_ = 0;          // guarded by mutex_ (a snapshot for other threads)
   int reserved_ = 0;               // guarded by mutex_
+  int pages_in_use_ = 0;           // guarded by mutex_ (a snapshot of the pool)
 
   std::vector<std::unique_ptr<Active>> running_;  // the stepping thread only
   std::vector<float> logits_;

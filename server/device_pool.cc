@@ -1,0 +1,170 @@
+#include "server/device_pool.h"
+
+#include <algorithm>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+
+namespace accllm::server {
+namespace {
+
+// Which --devices kinds exist and whether each is a fallback (CPU) device.
+struct DeviceKind {
+  const char* name;
+  bool fallback;
+  const char* engine;  // BackendOptions::engine
+};
+constexpr DeviceKind kDeviceKinds[] = {
+    {"cpu", true, "cpu"},
+    {"reference", true, "reference"},
+};
+
+const DeviceKind* FindKind(absl::string_view name) {
+  for (const DeviceKind& kind : kDeviceKinds) {
+    if (name == kind.name) return &kind;
+  }
+  return nullptr;
+}
+
+std::string KnownKinds() {
+  std::string out;
+  for (const DeviceKind& kind : kDeviceKinds) absl::StrAppend(&out, out.empty() ? "" : ", ", kind.name);
+  return out;
+}
+
+double Occupancy(const Scheduler::Load& load) {
+  return static_cast<double>(load.running + load.waiting) / std::max(1, load.max_running);
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<DeviceSpec>> ParseDeviceList(const std::string& list) {
+  std::vector<DeviceSpec> specs;
+  for (absl::string_view item : absl::StrSplit(list, ',', absl::SkipWhitespace())) {
+    std::vector<absl::string_view> parts = absl::StrSplit(item, ':');
+    DeviceSpec spec;
+    spec.kind = std::string(parts[0]);
+    if (FindKind(spec.kind) == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("unknown device kind '", spec.kind, "' (known: ", KnownKinds(), ")"));
+    }
+    if (parts.size() > 2 || (parts.size() == 2 && (!absl::SimpleAtoi(parts[1], &spec.count) || spec.count < 1 ||
+                                                   spec.count > 64))) {
+      return absl::InvalidArgumentError(absl::StrCat("bad device entry '", item, "': want kind or kind:count (1-64)"));
+    }
+    specs.push_back(std::move(spec));
+  }
+  if (specs.empty()) return absl::InvalidArgumentError("no devices given");
+  return specs;
+}
+
+absl::StatusOr<FallbackPolicy> ParseFallbackPolicy(const std::string& name) {
+  if (name == "when-full") return FallbackPolicy::kWhenFull;
+  if (name == "never") return FallbackPolicy::kNever;
+  if (name == "balance") return FallbackPolicy::kBalance;
+  return absl::InvalidArgumentError(absl::StrCat("unknown fallback policy '", name, "' (when-full, never, balance)"));
+}
+
+const char* FallbackPolicyName(FallbackPolicy policy) {
+  switch (policy) {
+    case FallbackPolicy::kWhenFull: return "when-full";
+    case FallbackPolicy::kNever: return "never";
+    case FallbackPolicy::kBalance: return "balance";
+  }
+  return "?";
+}
+
+absl::StatusOr<std::unique_ptr<DevicePool>> DevicePool::Create(const DevicePoolOptions& options,
+                                                               const BackendOptions& backend,
+                                                               const SchedulerOptions& scheduler, const AnyModel& model,
+                                                               const Tokenizer& tokenizer) {
+  absl::StatusOr<std::vector<DeviceSpec>> specs = ParseDeviceList(options.devices);
+  if (!specs.ok()) return specs.status();
+  auto pool = std::unique_ptr<DevicePool>(new DevicePool(options));
+  for (const DeviceSpec& spec : *specs) {
+    const DeviceKind& kind = *FindKind(spec.kind);
+    for (int i = 0; i < spec.count; ++i) {
+      BackendOptions device_options = backend;
+      device_options.engine = kind.engine;
+      absl::StatusOr<std::unique_ptr<Backend>> made = MakeBackend(device_options, model);
+      if (!made.ok()) {
+        return absl::Status(made.status().code(), absl::StrCat("device ", spec.kind, ":", i, ": ", made.status().message()));
+      }
+      pool->devices_.push_back({absl::StrCat(spec.kind, ":", i), kind.fallback,
+                                std::make_unique<DeviceWorker>(std::move(*made), tokenizer, scheduler)});
+      pool->has_accelerators_ |= !kind.fallback;
+    }
+  }
+  return pool;
+}
+
+absl::StatusOr<DevicePool::Placement> DevicePool::Submit(ScheduledRequest request) {
+  std::lock_guard<std::mutex> lock(place_mutex_);
+  std::vector<Scheduler::Load> loads;
+  for (const Device& d : devices_) loads.push_back(d.worker->scheduler().load());
+
+  auto usable = [&](const Device& d) {
+    return !(d.fallback && has_accelerators_ && options_.fallback == FallbackPolicy::kNever);
+  };
+  // The least-occupied usable device among those `eligible` accepts; -1 if none.
+  auto pick = [&](auto eligible) {
+    int best = -1;
+    for (int i = 0; i < static_cast<int>(devices_.size()); ++i) {
+      if (!usable(devices_[i]) || !eligible(i)) continue;
+      if (best < 0 || Occupancy(loads[i]) < Occupancy(loads[best])) best = i;
+    }
+    return best;
+  };
+  auto has_room = [&](int i) { return devices_[i].worker->scheduler().HasRoomFor(request); };
+  int chosen = -1;
+  if (options_.fallback == FallbackPolicy::kBalance) {
+    chosen = pick(has_room);
+  } else {
+    chosen = pick([&](int i) { return !devices_[i].fallback && has_room(i); });
+    if (chosen < 0) chosen = pick([&](int i) { return devices_[i].fallback && has_room(i); });
+  }
+
+  // Nobody has room now: queue where the queue is shortest, accelerators first.
+  std::vector<int> order;
+  if (chosen >= 0) order.push_back(chosen);
+  std::vector<int> rest;
+  for (int i = 0; i < static_cast<int>(devices_.size()); ++i) {
+    if (i != chosen && usable(devices_[i])) rest.push_back(i);
+  }
+  std::stable_sort(rest.begin(), rest.end(), [&](int a, int b) {
+    if (devices_[a].fallback != devices_[b].fallback && options_.fallback != FallbackPolicy::kBalance) {
+      return !devices_[a].fallback;
+    }
+    return loads[a].waiting < loads[b].waiting;
+  });
+  order.insert(order.end(), rest.begin(), rest.end());
+
+  absl::Status last = absl::ResourceExhaustedError("no device can take the request");
+  for (int i : order) {
+    const bool last_try = i == order.back();
+    ScheduledRequest copy = last_try ? std::move(request) : request;
+    absl::StatusOr<uint64_t> id = devices_[i].worker->Submit(std::move(copy));
+    if (id.ok()) {
+      if (devices_[i].fallback && has_accelerators_) fallbacks_.fetch_add(1);
+      return Placement{devices_[i].worker.get(), &devices_[i].name, *id};
+    }
+    // A bad request is bad everywhere; a full queue or too small a pool may not be.
+    if (id.status().code() != absl::StatusCode::kResourceExhausted) return id.status();
+    last = id.status();
+  }
+  return last;
+}
+
+void DevicePool::CancelAllAndWait() {
+  for (Device& d : devices_) d.worker->CancelAllAndWait();
+}
+
+bool DevicePool::Idle() const {
+  for (const Device& d : devices_) {
+    const Scheduler::Load load = d.worker->scheduler().load();
+    if (load.running > 0 || load.waiting > 0) return false;
+  }
+  return true;
+}
+
+}  // namespace accllm::server

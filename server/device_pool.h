@@ -1,0 +1,85 @@
+// Every device the server runs on, each a DeviceWorker behind the engine's Backend, and the
+// placement policy that picks one for each new request:
+//   1. the least-loaded accelerator with room for the request now;
+//   2. else (policy kWhenFull) the least-loaded fallback (CPU) device with room;
+//   3. else the device with the shortest queue, accelerators first, while its queue has space;
+//   4. else refuse (RESOURCE_EXHAUSTED).
+// "Room" is exact: a free batch slot and the request's worst-case KV pages (see Scheduler).
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "runtime/engine/backend_factory.h"
+#include "runtime/serving/scheduler.h"
+#include "server/device_worker.h"
+
+namespace accllm::server {
+
+// One entry of --devices: a kind and how many of it, e.g. "cpu" or "cpu:2".
+struct DeviceSpec {
+  std::string kind;
+  int count = 1;
+};
+absl::StatusOr<std::vector<DeviceSpec>> ParseDeviceList(const std::string& list);
+
+enum class FallbackPolicy {
+  kWhenFull,  // fallback devices take requests only when no accelerator has room
+  kNever,     // fallback devices are unused while an accelerator exists
+  kBalance,   // every device is equal: least-loaded wins
+};
+absl::StatusOr<FallbackPolicy> ParseFallbackPolicy(const std::string& name);
+const char* FallbackPolicyName(FallbackPolicy policy);
+
+struct DevicePoolOptions {
+  std::string devices = "cpu";
+  FallbackPolicy fallback = FallbackPolicy::kWhenFull;
+};
+
+class DevicePool {
+ public:
+  struct Device {
+    std::string name;   // e.g. "cpu:0"
+    bool fallback;      // a CPU device
+    std::unique_ptr<DeviceWorker> worker;
+  };
+  struct Placement {
+    DeviceWorker* worker;
+    const std::string* device_name;
+    uint64_t id;
+  };
+
+  static absl::StatusOr<std::unique_ptr<DevicePool>> Create(const DevicePoolOptions& options,
+                                                            const BackendOptions& backend,
+                                                            const SchedulerOptions& scheduler, const AnyModel& model,
+                                                            const Tokenizer& tokenizer);
+  DevicePool(const DevicePool&) = delete;
+  DevicePool& operator=(const DevicePool&) = delete;
+
+  absl::StatusOr<Placement> Submit(ScheduledRequest request);
+  // Cancels everything on every device and returns once each request has had its last event.
+  void CancelAllAndWait();
+  bool Idle() const;
+
+  const std::vector<Device>& devices() const { return devices_; }
+  const Backend& first_backend() const { return devices_.front().worker->backend(); }
+  FallbackPolicy policy() const { return options_.fallback; }
+  bool has_accelerators() const { return has_accelerators_; }
+  int64_t fallbacks() const { return fallbacks_.load(); }
+
+ private:
+  explicit DevicePool(const DevicePoolOptions& options) : options_(options) {}
+
+  DevicePoolOptions options_;
+  std::vector<Device> devices_;
+  bool has_accelerators_ = false;
+  std::mutex place_mutex_;  // one placement at a time, so two requests do not race for one slot
+  std::atomic<int64_t> fallbacks_{0};
+};
+
+}  // namespace accllm::server

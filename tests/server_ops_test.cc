@@ -1,0 +1,416 @@
+// The server as operators meet it: health through loading, serving and draining; the metrics
+// endpoint (checked by Prometheus' own promtool); TLS and mutual TLS; several devices; queue-full
+// refusal; cancellation during prefill; logprobs; the binary with a config file and SIGTERM.
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include <fstream>
+#include <regex>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "httplib.h"
+#include "tests/server_fixture.h"
+
+extern char** environ;
+
+namespace accllm::server {
+namespace {
+
+using ::accllm::testing::ReadFile;
+using ::accllm::testing::ScratchDir;
+using ::accllm::testing::WriteFile;
+using ::testing::HasSubstr;
+using HealthStatus = grpc::health::v1::HealthCheckResponse;
+
+int Shell(const std::string& command) {
+  const int status = std::system(command.c_str());
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+TEST_F(ServerTest, HealthFollowsLoadingServingAndDraining) {
+  ServerOptions options = Options("tok512.bin");
+  options.metrics_listen = "127.0.0.1:0";
+  ASSERT_OK_AND_ASSIGN(server_, Server::Listen(options));
+  Connect();
+  httplib::Client http("127.0.0.1", server_->metrics_port());
+
+  // Loading: listening, but nothing that needs the model is served.
+  EXPECT_EQ(Health(), HealthStatus::NOT_SERVING);
+  EXPECT_EQ(Info().state(), v1::LOADING);
+  EXPECT_EQ(http.Get("/healthz")->status, 503);
+  Streamed early = Generate(Greedy("hi", 3));
+  EXPECT_EQ(early.status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(early.status.error_message(), HasSubstr("loading"));
+  {
+    grpc::ClientContext context;
+    v1::ModelInfoResponse info;
+    EXPECT_EQ(stub_->ModelInfo(&context, {}, &info).error_code(), grpc::StatusCode::UNAVAILABLE);
+  }
+
+  ASSERT_OK(server_->Load());
+  EXPECT_EQ(Health(), HealthStatus::SERVING);
+  EXPECT_EQ(Info().state(), v1::SERVING);
+  EXPECT_EQ(http.Get("/healthz")->status, 200);
+
+  // Draining: a running stream finishes; health flips at once; new streams are refused.
+  grpc::ClientContext context;
+  v1::GenerateRequest long_request = Greedy("Once upon a time", 200);
+  long_request.set_ignore_eos(true);
+  auto reader = stub_->Generate(&context, long_request);
+  v1::GenerateResponse response;
+  ASSERT_TRUE(reader->Read(&response));
+  std::thread drain([&] { server_->Drain(30.0); });
+  for (int i = 0; i < 500 && server_->state() != ServingState::kDraining; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_EQ(Health(), HealthStatus::NOT_SERVING);
+  Streamed refused = Generate(Greedy("hi", 3));
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(refused.status.error_message(), HasSubstr("draining"));
+  v1::FinalMessage final;
+  while (reader->Read(&response)) {
+    if (response.has_final()) final = response.final();
+  }
+  EXPECT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(final.finish_reason(), v1::MAX_TOKENS);
+  EXPECT_EQ(final.usage().generated_tokens(), 200);
+  drain.join();
+}
+
+TEST_F(ServerTest, DrainEndsStreamsThatOutliveTheGracePeriod) {
+  StartServer("tok512.bin");
+  grpc::ClientContext context;
+  v1::GenerateRequest r = Greedy("Once upon a time", 100000);
+  r.set_ignore_eos(true);
+  r.set_max_new_tokens(100000);
+  auto reader = stub_->Generate(&context, r);
+  v1::GenerateResponse response;
+  ASSERT_TRUE(reader->Read(&response));
+  server_->Drain(0.05);
+  v1::FinalMessage final;
+  while (reader->Read(&response)) {
+    if (response.has_final()) final = response.final();
+  }
+  reader->Finish();
+  EXPECT_EQ(final.finish_reason(), v1::CANCELLED);
+}
+
+TEST_F(ServerTest, MetricsEndpointPassesPromtool) {
+  ServerOptions options = Options("tok512.bin");
+  options.metrics_listen = "127.0.0.1:0";
+  StartServer(options);
+  ASSERT_TRUE(Generate(Greedy("Once upon a time", 20)).status.ok());
+  v1::GenerateRequest bad = Greedy("hi", 3);
+  bad.set_model("nope");
+  EXPECT_EQ(Generate(bad).status.error_code(), grpc::StatusCode::NOT_FOUND);
+
+  httplib::Client http("127.0.0.1", server_->metrics_port());
+  auto got = http.Get("/metrics");
+  ASSERT_TRUE(got) << "no answer from /metrics";
+  ASSERT_EQ(got->status, 200);
+  const std::string& text = got->body;
+  EXPECT_THAT(text, HasSubstr("accllm_requests_total{finish_reason=\"max_tokens\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("accllm_requests_refused_total{code=\"not_found\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("accllm_generated_tokens_total 20\n"));
+  EXPECT_THAT(text, HasSubstr("accllm_time_to_first_token_seconds_count 1\n"));
+  EXPECT_THAT(text, HasSubstr("accllm_inter_token_latency_seconds_count 19\n"));
+  EXPECT_THAT(text, HasSubstr("accllm_kv_pages_capacity{device=\"cpu:0\",fallback=\"true\"} 256\n"));
+  EXPECT_THAT(text, HasSubstr("accllm_server_state{state=\"serving\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("accllm_placement_policy{policy=\"when-full\"} 1\n"));
+
+  ScratchDir dir;
+  WriteFile(dir / "metrics.txt", text);
+  const std::string command = absl::StrCat("promtool check metrics <", (dir / "metrics.txt").string(), " >",
+                                           (dir / "promtool.txt").string(), " 2>&1");
+  EXPECT_EQ(Shell(command), 0) << "promtool (Debian package prometheus) refused the metrics:\n"
+                               << ReadFile(dir / "promtool.txt");
+}
+
+TEST_F(ServerTest, LogprobsComeFromTheModelsDistribution) {
+  StartServer("tok512.bin");
+  v1::GenerateRequest r = Greedy("Once upon a time", 8);
+  r.set_return_logprobs(true);
+  r.set_top_logprobs(3);
+  grpc::ClientContext context;
+  auto reader = stub_->Generate(&context, r);
+  v1::GenerateResponse response;
+  int tokens = 0;
+  while (reader->Read(&response)) {
+    if (!response.has_chunk()) continue;
+    ASSERT_EQ(response.chunk().logprobs_size(), response.chunk().token_ids_size());
+    for (int i = 0; i < response.chunk().logprobs_size(); ++i) {
+      const v1::TokenLogprobs& lp = response.chunk().logprobs(i);
+      ++tokens;
+      ASSERT_EQ(lp.top_size(), 3);
+      // Greedy: the sampled token is the likeliest.
+      EXPECT_EQ(lp.sampled().token_id(), response.chunk().token_ids(i));
+      EXPECT_EQ(lp.top(0).token_id(), lp.sampled().token_id());
+      EXPECT_FLOAT_EQ(lp.top(0).logprob(), lp.sampled().logprob());
+      EXPECT_LE(lp.sampled().logprob(), 0.0f);
+      EXPECT_GE(lp.top(0).logprob(), lp.top(1).logprob());
+      EXPECT_GE(lp.top(1).logprob(), lp.top(2).logprob());
+      EXPECT_LT(std::exp(lp.top(0).logprob()) + std::exp(lp.top(1).logprob()) + std::exp(lp.top(2).logprob()), 1.0001);
+      EXPECT_FALSE(lp.sampled().token().empty());
+    }
+  }
+  EXPECT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(tokens, 8);
+
+  r.set_top_logprobs(21);
+  EXPECT_EQ(Generate(r).status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  r.set_top_logprobs(2);
+  r.set_return_logprobs(false);
+  EXPECT_EQ(Generate(r).status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(ServerTest, FullQueueRefusesWithResourceExhausted) {
+  StartServer("tok512.bin", /*max_waiting=*/1, /*max_running=*/1);
+  v1::GenerateRequest long_request = Greedy("Once upon a time", 100000);
+  long_request.set_ignore_eos(true);
+  long_request.set_max_new_tokens(500);
+  grpc::ClientContext running_context, waiting_context;
+  auto running = stub_->Generate(&running_context, long_request);
+  v1::GenerateResponse response;
+  ASSERT_TRUE(running->Read(&response));  // admitted and streaming
+  auto waiting = stub_->Generate(&waiting_context, long_request);
+  for (int i = 0; i < 500 && Info().devices(0).waiting() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  ASSERT_EQ(Info().devices(0).waiting(), 1);
+
+  const Streamed refused = Generate(Greedy("hi", 3));
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(refused.status.error_message(), HasSubstr("queue is full"));
+
+  running_context.TryCancel();
+  waiting_context.TryCancel();
+  while (running->Read(&response)) {
+  }
+  while (waiting->Read(&response)) {
+  }
+  EXPECT_EQ(running->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_EQ(waiting->Finish().error_code(), grpc::StatusCode::CANCELLED);
+}
+
+TEST_F(ServerTest, CancelAndDeadlineDuringPrefill) {
+  ServerOptions options = Options("tok512.bin");
+  options.scheduler.prefill_chunk = 4;  // a 500-token prompt takes 125 steps to read
+  StartServer(options);
+  v1::GenerateRequest r;
+  for (int i = 0; i < 500; ++i) r.mutable_token_ids()->add_ids(i == 0 ? 1 : 300 + i % 100);
+  r.set_max_new_tokens(5);
+  {
+    grpc::ClientContext context;
+    auto reader = stub_->Generate(&context, r);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    context.TryCancel();
+    v1::GenerateResponse response;
+    int chunks = 0;
+    while (reader->Read(&response)) chunks += response.has_chunk();
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+    EXPECT_EQ(chunks, 0);
+  }
+  r.set_time_limit_seconds(0.005);
+  const Streamed s = Generate(r);
+  ASSERT_TRUE(s.status.ok()) << s.status.error_message();
+  EXPECT_EQ(s.final.finish_reason(), v1::TIME_LIMIT);
+  EXPECT_EQ(s.final.usage().generated_tokens(), 0);
+  // A gRPC deadline is a time limit too.
+  r.set_time_limit_seconds(0);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(5));
+  auto reader = stub_->Generate(&context, r);
+  v1::GenerateResponse response;
+  while (reader->Read(&response)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+}
+
+TEST_F(ServerTest, DevicePoolSpreadsStreamsOverDevices) {
+  ServerOptions options = Options("tok512.bin", /*max_waiting=*/16, /*max_running=*/2);
+  options.devices.devices = "cpu:2";
+  options.backend.threads = 1;
+  StartServer(options);
+  ASSERT_EQ(Info().devices_size(), 2);
+  std::vector<Streamed> results(6);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 6; ++i) clients.emplace_back([&, i] { results[i] = Generate(Greedy("Once upon a time", 40)); });
+  for (auto& c : clients) c.join();
+  std::set<std::string> devices;
+  for (const Streamed& r : results) {
+    ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+    devices.insert(r.final.device());
+    EXPECT_EQ(r.ids, results[0].ids);  // the same engine on every device
+  }
+  EXPECT_EQ(devices, (std::set<std::string>{"cpu:0", "cpu:1"}));
+  EXPECT_EQ(Info().cpu_fallbacks(), 0);  // no accelerators: CPU devices are not a fallback
+
+  ServerOptions bad = Options("tok512.bin");
+  bad.devices.devices = "tpu:1";
+  absl::StatusOr<std::unique_ptr<Server>> refused = Server::Start(bad);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("unknown device kind 'tpu'"));
+}
+
+// Certificates made by the openssl command line for one test: a CA, a server certificate for
+// 127.0.0.1 and a client certificate, all signed by the CA.
+class TestCertificates {
+ public:
+  TestCertificates() {
+    const std::string d = dir_.path().string();
+    const std::string script = absl::StrCat(
+        "set -e; cd ", d, "; ",
+        "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=test-ca -keyout ca.key -out ca.pem; ",
+        "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' >san.ext; ",
+        "openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr; ",
+        "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile san.ext -out server.pem; ",
+        "openssl req -newkey rsa:2048 -nodes -subj /CN=client -keyout client.key -out client.csr; ",
+        "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -out client.pem");
+    ok_ = Shell(absl::StrCat("(", script, ") >", d, "/openssl.log 2>&1")) == 0;
+  }
+  bool ok() const { return ok_; }
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  std::string pem(const std::string& name) const { return ReadFile(dir_ / name); }
+
+ private:
+  ScratchDir dir_;
+  bool ok_ = false;
+};
+
+TEST_F(ServerTest, TlsAndMutualTls) {
+  TestCertificates certs;
+  ASSERT_TRUE(certs.ok()) << certs.pem("openssl.log");
+  ServerOptions options = Options("tok512.bin");
+  options.tls = {certs.path("server.pem"), certs.path("server.key"), ""};
+  StartServer(options);
+  grpc::SslCredentialsOptions trust;
+  trust.pem_root_certs = certs.pem("ca.pem");
+  Connect(grpc::SslCredentials(trust));
+  Streamed s = Generate(Greedy("Once upon a time", 5));
+  EXPECT_TRUE(s.status.ok()) << s.status.error_message();
+  Connect();  // plaintext against a TLS port
+  EXPECT_EQ(Generate(Greedy("hi", 2)).status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  server_.reset();
+
+  options.tls.client_ca_file = certs.path("ca.pem");
+  StartServer(options);
+  Connect(grpc::SslCredentials(trust));  // no client certificate
+  EXPECT_EQ(Generate(Greedy("hi", 2)).status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  grpc::SslCredentialsOptions mutual = trust;
+  mutual.pem_cert_chain = certs.pem("client.pem");
+  mutual.pem_private_key = certs.pem("client.key");
+  Connect(grpc::SslCredentials(mutual));
+  s = Generate(Greedy("Once upon a time", 5));
+  EXPECT_TRUE(s.status.ok()) << s.status.error_message();
+
+  ServerOptions bad = Options("tok512.bin");
+  bad.tls = {certs.path("server.pem"), certs.path("missing.key"), ""};
+  EXPECT_THAT(std::string(Server::Start(bad).status().message()), HasSubstr("cannot read the TLS key"));
+  bad.tls = {"", "", certs.path("ca.pem")};
+  EXPECT_THAT(std::string(Server::Start(bad).status().message()), HasSubstr("client CA needs"));
+}
+
+// The accllm-server binary: options from a config file, a request per log line, SIGTERM drains.
+class ServerProcess {
+ public:
+  ServerProcess(const std::vector<std::string>& args, const std::string& log) : log_(log) {
+    std::vector<char*> argv;
+    std::vector<std::string> all = {ACCLLM_SERVER_PATH};
+    all.insert(all.end(), args.begin(), args.end());
+    for (std::string& a : all) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 2, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    spawned_ = posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ) == 0;
+    posix_spawn_file_actions_destroy(&actions);
+  }
+  ~ServerProcess() {
+    if (spawned_ && !exited_) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+  // The port from "serving ... on port N", once the model is loaded (0 if it never is).
+  int WaitForPort() {
+    const std::regex serving("serving .* on port ([0-9]+)");
+    for (int i = 0; spawned_ && i < 3000; ++i) {
+      std::smatch m;
+      const std::string text = ReadFile(log_);
+      if (std::regex_search(text, m, serving)) return std::stoi(m[1]);
+      if (waitpid(pid_, &status_, WNOHANG) == pid_) {
+        exited_ = true;
+        return 0;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return 0;
+  }
+  int Terminate() {
+    kill(pid_, SIGTERM);
+    waitpid(pid_, &status_, 0);
+    exited_ = true;
+    return WIFEXITED(status_) ? WEXITSTATUS(status_) : -1;
+  }
+
+ private:
+  std::string log_;
+  pid_t pid_ = 0;
+  bool spawned_ = false, exited_ = false;
+  int status_ = 0;
+};
+
+TEST(ServerBinaryTest, ConfigFileRequestLogAndSigterm) {
+  ScratchDir dir;
+  WriteFile(dir / "server.toml", absl::StrCat("model = \"", RequireModelFile("stories260K.bin").string(), "\"\n",
+                                              "model-name = \"tiny-stories\"\n", "listen = \"127.0.0.1:0\"\n",
+                                              "window = 64\n", "max-running = 4\n", "devices = \"cpu\"\n"));
+  ServerProcess server({"--config", (dir / "server.toml").string()}, (dir / "server.log").string());
+  const int port = server.WaitForPort();
+  ASSERT_GT(port, 0) << ReadFile(dir / "server.log");
+
+  auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials());
+  auto stub = v1::Generation::NewStub(channel);
+  {
+    grpc::ClientContext context;
+    v1::ModelInfoResponse info;
+    ASSERT_TRUE(stub->ModelInfo(&context, {}, &info).ok());
+    EXPECT_EQ(info.name(), "tiny-stories");  // from the config file
+    EXPECT_EQ(info.lambda_window(), 64);
+  }
+  grpc::ClientContext context;
+  v1::GenerateRequest r;
+  r.set_text("Once upon a time");
+  r.set_max_new_tokens(300);
+  r.set_ignore_eos(true);
+  r.set_request_id("req-42");
+  auto reader = stub->Generate(&context, r);
+  v1::GenerateResponse response;
+  ASSERT_TRUE(reader->Read(&response));
+  v1::FinalMessage final;
+  grpc::Status status;
+  std::thread client([&] {
+    while (reader->Read(&response)) {
+      if (response.has_final()) final = response.final();
+    }
+    status = reader->Finish();
+  });
+  EXPECT_EQ(server.Terminate(), 0);  // drains: the running stream finishes first
+  client.join();
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(final.usage().generated_tokens(), 300);
+  EXPECT_EQ(final.request_id(), "req-42");
+  const std::string log = ReadFile(dir / "server.log");
+  EXPECT_THAT(log, HasSubstr("request id=\"req-42\" device=cpu:0 finish=max_tokens prompt_tokens=5 generated_tokens=300"));
+  EXPECT_THAT(log, HasSubstr("draining (signal 15"));
+
+  // A bad option in the config file is a clear error.
+  WriteFile(dir / "bad.toml", "model = \"x.bin\"\nmax-runing = 4\n");
+  ServerProcess bad({"--config", (dir / "bad.toml").string()}, (dir / "bad.log").string());
+  EXPECT_EQ(bad.WaitForPort(), 0);
+  EXPECT_THAT(ReadFile(dir / "bad.log"), HasSubstr("max-runing"));
+}
+
+}  // namespace
+}  // namespace accllm::server
