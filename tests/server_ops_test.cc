@@ -303,6 +303,14 @@ TEST_F(ServerTest, TlsAndMutualTls) {
   Connect(grpc::SslCredentials(mutual));
   s = Generate(Greedy("Once upon a time", 5));
   EXPECT_TRUE(s.status.ok()) << s.status.error_message();
+  // The command-line client speaks mutual TLS too.
+  const std::string client = absl::StrCat(ACCLLM_CLI_PATH, " client --server 127.0.0.1:", server_->port(),
+                                          " -n 4 --tls-ca ", certs.path("ca.pem"), " --tls-cert ",
+                                          certs.path("client.pem"), " --tls-key ", certs.path("client.key"));
+  EXPECT_EQ(Shell(client + " >/dev/null 2>&1"), 0);
+  EXPECT_NE(Shell(absl::StrCat(ACCLLM_CLI_PATH, " client --server 127.0.0.1:", server_->port(), " -n 4 --tls-ca ",
+                               certs.path("ca.pem"), " >/dev/null 2>&1")),
+            0);
 
   ServerOptions bad = Options("tok512.bin");
   bad.tls = {certs.path("server.pem"), certs.path("missing.key"), ""};

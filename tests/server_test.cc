@@ -136,6 +136,12 @@ TEST_F(ServerTest, CommandLineClient) {
   EXPECT_EQ(code, 0) << output;
   EXPECT_THAT(output, HasSubstr("| 4 |"));
   EXPECT_THAT(output, HasSubstr("| 8 | 0 | 0 |"));  // completed, refused, failed
+  // A chaos run: random cancels and short time limits; exit 0 means no stream failed or was lost.
+  std::tie(code, output) = run("--streams 4 --max-requests 40 --seconds 60 -n 32 --cancel-rate 0.3 --deadline-rate 0.3");
+  EXPECT_EQ(code, 0) << output;
+  std::tie(code, output) = run("-p 'Once upon a time' -n 3 --temperature 0 --logprobs 2");
+  EXPECT_EQ(code, 0) << output;
+  EXPECT_THAT(output, ::testing::ContainsRegex("\\[[0-9]+ -[0-9.]+ [0-9]+:-[0-9.]+ [0-9]+:-[0-9.]+\\]"));
   std::tie(code, output) = run("--model nope -n 3");
   EXPECT_NE(code, 0);
   EXPECT_THAT(output, HasSubstr("unknown model 'nope'"));

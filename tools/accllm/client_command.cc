@@ -2,6 +2,8 @@
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
+#include <fstream>
+#include <sstream>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -28,18 +30,51 @@ struct ClientFlags {
   float top_p = 0.9f;
   int64_t seed = -1;
   bool ids = false;
+  bool ignore_eos = false;
+  int logprobs = -1;
+  std::string tls_ca, tls_cert, tls_key;
   // load test
   int streams = 0;
   double seconds = 10;
   int max_requests = 0;
+  double cancel_rate = 0;    // share of requests the client cancels mid-stream
+  double deadline_rate = 0;  // share of requests sent with a short time limit
 };
+
+std::string ReadText(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// Plaintext, or TLS when a CA is given (with a client certificate for mutual TLS).
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ClientFlags& f) {
+  if (f.tls_ca.empty()) {
+    if (!f.tls_cert.empty() || !f.tls_key.empty()) return absl::InvalidArgumentError("--tls-cert/--tls-key need --tls-ca");
+    return grpc::CreateChannel(f.server, grpc::InsecureChannelCredentials());
+  }
+  grpc::SslCredentialsOptions ssl;
+  for (const auto& [path, out] : {std::pair{&f.tls_ca, &ssl.pem_root_certs}, std::pair{&f.tls_cert, &ssl.pem_cert_chain},
+                                  std::pair{&f.tls_key, &ssl.pem_private_key}}) {
+    if (path->empty()) continue;
+    *out = ReadText(*path);
+    if (out->empty()) return absl::NotFoundError(absl::StrCat("cannot read '", *path, "'"));
+  }
+  return grpc::CreateChannel(f.server, grpc::SslCredentials(ssl));
+}
 
 v1::GenerateRequest MakeRequest(const ClientFlags& f, uint64_t seed) {
   v1::GenerateRequest r;
   r.set_model(f.model);
   r.set_text(f.prompt);
   r.set_max_new_tokens(f.max_new_tokens);
-  r.set_return_token_ids(f.ids);
+  r.set_return_token_ids(f.ids || f.logprobs >= 0);
+  r.set_ignore_eos(f.ignore_eos);
+  if (f.logprobs >= 0) {
+    r.set_return_logprobs(true);
+    r.set_top_logprobs(f.logprobs);
+  }
   r.mutable_sampling()->set_temperature(f.temperature);
   r.mutable_sampling()->set_top_p(f.top_p);
   r.mutable_sampling()->set_seed(seed);
@@ -49,7 +84,12 @@ v1::GenerateRequest MakeRequest(const ClientFlags& f, uint64_t seed) {
 const char* FinishName(v1::FinishReason reason) { return v1::FinishReason_Name(reason).c_str(); }
 
 int Stream(const ClientFlags& f) {
-  auto stub = v1::Generation::NewStub(grpc::CreateChannel(f.server, grpc::InsecureChannelCredentials()));
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(f);
+  if (!channel.ok()) {
+    std::fprintf(stderr, "accllm: error: %s\n", std::string(channel.status().message()).c_str());
+    return 1;
+  }
+  auto stub = v1::Generation::NewStub(*channel);
   grpc::ClientContext context;
   const uint64_t seed = f.seed >= 0 ? static_cast<uint64_t>(f.seed) : std::random_device{}();
   auto reader = stub->Generate(&context, MakeRequest(f, seed));
@@ -61,6 +101,11 @@ int Stream(const ClientFlags& f) {
       std::fputs(response.chunk().text().c_str(), stdout);
       if (f.ids) {
         for (int id : response.chunk().token_ids()) std::fprintf(stderr, "[%d]", id);
+      }
+      for (const v1::TokenLogprobs& lp : response.chunk().logprobs()) {
+        std::fprintf(stderr, "[%d %.3f", lp.sampled().token_id(), lp.sampled().logprob());
+        for (const v1::TokenLogprob& alt : lp.top()) std::fprintf(stderr, " %d:%.3f", alt.token_id(), alt.logprob());
+        std::fprintf(stderr, "]");
       }
       std::fflush(stdout);
     } else {
@@ -88,30 +133,49 @@ double Percentile(std::vector<double> v, double p) {
 }
 
 // N client threads, each issuing requests back to back until the time or request budget ends.
+// With --cancel-rate and --deadline-rate some requests are cancelled mid-stream or sent with a
+// short time limit (a chaos run); every stream must still end with a final message or the
+// status the client caused, else it counts as failed.
 int LoadTest(const ClientFlags& f) {
-  auto channel = grpc::CreateChannel(f.server, grpc::InsecureChannelCredentials());
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(f);
+  if (!channel.ok()) {
+    std::fprintf(stderr, "accllm: error: %s\n", std::string(channel.status().message()).c_str());
+    return 1;
+  }
   std::mutex mutex;
-  std::vector<double> ttft, inter_token;
-  std::atomic<int64_t> tokens{0}, completed{0}, refused{0}, failed{0}, issued{0};
+  std::vector<double> ttft, server_ttft, inter_token;
+  std::atomic<int64_t> tokens{0}, completed{0}, refused{0}, failed{0}, issued{0}, cancelled{0}, timed_out{0};
   const auto start = Clock::now();
   const auto end = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(f.seconds));
   std::vector<std::thread> threads;
   for (int s = 0; s < f.streams; ++s) {
     threads.emplace_back([&, s] {
-      auto stub = v1::Generation::NewStub(channel);
+      auto stub = v1::Generation::NewStub(*channel);
+      std::mt19937_64 rng(static_cast<uint64_t>(s) * 7919 + 1);
+      std::uniform_real_distribution<double> unit(0, 1);
       for (uint64_t n = 0; Clock::now() < end; ++n) {
         if (f.max_requests > 0 && issued.fetch_add(1) >= f.max_requests) break;
+        v1::GenerateRequest request = MakeRequest(f, s * 1000003ull + n);
+        const bool cancel = unit(rng) < f.cancel_rate;
+        const int cancel_after = static_cast<int>(unit(rng) * f.max_new_tokens);
+        if (!cancel && unit(rng) < f.deadline_rate) request.set_time_limit_seconds(0.001 + 0.05 * unit(rng));
         grpc::ClientContext context;
         context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
         const auto sent = Clock::now();
-        auto reader = stub->Generate(&context, MakeRequest(f, s * 1000003ull + n));
+        auto reader = stub->Generate(&context, request);
         v1::GenerateResponse response;
         std::vector<double> gaps;
         double first = -1;
         auto last = sent;
         int64_t got = 0;
+        bool have_final = false;
+        v1::FinalMessage final;
         while (reader->Read(&response)) {
-          if (!response.has_chunk()) continue;
+          if (response.has_final()) {
+            have_final = true;
+            final = response.final();
+            continue;
+          }
           const auto now = Clock::now();
           if (first < 0) {
             first = std::chrono::duration<double>(now - sent).count();
@@ -120,6 +184,7 @@ int LoadTest(const ClientFlags& f) {
           }
           last = now;
           ++got;
+          if (cancel && got >= cancel_after) context.TryCancel();
         }
         const grpc::Status status = reader->Finish();
         if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
@@ -127,26 +192,39 @@ int LoadTest(const ClientFlags& f) {
           std::this_thread::sleep_for(std::chrono::milliseconds(20));
           continue;
         }
-        if (!status.ok()) {
-          failed.fetch_add(1);
+        if (cancel && status.error_code() == grpc::StatusCode::CANCELLED) {
+          cancelled.fetch_add(1);
           continue;
         }
+        if (!status.ok() || !have_final) {
+          failed.fetch_add(1);
+          std::fprintf(stderr, "accllm: stream failed: %s\n",
+                       status.ok() ? "no final message" : status.error_message().c_str());
+          continue;
+        }
+        if (final.finish_reason() == v1::TIME_LIMIT) timed_out.fetch_add(1);
         completed.fetch_add(1);
         tokens.fetch_add(got);
         std::lock_guard<std::mutex> lock(mutex);
-        if (first >= 0) ttft.push_back(first);
+        if (first >= 0) {
+          ttft.push_back(first);
+          server_ttft.push_back(final.timing().time_to_first_token_seconds());
+        }
         inter_token.insert(inter_token.end(), gaps.begin(), gaps.end());
       }
     });
   }
   for (auto& t : threads) t.join();
   const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-  std::printf("| streams | seconds | completed | refused | failed | streamed chunks/s | TTFT p50 ms | TTFT p99 ms | "
-              "inter-token p50 ms | inter-token p99 ms |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-  std::printf("| %d | %.1f | %lld | %lld | %lld | %.1f | %.1f | %.1f | %.2f | %.2f |\n", f.streams, elapsed,
-              static_cast<long long>(completed.load()), static_cast<long long>(refused.load()),
-              static_cast<long long>(failed.load()), tokens.load() / elapsed, 1e3 * Percentile(ttft, 0.5),
-              1e3 * Percentile(ttft, 0.99), 1e3 * Percentile(inter_token, 0.5), 1e3 * Percentile(inter_token, 0.99));
+  std::printf("| streams | seconds | completed | refused | failed | cancelled | time limit | streamed chunks/s | "
+              "TTFT p50 ms | TTFT p99 ms | server TTFT p50 ms | inter-token p50 ms | inter-token p99 ms |\n"
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  std::printf("| %d | %.1f | %lld | %lld | %lld | %lld | %lld | %.1f | %.2f | %.2f | %.2f | %.2f | %.2f |\n", f.streams,
+              elapsed, static_cast<long long>(completed.load()), static_cast<long long>(refused.load()),
+              static_cast<long long>(failed.load()), static_cast<long long>(cancelled.load()),
+              static_cast<long long>(timed_out.load()), tokens.load() / elapsed, 1e3 * Percentile(ttft, 0.5),
+              1e3 * Percentile(ttft, 0.99), 1e3 * Percentile(server_ttft, 0.5), 1e3 * Percentile(inter_token, 0.5),
+              1e3 * Percentile(inter_token, 0.99));
   return failed.load() == 0 ? 0 : 1;
 }
 
@@ -164,10 +242,19 @@ void AddClientCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--top-p", flags->top_p, "Nucleus mass")->capture_default_str();
   cmd->add_option("--seed", flags->seed, "Seed (default: random)");
   cmd->add_flag("--ids", flags->ids, "Print token ids to stderr");
+  cmd->add_flag("--ignore-eos", flags->ignore_eos, "Keep generating past EOS");
+  cmd->add_option("--logprobs", flags->logprobs, "Print each token's logprob and the N likeliest (0-20) to stderr");
+  cmd->add_option("--tls-ca", flags->tls_ca, "PEM CA bundle: connect over TLS, trusting it");
+  cmd->add_option("--tls-cert", flags->tls_cert, "PEM client certificate (mutual TLS)");
+  cmd->add_option("--tls-key", flags->tls_key, "PEM key of --tls-cert");
   cmd->add_option("--streams", flags->streams, "Load test: concurrent streams (0 = stream one generation)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--seconds", flags->seconds, "Load test: duration")->capture_default_str();
   cmd->add_option("--max-requests", flags->max_requests, "Load test: stop after this many requests (0 = no limit)");
+  cmd->add_option("--cancel-rate", flags->cancel_rate, "Load test: share of requests cancelled mid-stream")
+      ->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--deadline-rate", flags->deadline_rate, "Load test: share of requests with a 1-51 ms time limit")
+      ->check(CLI::Range(0.0, 1.0));
   cmd->callback([flags, exit_code] { *exit_code = flags->streams > 0 ? LoadTest(*flags) : Stream(*flags); });
 }
 
