@@ -6,7 +6,6 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
-#include "spdlog/spdlog.h"
 #include "runtime/tokenizer/utf8.h"
 #include "server/status_mapping.h"
 
@@ -51,10 +50,12 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
     std::string request_id, device;
     const Tokenizer* tokenizer = nullptr;
     ServerMetrics* metrics = nullptr;
+    spdlog::logger* log = nullptr;
   };
 
-  GenerateReactor(DevicePool& pool, ServerMetrics& metrics, const Tokenizer& tokenizer, ScheduledRequest request,
-                  const GenerateRequest& proto, Clock::time_point arrived, std::shared_ptr<std::atomic<int>> open)
+  GenerateReactor(DevicePool& pool, ServerMetrics& metrics, spdlog::logger& log, const Tokenizer& tokenizer,
+                  ScheduledRequest request, const GenerateRequest& proto, Clock::time_point arrived,
+                  std::shared_ptr<std::atomic<int>> open)
       : shared_(std::make_shared<Shared>()), open_(std::move(open)) {
     open_->fetch_add(1);
     shared_->reactor = this;
@@ -63,6 +64,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
     shared_->request_id = proto.request_id();
     shared_->tokenizer = &tokenizer;
     shared_->metrics = &metrics;
+    shared_->log = &log;
     shared_->arrived = arrived;
     std::shared_ptr<Shared> shared = shared_;
     request.on_event = [shared](const StreamEvent& e) { Push(shared, e); };
@@ -72,7 +74,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
     if (!placed.ok()) {
       shared_->finished = true;
       lock.unlock();
-      LogRefusal(proto.request_id(), placed.status(), metrics);
+      LogRefusal(proto.request_id(), placed.status(), metrics, log);
       Finish(ToGrpcStatus(placed.status()));
       return;
     }
@@ -81,9 +83,10 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
     shared_->device = *placed->device_name;
   }
 
-  static void LogRefusal(const std::string& request_id, const absl::Status& status, ServerMetrics& metrics) {
+  static void LogRefusal(const std::string& request_id, const absl::Status& status, ServerMetrics& metrics,
+                         spdlog::logger& log) {
     metrics.RecordRefused(status.code());
-    spdlog::info("refused id=\"{}\" code={} message=\"{}\"", request_id, absl::StatusCodeToString(status.code()),
+    log.info("refused id=\"{}\" code={} message=\"{}\"", request_id, absl::StatusCodeToString(status.code()),
                  std::string(status.message()));
   }
 
@@ -198,7 +201,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
     done.total_seconds = Seconds(now - shared.arrived);
     shared.metrics->RecordFinished(done);
     const double decode = started ? Seconds(now - shared.first_token) : 0;
-    spdlog::info(
+    shared.log->info(
         "request id=\"{}\" device={} finish={} prompt_tokens={} generated_tokens={} queue_ms={:.2f} ttft_ms={:.2f} "
         "decode_ms={:.2f} total_ms={:.2f} tokens_per_s={:.1f}{}{}",
         shared.request_id, shared.device, FinishReasonLabel(done.reason), done.prompt_tokens, done.generated_tokens,
@@ -230,8 +233,9 @@ const char* ServingStateName(ServingState state) {
   return "?";
 }
 
-GenerationService::GenerationService(const ServiceOptions& options, ServerMetrics& metrics)
-    : options_(options), metrics_(metrics) {}
+GenerationService::GenerationService(const ServiceOptions& options, ServerMetrics& metrics,
+                                     std::shared_ptr<spdlog::logger> log)
+    : options_(options), metrics_(metrics), log_(std::move(log)) {}
 
 void GenerationService::Attach(const ServingRuntime& runtime) {
   runtime_.store(&runtime);
@@ -314,7 +318,7 @@ grpc::ServerWriteReactor<GenerateResponse>* GenerationService::Generate(grpc::Ca
       const auto steady = Clock::now() + std::chrono::duration_cast<Clock::duration>(deadline - std::chrono::system_clock::now());
       scheduled->deadline = std::min(scheduled->deadline, steady);
     }
-    return new GenerateReactor(*(*runtime)->pool, metrics_, *(*runtime)->tokenizer, std::move(*scheduled), *request,
+    return new GenerateReactor(*(*runtime)->pool, metrics_, *log_, *(*runtime)->tokenizer, std::move(*scheduled), *request,
                                arrived, open_streams_);
   }
   // Refused before any work: the stream ends with the status and no messages.
@@ -323,7 +327,7 @@ grpc::ServerWriteReactor<GenerateResponse>* GenerationService::Generate(grpc::Ca
     explicit Refusal(const absl::Status& status) { Finish(ToGrpcStatus(status)); }
     void OnDone() override { delete this; }
   };
-  GenerateReactor::LogRefusal(request->request_id(), scheduled.status(), metrics_);
+  GenerateReactor::LogRefusal(request->request_id(), scheduled.status(), metrics_, *log_);
   return new Refusal(scheduled.status());
 }
 

@@ -13,6 +13,7 @@
 #include "runtime/engine/backend_factory.h"
 #include "server/device_pool.h"
 #include "server/metrics.h"
+#include "spdlog/logger.h"
 
 namespace accllm::server {
 
@@ -34,7 +35,7 @@ const char* ServingStateName(ServingState state);
 
 class GenerationService final : public accllm::v1::Generation::CallbackService {
  public:
-  GenerationService(const ServiceOptions& options, ServerMetrics& metrics);
+  GenerationService(const ServiceOptions& options, ServerMetrics& metrics, std::shared_ptr<spdlog::logger> log);
 
   // note: `runtime` must outlive the service's calls (the server stops gRPC before freeing it).
   void Attach(const ServingRuntime& runtime);
@@ -65,6 +66,7 @@ class GenerationService final : public accllm::v1::Generation::CallbackService {
 
   ServiceOptions options_;
   ServerMetrics& metrics_;
+  std::shared_ptr<spdlog::logger> log_;  // one line per request
   std::atomic<const ServingRuntime*> runtime_{nullptr};
   std::atomic<ServingState> state_{ServingState::kLoading};
   std::shared_ptr<std::atomic<int>> open_streams_ = std::make_shared<std::atomic<int>>(0);

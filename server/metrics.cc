@@ -140,7 +140,8 @@ std::string ServerMetrics::Render(const DevicePool* pool, absl::string_view stat
   static constexpr Gauge kGauges[] = {
       {"accllm_queue_length", "Requests waiting for a device.", &Scheduler::Load::waiting},
       {"accllm_running_batch_size", "Sequences in the device's running batch.", &Scheduler::Load::running},
-      {"accllm_max_running", "Most sequences the device batches.", &Scheduler::Load::max_running},
+      {"accllm_max_running", "Most sequences the device batches (configured).", &Scheduler::Load::max_running},
+      {"accllm_max_waiting", "Longest wait queue of the device (configured).", &Scheduler::Load::max_waiting},
       {"accllm_kv_pages_used", "KV pages holding tokens.", &Scheduler::Load::pages_in_use},
       {"accllm_kv_pages_reserved", "KV pages reserved for running requests' worst case.",
        &Scheduler::Load::reserved_pages},

@@ -87,7 +87,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Listen(const ServerOptions& opti
 
   ServiceOptions service = options.service;
   service.model_name = server->options_.model_name;
-  server->service_ = std::make_unique<GenerationService>(service, server->metrics_);
+  // The process's default logger (the binary points it at stderr), fetched here, before any device
+  // thread exists.
+  server->log_ = spdlog::default_logger();
+  server->service_ = std::make_unique<GenerationService>(service, server->metrics_, server->log_);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -151,7 +154,7 @@ absl::Status Server::Load() {
   service_->Attach(*runtime_);
   grpc_->GetHealthCheckService()->SetServingStatus(true);
   for (const DevicePool::Device& d : runtime_->pool->devices()) {
-    spdlog::info("device {} ({}{}): {} KV pages, batch up to {}", d.name, d.worker->backend().name(),
+    log_->info("device {} ({}{}): {} KV pages, batch up to {}", d.name, d.worker->backend().name(),
                  d.fallback ? ", fallback" : "", d.worker->backend().page_pool().total(),
                  d.worker->scheduler().load().max_running);
   }

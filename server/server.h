@@ -67,6 +67,7 @@ class Server {
 
   ServerOptions options_;
   ServerMetrics metrics_;
+  std::shared_ptr<spdlog::logger> log_;
   std::unique_ptr<ServingRuntime> runtime_;
   std::unique_ptr<GenerationService> service_;
   std::unique_ptr<grpc::Server> grpc_;

@@ -62,8 +62,8 @@ bool Scheduler::HasRoomFor(const ScheduledRequest& request) const {
 
 Scheduler::Load Scheduler::load() const {
   std::lock_guard<std::mutex> lock(mutex_);
-  return {static_cast<int>(waiting_.size()), running_count_, options_.max_running, reserved_, pages_in_use_,
-          backend_.page_pool().total()};
+  return {static_cast<int>(waiting_.size()), running_count_, options_.max_running, options_.max_waiting, reserved_,
+          pages_in_use_, backend_.page_pool().total()};
 }
 
 void Scheduler::Cancel(uint64_t id) {

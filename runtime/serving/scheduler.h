@@ -78,6 +78,7 @@ class Scheduler {
     int waiting = 0;
     int running = 0;
     int max_running = 0;
+    int max_waiting = 0;
     int reserved_pages = 0;  // worst case held for running requests
     int pages_in_use = 0;    // as of the end of the last step
     int pages_total = 0;
