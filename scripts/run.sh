@@ -9,7 +9,7 @@ scripts/build.sh build -DCMAKE_BUILD_TYPE=Release -- accllm accllm-server
 
 model=${ACCLLM_MODEL:-../shared/models/stories260K.bin}
 log=$(mktemp)
-build/server/accllm-server -m "$model" --engine cpu --window 256 --listen 127.0.0.1:0 2>"$log" &
+build/server/accllm-server -m "$model" --window 256 --listen 127.0.0.1:0 2>"$log" &
 server=$!
 trap 'kill -TERM $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -f "$log"' EXIT
 for _ in $(seq 100); do

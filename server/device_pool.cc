@@ -5,33 +5,10 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "devices/device_kinds.h"
 
 namespace accllm::server {
 namespace {
-
-// Which --devices kinds exist and whether each is a fallback (CPU) device.
-struct DeviceKind {
-  const char* name;
-  bool fallback;
-  const char* engine;  // BackendOptions::engine
-};
-constexpr DeviceKind kDeviceKinds[] = {
-    {"cpu", true, "cpu"},
-    {"reference", true, "reference"},
-};
-
-const DeviceKind* FindKind(absl::string_view name) {
-  for (const DeviceKind& kind : kDeviceKinds) {
-    if (name == kind.name) return &kind;
-  }
-  return nullptr;
-}
-
-std::string KnownKinds() {
-  std::string out;
-  for (const DeviceKind& kind : kDeviceKinds) absl::StrAppend(&out, out.empty() ? "" : ", ", kind.name);
-  return out;
-}
 
 double Occupancy(const Scheduler::Load& load) {
   return static_cast<double>(load.running + load.waiting) / std::max(1, load.max_running);
@@ -45,8 +22,8 @@ absl::StatusOr<std::vector<DeviceSpec>> ParseDeviceList(const std::string& list)
     std::vector<absl::string_view> parts = absl::StrSplit(item, ':');
     DeviceSpec spec;
     spec.kind = std::string(parts[0]);
-    if (FindKind(spec.kind) == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat("unknown device kind '", spec.kind, "' (known: ", KnownKinds(), ")"));
+    if (absl::StatusOr<const DeviceKind*> kind = FindDeviceKind(spec.kind); !kind.ok()) {
+      return absl::InvalidArgumentError(kind.status().message());
     }
     if (parts.size() > 2 || (parts.size() == 2 && (!absl::SimpleAtoi(parts[1], &spec.count) || spec.count < 1 ||
                                                    spec.count > 64))) {
@@ -82,17 +59,15 @@ absl::StatusOr<std::unique_ptr<DevicePool>> DevicePool::Create(const DevicePoolO
   if (!specs.ok()) return specs.status();
   auto pool = std::unique_ptr<DevicePool>(new DevicePool(options));
   for (const DeviceSpec& spec : *specs) {
-    const DeviceKind& kind = *FindKind(spec.kind);
+    const DeviceKind& kind = **FindDeviceKind(spec.kind);
     for (int i = 0; i < spec.count; ++i) {
-      BackendOptions device_options = backend;
-      device_options.engine = kind.engine;
-      absl::StatusOr<std::unique_ptr<Backend>> made = MakeBackend(device_options, model);
+      absl::StatusOr<std::unique_ptr<Backend>> made = kind.make(backend, model);
       if (!made.ok()) {
         return absl::Status(made.status().code(), absl::StrCat("device ", spec.kind, ":", i, ": ", made.status().message()));
       }
-      pool->devices_.push_back({absl::StrCat(spec.kind, ":", i), kind.fallback,
+      pool->devices_.push_back({absl::StrCat(spec.kind, ":", i), !kind.accelerator,
                                 std::make_unique<DeviceWorker>(std::move(*made), tokenizer, scheduler)});
-      pool->has_accelerators_ |= !kind.fallback;
+      pool->has_accelerators_ |= kind.accelerator;
     }
   }
   return pool;

@@ -30,10 +30,13 @@ int main(int argc, char** argv) {
   app.add_option("--tls-cert", options.tls.cert_file, "PEM certificate chain: serve gRPC over TLS");
   app.add_option("--tls-key", options.tls.key_file, "PEM private key for --tls-cert");
   app.add_option("--tls-client-ca", options.tls.client_ca_file, "PEM CA bundle: require client certificates (mTLS)");
-  app.add_option("--devices", options.devices.devices, "Devices, e.g. cpu or cpu:2")->capture_default_str();
+  app.add_option("--devices", options.devices.devices,
+                 "Devices: cpu (the W2A8KV4 CPU engine; fp32 models run in fp32), reference (fp32 oracle), "
+                 "fpga-sim (the accelerator in C simulation; packed models), each as kind or kind:count, "
+                 "comma-separated")
+      ->capture_default_str();
   app.add_option("--fallback", fallback, "When CPU devices take requests: when-full, never or balance")
       ->capture_default_str();
-  app.add_option("--engine", options.backend.engine, "Engine of cpu devices: reference or cpu (default: cpu for packed models)");
   app.add_option("--kv", options.backend.kv, "KV precision for the cpu engine: f32 or kv4")->capture_default_str();
   app.add_option("--window", options.backend.window, "Λ window (0 = full attention)")->capture_default_str();
   app.add_option("--sinks", options.backend.sinks, "Λ sink tokens")->capture_default_str();

@@ -12,6 +12,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "httplib.h"
+#include "runtime/model/load_model.h"
+#include "runtime/model/packed_model.h"
+#include "runtime/quant/quantize_model.h"
 #include "tests/server_fixture.h"
 
 extern char** environ;
@@ -251,6 +254,84 @@ TEST_F(ServerTest, DevicePoolSpreadsStreamsOverDevices) {
   absl::StatusOr<std::unique_ptr<Server>> refused = Server::Start(bad);
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(refused.status().message()), HasSubstr("unknown device kind 'tpu'"));
+}
+
+// Accelerators first, CPU when they are full: fpga-sim (the accelerator in C simulation) and a CPU
+// device, one sequence each, serving a packed stories260K.
+class DevicePoolFallbackTest : public ServerTest {
+ protected:
+  std::string PackedModel() {
+    auto model = LoadModel(RequireModelFile("stories260K.bin").string());
+    EXPECT_TRUE(model.ok());
+    QuantizeOptions q;
+    q.group_size = 32;
+    q.method = QuantMethod::kRtn;
+    auto packed = QuantizeModel(**model, q, nullptr, nullptr);
+    EXPECT_TRUE(packed.ok());
+    const std::string path = (dir_ / "s.safetensors").string();
+    EXPECT_TRUE(WritePackedModel(*packed, path).ok());
+    return path;
+  }
+  // Starts a long greedy stream and waits for its first chunk (so it holds its device).
+  struct Open {
+    std::unique_ptr<grpc::ClientContext> context = std::make_unique<grpc::ClientContext>();
+    std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader;
+    std::vector<int> ids;
+    v1::FinalMessage final;
+  };
+  Open Start(bool wait_for_first_chunk) {
+    Open o;
+    v1::GenerateRequest r = Greedy("Once upon a time", 300);
+    r.set_ignore_eos(true);
+    o.reader = stub_->Generate(o.context.get(), r);
+    v1::GenerateResponse response;
+    if (wait_for_first_chunk && o.reader->Read(&response)) {
+      o.ids.assign(response.chunk().token_ids().begin(), response.chunk().token_ids().end());
+    }
+    return o;
+  }
+  static void Finish(Open& o) {
+    v1::GenerateResponse response;
+    while (o.reader->Read(&response)) {
+      if (response.has_final()) o.final = response.final();
+      o.ids.insert(o.ids.end(), response.chunk().token_ids().begin(), response.chunk().token_ids().end());
+    }
+    EXPECT_TRUE(o.reader->Finish().ok());
+  }
+  ScratchDir dir_;
+};
+
+TEST_F(DevicePoolFallbackTest, FullAcceleratorsSpillToCpu) {
+  ServerOptions options = Options("tok512.bin", /*max_waiting=*/4, /*max_running=*/1);
+  options.model_path = PackedModel();
+  options.backend.kv = "kv4";
+  options.devices.devices = "fpga-sim,cpu";
+  options.metrics_listen = "127.0.0.1:0";
+  StartServer(options);
+  Open a = Start(true), b = Start(true), c = Start(false);
+  for (Open* o : {&a, &b, &c}) Finish(*o);
+  EXPECT_EQ(a.final.device(), "fpga-sim:0");
+  EXPECT_EQ(b.final.device(), "cpu:0");       // the accelerator was full
+  EXPECT_EQ(c.final.device(), "fpga-sim:0");  // queued for the accelerator, not a second fallback
+  EXPECT_EQ(a.ids, b.ids);                    // same tokens on either device
+  EXPECT_EQ(a.ids.size(), 300u);
+  EXPECT_EQ(Info().cpu_fallbacks(), 1);
+  httplib::Client http("127.0.0.1", server_->metrics_port());
+  EXPECT_THAT(http.Get("/metrics")->body, HasSubstr("accllm_cpu_fallbacks_total 1\n"));
+}
+
+TEST_F(DevicePoolFallbackTest, PolicyNeverKeepsRequestsOnAccelerators) {
+  ServerOptions options = Options("tok512.bin", /*max_waiting=*/4, /*max_running=*/1);
+  options.model_path = PackedModel();
+  options.backend.kv = "kv4";
+  options.devices.devices = "fpga-sim,cpu";
+  options.devices.fallback = FallbackPolicy::kNever;
+  StartServer(options);
+  Open a = Start(true), b = Start(false);
+  for (Open* o : {&a, &b}) Finish(*o);
+  EXPECT_EQ(a.final.device(), "fpga-sim:0");
+  EXPECT_EQ(b.final.device(), "fpga-sim:0");
+  EXPECT_EQ(Info().cpu_fallbacks(), 0);
 }
 
 // Certificates made by the openssl command line for one test: a CA, a server certificate for

@@ -38,7 +38,10 @@ absl::StatusOr<std::unique_ptr<CpuEngine>> CpuEngine::Create(EngineWeights weigh
                                                    options.lambda.window));
   }
   if (weights.config.head_size() % 2 != 0) return absl::InvalidArgumentError("head size must be even for KV4");
-  ASSIGN_OR_RETURN(const CpuKernels* kernels, SelectedKernels());
+  const CpuKernels* kernels = options.kernels;
+  if (kernels == nullptr) {
+    ASSIGN_OR_RETURN(kernels, SelectedKernels());
+  }
   auto engine = std::unique_ptr<CpuEngine>(new CpuEngine(std::move(weights), options, *kernels));
   if (!engine->kv_.ok()) return absl::ResourceExhaustedError("cannot allocate the KV cache");
   return engine;
@@ -69,7 +72,7 @@ CpuEngine::CpuEngine(EngineWeights weights, const CpuEngineOptions& options, con
 }
 
 std::string CpuEngine::name() const {
-  return absl::StrCat("cpu(", kernels_->name, ", ", pool_threads_.threads(), " threads, ",
+  return absl::StrCat(options_.label, "(", kernels_->name, ", ", pool_threads_.threads(), " threads, ",
                       KvPrecisionName(options_.kv_precision), ")");
 }
 

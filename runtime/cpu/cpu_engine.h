@@ -11,6 +11,7 @@
 #include <map>
 #include <tuple>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -32,6 +33,10 @@ struct CpuEngineOptions {
   // Round-trip the inputs of fp32 linear layers through A8 (to measure A8's effect on quality
   // with fp32 weights). W2 layers always take A8 inputs.
   bool fake_quantize_activations = false;
+  // The kernel table; null: the best this CPU runs (SelectedKernels). A simulated accelerator
+  // supplies its own (fpga/sim).
+  const CpuKernels* kernels = nullptr;
+  std::string label = "cpu";  // how name() introduces the engine
 };
 
 class CpuEngine final : public Backend {

@@ -51,6 +51,8 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const BackendOptions& flags
   options.kv_pages = flags.kv_pages;
   options.fake_quantize_activations = flags.fake_a8;
   options.max_step_tokens = flags.max_step_tokens;
+  options.kernels = flags.kernels;
+  options.label = flags.label;
   EngineWeights weights = model.packed ? model.packed->ToEngineWeights() : EngineWeightsFromModel(*model.fp32);
   absl::StatusOr<std::unique_ptr<CpuEngine>> cpu = CpuEngine::Create(std::move(weights), options);
   if (!cpu.ok()) return cpu.status();

@@ -13,6 +13,8 @@
 
 namespace accllm {
 
+struct CpuKernels;
+
 struct BackendOptions {
   std::string engine;     // reference | cpu; empty: cpu for packed models, reference otherwise
   std::string kv = "kv4"; // f32 | kv4
@@ -23,6 +25,8 @@ struct BackendOptions {
   int kv_pages = 0;
   int max_step_tokens = 256;
   bool fake_a8 = false;
+  const CpuKernels* kernels = nullptr;  // cpu engine: null = the best this CPU runs
+  std::string label = "cpu";            // cpu engine: the name it reports
 };
 
 // An fp32 model (llama2.c or Hugging Face) or a packed W2A8KV4 model.

@@ -24,6 +24,7 @@ class A8Batch {
   int cols_padded() const { return cols_; }
   int group_size() const { return group_size_; }
   float scale(int t) const { return scales_[t]; }
+  const float* scales() const { return scales_.data(); }
   const int8_t* codes(int t) const { return codes_.data() + static_cast<std::size_t>(t) * cols_; }
   const int32_t* group_sums(int t) const { return group_sums_.data() + static_cast<std::size_t>(t) * groups_; }
 

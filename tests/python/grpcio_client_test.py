@@ -34,7 +34,7 @@ class GrpcioClientTest(unittest.TestCase):
     def setUpClass(cls):
         cls.log = tempfile.NamedTemporaryFile(prefix="accllm-server-", suffix=".log", delete=False)
         cls.server = subprocess.Popen(
-            [SERVER, "-m", MODEL, "--listen", "127.0.0.1:0", "--engine", "cpu", "--kv", "f32"],
+            [SERVER, "-m", MODEL, "--listen", "127.0.0.1:0", "--kv", "f32"],
             stderr=cls.log, stdout=subprocess.DEVNULL)
         port = None
         for _ in range(3000):

@@ -1,12 +1,15 @@
 #include "tools/accllm/engine_flags.h"
 
+#include "devices/device_kinds.h"
+
 namespace accllm::cli {
 
 void AddEngineOptions(CLI::App& cmd, BackendOptions& flags) {
-  cmd.add_option("--engine", flags.engine,
-                 "reference: the fp32 oracle; cpu: the CPU engine (paged KV, Λ attention). "
-                 "Default: cpu for packed models, reference otherwise")
-      ->check(CLI::IsMember({"reference", "cpu"}));
+  cmd.add_option("--engine,--device", flags.engine,
+                 "reference: the fp32 oracle; cpu: the CPU engine (paged KV, Λ attention); fpga-sim: the "
+                 "accelerator's kernels in C simulation (packed models). Default: cpu for packed models, "
+                 "reference otherwise")
+      ->check(CLI::IsMember({"reference", "cpu", "fpga-sim"}));
   cmd.add_option("--kv", flags.kv, "KV cache precision for --engine cpu")
       ->check(CLI::IsMember({"f32", "kv4"}))->capture_default_str();
   cmd.add_option("--sinks", flags.sinks, "Λ attention: sink tokens every query sees")->check(CLI::NonNegativeNumber)
@@ -18,6 +21,13 @@ void AddEngineOptions(CLI::App& cmd, BackendOptions& flags) {
   cmd.add_option("--kv-pages", flags.kv_pages, "KV pages in the pool; 0 = enough for one full-length sequence")
       ->check(CLI::NonNegativeNumber);
   cmd.add_flag("--fake-a8", flags.fake_a8, "Round fp32 layers' inputs through int8 (quality experiments)");
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> MakeEngine(const BackendOptions& flags, const AnyModel& model) {
+  if (flags.engine.empty()) return MakeBackend(flags, model);
+  absl::StatusOr<const DeviceKind*> kind = FindDeviceKind(flags.engine);
+  if (!kind.ok()) return kind.status();
+  return (*kind)->make(flags, model);
 }
 
 }  // namespace accllm::cli

@@ -7,5 +7,7 @@
 namespace accllm::cli {
 
 void AddEngineOptions(CLI::App& cmd, BackendOptions& flags);
+// The engine (device) the flags choose.
+absl::StatusOr<std::unique_ptr<Backend>> MakeEngine(const BackendOptions& flags, const AnyModel& model);
 
 }  // namespace accllm::cli

@@ -42,7 +42,7 @@ int RunGenerate(GenerateFlags flags) {
   absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = LoadTokenizerFor(*model, flags.tokenizer);
   if (!tokenizer.ok()) return ReportError(tokenizer.status());
 
-  absl::StatusOr<std::unique_ptr<Backend>> backend = MakeBackend(flags.engine, *model);
+  absl::StatusOr<std::unique_ptr<Backend>> backend = MakeEngine(flags.engine, *model);
   if (!backend.ok()) return ReportError(backend.status());
   absl::StatusOr<std::unique_ptr<Generator>> generator = Generator::Create(**backend, **tokenizer, flags.context);
   if (!generator.ok()) return ReportError(generator.status());

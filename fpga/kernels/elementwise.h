@@ -1,0 +1,19 @@
+// The element-wise units between the W2A8 engine's layers, in the same float order as the CPU
+// engine (runtime/common/nn_ops.h) so that both produce the same tokens:
+//   * RMSNorm fused with A8 quantization: the normalized vector never leaves the chip; out come
+//     int8 codes, the per-token scale and the per-group code sums the W2A8 engine needs;
+//   * RoPE (Meta/llama2.c pair layout), SwiGLU.
+#pragma once
+
+#include <cstdint>
+
+namespace accllm::hls {
+
+inline constexpr int kMaxDim = 16384;
+
+}  // namespace accllm::hls
+
+extern "C" void accllm_rmsnorm_a8(const float* x, const float* weight, int size, float eps, int cols_padded,
+                                  int group_size, int8_t* codes, float* act_scale, int32_t* group_sums);
+extern "C" void accllm_rope(float* vec, int n, int head_size, int pos, float theta);
+extern "C" void accllm_swiglu(float* gate, const float* up, int size);

@@ -1,0 +1,80 @@
+// The few HLS types the kernels use, for C simulation with plain g++. A Vitis build defines
+// ACCLLM_VITIS_HLS and maps them to the vendor types (ap_uint<512>, hls::stream); the vendor
+// headers are not part of this repository.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#ifdef ACCLLM_VITIS_HLS
+#include <ap_int.h>
+#include <hls_stream.h>
+#endif
+
+namespace accllm::hls {
+
+inline constexpr int kBeatBytes = 64;  // one 512-bit HBM beat
+
+#ifdef ACCLLM_VITIS_HLS
+using Beat = ap_uint<512>;
+template <typename T>
+using Stream = ::hls::stream<T>;
+inline uint8_t BeatByte(const Beat& beat, int i) { return beat.range(8 * i + 7, 8 * i); }
+#else
+// One 512-bit beat: 64 bytes, as the AXI port delivers them.
+struct Beat {
+  uint8_t bytes[kBeatBytes];
+};
+inline uint8_t BeatByte(const Beat& beat, int i) { return beat.bytes[i]; }
+
+// A FIFO between dataflow stages. C simulation runs stages one after another, so the FIFO must
+// be deep enough for everything one stage writes before the next reads (checked).
+template <typename T, int kDepth = 4096>
+class Stream {
+ public:
+  void write(const T& v) {
+    if (count_ == kDepth) __builtin_trap();  // a real design would deadlock: make it loud
+    data_[(head_ + count_++) % kDepth] = v;
+  }
+  T read() {
+    if (count_ == 0) __builtin_trap();
+    T v = data_[head_];
+    head_ = (head_ + 1) % kDepth;
+    --count_;
+    return v;
+  }
+  bool empty() const { return count_ == 0; }
+
+ private:
+  T data_[kDepth];
+  int head_ = 0;
+  int count_ = 0;
+};
+#endif
+
+// fp16 bits → float, as the DSP-side converter does (exact for every fp16 value).
+inline float HalfToFloat(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
+  uint32_t exponent = (h >> 10) & 0x1F;
+  uint32_t mantissa = h & 0x3FF;
+  uint32_t bits;
+  if (exponent == 0x1F) {
+    bits = sign | 0x7F800000u | (mantissa << 13);
+  } else if (exponent != 0) {
+    bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
+  } else if (mantissa == 0) {
+    bits = sign;
+  } else {  // subnormal: normalize
+    exponent = 113;
+    while ((mantissa & 0x400) == 0) {
+      mantissa <<= 1;
+      --exponent;
+    }
+    bits = sign | (exponent << 23) | ((mantissa & 0x3FF) << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+}  // namespace accllm::hls

@@ -1,0 +1,38 @@
+// KV4 attention units: the score unit (q against a run of 4-bit keys) and the accumulate unit
+// (probabilities times a run of 4-bit values), over cached vectors laid out as the KV4 pages
+// are (runtime/kv/kv_storage.h: head_size / 2 code bytes per vector, low nibble first, and fp16
+// scale and min per vector). The host walks a sequence's block table and hands the units the
+// page runs that lie in the Λ window (sinks + recent tokens), so the mask costs nothing here.
+// The top function runs one (token, head) end to end: scores, softmax, weighted sum.
+#pragma once
+
+#include <cstdint>
+
+namespace accllm::hls {
+
+struct Kv4Param {
+  uint16_t scale;  // fp16
+  uint16_t min;    // fp16
+};
+
+// scores[i] = scale * (s_i * (q . codes_i) + min_i * q_sum)
+void Kv4Score(const float* q, float q_sum, const uint8_t* codes, const Kv4Param* params, int count, int head_size,
+              float scale, float* scores);
+// out += sum_i p_i * s_i * codes_i; returns sum_i p_i * min_i (added to every element later).
+float Kv4Accumulate(float* out, const float* p, const uint8_t* codes, const Kv4Param* params, int count,
+                    int head_size);
+
+inline constexpr int kKv4MaxHeadSize = 256;
+inline constexpr int kKv4MaxVisible = 8192;  // sinks + window tokens one query may see
+
+}  // namespace accllm::hls
+
+// One query head over `runs` page runs of its sequence: run r covers run_count[r] vectors
+// starting at vector run_start[r] of the key/value code arrays. The first `sink_runs` runs are
+// sink tokens outside the window, which meet `q_sink` (the query rotated at the capped position,
+// LM-Infinite style); the rest meet `q`. Writes head_size outputs.
+extern "C" void accllm_kv4_attention(const float* q, const float* q_sink, int sink_runs, const uint8_t* key_codes,
+                                     const accllm::hls::Kv4Param* key_params,
+                                     const uint8_t* value_codes, const accllm::hls::Kv4Param* value_params,
+                                     const int32_t* run_start, const int32_t* run_count, int runs, int head_size,
+                                     float* out);

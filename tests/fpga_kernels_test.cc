@@ -1,0 +1,247 @@
+// C simulation of the accelerator's kernels (fpga/kernels, compiled with g++): bit-identical to
+// the CPU engine's kernels and element-wise ops on random inputs and on stories260K's layers; and
+// the fpga-sim device generates the CPU engine's tokens.
+#include <cstring>
+#include <random>
+
+#include "fpga/kernels/elementwise.h"
+#include "fpga/kernels/hls_compat.h"
+#include "fpga/kernels/kv4_attention.h"
+#include "fpga/kernels/w2a8_engine.h"
+#include "fpga/sim/fpga_sim_backend.h"
+#include "gmock/gmock.h"
+#include "runtime/common/half.h"
+#include "runtime/common/nn_ops.h"
+#include "runtime/cpu/kernels.h"
+#include "runtime/generate/generator.h"
+#include "runtime/model/load_model.h"
+#include "runtime/quant/a8.h"
+#include "runtime/quant/quantize_model.h"
+#include "runtime/quant/w2.h"
+#include "tests/test_support.h"
+
+namespace accllm {
+namespace {
+
+using ::accllm::testing::RequireModelFile;
+using ::accllm::testing::ScratchDir;
+
+template <typename T>
+bool SameBits(const std::vector<T>& a, const std::vector<T>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+}
+
+std::vector<float> Normal(std::size_t n, float sigma, std::mt19937& rng) {
+  std::normal_distribution<float> normal(0.0f, sigma);
+  std::vector<float> v(n);
+  for (float& e : v) e = normal(rng);
+  return v;
+}
+
+// The W2A8 engine's top function over the whole matrix, as the host would call it.
+void RunEngine(const W2View& w, const A8Batch& x, float* y, int64_t ldy) {
+  accllm_w2a8(reinterpret_cast<const hls::Beat*>(w.codes), reinterpret_cast<const hls::Beat*>(w.sparse_index),
+              w.scales, w.zeros, x.codes(0), x.group_sums(0), x.scales(), y, w.shape.rows, w.shape.cols_padded(),
+              w.shape.group_size, w.shape.sparse24, x.tokens(), static_cast<int>(ldy), 0, w.shape.row_tiles());
+}
+
+TEST(FpgaKernelTest, HalfConverterIsExactForEveryValue) {
+  for (uint32_t h = 0; h < 65536; ++h) {
+    const float a = hls::HalfToFloat(static_cast<uint16_t>(h)), b = Fp16ToFloat(static_cast<uint16_t>(h));
+    ASSERT_EQ(std::memcmp(&a, &b, sizeof a), 0) << "fp16 bits " << h;
+  }
+}
+
+struct EngineCase {
+  int rows, cols, group_size, tokens;
+  bool sparse;
+};
+
+class W2A8EngineTest : public ::testing::TestWithParam<EngineCase> {};
+
+TEST_P(W2A8EngineTest, BitExactAgainstTheCpuKernels) {
+  const EngineCase c = GetParam();
+  std::mt19937 rng(c.rows * 131 + c.cols * 7 + c.group_size + c.tokens * 3 + c.sparse);
+  const W2Shape shape{c.rows, c.cols, c.group_size, c.sparse};
+  std::vector<uint8_t> keep;
+  if (c.sparse) {
+    keep.assign(static_cast<std::size_t>(c.rows) * c.cols, 0);
+    for (std::size_t i = 0; i < keep.size(); i += 4) {
+      const int a = static_cast<int>(rng() % 4);
+      int b = static_cast<int>(rng() % 3);
+      if (b >= a) ++b;
+      keep[i + a] = keep[i + b] = 1;
+    }
+  }
+  ASSERT_OK_AND_ASSIGN(W2Matrix m, QuantizeW2(Normal(static_cast<std::size_t>(c.rows) * c.cols, 0.02f, rng), shape, keep));
+  A8Batch x(shape.cols_padded(), shape.group_size, c.tokens);
+  for (int t = 0; t < c.tokens; ++t) x.Quantize(t, Normal(c.cols, 1.0f, rng));
+
+  const int64_t ldy = c.rows + 5;
+  std::vector<float> cpu(static_cast<std::size_t>(ldy) * c.tokens, -7.0f), fpga = cpu;
+  kScalarKernels.matmul_w2a8(m.view(), x, 0, shape.row_tiles(), cpu.data(), ldy);
+  RunEngine(m.view(), x, fpga.data(), ldy);
+  EXPECT_TRUE(SameBits(cpu, fpga));  // padding outside `rows` untouched by both
+  // The best CPU path too (it is what the CPU engine runs here).
+  ASSERT_OK_AND_ASSIGN(const CpuKernels* best, SelectedKernels());
+  std::vector<float> host(cpu.size(), -7.0f);
+  best->matmul_w2a8(m.view(), x, 0, shape.row_tiles(), host.data(), ldy);
+  EXPECT_TRUE(SameBits(host, fpga)) << best->name;
+}
+
+INSTANTIATE_TEST_SUITE_P(RandomShapes, W2A8EngineTest,
+                         ::testing::Values(EngineCase{16, 128, 128, 1, false}, EngineCase{37, 96, 32, 3, false},
+                                           EngineCase{64, 256, 64, 5, true}, EngineCase{5, 40, 32, 2, true},
+                                           EngineCase{130, 512, 128, 1, true}, EngineCase{48, 1000, 256, 4, false},
+                                           EngineCase{33, 64, 32, 64, false}));
+
+TEST(FpgaKernelTest, Kv4UnitsAndAttentionBitExact) {
+  std::mt19937 rng(5);
+  for (int head_size : {8, 32, 48, 128}) {
+    const int count = 37;
+    std::vector<uint8_t> key_codes(static_cast<std::size_t>(count) * head_size / 2),
+        value_codes(key_codes.size());
+    std::vector<Kv4Params> key_params(count), value_params(count);
+    for (int i = 0; i < count; ++i) {
+      key_params[i] = QuantizeKv4(Normal(head_size, 1.0f, rng), key_codes.data() + i * head_size / 2);
+      value_params[i] = QuantizeKv4(Normal(head_size, 1.0f, rng), value_codes.data() + i * head_size / 2);
+    }
+    const std::vector<float> q = Normal(head_size, 1.0f, rng), q_sink = Normal(head_size, 1.0f, rng);
+    float q_sum = 0, sink_sum = 0;
+    for (int d = 0; d < head_size; ++d) {
+      q_sum += q[d];
+      sink_sum += q_sink[d];
+    }
+    const auto* hk = reinterpret_cast<const hls::Kv4Param*>(key_params.data());
+    const auto* hv = reinterpret_cast<const hls::Kv4Param*>(value_params.data());
+    const float scale = 1.0f / std::sqrt(static_cast<float>(head_size));
+
+    // The units against the CPU's scalar kernels.
+    std::vector<float> cpu_scores(count), fpga_scores(count);
+    Kv4ScoreScalar(q.data(), q_sum, key_codes.data(), key_params.data(), count, head_size, scale, cpu_scores.data());
+    hls::Kv4Score(q.data(), q_sum, key_codes.data(), hk, count, head_size, scale, fpga_scores.data());
+    EXPECT_TRUE(SameBits(cpu_scores, fpga_scores)) << head_size;
+    std::vector<float> cpu_out(head_size, 0.5f), fpga_out = cpu_out;
+    const float cpu_min = Kv4AccumulateScalar(cpu_out.data(), cpu_scores.data(), value_codes.data(),
+                                              value_params.data(), count, head_size);
+    const float fpga_min = hls::Kv4Accumulate(fpga_out.data(), cpu_scores.data(), value_codes.data(), hv, count, head_size);
+    EXPECT_TRUE(SameBits(cpu_out, fpga_out));
+    EXPECT_EQ(std::memcmp(&cpu_min, &fpga_min, sizeof cpu_min), 0);
+
+    // The whole-head kernel: a sink run (vectors 0-3) and two window runs (10-19, 25-36), against
+    // the CPU engine's composition of the same steps.
+    const std::vector<int32_t> start = {0, 10, 25}, run = {4, 10, 12};
+    std::vector<float> scores(26);
+    Kv4ScoreScalar(q_sink.data(), sink_sum, key_codes.data(), key_params.data(), 4, head_size, scale, &scores[0]);
+    Kv4ScoreScalar(q.data(), q_sum, key_codes.data() + 10 * head_size / 2, &key_params[10], 10, head_size, scale, &scores[4]);
+    Kv4ScoreScalar(q.data(), q_sum, key_codes.data() + 25 * head_size / 2, &key_params[25], 12, head_size, scale, &scores[14]);
+    Softmax(scores.data(), 26);
+    std::vector<float> expected(head_size, 0.0f);
+    float min_sum = 0;
+    for (int r = 0, index = 0; r < 3; index += run[r], ++r) {
+      min_sum += Kv4AccumulateScalar(expected.data(), &scores[index], value_codes.data() + start[r] * head_size / 2,
+                                     &value_params[start[r]], run[r], head_size);
+    }
+    for (float& e : expected) e += min_sum;
+    std::vector<float> got(head_size);
+    accllm_kv4_attention(q.data(), q_sink.data(), 1, key_codes.data(), hk, value_codes.data(), hv, start.data(),
+                         run.data(), 3, head_size, got.data());
+    EXPECT_TRUE(SameBits(expected, got)) << head_size;
+  }
+}
+
+TEST(FpgaKernelTest, ElementwiseUnitsBitExact) {
+  std::mt19937 rng(11);
+  for (int size : {64, 200, 4096}) {
+    const std::vector<float> x = Normal(size, 3.0f, rng), weight = Normal(size, 1.0f, rng);
+    for (int group_size : {32, 128}) {
+      const int cols_padded = (size + group_size - 1) / group_size * group_size;
+      std::vector<float> normalized(size);
+      RmsNorm(normalized.data(), x.data(), weight.data(), size, 1e-5f);
+      A8Batch expected(cols_padded, group_size, 1);
+      expected.Quantize(0, normalized);
+      std::vector<int8_t> codes(cols_padded, 99);
+      std::vector<int32_t> sums(cols_padded / group_size);
+      float scale = 0;
+      accllm_rmsnorm_a8(x.data(), weight.data(), size, 1e-5f, cols_padded, group_size, codes.data(), &scale, sums.data());
+      EXPECT_EQ(std::memcmp(codes.data(), expected.codes(0), cols_padded), 0) << size << "/" << group_size;
+      EXPECT_EQ(std::memcmp(sums.data(), expected.group_sums(0), sums.size() * 4), 0);
+      EXPECT_EQ(scale, expected.scale(0));
+    }
+    std::vector<float> a = x, b = x;
+    Rope(a.data(), size, 32, 77, 10000.0f);
+    accllm_rope(b.data(), size, 32, 77, 10000.0f);
+    EXPECT_TRUE(SameBits(a, b));
+    a = x;
+    b = x;
+    SwiGlu(a.data(), weight.data(), size);
+    accllm_swiglu(b.data(), weight.data(), size);
+    EXPECT_TRUE(SameBits(a, b));
+  }
+}
+
+// stories260K quantized as the product would (W2 group 32, 2:4 on the FFN layers).
+class FpgaStoriesTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_OK_AND_ASSIGN(model_, LoadModel(RequireModelFile("stories260K.bin").string()));
+    QuantizeOptions options;
+    options.group_size = 32;
+    options.method = QuantMethod::kRtn;
+    options.prune = PruneMethod::kMagnitude;
+    options.prune_layers = "ffn";
+    options.source = "stories260K.bin";
+    ASSERT_OK_AND_ASSIGN(packed_, QuantizeModel(*model_, options, nullptr, nullptr));
+  }
+  std::unique_ptr<Model> model_;
+  PackedContents packed_;
+};
+
+TEST_F(FpgaStoriesTest, EveryLayerBitExact) {
+  std::mt19937 rng(3);
+  int sparse_layers = 0;
+  for (const auto& [id, matrix] : packed_.linears) {
+    const W2View w = matrix.view();
+    sparse_layers += w.shape.sparse24;
+    A8Batch x(w.shape.cols_padded(), w.shape.group_size, 4);
+    for (int t = 0; t < 4; ++t) x.Quantize(t, Normal(w.shape.cols, 1.0f, rng));
+    std::vector<float> cpu(static_cast<std::size_t>(w.shape.rows) * 4), fpga(cpu.size());
+    kScalarKernels.matmul_w2a8(w, x, 0, w.shape.row_tiles(), cpu.data(), w.shape.rows);
+    RunEngine(w, x, fpga.data(), w.shape.rows);
+    EXPECT_TRUE(SameBits(cpu, fpga)) << HfTensorName(id);
+  }
+  EXPECT_GT(sparse_layers, 0);
+}
+
+TEST_F(FpgaStoriesTest, FpgaSimGeneratesTheCpuEnginesTokens) {
+  ScratchDir dir;
+  const std::string path = (dir / "s.safetensors").string();
+  ASSERT_OK(WritePackedModel(packed_, path));
+  ASSERT_OK_AND_ASSIGN(AnyModel model, LoadAnyModel(path, LoadMode::kMap));
+  ASSERT_OK_AND_ASSIGN(auto tokenizer, LoadTokenizer(RequireModelFile("tok512.bin").string()));
+  BackendOptions options;
+  options.window = 64;  // Λ attention with sinks past position 64
+  options.engine = "cpu";
+  ASSERT_OK_AND_ASSIGN(auto cpu, MakeBackend(options, model));
+  ASSERT_OK_AND_ASSIGN(auto fpga, fpga::MakeFpgaSimBackend(options, model));
+  EXPECT_THAT(fpga->name(), ::testing::StartsWith("fpga-sim("));
+  GenerationOptions g;
+  g.sampling.temperature = 0.0f;
+  g.max_new_tokens = 150;
+  g.ignore_eos = true;
+  for (const char* prompt : {"Once upon a time", "Lily and Ben"}) {
+    ASSERT_OK_AND_ASSIGN(auto on_cpu, Generator::Create(*cpu, *tokenizer));
+    ASSERT_OK_AND_ASSIGN(auto on_fpga, Generator::Create(*fpga, *tokenizer));
+    ASSERT_OK_AND_ASSIGN(GenerationResult a, on_cpu->Generate(prompt, g));
+    ASSERT_OK_AND_ASSIGN(GenerationResult b, on_fpga->Generate(prompt, g));
+    EXPECT_EQ(a.generated_ids, b.generated_ids) << prompt;
+    EXPECT_EQ(b.generated_ids.size(), 150u);
+  }
+  // Like the card, fpga-sim takes packed models only.
+  ASSERT_OK_AND_ASSIGN(AnyModel fp32, LoadAnyModel(RequireModelFile("stories260K.bin").string(), LoadMode::kMap));
+  EXPECT_THAT(std::string(fpga::MakeFpgaSimBackend(options, fp32).status().message()),
+              ::testing::HasSubstr("packed W2A8KV4 models only"));
+}
+
+}  // namespace
+}  // namespace accllm
