@@ -1,0 +1,126 @@
+// accllm fpga-model: the estimated speed and power of the accelerator on a U280 for a model shape,
+// held against the published figures and the HBM roofline.
+#include <cstdio>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "fpga/model/perf_model.h"
+#include "tools/accllm/commands.h"
+
+namespace accllm::cli {
+namespace {
+
+struct FpgaModelFlags {
+  std::string shape = "llama2-7b";
+  std::string batches = "1,4,16";
+  std::string cards = "1,2,3,4";
+  int context = 1024;
+  int window = 0;
+  int sinks = 4;
+  int group_size = 128;
+  double sparse_fraction = 0;
+  fpga::AcceleratorDesign design;
+};
+
+absl::StatusOr<std::vector<int>> ParseList(const std::string& text, const char* what) {
+  std::vector<int> out;
+  for (absl::string_view item : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
+    int v = 0;
+    if (!absl::SimpleAtoi(item, &v) || v < 1) {
+      return absl::InvalidArgumentError(absl::StrCat("bad ", what, " '", std::string(item), "': want positive integers"));
+    }
+    out.push_back(v);
+  }
+  if (out.empty()) return absl::InvalidArgumentError(absl::StrCat("no ", what, " given"));
+  return out;
+}
+
+int Run(const FpgaModelFlags& f) {
+  absl::StatusOr<LlamaConfig> config = ParseShape(f.shape);
+  if (!config.ok()) return ReportError(config.status());
+  absl::StatusOr<std::vector<int>> batches = ParseList(f.batches, "batch size");
+  if (!batches.ok()) return ReportError(batches.status());
+  absl::StatusOr<std::vector<int>> cards = ParseList(f.cards, "card count");
+  if (!cards.ok()) return ReportError(cards.status());
+
+  const fpga::U280Platform platform;
+  fpga::Workload work;
+  work.config = *config;
+  work.group_size = f.group_size;
+  work.sparse_fraction = f.sparse_fraction;
+  work.context = f.context;
+  work.window = f.window;
+  work.sinks = f.sinks;
+  const fpga::Estimate one = fpga::EstimateAccelerator(platform, f.design, work);
+
+  std::printf("## %s on one U280, batch 1, context %d%s\n\n", f.shape.c_str(), f.context,
+              f.window > 0 ? (" (Λ window " + std::to_string(f.window) + ")").c_str() : "");
+  std::printf("| design | decode tokens/s | W | J/token |\n|---|---:|---:|---:|\n");
+  std::printf("| this model (%d W2A8 units x %d token lanes, %.0f MHz) | %.1f | %.1f | %.3f |\n", f.design.w2a8_units,
+              f.design.token_lanes, f.design.clock_mhz, one.tokens_per_s, one.watts, one.joules_per_token);
+  for (const fpga::PublishedFigure& p : fpga::PublishedLlama2_7bOnU280()) {
+    if (p.watts > 0) {
+      std::printf("| %s | %.1f | %.1f | %.3f |\n", p.design, p.tokens_per_s, p.watts, p.watts / p.tokens_per_s);
+    } else {
+      std::printf("| %s | %.1f | - | - |\n", p.design, p.tokens_per_s);
+    }
+  }
+  std::printf("| HBM roofline (460 GB/s, weights + KV) | %.1f | - | - |\n\n", one.hbm_roofline_tokens_per_s);
+  std::printf("Per step: %.3f GB weights, %.3f GB KV; DSP %d of %d, URAM %d of %d (%s)\n\n", one.weight_bytes / 1e9,
+              one.kv_bytes / 1e9, one.dsp_used, platform.dsp, one.uram_used, platform.uram,
+              one.fits ? "fits" : "DOES NOT FIT");
+
+  std::printf("| batch | step ms | linear | classifier | attention | element-wise | bound | tokens/s | W | J/token |\n"
+              "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|\n");
+  for (int b : *batches) {
+    work.batch = b;
+    const fpga::Estimate e = fpga::EstimateAccelerator(platform, f.design, work);
+    std::printf("| %d | %.2f | %.2f | %.2f | %.2f | %.3f | %s | %.1f | %.1f | %.3f |\n", b, e.step_ms, e.linear_ms,
+                e.classifier_ms, e.attention_ms, e.elementwise_ms, e.bound.c_str(), e.tokens_per_s, e.watts,
+                e.joules_per_token);
+  }
+  std::printf("\nDecode tokens/s across cards (each card holds the whole model and its own batch):\n\n| cards |");
+  for (int b : *batches) std::printf(" batch %d/card |", b);
+  std::printf("\n|---:|");
+  for (std::size_t i = 0; i < batches->size(); ++i) std::printf("---:|");
+  std::printf("\n");
+  for (int n : *cards) {
+    std::printf("| %d |", n);
+    for (int b : *batches) {
+      work.batch = b;
+      work.cards = n;
+      std::printf(" %.1f |", fpga::EstimateAccelerator(platform, f.design, work).tokens_per_s);
+    }
+    std::printf("\n");
+  }
+  work.cards = 1;
+  work.batch = 1;
+  std::printf("\nPrefill of a %d-token prompt: %.1f tokens/s\n", f.context,
+              fpga::EstimateAccelerator(platform, f.design, work).prefill_tokens_per_s);
+  return 0;
+}
+
+}  // namespace
+
+void AddFpgaModelCommand(CLI::App& app, int* exit_code) {
+  auto flags = std::make_shared<FpgaModelFlags>();
+  CLI::App* cmd = app.add_subcommand("fpga-model", "Estimate the accelerator's speed and power on a U280");
+  cmd->add_option("--shape", flags->shape, "Model shape (llama2-7b, tinyllama-1.1b, dim=...,ffn=...)")->capture_default_str();
+  cmd->add_option("--batch", flags->batches, "Batch sizes per card")->capture_default_str();
+  cmd->add_option("--cards", flags->cards, "Card counts")->capture_default_str();
+  cmd->add_option("--context", flags->context, "Tokens per sequence so far (and the prompt for prefill)")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--window", flags->window, "Λ window (0 = full attention)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--sinks", flags->sinks, "Λ sink tokens")->check(CLI::NonNegativeNumber)->capture_default_str();
+  cmd->add_option("--group-size", flags->group_size, "W2 group size")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--sparse-fraction", flags->sparse_fraction, "Share of linear weights in 2:4 layers")
+      ->check(CLI::Range(0.0, 1.0))->capture_default_str();
+  cmd->add_option("--clock-mhz", flags->design.clock_mhz, "Kernel clock")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--units", flags->design.w2a8_units, "W2A8 compute units (one per HBM channel)")
+      ->check(CLI::Range(1, 32))->capture_default_str();
+  cmd->add_option("--token-lanes", flags->design.token_lanes, "Tokens each weight beat is applied to per cycle")
+      ->check(CLI::Range(1, 64))->capture_default_str();
+  cmd->callback([flags, exit_code] { *exit_code = Run(*flags); });
+}
+
+}  // namespace accllm::cli
