@@ -2,6 +2,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "fpga/sim/fpga_sim_backend.h"
+#ifdef ACCLLM_WITH_XRT
+#include "fpga/host/xrt_backend.h"
+#include "fpga/host/xrt_card.h"
+#endif
 
 namespace accllm {
 namespace {
@@ -15,10 +19,28 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeEngine(const BackendOptions& option
 constexpr char kCpu[] = "cpu";
 constexpr char kReference[] = "reference";
 
+#ifdef ACCLLM_WITH_XRT
+int CardsFound(std::string* why_none) {
+  const int n = fpga::CountCards();
+  if (n == 0) *why_none = "no FPGA cards found";
+  return n;
+}
+constexpr auto kMakeCard = fpga::MakeXrtBackend;
+#else
+int CardsFound(std::string* why_none) {
+  *why_none = "this build has no XRT (configure with -DWITH_FPGA=ON where XRT is installed)";
+  return 0;
+}
+absl::StatusOr<std::unique_ptr<Backend>> kMakeCard(const BackendOptions&, const AnyModel&) {
+  return absl::UnavailableError("this build has no XRT");
+}
+#endif
+
 constexpr DeviceKind kKinds[] = {
-    {"cpu", false, MakeEngine<kCpu>},
-    {"reference", false, MakeEngine<kReference>},
-    {"fpga-sim", true, fpga::MakeFpgaSimBackend},
+    {"cpu", false, MakeEngine<kCpu>, nullptr},
+    {"reference", false, MakeEngine<kReference>, nullptr},
+    {"fpga-sim", true, fpga::MakeFpgaSimBackend, nullptr},
+    {"fpga", true, kMakeCard, CardsFound},
 };
 
 }  // namespace

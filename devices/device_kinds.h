@@ -2,6 +2,7 @@
 //   cpu        the CPU engine (W2A8KV4 for packed models, fp32 for fp32 models); a fallback device
 //   reference  the fp32 oracle (fp32 models only); a fallback device
 //   fpga-sim   the U280 accelerator's kernels in C simulation (packed models only); an accelerator
+//   fpga       U280 cards through XRT (packed models, --xclbin); one device per card found
 #pragma once
 
 #include <memory>
@@ -17,6 +18,8 @@ struct DeviceKind {
   const char* name;
   bool accelerator;
   absl::StatusOr<std::unique_ptr<Backend>> (*make)(const BackendOptions&, const AnyModel&);
+  // Hardware kinds: how many devices exist, and why none when 0. Null: as many as asked for.
+  int (*available)(std::string* why_none);
 };
 
 // The kind called `name`, or NOT_FOUND naming the kinds there are.

@@ -25,6 +25,7 @@ absl::StatusOr<std::vector<DeviceSpec>> ParseDeviceList(const std::string& list)
     if (absl::StatusOr<const DeviceKind*> kind = FindDeviceKind(spec.kind); !kind.ok()) {
       return absl::InvalidArgumentError(kind.status().message());
     }
+    spec.count_given = parts.size() == 2;
     if (parts.size() > 2 || (parts.size() == 2 && (!absl::SimpleAtoi(parts[1], &spec.count) || spec.count < 1 ||
                                                    spec.count > 64))) {
       return absl::InvalidArgumentError(absl::StrCat("bad device entry '", item, "': want kind or kind:count (1-64)"));
@@ -60,8 +61,21 @@ absl::StatusOr<std::unique_ptr<DevicePool>> DevicePool::Create(const DevicePoolO
   auto pool = std::unique_ptr<DevicePool>(new DevicePool(options));
   for (const DeviceSpec& spec : *specs) {
     const DeviceKind& kind = **FindDeviceKind(spec.kind);
-    for (int i = 0; i < spec.count; ++i) {
-      absl::StatusOr<std::unique_ptr<Backend>> made = kind.make(backend, model);
+    int count = spec.count;
+    if (kind.available != nullptr) {
+      std::string why_none;
+      const int found = kind.available(&why_none);
+      if (spec.count_given && found < spec.count) {
+        return absl::UnavailableError(absl::StrCat(spec.kind, ":", spec.count, " asked for, ", found, " found",
+                                                   found == 0 ? " (" + why_none + ")" : ""));
+      }
+      if (!spec.count_given) count = found;
+      if (count == 0) pool->notes_.push_back(absl::StrCat(spec.kind, ": ", why_none));
+    }
+    for (int i = 0; i < count; ++i) {
+      BackendOptions device_options = backend;
+      device_options.device_index = i;
+      absl::StatusOr<std::unique_ptr<Backend>> made = kind.make(device_options, model);
       if (!made.ok()) {
         return absl::Status(made.status().code(), absl::StrCat("device ", spec.kind, ":", i, ": ", made.status().message()));
       }
@@ -69,6 +83,9 @@ absl::StatusOr<std::unique_ptr<DevicePool>> DevicePool::Create(const DevicePoolO
                                 std::make_unique<DeviceWorker>(std::move(*made), tokenizer, scheduler)});
       pool->has_accelerators_ |= kind.accelerator;
     }
+  }
+  if (pool->devices_.empty()) {
+    return absl::UnavailableError(absl::StrCat("no device to serve on (", options.devices, ")"));
   }
   return pool;
 }

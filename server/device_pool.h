@@ -21,10 +21,12 @@
 
 namespace accllm::server {
 
-// One entry of --devices: a kind and how many of it, e.g. "cpu" or "cpu:2".
+// One entry of --devices: a kind and how many of it, e.g. "cpu" or "cpu:2". For hardware kinds
+// ("fpga") a bare kind means every card found, and none found is not an error.
 struct DeviceSpec {
   std::string kind;
   int count = 1;
+  bool count_given = false;
 };
 absl::StatusOr<std::vector<DeviceSpec>> ParseDeviceList(const std::string& list);
 
@@ -37,7 +39,7 @@ absl::StatusOr<FallbackPolicy> ParseFallbackPolicy(const std::string& name);
 const char* FallbackPolicyName(FallbackPolicy policy);
 
 struct DevicePoolOptions {
-  std::string devices = "cpu";
+  std::string devices = "fpga,cpu";
   FallbackPolicy fallback = FallbackPolicy::kWhenFull;
 };
 
@@ -67,6 +69,8 @@ class DevicePool {
   bool Idle() const;
 
   const std::vector<Device>& devices() const { return devices_; }
+  // What Create noticed and skipped, e.g. "fpga: no FPGA cards found" (the server logs these).
+  const std::vector<std::string>& notes() const { return notes_; }
   const Backend& first_backend() const { return devices_.front().worker->backend(); }
   FallbackPolicy policy() const { return options_.fallback; }
   bool has_accelerators() const { return has_accelerators_; }
@@ -77,6 +81,7 @@ class DevicePool {
 
   DevicePoolOptions options_;
   std::vector<Device> devices_;
+  std::vector<std::string> notes_;
   bool has_accelerators_ = false;
   std::mutex place_mutex_;  // one placement at a time, so two requests do not race for one slot
   std::atomic<int64_t> fallbacks_{0};

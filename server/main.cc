@@ -32,9 +32,10 @@ int main(int argc, char** argv) {
   app.add_option("--tls-client-ca", options.tls.client_ca_file, "PEM CA bundle: require client certificates (mTLS)");
   app.add_option("--devices", options.devices.devices,
                  "Devices: cpu (the W2A8KV4 CPU engine; fp32 models run in fp32), reference (fp32 oracle), "
-                 "fpga-sim (the accelerator in C simulation; packed models), each as kind or kind:count, "
-                 "comma-separated")
+                 "fpga-sim (the accelerator in C simulation; packed models), fpga (U280 cards through XRT; "
+                 "bare: every card found, none is fine), each as kind or kind:count, comma-separated")
       ->capture_default_str();
+  app.add_option("--xclbin", options.backend.xclbin, "Accelerator image for fpga devices (fpga/build)");
   app.add_option("--fallback", fallback, "When CPU devices take requests: when-full, never or balance")
       ->capture_default_str();
   app.add_option("--kv", options.backend.kv, "KV precision for the cpu engine: f32 or kv4")->capture_default_str();

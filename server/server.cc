@@ -150,6 +150,7 @@ absl::Status Server::Load() {
       DevicePool::Create(options_.devices, backend, options_.scheduler, runtime->model, *runtime->tokenizer);
   if (!pool.ok()) return pool.status();
   runtime->pool = std::move(*pool);
+  for (const std::string& note : runtime->pool->notes()) log_->info("{}; serving on the other devices", note);
   runtime_ = std::move(runtime);
   service_->Attach(*runtime_);
   grpc_->GetHealthCheckService()->SetServingStatus(true);

@@ -89,6 +89,10 @@ void CpuEngine::Linear(const LinearWeights& w, LinearInput& in, float* y, int64_
     }
     in.quantized = true;
     const W2View view = *w.w2;
+    if (options_.w2a8_offload) {
+      if (offload_status_.ok()) offload_status_ = options_.w2a8_offload(view, *batch, y, ldy);
+      return;
+    }
     pool_threads_.ParallelFor(s.row_tiles(), [&](int64_t begin, int64_t end) {
       kernels_->matmul_w2a8(view, *batch, static_cast<int>(begin), static_cast<int>(end), y, ldy);
     });
@@ -219,6 +223,7 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
   if (n > options_.max_step_tokens) {
     return absl::InvalidArgumentError(absl::StrCat(n, " tokens exceed the step limit of ", options_.max_step_tokens));
   }
+  offload_status_ = absl::OkStatus();
   if (logits.size() < entries.size() * static_cast<std::size_t>(c.vocab_size)) {
     return absl::InvalidArgumentError("the logits buffer is too small");
   }
@@ -280,6 +285,7 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
     maybe_fake_a8(hb_.data(), c.hidden_dim);
     LinearInput down_in{hb_.data(), n, c.hidden_dim, 3};
     Linear(w.w2, down_in, xb_.data(), c.dim);
+    if (!offload_status_.ok()) return offload_status_;
     for (int64_t e = 0; e < int64_t{n} * c.dim; ++e) x_[e] += xb_[e];
   }
 
@@ -291,6 +297,7 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
   }
   LinearInput head_in{xb_.data(), static_cast<int>(entries.size()), c.dim, 4};
   Linear(weights_.classifier, head_in, logits.data(), c.vocab_size);
+  if (!offload_status_.ok()) return offload_status_;
 
   for (const Entry& e : entries) {
     e.seq->Advance(static_cast<int>(e.tokens.size()));

@@ -37,6 +37,9 @@ struct CpuEngineOptions {
   // supplies its own (fpga/sim).
   const CpuKernels* kernels = nullptr;
   std::string label = "cpu";  // how name() introduces the engine
+  // When set, W2 linear layers run here instead of on the kernel table (a card driven through
+  // XRT): y[t * ldy + r] = W x_t for every row and token. An error fails the step.
+  std::function<absl::Status(const W2View&, const A8Batch&, float* y, int64_t ldy)> w2a8_offload;
 };
 
 class CpuEngine final : public Backend {
@@ -83,6 +86,7 @@ class CpuEngine final : public Backend {
 
   EngineWeights weights_;
   CpuEngineOptions options_;
+  absl::Status offload_status_;  // the first offload failure of the current step
   const CpuKernels* kernels_;
   ThreadPool pool_threads_;
   PagePool pool_;

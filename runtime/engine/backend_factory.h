@@ -2,6 +2,7 @@
 // server share.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -14,6 +15,8 @@
 namespace accllm {
 
 struct CpuKernels;
+class A8Batch;
+struct W2View;
 
 struct BackendOptions {
   std::string engine;     // reference | cpu; empty: cpu for packed models, reference otherwise
@@ -27,6 +30,10 @@ struct BackendOptions {
   bool fake_a8 = false;
   const CpuKernels* kernels = nullptr;  // cpu engine: null = the best this CPU runs
   std::string label = "cpu";            // cpu engine: the name it reports
+  // cpu engine: run W2 linear layers on a device instead (see CpuEngineOptions::w2a8_offload).
+  std::function<absl::Status(const W2View&, const A8Batch&, float*, int64_t)> w2a8_offload;
+  std::string xclbin;                   // fpga devices: the accelerator image
+  int device_index = 0;                 // fpga devices: which card
 };
 
 // An fp32 model (llama2.c or Hugging Face) or a packed W2A8KV4 model.

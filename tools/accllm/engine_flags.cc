@@ -8,8 +8,9 @@ void AddEngineOptions(CLI::App& cmd, BackendOptions& flags) {
   cmd.add_option("--engine,--device", flags.engine,
                  "reference: the fp32 oracle; cpu: the CPU engine (paged KV, Λ attention); fpga-sim: the "
                  "accelerator's kernels in C simulation (packed models). Default: cpu for packed models, "
-                 "reference otherwise")
-      ->check(CLI::IsMember({"reference", "cpu", "fpga-sim"}));
+                 "reference otherwise; fpga: a U280 card through XRT (--xclbin)")
+      ->check(CLI::IsMember({"reference", "cpu", "fpga-sim", "fpga"}));
+  cmd.add_option("--xclbin", flags.xclbin, "Accelerator image for --device fpga (fpga/build)");
   cmd.add_option("--kv", flags.kv, "KV cache precision for --engine cpu")
       ->check(CLI::IsMember({"f32", "kv4"}))->capture_default_str();
   cmd.add_option("--sinks", flags.sinks, "Λ attention: sink tokens every query sees")->check(CLI::NonNegativeNumber)

@@ -1,0 +1,38 @@
+// Writes an xclbin (the container XRT loads) for the accelerator's design without Vitis: kernel
+// metadata from the kernels' signatures, compute units and their memory banks from the v++ link
+// configuration (fpga/build/u280.cfg), a U280-like memory topology (32 HBM pseudo-channels,
+// 2 DDR4 banks, PLRAM). It carries no bitstream: it is for XRT's emulation shims and for tests of
+// the host code. Written against XRT's public xclbin.h; we keep no copy of Xilinx's xclbinutil.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace accllm::fpga {
+
+struct ComputeUnit {
+  std::string kernel;    // e.g. accllm_w2a8
+  std::string instance;  // e.g. accllm_w2a8_3
+  std::map<std::string, std::string> banks;  // argument -> memory tag, e.g. codes -> HBM[2]
+};
+
+struct XclbinDesign {
+  std::string platform = "xilinx_u280_gen3x16_xdma_1_202211_1";
+  int clock_mhz = 225;
+  std::vector<ComputeUnit> units;
+};
+
+// The compute units and bank bindings of a v++ link configuration (its nk= and sp= lines; a bank
+// range such as HBM[24:27] binds to its first bank). Errors name the line.
+absl::StatusOr<XclbinDesign> ParseLinkConfig(const std::string& cfg_text);
+
+// The memory tags of the topology, in mem_topology order: HBM[0..31], DDR[0..1], PLRAM[0..5].
+std::vector<std::string> U280MemoryTags();
+
+// The xclbin bytes for `design`.
+absl::StatusOr<std::string> BuildXclbin(const XclbinDesign& design);
+
+}  // namespace accllm::fpga

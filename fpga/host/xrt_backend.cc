@@ -1,0 +1,29 @@
+#include "fpga/host/xrt_backend.h"
+
+#include "absl/strings/str_cat.h"
+#include "fpga/host/xrt_card.h"
+
+namespace accllm::fpga {
+
+absl::StatusOr<std::unique_ptr<Backend>> MakeXrtBackend(const BackendOptions& options, const AnyModel& model) {
+  if (!model.packed) {
+    return absl::InvalidArgumentError(
+        "the FPGA runs packed W2A8KV4 models only; make one with `accllm quantize` (this model is fp32)");
+  }
+  if (options.xclbin.empty()) return absl::InvalidArgumentError("an FPGA device needs --xclbin (the accelerator image)");
+  absl::StatusOr<std::unique_ptr<XrtCard>> opened = XrtCard::Open(options.device_index, options.xclbin);
+  if (!opened.ok()) return opened.status();
+  std::shared_ptr<XrtCard> card = std::move(*opened);
+  for (const auto& [id, w2] : model.packed->linears) {
+    if (absl::Status s = card->Upload(w2); !s.ok()) return s;
+  }
+  BackendOptions engine = options;
+  engine.engine = "cpu";
+  engine.label = absl::StrCat("fpga", options.device_index, "/xrt");
+  engine.w2a8_offload = [card](const W2View& w, const A8Batch& x, float* y, int64_t ldy) {
+    return card->MatMul(w, x, y, ldy);
+  };
+  return MakeBackend(engine, model);
+}
+
+}  // namespace accllm::fpga

@@ -1,0 +1,161 @@
+#include "fpga/host/xrt_card.h"
+
+#include <experimental/xrt_system.h>
+#include <experimental/xrt_xclbin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <exception>
+
+#include "absl/strings/str_cat.h"
+#include "fpga/host/kernel_signatures.h"
+
+namespace accllm::fpga {
+namespace {
+
+constexpr const char* kW2A8 = "accllm_w2a8";
+
+// A buffer of at least one byte (XRT refuses empty buffers) in `bank`.
+xrt::bo Buffer(const xrt::device& device, int64_t bytes, int bank) {
+  return xrt::bo(device, static_cast<std::size_t>(std::max<int64_t>(bytes, 64)), static_cast<xrt::memory_group>(bank));
+}
+
+}  // namespace
+
+int CountCards() {
+  try {
+    const unsigned int n = xrt::system::enumerate_devices();
+    if (n > 0) return static_cast<int>(n);
+    // Emulation shims enumerate nothing but open device 0.
+    xrt::device probe(0);
+    return 1;
+  } catch (const std::exception&) {
+    return 0;
+  }
+}
+
+absl::StatusOr<std::unique_ptr<XrtCard>> XrtCard::Open(int index, const std::string& xclbin_path) {
+  auto card = std::unique_ptr<XrtCard>(new XrtCard());
+  try {
+    card->device_ = xrt::device(static_cast<unsigned int>(index));
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(absl::StrCat("cannot open FPGA card ", index, ": ", e.what()));
+  }
+  try {
+    const xrt::xclbin xclbin(xclbin_path);
+    card->platform_ = xclbin.get_xsa_name();
+    // The card's shell must be the platform the xclbin was linked for. Emulation shims answer no
+    // device queries; then the check is left to load_xclbin.
+    try {
+      const std::string shell = card->device_.get_info<xrt::info::device::name>();
+      if (!shell.empty() && shell != card->platform_) {
+        return absl::FailedPreconditionError(absl::StrCat("card ", index, " runs shell '", shell, "' but '", xclbin_path,
+                                                          "' was built for '", card->platform_, "'"));
+      }
+    } catch (const std::exception&) {
+    }
+    const xrt::uuid uuid = card->device_.load_xclbin(xclbin);
+    for (const xrt::xclbin::kernel& k : xclbin.get_kernels()) {
+      if (k.get_name() != kW2A8) continue;
+      for (const xrt::xclbin::ip& cu : k.get_cus()) {
+        const std::string name = cu.get_name();  // "accllm_w2a8:accllm_w2a8_3"
+        const std::string instance = name.substr(name.find(':') + 1);
+        card->units_.emplace_back(card->device_, uuid, absl::StrCat(kW2A8, ":{", instance, "}"));
+      }
+    }
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(absl::StrCat("cannot load '", xclbin_path, "' on card ", index, ": ", e.what()));
+  }
+  if (card->units_.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat("'", xclbin_path, "' has no ", kW2A8, " compute units"));
+  }
+  return card;
+}
+
+absl::Status XrtCard::Upload(const W2View& w) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const W2Shape& s = w.shape;
+  std::vector<StripeBuffers> stripes;
+  try {
+    for (const Stripe& plan : PlanStripes(s, units())) {
+      StripeBuffers st;
+      st.plan = plan;
+      const xrt::kernel& k = units_[plan.unit];
+      st.codes = Buffer(device_, plan.code_bytes, k.group_id(kW2A8Codes));
+      st.index = Buffer(device_, s.sparse24 ? plan.code_bytes : 0, k.group_id(kW2A8SparseIndex));
+      st.scales = Buffer(device_, plan.param_count * 2, k.group_id(kW2A8Scales));
+      st.zeros = Buffer(device_, plan.param_count, k.group_id(kW2A8Zeros));
+      st.codes.write(w.codes + plan.code_offset, plan.code_bytes, 0);
+      if (s.sparse24) st.index.write(w.sparse_index + plan.code_offset, plan.code_bytes, 0);
+      st.scales.write(w.scales + plan.param_offset, plan.param_count * 2, 0);
+      st.zeros.write(w.zeros + plan.param_offset, plan.param_count, 0);
+      for (xrt::bo* bo : {&st.codes, &st.index, &st.scales, &st.zeros}) bo->sync(XCL_BO_SYNC_BO_TO_DEVICE);
+      bytes_on_card_ += plan.code_bytes * (s.sparse24 ? 2 : 1) + plan.param_count * 3;
+      stripes.push_back(std::move(st));
+    }
+  } catch (const std::exception& e) {
+    return absl::ResourceExhaustedError(absl::StrCat("cannot place a ", s.rows, "x", s.cols, " layer on the card: ", e.what()));
+  }
+  layers_[w.codes] = std::move(stripes);
+  return absl::OkStatus();
+}
+
+absl::Status XrtCard::EnsureActivationBuffers(const A8Batch& x) {
+  const int64_t bytes = int64_t{x.capacity()} * x.cols_padded();
+  if (bytes <= activation_bytes_) return absl::OkStatus();
+  const xrt::kernel& k = units_[0];  // every unit shares the activation bank (fpga/build/u280.cfg)
+  activations_ = Buffer(device_, bytes, k.group_id(kW2A8Activations));
+  group_sums_ = Buffer(device_, int64_t{x.capacity()} * (x.cols_padded() / x.group_size()) * 4, k.group_id(kW2A8GroupSums));
+  act_scales_ = Buffer(device_, int64_t{x.capacity()} * 4, k.group_id(kW2A8ActScales));
+  activation_bytes_ = bytes;
+  return absl::OkStatus();
+}
+
+absl::Status XrtCard::MatMul(const W2View& w, const A8Batch& x, float* y, int64_t ldy) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto layer = layers_.find(w.codes);
+  if (layer == layers_.end()) return absl::InternalError("a layer was not uploaded to the card");
+  const W2Shape& s = w.shape;
+  const int tokens = x.tokens();
+  const int groups = s.cols_padded() / s.group_size;
+  try {
+    if (absl::Status st = EnsureActivationBuffers(x); !st.ok()) return st;
+    activations_.write(x.codes(0), int64_t{tokens} * x.cols_padded(), 0);
+    group_sums_.write(x.group_sums(0), int64_t{tokens} * groups * 4, 0);
+    act_scales_.write(x.scales(), int64_t{tokens} * 4, 0);
+    for (xrt::bo* bo : {&activations_, &group_sums_, &act_scales_}) bo->sync(XCL_BO_SYNC_BO_TO_DEVICE);
+
+    std::vector<xrt::run> runs;
+    for (StripeBuffers& st : layer->second) {
+      const int rows = st.plan.rows;
+      if (st.out_bytes < int64_t{tokens} * rows * 4) {
+        st.out_bytes = int64_t{x.capacity()} * rows * 4;
+        st.out = Buffer(device_, st.out_bytes, units_[st.plan.unit].group_id(kW2A8Out));
+      }
+      // The stripe's buffers start at its first tile: the unit sees tiles [0, count) of `rows` rows.
+      runs.push_back(units_[st.plan.unit](st.codes, st.index, st.scales, st.zeros, activations_, group_sums_,
+                                          act_scales_, st.out, rows, s.cols_padded(), s.group_size,
+                                          s.sparse24 ? 1 : 0, tokens, rows, 0, st.plan.tile_end - st.plan.tile_begin));
+    }
+    for (std::size_t i = 0; i < runs.size(); ++i) {
+      const ert_cmd_state state = runs[i].wait(run_timeout_);
+      if (state != ERT_CMD_STATE_COMPLETED) {
+        return absl::InternalError(
+            absl::StrCat("W2A8 unit ", layer->second[i].plan.unit, " ended in state ", static_cast<int>(state)));
+      }
+    }
+    for (StripeBuffers& st : layer->second) {
+      const int rows = st.plan.rows;
+      st.out.sync(XCL_BO_SYNC_BO_FROM_DEVICE, int64_t{tokens} * rows * 4, 0);
+      const float* out = st.out.map<const float*>();
+      for (int t = 0; t < tokens; ++t) {
+        std::memcpy(y + t * ldy + st.plan.row0, out + int64_t{t} * rows, rows * sizeof(float));
+      }
+    }
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("card failure during a W2A8 step: ", e.what()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace accllm::fpga

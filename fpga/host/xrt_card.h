@@ -1,0 +1,65 @@
+// One U280 card through XRT's native API: opens the device, checks and loads the xclbin, uploads
+// every W2 linear layer as stripes of row tiles into the HBM bank of each W2A8 compute unit (the
+// bank comes from the unit's argument connectivity: kernel.group_id), and runs linear layers on
+// the units. Card faults come back as UNAVAILABLE (open, load) or INTERNAL (a run that fails or
+// times out); the caller marks the card unhealthy.
+#pragma once
+
+#include <xrt/xrt_bo.h>
+#include <xrt/xrt_device.h>
+#include <xrt/xrt_kernel.h>
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "fpga/host/stripe_plan.h"
+#include "runtime/quant/a8.h"
+#include "runtime/quant/w2.h"
+
+namespace accllm::fpga {
+
+// Cards XRT sees (0 when none, or when XRT cannot start).
+int CountCards();
+
+class XrtCard {
+ public:
+  static absl::StatusOr<std::unique_ptr<XrtCard>> Open(int index, const std::string& xclbin_path);
+
+  // Copies a W2 tensor to the card, striped over the W2A8 units.
+  absl::Status Upload(const W2View& w);
+  // y[t * ldy + r] = W x_t on the card; `w` must have been uploaded.
+  absl::Status MatMul(const W2View& w, const A8Batch& x, float* y, int64_t ldy);
+
+  int units() const { return static_cast<int>(units_.size()); }
+  const std::string& platform() const { return platform_; }
+  int64_t bytes_on_card() const { return bytes_on_card_; }
+
+  // Exposed for tests: the memory bank (group id) of a unit's argument.
+  int BankOf(int unit, int arg) const { return units_.at(unit).group_id(arg); }
+
+ private:
+  struct StripeBuffers {  // one unit's share of a layer, on the card
+    Stripe plan;
+    xrt::bo codes, index, scales, zeros, out;
+    int64_t out_bytes = 0;  // allocated so far (an empty xrt::bo cannot be asked its size)
+  };
+  XrtCard() = default;
+  absl::Status EnsureActivationBuffers(const A8Batch& x);
+
+  xrt::device device_;
+  std::string platform_;
+  std::vector<xrt::kernel> units_;  // one per accllm_w2a8 compute unit
+  std::map<const uint8_t*, std::vector<StripeBuffers>> layers_;  // by the host copy's code pointer
+  xrt::bo activations_, group_sums_, act_scales_;
+  int64_t activation_bytes_ = 0;
+  int64_t bytes_on_card_ = 0;
+  std::mutex mutex_;  // one step at a time on this card
+  std::chrono::milliseconds run_timeout_{10000};
+};
+
+}  // namespace accllm::fpga

@@ -1,0 +1,185 @@
+// The XRT host driver without a card: XRT's real API in noop emulation (its shim accepts every
+// call and computes nothing), an xclbin we write from fpga/build/u280.cfg, and the host's
+// striping arithmetic checked against the C-simulated kernel.
+#include <cstdlib>
+#include <filesystem>
+#include <random>
+
+#include <experimental/xrt_xclbin.h>
+
+#include "absl/strings/str_cat.h"
+#include "fpga/host/kernel_signatures.h"
+#include "fpga/host/stripe_plan.h"
+#include "fpga/host/xclbin_writer.h"
+#include "fpga/host/xrt_backend.h"
+#include "fpga/host/xrt_card.h"
+#include "fpga/kernels/w2a8_engine.h"
+#include "gmock/gmock.h"
+#include "runtime/cpu/kernels.h"
+#include "runtime/generate/generator.h"
+#include "runtime/model/load_model.h"
+#include "runtime/quant/quantize_model.h"
+#include "tests/test_support.h"
+
+namespace accllm::fpga {
+namespace {
+
+namespace fs = std::filesystem;
+using ::accllm::testing::ReadFile;
+using ::accllm::testing::RequireModelFile;
+using ::accllm::testing::ScratchDir;
+using ::accllm::testing::WriteFile;
+using ::testing::HasSubstr;
+
+// XRT finds its shims under $XILINX_XRT/lib; Debian installs them in the multiarch folder, so the
+// test makes a folder of links. Set up before any test touches XRT (it reads these once).
+class NoopXrt : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    const fs::path lib = root_.path() / "lib";
+    fs::create_directories(lib);
+    for (const auto& entry : fs::directory_iterator("/usr/lib/x86_64-linux-gnu")) {
+      const std::string name = entry.path().filename().string();
+      if (name.rfind("libxrt_", 0) == 0) fs::create_symlink(entry.path(), lib / name);
+    }
+    fs::create_directory_symlink("/usr/lib/x86_64-linux-gnu/xrt", lib / "xrt");
+    setenv("XILINX_XRT", root_.path().c_str(), 1);
+    setenv("XCL_EMULATION_MODE", "noop", 1);
+    setenv("USER", "accllm-test", 0);  // else XRT makes a socket under /tmp for an unnamed user
+    const std::string cfg = ReadFile(fs::path(ACCLLM_SOURCE_DIR) / "fpga/build/u280.cfg");
+    auto design = ParseLinkConfig(cfg);
+    ASSERT_TRUE(design.ok()) << design.status();
+    auto bytes = BuildXclbin(*design);
+    ASSERT_TRUE(bytes.ok()) << bytes.status();
+    xclbin_ = (root_.path() / "accllm_noop.xclbin").string();
+    WriteFile(xclbin_, *bytes);
+  }
+  static inline std::string xclbin_;
+
+ private:
+  ScratchDir root_;
+};
+const auto* const kNoop = ::testing::AddGlobalTestEnvironment(new NoopXrt);
+
+TEST(XclbinWriterTest, DescribesTheLinkConfiguration) {
+  const xrt::xclbin xclbin(NoopXrt::xclbin_);
+  EXPECT_EQ(xclbin.get_xsa_name(), "xilinx_u280_gen3x16_xdma_1_202211_1");
+  std::map<std::string, int> units;
+  for (const auto& k : xclbin.get_kernels()) units[k.get_name()] = static_cast<int>(k.get_cus().size());
+  EXPECT_EQ(units["accllm_w2a8"], 24);
+  EXPECT_EQ(units["accllm_kv4_attention"], 2);
+  EXPECT_EQ(units["accllm_swiglu"], 1);
+  for (const auto& k : xclbin.get_kernels()) {
+    const KernelSignature* sig = FindKernel(k.get_name());
+    ASSERT_NE(sig, nullptr) << k.get_name();
+    ASSERT_EQ(k.get_num_args(), sig->args.size());
+    for (std::size_t i = 0; i < sig->args.size(); ++i) EXPECT_EQ(k.get_arg(static_cast<int>(i)).get_name(), sig->args[i].name);
+  }
+}
+
+TEST(XclbinWriterTest, BadLinkConfigurationsNameTheLine) {
+  EXPECT_THAT(std::string(ParseLinkConfig("nk=accllm_w2a8:2:a\n").status().message()), HasSubstr("line 1"));
+  EXPECT_THAT(std::string(ParseLinkConfig("nk=nope:1:x\n").status().message()), HasSubstr("bad nk="));
+  EXPECT_THAT(std::string(ParseLinkConfig("nk=accllm_swiglu:1:s\nsp=s.gate:HBM[40]\n").status().message()),
+              HasSubstr("unknown memory 'HBM[40]'"));
+  EXPECT_THAT(std::string(ParseLinkConfig("nk=accllm_swiglu:1:s\nsp=s.gate:HBM[0]\n").status().message()),
+              HasSubstr("s.up has no sp= bank"));
+}
+
+// The host's stripes, each run on the C-simulated unit from its own slice of the tensor, give the
+// layer's product bit for bit.
+TEST(StripePlanTest, StripesReproduceTheLayer) {
+  std::mt19937 rng(9);
+  std::normal_distribution<float> normal(0.0f, 0.05f);
+  for (const auto& [rows, cols, units] : {std::tuple{100, 256, 5}, std::tuple{16, 128, 24}, std::tuple{300, 512, 24}}) {
+    const W2Shape shape{rows, cols, 128, false};
+    std::vector<float> w(static_cast<std::size_t>(rows) * cols);
+    for (float& v : w) v = normal(rng);
+    auto m = QuantizeW2(w, shape);
+    ASSERT_TRUE(m.ok());
+    const W2View v = m->view();
+    A8Batch x(shape.cols_padded(), shape.group_size, 3);
+    for (int t = 0; t < 3; ++t) {
+      std::vector<float> a(cols);
+      for (float& e : a) e = normal(rng) * 20;
+      x.Quantize(t, a);
+    }
+    std::vector<float> expected(3 * rows), got(3 * rows, -1);
+    kScalarKernels.matmul_w2a8(v, x, 0, shape.row_tiles(), expected.data(), rows);
+    const std::vector<Stripe> plan = PlanStripes(shape, units);
+    EXPECT_EQ(plan.back().tile_end, shape.row_tiles());
+    for (const Stripe& st : plan) {
+      std::vector<float> out(3 * st.rows);
+      accllm_w2a8(reinterpret_cast<const hls::Beat*>(v.codes + st.code_offset), nullptr, v.scales + st.param_offset,
+                  v.zeros + st.param_offset, x.codes(0), x.group_sums(0), x.scales(), out.data(), st.rows,
+                  shape.cols_padded(), shape.group_size, 0, 3, st.rows, 0, st.tile_end - st.tile_begin);
+      for (int t = 0; t < 3; ++t) std::copy_n(&out[t * st.rows], st.rows, &got[t * rows + st.row0]);
+    }
+    EXPECT_EQ(got, expected) << rows << "x" << cols << " over " << units;
+  }
+}
+
+TEST(XrtCardTest, OpensLoadsAndPlacesBuffersByConnectivity) {
+  ASSERT_EQ(CountCards(), 1);  // the noop shim's one device
+  auto card = XrtCard::Open(0, NoopXrt::xclbin_);
+  ASSERT_TRUE(card.ok()) << card.status();
+  EXPECT_EQ((*card)->units(), 24);
+  EXPECT_EQ((*card)->platform(), "xilinx_u280_gen3x16_xdma_1_202211_1");
+  // Unit i's weights sit in HBM[i], its activations and outputs in the shared HBM[24].
+  for (int unit : {0, 5, 23}) {
+    EXPECT_EQ((*card)->BankOf(unit, kW2A8Codes), unit);
+    EXPECT_EQ((*card)->BankOf(unit, kW2A8Scales), unit);
+    EXPECT_EQ((*card)->BankOf(unit, kW2A8Activations), 24);
+    EXPECT_EQ((*card)->BankOf(unit, kW2A8Out), 24);
+  }
+  EXPECT_EQ(XrtCard::Open(0, "/nonexistent.xclbin").status().code(), absl::StatusCode::kUnavailable);
+}
+
+TEST(XrtCardTest, AnXclbinWithoutW2A8UnitsIsRefused) {
+  ScratchDir dir;
+  auto design = ParseLinkConfig("nk=accllm_swiglu:1:s\nsp=s.gate:HBM[0]\nsp=s.up:HBM[1]\n");
+  ASSERT_TRUE(design.ok()) << design.status();
+  WriteFile(dir / "small.xclbin", *BuildXclbin(*design));
+  auto card = XrtCard::Open(0, (dir / "small.xclbin").string());
+  EXPECT_EQ(card.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(card.status().message()), HasSubstr("no accllm_w2a8 compute units"));
+}
+
+// The whole host flow on stories260K: upload every layer, run prefill and decode steps through
+// the card's units. noop computes nothing, so the tokens are not checked here (the C simulation
+// tests check the arithmetic); every call must succeed.
+TEST(XrtBackendTest, GeneratesThroughTheHostFlow) {
+  auto model = LoadModel(RequireModelFile("stories260K.bin").string());
+  ASSERT_TRUE(model.ok());
+  QuantizeOptions q;
+  q.group_size = 32;
+  q.method = QuantMethod::kRtn;
+  auto packed = QuantizeModel(**model, q, nullptr, nullptr);
+  ASSERT_TRUE(packed.ok());
+  ScratchDir dir;
+  ASSERT_TRUE(WritePackedModel(*packed, (dir / "s.safetensors").string()).ok());
+  auto any = LoadAnyModel((dir / "s.safetensors").string(), LoadMode::kMap);
+  ASSERT_TRUE(any.ok());
+  auto tokenizer = LoadTokenizer(RequireModelFile("tok512.bin").string());
+  ASSERT_TRUE(tokenizer.ok());
+
+  BackendOptions options;
+  options.xclbin = NoopXrt::xclbin_;
+  auto backend = MakeXrtBackend(options, *any);
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  EXPECT_THAT((*backend)->name(), ::testing::StartsWith("fpga0/xrt("));
+  auto generator = Generator::Create(**backend, **tokenizer);
+  ASSERT_TRUE(generator.ok());
+  GenerationOptions g;
+  g.max_new_tokens = 12;
+  g.ignore_eos = true;
+  auto result = (*generator)->Generate("Once upon a time", g);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->generated_ids.size(), 12u);
+
+  options.xclbin.clear();
+  EXPECT_THAT(std::string(MakeXrtBackend(options, *any).status().message()), HasSubstr("needs --xclbin"));
+}
+
+}  // namespace
+}  // namespace accllm::fpga
