@@ -10,6 +10,7 @@ packages=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libcpp-httplib-dev libssl-dev openssl
   prometheus python3-grpcio python3-protobuf
+  libxrt-dev uuid-dev
 )
 
 missing=()
