@@ -79,8 +79,15 @@ absl::StatusOr<std::unique_ptr<DevicePool>> DevicePool::Create(const DevicePoolO
       if (!made.ok()) {
         return absl::Status(made.status().code(), absl::StrCat("device ", spec.kind, ":", i, ": ", made.status().message()));
       }
-      pool->devices_.push_back({absl::StrCat(spec.kind, ":", i), !kind.accelerator,
-                                std::make_unique<DeviceWorker>(std::move(*made), tokenizer, scheduler)});
+      SchedulerOptions device_scheduler = scheduler;
+      device_scheduler.device = absl::StrCat(spec.kind, ":", i);
+      const std::size_t index = pool->devices_.size();
+      DevicePool* self = pool.get();
+      auto on_failure = [self, index](std::vector<std::unique_ptr<InFlightRequest>> requests, const absl::Status& error) {
+        self->Rehome(index, std::move(requests), error);
+      };
+      pool->devices_.push_back({device_scheduler.device, !kind.accelerator,
+                                std::make_unique<DeviceWorker>(std::move(*made), tokenizer, device_scheduler, on_failure)});
       pool->has_accelerators_ |= kind.accelerator;
     }
   }
@@ -96,7 +103,7 @@ absl::StatusOr<DevicePool::Placement> DevicePool::Submit(ScheduledRequest reques
   for (const Device& d : devices_) loads.push_back(d.worker->scheduler().load());
 
   auto usable = [&](const Device& d) {
-    return !(d.fallback && has_accelerators_ && options_.fallback == FallbackPolicy::kNever);
+    return d.worker->healthy() && !(d.fallback && has_accelerators_ && options_.fallback == FallbackPolicy::kNever);
   };
   // The least-occupied usable device among those `eligible` accepts; -1 if none.
   auto pick = [&](auto eligible) {
@@ -131,6 +138,9 @@ absl::StatusOr<DevicePool::Placement> DevicePool::Submit(ScheduledRequest reques
   });
   order.insert(order.end(), rest.begin(), rest.end());
 
+  if (order.empty()) {
+    return absl::UnavailableError("no healthy device: every device this request may use has failed");
+  }
   absl::Status last = absl::ResourceExhaustedError("no device can take the request");
   for (int i : order) {
     const bool last_try = i == order.back();
@@ -145,6 +155,51 @@ absl::StatusOr<DevicePool::Placement> DevicePool::Submit(ScheduledRequest reques
     last = id.status();
   }
   return last;
+}
+
+void DevicePool::Rehome(std::size_t from, std::vector<std::unique_ptr<InFlightRequest>> requests,
+                        const absl::Status& error) {
+  device_failures_.fetch_add(1);
+  int moved = 0, lost = 0;
+  for (auto& r : requests) {
+    // The healthy device that can hold it, accelerators first, least occupied.
+    int best = -1;
+    double best_occupancy = 0;
+    for (std::size_t i = 0; i < devices_.size(); ++i) {
+      const Device& d = devices_[i];
+      if (i == from || !d.worker->scheduler().CanAdopt(r->request)) continue;
+      const double occupancy = Occupancy(d.worker->scheduler().load()) + (d.fallback ? 1e6 : 0);
+      if (best < 0 || occupancy < best_occupancy) {
+        best = static_cast<int>(i);
+        best_occupancy = occupancy;
+      }
+    }
+    if (best < 0) {
+      StreamEvent last;
+      last.request_id = r->id;
+      last.finish = FinishReason::kError;
+      last.error = absl::UnavailableError(
+          absl::StrCat("device ", devices_[from].name, " failed (", error.message(), ") and no other device can take the stream"));
+      last.device = devices_[from].name;
+      last.prompt_tokens = static_cast<int>(r->request.prompt_ids.size());
+      last.generated_tokens = r->stream ? static_cast<int>(r->stream->generated().size()) : 0;
+      if (r->request.on_event) r->request.on_event(last);
+      ++lost;
+      continue;
+    }
+    devices_[best].worker->Adopt(std::move(r));
+    ++moved;
+  }
+  moved_requests_.fetch_add(moved);
+  if (options_.on_device_failure) {
+    options_.on_device_failure(absl::StrCat("device ", devices_[from].name, " failed: ", error.message(), "; ", moved,
+                                            " streams moved to other devices, ", lost,
+                                            " ended (no device could take them); the device takes no more work"));
+  }
+}
+
+void DevicePool::WakeAll() {
+  for (Device& d : devices_) d.worker->Wake();
 }
 
 void DevicePool::CancelAllAndWait() {

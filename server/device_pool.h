@@ -8,6 +8,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -41,6 +42,8 @@ const char* FallbackPolicyName(FallbackPolicy policy);
 struct DevicePoolOptions {
   std::string devices = "fpga,cpu";
   FallbackPolicy fallback = FallbackPolicy::kWhenFull;
+  // Told (on the failed device's thread) when a device fails, with what happened to its streams.
+  std::function<void(const std::string& message)> on_device_failure;
 };
 
 class DevicePool {
@@ -66,6 +69,8 @@ class DevicePool {
   absl::StatusOr<Placement> Submit(ScheduledRequest request);
   // Cancels everything on every device and returns once each request has had its last event.
   void CancelAllAndWait();
+  // Wakes every device (a request's cancel flag was set).
+  void WakeAll();
   bool Idle() const;
 
   const std::vector<Device>& devices() const { return devices_; }
@@ -75,9 +80,13 @@ class DevicePool {
   FallbackPolicy policy() const { return options_.fallback; }
   bool has_accelerators() const { return has_accelerators_; }
   int64_t fallbacks() const { return fallbacks_.load(); }
+  int64_t device_failures() const { return device_failures_.load(); }
+  int64_t moved_requests() const { return moved_requests_.load(); }
 
  private:
   explicit DevicePool(const DevicePoolOptions& options) : options_(options) {}
+  // Places the streams of failed device `from` on the others, or ends them with an error.
+  void Rehome(std::size_t from, std::vector<std::unique_ptr<InFlightRequest>> requests, const absl::Status& error);
 
   DevicePoolOptions options_;
   std::vector<Device> devices_;
@@ -85,6 +94,8 @@ class DevicePool {
   bool has_accelerators_ = false;
   std::mutex place_mutex_;  // one placement at a time, so two requests do not race for one slot
   std::atomic<int64_t> fallbacks_{0};
+  std::atomic<int64_t> device_failures_{0};
+  std::atomic<int64_t> moved_requests_{0};
 };
 
 }  // namespace accllm::server

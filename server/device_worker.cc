@@ -4,34 +4,37 @@
 
 namespace accllm::server {
 
-DeviceWorker::DeviceWorker(std::unique_ptr<Backend> backend, const Tokenizer& tokenizer, const SchedulerOptions& options)
-    : backend_(std::move(backend)), scheduler_(*backend_, tokenizer, options), thread_([this] { Loop(); }) {}
+DeviceWorker::DeviceWorker(std::unique_ptr<Backend> backend, const Tokenizer& tokenizer, const SchedulerOptions& options,
+                           FailureHandler on_failure)
+    : backend_(std::move(backend)), scheduler_(*backend_, tokenizer, options) {
+  scheduler_.SetFailureHandler(std::move(on_failure));
+  thread_ = std::thread([this] { Loop(); });
+}
 
 DeviceWorker::~DeviceWorker() {
   scheduler_.CancelAll();
   stop_.store(true);
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    pending_ = true;
-  }
-  wake_.notify_all();
+  Wake();
   thread_.join();
 }
 
 absl::StatusOr<uint64_t> DeviceWorker::Submit(ScheduledRequest request) {
   absl::StatusOr<uint64_t> id = scheduler_.Submit(std::move(request));
-  if (id.ok()) {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      pending_ = true;
-    }
-    wake_.notify_one();
-  }
+  if (id.ok()) Wake();
   return id;
+}
+
+void DeviceWorker::Adopt(std::unique_ptr<InFlightRequest> request) {
+  scheduler_.Adopt(std::move(request));
+  Wake();
 }
 
 void DeviceWorker::Cancel(uint64_t id) {
   scheduler_.Cancel(id);
+  Wake();
+}
+
+void DeviceWorker::Wake() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     pending_ = true;
@@ -41,11 +44,7 @@ void DeviceWorker::Cancel(uint64_t id) {
 
 void DeviceWorker::CancelAllAndWait() {
   scheduler_.CancelAll();
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    pending_ = true;
-  }
-  wake_.notify_one();
+  Wake();
   while (scheduler_.running() > 0 || scheduler_.waiting() > 0) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }

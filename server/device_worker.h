@@ -15,18 +15,25 @@ namespace accllm::server {
 
 class DeviceWorker {
  public:
-  DeviceWorker(std::unique_ptr<Backend> backend, const Tokenizer& tokenizer, const SchedulerOptions& options);
+  // `on_failure` (may be empty) gets the requests of a failed device (see Scheduler).
+  DeviceWorker(std::unique_ptr<Backend> backend, const Tokenizer& tokenizer, const SchedulerOptions& options,
+               FailureHandler on_failure = {});
   ~DeviceWorker();  // stops the thread; requests still running are cancelled first
   DeviceWorker(const DeviceWorker&) = delete;
   DeviceWorker& operator=(const DeviceWorker&) = delete;
 
   absl::StatusOr<uint64_t> Submit(ScheduledRequest request);
+  void Adopt(std::unique_ptr<InFlightRequest> request);
   void Cancel(uint64_t id);
+  // Makes the thread look at its requests now (after a cancel flag was set).
+  void Wake();
+  bool healthy() const { return !scheduler_.failed(); }
   // Cancels everything waiting or running and returns once each has had its last event.
   void CancelAllAndWait();
 
   Backend& backend() { return *backend_; }
   const Scheduler& scheduler() const { return scheduler_; }
+  Scheduler& scheduler() { return scheduler_; }
 
  private:
   void Loop();

@@ -50,6 +50,8 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
     std::string request_id, device;
     const Tokenizer* tokenizer = nullptr;
     ServerMetrics* metrics = nullptr;
+    DevicePool* pool = nullptr;
+    std::shared_ptr<std::atomic<bool>> cancel;  // the request's, on whichever device it runs
     spdlog::logger* log = nullptr;
   };
 
@@ -65,6 +67,8 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
     shared_->tokenizer = &tokenizer;
     shared_->metrics = &metrics;
     shared_->log = &log;
+    shared_->pool = &pool;
+    shared_->cancel = request.cancel;
     shared_->arrived = arrived;
     std::shared_ptr<Shared> shared = shared_;
     request.on_event = [shared](const StreamEvent& e) { Push(shared, e); };
@@ -78,8 +82,6 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
       Finish(ToGrpcStatus(placed.status()));
       return;
     }
-    worker_ = placed->worker;
-    id_ = placed->id;
     shared_->device = *placed->device_name;
   }
 
@@ -97,7 +99,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
       shared_->writing = false;
       shared_->finished = true;
       lock.unlock();
-      worker_->Cancel(id_);
+      CancelRequest();
       Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
       return;
     }
@@ -119,9 +121,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
     StartWrite(next);
   }
 
-  void OnCancel() override {
-    if (worker_ != nullptr) worker_->Cancel(id_);
-  }
+  void OnCancel() override { CancelRequest(); }
 
   void OnDone() override {
     {
@@ -133,6 +133,12 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
   }
 
  private:
+  // Ends the request at its device's next step (the flag follows it if it moves).
+  void CancelRequest() {
+    shared_->cancel->store(true);
+    shared_->pool->WakeAll();
+  }
+
   static void AddLogprobs(const Shared& shared, const StreamEvent& e, accllm::v1::TokenChunk& chunk) {
     auto set = [&](accllm::v1::TokenLogprob* out, int token, float logprob) {
       out->set_token_id(token);
@@ -175,7 +181,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
       f->mutable_timing()->set_time_to_first_token_seconds(started ? Seconds(shared->first_token - shared->arrived) : 0);
       f->mutable_timing()->set_decode_seconds(started ? Seconds(now - shared->first_token) : 0);
       f->mutable_timing()->set_total_seconds(Seconds(now - shared->arrived));
-      f->set_device(shared->device);
+      f->set_device(e.device);
       f->set_request_id(shared->request_id);
       if (!e.error.ok()) f->set_error(std::string(e.error.message()));
       shared->queue.push_back(std::move(last));
@@ -204,7 +210,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
     shared.log->info(
         "request id=\"{}\" device={} finish={} prompt_tokens={} generated_tokens={} queue_ms={:.2f} ttft_ms={:.2f} "
         "decode_ms={:.2f} total_ms={:.2f} tokens_per_s={:.1f}{}{}",
-        shared.request_id, shared.device, FinishReasonLabel(done.reason), done.prompt_tokens, done.generated_tokens,
+        shared.request_id, e.device, FinishReasonLabel(done.reason), done.prompt_tokens, done.generated_tokens,
         done.queue_seconds * 1e3, started ? done.time_to_first_token_seconds * 1e3 : 0.0, decode * 1e3,
         done.total_seconds * 1e3, decode > 0 ? (done.generated_tokens - 1) / decode : 0.0,
         e.error.ok() ? "" : " error=", e.error.ok() ? "" : std::string(e.error.message()));
@@ -212,8 +218,6 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
 
   std::shared_ptr<Shared> shared_;
   std::shared_ptr<std::atomic<int>> open_;
-  DeviceWorker* worker_ = nullptr;
-  uint64_t id_ = 0;
 };
 
 grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* context, const absl::Status& status) {
@@ -400,6 +404,7 @@ grpc::ServerUnaryReactor* GenerationService::ServerInfo(grpc::CallbackServerCont
     device->set_kv_pages_total(load.pages_total);
     device->set_kv_pages_reserved(load.reserved_pages);
     device->set_kv_pages_in_use(load.pages_in_use);
+    device->set_healthy(load.healthy != 0);
   }
   return Reply(context, absl::OkStatus());
 }

@@ -36,6 +36,8 @@ int main(int argc, char** argv) {
                  "bare: every card found, none is fine), each as kind or kind:count, comma-separated")
       ->capture_default_str();
   app.add_option("--xclbin", options.backend.xclbin, "Accelerator image for fpga devices (fpga/build)");
+  app.add_option("--sim-fault-after", options.backend.sim_fault_after_steps,
+                 "Testing: fpga-sim devices fail like a faulted card after this many steps");
   app.add_option("--fallback", fallback, "When CPU devices take requests: when-full, never or balance")
       ->capture_default_str();
   app.add_option("--kv", options.backend.kv, "KV precision for the cpu engine: f32 or kv4")->capture_default_str();

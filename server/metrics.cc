@@ -129,6 +129,10 @@ std::string ServerMetrics::Render(const DevicePool* pool, absl::string_view stat
   Header(out, "accllm_cpu_fallbacks_total", "counter",
          "Requests placed on a CPU device because no accelerator had room.");
   absl::StrAppend(&out, "accllm_cpu_fallbacks_total ", pool->fallbacks(), "\n");
+  Header(out, "accllm_device_failures_total", "counter", "Devices that failed and were taken out of service.");
+  absl::StrAppend(&out, "accllm_device_failures_total ", pool->device_failures(), "\n");
+  Header(out, "accllm_streams_moved_total", "counter", "Streams moved off a failed device to go on elsewhere.");
+  absl::StrAppend(&out, "accllm_streams_moved_total ", pool->moved_requests(), "\n");
   Header(out, "accllm_placement_policy", "gauge", "1 for the configured fallback policy.");
   absl::StrAppend(&out, "accllm_placement_policy{policy=\"", FallbackPolicyName(pool->policy()), "\"} 1\n");
 
@@ -146,6 +150,7 @@ std::string ServerMetrics::Render(const DevicePool* pool, absl::string_view stat
       {"accllm_kv_pages_reserved", "KV pages reserved for running requests' worst case.",
        &Scheduler::Load::reserved_pages},
       {"accllm_kv_pages_capacity", "KV pages in the device's pool.", &Scheduler::Load::pages_total},
+      {"accllm_device_healthy", "1 while the device takes work; 0 after it failed.", &Scheduler::Load::healthy},
   };
   std::vector<Scheduler::Load> loads;
   for (const DevicePool::Device& d : pool->devices()) loads.push_back(d.worker->scheduler().load());

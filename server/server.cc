@@ -146,8 +146,10 @@ absl::Status Server::Load() {
                        SequenceKv::MaxPages(LambdaFor(backend), backend.page_tokens, options_.scheduler.prefill_chunk,
                                             runtime->model.config().max_seq_len);
   }
+  DevicePoolOptions devices = options_.devices;
+  devices.on_device_failure = [log = log_](const std::string& message) { log->error("{}", message); };
   absl::StatusOr<std::unique_ptr<DevicePool>> pool =
-      DevicePool::Create(options_.devices, backend, options_.scheduler, runtime->model, *runtime->tokenizer);
+      DevicePool::Create(devices, backend, options_.scheduler, runtime->model, *runtime->tokenizer);
   if (!pool.ok()) return pool.status();
   runtime->pool = std::move(*pool);
   for (const std::string& note : runtime->pool->notes()) log_->info("{}; serving on the other devices", note);

@@ -334,6 +334,57 @@ TEST_F(DevicePoolFallbackTest, PolicyNeverKeepsRequestsOnAccelerators) {
   EXPECT_EQ(Info().cpu_fallbacks(), 0);
 }
 
+// A card that dies mid-stream: its streams go on on the CPU without losing or repeating a token,
+// and the card takes no more work.
+TEST_F(DevicePoolFallbackTest, AFailedCardsStreamsGoOnElsewhere) {
+  ServerOptions options = Options("tok512.bin", /*max_waiting=*/4, /*max_running=*/4);
+  options.model_path = PackedModel();
+  options.backend.kv = "kv4";
+  options.devices.devices = "fpga-sim,cpu";
+  options.backend.sim_fault_after_steps = 40;
+  options.metrics_listen = "127.0.0.1:0";
+  StartServer(options);
+  // One stream, so that it runs alone (batch 1) on either device: the fp16 classifier's sums may
+  // round differently in other batch shapes, which greedy decoding of this small quantized model
+  // would show.
+  Open a = Start(true);
+  Finish(a);
+  EXPECT_EQ(a.final.finish_reason(), v1::MAX_TOKENS);
+  EXPECT_EQ(a.final.device(), "cpu:0");  // where it ended
+  EXPECT_EQ(a.ids.size(), 300u);
+  // The same request once more, now on the CPU from the start: the same tokens.
+  Open c = Start(false);
+  Finish(c);
+  EXPECT_EQ(c.final.device(), "cpu:0");
+  EXPECT_EQ(a.ids, c.ids);
+  const v1::ServerInfoResponse info = Info();
+  ASSERT_EQ(info.devices_size(), 2);
+  EXPECT_FALSE(info.devices(0).healthy());
+  EXPECT_TRUE(info.devices(1).healthy());
+  httplib::Client http("127.0.0.1", server_->metrics_port());
+  const std::string metrics = http.Get("/metrics")->body;
+  EXPECT_THAT(metrics, HasSubstr("accllm_device_failures_total 1\n"));
+  EXPECT_THAT(metrics, HasSubstr("accllm_streams_moved_total 1\n"));
+  EXPECT_THAT(metrics, HasSubstr("accllm_device_healthy{device=\"fpga-sim:0\",fallback=\"false\"} 0\n"));
+}
+
+TEST_F(DevicePoolFallbackTest, WithNoOtherDeviceTheStreamEndsWithAnError) {
+  ServerOptions options = Options("tok512.bin", /*max_waiting=*/4, /*max_running=*/4);
+  options.model_path = PackedModel();
+  options.backend.kv = "kv4";
+  options.devices.devices = "fpga-sim";
+  options.backend.sim_fault_after_steps = 10;
+  StartServer(options);
+  Open a = Start(true);
+  Finish(a);
+  EXPECT_EQ(a.final.finish_reason(), v1::ERROR);
+  EXPECT_THAT(a.final.error(), HasSubstr("no other device can take the stream"));
+  EXPECT_LT(a.ids.size(), 300u);
+  // The failed device takes nothing new.
+  EXPECT_EQ(Generate(Greedy("hi", 3)).status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  server_.reset();  // (the idle check after the test needs a healthy device)
+}
+
 // Certificates made by the openssl command line for one test: a CA, a server certificate for
 // 127.0.0.1 and a client certificate, all signed by the CA.
 class TestCertificates {

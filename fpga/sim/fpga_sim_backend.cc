@@ -3,6 +3,39 @@
 #include "fpga/sim/sim_kernels.h"
 
 namespace accllm::fpga {
+namespace {
+
+// A simulated card fault for testing what the server does when a card dies mid-stream: after
+// `steps` Prefill/Decode calls every call fails, as a card whose runs time out would.
+class FaultAfter final : public Backend {
+ public:
+  FaultAfter(std::unique_ptr<Backend> inner, int steps) : inner_(std::move(inner)), left_(steps) {}
+  std::string name() const override { return inner_->name(); }
+  const LlamaConfig& config() const override { return inner_->config(); }
+  const LambdaConfig& lambda() const override { return inner_->lambda(); }
+  int page_tokens() const override { return inner_->page_tokens(); }
+  PagePool& page_pool() override { return inner_->page_pool(); }
+  int max_step_tokens() const override { return inner_->max_step_tokens(); }
+  absl::Status Prefill(SequenceKv& seq, std::span<const int> tokens, std::span<float> logits) override {
+    if (absl::Status s = Tick(); !s.ok()) return s;
+    return inner_->Prefill(seq, tokens, logits);
+  }
+  absl::Status Decode(std::span<SequenceKv* const> seqs, std::span<const int> tokens, std::span<float> logits) override {
+    if (absl::Status s = Tick(); !s.ok()) return s;
+    return inner_->Decode(seqs, tokens, logits);
+  }
+
+ private:
+  absl::Status Tick() {
+    if (left_ == 0) return absl::InternalError("fpga-sim: simulated card fault (a run timed out)");
+    --left_;
+    return absl::OkStatus();
+  }
+  std::unique_ptr<Backend> inner_;
+  int left_;
+};
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<Backend>> MakeFpgaSimBackend(const BackendOptions& options, const AnyModel& model) {
   if (!model.packed) {
@@ -14,7 +47,9 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeFpgaSimBackend(const BackendOptions
   sim.engine = "cpu";
   sim.kernels = &FpgaSimKernels();
   sim.label = "fpga-sim";
-  return MakeBackend(sim, model);
+  absl::StatusOr<std::unique_ptr<Backend>> backend = MakeBackend(sim, model);
+  if (!backend.ok() || options.sim_fault_after_steps <= 0) return backend;
+  return std::unique_ptr<Backend>(new FaultAfter(std::move(*backend), options.sim_fault_after_steps));
 }
 
 }  // namespace accllm::fpga

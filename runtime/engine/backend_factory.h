@@ -34,6 +34,7 @@ struct BackendOptions {
   std::function<absl::Status(const W2View&, const A8Batch&, float*, int64_t)> w2a8_offload;
   std::string xclbin;                   // fpga devices: the accelerator image
   int device_index = 0;                 // fpga devices: which card
+  int sim_fault_after_steps = 0;        // fpga-sim: fail like a faulted card after this many steps (0: never)
 };
 
 // An fp32 model (llama2.c or Hugging Face) or a packed W2A8KV4 model.

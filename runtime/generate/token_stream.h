@@ -38,6 +38,7 @@ class TokenStream {
   Step Next(std::span<float> logits);
 
   const std::vector<int>& generated() const { return generated_; }
+  const std::vector<int>& history() const { return history_; }  // prompt + generated
   const std::string& text() const { return text_; }
   int length() const { return static_cast<int>(history_.size()); }  // prompt + generated
 

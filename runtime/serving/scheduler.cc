@@ -6,18 +6,6 @@
 
 namespace accllm {
 
-struct Scheduler::Active {
-  uint64_t id = 0;
-  ScheduledRequest request;
-  int pages = 0;
-  double queue_seconds = 0;
-  std::unique_ptr<SequenceKv> seq;
-  std::unique_ptr<TokenStream> stream;
-  std::size_t prefilled = 0;
-  int next_token = -1;  // sampled, to be decoded next
-  bool done = false;
-};
-
 Scheduler::Scheduler(Backend& backend, const Tokenizer& tokenizer, const SchedulerOptions& options)
     : backend_(backend), tokenizer_(tokenizer), options_(options) {
   if (options_.max_length <= 0) options_.max_length = backend.config().max_seq_len;
@@ -27,43 +15,74 @@ Scheduler::Scheduler(Backend& backend, const Tokenizer& tokenizer, const Schedul
 
 Scheduler::~Scheduler() = default;
 
-int Scheduler::WorstCasePages(const ScheduledRequest& r) const {
+int Scheduler::WorstCasePages(const ScheduledRequest& r, bool moved) const {
   const int64_t length = std::min<int64_t>(options_.max_length, static_cast<int64_t>(r.prompt_ids.size()) + r.options.max_new_tokens);
-  const int chunk = std::min<int>(options_.prefill_chunk, static_cast<int>(r.prompt_ids.size()));
+  // The largest chunk read at once: from the prompt, or for a moved request from its history.
+  const int64_t reads = moved ? length : static_cast<int64_t>(r.prompt_ids.size());
+  const int chunk = static_cast<int>(std::min<int64_t>(options_.prefill_chunk, reads));
   return SequenceKv::MaxPages(backend_.lambda(), backend_.page_tokens(), chunk, length);
 }
 
+bool Scheduler::CanAdopt(const ScheduledRequest& request) const {
+  return !failed_.load() && WorstCasePages(request, /*moved=*/true) <= backend_.page_pool().total();
+}
+
 absl::StatusOr<uint64_t> Scheduler::Submit(ScheduledRequest request) {
+  if (failed_.load()) return absl::UnavailableError(absl::StrCat("device ", options_.device, " has failed"));
   if (absl::Status s = ValidateGenerationRequest(request.prompt_ids, request.options, backend_.config().vocab_size,
                                                  options_.max_length);
       !s.ok()) {
     return s;
   }
-  const int pages = WorstCasePages(request);
-  if (pages > backend_.page_pool().total()) {
-    return absl::ResourceExhaustedError(absl::StrCat("the request needs up to ", pages, " KV pages; the device has ",
+  auto a = std::make_unique<Active>();
+  a->pages = WorstCasePages(request, /*moved=*/false);
+  if (a->pages > backend_.page_pool().total()) {
+    return absl::ResourceExhaustedError(absl::StrCat("the request needs up to ", a->pages, " KV pages; the device has ",
                                                      backend_.page_pool().total()));
   }
+  a->to_read = request.prompt_ids;
+  a->request = std::move(request);
+  a->submitted = std::chrono::steady_clock::now();
   std::lock_guard<std::mutex> lock(mutex_);
   if (static_cast<int>(waiting_.size()) >= options_.max_waiting) {
     return absl::ResourceExhaustedError(absl::StrCat("the queue is full (", options_.max_waiting, " waiting)"));
   }
-  const uint64_t id = next_id_++;
-  waiting_.push_back({id, std::move(request), pages, std::chrono::steady_clock::now()});
+  a->id = next_id_++;
+  const uint64_t id = a->id;
+  waiting_.push_back(std::move(a));
   return id;
 }
 
-bool Scheduler::HasRoomFor(const ScheduledRequest& request) const {
-  const int pages = WorstCasePages(request);
+void Scheduler::Adopt(std::unique_ptr<InFlightRequest> a) {
+  a->pages = WorstCasePages(a->request, /*moved=*/true);
+  a->seq.reset();
+  a->read = 0;
+  a->done = false;
+  if (a->stream != nullptr) {
+    // Re-read everything but the last token, which is decoded next as if nothing happened.
+    const std::vector<int>& history = a->stream->history();
+    a->to_read.assign(history.begin(), history.end() - 1);
+    a->next_token = history.back();
+  } else {
+    a->to_read = a->request.prompt_ids;
+    a->next_token = -1;
+  }
   std::lock_guard<std::mutex> lock(mutex_);
-  return waiting_.empty() && running_count_ < options_.max_running &&
+  a->id = next_id_++;
+  waiting_.push_back(std::move(a));
+}
+
+bool Scheduler::HasRoomFor(const ScheduledRequest& request) const {
+  const int pages = WorstCasePages(request, /*moved=*/false);
+  std::lock_guard<std::mutex> lock(mutex_);
+  return !failed_.load() && waiting_.empty() && running_count_ < options_.max_running &&
          reserved_ + pages <= backend_.page_pool().total();
 }
 
 Scheduler::Load Scheduler::load() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return {static_cast<int>(waiting_.size()), running_count_, options_.max_running, options_.max_waiting, reserved_,
-          pages_in_use_, backend_.page_pool().total()};
+          pages_in_use_, backend_.page_pool().total(), failed_.load() ? 0 : 1};
 }
 
 void Scheduler::Cancel(uint64_t id) {
@@ -91,6 +110,10 @@ int Scheduler::reserved_pages() const {
   return reserved_;
 }
 
+bool Scheduler::Cancelled(const Active& a, const std::set<uint64_t>& ids, uint64_t below) const {
+  return ids.contains(a.id) || a.id < below || a.request.cancel->load();
+}
+
 void Scheduler::Emit(Active& a, const TokenStream::Step& step) {
   StreamEvent event;
   event.request_id = a.id;
@@ -99,6 +122,7 @@ void Scheduler::Emit(Active& a, const TokenStream::Step& step) {
   event.finish = step.finish;
   event.logprobs = step.logprobs;
   event.queue_seconds = a.queue_seconds;
+  event.device = options_.device;
   event.prompt_tokens = static_cast<int>(a.request.prompt_ids.size());
   event.generated_tokens = static_cast<int>(a.stream->generated().size());
   if (a.request.on_event) a.request.on_event(event);
@@ -111,6 +135,7 @@ void Scheduler::Finish(Active& a, FinishReason reason, absl::Status error) {
   event.finish = reason;
   event.error = std::move(error);
   event.queue_seconds = a.queue_seconds;
+  event.device = options_.device;
   event.prompt_tokens = static_cast<int>(a.request.prompt_ids.size());
   event.generated_tokens = a.stream ? static_cast<int>(a.stream->generated().size()) : 0;
   if (a.request.on_event) a.request.on_event(event);
@@ -130,9 +155,36 @@ void Scheduler::RemoveFinished() {
   pages_in_use_ = backend_.page_pool().used();
 }
 
+void Scheduler::FailDevice(const absl::Status& error) {
+  std::vector<std::unique_ptr<Active>> moving;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    failed_.store(true);
+    for (auto& a : running_) {
+      if (!a->done) moving.push_back(std::move(a));
+    }
+    for (auto& a : waiting_) moving.push_back(std::move(a));
+    running_.clear();
+    waiting_.clear();
+    reserved_ = 0;
+    running_count_ = 0;
+  }
+  for (auto& a : moving) a->seq.reset();  // its pages go back to this device's pool
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    pages_in_use_ = backend_.page_pool().used();
+  }
+  if (on_failure_) {
+    on_failure_(std::move(moving), error);
+    return;
+  }
+  for (auto& a : moving) Finish(*a, FinishReason::kError, error);
+}
+
 bool Scheduler::Step() {
+  if (failed_.load()) return false;
   const auto now = std::chrono::steady_clock::now();
-  std::vector<std::pair<Pending, FinishReason>> dropped;
+  std::vector<std::pair<std::unique_ptr<Active>, FinishReason>> dropped;
   std::set<uint64_t> cancelled;
   uint64_t cancel_below = 0;
   {
@@ -140,11 +192,11 @@ bool Scheduler::Step() {
     cancelled.swap(cancelled_);
     cancel_below = cancel_below_;
     // Waiting requests that were cancelled or expired leave without running.
-    std::vector<Pending> keep;
-    for (Pending& p : waiting_) {
-      if (cancelled.contains(p.id) || p.id < cancel_below) {
+    std::vector<std::unique_ptr<Active>> keep;
+    for (auto& p : waiting_) {
+      if (Cancelled(*p, cancelled, cancel_below)) {
         dropped.emplace_back(std::move(p), FinishReason::kCancelled);
-      } else if (p.request.deadline <= now) {
+      } else if (p->request.deadline <= now) {
         dropped.emplace_back(std::move(p), FinishReason::kTimeLimit);
       } else {
         keep.push_back(std::move(p));
@@ -153,38 +205,32 @@ bool Scheduler::Step() {
     waiting_.swap(keep);
     // Admission: best priority first, then oldest; stop at the first that does not fit, so a
     // large request is not starved by smaller ones behind it.
-    std::stable_sort(waiting_.begin(), waiting_.end(),
-                     [](const Pending& a, const Pending& b) { return a.request.priority > b.request.priority; });
+    std::stable_sort(waiting_.begin(), waiting_.end(), [](const auto& a, const auto& b) {
+      return a->request.priority > b->request.priority;
+    });
     std::size_t admitted = 0;
     while (admitted < waiting_.size() && static_cast<int>(running_.size()) < options_.max_running &&
-           reserved_ + waiting_[admitted].pages <= backend_.page_pool().total()) {
-      Pending& p = waiting_[admitted++];
-      reserved_ += p.pages;
-      auto a = std::make_unique<Active>();
-      a->id = p.id;
-      a->pages = p.pages;
-      a->queue_seconds = std::chrono::duration<double>(now - p.submitted).count();
-      a->request = std::move(p.request);
+           reserved_ + waiting_[admitted]->pages <= backend_.page_pool().total()) {
+      std::unique_ptr<Active>& a = waiting_[admitted++];
+      reserved_ += a->pages;
+      if (a->stream == nullptr) a->queue_seconds = std::chrono::duration<double>(now - a->submitted).count();
       running_.push_back(std::move(a));
     }
     waiting_.erase(waiting_.begin(), waiting_.begin() + static_cast<std::ptrdiff_t>(admitted));
     running_count_ = static_cast<int>(running_.size());
   }
-  for (auto& [p, reason] : dropped) {
-    Active gone;
-    gone.id = p.id;
-    gone.queue_seconds = std::chrono::duration<double>(now - p.submitted).count();
-    gone.request = std::move(p.request);
-    Finish(gone, reason);
+  for (auto& [a, reason] : dropped) {
+    a->queue_seconds = std::chrono::duration<double>(now - a->submitted).count();
+    Finish(*a, reason);
   }
 
   const int vocab = backend_.config().vocab_size;
   for (auto& a : running_) {
-    if (!a->seq) {
-      a->seq = backend_.NewSequence();
+    if (!a->seq) a->seq = backend_.NewSequence();
+    if (!a->stream) {
       a->stream = std::make_unique<TokenStream>(tokenizer_, a->request.prompt_ids, a->request.options, options_.max_length);
     }
-    if (cancelled.contains(a->id) || a->id < cancel_below) {
+    if (Cancelled(*a, cancelled, cancel_below)) {
       Finish(*a, FinishReason::kCancelled);
     } else if (a->request.deadline <= now) {
       Finish(*a, FinishReason::kTimeLimit);
@@ -192,36 +238,38 @@ bool Scheduler::Step() {
   }
   RemoveFinished();
 
-  // One prefill chunk, for the oldest sequence still reading its prompt.
+  // One prefill chunk, for the oldest sequence still reading its tokens.
   Active* prefilling = nullptr;
   for (auto& a : running_) {
-    if (a->prefilled < a->request.prompt_ids.size()) {
+    if (a->read < a->to_read.size()) {
       prefilling = a.get();
       break;
     }
   }
   if (prefilling != nullptr) {
     Active& a = *prefilling;
-    const std::size_t n = std::min<std::size_t>(options_.prefill_chunk, a.request.prompt_ids.size() - a.prefilled);
+    const std::size_t n = std::min<std::size_t>(options_.prefill_chunk, a.to_read.size() - a.read);
     logits_.resize(static_cast<std::size_t>(vocab));
-    const absl::Status s = backend_.Prefill(*a.seq, std::span(a.request.prompt_ids).subspan(a.prefilled, n), logits_);
+    const absl::Status s = backend_.Prefill(*a.seq, std::span(a.to_read).subspan(a.read, n), logits_);
     if (!s.ok()) {
-      Finish(a, FinishReason::kError, s);
-    } else {
-      a.prefilled += n;
-      if (a.prefilled == a.request.prompt_ids.size()) {
-        const TokenStream::Step step = a.stream->Next(logits_);
-        Emit(a, step);
-        a.next_token = step.token;
-      }
+      FailDevice(s);
+      return false;
+    }
+    a.read += n;
+    // A fresh request samples its first token from the prompt's logits; a moved one already
+    // holds its next token.
+    if (a.read == a.to_read.size() && a.next_token < 0) {
+      const TokenStream::Step step = a.stream->Next(logits_);
+      Emit(a, step);
+      a.next_token = step.token;
     }
   }
 
-  // One decode step for every sequence with a token to decode (not the one that just finished
-  // its prompt: its first token was sampled from the prefill's logits).
+  // One decode step for every sequence with a token to decode (not one that read tokens in this
+  // step: its next token came from those logits, or it still has tokens to read).
   std::vector<Active*> batch;
   for (auto& a : running_) {
-    if (!a->done && a->next_token >= 0 && a.get() != prefilling) batch.push_back(a.get());
+    if (!a->done && a->next_token >= 0 && a.get() != prefilling && a->read == a->to_read.size()) batch.push_back(a.get());
   }
   if (!batch.empty()) {
     std::vector<SequenceKv*> seqs;
@@ -232,12 +280,12 @@ bool Scheduler::Step() {
     }
     logits_.resize(batch.size() * static_cast<std::size_t>(vocab));
     const absl::Status s = backend_.Decode(seqs, tokens, logits_);
+    if (!s.ok()) {
+      FailDevice(s);
+      return false;
+    }
     for (std::size_t i = 0; i < batch.size(); ++i) {
       Active& a = *batch[i];
-      if (!s.ok()) {
-        Finish(a, FinishReason::kError, s);
-        continue;
-      }
       const TokenStream::Step step = a.stream->Next(std::span(logits_).subspan(i * vocab, vocab));
       Emit(a, step);
       a.next_token = step.token;

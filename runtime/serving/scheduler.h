@@ -6,10 +6,16 @@
 // running streams keep flowing); then one decode step for every sequence that has a token to
 // decode, batched. Requests join and leave the batch between steps.
 //
-// Submit and Cancel may be called from any thread; Step from one thread (the device worker).
-// Event callbacks run on the stepping thread and must not block; they may call Cancel.
+// When the device fails (a Prefill or Decode error) and a failure handler is set, the scheduler
+// stops taking work and hands every request it holds, with its generation state, to the handler,
+// which can Adopt them on another device: the stream goes on there after re-reading its tokens,
+// without losing or repeating one. Without a handler they end with FinishReason::kError.
+//
+// Submit, Adopt and Cancel may be called from any thread; Step from one thread (the device
+// worker). Event callbacks run on the stepping thread and must not block; they may call Cancel.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -32,6 +38,7 @@ struct SchedulerOptions {
   int max_waiting = 64;     // bounded wait queue; beyond it Submit refuses
   int prefill_chunk = 64;   // prompt tokens per step
   int max_length = 0;       // prompt + generated tokens per sequence; 0 = the model's context
+  std::string device = {};  // reported in every event
 };
 
 struct StreamEvent {
@@ -44,6 +51,7 @@ struct StreamEvent {
   int prompt_tokens = 0;
   int generated_tokens = 0;
   double queue_seconds = 0;  // from Submit to admission (to the end, for a request never admitted)
+  std::string device;        // the scheduler's device
 };
 
 struct ScheduledRequest {
@@ -52,7 +60,26 @@ struct ScheduledRequest {
   int priority = 0;             // higher runs first
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
   std::function<void(const StreamEvent&)> on_event;
+  // Set from any thread to cancel at the next step, whichever device the request is on by then.
+  std::shared_ptr<std::atomic<bool>> cancel = std::make_shared<std::atomic<bool>>(false);
 };
+
+// A request and its progress: its sequence on this device, its generation state, what is left
+// to read. Moves between schedulers when a device fails.
+struct InFlightRequest {
+  uint64_t id = 0;  // this scheduler's
+  ScheduledRequest request;
+  int pages = 0;    // worst case, reserved while running
+  std::chrono::steady_clock::time_point submitted;
+  double queue_seconds = 0;
+  std::unique_ptr<SequenceKv> seq;
+  std::unique_ptr<TokenStream> stream;  // null until admitted the first time
+  std::vector<int> to_read;  // prompt tokens, or after a move every token but the last
+  std::size_t read = 0;
+  int next_token = -1;       // sampled, to be decoded next
+  bool done = false;
+};
+using FailureHandler = std::function<void(std::vector<std::unique_ptr<InFlightRequest>>, const absl::Status&)>;
 
 class Scheduler {
  public:
@@ -62,6 +89,14 @@ class Scheduler {
   // INVALID_ARGUMENT for a bad request, RESOURCE_EXHAUSTED when the queue is full or the request
   // could never fit in the device's KV pool.
   absl::StatusOr<uint64_t> Submit(ScheduledRequest request);
+  // Takes a request from a failed device; it waits like a new one (beyond the queue bound: it
+  // was already admitted once) and resumes where it stopped.
+  void Adopt(std::unique_ptr<InFlightRequest> request);
+  // Whether this device could ever take `request` as a moved one (and has not failed).
+  bool CanAdopt(const ScheduledRequest& request) const;
+  // Called (on the stepping thread) when the device fails; see above.
+  void SetFailureHandler(FailureHandler handler) { on_failure_ = std::move(handler); }
+  bool failed() const { return failed_.load(); }
   // Ends a waiting or running request at the next step (its last event says kCancelled).
   void Cancel(uint64_t id);
   // Ends every request waiting or running now (shutdown).
@@ -82,6 +117,7 @@ class Scheduler {
     int reserved_pages = 0;  // worst case held for running requests
     int pages_in_use = 0;    // as of the end of the last step
     int pages_total = 0;
+    int healthy = 1;         // 0 once the device failed
   };
   Load load() const;
   int waiting() const;
@@ -89,25 +125,22 @@ class Scheduler {
   int reserved_pages() const;
 
  private:
-  struct Pending {
-    uint64_t id;
-    ScheduledRequest request;
-    int pages;  // worst case
-    std::chrono::steady_clock::time_point submitted;
-  };
-  struct Active;
+  using Active = InFlightRequest;
 
-  int WorstCasePages(const ScheduledRequest& request) const;
+  int WorstCasePages(const ScheduledRequest& request, bool moved) const;
+  bool Cancelled(const Active& a, const std::set<uint64_t>& ids, uint64_t below) const;
   void Finish(Active& active, FinishReason reason, absl::Status error = absl::OkStatus());
   void Emit(Active& active, const TokenStream::Step& step);
   void RemoveFinished();
+  // The device failed: hand everything to the failure handler (or end it with an error).
+  void FailDevice(const absl::Status& error);
 
   Backend& backend_;
   const Tokenizer& tokenizer_;
   SchedulerOptions options_;
 
   mutable std::mutex mutex_;
-  std::vector<Pending> waiting_;   // guarded by mutex_
+  std::vector<std::unique_ptr<Active>> waiting_;  // guarded by mutex_
   std::set<uint64_t> cancelled_;   // guarded by mutex_
   uint64_t cancel_below_ = 0;      // guarded by mutex_: ids below it are cancelled
   uint64_t next_id_ = 1;           // guarded by mutex_
@@ -117,6 +150,8 @@ class Scheduler {
 
   std::vector<std::unique_ptr<Active>> running_;  // the stepping thread only
   std::vector<float> logits_;
+  FailureHandler on_failure_;
+  std::atomic<bool> failed_{false};
 };
 
 }  // namespace accllm
