@@ -5,6 +5,8 @@
 #include "gmock/gmock.h"
 #include "runtime/generate/generator.h"
 #include "runtime/model/load_model.h"
+#include "runtime/model/packed_model.h"
+#include "runtime/quant/quantize_model.h"
 #include "runtime/reference/reference_backend.h"
 #include "tests/test_support.h"
 
@@ -183,6 +185,50 @@ TEST_F(CpuEngineTest, RefusesWhenPagesRunOutAndBadInput) {
   EXPECT_EQ(engine->page_pool().used(), 0) << "a refused reservation leaves nothing behind";
   EXPECT_EQ(engine->Prefill(*seq, std::vector<int>{1, 9999}, logits).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(engine->Prefill(*seq, std::vector<int>(300, 5), logits).code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace accllm
+
+namespace accllm {
+namespace {
+
+// W2A8 (a packed model) over multi-token steps: the A8 activations of a step are quantized by
+// several threads at once, and every run must give the same bits (this once raced on the token
+// count), batched or not.
+TEST_F(CpuEngineTest, PackedStepsAreDeterministicAndBatchInvariant) {
+  QuantizeOptions q;
+  q.group_size = 32;
+  q.method = QuantMethod::kRtn;
+  ASSERT_OK_AND_ASSIGN(PackedContents packed, QuantizeModel(*model_, q, nullptr, nullptr));
+  ::accllm::testing::ScratchDir dir;
+  ASSERT_OK(WritePackedModel(packed, (dir / "s.safetensors").string()));
+  ASSERT_OK_AND_ASSIGN(auto loaded, LoadPackedModel((dir / "s.safetensors").string()));
+  CpuEngineOptions options;
+  options.kv_pages = 256;
+  options.threads = 2;
+  ASSERT_OK_AND_ASSIGN(auto engine, CpuEngine::Create(loaded->ToEngineWeights(), options));
+
+  std::vector<int> prompt = {1};
+  for (int i = 0; i < 60; ++i) prompt.push_back(260 + (i * 37) % 200);
+  const std::vector<std::vector<float>> first = PrefillLogits(*engine, prompt, 60);
+  for (int run = 0; run < 30; ++run) ASSERT_EQ(PrefillLogits(*engine, prompt, 60), first) << "run " << run;
+
+  std::vector<float> logits(vocab_);
+  auto a = engine->NewSequence(), b = engine->NewSequence(), a1 = engine->NewSequence(), b1 = engine->NewSequence();
+  const std::vector<int> start = {1, 403, 407};
+  for (SequenceKv* s : {a.get(), b.get(), a1.get(), b1.get()}) ASSERT_OK(engine->Prefill(*s, start, logits));
+  for (int step = 0; step < 10; ++step) {
+    const std::vector<int> next = {300 + step, 350 + step};
+    SequenceKv* both[] = {a.get(), b.get()};
+    std::vector<float> batch(2 * vocab_);
+    ASSERT_OK(engine->Decode(both, next, batch));
+    for (int s = 0; s < 2; ++s) {
+      SequenceKv* one[] = {s == 0 ? a1.get() : b1.get()};
+      ASSERT_OK(engine->Decode(one, {&next[s], 1}, logits));
+      ASSERT_EQ(std::vector<float>(batch.begin() + s * vocab_, batch.begin() + (s + 1) * vocab_), logits) << step;
+    }
+  }
 }
 
 }  // namespace

@@ -84,7 +84,8 @@ void CpuEngine::Linear(const LinearWeights& w, LinearInput& in, float* y, int64_
       batch = std::make_unique<A8Batch>(s.cols_padded(), s.group_size, options_.max_step_tokens);
     }
     if (!in.quantized || batch->tokens() != in.n) {
-      batch->Clear();
+      // Sized first: the threads then write only their own tokens (not the count).
+      batch->Resize(in.n);
       PerToken(in.n, [&](int t) { batch->Quantize(t, {in.x + t * in.ld, static_cast<std::size_t>(w.in)}); });
     }
     in.quantized = true;

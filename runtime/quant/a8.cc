@@ -28,7 +28,7 @@ void A8Batch::Quantize(int t, std::span<const float> x) {
     for (int i = 0; i < group_size_; ++i) s += q[g * group_size_ + i];
     sums[g] = s;
   }
-  tokens_ = std::max(tokens_, t + 1);
+  if (t >= tokens_) tokens_ = t + 1;
 }
 
 }  // namespace accllm

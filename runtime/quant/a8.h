@@ -15,9 +15,12 @@ class A8Batch {
   A8Batch(int cols_padded, int group_size, int capacity);
 
   // Quantizes `x` (at most cols_padded values; the rest are zero) as token `t`.
-  // note: call only with t < capacity(); tokens() becomes max(tokens(), t + 1).
+  // note: call only with t < capacity(); tokens() becomes max(tokens(), t + 1). To quantize
+  // tokens from several threads at once, Resize first: then no call writes tokens().
   void Quantize(int t, std::span<const float> x);
   void Clear() { tokens_ = 0; }
+  // note: call only with tokens <= capacity(); their codes are whatever Quantize wrote.
+  void Resize(int tokens) { tokens_ = tokens; }
 
   int tokens() const { return tokens_; }
   int capacity() const { return capacity_; }
