@@ -26,7 +26,7 @@ echo "== ThreadSanitizer: the scheduler, the engine's thread pool and the server
 scripts/build.sh build-tsan -DCMAKE_BUILD_TYPE=Debug -DACCLLM_WERROR=ON -DACCLLM_BUILD_TESTS=ON \
   -DACCLLM_SANITIZE=thread -- accllm accllm-server accllm_tests accllm_server_tests
 TSAN_OPTIONS="halt_on_error=1 suppressions=$PWD/tests/sanitizers/tsan.supp" \
-  ctest --test-dir build-tsan --output-on-failure -R 'Scheduler|CpuEngine|ServerTest|ServerBinaryTest'
+  ctest --test-dir build-tsan --output-on-failure -R 'Scheduler|CpuEngine|ServerTest|ServerBinaryTest|DevicePool'
 
 echo "== ASan + UBSan build + tests"
 scripts/build.sh build-asan -DCMAKE_BUILD_TYPE=Debug -DACCLLM_WERROR=ON -DACCLLM_BUILD_TESTS=ON \
