@@ -148,29 +148,45 @@ TEST_F(CpuEngineTest, LambdaBoundsThePagesHeldAndFreesThemAll) {
 
 // KV4 at head size 8 (stories260K) is a coarse approximation: one scale and min per 8 values.
 // The budget below is what it achieves; perplexity (docs/QUALITY.md) is the real measure.
-constexpr double kKv4MaxRelativeLogitError = 0.35;
-constexpr double kKv4MinArgmaxAgreement = 0.8;
+constexpr double kKv4MaxRelativeLogitError = 0.2;  // mean over the positions
+constexpr double kKv4MinArgmaxAgreement = 0.85;
 
-TEST_F(CpuEngineTest, Kv4StaysCloseToF32) {
+TEST_F(CpuEngineTest, Kv4StaysCloseToF32AndRotationHelps) {
   auto f32 = Engine(Exact());
   CpuEngineOptions options = Exact();
   options.kv_precision = KvPrecision::kKv4;
-  auto kv4 = Engine(options);
-  std::vector<int> tokens = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395};
-  const auto a = PrefillLogits(*f32, tokens, 1);
-  const auto b = PrefillLogits(*kv4, tokens, 1);
-  int agree = 0;
-  for (std::size_t t = 0; t < a.size(); ++t) {
-    double diff = 0, norm = 0;
-    for (int v = 0; v < vocab_; ++v) {
-      diff += (a[t][v] - b[t][v]) * (a[t][v] - b[t][v]);
-      norm += a[t][v] * a[t][v];
+  auto rotated = Engine(options);
+  options.kv4_rotation = false;
+  auto plain = Engine(options);
+  ASSERT_OK_AND_ASSIGN(std::vector<int> tokens,
+                       tokenizer_->Encode("Once upon a time, there was a little girl named Lily. She loved to play outside "
+                                          "in the sunshine. One day, she saw a big, red ball in the sky. It was the sun! "
+                                          "She thought it was so pretty.",
+                                          true));
+  const auto reference = PrefillLogits(*f32, tokens, 1);
+  // Mean relative logit error and how often the top token agrees with fp32 KV.
+  const auto compare = [&](Backend& kv4) {
+    const auto logits = PrefillLogits(kv4, tokens, 1);
+    double error = 0;
+    int agree = 0;
+    for (std::size_t t = 0; t < logits.size(); ++t) {
+      double diff = 0, norm = 0;
+      for (int v = 0; v < vocab_; ++v) {
+        diff += (reference[t][v] - logits[t][v]) * (reference[t][v] - logits[t][v]);
+        norm += reference[t][v] * reference[t][v];
+      }
+      error += std::sqrt(diff / norm) / logits.size();
+      const auto argmax = [](const std::vector<float>& l) { return std::max_element(l.begin(), l.end()) - l.begin(); };
+      agree += argmax(reference[t]) == argmax(logits[t]);
     }
-    EXPECT_LT(std::sqrt(diff / norm), kKv4MaxRelativeLogitError) << "position " << t;
-    const auto argmax = [](const std::vector<float>& l) { return std::max_element(l.begin(), l.end()) - l.begin(); };
-    agree += argmax(a[t]) == argmax(b[t]);
-  }
-  EXPECT_GE(agree, kKv4MinArgmaxAgreement * a.size());
+    return std::make_pair(error, static_cast<double>(agree) / logits.size());
+  };
+  const auto [rotated_error, rotated_agree] = compare(*rotated);
+  const auto [plain_error, plain_agree] = compare(*plain);
+  EXPECT_LT(rotated_error, kKv4MaxRelativeLogitError);
+  EXPECT_GE(rotated_agree, kKv4MinArgmaxAgreement);
+  EXPECT_LT(rotated_error, plain_error);
+  EXPECT_GE(rotated_agree, plain_agree);
 }
 
 TEST_F(CpuEngineTest, RefusesWhenPagesRunOutAndBadInput) {

@@ -92,6 +92,29 @@ TEST_F(ServerTest, BadRequestsGetClearStatuses) {
   r = Greedy("hi", 5);
   r.mutable_token_ids()->add_ids(9999);
   EXPECT_EQ(Generate(r).status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  // Every other parameter with a bad value: INVALID_ARGUMENT naming it, and nothing runs.
+  const std::vector<std::pair<std::function<void(v1::GenerateRequest&)>, std::string>> bad = {
+      {[](v1::GenerateRequest& q) { q.set_time_limit_seconds(-1); }, "time_limit_seconds"},
+      {[](v1::GenerateRequest& q) { q.mutable_sampling()->set_temperature(-0.5f); }, "temperature"},
+      {[](v1::GenerateRequest& q) { q.mutable_sampling()->set_top_k(-3); }, "top_k"},
+      {[](v1::GenerateRequest& q) { q.mutable_sampling()->set_min_p(1.5f); }, "min_p"},
+      {[](v1::GenerateRequest& q) { q.mutable_sampling()->set_repetition_penalty(-2.0f); }, "repetition_penalty"},
+      {[](v1::GenerateRequest& q) { q.add_stop(""); }, "stop strings"},
+      {[](v1::GenerateRequest& q) { q.add_stop_token_ids(100000); }, "stop token id"},
+      {[](v1::GenerateRequest& q) {
+         q.set_return_logprobs(true);
+         q.set_top_logprobs(50);
+       },
+       "logprobs"},
+  };
+  for (const auto& [mutate, what] : bad) {
+    r = Greedy("hi", 5);
+    mutate(r);
+    s = Generate(r);
+    EXPECT_EQ(s.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << what;
+    EXPECT_THAT(s.status.error_message(), HasSubstr(what)) << s.status.error_message();
+    EXPECT_EQ(s.chunks, 0);
+  }
   // (Invalid UTF-8 text cannot be sent at all: proto3 strings are UTF-8 and the client library
   // refuses to serialize it.)
 }

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "runtime/common/half.h"
+#include "runtime/common/hadamard.h"
 #include "runtime/common/nn_ops.h"
 #include "runtime/common/status_macros.h"
 
@@ -56,6 +57,8 @@ CpuEngine::CpuEngine(EngineWeights weights, const CpuEngineOptions& options, con
                                  : SequenceKv::MaxPages(options.lambda, options.page_tokens, options.max_step_tokens,
                                                         weights_.config.max_seq_len)),
       kv_(weights_.config, pool_.total(), options.page_tokens, options.kv_precision) {
+  rotate_kv_ = options.kv_precision == KvPrecision::kKv4 && options.kv4_rotation &&
+               IsPowerOfTwo(weights_.config.head_size());
   const LlamaConfig& c = weights_.config;
   const std::size_t n = static_cast<std::size_t>(options.max_step_tokens);
   x_.resize(n * c.dim);
@@ -130,19 +133,25 @@ void CpuEngine::Attention(int layer, int n) {
   const float inv_sqrt = 1.0f / std::sqrt(static_cast<float>(hs));
   pool_threads_.ParallelFor(int64_t{n} * c.n_heads, [&](int64_t begin, int64_t end) {
     std::vector<float> scores;
-    std::vector<float> q_sink(hs);
+    std::vector<float> q_sink(hs), q_rotated(hs);
     for (int64_t item = begin; item < end; ++item) {
       const int i = static_cast<int>(item / c.n_heads), h = static_cast<int>(item % c.n_heads);
       const int kv_head = h / c.kv_mul();
       const int64_t m = positions_[i];
       const SequenceKv& seq = *token_seq_[i];
       const float* q = q_.data() + int64_t{i} * c.dim + h * hs;
+      if (rotate_kv_) {  // into the cache's rotated basis
+        std::memcpy(q_rotated.data(), q, hs * sizeof(float));
+        Hadamard(q_rotated.data(), hs);
+        q = q_rotated.data();
+      }
       const int64_t window_start = std::max<int64_t>(0, lambda.WindowStart(m));
       const int64_t sink_end = std::min<int64_t>(lambda.full() ? 0 : lambda.sinks, window_start);
       // Sinks outside the window see the query at a capped position (see lambda_attention.h).
       if (sink_end > 0) {
         std::memcpy(q_sink.data(), q_raw_.data() + int64_t{i} * c.dim + h * hs, hs * sizeof(float));
         Rope(q_sink.data(), hs, hs, static_cast<int>(lambda.SinkQueryPosition(m)), c.rope_theta);
+        if (rotate_kv_) Hadamard(q_sink.data(), hs);
       }
       const int64_t count = sink_end + (m - window_start + 1);
       if (static_cast<int64_t>(scores.size()) < count) scores.resize(count);
@@ -194,6 +203,7 @@ void CpuEngine::Attention(int layer, int n) {
       if (min_sum != 0.0f) {
         for (int d = 0; d < hs; ++d) out[d] += min_sum;
       }
+      if (rotate_kv_) Hadamard(out, hs);  // back from the cache's basis
     }
   });
 }
@@ -267,6 +277,12 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
       const int pos = static_cast<int>(positions_[t]);
       Rope(&q_[int64_t{t} * c.dim], c.dim, c.head_size(), pos, c.rope_theta);
       Rope(&k_[int64_t{t} * kv_dim], kv_dim, c.head_size(), pos, c.rope_theta);
+      if (rotate_kv_) {
+        for (int h = 0; h < c.n_kv_heads; ++h) {
+          Hadamard(&k_[int64_t{t} * kv_dim + h * c.head_size()], c.head_size());
+          Hadamard(&v_[int64_t{t} * kv_dim + h * c.head_size()], c.head_size());
+        }
+      }
       kv_.Write(l, token_seq_[t]->PageOf(positions_[t]), static_cast<int>(positions_[t] % options_.page_tokens),
                 &k_[int64_t{t} * kv_dim], &v_[int64_t{t} * kv_dim]);
     });

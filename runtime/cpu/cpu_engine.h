@@ -26,6 +26,9 @@ namespace accllm {
 struct CpuEngineOptions {
   LambdaConfig lambda;                          // default: full attention
   KvPrecision kv_precision = KvPrecision::kKv4;
+  // KV4: store keys and values Hadamard-rotated per head (runtime/common/hadamard.h). Used when
+  // the head size is a power of two.
+  bool kv4_rotation = true;
   int page_tokens = 16;
   int kv_pages = 0;          // 0: enough for one sequence of the model's full trained context
   int max_step_tokens = 256;
@@ -87,6 +90,7 @@ class CpuEngine final : public Backend {
   EngineWeights weights_;
   CpuEngineOptions options_;
   absl::Status offload_status_;  // the first offload failure of the current step
+  bool rotate_kv_ = false;       // KV4 with Hadamard-rotated heads
   const CpuKernels* kernels_;
   ThreadPool pool_threads_;
   PagePool pool_;

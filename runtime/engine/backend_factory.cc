@@ -46,6 +46,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const BackendOptions& flags
   CpuEngineOptions options;
   options.lambda = LambdaFor(flags);
   options.kv_precision = flags.kv == "f32" ? KvPrecision::kF32 : KvPrecision::kKv4;
+  options.kv4_rotation = flags.kv4_rotation;
   options.threads = flags.threads;
   options.page_tokens = flags.page_tokens;
   options.kv_pages = flags.kv_pages;

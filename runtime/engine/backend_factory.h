@@ -21,6 +21,7 @@ struct W2View;
 struct BackendOptions {
   std::string engine;     // reference | cpu; empty: cpu for packed models, reference otherwise
   std::string kv = "kv4"; // f32 | kv4
+  bool kv4_rotation = true;  // Hadamard-rotated KV4 heads
   int sinks = 4;
   int window = 0;         // 0: full attention
   int threads = 0;

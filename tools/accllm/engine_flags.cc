@@ -13,6 +13,7 @@ void AddEngineOptions(CLI::App& cmd, BackendOptions& flags) {
   cmd.add_option("--xclbin", flags.xclbin, "Accelerator image for --device fpga (fpga/build)");
   cmd.add_option("--kv", flags.kv, "KV cache precision for --engine cpu")
       ->check(CLI::IsMember({"f32", "kv4"}))->capture_default_str();
+  cmd.add_flag("!--no-kv-rotation", flags.kv4_rotation, "KV4: store heads as they are, not Hadamard-rotated");
   cmd.add_option("--sinks", flags.sinks, "Λ attention: sink tokens every query sees")->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   cmd.add_option("--window", flags.window, "Λ attention: recent tokens every query sees; 0 = full attention")

@@ -36,6 +36,7 @@ struct Variant {
   bool lambda = false;
   KvPrecision kv = KvPrecision::kF32;
   bool fake_a8 = false;
+  bool kv4_rotation = true;
 };
 
 // fp32 weights of `model` with each linear layer 2:4-pruned by Wanda (no quantization).
@@ -113,7 +114,8 @@ int RunEval(const EvalFlags& flags) {
       {"+2:4 Wanda (fp32 weights)", [&] { return PrunedWeights(model, *stats, pruned_storage); }},
       {"+2:4 Wanda + W2 GPTQ", [&] { return DequantizedWeights(*sparse); }},
       {"+A8", [&] { return EngineWeightsFromModel(model); }, false, KvPrecision::kF32, true},
-      {"+KV4", [&] { return EngineWeightsFromModel(model); }, false, KvPrecision::kKv4},
+      {"+KV4, heads as they are", [&] { return EngineWeightsFromModel(model); }, false, KvPrecision::kKv4, false, false},
+      {"+KV4, Hadamard-rotated heads", [&] { return EngineWeightsFromModel(model); }, false, KvPrecision::kKv4},
       {"all, dense: Λ + W2 GPTQ + A8 + KV4 (integer kernels)", [&] { return PackedWeights(*gptq); }, true, KvPrecision::kKv4},
       {"all: Λ + 2:4 + W2 GPTQ + A8 + KV4 (integer kernels)", [&] { return PackedWeights(*sparse); }, true, KvPrecision::kKv4},
   };
@@ -127,6 +129,7 @@ int RunEval(const EvalFlags& flags) {
     if (use_lambda) options.lambda = lambda;
     options.kv_precision = v.kv;
     options.fake_quantize_activations = v.fake_a8;
+    options.kv4_rotation = v.kv4_rotation;
     options.threads = flags.threads;
     options.kv_pages = SequenceKv::MaxPages(options.lambda, options.page_tokens, 1, max_length) + 1;
     return CpuEngine::Create(v.weights(), options);
