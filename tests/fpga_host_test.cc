@@ -69,6 +69,7 @@ TEST(XclbinWriterTest, DescribesTheLinkConfiguration) {
   EXPECT_EQ(units["accllm_w2a8"], 24);
   EXPECT_EQ(units["accllm_kv4_attention"], 2);
   EXPECT_EQ(units["accllm_swiglu"], 1);
+  EXPECT_EQ(units["accllm_hadamard"], 1);
   for (const auto& k : xclbin.get_kernels()) {
     const KernelSignature* sig = FindKernel(k.get_name());
     ASSERT_NE(sig, nullptr) << k.get_name();

@@ -10,6 +10,7 @@
 #include "fpga/kernels/w2a8_engine.h"
 #include "fpga/sim/fpga_sim_backend.h"
 #include "gmock/gmock.h"
+#include "runtime/common/hadamard.h"
 #include "runtime/common/half.h"
 #include "runtime/common/nn_ops.h"
 #include "runtime/cpu/kernels.h"
@@ -177,6 +178,13 @@ TEST(FpgaKernelTest, ElementwiseUnitsBitExact) {
     SwiGlu(a.data(), weight.data(), size);
     accllm_swiglu(b.data(), weight.data(), size);
     EXPECT_TRUE(SameBits(a, b));
+    for (int n : {8, 64, 128}) {
+      a = x;
+      b = x;
+      for (int v = 0; v < size / n; ++v) Hadamard(&a[v * n], n);
+      accllm_hadamard(b.data(), n, size / n);
+      EXPECT_TRUE(SameBits(a, b)) << n;
+    }
   }
 }
 

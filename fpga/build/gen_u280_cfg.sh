@@ -19,6 +19,7 @@ freqHz=${FREQ_HZ}:accllm_kv4_attention
 freqHz=${FREQ_HZ}:accllm_rmsnorm_a8
 freqHz=${FREQ_HZ}:accllm_rope
 freqHz=${FREQ_HZ}:accllm_swiglu
+freqHz=${FREQ_HZ}:accllm_hadamard
 
 [connectivity]
 HEADER
@@ -32,6 +33,7 @@ echo "nk=accllm_kv4_attention:${ATTENTION_UNITS}:${units}"
 echo "nk=accllm_rmsnorm_a8:1:accllm_rmsnorm_a8_1"
 echo "nk=accllm_rope:1:accllm_rope_1"
 echo "nk=accllm_swiglu:1:accllm_swiglu_1"
+echo "nk=accllm_hadamard:1:accllm_hadamard_1"
 echo
 for i in $(seq 1 $W2A8_UNITS); do
   channel=$((i - 1))
@@ -53,7 +55,8 @@ for port in x weight codes act_scale group_sums; do echo "sp=accllm_rmsnorm_a8_1
 echo "sp=accllm_rope_1.vec:$SHARED"
 echo "sp=accllm_swiglu_1.gate:$SHARED"
 echo "sp=accllm_swiglu_1.up:$SHARED"
-for k in accllm_rmsnorm_a8_1 accllm_rope_1 accllm_swiglu_1; do echo "slr=$k:SLR2"; done
+echo "sp=accllm_hadamard_1.vectors:$SHARED"
+for k in accllm_rmsnorm_a8_1 accllm_rope_1 accllm_swiglu_1 accllm_hadamard_1; do echo "slr=$k:SLR2"; done
 cat <<FOOTER
 
 [vivado]

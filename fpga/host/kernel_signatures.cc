@@ -23,6 +23,7 @@ const std::vector<KernelSignature>& AcceleratorKernels() {
        {{"vec", true, "gmem0", 8}, {"n", false, "", 4}, {"head_size", false, "", 4}, {"pos", false, "", 4},
         {"theta", false, "", 4}}},
       {"accllm_swiglu", {{"gate", true, "gmem0", 8}, {"up", true, "gmem1", 8}, {"size", false, "", 4}}},
+      {"accllm_hadamard", {{"vectors", true, "gmem0", 8}, {"n", false, "", 4}, {"count", false, "", 4}}},
   };
   return kernels;
 }

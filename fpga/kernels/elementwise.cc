@@ -66,3 +66,25 @@ extern "C" void accllm_swiglu(float* gate, const float* up, int size) {
     gate[i] = val * up[i];
   }
 }
+
+extern "C" void accllm_hadamard(float* vectors, int n, int count) {
+#pragma HLS INTERFACE m_axi port = vectors offset = slave bundle = gmem0
+#pragma HLS INTERFACE s_axilite port = return
+  const float scale = 1.0f / std::sqrt(static_cast<float>(n));
+  for (int v = 0; v < count; ++v) {
+    float x[256];
+    for (int i = 0; i < n; ++i) x[i] = vectors[static_cast<int64_t>(v) * n + i];
+    // Butterflies in the same order as runtime/common/hadamard.h, then the normalization.
+    for (int len = 1; len < n; len <<= 1) {
+      for (int i = 0; i < n; i += 2 * len) {
+        for (int j = i; j < i + len; ++j) {
+#pragma HLS UNROLL factor = 8
+          const float a = x[j], b = x[j + len];
+          x[j] = a + b;
+          x[j + len] = a - b;
+        }
+      }
+    }
+    for (int i = 0; i < n; ++i) vectors[static_cast<int64_t>(v) * n + i] = x[i] * scale;
+  }
+}

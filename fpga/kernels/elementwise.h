@@ -2,7 +2,8 @@
 // engine (runtime/common/nn_ops.h) so that both produce the same tokens:
 //   * RMSNorm fused with A8 quantization: the normalized vector never leaves the chip; out come
 //     int8 codes, the per-token scale and the per-group code sums the W2A8 engine needs;
-//   * RoPE (Meta/llama2.c pair layout), SwiGLU.
+//   * RoPE (Meta/llama2.c pair layout), SwiGLU;
+//   * the Hadamard rotation of KV4 head vectors (and of queries and attention outputs).
 #pragma once
 
 #include <cstdint>
@@ -17,3 +18,5 @@ extern "C" void accllm_rmsnorm_a8(const float* x, const float* weight, int size,
                                   int group_size, int8_t* codes, float* act_scale, int32_t* group_sums);
 extern "C" void accllm_rope(float* vec, int n, int head_size, int pos, float theta);
 extern "C" void accllm_swiglu(float* gate, const float* up, int size);
+// Rotates `count` vectors of `n` values (n a power of two, at most 256) in place.
+extern "C" void accllm_hadamard(float* vectors, int n, int count);
