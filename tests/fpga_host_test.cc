@@ -1,6 +1,6 @@
-// The XRT host driver without a card: XRT's real API in noop emulation (its shim accepts every
-// call and computes nothing), an xclbin we write from fpga/build/u280.cfg, and the host's
-// striping arithmetic checked against the C-simulated kernel.
+// The XRT host driver without a card: XRT's real API in noop emulation, an xclbin we write from
+// fpga/build/u280.cfg, and a test-only hook (tests/xrt_noop_compute.h) that makes noop run the
+// C-simulated kernel on shadow device memory, so results are checked and a missing sync shows.
 #include <cstdlib>
 #include <filesystem>
 #include <random>
@@ -20,6 +20,7 @@
 #include "runtime/model/load_model.h"
 #include "runtime/quant/quantize_model.h"
 #include "tests/test_support.h"
+#include "tests/xrt_noop_compute.h"
 
 namespace accllm::fpga {
 namespace {
@@ -53,6 +54,9 @@ class NoopXrt : public ::testing::Environment {
     ASSERT_TRUE(bytes.ok()) << bytes.status();
     xclbin_ = (root_.path() / "accllm_noop.xclbin").string();
     WriteFile(xclbin_, *bytes);
+    // Test only: noop computes W2A8 runs with the C-simulated kernel on shadow device memory.
+    const absl::Status hooked = ::accllm::testing::InstallNoopComputeHook(xclbin_);
+    ASSERT_TRUE(hooked.ok()) << hooked;
   }
   static inline std::string xclbin_;
 
@@ -146,15 +150,16 @@ TEST(XrtCardTest, AnXclbinWithoutW2A8UnitsIsRefused) {
   EXPECT_THAT(std::string(card.status().message()), HasSubstr("no accllm_w2a8 compute units"));
 }
 
-// The whole host flow on stories260K: upload every layer, run prefill and decode steps through
-// the card's units. noop computes nothing, so the tokens are not checked here (the C simulation
-// tests check the arithmetic); every call must succeed.
-TEST(XrtBackendTest, GeneratesThroughTheHostFlow) {
+// The whole host flow on stories260K: every layer uploaded and striped, prefill and decode
+// steps run on the card's units (computed by the test hook), and the tokens are the CPU engine's.
+TEST(XrtBackendTest, GeneratesTheCpuEnginesTokensThroughXrt) {
   auto model = LoadModel(RequireModelFile("stories260K.bin").string());
   ASSERT_TRUE(model.ok());
   QuantizeOptions q;
   q.group_size = 32;
   q.method = QuantMethod::kRtn;
+  q.prune = PruneMethod::kMagnitude;
+  q.prune_layers = "ffn";  // 2:4 layers too
   auto packed = QuantizeModel(**model, q, nullptr, nullptr);
   ASSERT_TRUE(packed.ok());
   ScratchDir dir;
@@ -166,20 +171,74 @@ TEST(XrtBackendTest, GeneratesThroughTheHostFlow) {
 
   BackendOptions options;
   options.xclbin = NoopXrt::xclbin_;
-  auto backend = MakeXrtBackend(options, *any);
-  ASSERT_TRUE(backend.ok()) << backend.status();
-  EXPECT_THAT((*backend)->name(), ::testing::StartsWith("fpga0/xrt("));
-  auto generator = Generator::Create(**backend, **tokenizer);
-  ASSERT_TRUE(generator.ok());
+  options.window = 32;
+  auto card = MakeXrtBackend(options, *any);
+  ASSERT_TRUE(card.ok()) << card.status();
+  EXPECT_THAT((*card)->name(), ::testing::StartsWith("fpga0/xrt("));
+  options.engine = "cpu";
+  auto cpu = MakeBackend(options, *any);
+  ASSERT_TRUE(cpu.ok());
   GenerationOptions g;
-  g.max_new_tokens = 12;
+  g.sampling.temperature = 0.0f;
+  g.max_new_tokens = 60;
   g.ignore_eos = true;
-  auto result = (*generator)->Generate("Once upon a time", g);
-  ASSERT_TRUE(result.ok()) << result.status();
-  EXPECT_EQ(result->generated_ids.size(), 12u);
+  const int runs_before = ::accllm::testing::NoopComputedRuns();
+  auto on_card = (*Generator::Create(**card, **tokenizer))->Generate("Once upon a time", g);
+  auto on_cpu = (*Generator::Create(**cpu, **tokenizer))->Generate("Once upon a time", g);
+  ASSERT_TRUE(on_card.ok()) << on_card.status();
+  ASSERT_TRUE(on_cpu.ok());
+  EXPECT_EQ(on_card->generated_ids, on_cpu->generated_ids);
+  // 7 linear layers x 5 layers x (1 prefill + 59 decode steps), each over every unit with rows.
+  EXPECT_GT(::accllm::testing::NoopComputedRuns() - runs_before, 7 * 5 * 60);
 
   options.xclbin.clear();
   EXPECT_THAT(std::string(MakeXrtBackend(options, *any).status().message()), HasSubstr("needs --xclbin"));
+}
+
+// On a card (and here) data written to a buffer reaches the device only through sync: a run over
+// activations that were written but not synced sees stale memory.
+TEST(XrtCardTest, AMissingSyncIsCaught) {
+  const W2Shape shape{16, 128, 128, false};
+  std::mt19937 rng(4);
+  std::normal_distribution<float> normal(0.0f, 0.05f);
+  std::vector<float> w(16 * 128);
+  for (float& v : w) v = normal(rng);
+  auto m = QuantizeW2(w, shape);
+  ASSERT_TRUE(m.ok());
+  A8Batch x(128, 128, 1);
+  std::vector<float> a(128);
+  for (float& v : a) v = normal(rng) * 10;
+  x.Quantize(0, a);
+  std::vector<float> expected(16);
+  kScalarKernels.matmul_w2a8(m->view(), x, 0, 1, expected.data(), 16);
+
+  xrt::device device(0);
+  const xrt::uuid uuid = device.load_xclbin(NoopXrt::xclbin_);
+  xrt::kernel unit(device, uuid, "accllm_w2a8:{accllm_w2a8_1}");
+  const auto bo = [&](std::size_t bytes, int arg, const void* data) {
+    xrt::bo b(device, bytes, unit.group_id(arg));
+    b.write(data, bytes, 0);
+    return b;
+  };
+  xrt::bo codes = bo(m->codes.size(), kW2A8Codes, m->codes.data());
+  xrt::bo index = bo(64, kW2A8SparseIndex, m->codes.data());
+  xrt::bo scales = bo(m->scales.size() * 2, kW2A8Scales, m->scales.data());
+  xrt::bo zeros = bo(m->zeros.size(), kW2A8Zeros, m->zeros.data());
+  xrt::bo acts = bo(128, kW2A8Activations, x.codes(0));
+  xrt::bo sums = bo(4, kW2A8GroupSums, x.group_sums(0));
+  xrt::bo act_scales = bo(4, kW2A8ActScales, x.scales());
+  xrt::bo out(device, 64, unit.group_id(kW2A8Out));
+  for (xrt::bo* b : {&codes, &index, &scales, &zeros, &sums, &act_scales}) b->sync(XCL_BO_SYNC_BO_TO_DEVICE);
+  const auto run_and_read = [&] {
+    unit(codes, index, scales, zeros, acts, sums, act_scales, out, 16, 128, 128, 0, 1, 16, 0, 1).wait();
+    out.sync(XCL_BO_SYNC_BO_FROM_DEVICE);
+    std::vector<float> y(16);
+    out.read(y.data());
+    return y;
+  };
+  EXPECT_NE(run_and_read(), expected);  // the activations never reached the device
+  acts.sync(XCL_BO_SYNC_BO_TO_DEVICE);
+  EXPECT_EQ(run_and_read(), expected);
 }
 
 }  // namespace

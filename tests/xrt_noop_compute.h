@@ -1,0 +1,20 @@
+// TEST ONLY. Makes XRT 2.13's noop shim compute: every buffer gets a shadow "device" copy (and a
+// distinct device address), sync copies between host and shadow, and starting a W2A8 compute unit
+// runs the C-simulated kernel on the shadow copies. A missing sync therefore shows up as stale
+// data, as on a card. It rewrites entries of the noop device class's vtable (found by the shim's
+// exported symbol names), which depends on XRT internals: never use this outside tests.
+#pragma once
+
+#include <string>
+
+#include "absl/status/status.h"
+
+namespace accllm::testing {
+
+// Installs the hook on device 0 (call once, after XCL_EMULATION_MODE=noop is set). `xclbin`
+// names the compute units in the order XRT numbers them.
+absl::Status InstallNoopComputeHook(const std::string& xclbin);
+// Kernel runs the hook has computed so far.
+int NoopComputedRuns();
+
+}  // namespace accllm::testing
