@@ -47,7 +47,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
     Clock::time_point arrived, first_token, last_token;
     bool return_ids = false;
     bool return_logprobs = false;
-    std::string request_id, device;
+    std::string request_id;
     const Tokenizer* tokenizer = nullptr;
     ServerMetrics* metrics = nullptr;
     DevicePool* pool = nullptr;
@@ -72,7 +72,8 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
     shared_->arrived = arrived;
     std::shared_ptr<Shared> shared = shared_;
     request.on_event = [shared](const StreamEvent& e) { Push(shared, e); };
-    // Held across placement so that no event is handled before the device is known.
+    // Held across placement so that no event is handled (and no write started) before this
+    // constructor has finished.
     std::unique_lock<std::mutex> lock(shared_->mutex);
     absl::StatusOr<DevicePool::Placement> placed = pool.Submit(std::move(request));
     if (!placed.ok()) {
@@ -82,7 +83,6 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
       Finish(ToGrpcStatus(placed.status()));
       return;
     }
-    shared_->device = *placed->device_name;
   }
 
   static void LogRefusal(const std::string& request_id, const absl::Status& status, ServerMetrics& metrics,

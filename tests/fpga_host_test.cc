@@ -216,7 +216,7 @@ TEST(XrtCardTest, AMissingSyncIsCaught) {
   const xrt::uuid uuid = device.load_xclbin(NoopXrt::xclbin_);
   xrt::kernel unit(device, uuid, "accllm_w2a8:{accllm_w2a8_1}");
   const auto bo = [&](std::size_t bytes, int arg, const void* data) {
-    xrt::bo b(device, bytes, unit.group_id(arg));
+    xrt::bo b(device, 4096, unit.group_id(arg));  // whole pages, as XrtCard allocates
     b.write(data, bytes, 0);
     return b;
   };
@@ -227,13 +227,13 @@ TEST(XrtCardTest, AMissingSyncIsCaught) {
   xrt::bo acts = bo(128, kW2A8Activations, x.codes(0));
   xrt::bo sums = bo(4, kW2A8GroupSums, x.group_sums(0));
   xrt::bo act_scales = bo(4, kW2A8ActScales, x.scales());
-  xrt::bo out(device, 64, unit.group_id(kW2A8Out));
+  xrt::bo out(device, 4096, unit.group_id(kW2A8Out));
   for (xrt::bo* b : {&codes, &index, &scales, &zeros, &sums, &act_scales}) b->sync(XCL_BO_SYNC_BO_TO_DEVICE);
   const auto run_and_read = [&] {
     unit(codes, index, scales, zeros, acts, sums, act_scales, out, 16, 128, 128, 0, 1, 16, 0, 1).wait();
     out.sync(XCL_BO_SYNC_BO_FROM_DEVICE);
     std::vector<float> y(16);
-    out.read(y.data());
+    out.read(y.data(), y.size() * sizeof(float), 0);
     return y;
   };
   EXPECT_NE(run_and_read(), expected);  // the activations never reached the device

@@ -272,6 +272,14 @@ class DevicePoolFallbackTest : public ServerTest {
     EXPECT_TRUE(WritePackedModel(*packed, path).ok());
     return path;
   }
+  // A packed stories260K on `devices`, one batch of `max_running` per device.
+  ServerOptions PackedOn(const std::string& devices, int max_running) {
+    ServerOptions options = Options("tok512.bin", /*max_waiting=*/4, max_running);
+    options.model_path = PackedModel();
+    options.backend.kv = "kv4";
+    options.devices.devices = devices;
+    return options;
+  }
   // Starts a long greedy stream and waits for its first chunk (so it holds its device).
   struct Open {
     std::unique_ptr<grpc::ClientContext> context = std::make_unique<grpc::ClientContext>();
@@ -302,10 +310,7 @@ class DevicePoolFallbackTest : public ServerTest {
 };
 
 TEST_F(DevicePoolFallbackTest, FullAcceleratorsSpillToCpu) {
-  ServerOptions options = Options("tok512.bin", /*max_waiting=*/4, /*max_running=*/1);
-  options.model_path = PackedModel();
-  options.backend.kv = "kv4";
-  options.devices.devices = "fpga-sim,cpu";
+  ServerOptions options = PackedOn("fpga-sim,cpu", /*max_running=*/1);
   options.metrics_listen = "127.0.0.1:0";
   StartServer(options);
   Open a = Start(true), b = Start(true), c = Start(false);
@@ -321,10 +326,7 @@ TEST_F(DevicePoolFallbackTest, FullAcceleratorsSpillToCpu) {
 }
 
 TEST_F(DevicePoolFallbackTest, PolicyNeverKeepsRequestsOnAccelerators) {
-  ServerOptions options = Options("tok512.bin", /*max_waiting=*/4, /*max_running=*/1);
-  options.model_path = PackedModel();
-  options.backend.kv = "kv4";
-  options.devices.devices = "fpga-sim,cpu";
+  ServerOptions options = PackedOn("fpga-sim,cpu", /*max_running=*/1);
   options.devices.fallback = FallbackPolicy::kNever;
   StartServer(options);
   Open a = Start(true), b = Start(false);
@@ -337,10 +339,7 @@ TEST_F(DevicePoolFallbackTest, PolicyNeverKeepsRequestsOnAccelerators) {
 // A card that dies mid-stream: its streams go on on the CPU without losing or repeating a token,
 // and the card takes no more work.
 TEST_F(DevicePoolFallbackTest, AFailedCardsStreamsGoOnElsewhere) {
-  ServerOptions options = Options("tok512.bin", /*max_waiting=*/4, /*max_running=*/4);
-  options.model_path = PackedModel();
-  options.backend.kv = "kv4";
-  options.devices.devices = "fpga-sim,cpu";
+  ServerOptions options = PackedOn("fpga-sim,cpu", /*max_running=*/4);
   options.backend.sim_fault_after_steps = 40;
   options.metrics_listen = "127.0.0.1:0";
   StartServer(options);
@@ -369,10 +368,7 @@ TEST_F(DevicePoolFallbackTest, AFailedCardsStreamsGoOnElsewhere) {
 }
 
 TEST_F(DevicePoolFallbackTest, WithNoOtherDeviceTheStreamEndsWithAnError) {
-  ServerOptions options = Options("tok512.bin", /*max_waiting=*/4, /*max_running=*/4);
-  options.model_path = PackedModel();
-  options.backend.kv = "kv4";
-  options.devices.devices = "fpga-sim";
+  ServerOptions options = PackedOn("fpga-sim", /*max_running=*/4);
   options.backend.sim_fault_after_steps = 10;
   StartServer(options);
   Open a = Start(true);

@@ -15,9 +15,11 @@ namespace {
 
 constexpr const char* kW2A8 = "accllm_w2a8";
 
-// A buffer of at least one byte (XRT refuses empty buffers) in `bank`.
+// A buffer in `bank`, in whole 4 KiB pages: XRT refuses empty buffers, and backs each with
+// aligned_alloc(4096, size), which C requires to be a multiple of the alignment.
 xrt::bo Buffer(const xrt::device& device, int64_t bytes, int bank) {
-  return xrt::bo(device, static_cast<std::size_t>(std::max<int64_t>(bytes, 64)), static_cast<xrt::memory_group>(bank));
+  const int64_t pages = std::max<int64_t>(1, (bytes + 4095) / 4096);
+  return xrt::bo(device, static_cast<std::size_t>(pages * 4096), static_cast<xrt::memory_group>(bank));
 }
 
 }  // namespace
