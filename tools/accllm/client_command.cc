@@ -113,6 +113,7 @@ int Stream(const ClientFlags& f) {
     }
   }
   std::printf("\n");
+  std::fflush(stdout);  // the text ends before the summary on stderr starts
   const grpc::Status status = reader->Finish();
   if (!status.ok()) {
     std::fprintf(stderr, "accllm: error: %s (%d)\n", status.error_message().c_str(), static_cast<int>(status.error_code()));
