@@ -150,8 +150,12 @@ absl::StatusOr<DevicePool::Placement> DevicePool::Submit(ScheduledRequest reques
       if (devices_[i].fallback && has_accelerators_) fallbacks_.fetch_add(1);
       return Placement{devices_[i].worker.get(), &devices_[i].name, *id};
     }
-    // A bad request is bad everywhere; a full queue or too small a pool may not be.
-    if (id.status().code() != absl::StatusCode::kResourceExhausted) return id.status();
+    // A bad request is bad everywhere; a full queue, too small a pool or a device that has just
+    // failed may not be.
+    if (id.status().code() != absl::StatusCode::kResourceExhausted &&
+        id.status().code() != absl::StatusCode::kUnavailable) {
+      return id.status();
+    }
     last = id.status();
   }
   return last;
