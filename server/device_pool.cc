@@ -196,9 +196,12 @@ void DevicePool::Rehome(std::size_t from, std::vector<std::unique_ptr<InFlightRe
   }
   moved_requests_.fetch_add(moved);
   if (options_.on_device_failure) {
+    const bool any_healthy =
+        std::any_of(devices_.begin(), devices_.end(), [](const Device& d) { return d.worker->healthy(); });
     options_.on_device_failure(absl::StrCat("device ", devices_[from].name, " failed: ", error.message(), "; ", moved,
                                             " streams moved to other devices, ", lost,
-                                            " ended (no device could take them); the device takes no more work"));
+                                            " ended (no device could take them); the device takes no more work"),
+                               any_healthy);
   }
 }
 

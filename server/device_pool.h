@@ -42,8 +42,9 @@ const char* FallbackPolicyName(FallbackPolicy policy);
 struct DevicePoolOptions {
   std::string devices = "fpga,cpu";
   FallbackPolicy fallback = FallbackPolicy::kWhenFull;
-  // Told (on the failed device's thread) when a device fails, with what happened to its streams.
-  std::function<void(const std::string& message)> on_device_failure;
+  // Told (on the failed device's thread) when a device fails: what happened to its streams, and
+  // whether any device is still healthy.
+  std::function<void(const std::string& message, bool any_healthy)> on_device_failure;
 };
 
 class DevicePool {

@@ -147,7 +147,15 @@ absl::Status Server::Load() {
                                             runtime->model.config().max_seq_len);
   }
   DevicePoolOptions devices = options_.devices;
-  devices.on_device_failure = [log = log_](const std::string& message) { log->error("{}", message); };
+  devices.on_device_failure = [this](const std::string& message, bool any_healthy) {
+    log_->error("{}", message);
+    // With no device left the server cannot serve: say so to load balancers.
+    if (!any_healthy) {
+      log_->error("no healthy device left; health is NOT_SERVING");
+      std::lock_guard<std::mutex> lock(grpc_mutex_);
+      if (grpc_) grpc_->GetHealthCheckService()->SetServingStatus(false);
+    }
+  };
   absl::StatusOr<std::unique_ptr<DevicePool>> pool =
       DevicePool::Create(devices, backend, options_.scheduler, runtime->model, *runtime->tokenizer);
   if (!pool.ok()) return pool.status();
@@ -188,7 +196,10 @@ void Server::Stop() {
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
     grpc_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(100));
-    grpc_.reset();
+    {
+      std::lock_guard<std::mutex> lock(grpc_mutex_);  // a device failing now must not see it half gone
+      grpc_.reset();
+    }
     runtime_.reset();
   }
   if (http_) {

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -71,6 +72,7 @@ class Server {
   std::unique_ptr<ServingRuntime> runtime_;
   std::unique_ptr<GenerationService> service_;
   std::unique_ptr<grpc::Server> grpc_;
+  std::mutex grpc_mutex_;  // guards grpc_ against a device failure reported while stopping
   int port_ = 0;
   std::unique_ptr<httplib::Server> http_;
   std::thread http_thread_;

@@ -360,6 +360,7 @@ TEST_F(DevicePoolFallbackTest, AFailedCardsStreamsGoOnElsewhere) {
   ASSERT_EQ(info.devices_size(), 2);
   EXPECT_FALSE(info.devices(0).healthy());
   EXPECT_TRUE(info.devices(1).healthy());
+  EXPECT_EQ(Health(), HealthStatus::SERVING);  // the CPU still serves
   httplib::Client http("127.0.0.1", server_->metrics_port());
   const std::string metrics = http.Get("/metrics")->body;
   EXPECT_THAT(metrics, HasSubstr("accllm_device_failures_total 1\n"));
@@ -376,8 +377,9 @@ TEST_F(DevicePoolFallbackTest, WithNoOtherDeviceTheStreamEndsWithAnError) {
   EXPECT_EQ(a.final.finish_reason(), v1::ERROR);
   EXPECT_THAT(a.final.error(), HasSubstr("no other device can take the stream"));
   EXPECT_LT(a.ids.size(), 300u);
-  // The failed device takes nothing new.
+  // The failed device takes nothing new, and with no device left the server says so.
   EXPECT_EQ(Generate(Greedy("hi", 3)).status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(Health(), HealthStatus::NOT_SERVING);
   server_.reset();  // (the idle check after the test needs a healthy device)
 }
 
