@@ -209,5 +209,81 @@ TEST_F(SchedulerTest, SubmitAndCancelFromOtherThreadsWhileStepping) {
   EXPECT_EQ(engine->page_pool().used(), 0);
 }
 
+// A backend that fails like a faulted device after `steps` calls (fault injection around a real
+// engine).
+class FailsAfter final : public Backend {
+ public:
+  FailsAfter(Backend& inner, int steps) : inner_(inner), left_(steps) {}
+  std::string name() const override { return "failing"; }
+  const LlamaConfig& config() const override { return inner_.config(); }
+  const LambdaConfig& lambda() const override { return inner_.lambda(); }
+  int page_tokens() const override { return inner_.page_tokens(); }
+  PagePool& page_pool() override { return inner_.page_pool(); }
+  int max_step_tokens() const override { return inner_.max_step_tokens(); }
+  absl::Status Prefill(SequenceKv& seq, std::span<const int> tokens, std::span<float> logits) override {
+    return left_-- > 0 ? inner_.Prefill(seq, tokens, logits) : absl::InternalError("device fault");
+  }
+  absl::Status Decode(std::span<SequenceKv* const> seqs, std::span<const int> tokens, std::span<float> logits) override {
+    return left_-- > 0 ? inner_.Decode(seqs, tokens, logits) : absl::InternalError("device fault");
+  }
+
+ private:
+  Backend& inner_;
+  int left_;
+};
+
+// Streams of a device that fails are adopted by another and go on: the same tokens and text as
+// an uninterrupted run (sampling with a seed, so the sampler's state moves too), nothing twice.
+TEST_F(SchedulerTest, StreamsOfAFailedDeviceGoOnWhereTheyStopped) {
+  auto first_engine = Engine(64), second_engine = Engine(64), reference_engine = Engine(64);
+  FailsAfter failing(*first_engine, 25);
+  Scheduler second(*second_engine, *tokenizer_, {.max_running = 4, .max_waiting = 8, .prefill_chunk = 4, .device = "second"});
+  Scheduler first(failing, *tokenizer_, {.max_running = 4, .max_waiting = 8, .prefill_chunk = 4, .device = "first"});
+  absl::Status seen;
+  first.SetFailureHandler([&](std::vector<std::unique_ptr<InFlightRequest>> moving, const absl::Status& error) {
+    seen = error;
+    for (auto& r : moving) second.Adopt(std::move(r));
+  });
+  Scheduler reference(*reference_engine, *tokenizer_, {.max_running = 4, .max_waiting = 8, .prefill_chunk = 4});
+
+  const std::vector<std::string> prompts = {"Once upon a time", "Lily and Ben were", "The cat"};
+  std::vector<std::vector<StreamEvent>> moved(prompts.size()), expected(prompts.size());
+  const auto request = [&](std::size_t i, std::vector<StreamEvent>* events) {
+    ScheduledRequest r;
+    r.prompt_ids = *tokenizer_->Encode(prompts[i], true);
+    r.options.sampling.temperature = 0.8f;
+    r.options.sampling.seed = 7 + i;
+    r.options.max_new_tokens = 30;
+    r.options.ignore_eos = true;
+    r.on_event = [events](const StreamEvent& e) { events->push_back(e); };
+    return r;
+  };
+  for (std::size_t i = 0; i < prompts.size(); ++i) {
+    ASSERT_OK(first.Submit(request(i, &moved[i])).status());
+    ASSERT_OK(reference.Submit(request(i, &expected[i])).status());  // the same batch, never failing
+  }
+  for (int i = 0; i < 1000 && (first.Step() || second.Step()); ++i) {
+  }
+  RunToEnd(second);
+  RunToEnd(reference);
+  EXPECT_TRUE(first.failed());
+  EXPECT_THAT(std::string(seen.message()), HasSubstr("device fault"));
+  EXPECT_EQ(first.Submit(request(0, &moved[0])).status().code(), absl::StatusCode::kUnavailable);
+  for (std::size_t i = 0; i < prompts.size(); ++i) {
+    EXPECT_EQ(Tokens(moved[i]), Tokens(expected[i])) << prompts[i];
+    std::string a, b;
+    for (const auto& e : moved[i]) a += e.text;
+    for (const auto& e : expected[i]) b += e.text;
+    EXPECT_EQ(a, b);
+    ASSERT_FALSE(moved[i].empty());
+    EXPECT_EQ(moved[i].back().finish, FinishReason::kMaxTokens);
+    // It really moved mid-stream: tokens from both devices.
+    EXPECT_EQ(moved[i].front().device, "first") << prompts[i];
+    EXPECT_EQ(moved[i].back().device, "second") << prompts[i];
+  }
+  EXPECT_EQ(first_engine->page_pool().used(), 0);
+  EXPECT_EQ(second_engine->page_pool().used(), 0);
+}
+
 }  // namespace
 }  // namespace accllm
