@@ -164,7 +164,15 @@ absl::StatusOr<DevicePool::Placement> DevicePool::Submit(ScheduledRequest reques
 void DevicePool::Rehome(std::size_t from, std::vector<std::unique_ptr<InFlightRequest>> requests,
                         const absl::Status& error) {
   device_failures_.fetch_add(1);
-  int moved = 0, lost = 0;
+  // Told first, so that health reflects the failure before any stream of it ends.
+  if (options_.on_device_failure) {
+    const bool any_healthy =
+        std::any_of(devices_.begin(), devices_.end(), [](const Device& d) { return d.worker->healthy(); });
+    options_.on_device_failure(absl::StrCat("device ", devices_[from].name, " failed: ", error.message(),
+                                            "; it takes no more work; moving its ", requests.size(), " streams"),
+                               any_healthy);
+  }
+  int moved = 0;
   for (auto& r : requests) {
     // The healthy device that can hold it, accelerators first, least occupied.
     int best = -1;
@@ -188,21 +196,12 @@ void DevicePool::Rehome(std::size_t from, std::vector<std::unique_ptr<InFlightRe
       last.prompt_tokens = static_cast<int>(r->request.prompt_ids.size());
       last.generated_tokens = r->stream ? static_cast<int>(r->stream->generated().size()) : 0;
       if (r->request.on_event) r->request.on_event(last);
-      ++lost;
       continue;
     }
     devices_[best].worker->Adopt(std::move(r));
     ++moved;
   }
   moved_requests_.fetch_add(moved);
-  if (options_.on_device_failure) {
-    const bool any_healthy =
-        std::any_of(devices_.begin(), devices_.end(), [](const Device& d) { return d.worker->healthy(); });
-    options_.on_device_failure(absl::StrCat("device ", devices_[from].name, " failed: ", error.message(), "; ", moved,
-                                            " streams moved to other devices, ", lost,
-                                            " ended (no device could take them); the device takes no more work"),
-                               any_healthy);
-  }
 }
 
 void DevicePool::WakeAll() {
