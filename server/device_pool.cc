@@ -97,7 +97,7 @@ absl::StatusOr<std::unique_ptr<DevicePool>> DevicePool::Create(const DevicePoolO
   return pool;
 }
 
-absl::StatusOr<DevicePool::Placement> DevicePool::Submit(ScheduledRequest request) {
+absl::StatusOr<std::string> DevicePool::Submit(ScheduledRequest request) {
   std::lock_guard<std::mutex> lock(place_mutex_);
   std::vector<Scheduler::Load> loads;
   for (const Device& d : devices_) loads.push_back(d.worker->scheduler().load());
@@ -148,7 +148,7 @@ absl::StatusOr<DevicePool::Placement> DevicePool::Submit(ScheduledRequest reques
     absl::StatusOr<uint64_t> id = devices_[i].worker->Submit(std::move(copy));
     if (id.ok()) {
       if (devices_[i].fallback && has_accelerators_) fallbacks_.fetch_add(1);
-      return Placement{devices_[i].worker.get(), &devices_[i].name, *id};
+      return devices_[i].name;
     }
     // A bad request is bad everywhere; a full queue, too small a pool or a device that has just
     // failed may not be.

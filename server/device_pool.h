@@ -54,12 +54,6 @@ class DevicePool {
     bool fallback;      // a CPU device
     std::unique_ptr<DeviceWorker> worker;
   };
-  struct Placement {
-    DeviceWorker* worker;
-    const std::string* device_name;
-    uint64_t id;
-  };
-
   static absl::StatusOr<std::unique_ptr<DevicePool>> Create(const DevicePoolOptions& options,
                                                             const BackendOptions& backend,
                                                             const SchedulerOptions& scheduler, const AnyModel& model,
@@ -67,7 +61,9 @@ class DevicePool {
   DevicePool(const DevicePool&) = delete;
   DevicePool& operator=(const DevicePool&) = delete;
 
-  absl::StatusOr<Placement> Submit(ScheduledRequest request);
+  // Places the request (see above) and returns the name of the device it went to. Cancel it
+  // with its ScheduledRequest::cancel flag and WakeAll: it may move to another device later.
+  absl::StatusOr<std::string> Submit(ScheduledRequest request);
   // Cancels everything on every device and returns once each request has had its last event.
   void CancelAllAndWait();
   // Wakes every device (a request's cancel flag was set).

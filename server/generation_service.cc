@@ -75,7 +75,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
     // Held across placement so that no event is handled (and no write started) before this
     // constructor has finished.
     std::unique_lock<std::mutex> lock(shared_->mutex);
-    absl::StatusOr<DevicePool::Placement> placed = pool.Submit(std::move(request));
+    absl::StatusOr<std::string> placed = pool.Submit(std::move(request));
     if (!placed.ok()) {
       shared_->finished = true;
       lock.unlock();
