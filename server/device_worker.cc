@@ -29,11 +29,6 @@ void DeviceWorker::Adopt(std::unique_ptr<InFlightRequest> request) {
   Wake();
 }
 
-void DeviceWorker::Cancel(uint64_t id) {
-  scheduler_.Cancel(id);
-  Wake();
-}
-
 void DeviceWorker::Wake() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -45,7 +40,7 @@ void DeviceWorker::Wake() {
 void DeviceWorker::CancelAllAndWait() {
   scheduler_.CancelAll();
   Wake();
-  while (scheduler_.running() > 0 || scheduler_.waiting() > 0) {
+  for (Scheduler::Load load = scheduler_.load(); load.running > 0 || load.waiting > 0; load = scheduler_.load()) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
 }

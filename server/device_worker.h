@@ -24,7 +24,6 @@ class DeviceWorker {
 
   absl::StatusOr<uint64_t> Submit(ScheduledRequest request);
   void Adopt(std::unique_ptr<InFlightRequest> request);
-  void Cancel(uint64_t id);
   // Makes the thread look at its requests now (after a cancel flag was set).
   void Wake();
   bool healthy() const { return !scheduler_.failed(); }

@@ -88,7 +88,7 @@ TEST_F(SchedulerTest, ConcurrentStreamsGetTheTokensOfOneAtATimeGeneration) {
     EXPECT_EQ(events[i].back().generated_tokens, 40);
   }
   EXPECT_EQ(engine->page_pool().used(), 0);
-  EXPECT_EQ(scheduler.reserved_pages(), 0);
+  EXPECT_EQ(scheduler.load().reserved_pages, 0);
 }
 
 TEST_F(SchedulerTest, AdmitsOnlyWhatFitsAndNeverRunsOutOfPages) {
@@ -99,7 +99,7 @@ TEST_F(SchedulerTest, AdmitsOnlyWhatFitsAndNeverRunsOutOfPages) {
   std::vector<std::vector<StreamEvent>> events(3);
   for (int i = 0; i < 3; ++i) ASSERT_OK(scheduler.Submit(Greedy("Once upon a time", 100, &events[i])).status());
   int max_running = 0;
-  while (scheduler.Step()) max_running = std::max(max_running, scheduler.running());
+  while (scheduler.Step()) max_running = std::max(max_running, scheduler.load().running);
   EXPECT_EQ(max_running, 1);
   for (const auto& e : events) {
     ASSERT_FALSE(e.empty());
@@ -176,7 +176,7 @@ TEST_F(SchedulerTest, CancelDuringPrefillAndDecodeAndDeadlines) {
   EXPECT_LT(decoding.back().generated_tokens, 50);
   EXPECT_EQ(expired.back().finish, FinishReason::kTimeLimit);
   EXPECT_EQ(engine->page_pool().used(), 0);
-  EXPECT_EQ(scheduler.reserved_pages(), 0);
+  EXPECT_EQ(scheduler.load().reserved_pages, 0);
 }
 
 TEST_F(SchedulerTest, SubmitAndCancelFromOtherThreadsWhileStepping) {

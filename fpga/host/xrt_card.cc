@@ -92,7 +92,6 @@ absl::Status XrtCard::Upload(const W2View& w) {
       st.scales.write(w.scales + plan.param_offset, plan.param_count * 2, 0);
       st.zeros.write(w.zeros + plan.param_offset, plan.param_count, 0);
       for (xrt::bo* bo : {&st.codes, &st.index, &st.scales, &st.zeros}) bo->sync(XCL_BO_SYNC_BO_TO_DEVICE);
-      bytes_on_card_ += plan.code_bytes * (s.sparse24 ? 2 : 1) + plan.param_count * 3;
       stripes.push_back(std::move(st));
     }
   } catch (const std::exception& e) {

@@ -37,7 +37,6 @@ class XrtCard {
 
   int units() const { return static_cast<int>(units_.size()); }
   const std::string& platform() const { return platform_; }
-  int64_t bytes_on_card() const { return bytes_on_card_; }
 
   // Exposed for tests: the memory bank (group id) of a unit's argument.
   int BankOf(int unit, int arg) const { return units_.at(unit).group_id(arg); }
@@ -57,7 +56,6 @@ class XrtCard {
   std::map<const uint8_t*, std::vector<StripeBuffers>> layers_;  // by the host copy's code pointer
   xrt::bo activations_, group_sums_, act_scales_;
   int64_t activation_bytes_ = 0;
-  int64_t bytes_on_card_ = 0;
   std::mutex mutex_;  // one step at a time on this card
   std::chrono::milliseconds run_timeout_{10000};
 };

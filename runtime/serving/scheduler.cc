@@ -95,21 +95,6 @@ void Scheduler::CancelAll() {
   cancel_below_ = next_id_;
 }
 
-int Scheduler::waiting() const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return static_cast<int>(waiting_.size());
-}
-
-int Scheduler::running() const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return running_count_;
-}
-
-int Scheduler::reserved_pages() const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return reserved_;
-}
-
 bool Scheduler::Cancelled(const Active& a, const std::set<uint64_t>& ids, uint64_t below) const {
   return ids.contains(a.id) || a.id < below || a.request.cancel->load();
 }

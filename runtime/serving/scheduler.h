@@ -120,9 +120,6 @@ class Scheduler {
     int healthy = 1;         // 0 once the device failed
   };
   Load load() const;
-  int waiting() const;
-  int running() const;
-  int reserved_pages() const;
 
  private:
   using Active = InFlightRequest;
