@@ -64,8 +64,11 @@ void Register() {
   for (const Shape& s : {Shape{"wq_4096x4096", 4096, 4096}, Shape{"w1_11008x4096", 11008, 4096},
                          Shape{"w2_4096x11008", 4096, 11008}}) {
     for (bool sparse : {false, true}) {
-      for (CpuPath p : {CpuPath::kScalar, CpuPath::kAvx2, CpuPath::kAvx512}) {
-        const char* path = p == CpuPath::kScalar ? "scalar" : p == CpuPath::kAvx2 ? "avx2" : "avx512";
+      for (CpuPath p : kAllCpuPaths) {
+        const char* path = p == CpuPath::kScalar     ? "scalar"
+                           : p == CpuPath::kAvx2     ? "avx2"
+                           : p == CpuPath::kAvx2Vnni ? "avx2-vnni"
+                                                     : "avx512";
         auto* b = benchmark::RegisterBenchmark(
             (std::string("W2A8/") + s.name + (sparse ? "/sparse24/" : "/dense/") + path).c_str(),
             [=](benchmark::State& st) { BM_MatMulW2A8(st, p, s.rows, s.cols, sparse); });

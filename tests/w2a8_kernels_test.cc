@@ -43,7 +43,7 @@ std::vector<uint8_t> RandomMask(int rows, int cols, std::mt19937& rng) {
 
 std::vector<const CpuKernels*> AvailableKernels() {
   std::vector<const CpuKernels*> out;
-  for (CpuPath p : {CpuPath::kScalar, CpuPath::kAvx2, CpuPath::kAvx512}) {
+  for (CpuPath p : kAllCpuPaths) {
     if (auto k = KernelsFor(p); k.ok()) out.push_back(*k);
   }
   return out;
@@ -106,7 +106,7 @@ std::vector<Case> Cases() {
   std::vector<Case> cases;
   for (bool sparse : {false, true}) {
     for (int group : {32, 64, 128, 256}) {
-      for (int tokens : {1, 3, 4, 9}) {
+      for (int tokens : {1, 3, 4, 9, 13}) {  // 13 = token blocks of 8, 4 and 1
         cases.push_back({64, 64, group, tokens, sparse});
         cases.push_back({172, 64, group, tokens, sparse});     // stories260K w1 (ragged rows)
         cases.push_back({64, 172, group, tokens, sparse});     // stories260K w2 (ragged cols)
@@ -171,6 +171,10 @@ TEST(CpuDispatchTest, ParsesPathsAndSelectsOne) {
   EXPECT_NE(selected, nullptr);
   ASSERT_OK_AND_ASSIGN(const CpuKernels* scalar, KernelsFor(CpuPath::kScalar));
   EXPECT_STREQ(scalar->name, "scalar");
+  ASSERT_OK_AND_ASSIGN(const CpuPath vnni, ParseCpuPath("avx2-vnni"));
+  if (auto k = KernelsFor(vnni); k.ok()) {
+    EXPECT_STREQ((*k)->name, "avx2-vnni");
+  }
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 namespace accllm {
 
@@ -28,20 +29,42 @@ inline void Softmax(float* x, int size) {
   for (int i = 0; i < size; i++) x[i] /= sum;
 }
 
-// Rotates each adjacent pair (i, i+1) of `vec` (n values, heads of head_size back to back) by
-// pos * theta^(-(i % head_size) / head_size): RoPE in the Meta/llama2.c layout.
-inline void Rope(float* vec, int n, int head_size, int pos, float theta) {
-  for (int i = 0; i < n; i += 2) {
-    const int head_dim = i % head_size;
-    const float freq = 1.0f / std::pow(theta, head_dim / static_cast<float>(head_size));
-    const float val = pos * freq;
-    const float fcr = std::cos(val);
-    const float fci = std::sin(val);
-    const float v0 = vec[i];
-    const float v1 = vec[i + 1];
-    vec[i] = v0 * fcr - v1 * fci;
-    vec[i + 1] = v0 * fci + v1 * fcr;
+// RoPE in the Meta/llama2.c layout: each adjacent pair (i, i+1) of a head is rotated by
+// pos * theta^(-i / head_size). The angles depend only on the position, so they are computed
+// once per token (head_size / 2 of them) and applied to every head of q and k.
+struct RopeAngles {
+  std::vector<float> cos, sin;
+
+  void Compute(int head_size, int pos, float theta) {
+    cos.resize(head_size / 2);
+    sin.resize(head_size / 2);
+    for (int i = 0; i < head_size; i += 2) {
+      const float freq = 1.0f / std::pow(theta, i / static_cast<float>(head_size));
+      const float val = pos * freq;
+      cos[i / 2] = std::cos(val);
+      sin[i / 2] = std::sin(val);
+    }
   }
+
+  // Rotates `vec`: n values (even), heads of 2 * cos.size() back to back; a last partial head is
+  // rotated as far as it goes.
+  void Apply(float* vec, int n) const {
+    const int half = static_cast<int>(cos.size());
+    for (int base = 0; base < n; base += 2 * half) {
+      for (int j = 0; j < half && base + 2 * j < n; ++j) {
+        const float v0 = vec[base + 2 * j];
+        const float v1 = vec[base + 2 * j + 1];
+        vec[base + 2 * j] = v0 * cos[j] - v1 * sin[j];
+        vec[base + 2 * j + 1] = v0 * sin[j] + v1 * cos[j];
+      }
+    }
+  }
+};
+
+inline void Rope(float* vec, int n, int head_size, int pos, float theta) {
+  RopeAngles angles;
+  angles.Compute(head_size, pos, theta);
+  angles.Apply(vec, n);
 }
 
 // SwiGLU gate: hb = silu(hb) * hb2

@@ -7,6 +7,7 @@
 #include "runtime/common/half.h"
 #include "runtime/common/hadamard.h"
 #include "runtime/common/nn_ops.h"
+#include "runtime/common/round.h"
 #include "runtime/common/status_macros.h"
 
 namespace accllm {
@@ -24,7 +25,7 @@ void FakeQuantizeA8(float* x, int n) {
   for (int i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
   if (amax == 0.0f) return;
   const float inverse = 127.0f / amax, scale = amax / 127.0f;
-  for (int i = 0; i < n; ++i) x[i] = std::nearbyint(x[i] * inverse) * scale;
+  for (int i = 0; i < n; ++i) x[i] = RoundHalfEven(x[i] * inverse) * scale;
 }
 
 }  // namespace
@@ -71,6 +72,7 @@ CpuEngine::CpuEngine(EngineWeights weights, const CpuEngineOptions& options, con
   hb_.resize(n * c.hidden_dim);
   hb2_.resize(n * c.hidden_dim);
   positions_.resize(n);
+  rope_.resize(n);
   token_seq_.resize(n);
 }
 
@@ -256,6 +258,8 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
     }
   }
 
+  PerToken(n, [&](int t) { rope_[t].Compute(c.head_size(), static_cast<int>(positions_[t]), c.rope_theta); });
+
   const int kv_dim = c.kv_dim();
   const bool fake_a8 = options_.fake_quantize_activations;
   const auto maybe_fake_a8 = [&](float* x, int cols) {
@@ -274,9 +278,8 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
     Linear(w.wv, attn_in, v_.data(), kv_dim);
     std::memcpy(q_raw_.data(), q_.data(), sizeof(float) * n * c.dim);
     PerToken(n, [&](int t) {
-      const int pos = static_cast<int>(positions_[t]);
-      Rope(&q_[int64_t{t} * c.dim], c.dim, c.head_size(), pos, c.rope_theta);
-      Rope(&k_[int64_t{t} * kv_dim], kv_dim, c.head_size(), pos, c.rope_theta);
+      rope_[t].Apply(&q_[int64_t{t} * c.dim], c.dim);
+      rope_[t].Apply(&k_[int64_t{t} * kv_dim], kv_dim);
       if (rotate_kv_) {
         for (int h = 0; h < c.n_kv_heads; ++h) {
           Hadamard(&k_[int64_t{t} * kv_dim + h * c.head_size()], c.head_size());

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "runtime/common/nn_ops.h"
 #include "runtime/cpu/kernels.h"
 #include "runtime/cpu/thread_pool.h"
 #include "runtime/engine/backend.h"
@@ -99,6 +100,7 @@ class CpuEngine final : public Backend {
   // Scratch for up to max_step_tokens tokens, row-major [token][feature].
   std::vector<float> x_, xb_, q_, q_raw_, k_, v_, att_, hb_, hb2_;
   std::vector<int64_t> positions_;
+  std::vector<RopeAngles> rope_;  // per token, computed once per step
   std::vector<SequenceKv*> token_seq_;
   // Quantized activations by (input slot, padded width, group size).
   std::map<std::tuple<int, int, int>, std::unique_ptr<A8Batch>> a8_;

@@ -13,6 +13,10 @@ bool Supports(CpuPath path) {
       return true;
     case CpuPath::kAvx2:
       return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    case CpuPath::kAvx2Vnni:
+      return Supports(CpuPath::kAvx2) &&
+             (__builtin_cpu_supports("avxvnni") ||
+              (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl")));
     case CpuPath::kAvx512:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
@@ -25,14 +29,17 @@ bool Supports(CpuPath path) {
 absl::StatusOr<CpuPath> ParseCpuPath(const std::string& name) {
   if (name == "scalar") return CpuPath::kScalar;
   if (name == "avx2") return CpuPath::kAvx2;
+  if (name == "avx2-vnni") return CpuPath::kAvx2Vnni;
   if (name == "avx512") return CpuPath::kAvx512;
-  return absl::InvalidArgumentError(absl::StrCat("unknown CPU path '", name, "' (scalar, avx2, avx512)"));
+  return absl::InvalidArgumentError(absl::StrCat("unknown CPU path '", name, "' (scalar, avx2, avx2-vnni, avx512)"));
 }
 
 absl::StatusOr<const CpuKernels*> KernelsFor(CpuPath path) {
-  const CpuKernels* kernels = path == CpuPath::kAvx512 ? &kAvx512Kernels
-                              : path == CpuPath::kAvx2 ? &kAvx2Kernels
-                                                       : &kScalarKernels;
+  const CpuKernels* kernels = path == CpuPath::kAvx512     ? &kAvx512Kernels
+                              : path == CpuPath::kAvx2Vnni ? (__builtin_cpu_supports("avxvnni") ? &kAvx2VnniKernels
+                                                                                                 : &kAvx2VnniEvexKernels)
+                              : path == CpuPath::kAvx2     ? &kAvx2Kernels
+                                                           : &kScalarKernels;
   if (!Supports(path)) {
     return absl::FailedPreconditionError(absl::StrCat("this CPU cannot run the ", kernels->name, " kernels"));
   }
@@ -46,7 +53,7 @@ absl::StatusOr<const CpuKernels*> SelectedKernels() {
       if (!path.ok()) return absl::InvalidArgumentError(absl::StrCat("ACCLLM_CPU_PATH: ", path.status().message()));
       return KernelsFor(*path);
     }
-    for (CpuPath path : {CpuPath::kAvx512, CpuPath::kAvx2}) {
+    for (CpuPath path : {CpuPath::kAvx512, CpuPath::kAvx2Vnni, CpuPath::kAvx2}) {
       if (Supports(path)) return KernelsFor(path);
     }
     return &kScalarKernels;

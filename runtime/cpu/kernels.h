@@ -44,7 +44,8 @@ using Kv4AccumulateFn = float (*)(float* out, const float* p, const uint8_t* cod
 // memory read-bandwidth probe that speed is held against.
 using ReadSumFn = uint64_t (*)(const uint8_t* data, int64_t bytes);
 
-enum class CpuPath { kScalar, kAvx2, kAvx512 };
+enum class CpuPath { kScalar, kAvx2, kAvx2Vnni, kAvx512 };
+inline constexpr CpuPath kAllCpuPaths[] = {CpuPath::kScalar, CpuPath::kAvx2, CpuPath::kAvx2Vnni, CpuPath::kAvx512};
 
 struct CpuKernels {
   CpuPath path;
@@ -65,7 +66,8 @@ float Kv4AccumulateScalar(float* out, const float* p, const uint8_t* codes, cons
 // The kernels for `path`, or an error if this CPU (or OS) cannot run them.
 absl::StatusOr<const CpuKernels*> KernelsFor(CpuPath path);
 
-// The best kernels this CPU supports, unless $ACCLLM_CPU_PATH (scalar, avx2, avx512) forces one.
+// The best kernels this CPU supports, unless $ACCLLM_CPU_PATH (scalar, avx2, avx2-vnni, avx512)
+// forces one.
 // Chosen once per process.
 absl::StatusOr<const CpuKernels*> SelectedKernels();
 
@@ -74,6 +76,8 @@ absl::StatusOr<CpuPath> ParseCpuPath(const std::string& name);
 // Per-ISA tables (defined in kernels_<isa>.cc).
 extern const CpuKernels kScalarKernels;
 extern const CpuKernels kAvx2Kernels;
+extern const CpuKernels kAvx2VnniKernels;      // VEX vpdpbusd (AVX-VNNI)
+extern const CpuKernels kAvx2VnniEvexKernels;  // EVEX vpdpbusd on ymm (AVX512-VNNI + VL)
 extern const CpuKernels kAvx512Kernels;
 
 }  // namespace accllm

@@ -16,6 +16,13 @@ inline __m512i BroadcastDword(const int8_t* p) {
   return _mm512_set1_epi32(v);
 }
 
+// acc += dpbusd(q, broadcast dword at p), with the broadcast folded into the instruction's
+// memory operand (GCC does not fold it from intrinsics; a separate broadcast costs a uop).
+inline __m512i DpbusdBroadcast(__m512i acc, __m512i q, const int8_t* p) {
+  __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(q), "m"(*reinterpret_cast<const int32_t*>(p)));
+  return acc;
+}
+
 inline __m512i BroadcastQword(const int8_t* p) {
   int64_t v;
   std::memcpy(&v, p, 8);
@@ -49,7 +56,7 @@ void DenseTile(const W2View& w, const A8Batch& x, int tile, int t0, float* y, in
   const W2Shape& s = w.shape;
   const int subs_per_group = s.stored_group() / kW2ColTile;
   const int subs_per_tile = s.stored_cols() / kW2ColTile;
-  constexpr int kChains = NT == 1 ? 4 : 2;
+  constexpr int kChains = NT == 1 ? 4 : NT >= 8 ? 1 : 2;
   const __m512i three = _mm512_set1_epi8(3);
   __m512 out[NT];
   for (int j = 0; j < NT; ++j) out[j] = _mm512_setzero_ps();
@@ -61,6 +68,11 @@ void DenseTile(const W2View& w, const A8Batch& x, int tile, int t0, float* y, in
     const uint8_t* block = w.codes + (int64_t{tile} * subs_per_tile + int64_t{g} * subs_per_group) * kW2SubBlockBytes;
     for (int sb = 0; sb < subs_per_group; ++sb) {
       const __m512i v = _mm512_loadu_si512(block + sb * kW2SubBlockBytes);
+      if constexpr (NT > 1) {
+        // Weights stream from DRAM once per step; fetching the next row tile while this one
+        // computes keeps the compute-bound multi-token path from waiting on memory.
+        _mm_prefetch(reinterpret_cast<const char*>(block + (sb + subs_per_tile) * kW2SubBlockBytes), _MM_HINT_T1);
+      }
       const int col = g * s.group_size + sb * kW2ColTile;
       if constexpr (NT == 1) {
         const int8_t* a = x.codes(t0) + col;
@@ -75,10 +87,10 @@ void DenseTile(const W2View& w, const A8Batch& x, int tile, int t0, float* y, in
         const __m512i q3 = _mm512_and_si512(_mm512_srli_epi16(v, 6), three);
         for (int j = 0; j < NT; ++j) {
           const int8_t* a = x.codes(t0 + j) + col;
-          dot[j][0] = _mm512_dpbusd_epi32(dot[j][0], q0, BroadcastDword(a));
-          dot[j][1] = _mm512_dpbusd_epi32(dot[j][1], q1, BroadcastDword(a + 4));
-          dot[j][0] = _mm512_dpbusd_epi32(dot[j][0], q2, BroadcastDword(a + 8));
-          dot[j][1] = _mm512_dpbusd_epi32(dot[j][1], q3, BroadcastDword(a + 12));
+          dot[j][0] = DpbusdBroadcast(dot[j][0], q0, a);
+          dot[j][1 % kChains] = DpbusdBroadcast(dot[j][1 % kChains], q1, a + 4);
+          dot[j][0] = DpbusdBroadcast(dot[j][0], q2, a + 8);
+          dot[j][1 % kChains] = DpbusdBroadcast(dot[j][1 % kChains], q3, a + 12);
         }
       }
     }
@@ -87,8 +99,10 @@ void DenseTile(const W2View& w, const A8Batch& x, int tile, int t0, float* y, in
       if constexpr (NT == 1) {
         sum = _mm512_add_epi32(_mm512_add_epi32(dot[0][0], _mm512_srai_epi32(dot[0][1], 2)),
                                _mm512_add_epi32(_mm512_srai_epi32(dot[0][2], 4), _mm512_srai_epi32(dot[0][3], 6)));
-      } else {
+      } else if constexpr (kChains == 2) {
         sum = _mm512_add_epi32(dot[j][0], dot[j][1]);
+      } else {
+        sum = dot[j][0];
       }
       out[j] = GroupEpilogue(w, tile, g, sum, _mm512_set1_epi32(x.group_sums(t0 + j)[g]), out[j]);
     }
@@ -150,10 +164,12 @@ void Tile(const W2View& w, const A8Batch& x, int tile, int t0, float* y, int64_t
 
 template <bool kSparse>
 void MatMul(const W2View& w, const A8Batch& x, int tile_begin, int tile_end, float* y, int64_t ldy) {
-  constexpr int kTokenBlock = 4;
   for (int tile = tile_begin; tile < tile_end; ++tile) {
     int t = 0;
-    for (; t + kTokenBlock <= x.tokens(); t += kTokenBlock) Tile<kSparse, kTokenBlock>(w, x, tile, t, y, ldy);
+    if constexpr (!kSparse) {
+      for (; t + 8 <= x.tokens(); t += 8) Tile<kSparse, 8>(w, x, tile, t, y, ldy);
+    }
+    for (; t + 4 <= x.tokens(); t += 4) Tile<kSparse, 4>(w, x, tile, t, y, ldy);
     for (; t < x.tokens(); ++t) Tile<kSparse, 1>(w, x, tile, t, y, ldy);
   }
 }

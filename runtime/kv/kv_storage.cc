@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "runtime/common/half.h"
+#include "runtime/common/round.h"
 
 namespace accllm {
 
@@ -22,7 +23,7 @@ Kv4Params QuantizeKv4(std::span<const float> x, uint8_t* codes) {
   for (std::size_t i = 0; i < x.size(); i += 2) {
     uint8_t pair = 0;
     for (int j = 0; j < 2; ++j) {
-      const float q = std::clamp(std::nearbyint((x[i + j] - lo) * inverse), 0.0f, 15.0f);
+      const float q = std::clamp(RoundHalfEven((x[i + j] - lo) * inverse), 0.0f, 15.0f);
       pair |= static_cast<uint8_t>(q) << (4 * j);
     }
     codes[i / 2] = pair;

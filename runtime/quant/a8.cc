@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "runtime/common/round.h"
+
 namespace accllm {
 
 A8Batch::A8Batch(int cols_padded, int group_size, int capacity)
@@ -20,7 +22,7 @@ void A8Batch::Quantize(int t, std::span<const float> x) {
   const float inverse = amax > 0.0f ? 127.0f / amax : 0.0f;
   scales_[t] = amax / 127.0f;
   int8_t* q = codes_.data() + static_cast<std::size_t>(t) * cols_;
-  for (std::size_t i = 0; i < x.size(); ++i) q[i] = static_cast<int8_t>(std::nearbyint(x[i] * inverse));
+  for (std::size_t i = 0; i < x.size(); ++i) q[i] = static_cast<int8_t>(RoundHalfEven(x[i] * inverse));
   std::fill(q + x.size(), q + cols_, int8_t{0});
   int32_t* sums = group_sums_.data() + static_cast<std::size_t>(t) * groups_;
   for (int g = 0; g < groups_; ++g) {

@@ -4,10 +4,12 @@
 #include <cstdio>
 #include <fstream>
 #include <numeric>
+#include <random>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "runtime/common/half.h"
 #include "runtime/cpu/cpu_engine.h"
 #include "runtime/eval/weight_variants.h"
 #include "runtime/model/synthesize.h"
@@ -47,6 +49,50 @@ double ReadBandwidth(ThreadPool& pool, const CpuKernels& kernels, int64_t bytes,
     best = std::max(best, bytes / Seconds(start));
   }
   if (std::accumulate(sums.begin(), sums.end(), uint64_t{0}) == 42) std::printf(" ");  // keep the loads
+  return best;
+}
+
+// Multiply-accumulates per token in the W2 layers (kept weights only, for 2:4).
+int64_t LinearMacsPerToken(const PackedContents& p) {
+  int64_t macs = 0;
+  for (const auto& [id, m] : p.linears) macs += int64_t{m.shape.rows} * m.shape.stored_cols();
+  return macs;
+}
+
+// Multiply-accumulates per second of the engine's own W2A8 kernel on an L2-resident layer at 64
+// tokens, all threads: the compute ceiling that batched decode and prefill run into once weights
+// stop being the limit.
+double KernelMacRate(ThreadPool& pool, const CpuKernels& kernels, int group_size, bool sparse) {
+  W2Matrix m({1024, 1024, group_size, sparse});
+  std::mt19937 rng(5);
+  for (uint8_t& b : m.codes) b = static_cast<uint8_t>(rng());
+  for (uint8_t& b : m.sparse_index) b = static_cast<uint8_t>(rng());
+  std::fill(m.scales.begin(), m.scales.end(), FloatToFp16(0.01f));
+  std::fill(m.zeros.begin(), m.zeros.end(), uint8_t{1});
+  constexpr int kTokens = 64;
+  A8Batch x(m.shape.cols_padded(), group_size, kTokens);
+  std::vector<float> row(m.shape.cols_padded());
+  std::normal_distribution<float> normal;
+  for (int t = 0; t < kTokens; ++t) {
+    for (float& v : row) v = normal(rng);
+    x.Quantize(t, row);
+  }
+  std::vector<std::vector<float>> y(pool.threads(), std::vector<float>(std::size_t{kTokens} * m.shape.rows_padded()));
+  const W2View view = m.view();
+  const int64_t macs_per_pass = int64_t{m.shape.rows_padded()} * m.shape.stored_cols() * kTokens;
+  double best = 0;
+  for (int r = 0; r < 3; ++r) {
+    const int passes = 20;
+    const auto start = Clock::now();
+    pool.ParallelFor(pool.threads(), [&](int64_t begin, int64_t end) {
+      for (int64_t part = begin; part < end; ++part) {  // each thread its own pass over the layer
+        for (int i = 0; i < passes; ++i) {
+          kernels.matmul_w2a8(view, x, 0, m.shape.row_tiles(), y[part].data(), m.shape.rows_padded());
+        }
+      }
+    });
+    best = std::max(best, macs_per_pass * passes * pool.threads() / Seconds(start));
+  }
   return best;
 }
 
@@ -148,13 +194,18 @@ int RunBench(const BenchFlags& flags) {
     std::printf("engine %s; synthesized in %.1f s; read bandwidth (same run, %d threads, best of 5) %.1f GB/s; "
                 "bandwidth roofline %.1f tokens/s at batch 1\n",
                 e.name().c_str(), build_seconds, e.threads(), bandwidth / 1e9, bandwidth / weight_bytes);
+    const double mac_rate = KernelMacRate(bandwidth_pool, e.kernels(), flags.group_size, flags.sparse);
+    const double compute_roofline = mac_rate / LinearMacsPerToken(packed);
+    std::printf("W2A8 kernel throughput (same run, %d threads, 64 tokens, cache-resident layer) %.0f GMAC/s; "
+                "compute ceiling %.1f tokens/s for the W2 layers at any batch\n",
+                e.threads(), mac_rate / 1e9, compute_roofline);
     std::printf("resident: %.2f GB with weights and KV pool (packed weights %.2f GB + KV %.2f GB = %.2f GB; "
                 "engine scratch and pool added %.2f GB)\n\n",
                 rss_after / 1e9, packed.embedding.size() * 2e-9 + weight_bytes / 1e9, e.kv_bytes() / 1e9,
                 packed.embedding.size() * 2e-9 + (weight_bytes + e.kv_bytes()) / 1e9, (rss_after - rss_before) / 1e9);
 
-    std::printf("| mode | tokens | seconds | tokens/s | vs batch 1 | weight GB/s | of roofline |\n");
-    std::printf("|---|---:|---:|---:|---:|---:|---:|\n");
+    std::printf("| mode | tokens | seconds | tokens/s | vs batch 1 | weight GB/s | of roofline | of compute ceiling |\n");
+    std::printf("|---|---:|---:|---:|---:|---:|---:|---:|\n");
     const int vocab = config->vocab_size;
     double batch1 = 0;
     for (int batch : batches) {
@@ -178,15 +229,15 @@ int RunBench(const BenchFlags& flags) {
       const double seconds = Seconds(start);
       if (batch == 1) {
         const double after = measure_bandwidth();
-        std::printf("| (read bandwidth before / after batch 1: %.1f / %.1f GB/s; roofline %.1f tokens/s) |||||||\n",
+        std::printf("| (read bandwidth before / after batch 1: %.1f / %.1f GB/s; roofline %.1f tokens/s) ||||||||\n",
                     bandwidth / 1e9, after / 1e9, (bandwidth + after) / 2 / weight_bytes);
         bandwidth = (bandwidth + after) / 2;
       }
       const double tps = steps * batch / seconds;
       if (batch == 1) batch1 = tps;
       const double gbps = steps * weight_bytes / seconds;
-      std::printf("| decode batch %d | %d | %.2f | %.1f | %.2fx | %.1f | %.0f%% |\n", batch, steps * batch, seconds, tps,
-                  batch1 > 0 ? tps / batch1 : 0.0, gbps / 1e9, 100.0 * gbps / bandwidth);
+      std::printf("| decode batch %d | %d | %.2f | %.1f | %.2fx | %.1f | %.0f%% | %.0f%% |\n", batch, steps * batch, seconds,
+                  tps, batch1 > 0 ? tps / batch1 : 0.0, gbps / 1e9, 100.0 * gbps / bandwidth, 100.0 * tps / compute_roofline);
       std::fflush(stdout);
     }
     for (int length : prefills) {
@@ -201,7 +252,8 @@ int RunBench(const BenchFlags& flags) {
         if (absl::Status s = e.Prefill(*seq, std::span(prompt).subspan(begin, n), logits); !s.ok()) return ReportError(s);
       }
       const double seconds = Seconds(start);
-      std::printf("| prefill %d | %d | %.2f | %.1f | | | |\n", length, length, seconds, length / seconds);
+      std::printf("| prefill %d | %d | %.2f | %.1f | | | | %.0f%% |\n", length, length, seconds, length / seconds,
+                  100.0 * length / seconds / compute_roofline);
       std::fflush(stdout);
     }
   }
