@@ -129,25 +129,36 @@ TEST(FpgaKernelTest, Kv4UnitsAndAttentionBitExact) {
     EXPECT_TRUE(SameBits(cpu_out, fpga_out));
     EXPECT_EQ(std::memcmp(&cpu_min, &fpga_min, sizeof cpu_min), 0);
 
-    // The whole-head kernel: a sink run (vectors 0-3) and two window runs (10-19, 25-36), against
-    // the CPU engine's composition of the same steps.
-    const std::vector<int32_t> start = {0, 10, 25}, run = {4, 10, 12};
-    std::vector<float> scores(26);
-    Kv4ScoreScalar(q_sink.data(), sink_sum, key_codes.data(), key_params.data(), 4, head_size, scale, &scores[0]);
-    Kv4ScoreScalar(q.data(), q_sum, key_codes.data() + 10 * head_size / 2, &key_params[10], 10, head_size, scale, &scores[4]);
-    Kv4ScoreScalar(q.data(), q_sum, key_codes.data() + 25 * head_size / 2, &key_params[25], 12, head_size, scale, &scores[14]);
-    Softmax(scores.data(), 26);
-    std::vector<float> expected(head_size, 0.0f);
-    float min_sum = 0;
-    for (int r = 0, index = 0; r < 3; index += run[r], ++r) {
-      min_sum += Kv4AccumulateScalar(expected.data(), &scores[index], value_codes.data() + start[r] * head_size / 2,
-                                     &value_params[start[r]], run[r], head_size);
+    // The batched kernel, two items against the CPU engine's composition of the same steps:
+    // item 0 has a sink run (vectors 0-3) and two window runs (10-19, 25-36), item 1 the window
+    // runs only.
+    const std::vector<int32_t> start = {0, 10, 25, 10, 25}, run = {4, 10, 12, 10, 12};
+    const std::vector<int32_t> item_runs = {0, 3, 5}, item_sinks = {1, 0};
+    std::vector<float> expected;
+    for (int item = 0; item < 2; ++item) {
+      const int first = item_runs[item], sinks = item_sinks[item];
+      std::vector<float> scores;
+      for (int r = first; r < item_runs[item + 1]; ++r) {
+        const bool sink = r - first < sinks;
+        scores.resize(scores.size() + run[r]);
+        Kv4ScoreScalar(sink ? q_sink.data() : q.data(), sink ? sink_sum : q_sum,
+                       key_codes.data() + start[r] * head_size / 2, &key_params[start[r]], run[r], head_size, scale,
+                       &scores[scores.size() - run[r]]);
+      }
+      Softmax(scores.data(), static_cast<int>(scores.size()));
+      std::vector<float> out(head_size, 0.0f);
+      float min_sum = 0;
+      for (int r = first, index = 0; r < item_runs[item + 1]; index += run[r], ++r) {
+        min_sum += Kv4AccumulateScalar(out.data(), &scores[index], value_codes.data() + start[r] * head_size / 2,
+                                       &value_params[start[r]], run[r], head_size);
+      }
+      for (float& e : out) expected.push_back(e + min_sum);
     }
-    for (float& e : expected) e += min_sum;
-    std::vector<float> got(head_size);
-    accllm_kv4_attention(q.data(), q_sink.data(), 1, key_codes.data(), hk, value_codes.data(), hv, start.data(),
-                         run.data(), 3, head_size, got.data());
-    EXPECT_TRUE(SameBits(expected, got)) << head_size;
+    std::vector<float> queries = q, sink_queries = q_sink, got(2 * head_size);
+    queries.insert(queries.end(), q.begin(), q.end());
+    sink_queries.insert(sink_queries.end(), q_sink.begin(), q_sink.end());
+    accllm_kv4_attention(queries.data(), sink_queries.data(), item_runs.data(), item_sinks.data(), 2,
+                         key_codes.data(), hk, value_codes.data(), hv, start.data(), run.data(), head_size, got.data());
   }
 }
 
@@ -245,6 +256,15 @@ TEST_F(FpgaStoriesTest, FpgaSimGeneratesTheCpuEnginesTokens) {
     EXPECT_EQ(a.generated_ids, b.generated_ids) << prompt;
     EXPECT_EQ(b.generated_ids.size(), 150u);
   }
+  // Past the window (sink runs included), the logits are the same bits, not only the argmax.
+  std::vector<int> tokens(100);
+  for (int i = 0; i < 100; ++i) tokens[i] = 1 + (i * 37) % 500;
+  std::vector<float> cpu_logits(model.config().vocab_size), fpga_logits(cpu_logits.size());
+  auto cpu_seq = std::make_unique<SequenceKv>(cpu->page_pool(), cpu->page_tokens(), cpu->lambda());
+  auto fpga_seq = std::make_unique<SequenceKv>(fpga->page_pool(), fpga->page_tokens(), fpga->lambda());
+  ASSERT_OK(cpu->Prefill(*cpu_seq, tokens, cpu_logits));
+  ASSERT_OK(fpga->Prefill(*fpga_seq, tokens, fpga_logits));
+  EXPECT_TRUE(SameBits(cpu_logits, fpga_logits));
   // Like the card, fpga-sim takes packed models only.
   ASSERT_OK_AND_ASSIGN(AnyModel fp32, LoadAnyModel(RequireModelFile("stories260K.bin").string(), LoadMode::kMap));
   EXPECT_THAT(std::string(fpga::MakeFpgaSimBackend(options, fp32).status().message()),

@@ -43,11 +43,13 @@ for i in $(seq 1 $W2A8_UNITS); do
 done
 echo
 for i in $(seq 1 $ATTENTION_UNITS); do
-  for port in q q_sink run_start run_count out; do echo "sp=accllm_kv4_attention_$i.$port:$SHARED"; done
-  echo "sp=accllm_kv4_attention_$i.key_codes:HBM[$((27 + i))]"
-  echo "sp=accllm_kv4_attention_$i.key_params:HBM[$((27 + i))]"
-  echo "sp=accllm_kv4_attention_$i.value_codes:HBM[$((29 + i))]"
-  echo "sp=accllm_kv4_attention_$i.value_params:HBM[$((29 + i))]"
+  for port in q q_sink item_runs item_sink_runs run_start run_count out; do
+    echo "sp=accllm_kv4_attention_$i.$port:$SHARED"
+  done
+  # Every unit reaches the whole KV cache (the host splits a layer's queries between the units):
+  # keys in HBM 28-29, values in HBM 30-31.
+  for port in key_codes key_params; do echo "sp=accllm_kv4_attention_$i.$port:HBM[28:29]"; done
+  for port in value_codes value_params; do echo "sp=accllm_kv4_attention_$i.$port:HBM[30:31]"; done
   echo "slr=accllm_kv4_attention_$i:SLR1"
 done
 echo

@@ -37,24 +37,10 @@ float Kv4Accumulate(float* out, const float* p, const uint8_t* codes, const Kv4P
   return min_sum;
 }
 
-}  // namespace accllm::hls
-
-extern "C" void accllm_kv4_attention(const float* q, const float* q_sink, int sink_runs, const uint8_t* key_codes,
-                                     const accllm::hls::Kv4Param* key_params,
-                                     const uint8_t* value_codes, const accllm::hls::Kv4Param* value_params,
-                                     const int32_t* run_start, const int32_t* run_count, int runs, int head_size,
-                                     float* out) {
-#pragma HLS INTERFACE m_axi port = q offset = slave bundle = gmem0
-#pragma HLS INTERFACE m_axi port = q_sink offset = slave bundle = gmem0
-#pragma HLS INTERFACE m_axi port = key_codes offset = slave bundle = gmem1
-#pragma HLS INTERFACE m_axi port = key_params offset = slave bundle = gmem1
-#pragma HLS INTERFACE m_axi port = value_codes offset = slave bundle = gmem2
-#pragma HLS INTERFACE m_axi port = value_params offset = slave bundle = gmem2
-#pragma HLS INTERFACE m_axi port = run_start offset = slave bundle = gmem0
-#pragma HLS INTERFACE m_axi port = run_count offset = slave bundle = gmem0
-#pragma HLS INTERFACE m_axi port = out offset = slave bundle = gmem0
-#pragma HLS INTERFACE s_axilite port = return
-  using namespace accllm::hls;
+// One (token, head) query end to end: scores over its runs, softmax, weighted sum of values.
+void AttendOneHead(const float* q, const float* q_sink, int sink_runs, const uint8_t* key_codes,
+                   const Kv4Param* key_params, const uint8_t* value_codes, const Kv4Param* value_params,
+                   const int32_t* run_start, const int32_t* run_count, int runs, int head_size, float* out) {
   float query[kKv4MaxHeadSize], sink_query[kKv4MaxHeadSize];
   float q_sum = 0.0f, sink_sum = 0.0f;
   for (int d = 0; d < head_size; ++d) {
@@ -92,4 +78,32 @@ extern "C" void accllm_kv4_attention(const float* q, const float* q_sink, int si
     visible += run_count[r];
   }
   for (int d = 0; d < head_size; ++d) out[d] = min_sum != 0.0f ? acc[d] + min_sum : acc[d];
+}
+
+}  // namespace accllm::hls
+
+extern "C" void accllm_kv4_attention(const float* q, const float* q_sink, const int32_t* item_runs,
+                                     const int32_t* item_sink_runs, int items, const uint8_t* key_codes,
+                                     const accllm::hls::Kv4Param* key_params, const uint8_t* value_codes,
+                                     const accllm::hls::Kv4Param* value_params, const int32_t* run_start,
+                                     const int32_t* run_count, int head_size, float* out) {
+#pragma HLS INTERFACE m_axi port = q offset = slave bundle = gmem0
+#pragma HLS INTERFACE m_axi port = q_sink offset = slave bundle = gmem0
+#pragma HLS INTERFACE m_axi port = item_runs offset = slave bundle = gmem0
+#pragma HLS INTERFACE m_axi port = item_sink_runs offset = slave bundle = gmem0
+#pragma HLS INTERFACE m_axi port = key_codes offset = slave bundle = gmem1
+#pragma HLS INTERFACE m_axi port = key_params offset = slave bundle = gmem1
+#pragma HLS INTERFACE m_axi port = value_codes offset = slave bundle = gmem2
+#pragma HLS INTERFACE m_axi port = value_params offset = slave bundle = gmem2
+#pragma HLS INTERFACE m_axi port = run_start offset = slave bundle = gmem0
+#pragma HLS INTERFACE m_axi port = run_count offset = slave bundle = gmem0
+#pragma HLS INTERFACE m_axi port = out offset = slave bundle = gmem0
+#pragma HLS INTERFACE s_axilite port = return
+  for (int i = 0; i < items; ++i) {
+    const int first = item_runs[i];
+    accllm::hls::AttendOneHead(q + static_cast<int64_t>(i) * head_size, q_sink + static_cast<int64_t>(i) * head_size,
+                               item_sink_runs[i], key_codes, key_params, value_codes, value_params, run_start + first,
+                               run_count + first, item_runs[i + 1] - first, head_size,
+                               out + static_cast<int64_t>(i) * head_size);
+  }
 }

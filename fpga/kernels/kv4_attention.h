@@ -27,12 +27,14 @@ inline constexpr int kKv4MaxVisible = 8192;  // sinks + window tokens one query 
 
 }  // namespace accllm::hls
 
-// One query head over `runs` page runs of its sequence: run r covers run_count[r] vectors
-// starting at vector run_start[r] of the key/value code arrays. The first `sink_runs` runs are
-// sink tokens outside the window, which meet `q_sink` (the query rotated at the capped position,
-// LM-Infinite style); the rest meet `q`. Writes head_size outputs.
-extern "C" void accllm_kv4_attention(const float* q, const float* q_sink, int sink_runs, const uint8_t* key_codes,
-                                     const accllm::hls::Kv4Param* key_params,
-                                     const uint8_t* value_codes, const accllm::hls::Kv4Param* value_params,
-                                     const int32_t* run_start, const int32_t* run_count, int runs, int head_size,
-                                     float* out);
+// One layer's attention for a batch of (token, head) queries (runtime/kv/attention_batch.h):
+// item i reads its query from q[i] (and q_sink[i]), owns runs [item_runs[i], item_runs[i + 1]),
+// the first item_sink_runs[i] of which are sink tokens outside the window that meet q_sink (the
+// query rotated at the capped position, LM-Infinite style); the rest meet q. Run r covers
+// run_count[r] vectors starting at vector run_start[r] of the key/value arrays, which hold the
+// KV cache as runtime/kv/kv_storage.h lays it out. Writes head_size outputs per item.
+extern "C" void accllm_kv4_attention(const float* q, const float* q_sink, const int32_t* item_runs,
+                                     const int32_t* item_sink_runs, int items, const uint8_t* key_codes,
+                                     const accllm::hls::Kv4Param* key_params, const uint8_t* value_codes,
+                                     const accllm::hls::Kv4Param* value_params, const int32_t* run_start,
+                                     const int32_t* run_count, int head_size, float* out);

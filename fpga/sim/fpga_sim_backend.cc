@@ -1,6 +1,11 @@
 #include "fpga/sim/fpga_sim_backend.h"
 
+#include <memory>
+
+#include "fpga/attention_fit.h"
+#include "fpga/kernels/kv4_attention.h"
 #include "fpga/sim/sim_kernels.h"
+#include "runtime/common/aligned_buffer.h"
 
 namespace accllm::fpga {
 namespace {
@@ -35,6 +40,11 @@ class FaultAfter final : public Backend {
   int left_;
 };
 
+// The simulated card's memory: the KV cache regions its attention unit reads.
+struct SimKvMemory {
+  AlignedBuffer regions[4];
+};
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Backend>> MakeFpgaSimBackend(const BackendOptions& options, const AnyModel& model) {
@@ -47,6 +57,25 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeFpgaSimBackend(const BackendOptions
   sim.engine = "cpu";
   sim.kernels = &FpgaSimKernels();
   sim.label = "fpga-sim";
+  // The KV cache lives in the simulated card's memory, and each layer's attention runs on the
+  // C-simulated attention unit, one call per layer as on a card.
+  auto memory = std::make_shared<SimKvMemory>();
+  sim.kv_allocator = [memory](KvRegion region, int64_t bytes) {
+    AlignedBuffer& buffer = memory->regions[static_cast<int>(region)];
+    buffer = AlignedBuffer(static_cast<std::size_t>(bytes));
+    return buffer.data();
+  };
+  sim.attention_offload = [memory](const AttentionBatch& b, float* out) {
+    if (absl::Status fits = FitsAttentionUnit(b); !fits.ok()) return fits;
+    const auto region = [&](KvRegion r) { return memory->regions[static_cast<int>(r)].data(); };
+    accllm_kv4_attention(b.q.data(), b.q_sink.data(), b.item_runs.data(), b.item_sink_runs.data(), b.items,
+                         reinterpret_cast<const uint8_t*>(region(KvRegion::kKeyCodes)),
+                         reinterpret_cast<const hls::Kv4Param*>(region(KvRegion::kKeyParams)),
+                         reinterpret_cast<const uint8_t*>(region(KvRegion::kValueCodes)),
+                         reinterpret_cast<const hls::Kv4Param*>(region(KvRegion::kValueParams)), b.run_start.data(),
+                         b.run_count.data(), b.head_size, out);
+    return absl::OkStatus();
+  };
   absl::StatusOr<std::unique_ptr<Backend>> backend = MakeBackend(sim, model);
   if (!backend.ok() || options.sim_fault_after_steps <= 0) return backend;
   return std::unique_ptr<Backend>(new FaultAfter(std::move(*backend), options.sim_fault_after_steps));

@@ -57,7 +57,7 @@ CpuEngine::CpuEngine(EngineWeights weights, const CpuEngineOptions& options, con
       pool_(options.kv_pages > 0 ? options.kv_pages
                                  : SequenceKv::MaxPages(options.lambda, options.page_tokens, options.max_step_tokens,
                                                         weights_.config.max_seq_len)),
-      kv_(weights_.config, pool_.total(), options.page_tokens, options.kv_precision) {
+      kv_(weights_.config, pool_.total(), options.page_tokens, options.kv_precision, options.kv_allocator) {
   rotate_kv_ = options.kv_precision == KvPrecision::kKv4 && options.kv4_rotation &&
                IsPowerOfTwo(weights_.config.head_size());
   const LlamaConfig& c = weights_.config;
@@ -73,6 +73,8 @@ CpuEngine::CpuEngine(EngineWeights weights, const CpuEngineOptions& options, con
   hb2_.resize(n * c.hidden_dim);
   positions_.resize(n);
   rope_.resize(n);
+  token_runs_.resize(n);
+  token_sink_runs_.resize(n);
   token_seq_.resize(n);
 }
 
@@ -128,86 +130,142 @@ void CpuEngine::PerToken(int n, const std::function<void(int)>& fn) {
   });
 }
 
-void CpuEngine::Attention(int layer, int n) {
+void CpuEngine::PlanPageRuns(int n) {
+  const LambdaConfig& lambda = options_.lambda;
+  const int page_tokens = options_.page_tokens;
+  PerToken(n, [&](int t) {
+    const int64_t m = positions_[t];
+    const SequenceKv& seq = *token_seq_[t];
+    const int64_t window_start = std::max<int64_t>(0, lambda.WindowStart(m));
+    const int64_t sink_end = std::min<int64_t>(lambda.full() ? 0 : lambda.sinks, window_start);
+    std::vector<PageRun>& runs = token_runs_[t];
+    runs.clear();
+    const auto add = [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end;) {
+        const int slot = static_cast<int>(p % page_tokens);
+        const int count = static_cast<int>(std::min<int64_t>(page_tokens - slot, end - p));
+        runs.push_back({seq.PageOf(p), slot, count});
+        p += count;
+      }
+    };
+    add(0, sink_end);  // sinks outside the window see the query at a capped position (lambda_attention.h)
+    token_sink_runs_[t] = static_cast<int>(runs.size());
+    add(window_start, m + 1);
+  });
+}
+
+void CpuEngine::BuildAttentionBatch(int layer, int n) {
   const LlamaConfig& c = weights_.config;
   const int hs = c.head_size();
-  const LambdaConfig& lambda = options_.lambda;
-  const float inv_sqrt = 1.0f / std::sqrt(static_cast<float>(hs));
-  pool_threads_.ParallelFor(int64_t{n} * c.n_heads, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores;
-    std::vector<float> q_sink(hs), q_rotated(hs);
-    for (int64_t item = begin; item < end; ++item) {
-      const int i = static_cast<int>(item / c.n_heads), h = static_cast<int>(item % c.n_heads);
-      const int kv_head = h / c.kv_mul();
-      const int64_t m = positions_[i];
-      const SequenceKv& seq = *token_seq_[i];
-      const float* q = q_.data() + int64_t{i} * c.dim + h * hs;
-      if (rotate_kv_) {  // into the cache's rotated basis
-        std::memcpy(q_rotated.data(), q, hs * sizeof(float));
-        Hadamard(q_rotated.data(), hs);
-        q = q_rotated.data();
+  AttentionBatch& b = attention_;
+  b.layer = layer;
+  b.head_size = hs;
+  b.items = n * c.n_heads;
+  b.q.resize(static_cast<std::size_t>(b.items) * hs);
+  b.q_sink.resize(b.q.size());
+  b.item_runs.resize(b.items + 1);
+  b.item_sink_runs.resize(b.items);
+  b.item_runs[0] = 0;
+  for (int t = 0, item = 0; t < n; ++t) {
+    for (int h = 0; h < c.n_heads; ++h, ++item) {
+      b.item_runs[item + 1] = b.item_runs[item] + static_cast<int32_t>(token_runs_[t].size());
+      b.item_sink_runs[item] = token_sink_runs_[t];
+    }
+  }
+  b.run_start.resize(b.item_runs[b.items]);
+  b.run_count.resize(b.run_start.size());
+  PerToken(n, [&](int t) {
+    for (int h = 0; h < c.n_heads; ++h) {
+      const int item = t * c.n_heads + h;
+      int32_t r = b.item_runs[item];
+      for (const PageRun& run : token_runs_[t]) {
+        b.run_start[r] = static_cast<int32_t>(kv_.VectorIndex(layer, run.page, h / c.kv_mul(), run.slot));
+        b.run_count[r++] = run.count;
       }
-      const int64_t window_start = std::max<int64_t>(0, lambda.WindowStart(m));
-      const int64_t sink_end = std::min<int64_t>(lambda.full() ? 0 : lambda.sinks, window_start);
-      // Sinks outside the window see the query at a capped position (see lambda_attention.h).
-      if (sink_end > 0) {
-        std::memcpy(q_sink.data(), q_raw_.data() + int64_t{i} * c.dim + h * hs, hs * sizeof(float));
-        Rope(q_sink.data(), hs, hs, static_cast<int>(lambda.SinkQueryPosition(m)), c.rope_theta);
-        if (rotate_kv_) Hadamard(q_sink.data(), hs);
+      float* q = &b.q[static_cast<std::size_t>(item) * hs];
+      std::memcpy(q, &q_[int64_t{t} * c.dim + h * hs], hs * sizeof(float));
+      if (rotate_kv_) Hadamard(q, hs);  // into the cache's basis
+      if (token_sink_runs_[t] > 0) {
+        float* q_sink = &b.q_sink[static_cast<std::size_t>(item) * hs];
+        std::memcpy(q_sink, &q_raw_[int64_t{t} * c.dim + h * hs], hs * sizeof(float));
+        Rope(q_sink, hs, hs, static_cast<int>(options_.lambda.SinkQueryPosition(positions_[t])), c.rope_theta);
+        if (rotate_kv_) Hadamard(q_sink, hs);
       }
-      const int64_t count = sink_end + (m - window_start + 1);
-      if (static_cast<int64_t>(scores.size()) < count) scores.resize(count);
-      float q_sum = 0.0f, q_sink_sum = 0.0f;
-      for (int d = 0; d < hs; ++d) {
-        q_sum += q[d];
-        q_sink_sum += q_sink[d];
-      }
-      // Visits positions [begin, end) page by page: fn(view of the page, first slot, slots, index of the first).
-      const int page_tokens = options_.page_tokens;
-      const auto for_pages = [&](int64_t begin, int64_t end, bool values, int64_t first_index, const auto& fn) {
-        for (int64_t p = begin; p < end;) {
-          const int slot = static_cast<int>(p % page_tokens);
-          const int n = static_cast<int>(std::min<int64_t>(page_tokens - slot, end - p));
-          const int page = seq.PageOf(p);
-          fn(values ? kv_.Values(layer, page, kv_head) : kv_.Keys(layer, page, kv_head), slot, n, first_index + (p - begin));
-          p += n;
-        }
-      };
-      const auto score_keys = [&](const float* query, float query_sum) {
-        return [&, query, query_sum](const KvHeadView& keys, int slot, int n, int64_t index) {
-          if (keys.precision == KvPrecision::kKv4) {
-            kernels_->kv4_score(query, query_sum, keys.codes + slot * (hs / 2), keys.params + slot, n, hs, inv_sqrt,
-                                &scores[index]);
-            return;
-          }
-          for (int s = slot; s < slot + n; ++s, ++index) scores[index] = Dot(query, keys.f32 + s * hs, hs) * inv_sqrt;
-        };
-      };
-      for_pages(0, sink_end, false, 0, score_keys(q_sink.data(), q_sink_sum));
-      for_pages(window_start, m + 1, false, sink_end, score_keys(q, q_sum));
-      Softmax(scores.data(), static_cast<int>(count));
+    }
+  });
+}
 
-      float* out = att_.data() + int64_t{i} * c.dim + h * hs;
+void CpuEngine::RunAttention(const AttentionBatch& b, float* out_all) {
+  const int hs = b.head_size;
+  const float inv_sqrt = 1.0f / std::sqrt(static_cast<float>(hs));
+  const bool kv4 = kv_.precision() == KvPrecision::kKv4;
+  const auto* key_codes = reinterpret_cast<const uint8_t*>(kv_.region(KvRegion::kKeyCodes));
+  const auto* value_codes = reinterpret_cast<const uint8_t*>(kv_.region(KvRegion::kValueCodes));
+  const auto* key_params = reinterpret_cast<const Kv4Params*>(kv_.region(KvRegion::kKeyParams));
+  const auto* value_params = reinterpret_cast<const Kv4Params*>(kv_.region(KvRegion::kValueParams));
+  pool_threads_.ParallelFor(b.items, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores;
+    for (int64_t item = begin; item < end; ++item) {
+      const int first_run = b.item_runs[item], last_run = b.item_runs[item + 1];
+      int count = 0;
+      for (int r = first_run; r < last_run; ++r) count += b.run_count[r];
+      if (static_cast<int>(scores.size()) < count) scores.resize(count);
+      const float* q = &b.q[item * hs];
+      const float* q_sink = &b.q_sink[item * hs];
+      float q_sum = 0.0f, q_sink_sum = 0.0f;
+      for (int d = 0; d < hs; ++d) q_sum += q[d];
+      if (b.item_sink_runs[item] > 0) {
+        for (int d = 0; d < hs; ++d) q_sink_sum += q_sink[d];
+      }
+      for (int r = first_run, index = 0; r < last_run; index += b.run_count[r++]) {
+        const bool sink = r - first_run < b.item_sink_runs[item];
+        const float* query = sink ? q_sink : q;
+        const int64_t v = b.run_start[r];
+        if (kv4) {
+          kernels_->kv4_score(query, sink ? q_sink_sum : q_sum, key_codes + v * (hs / 2), key_params + v,
+                              b.run_count[r], hs, inv_sqrt, &scores[index]);
+        } else {
+          const float* keys = reinterpret_cast<const float*>(key_codes) + v * hs;
+          for (int i = 0; i < b.run_count[r]; ++i) scores[index + i] = Dot(query, keys + int64_t{i} * hs, hs) * inv_sqrt;
+        }
+      }
+      Softmax(scores.data(), count);
+
+      float* out = out_all + item * hs;
       std::memset(out, 0, hs * sizeof(float));
       float min_sum = 0.0f;  // KV4: sum of p * min, added to every element at the end
-      const auto add_values = [&](const KvHeadView& values, int slot, int n, int64_t index) {
-        if (values.precision == KvPrecision::kKv4) {
-          min_sum += kernels_->kv4_accumulate(out, &scores[index], values.codes + slot * (hs / 2), values.params + slot, n, hs);
-          return;
+      for (int r = first_run, index = 0; r < last_run; index += b.run_count[r++]) {
+        const int64_t v = b.run_start[r];
+        if (kv4) {
+          min_sum += kernels_->kv4_accumulate(out, &scores[index], value_codes + v * (hs / 2), value_params + v,
+                                              b.run_count[r], hs);
+        } else {
+          const float* values = reinterpret_cast<const float*>(value_codes) + v * hs;
+          for (int i = 0; i < b.run_count[r]; ++i) {
+            for (int d = 0; d < hs; ++d) out[d] += scores[index + i] * values[int64_t{i} * hs + d];
+          }
         }
-        for (int s = slot; s < slot + n; ++s, ++index) {
-          const float* v = values.f32 + s * hs;
-          for (int d = 0; d < hs; ++d) out[d] += scores[index] * v[d];
-        }
-      };
-      for_pages(0, sink_end, true, 0, add_values);
-      for_pages(window_start, m + 1, true, sink_end, add_values);
+      }
       if (min_sum != 0.0f) {
         for (int d = 0; d < hs; ++d) out[d] += min_sum;
       }
-      if (rotate_kv_) Hadamard(out, hs);  // back from the cache's basis
     }
   });
+}
+
+void CpuEngine::Attention(int layer, int n) {
+  BuildAttentionBatch(layer, n);
+  if (options_.attention_offload) {
+    if (offload_status_.ok()) offload_status_ = options_.attention_offload(attention_, att_.data());
+  } else {
+    RunAttention(attention_, att_.data());
+  }
+  if (rotate_kv_) {  // back from the cache's basis
+    const int hs = weights_.config.head_size();
+    PerToken(n, [&](int t) {
+      for (int h = 0; h < weights_.config.n_heads; ++h) Hadamard(&att_[(int64_t{t} * weights_.config.n_heads + h) * hs], hs);
+    });
+  }
 }
 
 absl::Status CpuEngine::Prefill(SequenceKv& seq, std::span<const int> tokens, std::span<float> logits) {
@@ -259,6 +317,12 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
   }
 
   PerToken(n, [&](int t) { rope_[t].Compute(c.head_size(), static_cast<int>(positions_[t]), c.rope_theta); });
+  PlanPageRuns(n);
+  attention_.written_pages.clear();
+  for (int t = 0; t < n; ++t) {
+    const int page = token_seq_[t]->PageOf(positions_[t]);
+    if (attention_.written_pages.empty() || attention_.written_pages.back() != page) attention_.written_pages.push_back(page);
+  }
 
   const int kv_dim = c.kv_dim();
   const bool fake_a8 = options_.fake_quantize_activations;

@@ -20,6 +20,7 @@
 #include "runtime/cpu/thread_pool.h"
 #include "runtime/engine/backend.h"
 #include "runtime/engine/engine_weights.h"
+#include "runtime/kv/attention_batch.h"
 #include "runtime/kv/kv_storage.h"
 
 namespace accllm {
@@ -44,6 +45,11 @@ struct CpuEngineOptions {
   // When set, W2 linear layers run here instead of on the kernel table (a card driven through
   // XRT): y[t * ldy + r] = W x_t for every row and token. An error fails the step.
   std::function<absl::Status(const W2View&, const A8Batch&, float* y, int64_t ldy)> w2a8_offload;
+  // Where the KV cache lives (null: the heap). A card supplies host-visible HBM buffers.
+  KvAllocator kv_allocator;
+  // When set, each layer's attention runs here (on the device that holds the KV cache) instead of
+  // on the kernel table: out[item][head_size] for every item of the batch. An error fails the step.
+  std::function<absl::Status(const AttentionBatch&, float* out)> attention_offload;
 };
 
 class CpuEngine final : public Backend {
@@ -84,7 +90,11 @@ class CpuEngine final : public Backend {
 
   absl::Status Step(std::span<const Entry> entries, std::span<float> logits);
   void Linear(const LinearWeights& w, LinearInput& in, float* y, int64_t ldy);
+  // The page runs each token sees (the same in every layer), once per step.
+  void PlanPageRuns(int n);
   void Attention(int layer, int n);
+  void BuildAttentionBatch(int layer, int n);
+  void RunAttention(const AttentionBatch& batch, float* out);
   // fn(t) for every token t < n, spread over the thread pool.
   void PerToken(int n, const std::function<void(int)>& fn);
 
@@ -102,6 +112,12 @@ class CpuEngine final : public Backend {
   std::vector<int64_t> positions_;
   std::vector<RopeAngles> rope_;  // per token, computed once per step
   std::vector<SequenceKv*> token_seq_;
+  struct PageRun {
+    int page, slot, count;
+  };
+  std::vector<std::vector<PageRun>> token_runs_;  // per token: sink runs, then window runs
+  std::vector<int> token_sink_runs_;
+  AttentionBatch attention_;
   // Quantized activations by (input slot, padded width, group size).
   std::map<std::tuple<int, int, int>, std::unique_ptr<A8Batch>> a8_;
 };

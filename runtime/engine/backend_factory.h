@@ -8,6 +8,8 @@
 
 #include "absl/status/statusor.h"
 #include "runtime/engine/backend.h"
+#include "runtime/kv/attention_batch.h"
+#include "runtime/kv/kv_storage.h"
 #include "runtime/model/model.h"
 #include "runtime/model/packed_model.h"
 #include "runtime/tokenizer/tokenizer.h"
@@ -33,6 +35,9 @@ struct BackendOptions {
   std::string label = "cpu";            // cpu engine: the name it reports
   // cpu engine: run W2 linear layers on a device instead (see CpuEngineOptions::w2a8_offload).
   std::function<absl::Status(const W2View&, const A8Batch&, float*, int64_t)> w2a8_offload;
+  // cpu engine: keep the KV cache and run attention on a device (see CpuEngineOptions).
+  KvAllocator kv_allocator;
+  std::function<absl::Status(const AttentionBatch&, float*)> attention_offload;
   std::string xclbin;                   // fpga devices: the accelerator image
   int device_index = 0;                 // fpga devices: which card
   int sim_fault_after_steps = 0;        // fpga-sim: fail like a faulted card after this many steps (0: never)

@@ -31,53 +31,73 @@ Kv4Params QuantizeKv4(std::span<const float> x, uint8_t* codes) {
   return {scale16, min16};
 }
 
-KvStorage::KvStorage(const LlamaConfig& config, int pages, int page_tokens, KvPrecision precision)
+KvStorage::KvStorage(const LlamaConfig& config, int pages, int page_tokens, KvPrecision precision,
+                     const KvAllocator& allocator)
     : precision_(precision),
       n_layers_(config.n_layers),
       kv_heads_(config.n_kv_heads),
       head_size_(config.head_size()),
       pages_(pages),
-      page_tokens_(page_tokens) {
-  const int64_t vectors = int64_t{kv_heads_} * page_tokens_;
-  half_bytes_ = precision == KvPrecision::kF32
-                    ? vectors * head_size_ * 4
-                    : vectors * (head_size_ / 2) + vectors * static_cast<int64_t>(sizeof(Kv4Params));
-  page_bytes_ = (2 * half_bytes_ + kBufferAlignment - 1) / kBufferAlignment * kBufferAlignment;
-  memory_ = AlignedBuffer(static_cast<std::size_t>(page_bytes_ * pages_ * n_layers_));
+      page_tokens_(page_tokens),
+      vectors_(int64_t{config.n_layers} * pages * config.n_kv_heads * page_tokens) {
+  ok_ = true;
+  for (int i = 0; i < 4; ++i) {
+    const auto r = static_cast<KvRegion>(i);
+    const int64_t bytes = region_bytes(r);
+    if (bytes == 0) continue;  // fp32 has no params
+    if (allocator) {
+      regions_[i] = allocator(r, bytes);
+    } else {
+      owned_[i] = AlignedBuffer(static_cast<std::size_t>(bytes));
+      regions_[i] = owned_[i].data();
+    }
+    ok_ = ok_ && regions_[i] != nullptr;
+  }
 }
 
-std::byte* KvStorage::Page(int layer, int page) const {
-  return const_cast<std::byte*>(memory_.data()) + (int64_t{layer} * pages_ + page) * page_bytes_;
+int64_t KvStorage::vector_bytes(KvRegion r) const {
+  const bool params = r == KvRegion::kKeyParams || r == KvRegion::kValueParams;
+  if (precision_ == KvPrecision::kF32) return params ? 0 : int64_t{head_size_} * 4;
+  return params ? int64_t{sizeof(Kv4Params)} : head_size_ / 2;
+}
+
+KvStorage::ByteRange KvStorage::PageRange(KvRegion r, int layer, int page) const {
+  const int64_t per_page = int64_t{kv_heads_} * page_tokens_ * vector_bytes(r);
+  return {VectorIndex(layer, page, 0, 0) * vector_bytes(r), per_page};
+}
+
+int64_t KvStorage::total_bytes() const {
+  int64_t total = 0;
+  for (int i = 0; i < 4; ++i) total += region_bytes(static_cast<KvRegion>(i));
+  return total;
 }
 
 void KvStorage::Write(int layer, int page, int slot, const float* k, const float* v) {
-  std::byte* base = Page(layer, page);
   for (int part = 0; part < 2; ++part) {
     const float* src = part == 0 ? k : v;
-    std::byte* half = base + part * half_bytes_;
+    std::byte* codes = Region(part == 0 ? KvRegion::kKeyCodes : KvRegion::kValueCodes);
     for (int h = 0; h < kv_heads_; ++h) {
-      const int64_t vector = int64_t{h} * page_tokens_ + slot;
+      const int64_t vector = VectorIndex(layer, page, h, slot);
       const float* x = src + h * head_size_;
       if (precision_ == KvPrecision::kF32) {
-        std::memcpy(half + vector * head_size_ * 4, x, head_size_ * sizeof(float));
+        std::memcpy(codes + vector * head_size_ * 4, x, head_size_ * sizeof(float));
       } else {
-        uint8_t* codes = reinterpret_cast<uint8_t*>(half) + vector * (head_size_ / 2);
-        auto* params = reinterpret_cast<Kv4Params*>(half + int64_t{kv_heads_} * page_tokens_ * (head_size_ / 2));
-        params[vector] = QuantizeKv4({x, static_cast<std::size_t>(head_size_)}, codes);
+        auto* params = reinterpret_cast<Kv4Params*>(Region(part == 0 ? KvRegion::kKeyParams : KvRegion::kValueParams));
+        params[vector] = QuantizeKv4({x, static_cast<std::size_t>(head_size_)},
+                                     reinterpret_cast<uint8_t*>(codes) + vector * (head_size_ / 2));
       }
     }
   }
 }
 
 KvHeadView KvStorage::View(int layer, int page, int head, bool values) const {
-  const std::byte* half = Page(layer, page) + (values ? half_bytes_ : 0);
-  const int64_t first = int64_t{head} * page_tokens_;
+  const int64_t first = VectorIndex(layer, page, head, 0);
+  const std::byte* codes = region(values ? KvRegion::kValueCodes : KvRegion::kKeyCodes);
   if (precision_ == KvPrecision::kF32) {
-    return {precision_, reinterpret_cast<const float*>(half) + first * head_size_, nullptr, nullptr};
+    return {precision_, reinterpret_cast<const float*>(codes) + first * head_size_, nullptr, nullptr};
   }
-  const auto* codes = reinterpret_cast<const uint8_t*>(half);
-  const auto* params = reinterpret_cast<const Kv4Params*>(half + int64_t{kv_heads_} * page_tokens_ * (head_size_ / 2));
-  return {precision_, nullptr, codes + first * (head_size_ / 2), params + first};
+  const auto* params = reinterpret_cast<const Kv4Params*>(region(values ? KvRegion::kValueParams : KvRegion::kKeyParams));
+  return {precision_, nullptr, reinterpret_cast<const uint8_t*>(codes) + first * (head_size_ / 2), params + first};
 }
 
 KvHeadView KvStorage::Keys(int layer, int page, int head) const { return View(layer, page, head, false); }

@@ -2,15 +2,23 @@
 //
 // KV4 stores one token's key (or value) for one head as head_size 4-bit codes, two per byte
 // (low nibble first), plus an fp16 scale and min: x = min + scale * q, q in [0, 15]. That is
-// 4 + 32 / head_size bits per value (4.5 at head size 64). A page of one layer is
+// 4 + 32 / head_size bits per value (4.5 at head size 64).
 //
-//   K codes [kv_heads][page_tokens][head_size / 2] | K params [kv_heads][page_tokens] |
-//   V codes ...                                    | V params ...
+// Four arrays (regions) hold every cached vector, all indexed by one vector number
 //
-// with each page 64-byte aligned. Quantization happens once, when a token is written.
+//   v = ((layer * pages + page) * kv_heads + head) * page_tokens + slot
+//
+//   key codes   [v][head_size / 2]  (fp32: [v][head_size] floats)     key params   [v]
+//   value codes [v][head_size / 2]                                     value params [v]
+//
+// so that an attention unit given the four base addresses reads any run of consecutive slots of
+// one (layer, page, head) from its vector number alone: the same layout on the CPU and in a
+// card's HBM (where the regions are device buffers). Quantization happens once, when a token is
+// written.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 
 #include "runtime/common/aligned_buffer.h"
@@ -38,32 +46,54 @@ struct KvHeadView {
   const Kv4Params* params;   // [page_tokens] when kKv4
 };
 
+enum class KvRegion { kKeyCodes, kKeyParams, kValueCodes, kValueParams };
+
+// Memory for one region (64-byte aligned, zeroed), or null if there is none. The default
+// allocator takes it from the heap; a device supplies host-visible device buffers.
+using KvAllocator = std::function<std::byte*(KvRegion region, int64_t bytes)>;
+
 class KvStorage {
  public:
-  KvStorage(const LlamaConfig& config, int pages, int page_tokens, KvPrecision precision);
+  KvStorage(const LlamaConfig& config, int pages, int page_tokens, KvPrecision precision,
+            const KvAllocator& allocator = nullptr);
 
   // Stores token `slot` of `page` in `layer`: k and v hold kv_dim floats each.
   void Write(int layer, int page, int slot, const float* k, const float* v);
   KvHeadView Keys(int layer, int page, int head) const;
   KvHeadView Values(int layer, int page, int head) const;
 
+  int64_t VectorIndex(int layer, int page, int head, int slot) const {
+    return ((int64_t{layer} * pages_ + page) * kv_heads_ + head) * page_tokens_ + slot;
+  }
+  // Base of a region (see the layout above).
+  const std::byte* region(KvRegion r) const { return regions_[static_cast<int>(r)]; }
+  // Bytes per vector in a region, and the byte range one (layer, page) occupies in it (every
+  // head's slots): what a device copies after the page is written.
+  int64_t vector_bytes(KvRegion r) const;
+  struct ByteRange {
+    int64_t offset, bytes;
+  };
+  ByteRange PageRange(KvRegion r, int layer, int page) const;
+
   KvPrecision precision() const { return precision_; }
   int pages() const { return pages_; }
   int page_tokens() const { return page_tokens_; }
-  int64_t page_bytes() const { return page_bytes_; }  // one layer's share of a page
-  int64_t total_bytes() const { return static_cast<int64_t>(memory_.size()); }
-  bool ok() const { return memory_.size() > 0; }
+  int head_size() const { return head_size_; }
+  int64_t region_bytes(KvRegion r) const { return vectors_ * vector_bytes(r); }
+  int64_t total_bytes() const;
+  bool ok() const { return ok_; }
 
  private:
-  std::byte* Page(int layer, int page) const;
+  std::byte* Region(KvRegion r) { return regions_[static_cast<int>(r)]; }
   KvHeadView View(int layer, int page, int head, bool values) const;
 
   KvPrecision precision_;
   int n_layers_, kv_heads_, head_size_;
   int pages_, page_tokens_;
-  int64_t half_bytes_;  // K (or V) part of a page: codes then params, or fp32
-  int64_t page_bytes_;
-  AlignedBuffer memory_;
+  int64_t vectors_;
+  std::byte* regions_[4] = {};
+  AlignedBuffer owned_[4];  // with the default allocator
+  bool ok_ = false;
 };
 
 }  // namespace accllm
