@@ -1,6 +1,7 @@
 // The XRT host driver without a card: XRT's real API in noop emulation, an xclbin we write from
 // fpga/build/u280.cfg, and a test-only hook (tests/xrt_noop_compute.h) that makes noop run the
 // C-simulated kernel on shadow device memory, so results are checked and a missing sync shows.
+#include <cstring>
 #include <cstdlib>
 #include <filesystem>
 #include <random>
@@ -183,6 +184,7 @@ TEST(XrtBackendTest, GeneratesTheCpuEnginesTokensThroughXrt) {
   g.max_new_tokens = 60;
   g.ignore_eos = true;
   const int runs_before = ::accllm::testing::NoopComputedRuns();
+  const int attention_before = ::accllm::testing::NoopComputedAttentionRuns();
   auto on_card = (*Generator::Create(**card, **tokenizer))->Generate("Once upon a time", g);
   auto on_cpu = (*Generator::Create(**cpu, **tokenizer))->Generate("Once upon a time", g);
   ASSERT_TRUE(on_card.ok()) << on_card.status();
@@ -190,6 +192,18 @@ TEST(XrtBackendTest, GeneratesTheCpuEnginesTokensThroughXrt) {
   EXPECT_EQ(on_card->generated_ids, on_cpu->generated_ids);
   // 7 linear layers x 5 layers x (1 prefill + 59 decode steps), each over every unit with rows.
   EXPECT_GT(::accllm::testing::NoopComputedRuns() - runs_before, 7 * 5 * 60);
+  // Attention on the card over the KV cache in its HBM: 5 layers x 60 steps, each split between
+  // the 2 attention units once a step has 2 or more (token, head) items (always: 8 heads).
+  EXPECT_EQ(::accllm::testing::NoopComputedAttentionRuns() - attention_before, 2 * 5 * 60);
+  // The same logits as the CPU engine, bit for bit, past the window (sinks included).
+  std::vector<int> tokens(80);
+  for (int i = 0; i < 80; ++i) tokens[i] = 1 + (i * 37) % 500;
+  std::vector<float> card_logits((*any).config().vocab_size), cpu_logits(card_logits.size());
+  SequenceKv card_seq((*card)->page_pool(), (*card)->page_tokens(), (*card)->lambda());
+  SequenceKv cpu_seq((*cpu)->page_pool(), (*cpu)->page_tokens(), (*cpu)->lambda());
+  ASSERT_TRUE((*card)->Prefill(card_seq, tokens, card_logits).ok());
+  ASSERT_TRUE((*cpu)->Prefill(cpu_seq, tokens, cpu_logits).ok());
+  EXPECT_EQ(std::memcmp(card_logits.data(), cpu_logits.data(), card_logits.size() * sizeof(float)), 0);
 
   options.xclbin.clear();
   EXPECT_THAT(std::string(MakeXrtBackend(options, *any).status().message()), HasSubstr("needs --xclbin"));

@@ -14,7 +14,8 @@ namespace accllm::testing {
 // Installs the hook on device 0 (call once, after XCL_EMULATION_MODE=noop is set). `xclbin`
 // names the compute units in the order XRT numbers them.
 absl::Status InstallNoopComputeHook(const std::string& xclbin);
-// Kernel runs the hook has computed so far.
+// W2A8 and attention runs the hook has computed so far.
 int NoopComputedRuns();
+int NoopComputedAttentionRuns();
 
 }  // namespace accllm::testing

@@ -1,6 +1,7 @@
 #include "fpga/host/xrt_backend.h"
 
 #include "absl/strings/str_cat.h"
+#include "fpga/attention_fit.h"
 #include "fpga/host/xrt_card.h"
 
 namespace accllm::fpga {
@@ -23,6 +24,14 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeXrtBackend(const BackendOptions& op
   engine.w2a8_offload = [card](const W2View& w, const A8Batch& x, float* y, int64_t ldy) {
     return card->MatMul(w, x, y, ldy);
   };
+  if (card->attention_units() > 0) {  // the KV cache in HBM, attention on the card
+    if (options.kv != "kv4") return absl::InvalidArgumentError("the FPGA keeps its KV cache in KV4 (not --kv f32)");
+    engine.kv_allocator = [card](KvRegion region, int64_t bytes) { return card->AllocateKv(region, bytes); };
+    engine.attention_offload = [card](const AttentionBatch& b, float* out) -> absl::Status {
+      if (absl::Status fits = FitsAttentionUnit(b); !fits.ok()) return fits;
+      return card->Attention(b, out);
+    };
+  }
   return MakeBackend(engine, model);
 }
 

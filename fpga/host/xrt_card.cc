@@ -14,6 +14,7 @@ namespace accllm::fpga {
 namespace {
 
 constexpr const char* kW2A8 = "accllm_w2a8";
+constexpr const char* kAttention = "accllm_kv4_attention";
 
 // A buffer in `bank`, in whole 4 KiB pages: XRT refuses empty buffers, and backs each with
 // aligned_alloc(4096, size), which C requires to be a multiple of the alignment.
@@ -58,13 +59,17 @@ absl::StatusOr<std::unique_ptr<XrtCard>> XrtCard::Open(int index, const std::str
     }
     const xrt::uuid uuid = card->device_.load_xclbin(xclbin);
     for (const xrt::xclbin::kernel& k : xclbin.get_kernels()) {
-      if (k.get_name() != kW2A8) continue;
+      std::vector<xrt::kernel>* units = k.get_name() == kW2A8        ? &card->units_
+                                        : k.get_name() == kAttention ? &card->attention_units_
+                                                                     : nullptr;
+      if (units == nullptr) continue;
       for (const xrt::xclbin::ip& cu : k.get_cus()) {
         const std::string name = cu.get_name();  // "accllm_w2a8:accllm_w2a8_3"
         const std::string instance = name.substr(name.find(':') + 1);
-        card->units_.emplace_back(card->device_, uuid, absl::StrCat(kW2A8, ":{", instance, "}"));
+        units->emplace_back(card->device_, uuid, absl::StrCat(k.get_name(), ":{", instance, "}"));
       }
     }
+    card->attention_buffers_.resize(card->attention_units_.size());
   } catch (const std::exception& e) {
     return absl::UnavailableError(absl::StrCat("cannot load '", xclbin_path, "' on card ", index, ": ", e.what()));
   }
@@ -155,6 +160,98 @@ absl::Status XrtCard::MatMul(const W2View& w, const A8Batch& x, float* y, int64_
     }
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("card failure during a W2A8 step: ", e.what()));
+  }
+  return absl::OkStatus();
+}
+
+std::byte* XrtCard::AllocateKv(KvRegion region, int64_t bytes) {
+  if (attention_units_.empty()) return nullptr;
+  std::lock_guard<std::mutex> lock(mutex_);
+  const bool values = region == KvRegion::kValueCodes || region == KvRegion::kValueParams;
+  const int bank = attention_units_[0].group_id(values ? kAttnValueCodes : kAttnKeyCodes);
+  try {
+    xrt::bo& bo = kv_[static_cast<int>(region)];
+    bo = Buffer(device_, bytes, bank);
+    auto* host = bo.map<std::byte*>();
+    std::memset(host, 0, static_cast<std::size_t>(bytes));
+    return host;
+  } catch (const std::exception&) {
+    return nullptr;
+  }
+}
+
+void XrtCard::EnsureAttentionBuffers(AttentionBuffers& b, int items, int runs, int head_size, int bank) {
+  if (items > b.item_capacity || head_size > b.head_size) {
+    b.item_capacity = std::max<int64_t>(items, 2 * b.item_capacity);
+    b.head_size = std::max<int64_t>(head_size, b.head_size);
+    const int64_t vectors = b.item_capacity * b.head_size * 4;
+    b.q = Buffer(device_, vectors, bank);
+    b.q_sink = Buffer(device_, vectors, bank);
+    b.out = Buffer(device_, vectors, bank);
+    b.item_runs = Buffer(device_, (b.item_capacity + 1) * 4, bank);
+    b.item_sink_runs = Buffer(device_, b.item_capacity * 4, bank);
+  }
+  if (runs > b.run_capacity) {
+    b.run_capacity = std::max<int64_t>(runs, 2 * b.run_capacity);
+    b.run_start = Buffer(device_, b.run_capacity * 4, bank);
+    b.run_count = Buffer(device_, b.run_capacity * 4, bank);
+  }
+}
+
+absl::Status XrtCard::Attention(const AttentionBatch& batch, float* out) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (attention_units_.empty() || !kv_[0]) return absl::InternalError("the KV cache is not on the card");
+  const int hs = batch.head_size;
+  try {
+    // The vectors this step wrote, from the host mapping to HBM.
+    for (const auto& [first, count] : batch.written_spans) {
+      for (int r = 0; r < 4; ++r) {
+        const bool params = r == static_cast<int>(KvRegion::kKeyParams) || r == static_cast<int>(KvRegion::kValueParams);
+        const int64_t vector_bytes = params ? int64_t{sizeof(Kv4Params)} : hs / 2;
+        kv_[r].sync(XCL_BO_SYNC_BO_TO_DEVICE, count * vector_bytes, first * vector_bytes);
+      }
+    }
+    // Items split evenly between the units; each unit gets its share of the arrays, its run
+    // offsets rebased to its first run.
+    const int units = std::min<int>(attention_units(), std::max(1, batch.items));
+    std::vector<xrt::run> runs;
+    std::vector<std::pair<int, int>> shares;
+    for (int u = 0; u < units; ++u) {
+      const int begin = static_cast<int>(int64_t{batch.items} * u / units);
+      const int end = static_cast<int>(int64_t{batch.items} * (u + 1) / units);
+      const int first_run = batch.item_runs[begin], run_total = batch.item_runs[end] - first_run;
+      xrt::kernel& unit = attention_units_[u];
+      AttentionBuffers& b = attention_buffers_[u];
+      EnsureAttentionBuffers(b, end - begin, std::max(1, run_total), hs, unit.group_id(kAttnQ));
+      std::vector<int32_t> item_runs(batch.item_runs.begin() + begin, batch.item_runs.begin() + end + 1);
+      for (int32_t& r : item_runs) r -= first_run;
+      const int64_t vector_bytes = int64_t{end - begin} * hs * 4;
+      b.q.write(batch.q.data() + int64_t{begin} * hs, vector_bytes, 0);
+      b.q_sink.write(batch.q_sink.data() + int64_t{begin} * hs, vector_bytes, 0);
+      b.item_runs.write(item_runs.data(), item_runs.size() * 4, 0);
+      b.item_sink_runs.write(batch.item_sink_runs.data() + begin, int64_t{end - begin} * 4, 0);
+      b.run_start.write(batch.run_start.data() + first_run, int64_t{run_total} * 4, 0);
+      b.run_count.write(batch.run_count.data() + first_run, int64_t{run_total} * 4, 0);
+      for (xrt::bo* bo : {&b.q, &b.q_sink, &b.item_runs, &b.item_sink_runs, &b.run_start, &b.run_count}) {
+        bo->sync(XCL_BO_SYNC_BO_TO_DEVICE);
+      }
+      runs.push_back(unit(b.q, b.q_sink, b.item_runs, b.item_sink_runs, end - begin, kv_[0], kv_[1], kv_[2], kv_[3],
+                          b.run_start, b.run_count, hs, b.out));
+      shares.emplace_back(begin, end);
+    }
+    for (int u = 0; u < units; ++u) {
+      const ert_cmd_state state = runs[u].wait(run_timeout_);
+      if (state != ERT_CMD_STATE_COMPLETED) {
+        return absl::InternalError(absl::StrCat("attention unit ", u, " ended in state ", static_cast<int>(state)));
+      }
+      const auto [begin, end] = shares[u];
+      AttentionBuffers& b = attention_buffers_[u];
+      const int64_t bytes = int64_t{end - begin} * hs * 4;
+      b.out.sync(XCL_BO_SYNC_BO_FROM_DEVICE, bytes, 0);
+      std::memcpy(out + int64_t{begin} * hs, b.out.map<const float*>(), bytes);
+    }
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("card failure during attention: ", e.what()));
   }
   return absl::OkStatus();
 }

@@ -1,5 +1,6 @@
 #include "runtime/cpu/cpu_engine.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -172,6 +173,10 @@ void CpuEngine::BuildAttentionBatch(int layer, int n) {
       b.item_sink_runs[item] = token_sink_runs_[t];
     }
   }
+  b.written_spans.clear();
+  for (int page : written_pages_) {  // every head's slots of the page
+    b.written_spans.emplace_back(kv_.VectorIndex(layer, page, 0, 0), int64_t{c.n_kv_heads} * options_.page_tokens);
+  }
   b.run_start.resize(b.item_runs[b.items]);
   b.run_count.resize(b.run_start.size());
   PerToken(n, [&](int t) {
@@ -318,10 +323,10 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
 
   PerToken(n, [&](int t) { rope_[t].Compute(c.head_size(), static_cast<int>(positions_[t]), c.rope_theta); });
   PlanPageRuns(n);
-  attention_.written_pages.clear();
+  written_pages_.clear();
   for (int t = 0; t < n; ++t) {
     const int page = token_seq_[t]->PageOf(positions_[t]);
-    if (attention_.written_pages.empty() || attention_.written_pages.back() != page) attention_.written_pages.push_back(page);
+    if (std::find(written_pages_.begin(), written_pages_.end(), page) == written_pages_.end()) written_pages_.push_back(page);
   }
 
   const int kv_dim = c.kv_dim();

@@ -117,6 +117,7 @@ class CpuEngine final : public Backend {
   };
   std::vector<std::vector<PageRun>> token_runs_;  // per token: sink runs, then window runs
   std::vector<int> token_sink_runs_;
+  std::vector<int> written_pages_;  // pages the current step writes
   AttentionBatch attention_;
   // Quantized activations by (input slot, padded width, group size).
   std::map<std::tuple<int, int, int>, std::unique_ptr<A8Batch>> a8_;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 namespace accllm {
@@ -17,7 +18,9 @@ struct AttentionBatch {
   std::vector<int32_t> item_runs;             // [items + 1]: item i has runs [item_runs[i], item_runs[i + 1])
   std::vector<int32_t> item_sink_runs;        // [items]: how many of its first runs are sinks (meet q_sink)
   std::vector<int32_t> run_start, run_count;  // first vector number and length of each run
-  std::vector<int32_t> written_pages;         // pages the step wrote (the same in every layer)
+  // The vectors this step wrote in this layer, as (first vector number, count) spans: what a
+  // device that keeps the cache copies to its memory before it runs the batch.
+  std::vector<std::pair<int64_t, int64_t>> written_spans;
 };
 
 }  // namespace accllm
