@@ -9,7 +9,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libcpp-httplib-dev libssl-dev openssl
-  prometheus python3-grpcio python3-protobuf
+  prometheus python3-grpcio python3-protobuf python3-yaml
   libxrt-dev uuid-dev
 )
 
