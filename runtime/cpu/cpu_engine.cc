@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "runtime/common/half.h"
@@ -47,6 +48,11 @@ absl::StatusOr<std::unique_ptr<CpuEngine>> CpuEngine::Create(EngineWeights weigh
   }
   auto engine = std::unique_ptr<CpuEngine>(new CpuEngine(std::move(weights), options, *kernels));
   if (!engine->kv_.ok()) return absl::ResourceExhaustedError("cannot allocate the KV cache");
+  const LlamaConfig& c = engine->weights_.config;
+  const int64_t vectors = engine->kv_.VectorIndex(c.n_layers, 0, 0, 0);
+  if (vectors > std::numeric_limits<int32_t>::max()) {  // attention runs name vectors in 32 bits
+    return absl::InvalidArgumentError(absl::StrCat("a KV pool of ", vectors, " vectors is too large (at most 2^31 - 1)"));
+  }
   return engine;
 }
 
