@@ -114,11 +114,16 @@ void DenseTile(const W2View& w, const A8Batch& x, int tile, int t0, float* y, in
 
 // 2:4 sparse W2: each 4-code vector covers 2 groups of 4 input columns; vpshufb fetches, per row
 // lane, the activations at the kept positions from an 8-byte window broadcast to every 128 bits.
+// The zero point is taken off the weights (q - zero, a signed byte) and the activations are
+// biased to unsigned (a + 128), so the per-token work is one shuffle and one vpdpbusd; the bias
+// comes out once per group from the weights alone:
+//   sum (q - z) a = sum (q - z)(a + 128) - 128 sum (q - z)
 template <int NT>
 void SparseTile(const W2View& w, const A8Batch& x, int tile, int t0, float* y, int64_t ldy) {
   const W2Shape& s = w.shape;
   const int subs_per_group = s.stored_group() / kW2ColTile;
   const int subs_per_tile = s.stored_cols() / kW2ColTile;
+  constexpr int kChains = NT >= 8 ? 1 : 2;
   const __m512i three = _mm512_set1_epi8(3);
   const __m512i ones = _mm512_set1_epi8(1);
   // Byte b of every lane: kept weight b covers input group b / 2 of the 8-column window.
@@ -126,26 +131,35 @@ void SparseTile(const W2View& w, const A8Batch& x, int tile, int t0, float* y, i
   __m512 out[NT];
   for (int j = 0; j < NT; ++j) out[j] = _mm512_setzero_ps();
   for (int g = 0; g < s.groups(); ++g) {
-    __m512i dot[NT][2], kept_sum[NT][2];  // two chains each, alternating with k
-    for (int j = 0; j < NT; ++j) dot[j][0] = dot[j][1] = kept_sum[j][0] = kept_sum[j][1] = _mm512_setzero_si512();
+    const int64_t pi = W2ParamIndex(tile * kW2RowTile, g, s.groups());
+    // Each row lane's zero point in all four of its bytes.
+    const __m512i zero_bytes = _mm512_mullo_epi32(
+        _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.zeros + pi))), _mm512_set1_epi32(0x01010101));
+    __m512i dot[NT][kChains], weight_sum[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
+    for (int j = 0; j < NT; ++j) {
+      for (int c = 0; c < kChains; ++c) dot[j][c] = _mm512_setzero_si512();
+    }
     const int64_t first = (int64_t{tile} * subs_per_tile + int64_t{g} * subs_per_group) * kW2SubBlockBytes;
     for (int sb = 0; sb < subs_per_group; ++sb) {
       const __m512i v = _mm512_loadu_si512(w.codes + first + sb * kW2SubBlockBytes);
       const __m512i u = _mm512_loadu_si512(w.sparse_index + first + sb * kW2SubBlockBytes);
       const int col = g * s.group_size + sb * 2 * kW2ColTile;  // original columns
       for (int k = 0; k < 4; ++k) {
-        const __m512i q = _mm512_and_si512(_mm512_srli_epi16(v, 2 * k), three);
+        const __m512i q = _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(v, 2 * k), three), zero_bytes);
         const __m512i index = _mm512_add_epi8(base, _mm512_and_si512(_mm512_srli_epi16(u, 2 * k), three));
+        weight_sum[k & 1] = _mm512_dpbusd_epi32(weight_sum[k & 1], ones, q);
         for (int j = 0; j < NT; ++j) {
-          const __m512i a = _mm512_shuffle_epi8(BroadcastQword(x.codes(t0 + j) + col + 8 * k), index);
-          dot[j][k & 1] = _mm512_dpbusd_epi32(dot[j][k & 1], q, a);
-          kept_sum[j][k & 1] = _mm512_dpbusd_epi32(kept_sum[j][k & 1], ones, a);
+          const auto* biased = reinterpret_cast<const int8_t*>(x.biased_codes(t0 + j));
+          const __m512i a = _mm512_shuffle_epi8(BroadcastQword(biased + col + 8 * k), index);
+          dot[j][k % kChains] = _mm512_dpbusd_epi32(dot[j][k % kChains], a, q);
         }
       }
     }
+    const __m512i bias = _mm512_slli_epi32(_mm512_add_epi32(weight_sum[0], weight_sum[1]), 7);
+    const __m512 scales = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.scales + pi)));
     for (int j = 0; j < NT; ++j) {
-      out[j] = GroupEpilogue(w, tile, g, _mm512_add_epi32(dot[j][0], dot[j][1]),
-                             _mm512_add_epi32(kept_sum[j][0], kept_sum[j][1]), out[j]);
+      const __m512i sum = kChains == 2 ? _mm512_add_epi32(dot[j][0], dot[j][kChains - 1]) : dot[j][0];
+      out[j] = _mm512_fmadd_ps(scales, _mm512_cvtepi32_ps(_mm512_sub_epi32(sum, bias)), out[j]);
     }
   }
   for (int j = 0; j < NT; ++j) {
@@ -166,9 +180,7 @@ template <bool kSparse>
 void MatMul(const W2View& w, const A8Batch& x, int tile_begin, int tile_end, float* y, int64_t ldy) {
   for (int tile = tile_begin; tile < tile_end; ++tile) {
     int t = 0;
-    if constexpr (!kSparse) {
-      for (; t + 8 <= x.tokens(); t += 8) Tile<kSparse, 8>(w, x, tile, t, y, ldy);
-    }
+    for (; t + 8 <= x.tokens(); t += 8) Tile<kSparse, 8>(w, x, tile, t, y, ldy);
     for (; t + 4 <= x.tokens(); t += 4) Tile<kSparse, 4>(w, x, tile, t, y, ldy);
     for (; t < x.tokens(); ++t) Tile<kSparse, 1>(w, x, tile, t, y, ldy);
   }

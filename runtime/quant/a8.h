@@ -29,6 +29,8 @@ class A8Batch {
   float scale(int t) const { return scales_[t]; }
   const float* scales() const { return scales_.data(); }
   const int8_t* codes(int t) const { return codes_.data() + static_cast<std::size_t>(t) * cols_; }
+  // The codes plus 128, as unsigned bytes: for kernels whose signed operand is the weight.
+  const uint8_t* biased_codes(int t) const { return biased_codes_.data() + static_cast<std::size_t>(t) * cols_; }
   const int32_t* group_sums(int t) const { return group_sums_.data() + static_cast<std::size_t>(t) * groups_; }
 
  private:
@@ -38,6 +40,7 @@ class A8Batch {
   int capacity_;
   int tokens_ = 0;
   std::vector<int8_t> codes_;
+  std::vector<uint8_t> biased_codes_;
   std::vector<float> scales_;
   std::vector<int32_t> group_sums_;
 };
