@@ -98,6 +98,8 @@ void DenseHalf(const W2View& w, const A8Batch& x, int tile, int half, int t0, fl
   }
 }
 
+// 2:4 sparse, as in kernels_avx512.cc: weights as signed (q - zero), activations biased to
+// unsigned (a + 128), and the bias taken off once per group from the weights alone.
 template <int NT>
 void SparseHalf(const W2View& w, const A8Batch& x, int tile, int half, int t0, float* y, int64_t ldy) {
   const W2Shape& s = w.shape;
@@ -109,24 +111,33 @@ void SparseHalf(const W2View& w, const A8Batch& x, int tile, int half, int t0, f
   __m256 out[NT];
   for (int j = 0; j < NT; ++j) out[j] = _mm256_setzero_ps();
   for (int g = 0; g < s.groups(); ++g) {
-    __m256i dot[NT], kept_sum[NT];
-    for (int j = 0; j < NT; ++j) dot[j] = kept_sum[j] = _mm256_setzero_si256();
+    const int64_t pi = W2ParamIndex(tile * kW2RowTile, g, w.shape.groups()) + 8 * half;
+    int64_t zero_bytes_raw;
+    std::memcpy(&zero_bytes_raw, w.zeros + pi, 8);
+    const __m256i zero_bytes =  // each row lane's zero point in all four of its bytes
+        _mm256_mullo_epi32(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(zero_bytes_raw)), _mm256_set1_epi32(0x01010101));
+    __m256i dot[NT], weight_sum = _mm256_setzero_si256();
+    for (int j = 0; j < NT; ++j) dot[j] = _mm256_setzero_si256();
     const int64_t first = (int64_t{tile} * subs_per_tile + int64_t{g} * subs_per_group) * kW2SubBlockBytes + 32 * half;
     for (int sb = 0; sb < subs_per_group; ++sb) {
       const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.codes + first + sb * kW2SubBlockBytes));
       const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.sparse_index + first + sb * kW2SubBlockBytes));
       const int col = g * s.group_size + sb * 2 * kW2ColTile;
       for (int k = 0; k < 4; ++k) {
-        const __m256i q = _mm256_and_si256(_mm256_srli_epi16(v, 2 * k), three);
+        const __m256i q = _mm256_sub_epi8(_mm256_and_si256(_mm256_srli_epi16(v, 2 * k), three), zero_bytes);
         const __m256i index = _mm256_add_epi8(base, _mm256_and_si256(_mm256_srli_epi16(u, 2 * k), three));
+        weight_sum = DotAdd(weight_sum, ones, q);
         for (int j = 0; j < NT; ++j) {
-          const __m256i a = _mm256_shuffle_epi8(BroadcastQword(x.codes(t0 + j) + col + 8 * k), index);
-          dot[j] = DotAdd(dot[j], q, a);
-          kept_sum[j] = DotAdd(kept_sum[j], ones, a);
+          const auto* biased = reinterpret_cast<const int8_t*>(x.biased_codes(t0 + j));
+          dot[j] = DotAdd(dot[j], _mm256_shuffle_epi8(BroadcastQword(biased + col + 8 * k), index), q);
         }
       }
     }
-    for (int j = 0; j < NT; ++j) out[j] = GroupEpilogue(w, tile, half, g, dot[j], kept_sum[j], out[j]);
+    const __m256i bias = _mm256_slli_epi32(weight_sum, 7);
+    const __m256 scales = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.scales + pi)));
+    for (int j = 0; j < NT; ++j) {
+      out[j] = _mm256_fmadd_ps(scales, _mm256_cvtepi32_ps(_mm256_sub_epi32(dot[j], bias)), out[j]);
+    }
   }
   for (int j = 0; j < NT; ++j) {
     StoreRows(w, tile, half, y + (t0 + j) * ldy, _mm256_mul_ps(out[j], _mm256_set1_ps(x.scale(t0 + j))));
