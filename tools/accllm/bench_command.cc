@@ -1,5 +1,6 @@
 // accllm bench: decode and prefill speed of the CPU engine on synthesized models of real shapes,
 // against the machine's memory read bandwidth measured in the same run.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -232,6 +233,19 @@ int RunBench(const BenchFlags& flags) {
         std::printf("| (read bandwidth before / after batch 1: %.1f / %.1f GB/s; roofline %.1f tokens/s) ||||||||\n",
                     bandwidth / 1e9, after / 1e9, (bandwidth + after) / 2 / weight_bytes);
         bandwidth = (bandwidth + after) / 2;
+        // The host's bandwidth moves within seconds, so also pair each decode step with a probe
+        // taken right before it and take the median of the per-step shares of the roofline.
+        std::vector<double> shares;
+        for (int i = 0; i < steps; ++i) {
+          const double probe = ReadBandwidth(bandwidth_pool, e.kernels(), int64_t{256} << 20, 1);
+          const auto step_start = Clock::now();
+          if (absl::Status s = e.Decode(raw, tokens, logits); !s.ok()) return ReportError(s);
+          shares.push_back(weight_bytes / Seconds(step_start) / probe);
+        }
+        std::sort(shares.begin(), shares.end());
+        std::printf("| (%d decode steps each right after a 256 MB probe: median %.0f%% of the probe's roofline, "
+                    "range %.0f-%.0f%%) ||||||||\n",
+                    steps, 100 * shares[shares.size() / 2], 100 * shares.front(), 100 * shares.back());
       }
       const double tps = steps * batch / seconds;
       if (batch == 1) batch1 = tps;
