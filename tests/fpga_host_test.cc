@@ -209,6 +209,40 @@ TEST(XrtBackendTest, GeneratesTheCpuEnginesTokensThroughXrt) {
   EXPECT_THAT(std::string(MakeXrtBackend(options, *any).status().message()), HasSubstr("needs --xclbin"));
 }
 
+// A compute unit that faults ends the step with an error the device pool acts on (the server
+// then takes the card out of service and moves its streams: server_ops_test.cc), and the card
+// object stays usable for the caller to report and drop.
+TEST(XrtBackendTest, AFaultingRunIsAStepError) {
+  auto model = LoadModel(RequireModelFile("stories260K.bin").string());
+  ASSERT_TRUE(model.ok());
+  QuantizeOptions q;
+  q.group_size = 32;
+  q.method = QuantMethod::kRtn;
+  auto packed = QuantizeModel(**model, q, nullptr, nullptr);
+  ASSERT_TRUE(packed.ok());
+  ScratchDir dir;
+  ASSERT_TRUE(WritePackedModel(*packed, (dir / "s.safetensors").string()).ok());
+  auto any = LoadAnyModel((dir / "s.safetensors").string(), LoadMode::kMap);
+  ASSERT_TRUE(any.ok());
+  BackendOptions options;
+  options.xclbin = NoopXrt::xclbin_;
+  options.window = 32;
+  auto card = MakeXrtBackend(options, *any);
+  ASSERT_TRUE(card.ok()) << card.status();
+  std::vector<float> logits((*any).config().vocab_size);
+  const std::vector<int> prompt = {1, 400, 20, 33};
+  for (const char* kernel : {"accllm_w2a8", "accllm_kv4_attention"}) {
+    SequenceKv seq((*card)->page_pool(), (*card)->page_tokens(), (*card)->lambda());
+    ::accllm::testing::NoopFailNextRuns(kernel, 1);
+    const absl::Status failed = (*card)->Prefill(seq, prompt, logits);
+    ::accllm::testing::NoopFailNextRuns("", 0);
+    EXPECT_EQ(failed.code(), absl::StatusCode::kInternal) << kernel << ": " << failed;
+    EXPECT_THAT(std::string(failed.message()), HasSubstr("ended in state")) << kernel;
+    EXPECT_THAT(std::string(failed.message()),
+                HasSubstr(std::string(kernel) == "accllm_w2a8" ? "W2A8 unit" : "attention unit"));
+  }
+}
+
 // On a card (and here) data written to a buffer reaches the device only through sync: a run over
 // activations that were written but not synced sees stale memory.
 TEST(XrtCardTest, AMissingSyncIsCaught) {

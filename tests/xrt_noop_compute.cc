@@ -57,6 +57,8 @@ struct State {
   xrt::device device;  // keeps the patched device object alive
   std::atomic<int> runs{0};
   std::atomic<int> attention_runs{0};
+  std::string fail_kernel;  // the next fail_runs starts of this kernel fault
+  int fail_runs = 0;
 };
 State& S() {
   static State* state = new State();
@@ -112,6 +114,18 @@ void HookSync(void* self, unsigned int handle, xclBOSyncDirection dir, std::size
 
 void HookExec(void* self, unsigned int command) {
   auto* packet = static_cast<ert_start_kernel_cmd*>(S().map(self, command, true));
+  if (packet->opcode == ERT_START_CU) {
+    int cu = 0;
+    while (cu < 32 && !(packet->cu_mask & (1u << cu))) ++cu;
+    std::unique_lock<std::mutex> lock(S().mutex);
+    if (S().fail_runs > 0 && S().cu_kernels.at(static_cast<std::size_t>(cu)) == S().fail_kernel) {
+      --S().fail_runs;
+      lock.unlock();
+      S().exec(self, command);
+      packet->state = ERT_CMD_STATE_ERROR;  // what XRT reports for a compute unit that faulted
+      return;
+    }
+  }
   if (packet->opcode == ERT_START_CU) {
     // Register map: after the extra CU masks, word i is the register at byte 4 * i.
     const uint32_t* regs = packet->data + packet->extra_cu_masks;
@@ -223,5 +237,10 @@ absl::Status InstallNoopComputeHook(const std::string& xclbin_path) {
 
 int NoopComputedRuns() { return S().runs.load(); }
 int NoopComputedAttentionRuns() { return S().attention_runs.load(); }
+void NoopFailNextRuns(const std::string& kernel, int runs) {
+  std::lock_guard<std::mutex> lock(S().mutex);
+  S().fail_kernel = kernel;
+  S().fail_runs = runs;
+}
 
 }  // namespace accllm::testing

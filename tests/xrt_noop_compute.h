@@ -17,5 +17,8 @@ absl::Status InstallNoopComputeHook(const std::string& xclbin);
 // W2A8 and attention runs the hook has computed so far.
 int NoopComputedRuns();
 int NoopComputedAttentionRuns();
+// The next `runs` starts of `kernel`'s compute units end in ERT_CMD_STATE_ERROR without
+// computing: a card fault.
+void NoopFailNextRuns(const std::string& kernel, int runs);
 
 }  // namespace accllm::testing
