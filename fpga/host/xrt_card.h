@@ -1,8 +1,9 @@
 // One U280 card through XRT's native API: opens the device, checks and loads the xclbin, uploads
 // every W2 linear layer as stripes of row tiles into the HBM bank of each W2A8 compute unit (the
 // bank comes from the unit's argument connectivity: kernel.group_id), keeps the KV cache in the
-// attention units' HBM banks, and runs linear layers and attention on the units. Card faults come back as UNAVAILABLE (open, load) or INTERNAL (a run that fails or
-// times out); the caller marks the card unhealthy.
+// attention units' HBM banks, and runs linear layers and attention on the units. Card faults
+// come back as UNAVAILABLE (open, load) or INTERNAL (a run that fails or times out); the caller
+// marks the card unhealthy.
 #pragma once
 
 #include <xrt/xrt_bo.h>

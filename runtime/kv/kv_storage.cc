@@ -61,11 +61,6 @@ int64_t KvStorage::vector_bytes(KvRegion r) const {
   return params ? int64_t{sizeof(Kv4Params)} : head_size_ / 2;
 }
 
-KvStorage::ByteRange KvStorage::PageRange(KvRegion r, int layer, int page) const {
-  const int64_t per_page = int64_t{kv_heads_} * page_tokens_ * vector_bytes(r);
-  return {VectorIndex(layer, page, 0, 0) * vector_bytes(r), per_page};
-}
-
 int64_t KvStorage::total_bytes() const {
   int64_t total = 0;
   for (int i = 0; i < 4; ++i) total += region_bytes(static_cast<KvRegion>(i));
@@ -89,18 +84,5 @@ void KvStorage::Write(int layer, int page, int slot, const float* k, const float
     }
   }
 }
-
-KvHeadView KvStorage::View(int layer, int page, int head, bool values) const {
-  const int64_t first = VectorIndex(layer, page, head, 0);
-  const std::byte* codes = region(values ? KvRegion::kValueCodes : KvRegion::kKeyCodes);
-  if (precision_ == KvPrecision::kF32) {
-    return {precision_, reinterpret_cast<const float*>(codes) + first * head_size_, nullptr, nullptr};
-  }
-  const auto* params = reinterpret_cast<const Kv4Params*>(region(values ? KvRegion::kValueParams : KvRegion::kKeyParams));
-  return {precision_, nullptr, reinterpret_cast<const uint8_t*>(codes) + first * (head_size_ / 2), params + first};
-}
-
-KvHeadView KvStorage::Keys(int layer, int page, int head) const { return View(layer, page, head, false); }
-KvHeadView KvStorage::Values(int layer, int page, int head) const { return View(layer, page, head, true); }
 
 }  // namespace accllm

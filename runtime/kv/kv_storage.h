@@ -38,14 +38,6 @@ static_assert(sizeof(Kv4Params) == 4, "wrong KV4 params size");
 // Quantizes `x` (head_size values) into codes (head_size / 2 bytes).
 Kv4Params QuantizeKv4(std::span<const float> x, uint8_t* codes);
 
-// One head's cached vectors, as the attention loop reads them.
-struct KvHeadView {
-  KvPrecision precision;
-  const float* f32;          // [page_tokens][head_size] when kF32
-  const uint8_t* codes;      // [page_tokens][head_size / 2] when kKv4
-  const Kv4Params* params;   // [page_tokens] when kKv4
-};
-
 enum class KvRegion { kKeyCodes, kKeyParams, kValueCodes, kValueParams };
 
 // Memory for one region (64-byte aligned, zeroed), or null if there is none. The default
@@ -59,33 +51,23 @@ class KvStorage {
 
   // Stores token `slot` of `page` in `layer`: k and v hold kv_dim floats each.
   void Write(int layer, int page, int slot, const float* k, const float* v);
-  KvHeadView Keys(int layer, int page, int head) const;
-  KvHeadView Values(int layer, int page, int head) const;
 
   int64_t VectorIndex(int layer, int page, int head, int slot) const {
     return ((int64_t{layer} * pages_ + page) * kv_heads_ + head) * page_tokens_ + slot;
   }
   // Base of a region (see the layout above).
   const std::byte* region(KvRegion r) const { return regions_[static_cast<int>(r)]; }
-  // Bytes per vector in a region, and the byte range one (layer, page) occupies in it (every
-  // head's slots): what a device copies after the page is written.
-  int64_t vector_bytes(KvRegion r) const;
-  struct ByteRange {
-    int64_t offset, bytes;
-  };
-  ByteRange PageRange(KvRegion r, int layer, int page) const;
 
   KvPrecision precision() const { return precision_; }
   int pages() const { return pages_; }
   int page_tokens() const { return page_tokens_; }
-  int head_size() const { return head_size_; }
   int64_t region_bytes(KvRegion r) const { return vectors_ * vector_bytes(r); }
   int64_t total_bytes() const;
   bool ok() const { return ok_; }
 
  private:
   std::byte* Region(KvRegion r) { return regions_[static_cast<int>(r)]; }
-  KvHeadView View(int layer, int page, int head, bool values) const;
+  int64_t vector_bytes(KvRegion r) const;
 
   KvPrecision precision_;
   int n_layers_, kv_heads_, head_size_;
