@@ -94,7 +94,6 @@ class CpuEngine final : public Backend {
   void PlanPageRuns(int n);
   void Attention(int layer, int n);
   void BuildAttentionBatch(int layer, int n);
-  void RunAttention(const AttentionBatch& batch, float* out);
   // fn(t) for every token t < n, spread over the thread pool.
   void PerToken(int n, const std::function<void(int)>& fn);
 
