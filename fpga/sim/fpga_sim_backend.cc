@@ -40,6 +40,8 @@ class FaultAfter final : public Backend {
   int left_;
 };
 
+static_assert(sizeof(hls::Kv4Param) == sizeof(Kv4Params), "KV4 parameters differ between host and kernel");
+
 // The simulated card's memory: the KV cache regions its attention unit reads.
 struct SimKvMemory {
   AlignedBuffer regions[4];

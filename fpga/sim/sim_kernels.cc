@@ -1,12 +1,10 @@
 #include "fpga/sim/sim_kernels.h"
 
-#include "fpga/kernels/kv4_attention.h"
 #include "fpga/kernels/w2a8_engine.h"
 
 namespace accllm::fpga {
 namespace {
 
-static_assert(sizeof(hls::Kv4Param) == sizeof(Kv4Params), "KV4 parameters differ between host and kernel");
 static_assert(sizeof(hls::Beat) == kW2SubBlockBytes, "one W2 sub-block is one HBM beat");
 
 void SimW2A8(const W2View& w, const A8Batch& x, int tile_begin, int tile_end, float* y, int64_t ldy) {
@@ -16,20 +14,12 @@ void SimW2A8(const W2View& w, const A8Batch& x, int tile_begin, int tile_end, fl
               s.sparse24 ? 1 : 0, x.tokens(), static_cast<int>(ldy), tile_begin, tile_end);
 }
 
-void SimKv4Score(const float* q, float q_sum, const uint8_t* codes, const Kv4Params* params, int count, int head_size,
-                 float scale, float* scores) {
-  hls::Kv4Score(q, q_sum, codes, reinterpret_cast<const hls::Kv4Param*>(params), count, head_size, scale, scores);
-}
-
-float SimKv4Accumulate(float* out, const float* p, const uint8_t* codes, const Kv4Params* params, int count,
-                       int head_size) {
-  return hls::Kv4Accumulate(out, p, codes, reinterpret_cast<const hls::Kv4Param*>(params), count, head_size);
-}
-
 CpuKernels MakeTable() {
   absl::StatusOr<const CpuKernels*> host = SelectedKernels();
   const CpuKernels& h = host.ok() ? **host : kScalarKernels;
-  return {h.path, "hls-csim", SimW2A8, h.matmul_f16, SimKv4Score, SimKv4Accumulate, h.read_sum};
+  // Attention does not come through this table: fpga-sim hands whole attention batches to the
+  // simulated attention unit (fpga_sim_backend.cc).
+  return {h.path, "hls-csim", SimW2A8, h.matmul_f16, h.kv4_score, h.kv4_accumulate, h.read_sum};
 }
 
 }  // namespace
