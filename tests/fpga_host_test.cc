@@ -153,20 +153,27 @@ TEST(XrtCardTest, AnXclbinWithoutW2A8UnitsIsRefused) {
 
 // The whole host flow on stories260K: every layer uploaded and striped, prefill and decode
 // steps run on the card's units (computed by the test hook), and the tokens are the CPU engine's.
-TEST(XrtBackendTest, GeneratesTheCpuEnginesTokensThroughXrt) {
-  auto model = LoadModel(RequireModelFile("stories260K.bin").string());
-  ASSERT_TRUE(model.ok());
+// stories260K as the card runs it: W2 (round to nearest, group 32) with 2:4 FFN layers, written
+// to `dir` and mapped back as a packed file.
+absl::StatusOr<AnyModel> PackedStories(const fs::path& dir) {
+  absl::StatusOr<std::unique_ptr<Model>> model = LoadModel(RequireModelFile("stories260K.bin").string());
+  if (!model.ok()) return model.status();
   QuantizeOptions q;
   q.group_size = 32;
   q.method = QuantMethod::kRtn;
   q.prune = PruneMethod::kMagnitude;
-  q.prune_layers = "ffn";  // 2:4 layers too
-  auto packed = QuantizeModel(**model, q, nullptr, nullptr);
-  ASSERT_TRUE(packed.ok());
+  q.prune_layers = "ffn";
+  absl::StatusOr<PackedContents> packed = QuantizeModel(**model, q, nullptr, nullptr);
+  if (!packed.ok()) return packed.status();
+  const std::string path = (dir / "s.safetensors").string();
+  if (absl::Status s = WritePackedModel(*packed, path); !s.ok()) return s;
+  return LoadAnyModel(path, LoadMode::kMap);
+}
+
+TEST(XrtBackendTest, GeneratesTheCpuEnginesTokensThroughXrt) {
   ScratchDir dir;
-  ASSERT_TRUE(WritePackedModel(*packed, (dir / "s.safetensors").string()).ok());
-  auto any = LoadAnyModel((dir / "s.safetensors").string(), LoadMode::kMap);
-  ASSERT_TRUE(any.ok());
+  auto any = PackedStories(dir.path());
+  ASSERT_TRUE(any.ok()) << any.status();
   auto tokenizer = LoadTokenizer(RequireModelFile("tok512.bin").string());
   ASSERT_TRUE(tokenizer.ok());
 
@@ -210,20 +217,11 @@ TEST(XrtBackendTest, GeneratesTheCpuEnginesTokensThroughXrt) {
 }
 
 // A compute unit that faults ends the step with an error the device pool acts on (the server
-// then takes the card out of service and moves its streams: server_ops_test.cc), and the card
-// object stays usable for the caller to report and drop.
+// then takes the card out of service and moves its streams: server_ops_test.cc).
 TEST(XrtBackendTest, AFaultingRunIsAStepError) {
-  auto model = LoadModel(RequireModelFile("stories260K.bin").string());
-  ASSERT_TRUE(model.ok());
-  QuantizeOptions q;
-  q.group_size = 32;
-  q.method = QuantMethod::kRtn;
-  auto packed = QuantizeModel(**model, q, nullptr, nullptr);
-  ASSERT_TRUE(packed.ok());
   ScratchDir dir;
-  ASSERT_TRUE(WritePackedModel(*packed, (dir / "s.safetensors").string()).ok());
-  auto any = LoadAnyModel((dir / "s.safetensors").string(), LoadMode::kMap);
-  ASSERT_TRUE(any.ok());
+  auto any = PackedStories(dir.path());
+  ASSERT_TRUE(any.ok()) << any.status();
   BackendOptions options;
   options.xclbin = NoopXrt::xclbin_;
   options.window = 32;

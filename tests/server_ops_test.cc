@@ -198,7 +198,9 @@ TEST_F(ServerTest, FullQueueRefusesWithResourceExhausted) {
 
 TEST_F(ServerTest, CancelAndDeadlineDuringPrefill) {
   ServerOptions options = Options("tok512.bin");
-  options.scheduler.prefill_chunk = 4;  // a 500-token prompt takes 125 steps to read
+  // A 500-token prompt read one token per step: far longer than the 5 ms the client waits, even
+  // when a loaded machine stretches that wait.
+  options.scheduler.prefill_chunk = 1;
   StartServer(options);
   v1::GenerateRequest r;
   for (int i = 0; i < 500; ++i) r.mutable_token_ids()->add_ids(i == 0 ? 1 : 300 + i % 100);

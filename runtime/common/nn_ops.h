@@ -8,6 +8,13 @@
 
 namespace accllm {
 
+// sum a[i] * b[i], in order (the fp32 paths' dot product).
+inline float Dot(const float* a, const float* b, int n) {
+  float acc = 0.0f;
+  for (int i = 0; i < n; ++i) acc += a[i] * b[i];
+  return acc;
+}
+
 // o = weight * x / rms(x)
 inline void RmsNorm(float* o, const float* x, const float* weight, int size, float eps) {
   float ss = 0.0f;

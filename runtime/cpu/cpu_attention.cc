@@ -7,15 +7,6 @@
 #include "runtime/common/nn_ops.h"
 
 namespace accllm {
-namespace {
-
-float Dot(const float* a, const float* b, int n) {
-  float acc = 0.0f;
-  for (int i = 0; i < n; ++i) acc += a[i] * b[i];
-  return acc;
-}
-
-}  // namespace
 
 void RunAttentionOnCpu(const AttentionBatch& b, const KvStorage& kv, const CpuKernels& kernels, ThreadPool& pool,
                        float* out_all) {

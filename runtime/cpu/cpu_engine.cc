@@ -16,12 +16,6 @@
 namespace accllm {
 namespace {
 
-float Dot(const float* a, const float* b, int n) {
-  float acc = 0.0f;
-  for (int i = 0; i < n; ++i) acc += a[i] * b[i];
-  return acc;
-}
-
 // In-place A8 round trip of one vector (what the W2 kernels see, as floats).
 void FakeQuantizeA8(float* x, int n) {
   float amax = 0.0f;
