@@ -77,7 +77,9 @@ absl::StatusOr<std::unique_ptr<DevicePool>> DevicePool::Create(const DevicePoolO
       device_options.device_index = i;
       absl::StatusOr<std::unique_ptr<Backend>> made = kind.make(device_options, model);
       if (!made.ok()) {
-        return absl::Status(made.status().code(), absl::StrCat("device ", spec.kind, ":", i, ": ", made.status().message()));
+        // Left out; the others serve. Only a pool with no device at all is an error.
+        pool->left_out_.push_back(absl::StrCat("device ", spec.kind, ":", i, " left out: ", made.status().message()));
+        continue;
       }
       SchedulerOptions device_scheduler = scheduler;
       device_scheduler.device = absl::StrCat(spec.kind, ":", i);
@@ -92,7 +94,10 @@ absl::StatusOr<std::unique_ptr<DevicePool>> DevicePool::Create(const DevicePoolO
     }
   }
   if (pool->devices_.empty()) {
-    return absl::UnavailableError(absl::StrCat("no device to serve on (", options.devices, ")"));
+    std::string why;
+    for (const std::string& note : pool->notes_) absl::StrAppend(&why, "; ", note);
+    for (const std::string& note : pool->left_out_) absl::StrAppend(&why, "; ", note);
+    return absl::UnavailableError(absl::StrCat("no device to serve on (", options.devices, ")", why));
   }
   return pool;
 }
@@ -142,6 +147,8 @@ absl::StatusOr<std::string> DevicePool::Submit(ScheduledRequest request) {
     return absl::UnavailableError("no healthy device: every device this request may use has failed");
   }
   absl::Status last = absl::ResourceExhaustedError("no device can take the request");
+  absl::Status out_of_range;  // kept apart: a device that is full is the better answer to give
+  bool have_other = false;
   for (int i : order) {
     const bool last_try = i == order.back();
     ScheduledRequest copy = last_try ? std::move(request) : request;
@@ -150,15 +157,17 @@ absl::StatusOr<std::string> DevicePool::Submit(ScheduledRequest request) {
       if (devices_[i].fallback && has_accelerators_) fallbacks_.fetch_add(1);
       return devices_[i].name;
     }
-    // A bad request is bad everywhere; a full queue, too small a pool or a device that has just
-    // failed may not be.
-    if (id.status().code() != absl::StatusCode::kResourceExhausted &&
-        id.status().code() != absl::StatusCode::kUnavailable) {
-      return id.status();
+    // A bad request is bad everywhere; a full queue, too small a pool, a device whose limits it
+    // exceeds or a device that has just failed may not be.
+    if (absl::IsOutOfRange(id.status())) {
+      out_of_range = id.status();
+      continue;
     }
+    if (!absl::IsResourceExhausted(id.status()) && !absl::IsUnavailable(id.status())) return id.status();
     last = id.status();
+    have_other = true;
   }
-  return last;
+  return have_other || out_of_range.ok() ? last : out_of_range;
 }
 
 void DevicePool::Rehome(std::size_t from, std::vector<std::unique_ptr<InFlightRequest>> requests,
@@ -174,32 +183,33 @@ void DevicePool::Rehome(std::size_t from, std::vector<std::unique_ptr<InFlightRe
   }
   int moved = 0;
   for (auto& r : requests) {
-    // The healthy device that can hold it, accelerators first, least occupied.
-    int best = -1;
-    double best_occupancy = 0;
+    // The healthy devices that can hold it, accelerators first, least occupied; a device that
+    // fails while taking it gives it back and the next one is tried.
+    std::vector<std::pair<double, std::size_t>> candidates;
     for (std::size_t i = 0; i < devices_.size(); ++i) {
       const Device& d = devices_[i];
       if (i == from || !d.worker->scheduler().CanAdopt(r->request)) continue;
-      const double occupancy = Occupancy(d.worker->scheduler().load()) + (d.fallback ? 1e6 : 0);
-      if (best < 0 || occupancy < best_occupancy) {
-        best = static_cast<int>(i);
-        best_occupancy = occupancy;
-      }
+      candidates.emplace_back(Occupancy(d.worker->scheduler().load()) + (d.fallback ? 1e6 : 0), i);
     }
-    if (best < 0) {
-      StreamEvent last;
-      last.request_id = r->id;
-      last.finish = FinishReason::kError;
-      last.error = absl::UnavailableError(
-          absl::StrCat("device ", devices_[from].name, " failed (", error.message(), ") and no other device can take the stream"));
-      last.device = devices_[from].name;
-      last.prompt_tokens = static_cast<int>(r->request.prompt_ids.size());
-      last.generated_tokens = r->stream ? static_cast<int>(r->stream->generated().size()) : 0;
-      if (r->request.on_event) r->request.on_event(last);
+    std::stable_sort(candidates.begin(), candidates.end(),
+                     [](const auto& a, const auto& b) { return a.first < b.first; });
+    for (const auto& [occupancy, i] : candidates) {
+      r = devices_[i].worker->Adopt(std::move(r));
+      if (r == nullptr) break;
+    }
+    if (r == nullptr) {
+      ++moved;
       continue;
     }
-    devices_[best].worker->Adopt(std::move(r));
-    ++moved;
+    StreamEvent last;
+    last.request_id = r->id;
+    last.finish = FinishReason::kError;
+    last.error = absl::UnavailableError(
+        absl::StrCat("device ", devices_[from].name, " failed (", error.message(), ") and no other device can take the stream"));
+    last.device = devices_[from].name;
+    last.prompt_tokens = static_cast<int>(r->request.prompt_ids.size());
+    last.generated_tokens = r->stream ? static_cast<int>(r->stream->generated().size()) : 0;
+    if (r->request.on_event) r->request.on_event(last);
   }
   moved_requests_.fetch_add(moved);
 }

@@ -73,6 +73,9 @@ class DevicePool {
   const std::vector<Device>& devices() const { return devices_; }
   // What Create noticed and skipped, e.g. "fpga: no FPGA cards found" (the server logs these).
   const std::vector<std::string>& notes() const { return notes_; }
+  // Devices that could not be made (model too wide, no memory for the KV pool, ...): each says
+  // which and why. The server logs them as errors and serves on the rest.
+  const std::vector<std::string>& left_out() const { return left_out_; }
   const Backend& first_backend() const { return devices_.front().worker->backend(); }
   FallbackPolicy policy() const { return options_.fallback; }
   bool has_accelerators() const { return has_accelerators_; }
@@ -88,6 +91,7 @@ class DevicePool {
   DevicePoolOptions options_;
   std::vector<Device> devices_;
   std::vector<std::string> notes_;
+  std::vector<std::string> left_out_;
   bool has_accelerators_ = false;
   std::mutex place_mutex_;  // one placement at a time, so two requests do not race for one slot
   std::atomic<int64_t> fallbacks_{0};

@@ -24,9 +24,10 @@ absl::StatusOr<uint64_t> DeviceWorker::Submit(ScheduledRequest request) {
   return id;
 }
 
-void DeviceWorker::Adopt(std::unique_ptr<InFlightRequest> request) {
-  scheduler_.Adopt(std::move(request));
-  Wake();
+std::unique_ptr<InFlightRequest> DeviceWorker::Adopt(std::unique_ptr<InFlightRequest> request) {
+  std::unique_ptr<InFlightRequest> refused = scheduler_.Adopt(std::move(request));
+  if (refused == nullptr) Wake();
+  return refused;
 }
 
 void DeviceWorker::Wake() {

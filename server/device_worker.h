@@ -23,7 +23,8 @@ class DeviceWorker {
   DeviceWorker& operator=(const DeviceWorker&) = delete;
 
   absl::StatusOr<uint64_t> Submit(ScheduledRequest request);
-  void Adopt(std::unique_ptr<InFlightRequest> request);
+  // Null when taken; the request back when the device has failed (see Scheduler::Adopt).
+  std::unique_ptr<InFlightRequest> Adopt(std::unique_ptr<InFlightRequest> request);
   // Makes the thread look at its requests now (after a cancel flag was set).
   void Wake();
   bool healthy() const { return !scheduler_.failed(); }

@@ -1,11 +1,15 @@
 #include "server/generation_service.h"
 
 #include <chrono>
+#include <cmath>
 #include <deque>
+#include <optional>
 #include <mutex>
 #include <random>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "runtime/common/status_macros.h"
 #include "runtime/tokenizer/utf8.h"
 #include "server/status_mapping.h"
 
@@ -15,6 +19,10 @@ namespace {
 using accllm::v1::GenerateRequest;
 using accllm::v1::GenerateResponse;
 using Clock = std::chrono::steady_clock;
+
+// A time limit beyond this (about 11 days) is taken as this: far enough to mean "none", near
+// enough that the clock arithmetic cannot overflow.
+constexpr double kMaxTimeLimitSeconds = 1e6;
 
 accllm::v1::FinishReason ToProto(FinishReason reason) {
   switch (reason) {
@@ -53,43 +61,75 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
     DevicePool* pool = nullptr;
     std::shared_ptr<std::atomic<bool>> cancel;  // the request's, on whichever device it runs
     spdlog::logger* log = nullptr;
+    // The request's time_limit_seconds and the call's gRPC deadline (max: none). The scheduler
+    // stops at the earlier; which one it was decides how the call ends (see the proto).
+    Clock::time_point time_limit = Clock::time_point::max();
+    Clock::time_point call_deadline = Clock::time_point::max();
+    std::optional<grpc::Status> end_status;  // the call ends with this status, no final message
   };
 
-  GenerateReactor(DevicePool& pool, ServerMetrics& metrics, spdlog::logger& log, const Tokenizer& tokenizer,
-                  ScheduledRequest request, const GenerateRequest& proto, Clock::time_point arrived,
-                  std::shared_ptr<std::atomic<int>> open)
+  // Starts the call: the prompt is prepared (encoded, checked) on `executor`, then placed.
+  GenerateReactor(const GenerationService& service, const ServingRuntime& runtime, CallExecutor& executor,
+                  ServerMetrics& metrics, spdlog::logger& log, const GenerateRequest& proto, Clock::time_point arrived,
+                  Clock::time_point call_deadline, std::shared_ptr<std::atomic<int>> open)
       : shared_(std::make_shared<Shared>()), open_(std::move(open)) {
     open_->fetch_add(1);
     shared_->reactor = this;
     shared_->return_ids = proto.return_token_ids();
     shared_->return_logprobs = proto.return_logprobs();
     shared_->request_id = proto.request_id();
-    shared_->tokenizer = &tokenizer;
+    shared_->tokenizer = runtime.tokenizer.get();
     shared_->metrics = &metrics;
     shared_->log = &log;
-    shared_->pool = &pool;
-    shared_->cancel = request.cancel;
+    shared_->pool = runtime.pool.get();
+    shared_->cancel = std::make_shared<std::atomic<bool>>(false);
     shared_->arrived = arrived;
+    shared_->call_deadline = call_deadline;
     std::shared_ptr<Shared> shared = shared_;
-    request.on_event = [shared](const StreamEvent& e) { Push(shared, e); };
-    // Held across placement so that no event is handled (and no write started) before this
-    // constructor has finished.
-    std::unique_lock<std::mutex> lock(shared_->mutex);
-    absl::StatusOr<std::string> placed = pool.Submit(std::move(request));
-    if (!placed.ok()) {
-      shared_->finished = true;
-      lock.unlock();
-      LogRefusal(proto.request_id(), placed.status(), metrics, log);
-      Finish(ToGrpcStatus(placed.status()));
-      return;
+    const bool posted = executor.Post([shared, &service, &runtime, proto] { Place(shared, service, runtime, proto); });
+    if (!posted) Refuse(*shared, absl::UnavailableError("the server is shutting down"));
+  }
+
+  // Prepares the request and hands it to the device pool, or ends the call with the reason.
+  static void Place(const std::shared_ptr<Shared>& shared, const GenerationService& service,
+                    const ServingRuntime& runtime, const GenerateRequest& proto) {
+    if (service.state() == ServingState::kDraining) {
+      return Refuse(*shared, absl::UnavailableError("the server is draining; retry on another replica"));
     }
+    if (shared->cancel->load()) return Refuse(*shared, absl::CancelledError("the client cancelled the call"));
+    absl::StatusOr<ScheduledRequest> request = service.ToScheduledRequest(runtime, proto);
+    if (!request.ok()) return Refuse(*shared, request.status());
+    shared->time_limit = request->deadline;
+    request->deadline = std::min(request->deadline, shared->call_deadline);
+    request->cancel = shared->cancel;
+    request->on_event = [shared](const StreamEvent& e) { Push(shared, e); };
+    // Held across placement so that no event is handled (and no write started) before the
+    // outcome of placement is known.
+    std::unique_lock<std::mutex> lock(shared->mutex);
+    absl::StatusOr<std::string> placed = shared->pool->Submit(*std::move(request));
+    if (!placed.ok()) {
+      lock.unlock();
+      Refuse(*shared, placed.status());
+    }
+  }
+
+  // Ends a call that never reached a device.
+  static void Refuse(Shared& shared, const absl::Status& status) {
+    GenerateReactor* reactor = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(shared.mutex);
+      shared.finished = true;
+      reactor = shared.reactor;
+    }
+    LogRefusal(shared.request_id, status, *shared.metrics, *shared.log);
+    reactor->Finish(ToGrpcStatus(status));
   }
 
   static void LogRefusal(const std::string& request_id, const absl::Status& status, ServerMetrics& metrics,
                          spdlog::logger& log) {
     metrics.RecordRefused(status.code());
-    log.info("refused id=\"{}\" code={} message=\"{}\"", request_id, absl::StatusCodeToString(status.code()),
-                 std::string(status.message()));
+    log.info("refused id=\"{}\" code={} message=\"{}\"", absl::CHexEscape(request_id),
+             absl::StatusCodeToString(status.code()), absl::CHexEscape(status.message()));
   }
 
   void OnWriteDone(bool ok) override {
@@ -114,6 +154,12 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
     }
     if (shared_->queue.empty()) {
       shared_->writing = false;
+      if (shared_->end_status) {
+        shared_->finished = true;
+        const grpc::Status status = *shared_->end_status;
+        lock.unlock();
+        Finish(status);
+      }
       return;
     }
     GenerateResponse* next = &shared_->queue.front();
@@ -170,7 +216,20 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
       if (shared->return_logprobs && e.logprobs) AddLogprobs(*shared, e, *chunk.mutable_chunk());
       shared->queue.push_back(std::move(chunk));
     }
-    if (e.finish) {
+    if (e.finish && *e.finish == FinishReason::kTimeLimit && shared->call_deadline <= shared->time_limit) {
+      // The call's deadline, not the request's time limit: the call ends with DEADLINE_EXCEEDED
+      // and no final message, as it would have had the client's own timer fired first.
+      shared->end_status = grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the call's deadline passed");
+      shared->final_queued = true;
+      if (!shared->writing && shared->queue.empty()) {
+        shared->finished = true;
+        GenerateReactor* reactor = shared->reactor;
+        const grpc::Status status = *shared->end_status;
+        lock.unlock();
+        reactor->Finish(status);
+        return;
+      }
+    } else if (e.finish) {
       GenerateResponse last;
       auto* f = last.mutable_final();
       f->set_finish_reason(ToProto(*e.finish));
@@ -210,10 +269,10 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
     shared.log->info(
         "request id=\"{}\" device={} finish={} prompt_tokens={} generated_tokens={} queue_ms={:.2f} ttft_ms={:.2f} "
         "decode_ms={:.2f} total_ms={:.2f} tokens_per_s={:.1f}{}{}",
-        shared.request_id, e.device, FinishReasonLabel(done.reason), done.prompt_tokens, done.generated_tokens,
+        absl::CHexEscape(shared.request_id), e.device, FinishReasonLabel(done.reason), done.prompt_tokens, done.generated_tokens,
         done.queue_seconds * 1e3, started ? done.time_to_first_token_seconds * 1e3 : 0.0, decode * 1e3,
         done.total_seconds * 1e3, decode > 0 ? (done.generated_tokens - 1) / decode : 0.0,
-        e.error.ok() ? "" : " error=", e.error.ok() ? "" : std::string(e.error.message()));
+        e.error.ok() ? "" : " error=", e.error.ok() ? "" : absl::CHexEscape(e.error.message()));
   }
 
   std::shared_ptr<Shared> shared_;
@@ -239,7 +298,12 @@ const char* ServingStateName(ServingState state) {
 
 GenerationService::GenerationService(const ServiceOptions& options, ServerMetrics& metrics,
                                      std::shared_ptr<spdlog::logger> log)
-    : options_(options), metrics_(metrics), log_(std::move(log)) {}
+    : options_(options), metrics_(metrics), log_(std::move(log)), executor_(kPrepareThreads) {}
+
+void GenerationService::Shutdown() {
+  state_.store(ServingState::kDraining);
+  executor_.Stop();
+}
 
 void GenerationService::Attach(const ServingRuntime& runtime) {
   runtime_.store(&runtime);
@@ -255,38 +319,79 @@ absl::StatusOr<const ServingRuntime*> GenerationService::Runtime() const {
 
 absl::Status GenerationService::CheckModel(const std::string& name) const {
   if (name.empty() || name == options_.model_name) return absl::OkStatus();
-  return absl::NotFoundError(absl::StrCat("unknown model '", name, "' (this server serves '", options_.model_name, "')"));
+  return absl::NotFoundError(absl::StrCat("unknown model '", absl::CHexEscape(name.substr(0, 128)),
+                                          name.size() > 128 ? "...' " : "' ", "(this server serves '", options_.model_name, "')"));
 }
 
-absl::StatusOr<ScheduledRequest> GenerationService::ToScheduledRequest(const ServingRuntime& runtime,
-                                                                       const GenerateRequest& r) const {
-  if (absl::Status s = CheckModel(r.model()); !s.ok()) return s;
-  ScheduledRequest out;
+absl::Status GenerationService::CheckGenerateRequest(const ServingRuntime& runtime, const GenerateRequest& r) const {
+  RETURN_IF_ERROR(CheckModel(r.model()));
   switch (r.prompt_case()) {
-    case GenerateRequest::kText: {
+    case GenerateRequest::kText:
+      RETURN_IF_ERROR(CheckTextLength(runtime, r.text(), "prompt"));
       if (!IsValidUtf8(r.text())) return absl::InvalidArgumentError("the prompt text is not valid UTF-8");
-      absl::StatusOr<std::vector<int>> ids = runtime.tokenizer->Encode(r.text(), /*add_bos=*/true);
-      if (!ids.ok()) return ids.status();
-      out.prompt_ids = std::move(*ids);
       break;
-    }
     case GenerateRequest::kTokenIds:
-      out.prompt_ids.assign(r.token_ids().ids().begin(), r.token_ids().ids().end());
-      if (out.prompt_ids.empty()) return absl::InvalidArgumentError("token_ids is empty");
+      if (r.token_ids().ids().empty()) return absl::InvalidArgumentError("token_ids is empty");
+      if (r.token_ids().ids_size() > MaxPromptTokens(runtime)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("the prompt has ", r.token_ids().ids_size(), " tokens; the limit is ", MaxPromptTokens(runtime)));
+      }
       break;
     default:
       return absl::InvalidArgumentError("a prompt (text or token_ids) is required");
   }
-  const int max_prompt = options_.max_prompt_tokens > 0 ? options_.max_prompt_tokens
-                                                        : runtime.model.config().max_seq_len - 1;
-  if (static_cast<int>(out.prompt_ids.size()) > max_prompt) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("the prompt has ", out.prompt_ids.size(), " tokens; the limit is ", max_prompt));
-  }
   if (r.max_new_tokens() < 0) return absl::InvalidArgumentError("max_new_tokens must be >= 0");
-  if (r.time_limit_seconds() < 0) return absl::InvalidArgumentError("time_limit_seconds must be >= 0");
+  // NaN fails every comparison, so the test is written to let only finite values >= 0 through.
+  if (!(r.time_limit_seconds() >= 0) || std::isinf(r.time_limit_seconds())) {
+    return absl::InvalidArgumentError(absl::StrCat("time_limit_seconds must be a finite number >= 0 (0: none), got ",
+                                                   r.time_limit_seconds()));
+  }
   if (r.top_logprobs() != 0 && !r.return_logprobs()) {
     return absl::InvalidArgumentError("top_logprobs needs return_logprobs");
+  }
+  if (r.stop_size() > kMaxStopStrings) {
+    return absl::InvalidArgumentError(absl::StrCat(r.stop_size(), " stop strings given; at most ", kMaxStopStrings));
+  }
+  for (const std::string& stop : r.stop()) {
+    if (stop.size() > kMaxStopStringBytes) {
+      return absl::InvalidArgumentError(absl::StrCat("a stop string has ", stop.size(), " bytes; at most ", kMaxStopStringBytes));
+    }
+  }
+  if (r.stop_token_ids_size() > kMaxStopTokenIds) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(r.stop_token_ids_size(), " stop token ids given; at most ", kMaxStopTokenIds));
+  }
+  return absl::OkStatus();
+}
+
+int GenerationService::MaxPromptTokens(const ServingRuntime& runtime) const {
+  return options_.max_prompt_tokens > 0 ? options_.max_prompt_tokens : runtime.model.config().max_seq_len - 1;
+}
+
+absl::Status GenerationService::CheckTextLength(const ServingRuntime& runtime, const std::string& text,
+                                                const char* what) const {
+  // No token stands for more than max_token_bytes bytes of text, so a longer text cannot fit in
+  // the token limit: refused before any encoding work.
+  const int64_t limit = (int64_t{MaxPromptTokens(runtime)} + 1) * runtime.max_token_bytes;
+  if (static_cast<int64_t>(text.size()) > limit) {
+    return absl::InvalidArgumentError(absl::StrCat("the ", what, " has ", text.size(), " bytes; at most ", limit,
+                                                   " can fit in ", MaxPromptTokens(runtime), " tokens"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ScheduledRequest> GenerationService::ToScheduledRequest(const ServingRuntime& runtime,
+                                                                       const GenerateRequest& r) const {
+  RETURN_IF_ERROR(CheckGenerateRequest(runtime, r));
+  ScheduledRequest out;
+  if (r.prompt_case() == GenerateRequest::kText) {
+    ASSIGN_OR_RETURN(out.prompt_ids, runtime.tokenizer->Encode(r.text(), /*add_bos=*/true));
+  } else {
+    out.prompt_ids.assign(r.token_ids().ids().begin(), r.token_ids().ids().end());
+  }
+  if (static_cast<int>(out.prompt_ids.size()) > MaxPromptTokens(runtime)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the prompt has ", out.prompt_ids.size(), " tokens; the limit is ", MaxPromptTokens(runtime)));
   }
   GenerationOptions& o = out.options;
   o.max_new_tokens = r.max_new_tokens() > 0 ? r.max_new_tokens() : options_.default_max_new_tokens;
@@ -302,7 +407,8 @@ absl::StatusOr<ScheduledRequest> GenerationService::ToScheduledRequest(const Ser
   o.logprobs = r.return_logprobs() ? r.top_logprobs() : -1;
   out.priority = r.priority();
   if (r.time_limit_seconds() > 0) {
-    out.deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(r.time_limit_seconds()));
+    out.deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(
+                                      std::min(r.time_limit_seconds(), kMaxTimeLimitSeconds)));
   }
   return out;
 }
@@ -311,19 +417,18 @@ grpc::ServerWriteReactor<GenerateResponse>* GenerationService::Generate(grpc::Ca
                                                                         const GenerateRequest* request) {
   const Clock::time_point arrived = Clock::now();
   absl::StatusOr<const ServingRuntime*> runtime = Runtime();
-  absl::StatusOr<ScheduledRequest> scheduled = !runtime.ok() ? runtime.status()
-                                               : state_.load() == ServingState::kDraining
-                                                   ? absl::UnavailableError("the server is draining; retry on another replica")
-                                                   : ToScheduledRequest(**runtime, *request);
-  if (scheduled.ok()) {
-    // The gRPC deadline, if any, is a time limit too.
+  const absl::Status checked = !runtime.ok() ? runtime.status()
+                               : state_.load() == ServingState::kDraining
+                                   ? absl::UnavailableError("the server is draining; retry on another replica")
+                                   : CheckGenerateRequest(**runtime, *request);
+  if (checked.ok()) {
+    Clock::time_point call_deadline = Clock::time_point::max();
     const auto deadline = context->deadline();
     if (deadline != std::chrono::system_clock::time_point::max()) {
-      const auto steady = Clock::now() + std::chrono::duration_cast<Clock::duration>(deadline - std::chrono::system_clock::now());
-      scheduled->deadline = std::min(scheduled->deadline, steady);
+      call_deadline = arrived + std::chrono::duration_cast<Clock::duration>(deadline - std::chrono::system_clock::now());
     }
-    return new GenerateReactor(*(*runtime)->pool, metrics_, *log_, *(*runtime)->tokenizer, std::move(*scheduled), *request,
-                               arrived, open_streams_);
+    return new GenerateReactor(*this, **runtime, executor_, metrics_, *log_, *request, arrived, call_deadline,
+                               open_streams_);
   }
   // Refused before any work: the stream ends with the status and no messages.
   class Refusal final : public grpc::ServerWriteReactor<GenerateResponse> {
@@ -331,8 +436,8 @@ grpc::ServerWriteReactor<GenerateResponse>* GenerationService::Generate(grpc::Ca
     explicit Refusal(const absl::Status& status) { Finish(ToGrpcStatus(status)); }
     void OnDone() override { delete this; }
   };
-  GenerateReactor::LogRefusal(request->request_id(), scheduled.status(), metrics_, *log_);
-  return new Refusal(scheduled.status());
+  GenerateReactor::LogRefusal(request->request_id(), checked, metrics_, *log_);
+  return new Refusal(checked);
 }
 
 grpc::ServerUnaryReactor* GenerationService::Tokenize(grpc::CallbackServerContext* context,
@@ -341,15 +446,21 @@ grpc::ServerUnaryReactor* GenerationService::Tokenize(grpc::CallbackServerContex
   absl::StatusOr<const ServingRuntime*> runtime = Runtime();
   if (!runtime.ok()) return Reply(context, runtime.status());
   if (absl::Status s = CheckModel(request->model()); !s.ok()) return Reply(context, s);
+  if (absl::Status s = CheckTextLength(**runtime, request->text(), "text"); !s.ok()) return Reply(context, s);
   if (!IsValidUtf8(request->text())) return Reply(context, absl::InvalidArgumentError("the text is not valid UTF-8"));
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   const Tokenizer& tokenizer = *(*runtime)->tokenizer;
-  absl::StatusOr<std::vector<int>> ids = tokenizer.Encode(request->text(), request->add_bos());
-  if (!ids.ok()) return Reply(context, ids.status());
-  for (int id : *ids) {
-    response->add_ids(id);
-    response->add_pieces(tokenizer.TokenBytes(id));
-  }
-  return Reply(context, absl::OkStatus());
+  const bool posted = executor_.Post([reactor, &tokenizer, request, response] {
+    absl::StatusOr<std::vector<int>> ids = tokenizer.Encode(request->text(), request->add_bos());
+    if (!ids.ok()) return reactor->Finish(ToGrpcStatus(ids.status()));
+    for (int id : *ids) {
+      response->add_ids(id);
+      response->add_pieces(tokenizer.TokenBytes(id));
+    }
+    reactor->Finish(grpc::Status::OK);
+  });
+  if (!posted) reactor->Finish(ToGrpcStatus(absl::UnavailableError("the server is shutting down")));
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* GenerationService::ModelInfo(grpc::CallbackServerContext* context,
@@ -384,7 +495,7 @@ grpc::ServerUnaryReactor* GenerationService::ListModels(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* GenerationService::ServerInfo(grpc::CallbackServerContext* context,
                                                         const accllm::v1::ServerInfoRequest*,
                                                         accllm::v1::ServerInfoResponse* response) {
-  response->set_version("0.2.0");
+  response->set_version(ACCLLM_VERSION);
   const ServingState state = state_.load();
   response->set_draining(state == ServingState::kDraining);
   response->set_state(state == ServingState::kLoading   ? accllm::v1::LOADING
@@ -405,6 +516,8 @@ grpc::ServerUnaryReactor* GenerationService::ServerInfo(grpc::CallbackServerCont
     device->set_kv_pages_reserved(load.reserved_pages);
     device->set_kv_pages_in_use(load.pages_in_use);
     device->set_healthy(load.healthy != 0);
+    device->set_full_length_streams(load.full_length_streams);
+    device->set_tokens_processed(load.tokens_processed);
   }
   return Reply(context, absl::OkStatus());
 }

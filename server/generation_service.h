@@ -11,6 +11,7 @@
 
 #include "accllm/v1/generation.grpc.pb.h"
 #include "runtime/engine/backend_factory.h"
+#include "server/call_executor.h"
 #include "server/device_pool.h"
 #include "server/metrics.h"
 #include "spdlog/logger.h"
@@ -27,6 +28,7 @@ struct ServiceOptions {
 struct ServingRuntime {
   AnyModel model;
   std::unique_ptr<Tokenizer> tokenizer;
+  int max_token_bytes = 1;           // the most text bytes any one token stands for
   std::unique_ptr<DevicePool> pool;  // after model and tokenizer: its devices refer to both
 };
 
@@ -40,6 +42,9 @@ class GenerationService final : public accllm::v1::Generation::CallbackService {
   // note: `runtime` must outlive the service's calls (the server stops gRPC before freeing it).
   void Attach(const ServingRuntime& runtime);
   void SetDraining() { state_.store(ServingState::kDraining); }
+  // Draining, and every call still being prepared is placed or refused: after this no call
+  // reaches the device pool.
+  void Shutdown();
   ServingState state() const { return state_.load(); }
   // Generate calls not yet done (their final message may still be on its way to the client).
   int open_streams() const { return open_streams_->load(); }
@@ -55,14 +60,23 @@ class GenerationService final : public accllm::v1::Generation::CallbackService {
   grpc::ServerUnaryReactor* ServerInfo(grpc::CallbackServerContext* context, const accllm::v1::ServerInfoRequest* request,
                                        accllm::v1::ServerInfoResponse* response) override;
 
+  // The scheduler request for a GenerateRequest, prompt encoded (INVALID_ARGUMENT on bad
+  // parameters). Runs on the call executor, never on a gRPC thread.
+  absl::StatusOr<ScheduledRequest> ToScheduledRequest(const ServingRuntime& runtime,
+                                                      const accllm::v1::GenerateRequest& request) const;
+
  private:
+  static constexpr int kPrepareThreads = 2;
+
   // The runtime once loaded; UNAVAILABLE while loading.
   absl::StatusOr<const ServingRuntime*> Runtime() const;
   // Checks the model name; NOT_FOUND names the model served.
   absl::Status CheckModel(const std::string& name) const;
-  // The scheduler request for a GenerateRequest (INVALID_ARGUMENT on bad parameters).
-  absl::StatusOr<ScheduledRequest> ToScheduledRequest(const ServingRuntime& runtime,
-                                                      const accllm::v1::GenerateRequest& request) const;
+  // What can be checked without encoding the prompt (on the gRPC thread).
+  absl::Status CheckGenerateRequest(const ServingRuntime& runtime, const accllm::v1::GenerateRequest& request) const;
+  // INVALID_ARGUMENT when `text` has more bytes than the prompt limit's tokens could hold.
+  absl::Status CheckTextLength(const ServingRuntime& runtime, const std::string& text, const char* what) const;
+  int MaxPromptTokens(const ServingRuntime& runtime) const;
 
   ServiceOptions options_;
   ServerMetrics& metrics_;
@@ -70,6 +84,7 @@ class GenerationService final : public accllm::v1::Generation::CallbackService {
   std::atomic<const ServingRuntime*> runtime_{nullptr};
   std::atomic<ServingState> state_{ServingState::kLoading};
   std::shared_ptr<std::atomic<int>> open_streams_ = std::make_shared<std::atomic<int>>(0);
+  CallExecutor executor_;  // last: its threads stop before anything they use
 };
 
 }  // namespace accllm::server

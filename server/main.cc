@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/numbers.h"
 #include "server/server.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
@@ -19,6 +20,7 @@ int main(int argc, char** argv) {
   std::string fallback = "when-full";
   std::string log_level = "info";
   CLI::App app{"accllm-server: streaming LLM generation over gRPC"};
+  app.set_version_flag("--version", std::string("accllm-server ") + ACCLLM_VERSION);
   app.set_config("--config", "", "TOML or INI file with any of these options (flags given on the command line win)");
   app.allow_config_extras(false);
   app.add_option("-m,--model", options.model_path, "Model: llama2.c .bin, Hugging Face directory or packed .safetensors")
@@ -40,18 +42,40 @@ int main(int argc, char** argv) {
                  "Testing: fpga-sim devices fail like a faulted card after this many steps");
   app.add_option("--fallback", fallback, "When CPU devices take requests: when-full, never or balance")
       ->capture_default_str();
-  app.add_option("--kv", options.backend.kv, "KV precision for the cpu engine: f32 or kv4")->capture_default_str();
-  app.add_option("--window", options.backend.window, "Λ window (0 = full attention)")->capture_default_str();
-  app.add_option("--sinks", options.backend.sinks, "Λ sink tokens")->capture_default_str();
-  app.add_option("--threads", options.backend.threads, "Engine threads per device (0 = all cores)");
-  app.add_option("--kv-pages", options.backend.kv_pages, "KV pages per device (0 = max-running full-length sequences)");
-  app.add_option("--max-running", options.scheduler.max_running, "Sequences decoded together per device")->capture_default_str();
-  app.add_option("--max-waiting", options.scheduler.max_waiting, "Bounded wait queue per device")->capture_default_str();
-  app.add_option("--prefill-chunk", options.scheduler.prefill_chunk, "Prompt tokens per step")->capture_default_str();
-  app.add_option("--max-new-tokens", options.service.default_max_new_tokens, "Default max_new_tokens")->capture_default_str();
-  app.add_option("--max-prompt-tokens", options.service.max_prompt_tokens, "Longest prompt accepted (0 = the context - 1)");
-  app.add_option("--grace", grace, "Seconds running streams may finish after SIGTERM")->capture_default_str();
-  app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")->capture_default_str();
+  app.add_option("--kv", options.backend.kv, "KV precision for the cpu engine: f32 or kv4")
+      ->check(CLI::IsMember({"f32", "kv4"}))->capture_default_str();
+  app.add_option("--window", options.backend.window, "Λ window (0 = full attention)")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--sinks", options.backend.sinks, "Λ sink tokens")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--threads", options.backend.threads, "Engine threads per device (0 = all cores)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--page-tokens", options.backend.page_tokens, "Tokens per KV page")->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--kv-pages", options.backend.kv_pages,
+                 "KV pages per device (0 = max-running full-length sequences, or what a card's KV banks hold)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--max-running", options.scheduler.max_running, "Sequences decoded together per device")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--max-waiting", options.scheduler.max_waiting, "Bounded wait queue per device")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--prefill-chunk", options.scheduler.prefill_chunk, "Prompt tokens per step")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--max-new-tokens", options.service.default_max_new_tokens, "Default max_new_tokens")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--max-prompt-tokens", options.service.max_prompt_tokens, "Longest prompt accepted (0 = the context - 1)")
+      ->check(CLI::NonNegativeNumber);
+  // CLI11's range checks let NaN through (every comparison with it is false).
+  const CLI::Validator finite_seconds(
+      [](std::string& text) -> std::string {
+        double v = 0;
+        if (!absl::SimpleAtod(text, &v) || !(v >= 0 && v <= 86400)) return "want seconds in [0, 86400], got " + text;
+        return {};
+      },
+      "SECONDS", "finite seconds");
+  app.add_option("--grace", grace, "Seconds running streams may finish after SIGTERM")->check(finite_seconds)
+      ->capture_default_str();
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   spdlog::set_default_logger(spdlog::stderr_color_mt("accllm-server"));

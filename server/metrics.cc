@@ -151,6 +151,8 @@ std::string ServerMetrics::Render(const DevicePool* pool, absl::string_view stat
        &Scheduler::Load::reserved_pages},
       {"accllm_kv_pages_capacity", "KV pages in the device's pool.", &Scheduler::Load::pages_total},
       {"accllm_device_healthy", "1 while the device takes work; 0 after it failed.", &Scheduler::Load::healthy},
+      {"accllm_full_length_streams", "Streams of the longest length the device's KV pool holds at once.",
+       &Scheduler::Load::full_length_streams},
   };
   std::vector<Scheduler::Load> loads;
   for (const DevicePool::Device& d : pool->devices()) loads.push_back(d.worker->scheduler().load());
@@ -167,6 +169,12 @@ std::string ServerMetrics::Render(const DevicePool* pool, absl::string_view stat
     const auto& d = pool->devices()[i];
     absl::StrAppend(&out, "accllm_kv_pages_free{device=\"", d.name, "\",fallback=\"", d.fallback ? "true" : "false",
                     "\"} ", loads[i].pages_total - loads[i].pages_in_use, "\n");
+  }
+  Header(out, "accllm_device_tokens_total", "counter", "Prompt and generated tokens the device has run.");
+  for (std::size_t i = 0; i < loads.size(); ++i) {
+    const auto& d = pool->devices()[i];
+    absl::StrAppend(&out, "accllm_device_tokens_total{device=\"", d.name, "\",fallback=\"", d.fallback ? "true" : "false",
+                    "\"} ", loads[i].tokens_processed, "\n");
   }
   return out;
 }

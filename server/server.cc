@@ -65,6 +65,28 @@ absl::StatusOr<std::pair<std::string, int>> SplitHostPort(const std::string& add
 
 }  // namespace
 
+absl::Status ValidateServerOptions(const ServerOptions& o) {
+  auto bad = [](const std::string& what) { return absl::InvalidArgumentError(what); };
+  if (o.model_path.empty()) return bad("a model is required (--model)");
+  if (o.backend.kv != "f32" && o.backend.kv != "kv4") return bad(absl::StrCat("--kv must be f32 or kv4, not '", o.backend.kv, "'"));
+  if (o.backend.window < 0) return bad(absl::StrCat("--window must be >= 0 (0: full attention), got ", o.backend.window));
+  if (o.backend.sinks < 0) return bad(absl::StrCat("--sinks must be >= 0, got ", o.backend.sinks));
+  if (o.backend.threads < 0) return bad(absl::StrCat("--threads must be >= 0 (0: all cores), got ", o.backend.threads));
+  if (o.backend.page_tokens < 1) return bad(absl::StrCat("--page-tokens must be >= 1, got ", o.backend.page_tokens));
+  if (o.backend.kv_pages < 0) return bad(absl::StrCat("--kv-pages must be >= 0 (0: sized for --max-running), got ", o.backend.kv_pages));
+  if (o.backend.sim_fault_after_steps < 0) return bad("--sim-fault-after must be >= 0");
+  if (o.scheduler.max_running < 1) return bad(absl::StrCat("--max-running must be >= 1, got ", o.scheduler.max_running));
+  if (o.scheduler.max_waiting < 0) return bad(absl::StrCat("--max-waiting must be >= 0, got ", o.scheduler.max_waiting));
+  if (o.scheduler.prefill_chunk < 1) return bad(absl::StrCat("--prefill-chunk must be >= 1, got ", o.scheduler.prefill_chunk));
+  if (o.service.default_max_new_tokens < 1) {
+    return bad(absl::StrCat("--max-new-tokens must be >= 1, got ", o.service.default_max_new_tokens));
+  }
+  if (o.service.max_prompt_tokens < 0) {
+    return bad(absl::StrCat("--max-prompt-tokens must be >= 0 (0: the context - 1), got ", o.service.max_prompt_tokens));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options) {
   absl::StatusOr<std::unique_ptr<Server>> server = Listen(options);
   if (!server.ok()) return server.status();
@@ -78,7 +100,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Listen(const ServerOptions& opti
   if (server->options_.model_name.empty()) {
     server->options_.model_name = std::filesystem::path(options.model_path).stem().string();
   }
-  // Bad device lists and policies are refused before anything starts.
+  // Bad options, device lists and policies are refused before anything starts.
+  if (absl::Status s = ValidateServerOptions(options); !s.ok()) return s;
   if (absl::StatusOr<std::vector<DeviceSpec>> specs = ParseDeviceList(options.devices.devices); !specs.ok()) {
     return specs.status();
   }
@@ -138,13 +161,18 @@ absl::Status Server::Load() {
   absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = LoadTokenizerFor(runtime->model, options_.tokenizer_path);
   if (!tokenizer.ok()) return tokenizer.status();
   runtime->tokenizer = std::move(*tokenizer);
+  for (int id = 0; id < runtime->tokenizer->vocab_size(); ++id) {
+    runtime->max_token_bytes = std::max(runtime->max_token_bytes, static_cast<int>(runtime->tokenizer->TokenBytes(id).size()));
+  }
   BackendOptions backend = options_.backend;
   if (backend.kv_pages == 0) {
     // Room for max_running sequences of the model's full context, so that admission (which
-    // reserves each request's worst case) lets the whole batch run.
+    // reserves each request's worst case) lets the whole batch run; a device with less memory
+    // (a card's KV banks) takes what it holds.
     backend.kv_pages = std::max(1, options_.scheduler.max_running) *
                        SequenceKv::MaxPages(LambdaFor(backend), backend.page_tokens, options_.scheduler.prefill_chunk,
                                             runtime->model.config().max_seq_len);
+    backend.kv_pages_fit_device = true;
   }
   DevicePoolOptions devices = options_.devices;
   devices.on_device_failure = [this](const std::string& message, bool any_healthy) {
@@ -161,13 +189,15 @@ absl::Status Server::Load() {
   if (!pool.ok()) return pool.status();
   runtime->pool = std::move(*pool);
   for (const std::string& note : runtime->pool->notes()) log_->info("{}; serving on the other devices", note);
+  for (const std::string& why : runtime->pool->left_out()) log_->error("{}; serving on the other devices", why);
   runtime_ = std::move(runtime);
   service_->Attach(*runtime_);
   grpc_->GetHealthCheckService()->SetServingStatus(true);
   for (const DevicePool::Device& d : runtime_->pool->devices()) {
-    log_->info("device {} ({}{}): {} KV pages, batch up to {}", d.name, d.worker->backend().name(),
-                 d.fallback ? ", fallback" : "", d.worker->backend().page_pool().total(),
-                 d.worker->scheduler().load().max_running);
+    const Scheduler::Load load = d.worker->scheduler().load();
+    log_->info("device {} ({}{}): {} KV pages ({} full-length streams), batch up to {}", d.name,
+               d.worker->backend().name(), d.fallback ? ", fallback" : "", load.pages_total, load.full_length_streams,
+               load.max_running);
   }
   return absl::OkStatus();
 }
@@ -184,12 +214,20 @@ void Server::Drain(double grace_seconds) {
 }
 
 void Server::Stop() {
+  // The metrics endpoint reads the runtime: it stops first.
+  if (http_) {
+    http_->stop();
+    if (http_thread_.joinable()) http_thread_.join();
+    http_.reset();
+  }
   if (grpc_) {
-    // Order matters: every stream gets its final message while the devices and the gRPC server
-    // are both alive; the gRPC server then finishes the calls (no reactor outlives Shutdown);
-    // only then may the devices, which reactors call into on cancel, go away. gRPC's Shutdown
-    // would wait out its whole deadline for clients that merely keep their connection open, so
-    // it gets a short one once every stream has been written out.
+    // Order matters: no call is still being prepared (so none reaches the devices from now on);
+    // every stream gets its final message while the devices and the gRPC server are both alive;
+    // the gRPC server then finishes the calls (no reactor outlives Shutdown); only then may the
+    // devices, which reactors call into on cancel, go away. gRPC's Shutdown would wait out its
+    // whole deadline for clients that merely keep their connection open, so it gets a short one
+    // once every stream has been written out.
+    service_->Shutdown();
     if (runtime_) runtime_->pool->CancelAllAndWait();
     const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
     while (service_->open_streams() > 0 && std::chrono::steady_clock::now() < until) {
@@ -201,11 +239,6 @@ void Server::Stop() {
       grpc_.reset();
     }
     runtime_.reset();
-  }
-  if (http_) {
-    http_->stop();
-    if (http_thread_.joinable()) http_thread_.join();
-    http_.reset();
   }
 }
 

@@ -44,6 +44,9 @@ struct ServerOptions {
   ServiceOptions service;
 };
 
+// INVALID_ARGUMENT naming the flag, for options no server could run with.
+absl::Status ValidateServerOptions(const ServerOptions& options);
+
 class Server {
  public:
   // Listen, then Load.

@@ -209,11 +209,14 @@ TEST_F(SchedulerTest, SubmitAndCancelFromOtherThreadsWhileStepping) {
   EXPECT_EQ(engine->page_pool().used(), 0);
 }
 
-// A backend that fails like a faulted device after `steps` calls (fault injection around a real
-// engine).
+// A backend that fails after `steps` calls (fault injection around a real engine): by default
+// like a faulted device; with another code, like a device asked more than it can do. It may also
+// report an attention span limit.
 class FailsAfter final : public Backend {
  public:
-  FailsAfter(Backend& inner, int steps) : inner_(inner), left_(steps) {}
+  FailsAfter(Backend& inner, int steps, absl::StatusCode code = absl::StatusCode::kInternal, int max_span = 0)
+      : inner_(inner), left_(steps), code_(code), max_span_(max_span) {}
+  int max_attention_span() const override { return max_span_; }
   std::string name() const override { return "failing"; }
   const LlamaConfig& config() const override { return inner_.config(); }
   const LambdaConfig& lambda() const override { return inner_.lambda(); }
@@ -221,16 +224,97 @@ class FailsAfter final : public Backend {
   PagePool& page_pool() override { return inner_.page_pool(); }
   int max_step_tokens() const override { return inner_.max_step_tokens(); }
   absl::Status Prefill(SequenceKv& seq, std::span<const int> tokens, std::span<float> logits) override {
-    return left_-- > 0 ? inner_.Prefill(seq, tokens, logits) : absl::InternalError("device fault");
+    return left_-- > 0 ? inner_.Prefill(seq, tokens, logits) : absl::Status(code_, "device fault");
   }
   absl::Status Decode(std::span<SequenceKv* const> seqs, std::span<const int> tokens, std::span<float> logits) override {
-    return left_-- > 0 ? inner_.Decode(seqs, tokens, logits) : absl::InternalError("device fault");
+    return left_-- > 0 ? inner_.Decode(seqs, tokens, logits) : absl::Status(code_, "device fault");
   }
+  void Heal() { left_ = 1 << 30; }
 
  private:
   Backend& inner_;
   int left_;
+  absl::StatusCode code_;
+  int max_span_;
 };
+
+// A step that asks more than the device can do (OUT_OF_RANGE, INVALID_ARGUMENT) ends the
+// requests of that step with an error; the device stays in service and serves the next request.
+TEST_F(SchedulerTest, ARequestsProblemIsNotADeviceFailure) {
+  for (absl::StatusCode code : {absl::StatusCode::kOutOfRange, absl::StatusCode::kInvalidArgument}) {
+    auto engine = Engine(64);
+    FailsAfter limited(*engine, 3, code);
+    Scheduler s(limited, *tokenizer_, {.max_running = 4, .max_waiting = 8, .prefill_chunk = 64, .device = "limited"});
+    bool handed_over = false;
+    s.SetFailureHandler([&](std::vector<std::unique_ptr<InFlightRequest>>, const absl::Status&) { handed_over = true; });
+    std::vector<StreamEvent> a, b, c;
+    ASSERT_OK(s.Submit(Greedy("Once upon a time", 20, &a)).status());
+    ASSERT_OK(s.Submit(Greedy("The cat", 20, &b)).status());
+    RunToEnd(s);
+    EXPECT_FALSE(s.failed());
+    EXPECT_FALSE(handed_over);
+    for (const auto* events : {&a, &b}) {
+      ASSERT_FALSE(events->empty());
+      EXPECT_EQ(events->back().finish, FinishReason::kError);
+      EXPECT_THAT(std::string(events->back().error.message()), HasSubstr("device fault"));
+    }
+    EXPECT_EQ(engine->page_pool().used(), 0);
+    limited.Heal();
+    ASSERT_OK(s.Submit(Greedy("Lily", 5, &c)).status());
+    RunToEnd(s);
+    ASSERT_FALSE(c.empty());
+    EXPECT_EQ(c.back().finish, FinishReason::kMaxTokens);
+    EXPECT_EQ(s.load().healthy, 1);
+  }
+}
+
+// A device with an attention span limit refuses, at admission, requests whose attention would
+// exceed it (OUT_OF_RANGE), and CanAdopt and HasRoomFor say no to them too.
+TEST_F(SchedulerTest, AdmissionChecksTheDevicesAttentionSpan) {
+  auto engine = Engine(64);  // Λ: 4 sinks + a window of 64
+  FailsAfter span80(*engine, 1 << 30, absl::StatusCode::kInternal, /*max_span=*/80);
+  FailsAfter span40(*engine, 1 << 30, absl::StatusCode::kInternal, /*max_span=*/40);
+  Scheduler wide(span80, *tokenizer_, {.max_running = 4, .max_waiting = 8, .device = "wide"});
+  Scheduler narrow(span40, *tokenizer_, {.max_running = 4, .max_waiting = 8, .device = "narrow"});
+  std::vector<StreamEvent> events;
+  ScheduledRequest r = Greedy("Once upon a time", 100, &events);  // sees 4 + 64 tokens at most
+  EXPECT_TRUE(wide.HasRoomFor(r));
+  EXPECT_TRUE(wide.CanAdopt(r));
+  EXPECT_FALSE(narrow.HasRoomFor(r));
+  EXPECT_FALSE(narrow.CanAdopt(r));
+  absl::StatusOr<uint64_t> refused = narrow.Submit(r);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("attends to at most 40"));
+  r.options.max_new_tokens = 20;  // a short request sees fewer tokens than the window
+  ASSERT_OK(narrow.Submit(r).status());
+  RunToEnd(narrow);
+}
+
+// Adoption and failure are atomic: a device that has failed gives a moved request back (the
+// pool then tries the next device) instead of holding it where nothing will ever step it.
+TEST_F(SchedulerTest, AFailedDeviceGivesAnAdoptedRequestBack) {
+  auto engine = Engine(64), other_engine = Engine(64);
+  FailsAfter failing(*engine, 0);
+  Scheduler s(failing, *tokenizer_, {.max_running = 4, .max_waiting = 8, .device = "failing"});
+  std::vector<std::unique_ptr<InFlightRequest>> handed;
+  s.SetFailureHandler([&](std::vector<std::unique_ptr<InFlightRequest>> moving, const absl::Status&) {
+    for (auto& r : moving) handed.push_back(std::move(r));
+  });
+  std::vector<StreamEvent> events;
+  ASSERT_OK(s.Submit(Greedy("Once upon a time", 5, &events)).status());
+  RunToEnd(s);
+  ASSERT_TRUE(s.failed());
+  ASSERT_EQ(handed.size(), 1u);
+  std::unique_ptr<InFlightRequest> back = s.Adopt(std::move(handed[0]));
+  ASSERT_NE(back, nullptr);
+  EXPECT_EQ(s.load().waiting, 0);
+  Scheduler other(*other_engine, *tokenizer_, {.max_running = 4, .max_waiting = 8, .device = "other"});
+  EXPECT_EQ(other.Adopt(std::move(back)), nullptr);
+  RunToEnd(other);
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back().finish, FinishReason::kMaxTokens);
+  EXPECT_EQ(events.back().device, "other");
+}
 
 // Streams of a device that fails are adopted by another and go on: the same tokens and text as
 // an uninterrupted run (sampling with a seed, so the sampler's state moves too), nothing twice.
@@ -242,7 +326,7 @@ TEST_F(SchedulerTest, StreamsOfAFailedDeviceGoOnWhereTheyStopped) {
   absl::Status seen;
   first.SetFailureHandler([&](std::vector<std::unique_ptr<InFlightRequest>> moving, const absl::Status& error) {
     seen = error;
-    for (auto& r : moving) second.Adopt(std::move(r));
+    for (auto& r : moving) ASSERT_EQ(second.Adopt(std::move(r)), nullptr);
   });
   Scheduler reference(*reference_engine, *tokenizer_, {.max_running = 4, .max_waiting = 8, .prefill_chunk = 4});
 

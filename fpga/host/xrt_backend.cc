@@ -1,7 +1,7 @@
 #include "fpga/host/xrt_backend.h"
 
 #include "absl/strings/str_cat.h"
-#include "fpga/attention_fit.h"
+#include "fpga/device_limits.h"
 #include "fpga/host/xrt_card.h"
 
 namespace accllm::fpga {
@@ -12,6 +12,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeXrtBackend(const BackendOptions& op
         "the FPGA runs packed W2A8KV4 models only; make one with `accllm quantize` (this model is fp32)");
   }
   if (options.xclbin.empty()) return absl::InvalidArgumentError("an FPGA device needs --xclbin (the accelerator image)");
+  if (absl::Status s = CheckModelFitsUnits(model.packed->config, model.packed->linears); !s.ok()) return s;
   absl::StatusOr<std::unique_ptr<XrtCard>> opened = XrtCard::Open(options.device_index, options.xclbin);
   if (!opened.ok()) return opened.status();
   std::shared_ptr<XrtCard> card = std::move(*opened);
@@ -26,6 +27,10 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeXrtBackend(const BackendOptions& op
   };
   if (card->attention_units() > 0) {  // the KV cache in HBM, attention on the card
     if (options.kv != "kv4") return absl::InvalidArgumentError("the FPGA keeps its KV cache in KV4 (not --kv f32)");
+    absl::StatusOr<int> kv_pages = KvPagesForCard(options, model.packed->config);
+    if (!kv_pages.ok()) return kv_pages.status();
+    engine.kv_pages = *kv_pages;
+    engine.max_attention_span = kMaxAttentionSpan;
     engine.kv_allocator = [card](KvRegion region, int64_t bytes) { return card->AllocateKv(region, bytes); };
     engine.attention_offload = [card](const AttentionBatch& b, float* out) -> absl::Status {
       if (absl::Status fits = FitsAttentionUnit(b); !fits.ok()) return fits;

@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <cmath>
 
+#include "fpga/device_limits.h"
+#include "runtime/kv/sequence_kv.h"
+
 namespace accllm::fpga {
 namespace {
 
@@ -100,7 +103,12 @@ Estimate EstimateAccelerator(const U280Platform& p, const AcceleratorDesign& d, 
   const double tile_bytes = static_cast<double>(widest_tile_beats) * kBeatBytes;
   const double activation_bytes = static_cast<double>(d.token_lanes) * Pad(c.hidden_dim, w.group_size);
   e.uram_used = d.w2a8_units * static_cast<int>(2 * std::ceil(tile_bytes / kUramBytes) + std::ceil(activation_bytes / kUramBytes));
-  e.fits = e.dsp_used <= p.dsp && e.uram_used <= p.uram && d.w2a8_units + d.kv_channels <= p.hbm_channels;
+  // The KV cache: the same check a card's device makes when it sizes its pool.
+  const LambdaConfig lambda = w.window > 0 ? LambdaConfig{w.sinks, w.window} : LambdaConfig{};
+  e.kv_pages_per_stream = SequenceKv::MaxPages(lambda, w.page_tokens, std::min(w.prefill_chunk, w.context), w.context);
+  e.kv_streams = KvPagesThatFit(c, w.page_tokens) / std::max(1, e.kv_pages_per_stream);
+  e.fits = e.dsp_used <= p.dsp && e.uram_used <= p.uram && d.w2a8_units + d.kv_channels <= p.hbm_channels &&
+           CheckKvPagesFit(c, w.page_tokens, int64_t{batch} * e.kv_pages_per_stream).ok();
   return e;
 }
 

@@ -59,6 +59,8 @@ struct Workload {
   int sinks = 4;
   int window = 0;              // 0: full attention
   int cards = 1;               // data parallel: each card holds the whole model
+  int page_tokens = 16;        // KV pages as the server sizes them
+  int prefill_chunk = 64;
 };
 
 struct Estimate {
@@ -72,7 +74,9 @@ struct Estimate {
   double watts = 0;               // per card
   double joules_per_token = 0;
   int dsp_used = 0, uram_used = 0;
-  bool fits = false;              // within the U280's DSP and URAM budgets
+  int kv_pages_per_stream = 0;    // worst case of one stream of `context` tokens (as admission reserves)
+  int kv_streams = 0;             // such streams the KV banks hold (fpga/device_limits.h)
+  bool fits = false;              // within the U280's DSP and URAM budgets, and `batch` streams in the KV banks
   std::string bound;              // what limits the step: "HBM", "compute", "attention"
 };
 

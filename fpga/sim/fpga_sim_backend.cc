@@ -2,7 +2,7 @@
 
 #include <memory>
 
-#include "fpga/attention_fit.h"
+#include "fpga/device_limits.h"
 #include "fpga/kernels/kv4_attention.h"
 #include "fpga/sim/sim_kernels.h"
 #include "runtime/common/aligned_buffer.h"
@@ -55,7 +55,13 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeFpgaSimBackend(const BackendOptions
         "the FPGA runs packed W2A8KV4 models only; make one with `accllm quantize` (this model is fp32)");
   }
   if (options.kv != "kv4") return absl::InvalidArgumentError("the FPGA keeps its KV cache in KV4 (not --kv f32)");
+  // The simulated card is a U280: the same units and the same KV banks as a real one.
+  if (absl::Status s = CheckModelFitsUnits(model.packed->config, model.packed->linears); !s.ok()) return s;
+  absl::StatusOr<int> kv_pages = KvPagesForCard(options, model.packed->config);
+  if (!kv_pages.ok()) return kv_pages.status();
   BackendOptions sim = options;
+  sim.kv_pages = *kv_pages;
+  sim.max_attention_span = kMaxAttentionSpan;
   sim.engine = "cpu";
   sim.kernels = &FpgaSimKernels();
   sim.label = "fpga-sim";

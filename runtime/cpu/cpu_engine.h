@@ -34,6 +34,7 @@ struct CpuEngineOptions {
   int page_tokens = 16;
   int kv_pages = 0;          // 0: enough for one sequence of the model's full trained context
   int max_step_tokens = 256;
+  int max_attention_span = 0;  // reported by max_attention_span(): the attention offload's limit
   int threads = 0;           // 0: one per hardware thread
   // Round-trip the inputs of fp32 linear layers through A8 (to measure A8's effect on quality
   // with fp32 weights). W2 layers always take A8 inputs.
@@ -63,6 +64,7 @@ class CpuEngine final : public Backend {
   int page_tokens() const override { return options_.page_tokens; }
   PagePool& page_pool() override { return pool_; }
   int max_step_tokens() const override { return options_.max_step_tokens; }
+  int max_attention_span() const override { return options_.max_attention_span; }
 
   absl::Status Prefill(SequenceKv& seq, std::span<const int> tokens, std::span<float> logits) override;
   absl::Status Decode(std::span<SequenceKv* const> seqs, std::span<const int> tokens,

@@ -27,12 +27,20 @@ class Backend {
   virtual PagePool& page_pool() = 0;
   // Most tokens one Prefill or Decode call may carry in all.
   virtual int max_step_tokens() const = 0;
+  // Most tokens one query may attend to (sinks + window, or the whole sequence under full
+  // attention); 0: no limit. A device with fixed on-chip buffers has one, and requests whose
+  // attention would exceed it must not be placed on it.
+  virtual int max_attention_span() const { return 0; }
 
   // A new, empty sequence whose pages come from this backend's pool.
   std::unique_ptr<SequenceKv> NewSequence() {
     return std::make_unique<SequenceKv>(page_pool(), page_tokens(), lambda());
   }
 
+  // Errors of Prefill and Decode: INVALID_ARGUMENT and OUT_OF_RANGE mean the step asked for more
+  // than the device can do (a limit the scheduler's admission checks, so unreachable in serving);
+  // the device itself is fine. Any other code is a device fault: the device is taken out of use.
+  //
   // Appends `tokens` (a prefill chunk) to `seq` and writes the logits that follow the last of
   // them into `logits` (vocab_size floats). On ResourceExhausted (no pages) nothing changed.
   virtual absl::Status Prefill(SequenceKv& seq, std::span<const int> tokens, std::span<float> logits) = 0;

@@ -57,6 +57,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const BackendOptions& flags
   options.w2a8_offload = flags.w2a8_offload;
   options.kv_allocator = flags.kv_allocator;
   options.attention_offload = flags.attention_offload;
+  options.max_attention_span = flags.max_attention_span;
   EngineWeights weights = model.packed ? model.packed->ToEngineWeights() : EngineWeightsFromModel(*model.fp32);
   absl::StatusOr<std::unique_ptr<CpuEngine>> cpu = CpuEngine::Create(std::move(weights), options);
   if (!cpu.ok()) return cpu.status();

@@ -30,6 +30,9 @@ struct BackendOptions {
   int page_tokens = 16;
   int kv_pages = 0;
   int max_step_tokens = 256;
+  // kv_pages is a wish, not a demand: a device with less memory for its KV cache takes what fits
+  // (the server's default sizing). Otherwise a kv_pages that does not fit fails the device.
+  bool kv_pages_fit_device = false;
   bool fake_a8 = false;
   const CpuKernels* kernels = nullptr;  // cpu engine: null = the best this CPU runs
   std::string label = "cpu";            // cpu engine: the name it reports
@@ -38,6 +41,7 @@ struct BackendOptions {
   // cpu engine: keep the KV cache and run attention on a device (see CpuEngineOptions).
   KvAllocator kv_allocator;
   std::function<absl::Status(const AttentionBatch&, float*)> attention_offload;
+  int max_attention_span = 0;           // with attention_offload: most tokens one query may see
   std::string xclbin;                   // fpga devices: the accelerator image
   int device_index = 0;                 // fpga devices: which card
   int sim_fault_after_steps = 0;        // fpga-sim: fail like a faulted card after this many steps (0: never)

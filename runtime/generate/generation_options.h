@@ -20,6 +20,12 @@ enum class FinishReason {
 };
 const char* FinishReasonName(FinishReason reason);
 
+// Bounds on what one request may ask for: stop strings are matched against every new piece of
+// text, so their number and length are capped.
+inline constexpr int kMaxStopStrings = 16;
+inline constexpr int kMaxStopStringBytes = 256;
+inline constexpr int kMaxStopTokenIds = 64;
+
 struct GenerationOptions {
   SamplingParams sampling;
   int max_new_tokens = 256;

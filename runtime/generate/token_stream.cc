@@ -40,11 +40,23 @@ absl::Status ValidateGenerationRequest(std::span<const int> prompt_ids, const Ge
     return absl::InvalidArgumentError(absl::StrCat("top logprobs must be in [0, ", std::min(kMaxTopLogprobs, vocab),
                                                    "], got ", options.logprobs));
   }
+  if (options.stop_token_ids.size() > kMaxStopTokenIds) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(options.stop_token_ids.size(), " stop token ids given; at most ", kMaxStopTokenIds));
+  }
+  if (options.stop_strings.size() > kMaxStopStrings) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(options.stop_strings.size(), " stop strings given; at most ", kMaxStopStrings));
+  }
   for (int id : options.stop_token_ids) {
     if (id < 0 || id >= vocab) return absl::InvalidArgumentError(absl::StrCat("stop token id ", id, " is outside the vocabulary [0, ", vocab, ")"));
   }
   for (const std::string& stop : options.stop_strings) {
     if (stop.empty()) return absl::InvalidArgumentError("stop strings must not be empty");
+    if (stop.size() > kMaxStopStringBytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("a stop string has ", stop.size(), " bytes; at most ", kMaxStopStringBytes));
+    }
     if (!IsValidUtf8(stop)) return absl::InvalidArgumentError("stop strings must be valid UTF-8");
   }
   return absl::OkStatus();

@@ -23,8 +23,20 @@ int Scheduler::WorstCasePages(const ScheduledRequest& r, bool moved) const {
   return SequenceKv::MaxPages(backend_.lambda(), backend_.page_tokens(), chunk, length);
 }
 
+absl::Status Scheduler::CheckAttentionSpan(const ScheduledRequest& r) const {
+  const int limit = backend_.max_attention_span();
+  if (limit <= 0) return absl::OkStatus();
+  const int64_t length = std::min<int64_t>(options_.max_length, static_cast<int64_t>(r.prompt_ids.size()) + r.options.max_new_tokens);
+  const LambdaConfig& lambda = backend_.lambda();
+  const int64_t span = lambda.full() ? length : std::min<int64_t>(length, int64_t{lambda.sinks} + lambda.window);
+  if (span <= limit) return absl::OkStatus();
+  return absl::OutOfRangeError(absl::StrCat("the request would attend to ", span, " tokens (prompt and max_new_tokens); device ",
+                                            options_.device, " attends to at most ", limit));
+}
+
 bool Scheduler::CanAdopt(const ScheduledRequest& request) const {
-  return !failed_.load() && WorstCasePages(request, /*moved=*/true) <= backend_.page_pool().total();
+  return !failed_.load() && CheckAttentionSpan(request).ok() &&
+         WorstCasePages(request, /*moved=*/true) <= backend_.page_pool().total();
 }
 
 absl::StatusOr<uint64_t> Scheduler::Submit(ScheduledRequest request) {
@@ -34,6 +46,7 @@ absl::StatusOr<uint64_t> Scheduler::Submit(ScheduledRequest request) {
       !s.ok()) {
     return s;
   }
+  if (absl::Status s = CheckAttentionSpan(request); !s.ok()) return s;
   auto a = std::make_unique<Active>();
   a->pages = WorstCasePages(request, /*moved=*/false);
   if (a->pages > backend_.page_pool().total()) {
@@ -53,7 +66,8 @@ absl::StatusOr<uint64_t> Scheduler::Submit(ScheduledRequest request) {
   return id;
 }
 
-void Scheduler::Adopt(std::unique_ptr<InFlightRequest> a) {
+std::unique_ptr<InFlightRequest> Scheduler::Adopt(std::unique_ptr<InFlightRequest> a) {
+  if (failed_.load()) return a;
   a->pages = WorstCasePages(a->request, /*moved=*/true);
   a->seq.reset();
   a->read = 0;
@@ -68,11 +82,16 @@ void Scheduler::Adopt(std::unique_ptr<InFlightRequest> a) {
     a->next_token = -1;
   }
   std::lock_guard<std::mutex> lock(mutex_);
+  // FailDevice sets failed_ and empties waiting_ under this lock: either it takes this request
+  // with the others, or the request is given back here.
+  if (failed_.load()) return a;
   a->id = next_id_++;
   waiting_.push_back(std::move(a));
+  return nullptr;
 }
 
 bool Scheduler::HasRoomFor(const ScheduledRequest& request) const {
+  if (!CheckAttentionSpan(request).ok()) return false;
   const int pages = WorstCasePages(request, /*moved=*/false);
   std::lock_guard<std::mutex> lock(mutex_);
   return !failed_.load() && waiting_.empty() && running_count_ < options_.max_running &&
@@ -81,8 +100,18 @@ bool Scheduler::HasRoomFor(const ScheduledRequest& request) const {
 
 Scheduler::Load Scheduler::load() const {
   std::lock_guard<std::mutex> lock(mutex_);
-  return {static_cast<int>(waiting_.size()), running_count_, options_.max_running, options_.max_waiting, reserved_,
-          pages_in_use_, backend_.page_pool().total(), failed_.load() ? 0 : 1};
+  const int full_length = SequenceKv::MaxPages(backend_.lambda(), backend_.page_tokens(), options_.prefill_chunk,
+                                               options_.max_length);
+  return {static_cast<int>(waiting_.size()),
+          running_count_,
+          options_.max_running,
+          options_.max_waiting,
+          reserved_,
+          pages_in_use_,
+          backend_.page_pool().total(),
+          failed_.load() ? 0 : 1,
+          std::min(options_.max_running, backend_.page_pool().total() / std::max(1, full_length)),
+          tokens_processed_};
 }
 
 void Scheduler::Cancel(uint64_t id) {
@@ -166,6 +195,25 @@ void Scheduler::FailDevice(const absl::Status& error) {
   for (auto& a : moving) Finish(*a, FinishReason::kError, error);
 }
 
+void Scheduler::CountTokens(int64_t n) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  tokens_processed_ += n;
+}
+
+void Scheduler::FailRequests(std::span<InFlightRequest* const> requests, const absl::Status& error) {
+  for (InFlightRequest* a : requests) {
+    if (!a->done) Finish(*a, FinishReason::kError, error);
+  }
+  RemoveFinished();
+}
+
+namespace {
+// A request asked more than the device can do; the device itself is fine (see Backend).
+bool IsRequestError(const absl::Status& s) {
+  return absl::IsInvalidArgument(s) || absl::IsOutOfRange(s);
+}
+}  // namespace
+
 bool Scheduler::Step() {
   if (failed_.load()) return false;
   const auto now = std::chrono::steady_clock::now();
@@ -236,17 +284,24 @@ bool Scheduler::Step() {
     const std::size_t n = std::min<std::size_t>(options_.prefill_chunk, a.to_read.size() - a.read);
     logits_.resize(static_cast<std::size_t>(vocab));
     const absl::Status s = backend_.Prefill(*a.seq, std::span(a.to_read).subspan(a.read, n), logits_);
-    if (!s.ok()) {
+    if (!s.ok() && !IsRequestError(s)) {
       FailDevice(s);
       return false;
     }
-    a.read += n;
-    // A fresh request samples its first token from the prompt's logits; a moved one already
-    // holds its next token.
-    if (a.read == a.to_read.size() && a.next_token < 0) {
-      const TokenStream::Step step = a.stream->Next(logits_);
-      Emit(a, step);
-      a.next_token = step.token;
+    if (!s.ok()) {
+      Active* failed[] = {&a};
+      FailRequests(failed, s);  // `a` is gone
+      prefilling = nullptr;
+    } else {
+      CountTokens(static_cast<int64_t>(n));
+      a.read += n;
+      // A fresh request samples its first token from the prompt's logits; a moved one already
+      // holds its next token.
+      if (a.read == a.to_read.size() && a.next_token < 0) {
+        const TokenStream::Step step = a.stream->Next(logits_);
+        Emit(a, step);
+        a.next_token = step.token;
+      }
     }
   }
 
@@ -265,10 +320,16 @@ bool Scheduler::Step() {
     }
     logits_.resize(batch.size() * static_cast<std::size_t>(vocab));
     const absl::Status s = backend_.Decode(seqs, tokens, logits_);
-    if (!s.ok()) {
+    if (!s.ok() && !IsRequestError(s)) {
       FailDevice(s);
       return false;
     }
+    if (!s.ok()) {
+      // Which sequence overstepped is not known, and the step may have written part of each.
+      FailRequests(batch, s);
+      batch.clear();
+    }
+    CountTokens(static_cast<int64_t>(batch.size()));
     for (std::size_t i = 0; i < batch.size(); ++i) {
       Active& a = *batch[i];
       const TokenStream::Step step = a.stream->Next(std::span(logits_).subspan(i * vocab, vocab));

@@ -6,10 +6,13 @@
 // running streams keep flowing); then one decode step for every sequence that has a token to
 // decode, batched. Requests join and leave the batch between steps.
 //
-// When the device fails (a Prefill or Decode error) and a failure handler is set, the scheduler
-// stops taking work and hands every request it holds, with its generation state, to the handler,
-// which can Adopt them on another device: the stream goes on there after re-reading its tokens,
-// without losing or repeating one. Without a handler they end with FinishReason::kError.
+// When the device fails (a Prefill or Decode error that is a device fault, see Backend) and a
+// failure handler is set, the scheduler stops taking work and hands every request it holds, with
+// its generation state, to the handler, which can Adopt them on another device: the stream goes
+// on there after re-reading its tokens, without losing or repeating one. Without a handler they
+// end with FinishReason::kError. An error that says a request asked more than the device can do
+// ends the requests of that step with kError and leaves the device in service; admission checks
+// the device's limits (its KV pool, its attention span) so that it does not happen.
 //
 // Submit, Adopt and Cancel may be called from any thread; Step from one thread (the device
 // worker). Event callbacks run on the stepping thread and must not block; they may call Cancel.
@@ -23,6 +26,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -86,13 +90,17 @@ class Scheduler {
   Scheduler(Backend& backend, const Tokenizer& tokenizer, const SchedulerOptions& options);
   ~Scheduler();
 
-  // INVALID_ARGUMENT for a bad request, RESOURCE_EXHAUSTED when the queue is full or the request
-  // could never fit in the device's KV pool.
+  // INVALID_ARGUMENT for a bad request, OUT_OF_RANGE when it would attend to more tokens than the
+  // device can (Backend::max_attention_span), RESOURCE_EXHAUSTED when the queue is full or the
+  // request could never fit in the device's KV pool, UNAVAILABLE once the device failed.
   absl::StatusOr<uint64_t> Submit(ScheduledRequest request);
   // Takes a request from a failed device; it waits like a new one (beyond the queue bound: it
-  // was already admitted once) and resumes where it stopped.
-  void Adopt(std::unique_ptr<InFlightRequest> request);
-  // Whether this device could ever take `request` as a moved one (and has not failed).
+  // was already admitted once) and resumes where it stopped. Returns null when taken; gives the
+  // request back when this device has failed meanwhile (checked atomically with the failure, so
+  // no request is left on a failed device).
+  std::unique_ptr<InFlightRequest> Adopt(std::unique_ptr<InFlightRequest> request);
+  // Whether this device could ever take `request` as a moved one (and has not failed): the same
+  // limits as Submit.
   bool CanAdopt(const ScheduledRequest& request) const;
   // Called (on the stepping thread) when the device fails; see above.
   void SetFailureHandler(FailureHandler handler) { on_failure_ = std::move(handler); }
@@ -118,6 +126,8 @@ class Scheduler {
     int pages_in_use = 0;    // as of the end of the last step
     int pages_total = 0;
     int healthy = 1;         // 0 once the device failed
+    int full_length_streams = 0;  // requests of the longest length the pool holds at once
+    int64_t tokens_processed = 0;  // prompt and generated tokens run on the device, cumulative
   };
   Load load() const;
 
@@ -125,6 +135,11 @@ class Scheduler {
   using Active = InFlightRequest;
 
   int WorstCasePages(const ScheduledRequest& request, bool moved) const;
+  // OK, or OUT_OF_RANGE when the request would attend to more tokens than the device can.
+  absl::Status CheckAttentionSpan(const ScheduledRequest& request) const;
+  // Ends the requests of a step that asked more than the device can do (the device is fine).
+  void FailRequests(std::span<InFlightRequest* const> requests, const absl::Status& error);
+  void CountTokens(int64_t n);
   bool Cancelled(const Active& a, const std::set<uint64_t>& ids, uint64_t below) const;
   void Finish(Active& active, FinishReason reason, absl::Status error = absl::OkStatus());
   void Emit(Active& active, const TokenStream::Step& step);
@@ -144,6 +159,7 @@ class Scheduler {
   int running_count_ = 0;          // guarded by mutex_ (a snapshot for other threads)
   int reserved_ = 0;               // guarded by mutex_
   int pages_in_use_ = 0;           // guarded by mutex_ (a snapshot of the pool)
+  int64_t tokens_processed_ = 0;   // guarded by mutex_
 
   std::vector<std::unique_ptr<Active>> running_;  // the stepping thread only
   std::vector<float> logits_;

@@ -4,6 +4,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "fpga/device_limits.h"
 #include "fpga/model/perf_model.h"
 #include "tools/accllm/commands.h"
 
@@ -66,18 +67,21 @@ int Run(const FpgaModelFlags& f) {
     }
   }
   std::printf("| HBM roofline (460 GB/s, weights + KV) | %.1f | - | - |\n\n", one.hbm_roofline_tokens_per_s);
-  std::printf("Per step: %.3f GB weights, %.3f GB KV; DSP %d of %d, URAM %d of %d (%s)\n\n", one.weight_bytes / 1e9,
+  std::printf("Per step: %.3f GB weights, %.3f GB KV; DSP %d of %d, URAM %d of %d (%s)\n", one.weight_bytes / 1e9,
               one.kv_bytes / 1e9, one.dsp_used, platform.dsp, one.uram_used, platform.uram,
               one.fits ? "fits" : "DOES NOT FIT");
+  std::printf("KV cache: %d pages of %d tokens per %d-token stream; the KV banks (%s, %s) hold %d such streams\n\n",
+              one.kv_pages_per_stream, work.page_tokens, f.context, fpga::kKeyBank.name, fpga::kValueBank.name,
+              one.kv_streams);
 
-  std::printf("| batch | step ms | linear | classifier | attention | element-wise | bound | tokens/s | W | J/token |\n"
-              "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|\n");
+  std::printf("| batch | step ms | linear | classifier | attention | element-wise | bound | tokens/s | W | J/token | fits |\n"
+              "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|\n");
   for (int b : *batches) {
     work.batch = b;
     const fpga::Estimate e = fpga::EstimateAccelerator(platform, f.design, work);
-    std::printf("| %d | %.2f | %.2f | %.2f | %.2f | %.3f | %s | %.1f | %.1f | %.3f |\n", b, e.step_ms, e.linear_ms,
+    std::printf("| %d | %.2f | %.2f | %.2f | %.2f | %.3f | %s | %.1f | %.1f | %.3f | %s |\n", b, e.step_ms, e.linear_ms,
                 e.classifier_ms, e.attention_ms, e.elementwise_ms, e.bound.c_str(), e.tokens_per_s, e.watts,
-                e.joules_per_token);
+                e.joules_per_token, e.fits ? "yes" : "no (KV banks)");
   }
   std::printf("\nDecode tokens/s across cards (each card holds the whole model and its own batch):\n\n| cards |");
   for (int b : *batches) std::printf(" batch %d/card |", b);

@@ -23,6 +23,7 @@ int ReportError(const absl::Status& status) {
 
 int main(int argc, char** argv) {
   CLI::App app{"AccLLM Serve command-line tool: generate text, inspect models, synthesize weights"};
+  app.set_version_flag("--version", std::string("accllm ") + ACCLLM_VERSION);
   app.require_subcommand(1);
   int exit_code = 0;
   accllm::cli::AddGenerateCommand(app, &exit_code);

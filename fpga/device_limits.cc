@@ -1,0 +1,88 @@
+#include "fpga/device_limits.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "fpga/kernels/w2a8_engine.h"
+#include "runtime/kv/sequence_kv.h"
+
+namespace accllm::fpga {
+namespace {
+
+int64_t AlignUp(int64_t bytes) { return (bytes + kBufferAlignment - 1) / kBufferAlignment * kBufferAlignment; }
+double MiB(int64_t bytes) { return static_cast<double>(bytes) / (1 << 20); }
+
+}  // namespace
+
+int64_t KvBankBytes(const LlamaConfig& c, int page_tokens, int64_t pages) {
+  const int64_t vectors = int64_t{c.n_layers} * pages * c.n_kv_heads * page_tokens;
+  return AlignUp(vectors * (c.head_size() / 2)) + AlignUp(vectors * 4);
+}
+
+int KvPagesThatFit(const LlamaConfig& c, int page_tokens) {
+  const int64_t bank = std::min(kKeyBank.bytes, kValueBank.bytes);
+  // Bytes per page without the rounding, then step down past the rounding.
+  const int64_t per_page = int64_t{c.n_layers} * c.n_kv_heads * page_tokens * (c.head_size() / 2 + 4);
+  int64_t pages = per_page > 0 ? bank / per_page : 0;
+  while (pages > 0 && KvBankBytes(c, page_tokens, pages) > bank) --pages;
+  return static_cast<int>(std::min<int64_t>(pages, INT32_MAX));
+}
+
+absl::Status CheckKvPagesFit(const LlamaConfig& c, int page_tokens, int64_t pages) {
+  const int64_t need = KvBankBytes(c, page_tokens, pages);
+  for (const auto& [bank, what] : {std::pair{kKeyBank, "keys"}, std::pair{kValueBank, "values"}}) {
+    if (need > bank.bytes) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "%d KV pages of %d tokens need %.1f MiB of %s in %s, which holds %.0f MiB; at most %d pages fit", pages,
+          page_tokens, MiB(need), what, bank.name,
+          MiB(bank.bytes), KvPagesThatFit(c, page_tokens)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> KvPagesForCard(const BackendOptions& options, const LlamaConfig& config) {
+  const int wanted = options.kv_pages > 0 ? options.kv_pages
+                                          : SequenceKv::MaxPages(LambdaFor(options), options.page_tokens,
+                                                                 options.max_step_tokens, config.max_seq_len);
+  if (CheckKvPagesFit(config, options.page_tokens, wanted).ok()) return wanted;
+  if (options.kv_pages_fit_device) return KvPagesThatFit(config, options.page_tokens);
+  return CheckKvPagesFit(config, options.page_tokens, wanted);
+}
+
+absl::Status CheckModelFitsUnits(const LlamaConfig& config, std::span<const std::pair<TensorId, W2View>> linears) {
+  const int head_size = config.head_size();
+  if (head_size > hls::kKv4MaxHeadSize || head_size % 2 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("head size ", head_size, " does not fit the attention unit (even, at most ",
+                                                   hls::kKv4MaxHeadSize, ")"));
+  }
+  for (const auto& [id, w] : linears) {
+    const int sub_blocks = w.shape.stored_cols() / kW2ColTile;
+    if (sub_blocks > hls::kW2MaxSubBlocksPerTile || w.shape.groups() > hls::kW2MaxGroups) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "a linear layer with ", w.shape.cols, " inputs (", w.shape.stored_cols(), " stored columns in ",
+          w.shape.groups(), " groups) is wider than the W2A8 unit holds on chip (", hls::kW2MaxSubBlocksPerTile * kW2ColTile,
+          " stored columns, ", hls::kW2MaxGroups, " groups)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status FitsAttentionUnit(const AttentionBatch& b) {
+  if (b.head_size > hls::kKv4MaxHeadSize || b.head_size % 2 != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("head size ", b.head_size, " does not fit the attention unit (even, at most ", hls::kKv4MaxHeadSize, ")"));
+  }
+  for (int i = 0; i < b.items; ++i) {
+    int visible = 0;
+    for (int r = b.item_runs[i]; r < b.item_runs[i + 1]; ++r) visible += b.run_count[r];
+    if (visible > kMaxAttentionSpan) {
+      return absl::OutOfRangeError(absl::StrCat("a query sees ", visible, " tokens; the attention unit holds ",
+                                                kMaxAttentionSpan, " (use a Λ window)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace accllm::fpga
