@@ -9,7 +9,7 @@ scripts/setup.sh
 jobs=$(nproc)
 
 echo "== release build + tests"
-scripts/build.sh build -DCMAKE_BUILD_TYPE=Release -DACCLLM_WERROR=ON -DACCLLM_BUILD_TESTS=ON
+scripts/build.sh build -DCMAKE_BUILD_TYPE=Release -DACCLLM_WERROR=ON -DACCLLM_BUILD_TESTS=ON -DWITH_FPGA=ON
 ctest --test-dir build --output-on-failure --parallel "$jobs"
 
 echo "== the engines again on every kernel path this CPU has (ACCLLM_CPU_PATH)"
@@ -23,13 +23,13 @@ for path in scalar avx2 avx2-vnni avx512; do
 done
 
 echo "== ThreadSanitizer: the scheduler, the engine's thread pool and the server"
-scripts/build.sh build-tsan -DCMAKE_BUILD_TYPE=Debug -DACCLLM_WERROR=ON -DACCLLM_BUILD_TESTS=ON \
+scripts/build.sh build-tsan -DCMAKE_BUILD_TYPE=Debug -DACCLLM_WERROR=ON -DACCLLM_BUILD_TESTS=ON -DWITH_FPGA=ON \
   -DACCLLM_SANITIZE=thread -- accllm accllm-server accllm_tests accllm_server_tests
 TSAN_OPTIONS="halt_on_error=1 suppressions=$PWD/tests/sanitizers/tsan.supp" \
   ctest --test-dir build-tsan --output-on-failure -R 'Scheduler|CpuEngine|ServerTest|ServerBinaryTest|DevicePool'
 
 echo "== ASan + UBSan build + tests"
-scripts/build.sh build-asan -DCMAKE_BUILD_TYPE=Debug -DACCLLM_WERROR=ON -DACCLLM_BUILD_TESTS=ON \
+scripts/build.sh build-asan -DCMAKE_BUILD_TYPE=Debug -DACCLLM_WERROR=ON -DACCLLM_BUILD_TESTS=ON -DWITH_FPGA=ON \
   -DACCLLM_SANITIZE=address,undefined
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure --parallel "$jobs"

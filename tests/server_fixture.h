@@ -72,6 +72,28 @@ class ServerTest : public ::testing::Test {
     return info;
   }
 
+  // Prompt and generated tokens the devices have run, all together (what the server spent).
+  int64_t TokensProcessed() {
+    int64_t n = 0;
+    const v1::ServerInfoResponse info = Info();
+    for (const auto& d : info.devices()) n += d.tokens_processed();
+    return n;
+  }
+
+  // Waits (up to 10 s) until no device runs or holds anything; false if that never happened.
+  bool WaitIdle() {
+    for (int attempt = 0; attempt < 1000; ++attempt) {
+      bool idle = true;
+      const v1::ServerInfoResponse info = Info();
+      for (const auto& d : info.devices()) {
+        idle &= d.running() == 0 && d.waiting() == 0 && d.kv_pages_in_use() == 0 && d.kv_pages_reserved() == 0;
+      }
+      if (idle) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  }
+
   grpc::health::v1::HealthCheckResponse::ServingStatus Health() {
     grpc::ClientContext context;
     grpc::health::v1::HealthCheckResponse response;

@@ -26,6 +26,7 @@ using ::accllm::testing::ReadFile;
 using ::accllm::testing::ScratchDir;
 using ::accllm::testing::WriteFile;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using HealthStatus = grpc::health::v1::HealthCheckResponse;
 
 int Shell(const std::string& command) {
@@ -196,40 +197,75 @@ TEST_F(ServerTest, FullQueueRefusesWithResourceExhausted) {
   EXPECT_EQ(waiting->Finish().error_code(), grpc::StatusCode::CANCELLED);
 }
 
+// Cancels and deadlines are checked on the server's side, not only in the codes the client
+// library makes up: the request's pages come back, the device spends no further step on it, and
+// the server counts it.
 TEST_F(ServerTest, CancelAndDeadlineDuringPrefill) {
   ServerOptions options = Options("tok512.bin");
-  // A 500-token prompt read one token per step: far longer than the 5 ms the client waits, even
-  // when a loaded machine stretches that wait.
+  // A 500-token prompt read one token per step: the request is still in its prefill whenever the
+  // client acts, however loaded the machine.
   options.scheduler.prefill_chunk = 1;
+  options.metrics_listen = "127.0.0.1:0";
   StartServer(options);
   v1::GenerateRequest r;
   for (int i = 0; i < 500; ++i) r.mutable_token_ids()->add_ids(i == 0 ? 1 : 300 + i % 100);
   r.set_max_new_tokens(5);
+  httplib::Client http("127.0.0.1", server_->metrics_port());
+  const auto metric = [&](const std::string& line) {
+    auto got = http.Get("/metrics");
+    return got ? got->body.find(line) != std::string::npos : false;
+  };
+  // After a stream ended early: pages back, no further step on it, and fewer tokens run than a
+  // whole request would take.
+  const auto expect_stopped = [&](int64_t before, const char* what) {
+    ASSERT_TRUE(WaitIdle()) << what << ": the request still holds its device: " << Info().DebugString();
+    const int64_t spent = TokensProcessed() - before;
+    EXPECT_LT(spent, 500) << what << ": the server ran the whole request";
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    EXPECT_EQ(TokensProcessed() - before, spent) << what << ": the device went on with it";
+  };
+  const auto wait_started = [&](int64_t before) {
+    for (int i = 0; i < 1000 && TokensProcessed() == before; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  };
   {
+    const int64_t before = TokensProcessed();
     grpc::ClientContext context;
     auto reader = stub_->Generate(&context, r);
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    wait_started(before);
     context.TryCancel();
     v1::GenerateResponse response;
     int chunks = 0;
     while (reader->Read(&response)) chunks += response.has_chunk();
     EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
     EXPECT_EQ(chunks, 0);
+    expect_stopped(before, "cancel");
+    EXPECT_TRUE(metric("accllm_requests_total{finish_reason=\"cancelled\"} 1\n"));
   }
-  r.set_time_limit_seconds(0.005);
-  const Streamed s = Generate(r);
-  ASSERT_TRUE(s.status.ok()) << s.status.error_message();
-  EXPECT_EQ(s.final.finish_reason(), v1::TIME_LIMIT);
-  EXPECT_EQ(s.final.usage().generated_tokens(), 0);
-  // A gRPC deadline is a time limit too.
-  r.set_time_limit_seconds(0);
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(5));
-  auto reader = stub_->Generate(&context, r);
-  v1::GenerateResponse response;
-  while (reader->Read(&response)) {
+  {
+    // time_limit_seconds: a final message, TIME_LIMIT, status OK.
+    const int64_t before = TokensProcessed();
+    r.set_time_limit_seconds(0.005);
+    const Streamed s = Generate(r);
+    ASSERT_TRUE(s.status.ok()) << s.status.error_message();
+    EXPECT_EQ(s.final.finish_reason(), v1::TIME_LIMIT);
+    EXPECT_EQ(s.final.usage().generated_tokens(), 0);
+    expect_stopped(before, "time limit");
   }
-  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  {
+    // The call's deadline: DEADLINE_EXCEEDED and no final message, never a TIME_LIMIT message,
+    // even with a time limit a little later than the deadline.
+    const int64_t before = TokensProcessed();
+    r.set_time_limit_seconds(0.05);
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(5));
+    auto reader = stub_->Generate(&context, r);
+    v1::GenerateResponse response;
+    int finals = 0;
+    while (reader->Read(&response)) finals += response.has_final();
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+    EXPECT_EQ(finals, 0);
+    expect_stopped(before, "deadline");
+  }
 }
 
 TEST_F(ServerTest, DevicePoolSpreadsStreamsOverDevices) {
@@ -262,9 +298,12 @@ TEST_F(ServerTest, DevicePoolSpreadsStreamsOverDevices) {
 // device, one sequence each, serving a packed stories260K.
 class DevicePoolFallbackTest : public ServerTest {
  protected:
-  std::string PackedModel() {
+  // A packed stories260K; `context` other than 0 stretches its context (its weights do not
+  // depend on it), to make requests longer than the attention unit's span possible.
+  std::string PackedModel(int context = 0) {
     auto model = LoadModel(RequireModelFile("stories260K.bin").string());
     EXPECT_TRUE(model.ok());
+    if (context > 0) (*model)->config.max_seq_len = context;
     QuantizeOptions q;
     q.group_size = 32;
     q.method = QuantMethod::kRtn;
@@ -368,6 +407,91 @@ TEST_F(DevicePoolFallbackTest, AFailedCardsStreamsGoOnElsewhere) {
   EXPECT_THAT(metrics, HasSubstr("accllm_device_failures_total 1\n"));
   EXPECT_THAT(metrics, HasSubstr("accllm_streams_moved_total 1\n"));
   EXPECT_THAT(metrics, HasSubstr("accllm_device_healthy{device=\"fpga-sim:0\",fallback=\"false\"} 0\n"));
+}
+
+// A device that cannot be made is logged and left out; the server serves on the rest, and refuses
+// to start only when none is left, saying why.
+TEST_F(DevicePoolFallbackTest, DevicesThatCannotBeMadeAreLeftOut) {
+  ServerOptions fp32 = Options("tok512.bin");  // fpga-sim runs packed models only
+  fp32.devices.devices = "fpga-sim,cpu";
+  StartServer(fp32);
+  const v1::ServerInfoResponse info = Info();
+  ASSERT_EQ(info.devices_size(), 1);
+  EXPECT_EQ(info.devices(0).name(), "cpu:0");
+  EXPECT_TRUE(Generate(Greedy("hi", 3)).status.ok());
+  server_.reset();
+
+  fp32.devices.devices = "fpga-sim";
+  absl::StatusOr<std::unique_ptr<Server>> none = Server::Start(fp32);
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(none.status().message()), HasSubstr("packed W2A8KV4 models only"));
+
+  // More KV pages than the card's key bank holds: named with the bank and the numbers.
+  ServerOptions big = PackedOn("fpga-sim", 1);
+  big.backend.kv_pages = 50'000'000;
+  none = Server::Start(big);
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(none.status().message()), HasSubstr("HBM[28:29], which holds 512 MiB; at most"));
+}
+
+// A request whose attention would exceed the attention unit's span (8,192 tokens) is not a card
+// failure: it goes to a device that can take it, or is refused with OUT_OF_RANGE; the card keeps
+// serving what fits.
+TEST_F(DevicePoolFallbackTest, RequestsBeyondTheAttentionUnitGoElsewhere) {
+  ServerOptions options = PackedOn("fpga-sim,cpu", /*max_running=*/2);
+  options.model_path = PackedModel(/*context=*/10000);
+  options.backend.kv_pages = 0;  // sized by the server: two full-length streams
+  StartServer(options);
+  v1::GenerateRequest long_request = Greedy("Once upon a time", 9000);
+  long_request.set_ignore_eos(true);
+  grpc::ClientContext context;
+  auto reader = stub_->Generate(&context, long_request);
+  v1::GenerateResponse response;
+  ASSERT_TRUE(reader->Read(&response));  // running
+  v1::ServerInfoResponse info = Info();
+  ASSERT_EQ(info.devices_size(), 2);
+  EXPECT_EQ(info.devices(0).running(), 0) << info.DebugString();  // fpga-sim:0
+  EXPECT_EQ(info.devices(1).running(), 1) << info.DebugString();  // cpu:0
+  context.TryCancel();
+  while (reader->Read(&response)) {
+  }
+  reader->Finish();
+  const Streamed short_one = Generate(Greedy("Once upon a time", 20));
+  ASSERT_TRUE(short_one.status.ok()) << short_one.status.error_message();
+  EXPECT_EQ(short_one.final.device(), "fpga-sim:0");
+  EXPECT_TRUE(Info().devices(0).healthy());
+  ASSERT_TRUE(WaitIdle());
+  server_.reset();
+
+  options.devices.devices = "fpga-sim";
+  StartServer(options);
+  const Streamed refused = Generate(long_request);
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::OUT_OF_RANGE);
+  EXPECT_THAT(refused.status.error_message(), HasSubstr("attends to at most 8192"));
+  EXPECT_TRUE(Generate(Greedy("hi", 3)).status.ok());
+  EXPECT_EQ(Health(), HealthStatus::SERVING);
+}
+
+// /metrics may be asked for while the server stops: it answers or refuses, never reads what the
+// server has freed (ASan and TSan watch this test).
+TEST_F(ServerTest, MetricsWhileTheServerStops) {
+  ServerOptions options = Options("tok512.bin");
+  options.metrics_listen = "127.0.0.1:0";
+  StartServer(options);
+  const int port = server_->metrics_port();
+  std::atomic<bool> stop{false};
+  std::atomic<int> answered{0};
+  std::thread scraper([&] {
+    httplib::Client http("127.0.0.1", port);
+    http.set_connection_timeout(0, 200000);
+    while (!stop.load()) {
+      if (auto got = http.Get("/metrics"); got && got->status == 200) answered.fetch_add(1);
+    }
+  });
+  while (answered.load() < 3) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  server_.reset();
+  stop.store(true);
+  scraper.join();
 }
 
 TEST_F(DevicePoolFallbackTest, WithNoOtherDeviceTheStreamEndsWithAnError) {
@@ -524,7 +648,7 @@ TEST(ServerBinaryTest, ConfigFileRequestLogAndSigterm) {
   r.set_text("Once upon a time");
   r.set_max_new_tokens(300);
   r.set_ignore_eos(true);
-  r.set_request_id("req-42");
+  r.set_request_id("req-42\n\x1b[2Jforged line");
   auto reader = stub->Generate(&context, r);
   v1::GenerateResponse response;
   ASSERT_TRUE(reader->Read(&response));
@@ -540,9 +664,12 @@ TEST(ServerBinaryTest, ConfigFileRequestLogAndSigterm) {
   client.join();
   EXPECT_TRUE(status.ok()) << status.error_message();
   EXPECT_EQ(final.usage().generated_tokens(), 300);
-  EXPECT_EQ(final.request_id(), "req-42");
+  EXPECT_EQ(final.request_id(), "req-42\n\x1b[2Jforged line");
   const std::string log = ReadFile(dir / "server.log");
-  EXPECT_THAT(log, HasSubstr("request id=\"req-42\" device=cpu:0 finish=max_tokens prompt_tokens=5 generated_tokens=300"));
+  // The client's id is escaped in the log: it cannot forge lines or send terminal controls.
+  EXPECT_THAT(log, HasSubstr("request id=\"req-42\\n\\x1b[2Jforged line\" device=cpu:0 finish=max_tokens prompt_tokens=5 "
+                             "generated_tokens=300"));
+  EXPECT_THAT(log, Not(HasSubstr("\nforged line")));
   EXPECT_THAT(log, HasSubstr("draining (signal 15"));
 
   // A bad option in the config file is a clear error.
@@ -550,6 +677,24 @@ TEST(ServerBinaryTest, ConfigFileRequestLogAndSigterm) {
   ServerProcess bad({"--config", (dir / "bad.toml").string()}, (dir / "bad.log").string());
   EXPECT_EQ(bad.WaitForPort(), 0);
   EXPECT_THAT(ReadFile(dir / "bad.log"), HasSubstr("max-runing"));
+
+  // Flags are validated like the CLI's: each bad value is refused, naming the flag.
+  const std::string model = RequireModelFile("stories260K.bin").string();
+  const std::vector<std::pair<std::vector<std::string>, std::string>> bad_flags = {
+      {{"--kv", "kv8"}, "--kv"},          {{"--window", "-1"}, "--window"},
+      {{"--max-new-tokens", "0"}, "--max-new-tokens"}, {{"--grace", "nan"}, "--grace"},
+      {{"--max-running", "0"}, "--max-running"},       {{"--prefill-chunk", "0"}, "--prefill-chunk"},
+      {{"--sinks", "-4"}, "--sinks"},                  {{"--log-level", "loud"}, "--log-level"},
+  };
+  for (const auto& [flags, name] : bad_flags) {
+    std::vector<std::string> args = {"-m", model, "--listen", "127.0.0.1:0"};
+    args.insert(args.end(), flags.begin(), flags.end());
+    ServerProcess refused(args, (dir / "flags.log").string());
+    EXPECT_EQ(refused.WaitForPort(), 0) << name;
+    EXPECT_THAT(ReadFile(dir / "flags.log"), HasSubstr(name)) << ReadFile(dir / "flags.log");
+  }
+  EXPECT_EQ(Shell(absl::StrCat(ACCLLM_SERVER_PATH, " --version >", (dir / "version.log").string())), 0);
+  EXPECT_THAT(ReadFile(dir / "version.log"), HasSubstr(std::string("accllm-server ") + ACCLLM_VERSION));
 }
 
 }  // namespace

@@ -3,6 +3,8 @@
 #include <grpcpp/grpcpp.h>
 #include <sys/wait.h>
 
+#include <cmath>
+
 #include "absl/strings/str_cat.h"
 
 #include "gmock/gmock.h"
@@ -10,6 +12,7 @@
 #include "runtime/generate/generator.h"
 #include "runtime/model/load_model.h"
 #include "runtime/reference/reference_backend.h"
+#include "runtime/tokenizer/utf8.h"
 #include "tests/server_fixture.h"
 #include "tests/test_support.h"
 
@@ -101,6 +104,20 @@ TEST_F(ServerTest, BadRequestsGetClearStatuses) {
       {[](v1::GenerateRequest& q) { q.mutable_sampling()->set_repetition_penalty(-2.0f); }, "repetition_penalty"},
       {[](v1::GenerateRequest& q) { q.add_stop(""); }, "stop strings"},
       {[](v1::GenerateRequest& q) { q.add_stop_token_ids(100000); }, "stop token id"},
+      {[](v1::GenerateRequest& q) { q.set_time_limit_seconds(std::nan("")); }, "time_limit_seconds"},
+      {[](v1::GenerateRequest& q) { q.set_time_limit_seconds(INFINITY); }, "time_limit_seconds"},
+      {[](v1::GenerateRequest& q) {
+         const std::vector<std::string> stops(17, "x");
+         q.mutable_stop()->Assign(stops.begin(), stops.end());
+       },
+       "at most 16"},
+      {[](v1::GenerateRequest& q) { q.add_stop(std::string(257, 'x')); }, "at most 256"},
+      {[](v1::GenerateRequest& q) {
+         for (int i = 0; i < 65; ++i) q.add_stop_token_ids(1);
+       },
+       "at most 64"},
+      // Refused by its byte length alone, before any encoding work.
+      {[](v1::GenerateRequest& q) { q.set_text(std::string(1 << 20, 'a')); }, "bytes; at most"},
       {[](v1::GenerateRequest& q) {
          q.set_return_logprobs(true);
          q.set_top_logprobs(50);
@@ -117,6 +134,26 @@ TEST_F(ServerTest, BadRequestsGetClearStatuses) {
   }
   // (Invalid UTF-8 text cannot be sent at all: proto3 strings are UTF-8 and the client library
   // refuses to serialize it.)
+  v1::ServerInfoResponse info = Info();
+  EXPECT_EQ(info.version(), ACCLLM_VERSION);  // one version, from CMake
+}
+
+// Tokenize answers with each token's bytes, which for text beyond ASCII may be part of a UTF-8
+// character: the reply must still parse (pieces are bytes), and the pieces join to the text.
+TEST_F(ServerTest, TokenizePiecesAreBytes) {
+  StartServer("tok512.bin");
+  grpc::ClientContext context;
+  v1::TokenizeRequest request;
+  request.set_text("café au lait, naïve");
+  v1::TokenizeResponse response;
+  const grpc::Status status = stub_->Tokenize(&context, request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  std::string joined;
+  for (const std::string& piece : response.pieces()) joined += piece;
+  EXPECT_THAT(joined, HasSubstr("café au lait, naïve"));
+  bool partial = false;  // tok512 spells é with byte tokens: some piece is not valid UTF-8 alone
+  for (const std::string& piece : response.pieces()) partial |= !IsValidUtf8(piece);
+  EXPECT_TRUE(partial);
 }
 
 TEST_F(ServerTest, CancelAndDeadline) {

@@ -95,6 +95,30 @@ class GrpcioClientTest(unittest.TestCase):
         self.assertEqual(final.usage.generated_tokens, len(ids))
         self.assertEqual(final.device, "cpu:0")
 
+    def test_tokenize_text_beyond_ascii(self):
+        # Pieces are token bytes; a piece may be half of a UTF-8 character. Python's protobuf
+        # refuses invalid UTF-8 in a string field, so this parses only because pieces are bytes.
+        text = "café au lait, naïve"
+        reply = self.tokenize(pb.TokenizeRequest(text=text, add_bos=False), timeout=10)
+        self.assertEqual(len(reply.ids), len(reply.pieces))
+        joined = b"".join(reply.pieces)
+        self.assertIn(text.encode("utf-8"), joined)
+        partial = False
+        for piece in reply.pieces:
+            try:
+                piece.decode("utf-8")
+            except UnicodeDecodeError:
+                partial = True
+        self.assertTrue(partial, "expected byte tokens for é and ï")
+
+    def test_bad_numbers_and_bounds_are_invalid_argument(self):
+        for bad in (pb.GenerateRequest(text="hi", time_limit_seconds=float("nan")),
+                    pb.GenerateRequest(text="hi", time_limit_seconds=float("inf")),
+                    pb.GenerateRequest(text="hi", stop=["x"] * 10000)):
+            with self.assertRaises(grpc.RpcError) as refused:
+                list(self.generate(bad, timeout=30))
+            self.assertEqual(refused.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+
     def test_errors_are_grpc_status_codes(self):
         with self.assertRaises(grpc.RpcError) as bad:
             list(self.generate(pb.GenerateRequest(text="hi", sampling=pb.SamplingParams(top_p=3.0)), timeout=10))
