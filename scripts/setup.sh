@@ -11,6 +11,7 @@ packages=(
   libcpp-httplib-dev libssl-dev openssl
   prometheus python3-grpcio python3-protobuf python3-yaml
   libxrt-dev uuid-dev
+  clang libclang-rt-14-dev
 )
 
 missing=()

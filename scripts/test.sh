@@ -33,3 +33,6 @@ scripts/build.sh build-asan -DCMAKE_BUILD_TYPE=Debug -DACCLLM_WERROR=ON -DACCLLM
   -DACCLLM_SANITIZE=address,undefined
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure --parallel "$jobs"
+
+echo "== fuzz targets (libFuzzer, ASan+UBSan): a short fixed run of each on its seed corpus"
+scripts/fuzz.sh 2000

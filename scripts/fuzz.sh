@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets (tests/fuzz) with clang under ASan+UBSan and runs each one.
+#   scripts/fuzz.sh [RUNS] [TARGET...]     RUNS per target (default 2000), every target by default
+# Inputs come from the seed corpus in tests/fuzz/corpus/<target> (never written to); new inputs
+# go to build-fuzz/corpus/<target>. A finding stops with the crashing input saved in build-fuzz/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-2000}
+shift || true
+targets=("$@")
+[ ${#targets[@]} -eq 0 ] && targets=(fuzz_llama2c_loader fuzz_packed_loader fuzz_tokenizer_model fuzz_tokenize
+                                     fuzz_generate_request fuzz_server_config)
+if [ ! -f build-fuzz/CMakeCache.txt ]; then
+  CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DACCLLM_FUZZ=ON \
+    -DACCLLM_SANITIZE=address,undefined -DACCLLM_BUILD_TESTS=OFF -DWITH_FPGA=OFF >/dev/null
+fi
+cmake --build build-fuzz --parallel "$(nproc)" --target "${targets[@]}"
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+for t in "${targets[@]}"; do
+  mkdir -p "build-fuzz/corpus/$t"
+  echo "== $t: $runs runs"
+  # -rss_limit_mb: a loader that believes a header's sizes would allocate far beyond this.
+  status=0
+  (cd build-fuzz && "tests/fuzz/$t" -runs="$runs" -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
+     "corpus/$t" "../tests/fuzz/corpus/$t" >"$t.log" 2>&1) || status=$?
+  grep -E "^stat::number_of_executed_units|^#[0-9]+ *DONE" "build-fuzz/$t.log" || true
+  if [ "$status" -ne 0 ]; then
+    tail -40 "build-fuzz/$t.log"
+    echo "fuzz: $t found a problem (its input is saved in build-fuzz/, its log in build-fuzz/$t.log)"
+    exit 1
+  fi
+done
