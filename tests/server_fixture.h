@@ -13,6 +13,8 @@
 #include "accllm/v1/generation.grpc.pb.h"
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "runtime/model/llama2c_format.h"
+#include "runtime/model/load_model.h"
 #include "server/server.h"
 #include "tests/test_support.h"
 
@@ -35,6 +37,25 @@ class ServerTest : public ::testing::Test {
     options.scheduler.max_waiting = max_waiting;
     return options;
   }
+  // stories260K with its context stretched to `context` tokens (its weights do not depend on
+  // it), written once per test: a prompt can then be long enough that no machine, however
+  // loaded, runs it to its end before the client acts.
+  std::string StretchedModel(int context) {
+    auto model = LoadModel(RequireModelFile("stories260K.bin").string());
+    EXPECT_TRUE(model.ok()) << model.status();
+    (*model)->config.max_seq_len = context;
+    const std::string path = (scratch_ / "stretched.bin").string();
+    EXPECT_TRUE(WriteLlama2cModel(ModelWeightSource(**model), path, Llama2cVersion::kV1).ok());
+    return path;
+  }
+  // A prompt of `n` token ids (BOS first).
+  static v1::GenerateRequest LongPrompt(int n, int max_new_tokens) {
+    v1::GenerateRequest r;
+    for (int i = 0; i < n; ++i) r.mutable_token_ids()->add_ids(i == 0 ? 1 : 300 + i % 100);
+    r.set_max_new_tokens(max_new_tokens);
+    return r;
+  }
+
   void StartServer(const std::string& tokenizer, int max_waiting = 16, int max_running = 8) {
     StartServer(Options(tokenizer, max_waiting, max_running));
   }
@@ -137,6 +158,7 @@ class ServerTest : public ::testing::Test {
     return r;
   }
 
+  ::accllm::testing::ScratchDir scratch_;
   std::unique_ptr<Server> server_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Generation::Stub> stub_;

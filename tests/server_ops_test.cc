@@ -171,10 +171,13 @@ TEST_F(ServerTest, LogprobsComeFromTheModelsDistribution) {
 }
 
 TEST_F(ServerTest, FullQueueRefusesWithResourceExhausted) {
-  StartServer("tok512.bin", /*max_waiting=*/1, /*max_running=*/1);
-  v1::GenerateRequest long_request = Greedy("Once upon a time", 100000);
+  ServerOptions options = Options("tok512.bin", /*max_waiting=*/1, /*max_running=*/1);
+  options.model_path = StretchedModel(4096);  // a stream long enough to still run when cancelled
+  options.backend.kv_pages = 0;
+  StartServer(options);
+  v1::GenerateRequest long_request = Greedy("Once upon a time", 4000);
   long_request.set_ignore_eos(true);
-  long_request.set_max_new_tokens(500);
+  const int64_t before = TokensProcessed();
   grpc::ClientContext running_context, waiting_context;
   auto running = stub_->Generate(&running_context, long_request);
   v1::GenerateResponse response;
@@ -195,6 +198,12 @@ TEST_F(ServerTest, FullQueueRefusesWithResourceExhausted) {
   }
   EXPECT_EQ(running->Finish().error_code(), grpc::StatusCode::CANCELLED);
   EXPECT_EQ(waiting->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  // The server let go of both: nothing runs or waits, and the running one stopped short.
+  ASSERT_TRUE(WaitIdle()) << Info().DebugString();
+  const int64_t spent = TokensProcessed() - before;
+  EXPECT_LT(spent, 4000) << "the cancelled stream ran to its end";
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(TokensProcessed() - before, spent);
 }
 
 // Cancels and deadlines are checked on the server's side, not only in the codes the client
@@ -202,14 +211,15 @@ TEST_F(ServerTest, FullQueueRefusesWithResourceExhausted) {
 // the server counts it.
 TEST_F(ServerTest, CancelAndDeadlineDuringPrefill) {
   ServerOptions options = Options("tok512.bin");
-  // A 500-token prompt read one token per step: the request is still in its prefill whenever the
-  // client acts, however loaded the machine.
+  // A 4,000-token prompt read one token per step: the request is still in its prefill whenever
+  // the client acts, however loaded the machine.
+  options.model_path = StretchedModel(4096);
   options.scheduler.prefill_chunk = 1;
+  options.backend.kv_pages = 0;
   options.metrics_listen = "127.0.0.1:0";
   StartServer(options);
-  v1::GenerateRequest r;
-  for (int i = 0; i < 500; ++i) r.mutable_token_ids()->add_ids(i == 0 ? 1 : 300 + i % 100);
-  r.set_max_new_tokens(5);
+  const int kPrompt = 4000;
+  v1::GenerateRequest r = LongPrompt(kPrompt, 5);
   httplib::Client http("127.0.0.1", server_->metrics_port());
   const auto metric = [&](const std::string& line) {
     auto got = http.Get("/metrics");
@@ -220,7 +230,7 @@ TEST_F(ServerTest, CancelAndDeadlineDuringPrefill) {
   const auto expect_stopped = [&](int64_t before, const char* what) {
     ASSERT_TRUE(WaitIdle()) << what << ": the request still holds its device: " << Info().DebugString();
     const int64_t spent = TokensProcessed() - before;
-    EXPECT_LT(spent, 500) << what << ": the server ran the whole request";
+    EXPECT_LT(spent, kPrompt) << what << ": the server ran the whole request";
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     EXPECT_EQ(TokensProcessed() - before, spent) << what << ": the device went on with it";
   };

@@ -157,24 +157,34 @@ TEST_F(ServerTest, TokenizePiecesAreBytes) {
 }
 
 TEST_F(ServerTest, CancelAndDeadline) {
-  StartServer("tok512.bin");
+  ServerOptions options = Options("tok512.bin");
+  options.model_path = StretchedModel(4096);  // a stream long enough to still run when cancelled
+  options.backend.kv_pages = 0;
+  StartServer(options);
+  v1::GenerateRequest r = Greedy("Once upon a time", 4000);
+  r.set_ignore_eos(true);
   {
+    const int64_t before = TokensProcessed();
     grpc::ClientContext context;
-    auto reader = stub_->Generate(&context, Greedy("Once upon a time", 400));
+    auto reader = stub_->Generate(&context, r);
     v1::GenerateResponse response;
     ASSERT_TRUE(reader->Read(&response));
     context.TryCancel();
     while (reader->Read(&response)) {
     }
     EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+    // What the server did: it let go of the stream and spent no step on it after.
+    ASSERT_TRUE(WaitIdle()) << Info().DebugString();
+    const int64_t spent = TokensProcessed() - before;
+    EXPECT_LT(spent, 4000) << "the cancelled stream ran to its end";
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    EXPECT_EQ(TokensProcessed() - before, spent);
   }
-  v1::GenerateRequest r = Greedy("Once upon a time", 400);
-  r.set_ignore_eos(true);
   r.set_time_limit_seconds(0.02);
   const Streamed s = Generate(r);
   ASSERT_TRUE(s.status.ok()) << s.status.error_message();
   EXPECT_EQ(s.final.finish_reason(), v1::TIME_LIMIT);
-  EXPECT_LT(s.final.usage().generated_tokens(), 400);
+  EXPECT_LT(s.final.usage().generated_tokens(), 4000);
 }
 
 // The command-line client, streaming and in load-test mode, against the real server.
