@@ -1,3 +1,5 @@
+#include <cpuid.h>
+
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
@@ -6,16 +8,27 @@
 namespace accllm {
 namespace {
 
+// Features __builtin_cpu_supports does not name in every compiler (clang 14 lacks both), read
+// from CPUID: F16C is leaf 1 ECX bit 29, AVX-VNNI leaf 7 subleaf 1 EAX bit 4. Used only together
+// with a feature the builtin checks, which covers the OS saving the registers.
+bool CpuidBit(unsigned leaf, unsigned subleaf, int reg, int bit) {
+  unsigned r[4] = {};
+  if (__get_cpuid_count(leaf, subleaf, &r[0], &r[1], &r[2], &r[3]) == 0) return false;
+  return (r[reg] >> bit) & 1u;
+}
+bool HasF16c() { return CpuidBit(1, 0, /*ecx=*/2, 29); }
+bool HasAvxVnni() { return CpuidBit(7, 1, /*eax=*/0, 4); }
+
 // __builtin_cpu_supports also checks that the OS saves the registers (XCR0).
 bool Supports(CpuPath path) {
   switch (path) {
     case CpuPath::kScalar:
       return true;
     case CpuPath::kAvx2:
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && HasF16c();
     case CpuPath::kAvx2Vnni:
       return Supports(CpuPath::kAvx2) &&
-             (__builtin_cpu_supports("avxvnni") ||
+             (HasAvxVnni() ||
               (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl")));
     case CpuPath::kAvx512:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -36,7 +49,7 @@ absl::StatusOr<CpuPath> ParseCpuPath(const std::string& name) {
 
 absl::StatusOr<const CpuKernels*> KernelsFor(CpuPath path) {
   const CpuKernels* kernels = path == CpuPath::kAvx512     ? &kAvx512Kernels
-                              : path == CpuPath::kAvx2Vnni ? (__builtin_cpu_supports("avxvnni") ? &kAvx2VnniKernels
+                              : path == CpuPath::kAvx2Vnni ? (HasAvxVnni() ? &kAvx2VnniKernels
                                                                                                  : &kAvx2VnniEvexKernels)
                               : path == CpuPath::kAvx2     ? &kAvx2Kernels
                                                            : &kScalarKernels;
