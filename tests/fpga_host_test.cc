@@ -212,8 +212,31 @@ TEST(XrtBackendTest, GeneratesTheCpuEnginesTokensThroughXrt) {
   ASSERT_TRUE((*cpu)->Prefill(cpu_seq, tokens, cpu_logits).ok());
   EXPECT_EQ(std::memcmp(card_logits.data(), cpu_logits.data(), card_logits.size() * sizeof(float)), 0);
 
+  // The card reports the attention unit's span, which admission holds requests to.
+  EXPECT_EQ((*card)->max_attention_span(), 8192);
+
   options.xclbin.clear();
   EXPECT_THAT(std::string(MakeXrtBackend(options, *any).status().message()), HasSubstr("needs --xclbin"));
+}
+
+// The KV pool against the card's KV banks: more pages than HBM[28:29] holds are refused, naming
+// the bank, before any buffer is made (the capping of the server's default sizing is
+// device_limits_test.cc's).
+TEST(XrtBackendTest, KvPoolsAreSizedToTheCardsKvBanks) {
+  ScratchDir dir;
+  auto any = PackedStories(dir.path());
+  ASSERT_TRUE(any.ok()) << any.status();
+  BackendOptions options;
+  options.xclbin = NoopXrt::xclbin_;
+  options.window = 32;
+  options.kv_pages = 50'000'000;
+  auto refused = MakeXrtBackend(options, *any);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("HBM[28:29], which holds 512 MiB"));
+  options.kv_pages = 64;
+  auto card = MakeXrtBackend(options, *any);
+  ASSERT_TRUE(card.ok()) << card.status();
+  EXPECT_EQ((*card)->page_pool().total(), 64);
 }
 
 // A compute unit that faults ends the step with an error the device pool acts on (the server

@@ -21,6 +21,7 @@ class FaultAfter final : public Backend {
   int page_tokens() const override { return inner_->page_tokens(); }
   PagePool& page_pool() override { return inner_->page_pool(); }
   int max_step_tokens() const override { return inner_->max_step_tokens(); }
+  int max_attention_span() const override { return inner_->max_attention_span(); }
   absl::Status Prefill(SequenceKv& seq, std::span<const int> tokens, std::span<float> logits) override {
     if (absl::Status s = Tick(); !s.ok()) return s;
     return inner_->Prefill(seq, tokens, logits);
