@@ -12,6 +12,7 @@
 #include "runtime/common/status_macros.h"
 #include "runtime/tokenizer/utf8.h"
 #include "server/status_mapping.h"
+#include "server/tsan_annotations.h"
 
 namespace accllm::server {
 namespace {
@@ -68,6 +69,8 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
     std::optional<grpc::Status> end_status;  // the call ends with this status, no final message
   };
 
+  ACCLLM_REACTOR_DESTRUCTOR ~GenerateReactor() override {}
+
   // Starts the call: the prompt is prepared (encoded, checked) on `executor`, then placed.
   GenerateReactor(const GenerationService& service, const ServingRuntime& runtime, CallExecutor& executor,
                   ServerMetrics& metrics, spdlog::logger& log, const GenerateRequest& proto, Clock::time_point arrived,
@@ -86,6 +89,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
     shared_->arrived = arrived;
     shared_->call_deadline = call_deadline;
     std::shared_ptr<Shared> shared = shared_;
+    HandedToGrpc(this);  // before the task can run: it may call Finish at once
     const bool posted = executor.Post([shared, &service, &runtime, proto] { Place(shared, service, runtime, proto); });
     if (!posted) Refuse(*shared, absl::UnavailableError("the server is shutting down"));
   }
@@ -99,13 +103,13 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
     if (shared->cancel->load()) return Refuse(*shared, absl::CancelledError("the client cancelled the call"));
     absl::StatusOr<ScheduledRequest> request = service.ToScheduledRequest(runtime, proto);
     if (!request.ok()) return Refuse(*shared, request.status());
-    shared->time_limit = request->deadline;
-    request->deadline = std::min(request->deadline, shared->call_deadline);
     request->cancel = shared->cancel;
     request->on_event = [shared](const StreamEvent& e) { Push(shared, e); };
     // Held across placement so that no event is handled (and no write started) before the
     // outcome of placement is known.
     std::unique_lock<std::mutex> lock(shared->mutex);
+    shared->time_limit = request->deadline;
+    request->deadline = std::min(request->deadline, shared->call_deadline);
     absl::StatusOr<std::string> placed = shared->pool->Submit(*std::move(request));
     if (!placed.ok()) {
       lock.unlock();
@@ -122,7 +126,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
       reactor = shared.reactor;
     }
     LogRefusal(shared.request_id, status, *shared.metrics, *shared.log);
-    reactor->Finish(ToGrpcStatus(status));
+    reactor->EndCall(ToGrpcStatus(status));
   }
 
   static void LogRefusal(const std::string& request_id, const absl::Status& status, ServerMetrics& metrics,
@@ -133,6 +137,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
   }
 
   void OnWriteDone(bool ok) override {
+    CalledBackByGrpc(this);
     std::unique_lock<std::mutex> lock(shared_->mutex);
     if (!ok) {  // the client is gone
       shared_->queue.clear();
@@ -140,7 +145,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
       shared_->finished = true;
       lock.unlock();
       CancelRequest();
-      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
+      EndCall(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
       return;
     }
     const bool was_final = shared_->queue.front().has_final();
@@ -149,7 +154,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
       shared_->writing = false;
       shared_->finished = true;
       lock.unlock();
-      Finish(grpc::Status::OK);
+      EndCall(grpc::Status::OK);
       return;
     }
     if (shared_->queue.empty()) {
@@ -158,27 +163,42 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
         shared_->finished = true;
         const grpc::Status status = *shared_->end_status;
         lock.unlock();
-        Finish(status);
+        EndCall(status);
       }
       return;
     }
-    GenerateResponse* next = &shared_->queue.front();
-    lock.unlock();
-    StartWrite(next);
+    HandedToGrpc(this);
+    StartWrite(&shared_->queue.front());  // under the lock: see Push
   }
 
-  void OnCancel() override { CancelRequest(); }
+  void OnCancel() override {
+    CalledBackByGrpc(this);
+    CancelRequest();
+  }
 
   void OnDone() override {
+    CalledBackByGrpc(this);
     {
       std::lock_guard<std::mutex> lock(shared_->mutex);
       shared_->reactor = nullptr;
     }
     open_->fetch_sub(1);
-    delete this;
+    Unref();
   }
 
  private:
+  // Finish, then let go of this reactor: it is deleted by whichever of this and OnDone comes
+  // last, so that Finish's own reads of the reactor are ordered before the delete in a way
+  // ThreadSanitizer sees too.
+  void EndCall(const grpc::Status& status) {
+    HandedToGrpc(this);
+    Finish(status);
+    Unref();
+  }
+  void Unref() {
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+
   // Ends the request at its device's next step (the flag follows it if it moves).
   void CancelRequest() {
     shared_->cancel->store(true);
@@ -226,7 +246,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
         GenerateReactor* reactor = shared->reactor;
         const grpc::Status status = *shared->end_status;
         lock.unlock();
-        reactor->Finish(status);
+        reactor->EndCall(status);
         return;
       }
     } else if (e.finish) {
@@ -248,10 +268,11 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
     }
     if (shared->writing || shared->queue.empty()) return;
     shared->writing = true;
-    GenerateReactor* reactor = shared->reactor;
-    GenerateResponse* next = &shared->queue.front();
-    lock.unlock();
-    reactor->StartWrite(next);
+    // Under the lock: StartWrite serializes the message here, and OnWriteDone (which frees it)
+    // takes this lock first, so the order gRPC guarantees is one ThreadSanitizer can see too.
+    // gRPC never runs OnWriteDone inline from StartWrite, so this cannot deadlock.
+    HandedToGrpc(shared->reactor);
+    shared->reactor->StartWrite(&shared->queue.front());
   }
 
   // Metrics and the one log line per request, also for a client that already left.
@@ -277,6 +298,43 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
 
   std::shared_ptr<Shared> shared_;
   std::shared_ptr<std::atomic<int>> open_;
+  std::atomic<int> refs_{2};  // one for EndCall, one for OnDone
+};
+
+// A stream refused before any work: it ends with the status and no messages.
+class RefusedStream final : public grpc::ServerWriteReactor<GenerateResponse> {
+ public:
+  explicit RefusedStream(const absl::Status& status) {
+    Finish(ToGrpcStatus(status));
+    HandedToGrpc(this);
+  }
+  ACCLLM_REACTOR_DESTRUCTOR ~RefusedStream() override {}
+  void OnDone() override {
+    CalledBackByGrpc(this);
+    delete this;
+  }
+};
+
+// A unary call answered from the call executor: EndCall from there, deleted by whichever of
+// EndCall and OnDone comes last (see GenerateReactor::EndCall).
+class ExecutorUnaryReactor final : public grpc::ServerUnaryReactor {
+ public:
+  void EndCall(const grpc::Status& status) {
+    HandedToGrpc(this);
+    Finish(status);
+    Unref();
+  }
+  void OnDone() override {
+    CalledBackByGrpc(this);
+    Unref();
+  }
+
+ private:
+  ACCLLM_REACTOR_DESTRUCTOR ~ExecutorUnaryReactor() override {}
+  void Unref() {
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+  std::atomic<int> refs_{2};
 };
 
 grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* context, const absl::Status& status) {
@@ -430,14 +488,8 @@ grpc::ServerWriteReactor<GenerateResponse>* GenerationService::Generate(grpc::Ca
     return new GenerateReactor(*this, **runtime, executor_, metrics_, *log_, *request, arrived, call_deadline,
                                open_streams_);
   }
-  // Refused before any work: the stream ends with the status and no messages.
-  class Refusal final : public grpc::ServerWriteReactor<GenerateResponse> {
-   public:
-    explicit Refusal(const absl::Status& status) { Finish(ToGrpcStatus(status)); }
-    void OnDone() override { delete this; }
-  };
   GenerateReactor::LogRefusal(request->request_id(), checked, metrics_, *log_);
-  return new Refusal(checked);
+  return new RefusedStream(checked);
 }
 
 grpc::ServerUnaryReactor* GenerationService::Tokenize(grpc::CallbackServerContext* context,
@@ -448,18 +500,18 @@ grpc::ServerUnaryReactor* GenerationService::Tokenize(grpc::CallbackServerContex
   if (absl::Status s = CheckModel(request->model()); !s.ok()) return Reply(context, s);
   if (absl::Status s = CheckTextLength(**runtime, request->text(), "text"); !s.ok()) return Reply(context, s);
   if (!IsValidUtf8(request->text())) return Reply(context, absl::InvalidArgumentError("the text is not valid UTF-8"));
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  auto* reactor = new ExecutorUnaryReactor();
   const Tokenizer& tokenizer = *(*runtime)->tokenizer;
   const bool posted = executor_.Post([reactor, &tokenizer, request, response] {
     absl::StatusOr<std::vector<int>> ids = tokenizer.Encode(request->text(), request->add_bos());
-    if (!ids.ok()) return reactor->Finish(ToGrpcStatus(ids.status()));
+    if (!ids.ok()) return reactor->EndCall(ToGrpcStatus(ids.status()));
     for (int id : *ids) {
       response->add_ids(id);
       response->add_pieces(tokenizer.TokenBytes(id));
     }
-    reactor->Finish(grpc::Status::OK);
+    reactor->EndCall(grpc::Status::OK);
   });
-  if (!posted) reactor->Finish(ToGrpcStatus(absl::UnavailableError("the server is shutting down")));
+  if (!posted) reactor->EndCall(ToGrpcStatus(absl::UnavailableError("the server is shutting down")));
   return reactor;
 }
 

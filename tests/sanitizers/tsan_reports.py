@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Reads ThreadSanitizer report files (TSAN_OPTIONS=log_path=DIR/tsan) and fails on every report in
+which our code makes one of the racing accesses.
+
+Debian's gRPC and abseil are not built with ThreadSanitizer, so it cannot see how gRPC hands a call
+from one of its threads to another. The parts of gRPC that live in headers (grpcpp's callback and
+call-op machinery) are compiled into our binaries, instrumented, and so race against that
+invisible synchronization, on gRPC's own state (its call op sets, tags, reference counts).
+
+Who made an access is the innermost frame of its stack that is not the C++ standard library's
+(std:: templates run on behalf of their caller) or TSan's interceptors'. A report is gRPC's own
+when every racing access was made by gRPC or its abseil (a grpcpp/grpc header, a grpc:: function,
+a gRPC or abseil library) and at least one access stack could be restored: those are counted and
+ignored. Every other report fails, among them any race where one access is ours and the other
+gRPC's. Thread-creation and allocation stacks are not looked at. Where gRPC orders our code (a
+reactor's Start*/Finish before its reactions), server/tsan_annotations.h tells TSan so.
+
+usage: tsan_reports.py [LOG_FILE...]   (none: no report was written)
+"""
+import re
+import sys
+
+ACCESS = re.compile(r"^  (?:Previous )?(?:[Aa]tomic )?(?:[Rr]ead|[Ww]rite) of size")
+
+
+def reports(text):
+    blocks = text.split("==================\n")
+    return [b for b in blocks if "WARNING: ThreadSanitizer" in b]
+
+
+FRAME = re.compile(r"^#\d+ (?P<function>.*?) (?P<file>\S+) \((?P<module>[^)]*)\)$")
+STD = ("/usr/include/c++/",)
+GRPC_FILES = ("/usr/include/grpcpp/", "/usr/include/grpc/", "/usr/include/grpc++/")
+GRPC_MODULES = ("libgrpc", "libgpr", "libgrpc++", "libabsl_")  # abseil: gRPC's runtime, uninstrumented too
+GRPC_FUNCTION = re.compile(r"(^|[\s<(])grpc(::|_)")  # after a return type, if one is printed
+
+
+def made_by_grpc(stack):
+    """Whether the innermost frame that is not the standard library's is gRPC's. Protobuf code run
+    by gRPC's serializer (grpc::GenericSerialize below it) counts as gRPC's: gRPC chooses when,
+    and on which thread, it serializes a message handed to it. So does freeing a reactor from
+    the OnDone that gRPC calls."""
+    if any("grpc::GenericSerialize" in frame for frame in stack[:12]):
+        return True
+    # A reactor freed in its OnDone is freed when gRPC says it is done with it (gRPC calls OnDone
+    # last, after its own uses of the reactor on other threads).
+    if stack and " operator delete(" in stack[0] and any(
+            "::CallOnDone()" in frame for frame in stack[:4]):
+        return True
+    for frame in stack:
+        m = FRAME.match(frame)
+        if not m:
+            return False
+        function, file, module = m.group("function"), m.group("file"), m.group("module")
+        if file.startswith(STD) or module.startswith("libtsan"):  # std:: templates, TSan's interceptors
+            continue
+        return (file.startswith(GRPC_FILES) or GRPC_FUNCTION.search(function) is not None or
+                module.startswith(GRPC_MODULES))
+    return False
+
+
+def access_stacks(report):
+    """The stacks of the racing accesses; one TSan could not restore (too old) is left out."""
+    stacks, current = [], None
+    for line in report.splitlines():
+        if ACCESS.match(line):
+            current = []
+            stacks.append(current)
+        elif current is not None and "[failed to restore the stack]" in line:
+            stacks.pop()
+            current = None
+        elif current is not None and line.strip().startswith("#"):
+            current.append(line.strip())
+        elif current is not None and not line.strip():
+            current = None
+    return stacks
+
+
+def main():
+    files = sys.argv[1:]
+    ours, theirs = [], 0
+    for path in files:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for report in reports(f.read()):
+                stacks = access_stacks(report)
+                if stacks and all(made_by_grpc(stack) for stack in stacks):  # (stacks: the restored ones)
+                    theirs += 1
+                else:
+                    ours.append((path, report))
+    print(f"tsan: {theirs} report(s) wholly inside gRPC (its header code against its uninstrumented core), "
+          f"{len(ours)} involving our code")
+    for path, report in ours:
+        print(f"--- {path}\n{report}")
+    return 1 if ours else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
