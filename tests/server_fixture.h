@@ -48,6 +48,25 @@ class ServerTest : public ::testing::Test {
     EXPECT_TRUE(WriteLlama2cModel(ModelWeightSource(**model), path, Llama2cVersion::kV1).ok());
     return path;
   }
+  // The server's options on StretchedModel(4096), its KV pool sized by the server.
+  ServerOptions StretchedOptions(int max_waiting = 16, int max_running = 8) {
+    ServerOptions options = Options("tok512.bin", max_waiting, max_running);
+    options.model_path = StretchedModel(4096);
+    options.backend.kv_pages = 0;
+    return options;
+  }
+
+  // After a stream was cancelled or timed out, what the server did: it let go of the stream (no
+  // device runs or holds anything), ran fewer tokens than the whole request (`whole`) since
+  // `before`, and spends no further step on it.
+  void ExpectStoppedShort(int64_t before, int64_t whole, const std::string& what) {
+    ASSERT_TRUE(WaitIdle()) << what << ": the request still holds its device: " << Info().DebugString();
+    const int64_t spent = TokensProcessed() - before;
+    EXPECT_LT(spent, whole) << what << ": the server ran the whole request";
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    EXPECT_EQ(TokensProcessed() - before, spent) << what << ": the device went on with it";
+  }
+
   // A prompt of `n` token ids (BOS first).
   static v1::GenerateRequest LongPrompt(int n, int max_new_tokens) {
     v1::GenerateRequest r;

@@ -171,10 +171,7 @@ TEST_F(ServerTest, LogprobsComeFromTheModelsDistribution) {
 }
 
 TEST_F(ServerTest, FullQueueRefusesWithResourceExhausted) {
-  ServerOptions options = Options("tok512.bin", /*max_waiting=*/1, /*max_running=*/1);
-  options.model_path = StretchedModel(4096);  // a stream long enough to still run when cancelled
-  options.backend.kv_pages = 0;
-  StartServer(options);
+  StartServer(StretchedOptions(/*max_waiting=*/1, /*max_running=*/1));  // streams that outlast the cancel
   v1::GenerateRequest long_request = Greedy("Once upon a time", 4000);
   long_request.set_ignore_eos(true);
   const int64_t before = TokensProcessed();
@@ -198,24 +195,17 @@ TEST_F(ServerTest, FullQueueRefusesWithResourceExhausted) {
   }
   EXPECT_EQ(running->Finish().error_code(), grpc::StatusCode::CANCELLED);
   EXPECT_EQ(waiting->Finish().error_code(), grpc::StatusCode::CANCELLED);
-  // The server let go of both: nothing runs or waits, and the running one stopped short.
-  ASSERT_TRUE(WaitIdle()) << Info().DebugString();
-  const int64_t spent = TokensProcessed() - before;
-  EXPECT_LT(spent, 4000) << "the cancelled stream ran to its end";
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  EXPECT_EQ(TokensProcessed() - before, spent);
+  ExpectStoppedShort(before, 4000, "cancel");  // both let go of; the running one stopped short
 }
 
 // Cancels and deadlines are checked on the server's side, not only in the codes the client
 // library makes up: the request's pages come back, the device spends no further step on it, and
 // the server counts it.
 TEST_F(ServerTest, CancelAndDeadlineDuringPrefill) {
-  ServerOptions options = Options("tok512.bin");
   // A 4,000-token prompt read one token per step: the request is still in its prefill whenever
   // the client acts, however loaded the machine.
-  options.model_path = StretchedModel(4096);
+  ServerOptions options = StretchedOptions();
   options.scheduler.prefill_chunk = 1;
-  options.backend.kv_pages = 0;
   options.metrics_listen = "127.0.0.1:0";
   StartServer(options);
   const int kPrompt = 4000;
@@ -224,15 +214,6 @@ TEST_F(ServerTest, CancelAndDeadlineDuringPrefill) {
   const auto metric = [&](const std::string& line) {
     auto got = http.Get("/metrics");
     return got ? got->body.find(line) != std::string::npos : false;
-  };
-  // After a stream ended early: pages back, no further step on it, and fewer tokens run than a
-  // whole request would take.
-  const auto expect_stopped = [&](int64_t before, const char* what) {
-    ASSERT_TRUE(WaitIdle()) << what << ": the request still holds its device: " << Info().DebugString();
-    const int64_t spent = TokensProcessed() - before;
-    EXPECT_LT(spent, kPrompt) << what << ": the server ran the whole request";
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    EXPECT_EQ(TokensProcessed() - before, spent) << what << ": the device went on with it";
   };
   const auto wait_started = [&](int64_t before) {
     for (int i = 0; i < 1000 && TokensProcessed() == before; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(2));
@@ -248,7 +229,7 @@ TEST_F(ServerTest, CancelAndDeadlineDuringPrefill) {
     while (reader->Read(&response)) chunks += response.has_chunk();
     EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
     EXPECT_EQ(chunks, 0);
-    expect_stopped(before, "cancel");
+    ExpectStoppedShort(before, kPrompt, "cancel");
     EXPECT_TRUE(metric("accllm_requests_total{finish_reason=\"cancelled\"} 1\n"));
   }
   {
@@ -259,7 +240,7 @@ TEST_F(ServerTest, CancelAndDeadlineDuringPrefill) {
     ASSERT_TRUE(s.status.ok()) << s.status.error_message();
     EXPECT_EQ(s.final.finish_reason(), v1::TIME_LIMIT);
     EXPECT_EQ(s.final.usage().generated_tokens(), 0);
-    expect_stopped(before, "time limit");
+    ExpectStoppedShort(before, kPrompt, "time limit");
   }
   {
     // The call's deadline: DEADLINE_EXCEEDED and no final message, never a TIME_LIMIT message,
@@ -274,7 +255,7 @@ TEST_F(ServerTest, CancelAndDeadlineDuringPrefill) {
     while (reader->Read(&response)) finals += response.has_final();
     EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
     EXPECT_EQ(finals, 0);
-    expect_stopped(before, "deadline");
+    ExpectStoppedShort(before, kPrompt, "deadline");
   }
 }
 
