@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (tests/fuzz) with clang under ASan+UBSan and runs each one.
 #   scripts/fuzz.sh [RUNS] [TARGET...]     RUNS per target (default 2000), every target by default
+# The seed is fixed (FUZZ_SEED, default 1) so that the test command's short runs are the same every
+# time; long hunts should set another.
 # Inputs come from the seed corpus in tests/fuzz/corpus/<target> (never written to); new inputs
 # go to build-fuzz/corpus/<target>. A finding stops with the crashing input saved in build-fuzz/.
 set -euo pipefail
@@ -21,7 +23,7 @@ for t in "${targets[@]}"; do
   echo "== $t: $runs runs"
   # -rss_limit_mb: a loader that believes a header's sizes would allocate far beyond this.
   status=0
-  (cd build-fuzz && "tests/fuzz/$t" -runs="$runs" -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
+  (cd build-fuzz && "tests/fuzz/$t" -runs="$runs" -seed="${FUZZ_SEED:-1}" -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
      "corpus/$t" "../tests/fuzz/corpus/$t" >"$t.log" 2>&1) || status=$?
   grep -E "^stat::number_of_executed_units|^#[0-9]+ *DONE" "build-fuzz/$t.log" || true
   if [ "$status" -ne 0 ]; then
