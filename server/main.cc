@@ -1,7 +1,8 @@
 // accllm-server: streaming generation over gRPC.
+#include <pthread.h>
+
 #include <csignal>
 #include <cstdio>
-#include <thread>
 
 #include "CLI/CLI.hpp"
 #include "server/server.h"
@@ -10,8 +11,17 @@
 #include "spdlog/spdlog.h"
 
 namespace {
-volatile std::sig_atomic_t g_signal = 0;
-void OnSignal(int signal) { g_signal = signal; }
+
+// SIGTERM and SIGINT, blocked in every thread and taken by sigwait on the main thread: no
+// handler runs on a gRPC thread, and nothing is shared with one.
+sigset_t StopSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  return set;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -31,17 +41,19 @@ int main(int argc, char** argv) {
   if (!policy.ok()) return fail(policy.status());
   flags.options.devices.fallback = *policy;
 
+  // Before any thread starts, so that all inherit the mask. A signal during Load waits for it.
+  const sigset_t stop_signals = StopSignals();
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   absl::StatusOr<std::unique_ptr<accllm::server::Server>> server = accllm::server::Server::Listen(flags.options);
   if (!server.ok()) return fail(server.status());
-  std::signal(SIGTERM, OnSignal);
-  std::signal(SIGINT, OnSignal);
   spdlog::info("listening on port {}{}; loading {}", (*server)->port(),
                (*server)->metrics_port() > 0 ? " (metrics on port " + std::to_string((*server)->metrics_port()) + ")" : "",
                flags.options.model_path);
   if (absl::Status loaded = (*server)->Load(); !loaded.ok()) return fail(loaded);
   std::fprintf(stderr, "accllm-server: serving %s on port %d\n", flags.options.model_path.c_str(), (*server)->port());
-  while (g_signal == 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  spdlog::info("draining (signal {}, grace {:.0f} s)", static_cast<int>(g_signal), flags.grace);
+  int signal = 0;
+  if (sigwait(&stop_signals, &signal) != 0) return fail(absl::InternalError("sigwait failed"));
+  spdlog::info("draining (signal {}, grace {:.0f} s)", signal, flags.grace);
   (*server)->Drain(flags.grace);
   spdlog::info("stopped");
   return 0;

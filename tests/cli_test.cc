@@ -14,6 +14,7 @@ namespace {
 
 using ::accllm::testing::ReadFile;
 using ::accllm::testing::RequireModelFile;
+using ::accllm::testing::RequireSharedFile;
 using ::accllm::testing::ScratchDir;
 using ::testing::HasSubstr;
 
@@ -92,11 +93,27 @@ TEST(CliTest, ErrorsGoToStderrWithNonZeroExit) {
 }
 
 TEST(CliTest, EverySubcommandHasHelp) {
-  for (const char* sub : {"generate", "inspect", "synth", "quantize", "eval", "bench"}) {
+  for (const char* sub : {"generate", "inspect", "synth", "quantize", "eval", "perplexity", "bench"}) {
     const RunResult r = RunCli(std::string(sub) + " --help");
     EXPECT_EQ(r.exit_code, 0) << sub;
     EXPECT_THAT(r.out, HasSubstr("Usage")) << sub;
   }
+}
+
+TEST(CliTest, PerplexityPrintsTheRunningAndFinalEstimate) {
+  const std::string base = "perplexity -m " + Quote(RequireModelFile("stories260K.bin")) + " -t " +
+                           Quote(RequireModelFile("tok512.bin")) + " -c 64 --chunks 3 -f ";
+  const RunResult r = RunCli(base + Quote(RequireSharedFile("data/tinystories-dev.txt")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, ::testing::ContainsRegex(R"(\[1\][0-9.]+,\[2\][0-9.]+,\[3\][0-9.]+,)"));
+  EXPECT_THAT(r.out, ::testing::ContainsRegex(R"(Final estimate: PPL = [0-9.]+ \+/- [0-9.]+ +\(3 chunks of 64, 93 scored)"));
+  EXPECT_THAT(r.err, HasSubstr("tokens/s"));
+
+  const RunResult missing = RunCli(base + "/nonexistent.txt");
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_THAT(missing.err, HasSubstr("/nonexistent.txt"));
+  const RunResult bad_context = RunCli(base + Quote(RequireSharedFile("data/tinystories-dev.txt")) + " -c 2");
+  EXPECT_NE(bad_context.exit_code, 0);
 }
 
 TEST(CliTest, QuantizeInspectAndGeneratePacked) {

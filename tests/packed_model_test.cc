@@ -7,6 +7,7 @@
 
 #include "gmock/gmock.h"
 #include "runtime/cpu/cpu_engine.h"
+#include "runtime/cpu/kernels.h"
 #include "runtime/eval/corpus.h"
 #include "runtime/eval/perplexity.h"
 #include "runtime/eval/weight_variants.h"
@@ -104,6 +105,7 @@ TEST_F(PackedModelTest, IntegerEngineComputesTheOracleOnQuantizedWeights) {
     exact.kv_precision = KvPrecision::kF32;
     CpuEngineOptions fake_a8 = exact;
     fake_a8.fake_quantize_activations = true;
+    fake_a8.kernels = &kScalarKernels;  // the oracle: plain float sums, in order
     ASSERT_OK_AND_ASSIGN(auto integer, CpuEngine::Create(PackedWeights(packed), exact));
     ASSERT_OK_AND_ASSIGN(auto oracle, CpuEngine::Create(DequantizedWeights(packed), fake_a8));
     const std::vector<int> tokens = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376};

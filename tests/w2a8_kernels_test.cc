@@ -1,7 +1,9 @@
 // Every kernel path gives bit-identical results to the scalar path, and the scalar path computes
 // the product of the dequantized weights and activations.
+#include <cmath>
 #include <cstring>
 #include <random>
+#include <tuple>
 
 #include "gmock/gmock.h"
 #include "runtime/common/half.h"
@@ -223,6 +225,76 @@ TEST(Kv4KernelTest, EveryPathMatchesScalar) {
 
 namespace accllm {
 namespace {
+
+// The dense fp16/fp32 matmuls against a double-precision product, over shapes that leave tails
+// in every blocking dimension (rows, tokens, columns).
+TEST(DenseKernelTest, EveryPathComputesTheProduct) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (const auto& [rows, cols, tokens] : {std::tuple{1, 8, 1}, {7, 37, 5}, {70, 64, 9}, {131, 200, 4}}) {
+    std::vector<float> w(static_cast<std::size_t>(rows) * cols), x(static_cast<std::size_t>(tokens) * (cols + 3));
+    std::vector<uint16_t> w16(w.size());
+    for (std::size_t i = 0; i < w.size(); ++i) {
+      w16[i] = FloatToFp16(normal(rng));
+      w[i] = Fp16ToFloat(w16[i]);  // the same weights at both precisions
+    }
+    for (float& v : x) v = normal(rng);
+    const int64_t ldx = cols + 3, ldy = rows + 2;
+    std::vector<double> want(static_cast<std::size_t>(tokens) * ldy, 0.0);
+    for (int t = 0; t < tokens; ++t) {
+      for (int r = 0; r < rows; ++r) {
+        for (int c = 0; c < cols; ++c) want[t * ldy + r] += double{w[r * cols + c]} * x[t * ldx + c];
+      }
+    }
+    for (const CpuKernels* k : AvailableKernels()) {
+      SCOPED_TRACE(std::string(k->name) + " " + std::to_string(rows) + "x" + std::to_string(cols) + ", " +
+                   std::to_string(tokens) + " tokens");
+      std::vector<float> y32(want.size(), -7.0f), y16(want.size(), -7.0f);
+      // Two row ranges, as the thread pool splits them.
+      k->matmul_f32(w.data(), cols, x.data(), tokens, ldx, 0, rows / 2, y32.data(), ldy);
+      k->matmul_f32(w.data(), cols, x.data(), tokens, ldx, rows / 2, rows, y32.data(), ldy);
+      k->matmul_f16(w16.data(), cols, x.data(), tokens, ldx, 0, rows, y16.data(), ldy);
+      for (int t = 0; t < tokens; ++t) {
+        for (int r = 0; r < ldy; ++r) {
+          const std::size_t i = t * ldy + r;
+          if (r >= rows) {  // padding between rows is not written
+            EXPECT_EQ(y32[i], -7.0f);
+            continue;
+          }
+          EXPECT_NEAR(y32[i], want[i], 1e-4 * (1 + std::fabs(want[i])));
+          EXPECT_NEAR(y16[i], want[i], 1e-4 * (1 + std::fabs(want[i])));
+        }
+      }
+    }
+  }
+}
+
+TEST(F32AttentionKernelTest, EveryPathMatchesScalar) {
+  std::mt19937 rng(6);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (int head_size : {6, 8, 32, 64, 128}) {
+    const int count = 11;
+    std::vector<float> q(head_size), p(count), keys(count * head_size), values(count * head_size);
+    for (auto* v : {&q, &p, &keys, &values}) {
+      for (float& e : *v) e = normal(rng);
+    }
+    std::vector<float> want_scores(count), want_out(head_size, 0.25f);
+    for (int i = 0; i < count; ++i) {
+      double dot = 0;
+      for (int d = 0; d < head_size; ++d) dot += double{q[d]} * keys[i * head_size + d];
+      want_scores[i] = static_cast<float>(dot * 0.5);
+      for (int d = 0; d < head_size; ++d) want_out[d] += p[i] * values[i * head_size + d];
+    }
+    for (const CpuKernels* k : AvailableKernels()) {
+      SCOPED_TRACE(std::string(k->name) + " head size " + std::to_string(head_size));
+      std::vector<float> scores(count), out(head_size, 0.25f);
+      k->f32_score(q.data(), keys.data(), count, head_size, 0.5f, scores.data());
+      k->f32_accumulate(out.data(), p.data(), values.data(), count, head_size);
+      for (int i = 0; i < count; ++i) EXPECT_NEAR(scores[i], want_scores[i], 1e-4f * (1 + std::fabs(want_scores[i])));
+      for (int d = 0; d < head_size; ++d) EXPECT_NEAR(out[d], want_out[d], 1e-4f * (1 + std::fabs(want_out[d])));
+    }
+  }
+}
 
 TEST(ReadSumKernelTest, EveryPathSumsTheWords) {
   std::vector<uint8_t> data(4096);

@@ -19,7 +19,8 @@ CpuKernels MakeTable() {
   const CpuKernels& h = host.ok() ? **host : kScalarKernels;
   // Attention does not come through this table: fpga-sim hands whole attention batches to the
   // simulated attention unit (fpga_sim_backend.cc).
-  return {h.path, "hls-csim", SimW2A8, h.matmul_f16, h.kv4_score, h.kv4_accumulate, h.read_sum};
+  return {h.path, "hls-csim", SimW2A8, h.matmul_f16, h.matmul_f32, h.kv4_score, h.kv4_accumulate, h.f32_score, h.f32_accumulate,
+          h.read_sum};
 }
 
 }  // namespace

@@ -39,8 +39,8 @@ void RunAttentionOnCpu(const AttentionBatch& b, const KvStorage& kv, const CpuKe
           kernels.kv4_score(query, sink ? q_sink_sum : q_sum, key_codes + v * (hs / 2), key_params + v,
                               b.run_count[r], hs, inv_sqrt, &scores[index]);
         } else {
-          const float* keys = reinterpret_cast<const float*>(key_codes) + v * hs;
-          for (int i = 0; i < b.run_count[r]; ++i) scores[index + i] = Dot(query, keys + int64_t{i} * hs, hs) * inv_sqrt;
+          kernels.f32_score(query, reinterpret_cast<const float*>(key_codes) + v * hs, b.run_count[r], hs, inv_sqrt,
+                            &scores[index]);
         }
       }
       Softmax(scores.data(), count);
@@ -54,10 +54,8 @@ void RunAttentionOnCpu(const AttentionBatch& b, const KvStorage& kv, const CpuKe
           min_sum += kernels.kv4_accumulate(out, &scores[index], value_codes + v * (hs / 2), value_params + v,
                                               b.run_count[r], hs);
         } else {
-          const float* values = reinterpret_cast<const float*>(value_codes) + v * hs;
-          for (int i = 0; i < b.run_count[r]; ++i) {
-            for (int d = 0; d < hs; ++d) out[d] += scores[index + i] * values[int64_t{i} * hs + d];
-          }
+          kernels.f32_accumulate(out, &scores[index], reinterpret_cast<const float*>(value_codes) + v * hs,
+                                 b.run_count[r], hs);
         }
       }
       if (min_sum != 0.0f) {

@@ -115,10 +115,7 @@ void CpuEngine::Linear(const LinearWeights& w, LinearInput& in, float* y, int64_
     return;
   }
   pool_threads_.ParallelFor(w.out, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const float* row = w.f32 + r * w.in;
-      for (int t = 0; t < in.n; ++t) y[t * ldy + r] = Dot(row, in.x + t * in.ld, w.in);
-    }
+    kernels_->matmul_f32(w.f32, w.in, in.x, in.n, in.ld, static_cast<int>(begin), static_cast<int>(end), y, ldy);
   });
 }
 
@@ -218,7 +215,12 @@ void CpuEngine::Attention(int layer, int n) {
 
 absl::Status CpuEngine::Prefill(SequenceKv& seq, std::span<const int> tokens, std::span<float> logits) {
   const Entry entry{&seq, tokens};
-  return Step({&entry, 1}, logits);
+  return Step({&entry, 1}, logits, /*every_token=*/false);
+}
+
+absl::Status CpuEngine::PrefillEveryLogit(SequenceKv& seq, std::span<const int> tokens, std::span<float> logits) {
+  const Entry entry{&seq, tokens};
+  return Step({&entry, 1}, logits, /*every_token=*/true);
 }
 
 absl::Status CpuEngine::Decode(std::span<SequenceKv* const> seqs, std::span<const int> tokens, std::span<float> logits) {
@@ -226,10 +228,10 @@ absl::Status CpuEngine::Decode(std::span<SequenceKv* const> seqs, std::span<cons
   std::vector<Entry> entries;
   entries.reserve(seqs.size());
   for (std::size_t i = 0; i < seqs.size(); ++i) entries.push_back({seqs[i], tokens.subspan(i, 1)});
-  return Step(entries, logits);
+  return Step(entries, logits, /*every_token=*/false);
 }
 
-absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> logits) {
+absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> logits, bool every_token) {
   const LlamaConfig& c = weights_.config;
   int n = 0;
   for (const Entry& e : entries) {
@@ -243,7 +245,8 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
     return absl::InvalidArgumentError(absl::StrCat(n, " tokens exceed the step limit of ", options_.max_step_tokens));
   }
   offload_status_ = absl::OkStatus();
-  if (logits.size() < entries.size() * static_cast<std::size_t>(c.vocab_size)) {
+  const std::size_t logit_rows = every_token ? static_cast<std::size_t>(n) : entries.size();
+  if (logits.size() < logit_rows * static_cast<std::size_t>(c.vocab_size)) {
     return absl::InvalidArgumentError("the logits buffer is too small");
   }
   for (const Entry& e : entries) RETURN_IF_ERROR(e.seq->Reserve(static_cast<int>(e.tokens.size())));
@@ -321,13 +324,17 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
     for (int64_t e = 0; e < int64_t{n} * c.dim; ++e) x_[e] += xb_[e];
   }
 
-  // Logits for the last token of each entry.
-  i = 0;
-  for (std::size_t e = 0; e < entries.size(); ++e) {
-    i += static_cast<int>(entries[e].tokens.size());
-    RmsNorm(&xb_[e * c.dim], &x_[int64_t{i - 1} * c.dim], weights_.rms_final, c.dim, c.norm_eps);
+  // Logits for the last token of each entry, or for every token.
+  if (every_token) {
+    PerToken(n, [&](int t) { RmsNorm(&xb_[int64_t{t} * c.dim], &x_[int64_t{t} * c.dim], weights_.rms_final, c.dim, c.norm_eps); });
+  } else {
+    i = 0;
+    for (std::size_t e = 0; e < entries.size(); ++e) {
+      i += static_cast<int>(entries[e].tokens.size());
+      RmsNorm(&xb_[e * c.dim], &x_[int64_t{i - 1} * c.dim], weights_.rms_final, c.dim, c.norm_eps);
+    }
   }
-  LinearInput head_in{xb_.data(), static_cast<int>(entries.size()), c.dim, 4};
+  LinearInput head_in{xb_.data(), static_cast<int>(logit_rows), c.dim, 4};
   Linear(weights_.classifier, head_in, logits.data(), c.vocab_size);
   if (!offload_status_.ok()) return offload_status_;
 

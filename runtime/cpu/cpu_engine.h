@@ -69,6 +69,7 @@ class CpuEngine final : public Backend {
   absl::Status Prefill(SequenceKv& seq, std::span<const int> tokens, std::span<float> logits) override;
   absl::Status Decode(std::span<SequenceKv* const> seqs, std::span<const int> tokens,
                       std::span<float> logits) override;
+  absl::Status PrefillEveryLogit(SequenceKv& seq, std::span<const int> tokens, std::span<float> logits) override;
 
   const CpuKernels& kernels() const { return *kernels_; }
   int threads() const { return pool_threads_.threads(); }
@@ -90,7 +91,8 @@ class CpuEngine final : public Backend {
 
   CpuEngine(EngineWeights weights, const CpuEngineOptions& options, const CpuKernels& kernels);
 
-  absl::Status Step(std::span<const Entry> entries, std::span<float> logits);
+  // Logits for each entry's last token, or (every_token) for every token of the step.
+  absl::Status Step(std::span<const Entry> entries, std::span<float> logits, bool every_token);
   void Linear(const LinearWeights& w, LinearInput& in, float* y, int64_t ldy);
   // The page runs each token sees (the same in every layer), once per step.
   void PlanPageRuns(int n);

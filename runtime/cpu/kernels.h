@@ -31,6 +31,10 @@ using W2A8MatMulFn = void (*)(const W2View& w, const A8Batch& x, int tile_begin,
 using F16MatMulFn = void (*)(const uint16_t* w, int cols, const float* x, int tokens, int64_t ldx,
                              int row_begin, int row_end, float* y, int64_t ldy);
 
+// The same with fp32 weights: fp32 models on the CPU engine.
+using F32MatMulFn = void (*)(const float* w, int cols, const float* x, int tokens, int64_t ldx, int row_begin,
+                             int row_end, float* y, int64_t ldy);
+
 // KV4 attention over `count` consecutive cached vectors of one head (one page run), reading the
 // codes directly (see kv/kv_storage.h):
 //   scores[i] = scale * (s_i * (q . codes_i) + min_i * q_sum)
@@ -39,6 +43,11 @@ using Kv4ScoreFn = void (*)(const float* q, float q_sum, const uint8_t* codes, c
 //   out += sum_i p_i * s_i * codes_i, and returns sum_i p_i * min_i (added to every element later)
 using Kv4AccumulateFn = float (*)(float* out, const float* p, const uint8_t* codes, const Kv4Params* params,
                                   int count, int head_size);
+
+// The same over an fp32 cache (full-precision KV): scores[i] = scale * (q . keys_i), and
+// out += sum_i p_i * values_i, for `count` consecutive vectors of head_size floats.
+using F32ScoreFn = void (*)(const float* q, const float* keys, int count, int head_size, float scale, float* scores);
+using F32AccumulateFn = void (*)(float* out, const float* p, const float* values, int count, int head_size);
 
 // Sums `bytes` bytes (a multiple of 256) as 64-bit words with the widest loads the path has: the
 // memory read-bandwidth probe that speed is held against.
@@ -52,8 +61,11 @@ struct CpuKernels {
   const char* name;
   W2A8MatMulFn matmul_w2a8;
   F16MatMulFn matmul_f16;
+  F32MatMulFn matmul_f32;
   Kv4ScoreFn kv4_score;
   Kv4AccumulateFn kv4_accumulate;
+  F32ScoreFn f32_score;
+  F32AccumulateFn f32_accumulate;
   ReadSumFn read_sum;
 };
 
@@ -64,6 +76,10 @@ float Kv4AccumulateScalar(float* out, const float* p, const uint8_t* codes, cons
                           int head_size);
 
 // The kernels for `path`, or an error if this CPU (or OS) cannot run them.
+// The scalar fp32-cache attention, which SIMD paths fall back to for odd head sizes.
+void F32ScoreScalar(const float* q, const float* keys, int count, int head_size, float scale, float* scores);
+void F32AccumulateScalar(float* out, const float* p, const float* values, int count, int head_size);
+
 absl::StatusOr<const CpuKernels*> KernelsFor(CpuPath path);
 
 // The best kernels this CPU supports, unless $ACCLLM_CPU_PATH (scalar, avx2, avx2-vnni, avx512)

@@ -180,23 +180,64 @@ float HorizontalSum(__m256 v) {
   return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
 }
 
-void MatMulF16Avx2(const uint16_t* w, int cols, const float* x, int tokens, int64_t ldx, int row_begin, int row_end,
-                   float* y, int64_t ldy) {
+inline __m256 LoadWeights(const uint16_t* w) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w))); }
+inline __m256 LoadWeights(const float* w) { return _mm256_loadu_ps(w); }
+inline float WeightAt(const uint16_t* w) { return _cvtsh_ss(*w); }
+inline float WeightAt(const float* w) { return *w; }
+
+// Two rows x four tokens per pass (eight FMA chains); rows in blocks that stay in L2.
+template <int NR, int NT, typename W>
+void DenseBlock(const W* w, int cols, const float* x, int t0, int64_t ldx, int r0, float* y, int64_t ldy) {
   const int vec_cols = cols / 8 * 8;
-  for (int r = row_begin; r < row_end; ++r) {
-    const uint16_t* row = w + int64_t{r} * cols;
-    for (int t = 0; t < tokens; ++t) {
-      const float* xt = x + t * ldx;
-      __m256 acc = _mm256_setzero_ps();
-      for (int j = 0; j < vec_cols; j += 8) {
-        const __m256 wv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + j)));
-        acc = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xt + j), acc);
-      }
-      float sum = HorizontalSum(acc);
-      for (int j = vec_cols; j < cols; ++j) sum += _cvtsh_ss(row[j]) * xt[j];
-      y[t * ldy + r] = sum;
+  __m256 acc[NR][NT];
+  for (int i = 0; i < NR; ++i) {
+    for (int j = 0; j < NT; ++j) acc[i][j] = _mm256_setzero_ps();
+  }
+  for (int c = 0; c < vec_cols; c += 8) {
+    __m256 wv[NR];
+    for (int i = 0; i < NR; ++i) wv[i] = LoadWeights(w + int64_t{r0 + i} * cols + c);
+    for (int j = 0; j < NT; ++j) {
+      const __m256 xv = _mm256_loadu_ps(x + (t0 + j) * ldx + c);
+      for (int i = 0; i < NR; ++i) acc[i][j] = _mm256_fmadd_ps(wv[i], xv, acc[i][j]);
     }
   }
+  for (int i = 0; i < NR; ++i) {
+    const W* row = w + int64_t{r0 + i} * cols;
+    for (int j = 0; j < NT; ++j) {
+      const float* xt = x + (t0 + j) * ldx;
+      float sum = HorizontalSum(acc[i][j]);
+      for (int c = vec_cols; c < cols; ++c) sum += WeightAt(row + c) * xt[c];
+      y[(t0 + j) * ldy + r0 + i] = sum;
+    }
+  }
+}
+
+template <typename W>
+void DenseMatMul(const W* w, int cols, const float* x, int tokens, int64_t ldx, int row_begin, int row_end, float* y,
+                 int64_t ldy) {
+  constexpr int kRowBlock = 64;
+  for (int rb = row_begin; rb < row_end; rb += kRowBlock) {
+    const int re = rb + kRowBlock < row_end ? rb + kRowBlock : row_end;
+    int t = 0;
+    for (; t + 4 <= tokens; t += 4) {
+      int r = rb;
+      for (; r + 2 <= re; r += 2) DenseBlock<2, 4>(w, cols, x, t, ldx, r, y, ldy);
+      for (; r < re; ++r) DenseBlock<1, 4>(w, cols, x, t, ldx, r, y, ldy);
+    }
+    for (; t < tokens; ++t) {
+      for (int r = rb; r < re; ++r) DenseBlock<1, 1>(w, cols, x, t, ldx, r, y, ldy);
+    }
+  }
+}
+
+void MatMulF16Avx2(const uint16_t* w, int cols, const float* x, int tokens, int64_t ldx, int row_begin, int row_end,
+                   float* y, int64_t ldy) {
+  DenseMatMul(w, cols, x, tokens, ldx, row_begin, row_end, y, ldy);
+}
+
+void MatMulF32Avx2(const float* w, int cols, const float* x, int tokens, int64_t ldx, int row_begin, int row_end,
+                   float* y, int64_t ldy) {
+  DenseMatMul(w, cols, x, tokens, ldx, row_begin, row_end, y, ldy);
 }
 
 // 16 code bytes (32 nibbles) to 32 bytes in element order: low nibble first.
@@ -265,7 +306,32 @@ uint64_t ReadSumAvx2(const uint8_t* data, int64_t bytes) {
 
 }  // namespace
 
-const CpuKernels ACCLLM_AVX2_TABLE = {ACCLLM_AVX2_PATH, ACCLLM_AVX2_NAME, MatMulW2A8Avx2, MatMulF16Avx2, Kv4ScoreAvx2,
-                                      Kv4AccumulateAvx2, ReadSumAvx2};
+namespace {
+
+void F32ScoreAvx2(const float* q, const float* keys, int count, int head_size, float scale, float* scores) {
+  if (head_size % 8 != 0) return F32ScoreScalar(q, keys, count, head_size, scale, scores);
+  for (int i = 0; i < count; ++i) {
+    const float* k = keys + int64_t{i} * head_size;
+    __m256 acc = _mm256_setzero_ps();
+    for (int d = 0; d < head_size; d += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), _mm256_loadu_ps(k + d), acc);
+    scores[i] = HorizontalSum(acc) * scale;
+  }
+}
+
+void F32AccumulateAvx2(float* out, const float* p, const float* values, int count, int head_size) {
+  if (head_size % 8 != 0) return F32AccumulateScalar(out, p, values, count, head_size);
+  for (int d = 0; d < head_size; d += 8) {
+    __m256 acc = _mm256_loadu_ps(out + d);
+    for (int i = 0; i < count; ++i) {
+      acc = _mm256_fmadd_ps(_mm256_set1_ps(p[i]), _mm256_loadu_ps(values + int64_t{i} * head_size + d), acc);
+    }
+    _mm256_storeu_ps(out + d, acc);
+  }
+}
+
+}  // namespace
+
+const CpuKernels ACCLLM_AVX2_TABLE = {ACCLLM_AVX2_PATH, ACCLLM_AVX2_NAME, MatMulW2A8Avx2, MatMulF16Avx2, MatMulF32Avx2,
+                                      Kv4ScoreAvx2, Kv4AccumulateAvx2, F32ScoreAvx2, F32AccumulateAvx2, ReadSumAvx2};
 
 }  // namespace accllm

@@ -1,6 +1,7 @@
 // AVX-512 (F, BW, VL, VNNI) kernels. Compiled with -mavx512* for this file only; run only when
 // the dispatcher found the features. One 32-bit lane per weight row: a 64-byte W2 sub-block
 // unpacks into four vectors of 16 rows x 4 codes that vpdpbusd multiplies with 4 activation bytes.
+#include <algorithm>
 #include <immintrin.h>
 
 #include <cstring>
@@ -194,10 +195,18 @@ void MatMulW2A8Avx512(const W2View& w, const A8Batch& x, int tile_begin, int til
   }
 }
 
-// NR rows x NT tokens per pass: each converted weight vector is used NT times, each activation
+// Sixteen weights as floats, from fp16 or fp32 storage.
+inline __m512 LoadWeights(const uint16_t* w) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w)));
+}
+inline __m512 LoadWeights(const float* w) { return _mm512_loadu_ps(w); }
+inline float WeightAt(const uint16_t* w) { return _cvtsh_ss(*w); }
+inline float WeightAt(const float* w) { return *w; }
+
+// NR rows x NT tokens per pass: each loaded weight vector is used NT times, each activation
 // vector NR times, and NR * NT independent FMA chains hide the FMA latency.
-template <int NR, int NT>
-void F16Block(const uint16_t* w, int cols, const float* x, int t0, int64_t ldx, int r0, float* y, int64_t ldy) {
+template <int NR, int NT, typename W>
+void DenseBlock(const W* w, int cols, const float* x, int t0, int64_t ldx, int r0, float* y, int64_t ldy) {
   const int vec_cols = cols / 16 * 16;
   __m512 acc[NR][NT];
   for (int i = 0; i < NR; ++i) {
@@ -205,38 +214,52 @@ void F16Block(const uint16_t* w, int cols, const float* x, int t0, int64_t ldx, 
   }
   for (int c = 0; c < vec_cols; c += 16) {
     __m512 wv[NR];
-    for (int i = 0; i < NR; ++i) {
-      wv[i] = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + int64_t{r0 + i} * cols + c)));
-    }
+    for (int i = 0; i < NR; ++i) wv[i] = LoadWeights(w + int64_t{r0 + i} * cols + c);
     for (int j = 0; j < NT; ++j) {
       const __m512 xv = _mm512_loadu_ps(x + (t0 + j) * ldx + c);
       for (int i = 0; i < NR; ++i) acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);
     }
   }
   for (int i = 0; i < NR; ++i) {
-    const uint16_t* row = w + int64_t{r0 + i} * cols;
+    const W* row = w + int64_t{r0 + i} * cols;
     for (int j = 0; j < NT; ++j) {
       const float* xt = x + (t0 + j) * ldx;
       float sum = _mm512_reduce_add_ps(acc[i][j]);
-      for (int c = vec_cols; c < cols; ++c) sum += _cvtsh_ss(row[c]) * xt[c];
+      for (int c = vec_cols; c < cols; ++c) sum += WeightAt(row + c) * xt[c];
       y[(t0 + j) * ldy + r0 + i] = sum;
     }
   }
 }
 
-template <int NT>
-void F16Rows(const uint16_t* w, int cols, const float* x, int t0, int64_t ldx, int row_begin, int row_end, float* y,
-             int64_t ldy) {
-  int r = row_begin;
-  for (; r + 4 <= row_end; r += 4) F16Block<4, NT>(w, cols, x, t0, ldx, r, y, ldy);
-  for (; r < row_end; ++r) F16Block<1, NT>(w, cols, x, t0, ldx, r, y, ldy);
+// Rows in blocks small enough to stay in L2 while every token passes over them.
+template <typename W>
+void DenseMatMul(const W* w, int cols, const float* x, int tokens, int64_t ldx, int row_begin, int row_end, float* y,
+                 int64_t ldy) {
+  constexpr int kRowBlock = 64;
+  for (int rb = row_begin; rb < row_end; rb += kRowBlock) {
+    const int re = std::min(row_end, rb + kRowBlock);
+    int t = 0;
+    for (; t + 4 <= tokens; t += 4) {
+      int r = rb;
+      for (; r + 4 <= re; r += 4) DenseBlock<4, 4>(w, cols, x, t, ldx, r, y, ldy);
+      for (; r < re; ++r) DenseBlock<1, 4>(w, cols, x, t, ldx, r, y, ldy);
+    }
+    for (; t < tokens; ++t) {
+      int r = rb;
+      for (; r + 4 <= re; r += 4) DenseBlock<4, 1>(w, cols, x, t, ldx, r, y, ldy);
+      for (; r < re; ++r) DenseBlock<1, 1>(w, cols, x, t, ldx, r, y, ldy);
+    }
+  }
 }
 
 void MatMulF16Avx512(const uint16_t* w, int cols, const float* x, int tokens, int64_t ldx, int row_begin,
                      int row_end, float* y, int64_t ldy) {
-  int t = 0;
-  for (; t + 4 <= tokens; t += 4) F16Rows<4>(w, cols, x, t, ldx, row_begin, row_end, y, ldy);
-  for (; t < tokens; ++t) F16Rows<1>(w, cols, x, t, ldx, row_begin, row_end, y, ldy);
+  DenseMatMul(w, cols, x, tokens, ldx, row_begin, row_end, y, ldy);
+}
+
+void MatMulF32Avx512(const float* w, int cols, const float* x, int tokens, int64_t ldx, int row_begin, int row_end,
+                     float* y, int64_t ldy) {
+  DenseMatMul(w, cols, x, tokens, ldx, row_begin, row_end, y, ldy);
 }
 
 // 32 code bytes (64 nibbles) to 64 bytes in element order: low nibble first.
@@ -299,7 +322,29 @@ uint64_t ReadSumAvx512(const uint8_t* data, int64_t bytes) {
 
 }  // namespace
 
-const CpuKernels kAvx512Kernels = {CpuPath::kAvx512, "avx512", MatMulW2A8Avx512, MatMulF16Avx512, Kv4ScoreAvx512,
-                                   Kv4AccumulateAvx512, ReadSumAvx512};
+void F32ScoreAvx512(const float* q, const float* keys, int count, int head_size, float scale, float* scores) {
+  if (head_size % 16 != 0) return F32ScoreScalar(q, keys, count, head_size, scale, scores);
+  for (int i = 0; i < count; ++i) {
+    const float* k = keys + int64_t{i} * head_size;
+    __m512 acc = _mm512_setzero_ps();
+    for (int d = 0; d < head_size; d += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + d), _mm512_loadu_ps(k + d), acc);
+    scores[i] = _mm512_reduce_add_ps(acc) * scale;
+  }
+}
+
+void F32AccumulateAvx512(float* out, const float* p, const float* values, int count, int head_size) {
+  if (head_size % 16 != 0) return F32AccumulateScalar(out, p, values, count, head_size);
+  for (int d = 0; d < head_size; d += 16) {
+    __m512 acc = _mm512_loadu_ps(out + d);
+    for (int i = 0; i < count; ++i) {
+      acc = _mm512_fmadd_ps(_mm512_set1_ps(p[i]), _mm512_loadu_ps(values + int64_t{i} * head_size + d), acc);
+    }
+    _mm512_storeu_ps(out + d, acc);
+  }
+}
+
+const CpuKernels kAvx512Kernels = {CpuPath::kAvx512, "avx512", MatMulW2A8Avx512, MatMulF16Avx512, MatMulF32Avx512,
+                                   Kv4ScoreAvx512, Kv4AccumulateAvx512, F32ScoreAvx512, F32AccumulateAvx512,
+                                   ReadSumAvx512};
 
 }  // namespace accllm

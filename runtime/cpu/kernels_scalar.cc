@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "runtime/common/half.h"
+#include "runtime/common/nn_ops.h"
 #include "runtime/cpu/kernels.h"
 
 namespace accllm {
@@ -57,7 +58,24 @@ void MatMulF16Scalar(const uint16_t* w, int cols, const float* x, int tokens, in
   }
 }
 
+void MatMulF32Scalar(const float* w, int cols, const float* x, int tokens, int64_t ldx, int row_begin, int row_end,
+                     float* y, int64_t ldy) {
+  for (int r = row_begin; r < row_end; ++r) {
+    for (int t = 0; t < tokens; ++t) y[t * ldy + r] = Dot(w + int64_t{r} * cols, x + t * ldx, cols);
+  }
+}
+
 }  // namespace
+
+void F32ScoreScalar(const float* q, const float* keys, int count, int head_size, float scale, float* scores) {
+  for (int i = 0; i < count; ++i) scores[i] = Dot(q, keys + int64_t{i} * head_size, head_size) * scale;
+}
+
+void F32AccumulateScalar(float* out, const float* p, const float* values, int count, int head_size) {
+  for (int i = 0; i < count; ++i) {
+    for (int d = 0; d < head_size; ++d) out[d] += p[i] * values[int64_t{i} * head_size + d];
+  }
+}
 
 void Kv4ScoreScalar(const float* q, float q_sum, const uint8_t* codes, const Kv4Params* params, int count, int head_size,
                     float scale, float* scores) {
@@ -102,7 +120,7 @@ uint64_t ReadSumScalar(const uint8_t* data, int64_t bytes) {
 
 }  // namespace
 
-const CpuKernels kScalarKernels = {CpuPath::kScalar, "scalar", MatMulW2A8Scalar, MatMulF16Scalar, Kv4ScoreScalar,
-                                   Kv4AccumulateScalar, ReadSumScalar};
+const CpuKernels kScalarKernels = {CpuPath::kScalar, "scalar", MatMulW2A8Scalar, MatMulF16Scalar, MatMulF32Scalar,
+                                   Kv4ScoreScalar, Kv4AccumulateScalar, F32ScoreScalar, F32AccumulateScalar, ReadSumScalar};
 
 }  // namespace accllm

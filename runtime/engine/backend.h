@@ -45,6 +45,18 @@ class Backend {
   // them into `logits` (vocab_size floats). On ResourceExhausted (no pages) nothing changed.
   virtual absl::Status Prefill(SequenceKv& seq, std::span<const int> tokens, std::span<float> logits) = 0;
 
+  // Prefill that keeps the logits after every token: logits[i * vocab_size, ...) follow tokens[i]
+  // (tokens.size() * vocab_size floats). What scoring text needs (perplexity, prompt logprobs).
+  // This default runs one token per step; engines that batch a chunk override it.
+  virtual absl::Status PrefillEveryLogit(SequenceKv& seq, std::span<const int> tokens, std::span<float> logits) {
+    const std::size_t vocab = static_cast<std::size_t>(config().vocab_size);
+    if (logits.size() < tokens.size() * vocab) return absl::InvalidArgumentError("the logits buffer is too small");
+    for (std::size_t i = 0; i < tokens.size(); ++i) {
+      if (absl::Status s = Prefill(seq, tokens.subspan(i, 1), logits.subspan(i * vocab, vocab)); !s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
+
   // One decode step: appends tokens[i] to *seqs[i] and writes its logits to
   // logits[i * vocab_size, (i + 1) * vocab_size). On ResourceExhausted no token was processed;
   // sequences before the one that did not fit may keep the page they reserved (they use it on

@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
   accllm::cli::AddSynthCommand(app, &exit_code);
   accllm::cli::AddQuantizeCommand(app, &exit_code);
   accllm::cli::AddEvalCommand(app, &exit_code);
+  accllm::cli::AddPerplexityCommand(app, &exit_code);
   accllm::cli::AddBenchCommand(app, &exit_code);
   accllm::cli::AddClientCommand(app, &exit_code);
   accllm::cli::AddFpgaModelCommand(app, &exit_code);
