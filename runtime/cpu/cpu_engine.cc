@@ -281,12 +281,16 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
     if (!fake_a8) return;
     for (int t = 0; t < n; ++t) FakeQuantizeA8(x + int64_t{t} * cols, cols);
   };
+  const auto observe = [&](int layer, ForwardObserver::Input input, const float* x, int cols) {
+    if (options_.observe_linear_input) options_.observe_linear_input(layer, input, x, n, cols);
+  };
   for (int l = 0; l < c.n_layers; ++l) {
     const EngineLayer& w = weights_.layers[l];
 
     // attention: rmsnorm, q/k/v, RoPE, cache write, Λ attention, output projection
     PerToken(n, [&](int t) { RmsNorm(&xb_[int64_t{t} * c.dim], &x_[int64_t{t} * c.dim], w.rms_att, c.dim, c.norm_eps); });
     maybe_fake_a8(xb_.data(), c.dim);
+    observe(l, ForwardObserver::Input::kAttention, xb_.data(), c.dim);
     LinearInput attn_in{xb_.data(), n, c.dim, 0};
     Linear(w.wq, attn_in, q_.data(), c.dim);
     Linear(w.wk, attn_in, k_.data(), kv_dim);
@@ -306,6 +310,7 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
     });
     Attention(l, n);
     maybe_fake_a8(att_.data(), c.dim);
+    observe(l, ForwardObserver::Input::kAttentionOutput, att_.data(), c.dim);
     LinearInput wo_in{att_.data(), n, c.dim, 1};
     Linear(w.wo, wo_in, xb_.data(), c.dim);
     for (int64_t e = 0; e < int64_t{n} * c.dim; ++e) x_[e] += xb_[e];
@@ -313,11 +318,13 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
     // feed-forward: rmsnorm, SwiGLU
     PerToken(n, [&](int t) { RmsNorm(&xb_[int64_t{t} * c.dim], &x_[int64_t{t} * c.dim], w.rms_ffn, c.dim, c.norm_eps); });
     maybe_fake_a8(xb_.data(), c.dim);
+    observe(l, ForwardObserver::Input::kFfn, xb_.data(), c.dim);
     LinearInput ffn_in{xb_.data(), n, c.dim, 2};
     Linear(w.w1, ffn_in, hb_.data(), c.hidden_dim);
     Linear(w.w3, ffn_in, hb2_.data(), c.hidden_dim);
     PerToken(n, [&](int t) { SwiGlu(&hb_[int64_t{t} * c.hidden_dim], &hb2_[int64_t{t} * c.hidden_dim], c.hidden_dim); });
     maybe_fake_a8(hb_.data(), c.hidden_dim);
+    observe(l, ForwardObserver::Input::kFfnDown, hb_.data(), c.hidden_dim);
     LinearInput down_in{hb_.data(), n, c.hidden_dim, 3};
     Linear(w.w2, down_in, xb_.data(), c.dim);
     if (!offload_status_.ok()) return offload_status_;

@@ -22,6 +22,7 @@
 #include "runtime/engine/engine_weights.h"
 #include "runtime/kv/attention_batch.h"
 #include "runtime/kv/kv_storage.h"
+#include "runtime/reference/forward.h"
 
 namespace accllm {
 
@@ -48,6 +49,10 @@ struct CpuEngineOptions {
   std::function<absl::Status(const W2View&, const A8Batch&, float* y, int64_t ldy)> w2a8_offload;
   // Where the KV cache lives (null: the heap). A card supplies host-visible HBM buffers.
   KvAllocator kv_allocator;
+  // When set, sees the input of every linear layer (once for q/k/v, once for gate/up) of every
+  // step: x[t * ld + j] for the step's tokens. Calibration collects its statistics here.
+  std::function<void(int layer, ForwardObserver::Input input, const float* x, int tokens, int64_t ld)>
+      observe_linear_input;
   // When set, each layer's attention runs here (on the device that holds the KV cache) instead of
   // on the kernel table: out[item][head_size] for every item of the batch. An error fails the step.
   std::function<absl::Status(const AttentionBatch&, float* out)> attention_offload;

@@ -2,6 +2,7 @@
 
 #include "runtime/cpu/cpu_engine.h"
 #include "runtime/engine/engine_weights.h"
+#include "runtime/eval/weight_variants.h"
 #include "runtime/model/load_model.h"
 #include "runtime/reference/reference_backend.h"
 
@@ -58,7 +59,9 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const BackendOptions& flags
   options.kv_allocator = flags.kv_allocator;
   options.attention_offload = flags.attention_offload;
   options.max_attention_span = flags.max_attention_span;
+  if (flags.w2_as_f32 && !model.packed) return absl::InvalidArgumentError("--w2-as-f32 needs a packed model");
   EngineWeights weights = model.packed ? model.packed->ToEngineWeights() : EngineWeightsFromModel(*model.fp32);
+  if (flags.w2_as_f32) weights = DequantizeW2Layers(std::move(weights));
   absl::StatusOr<std::unique_ptr<CpuEngine>> cpu = CpuEngine::Create(std::move(weights), options);
   if (!cpu.ok()) return cpu.status();
   return std::unique_ptr<Backend>(std::move(*cpu));

@@ -34,6 +34,7 @@ struct BackendOptions {
   // (the server's default sizing). Otherwise a kv_pages that does not fit fails the device.
   bool kv_pages_fit_device = false;
   bool fake_a8 = false;
+  bool w2_as_f32 = false;  // cpu engine, packed models: W2 layers dequantized, fp32 activations
   const CpuKernels* kernels = nullptr;  // cpu engine: null = the best this CPU runs
   std::string label = "cpu";            // cpu engine: the name it reports
   // cpu engine: run W2 linear layers on a device instead (see CpuEngineOptions::w2a8_offload).

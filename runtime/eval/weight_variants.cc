@@ -24,19 +24,22 @@ EngineWeights PackedWeights(const PackedContents& p) {
   return e;
 }
 
-EngineWeights DequantizedWeights(const PackedContents& p) {
-  EngineWeights e = PackedWeights(p);
-  for (const auto& [id, m] : p.linears) {
-    auto buffer = std::make_shared<std::vector<float>>(static_cast<std::size_t>(m.shape.rows) * m.shape.cols);
-    for (int r = 0; r < m.shape.rows; ++r) {
-      DequantizeW2Row(m.view(), r, {buffer->data() + static_cast<std::size_t>(r) * m.shape.cols, static_cast<std::size_t>(m.shape.cols)});
+EngineWeights DequantizeW2Layers(EngineWeights e) {
+  for (EngineLayer& layer : e.layers) {
+    for (LinearWeights* w : {&layer.wq, &layer.wk, &layer.wv, &layer.wo, &layer.w1, &layer.w2, &layer.w3}) {
+      if (!w->w2) continue;
+      auto buffer = std::make_shared<std::vector<float>>(static_cast<std::size_t>(w->out) * w->in);
+      for (int r = 0; r < w->out; ++r) {
+        DequantizeW2Row(*w->w2, r, {buffer->data() + static_cast<std::size_t>(r) * w->in, static_cast<std::size_t>(w->in)});
+      }
+      w->w2.reset();
+      w->f32 = buffer->data();
+      e.storage.push_back(std::move(buffer));
     }
-    LinearWeights& w = LinearOf(e.layers[id.layer], id.kind);
-    w.w2.reset();
-    w.f32 = buffer->data();
-    e.storage.push_back(std::move(buffer));
   }
   return e;
 }
+
+EngineWeights DequantizedWeights(const PackedContents& p) { return DequantizeW2Layers(PackedWeights(p)); }
 
 }  // namespace accllm

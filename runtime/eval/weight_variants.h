@@ -16,4 +16,7 @@ EngineWeights PackedWeights(const PackedContents& packed);
 // must outlive it).
 EngineWeights DequantizedWeights(const PackedContents& packed);
 
+// Every W2 layer of `weights` dequantized to fp32 (owned by the result); other layers unchanged.
+EngineWeights DequantizeW2Layers(EngineWeights weights);
+
 }  // namespace accllm

@@ -2,7 +2,13 @@
 
 #include <cmath>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
+#include "runtime/common/status_macros.h"
+#include "runtime/cpu/cpu_engine.h"
+#include "runtime/cpu/thread_pool.h"
+#include "runtime/engine/engine_weights.h"
 
 namespace accllm {
 namespace {
@@ -37,6 +43,18 @@ class GramObserver final : public ForwardObserver {
   CalibrationStats& stats_;
 };
 
+CalibrationStats EmptyStats(const LlamaConfig& c) {
+  CalibrationStats stats;
+  stats.inputs.resize(c.n_layers);
+  for (auto& layer : stats.inputs) {
+    for (int i = 0; i < 4; ++i) {
+      layer[i].cols = static_cast<Input>(i) == Input::kFfnDown ? c.hidden_dim : c.dim;
+      layer[i].gram.assign(static_cast<std::size_t>(layer[i].cols) * layer[i].cols, 0.0);
+    }
+  }
+  return stats;
+}
+
 }  // namespace
 
 std::vector<float> InputStats::ColumnNorms() const {
@@ -50,16 +68,74 @@ const InputStats& CalibrationStats::For(int layer, TensorKind kind) const {
 }
 
 absl::StatusOr<CalibrationStats> Calibrate(const Model& model, const std::vector<std::vector<int>>& sequences,
-                                           const std::function<void(int, int)>& progress) {
+                                           const std::function<void(int, int)>& progress, int threads) {
   const LlamaConfig& c = model.config;
-  CalibrationStats stats;
-  stats.inputs.resize(c.n_layers);
-  for (auto& layer : stats.inputs) {
-    for (int i = 0; i < 4; ++i) {
-      layer[i].cols = static_cast<Input>(i) == Input::kFfnDown ? c.hidden_dim : c.dim;
-      layer[i].gram.assign(static_cast<std::size_t>(layer[i].cols) * layer[i].cols, 0.0);
+  CalibrationStats stats = EmptyStats(c);
+  ASSIGN_OR_RETURN(const CpuKernels* kernels, SelectedKernels());
+  ThreadPool pool(threads);
+  std::vector<float> transposed, product;
+  CpuEngineOptions options;
+  options.kv_precision = KvPrecision::kF32;
+  options.threads = threads;
+  options.max_step_tokens = std::min(c.max_seq_len, 512);
+  // H += X^T X for the step's tokens, as a float product over at most max_step_tokens terms (the
+  // fp32 matmul kernel with X^T as both operands), added into the double sum.
+  options.observe_linear_input = [&](int layer, Input input, const float* x, int n, int64_t ld) {
+    InputStats& s = stats.inputs[layer][static_cast<int>(input)];
+    const int cols = s.cols;
+    transposed.resize(static_cast<std::size_t>(cols) * n);
+    product.resize(static_cast<std::size_t>(cols) * cols);
+    for (int t = 0; t < n; ++t) {
+      for (int j = 0; j < cols; ++j) transposed[static_cast<std::size_t>(j) * n + t] = x[t * ld + j];
+    }
+    // The lower triangle only, in blocks of rows; block b is paired with the last block but b so
+    // that every pair costs the same and the pool's even split balances.
+    constexpr int kBlock = 64;
+    const int blocks = (cols + kBlock - 1) / kBlock;
+    const auto block = [&](int b) {
+      const int begin = b * kBlock, end = std::min(cols, begin + kBlock);
+      // product[t * cols + i] = x_i . x_t for rows i of the block and every t < end.
+      kernels->matmul_f32(transposed.data(), n, transposed.data(), end, n, begin, end, product.data(), cols);
+      for (int i = begin; i < end; ++i) {
+        for (int j = 0; j <= i; ++j) s.gram[static_cast<std::size_t>(i) * cols + j] += product[static_cast<std::size_t>(j) * cols + i];
+      }
+    };
+    pool.ParallelFor((blocks + 1) / 2, [&](int64_t first, int64_t last) {
+      for (int64_t b = first; b < last; ++b) {
+        block(static_cast<int>(b));
+        if (blocks - 1 - b != b) block(static_cast<int>(blocks - 1 - b));
+      }
+    });
+    s.tokens += n;
+  };
+  ASSIGN_OR_RETURN(std::unique_ptr<CpuEngine> engine, CpuEngine::Create(EngineWeightsFromModel(model), options));
+  std::vector<float> logits(static_cast<std::size_t>(c.vocab_size));
+  for (std::size_t i = 0; i < sequences.size(); ++i) {
+    const std::vector<int>& seq = sequences[i];
+    if (static_cast<int>(seq.size()) > c.max_seq_len) {
+      return absl::InvalidArgumentError(absl::StrCat("calibration sequence of ", seq.size(), " tokens exceeds the context"));
+    }
+    const std::unique_ptr<SequenceKv> kv = engine->NewSequence();
+    for (std::size_t begin = 0; begin < seq.size(); begin += options.max_step_tokens) {
+      const std::size_t count = std::min<std::size_t>(options.max_step_tokens, seq.size() - begin);
+      RETURN_IF_ERROR(engine->Prefill(*kv, std::span<const int>(seq).subspan(begin, count), logits));
+    }
+    if (progress) progress(static_cast<int>(i + 1), static_cast<int>(sequences.size()));
+  }
+  for (auto& layer : stats.inputs) {  // the upper triangle from the lower
+    for (InputStats& s : layer) {
+      for (int i = 0; i < s.cols; ++i) {
+        for (int j = i + 1; j < s.cols; ++j) s.gram[static_cast<std::size_t>(i) * s.cols + j] = s.gram[static_cast<std::size_t>(j) * s.cols + i];
+      }
     }
   }
+  return stats;
+}
+
+absl::StatusOr<CalibrationStats> CalibrateOnReference(const Model& model, const std::vector<std::vector<int>>& sequences,
+                                           const std::function<void(int, int)>& progress) {
+  const LlamaConfig& c = model.config;
+  CalibrationStats stats = EmptyStats(c);
   GramObserver observer(stats);
   RunState state(c, c.max_seq_len);
   for (std::size_t s = 0; s < sequences.size(); ++s) {

@@ -29,9 +29,14 @@ struct CalibrationStats {
   const InputStats& For(int layer, TensorKind kind) const;
 };
 
-// Runs the fp32 reference over `sequences` (each starting with BOS) and accumulates statistics.
-// `progress(done, total)` is called after each sequence.
+// Runs the model in fp32 over `sequences` (each starting with BOS, at most the trained context)
+// on the CPU engine, each sequence prefilled in chunks, and accumulates the statistics.
+// `progress(done, total)` is called after each sequence; threads 0: one per hardware thread.
 absl::StatusOr<CalibrationStats> Calibrate(const Model& model, const std::vector<std::vector<int>>& sequences,
-                                           const std::function<void(int, int)>& progress = nullptr);
+                                           const std::function<void(int, int)>& progress = nullptr, int threads = 0);
+
+// The same on the fp32 reference forward pass, one token at a time (the oracle).
+absl::StatusOr<CalibrationStats> CalibrateOnReference(const Model& model, const std::vector<std::vector<int>>& sequences,
+                                                      const std::function<void(int, int)>& progress = nullptr);
 
 }  // namespace accllm

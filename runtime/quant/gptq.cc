@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/common/status_macros.h"
 
 namespace accllm {
 namespace {
@@ -51,18 +52,13 @@ std::vector<double> InverseFromCholesky(const std::vector<double>& l, int n) {
 
 }  // namespace
 
-absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape& shape, std::span<const double> gram,
-                                        std::span<const uint8_t> keep, const GptqOptions& options) {
-  if (absl::Status s = ValidateW2Shape(shape); !s.ok()) return s;
-  const int rows = shape.rows, n = shape.cols;
-  if (w.size() != static_cast<std::size_t>(rows) * n || gram.size() != static_cast<std::size_t>(n) * n) {
-    return absl::InvalidArgumentError("GPTQ: weight or Gram matrix size does not match the shape");
-  }
-  if (shape.sparse24 != !keep.empty()) return absl::InvalidArgumentError("GPTQ: a 2:4 mask must be given exactly for sparse shapes");
-
+absl::StatusOr<GptqHessian> PrepareGptqHessian(std::span<const double> gram, int n, const GptqOptions& options) {
+  if (gram.size() != static_cast<std::size_t>(n) * n) return absl::InvalidArgumentError("GPTQ: the Gram matrix is not n x n");
   // Damped Hessian; inputs that never fire ("dead" columns) get a unit diagonal and zero weight.
+  GptqHessian hessian;
+  hessian.n = n;
+  hessian.dead.assign(n, 0);
   std::vector<double> h(gram.begin(), gram.end());
-  std::vector<double> work(w.begin(), w.end());
   double mean_diag = 0;
   for (int j = 0; j < n; ++j) mean_diag += h[static_cast<std::size_t>(j) * n + j];
   mean_diag = std::max(mean_diag / n, 1e-12);
@@ -70,53 +66,78 @@ absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape&
     double& d = h[static_cast<std::size_t>(j) * n + j];
     if (d == 0.0) {
       d = 1.0;
-      for (int r = 0; r < rows; ++r) work[static_cast<std::size_t>(r) * n + j] = 0.0;
+      hessian.dead[j] = 1;
     }
     d += options.damp * mean_diag;
   }
   if (!Cholesky(h, n)) return absl::FailedPreconditionError("GPTQ: the Hessian is not positive definite");
   std::vector<double> u = InverseFromCholesky(h, n);
   if (!Cholesky(u, n)) return absl::FailedPreconditionError("GPTQ: the inverse Hessian is not positive definite");
-  // u now holds lower L with H^-1 = L L^T; GPTQ uses the upper factor U = L^T: U[j][k] = L[k][j].
-
-  W2Matrix m(shape);
-  std::vector<W2GroupParams> params(rows);
-  std::vector<float> values;
-  std::vector<int> kept_before(static_cast<std::size_t>(rows) * (n / 4 + 1), 0);
+  // u holds lower L with H^-1 = L L^T; GPTQ walks the upper factor U = L^T row by row.
+  hessian.upper.resize(u.size());
   for (int j = 0; j < n; ++j) {
-    const int g = j / shape.group_size;
-    if (j % shape.group_size == 0) {
-      const int end = std::min(n, j + shape.group_size);
-      for (int r = 0; r < rows; ++r) {
-        values.clear();
-        for (int c = j; c < end; ++c) {
-          if (keep.empty() || keep[static_cast<std::size_t>(r) * n + c]) values.push_back(static_cast<float>(work[static_cast<std::size_t>(r) * n + c]));
+    for (int k = 0; k < n; ++k) hessian.upper[static_cast<std::size_t>(j) * n + k] = u[static_cast<std::size_t>(k) * n + j];
+  }
+  return hessian;
+}
+
+absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape& shape, std::span<const double> gram,
+                                        std::span<const uint8_t> keep, const GptqOptions& options) {
+  ASSIGN_OR_RETURN(GptqHessian hessian, PrepareGptqHessian(gram, shape.cols, options));
+  return QuantizeW2Gptq(w, shape, hessian, keep, nullptr);
+}
+
+absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape& shape, const GptqHessian& hessian,
+                                        std::span<const uint8_t> keep, ThreadPool* pool) {
+  if (absl::Status s = ValidateW2Shape(shape); !s.ok()) return s;
+  const int rows = shape.rows, n = shape.cols;
+  if (w.size() != static_cast<std::size_t>(rows) * n || hessian.n != n) {
+    return absl::InvalidArgumentError("GPTQ: weight or Hessian size does not match the shape");
+  }
+  if (shape.sparse24 != !keep.empty()) return absl::InvalidArgumentError("GPTQ: a 2:4 mask must be given exactly for sparse shapes");
+
+  // Rows are independent (each has its own groups' parameters), so they run in parallel; every
+  // code byte and parameter belongs to one row.
+  W2Matrix m(shape);
+  const auto quantize_rows = [&](int64_t begin, int64_t end) {
+    std::vector<double> work(n);
+    std::vector<float> values;
+    for (int64_t r = begin; r < end; ++r) {
+      for (int j = 0; j < n; ++j) work[j] = hessian.dead[j] ? 0.0 : w[static_cast<std::size_t>(r) * n + j];
+      const uint8_t* row_keep = keep.empty() ? nullptr : keep.data() + static_cast<std::size_t>(r) * n;
+      W2GroupParams params{};
+      int kept_in_quad = 0;
+      for (int j = 0; j < n; ++j) {
+        if (j % shape.group_size == 0) {
+          values.clear();
+          for (int c = j; c < std::min(n, j + shape.group_size); ++c) {
+            if (row_keep == nullptr || row_keep[c]) values.push_back(static_cast<float>(work[c]));
+          }
+          params = ChooseW2Params(values);
+          SetW2Params(m, static_cast<int>(r), j / shape.group_size, params);
         }
-        params[r] = ChooseW2Params(values);
-        SetW2Params(m, r, g, params[r]);
+        if (j % 4 == 0) kept_in_quad = 0;
+        double quantized = 0.0;
+        if (row_keep == nullptr || row_keep[j]) {
+          const uint8_t code = QuantizeW2Value(static_cast<float>(work[j]), params);
+          quantized = DequantizeW2Value(code, params);
+          if (shape.sparse24) {
+            SetW2Code(m, static_cast<int>(r), 2 * (j / 4) + kept_in_quad++, code, static_cast<uint8_t>(j % 4));
+          } else {
+            SetW2Code(m, static_cast<int>(r), j, code);
+          }
+        }
+        const double* u = hessian.upper.data() + static_cast<std::size_t>(j) * n;
+        const double err = (work[j] - quantized) / u[j];
+        for (int k = j + 1; k < n; ++k) work[k] -= err * u[k];
+        work[j] = quantized;
       }
     }
-    const double ujj = u[static_cast<std::size_t>(j) * n + j];
-    for (int r = 0; r < rows; ++r) {
-      double& wj = work[static_cast<std::size_t>(r) * n + j];
-      double quantized = 0.0;
-      const bool kept = keep.empty() || keep[static_cast<std::size_t>(r) * n + j];
-      if (kept) {
-        const uint8_t code = QuantizeW2Value(static_cast<float>(wj), params[r]);
-        quantized = DequantizeW2Value(code, params[r]);
-        if (shape.sparse24) {
-          int& slot = kept_before[static_cast<std::size_t>(r) * (n / 4 + 1) + j / 4];
-          SetW2Code(m, r, 2 * (j / 4) + slot, code, static_cast<uint8_t>(j % 4));
-          ++slot;
-        } else {
-          SetW2Code(m, r, j, code);
-        }
-      }
-      const double err = (wj - quantized) / ujj;
-      double* row = work.data() + static_cast<std::size_t>(r) * n;
-      for (int k = j + 1; k < n; ++k) row[k] -= err * u[static_cast<std::size_t>(k) * n + j];
-      wj = quantized;
-    }
+  };
+  if (pool != nullptr) {
+    pool->ParallelFor(rows, quantize_rows);
+  } else {
+    quantize_rows(0, rows);
   }
   return m;
 }

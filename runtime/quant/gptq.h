@@ -7,8 +7,10 @@
 
 #include <cstdint>
 #include <span>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "runtime/cpu/thread_pool.h"
 #include "runtime/quant/w2.h"
 
 namespace accllm {
@@ -17,9 +19,23 @@ struct GptqOptions {
   double damp = 0.01;  // added to the diagonal, as a fraction of its mean
 };
 
-// `gram` is cols x cols (sum of x x^T over calibration inputs).
+// What GPTQ needs of a layer's inputs, computed once for the layers that share them (q/k/v,
+// gate/up): the upper Cholesky factor of the damped inverse Hessian, row-major, and which inputs
+// never fire.
+struct GptqHessian {
+  int n = 0;
+  std::vector<double> upper;
+  std::vector<uint8_t> dead;
+};
+
+// `gram` is n x n (sum of x x^T over calibration inputs).
+absl::StatusOr<GptqHessian> PrepareGptqHessian(std::span<const double> gram, int n, const GptqOptions& options = {});
+
 absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape& shape, std::span<const double> gram,
                                         std::span<const uint8_t> keep = {}, const GptqOptions& options = {});
+// The same from a prepared Hessian, rows spread over `pool` (null: this thread).
+absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape& shape, const GptqHessian& hessian,
+                                        std::span<const uint8_t> keep, ThreadPool* pool);
 
 // ||(W - Q) X||^2 / ||W X||^2 over the calibration inputs, from their Gram matrix.
 double RelativeOutputError(std::span<const float> w, const W2View& q, std::span<const double> gram);

@@ -1,5 +1,6 @@
 #include "runtime/quant/quantize_model.h"
 
+#include <map>
 #include <set>
 
 #include "absl/strings/numbers.h"
@@ -63,6 +64,9 @@ absl::StatusOr<PackedContents> QuantizeModel(const Model& model, const QuantizeO
   for (const TensorId& id : AllTensors(c)) {
     if (IsLinear(id.kind)) linears.push_back(id);
   }
+  ThreadPool pool(options.threads);
+  std::map<const InputStats*, GptqHessian> hessians;
+  int hessian_layer = -1;
   for (std::size_t i = 0; i < linears.size(); ++i) {
     const TensorId& id = linears[i];
     const std::vector<int64_t> dims = TensorShape(c, id.kind);
@@ -77,7 +81,15 @@ absl::StatusOr<PackedContents> QuantizeModel(const Model& model, const QuantizeO
     const W2Shape shape{rows, cols, options.group_size, sparse};
     W2Matrix m(shape);
     if (options.method == QuantMethod::kGptq) {
-      ASSIGN_OR_RETURN(m, QuantizeW2Gptq(w, shape, stats->For(id.layer, id.kind).gram, keep));
+      const InputStats& input = stats->For(id.layer, id.kind);
+      if (hessian_layer != id.layer) hessians.clear();  // q/k/v and gate/up share one within a layer
+      hessian_layer = id.layer;
+      auto it = hessians.find(&input);
+      if (it == hessians.end()) {
+        ASSIGN_OR_RETURN(GptqHessian h, PrepareGptqHessian(input.gram, input.cols));
+        it = hessians.emplace(&input, std::move(h)).first;
+      }
+      ASSIGN_OR_RETURN(m, QuantizeW2Gptq(w, shape, it->second, keep, &pool));
     } else {
       ASSIGN_OR_RETURN(m, QuantizeW2(w, shape, keep));
     }

@@ -23,6 +23,7 @@ struct QuantizeOptions {
   // Which linear layers are pruned: "all", "attn", "ffn", or layer indices "0,2,5".
   std::string prune_layers = "all";
   std::string source;  // recorded in the metadata
+  int threads = 0;     // 0: one per hardware thread
 };
 
 struct LayerReport {

@@ -23,6 +23,8 @@ void AddEngineOptions(CLI::App& cmd, BackendOptions& flags) {
   cmd.add_option("--kv-pages", flags.kv_pages, "KV pages in the pool; 0 = enough for one full-length sequence")
       ->check(CLI::NonNegativeNumber);
   cmd.add_flag("--fake-a8", flags.fake_a8, "Round fp32 layers' inputs through int8 (quality experiments)");
+  cmd.add_flag("--w2-as-f32", flags.w2_as_f32,
+               "Packed models: run the W2 layers dequantized with fp32 activations (the weight format alone)");
 }
 
 absl::StatusOr<std::unique_ptr<Backend>> MakeEngine(const BackendOptions& flags, const AnyModel& model) {

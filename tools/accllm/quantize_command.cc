@@ -1,9 +1,13 @@
 // accllm quantize: compress a model into the packed W2A8KV4 format.
+#include <chrono>
 #include <cstdio>
+
+#include "absl/strings/str_cat.h"
 
 #include "runtime/eval/corpus.h"
 #include "runtime/model/load_model.h"
 #include "runtime/quant/quantize_model.h"
+#include "runtime/quant/rotation.h"
 #include "tools/accllm/commands.h"
 
 namespace accllm::cli {
@@ -19,12 +23,19 @@ struct QuantizeFlags {
   std::string prune_layers = "all";
   std::string calibration = "../shared/data/tinystories-dev.txt";
   std::string calibration_lines = "0:6";
+  bool rotate = false;
+  uint64_t rotation_seed = 1;
+  int threads = 0;
 };
 
 int RunQuantize(const QuantizeFlags& flags) {
   const std::string model_path = ResolveModelPath(flags.model);
   absl::StatusOr<std::unique_ptr<Model>> model = LoadModel(model_path);
   if (!model.ok()) return ReportError(model.status());
+  if (flags.rotate) {
+    model = RotateResidualStream(**model, flags.rotation_seed);
+    if (!model.ok()) return ReportError(model.status());
+  }
 
   QuantizeOptions options;
   options.group_size = flags.group_size;
@@ -56,14 +67,17 @@ int RunQuantize(const QuantizeFlags& flags) {
     }
     std::fprintf(stderr, "calibrating on %zu sequences, %lld tokens of %s\n", sequences->size(),
                  static_cast<long long>(tokens), flags.calibration.c_str());
-    absl::StatusOr<CalibrationStats> calibrated = Calibrate(**model, *sequences, [](int done, int total) {
-      std::fprintf(stderr, "\rcalibration %d/%d", done, total);
-    });
+    const auto start = std::chrono::steady_clock::now();
+    absl::StatusOr<CalibrationStats> calibrated = Calibrate(
+        **model, *sequences, [](int done, int total) { std::fprintf(stderr, "\rcalibration %d/%d", done, total); },
+        flags.threads);
+    std::fprintf(stderr, " (%.1f s)", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     std::fprintf(stderr, "\n");
     if (!calibrated.ok()) return ReportError(calibrated.status());
     stats = std::make_unique<CalibrationStats>(std::move(*calibrated));
   }
 
+  const auto start = std::chrono::steady_clock::now();
   std::fprintf(stderr, "%-44s %-6s %12s %12s\n", "layer", "2:4", "weight err", "output err");
   absl::StatusOr<PackedContents> packed =
       QuantizeModel(**model, options, stats.get(), [](const LayerReport& r, int done, int total) {
@@ -71,6 +85,8 @@ int RunQuantize(const QuantizeFlags& flags) {
                      r.weight_error, r.output_error < 0 ? "-" : std::to_string(r.output_error).c_str(), done, total);
       });
   if (!packed.ok()) return ReportError(packed.status());
+  std::fprintf(stderr, "quantized in %.1f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  if (flags.rotate) packed->metadata["rotation"] = absl::StrCat("hadamard-residual seed ", flags.rotation_seed);
   if (absl::Status s = WritePackedModel(*packed, flags.output); !s.ok()) return ReportError(s);
   std::fprintf(stderr, "wrote %s\n", flags.output.c_str());
   return 0;
@@ -94,6 +110,11 @@ void AddQuantizeCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--calibration", flags->calibration, "Calibration text, one sample per line")->capture_default_str();
   cmd->add_option("--calibration-lines", flags->calibration_lines, "Lines of the calibration text to use, A:B")
       ->capture_default_str();
+  cmd->add_flag("--rotate", flags->rotate,
+                "Rotate the residual stream first (random-sign Hadamard folded into the weights; QuaRot/QuIP#)");
+  cmd->add_option("--rotation-seed", flags->rotation_seed, "Seed of the rotation's random signs")->capture_default_str();
+  cmd->add_option("--threads", flags->threads, "Threads for calibration; 0 = one per hardware thread")
+      ->check(CLI::NonNegativeNumber);
   cmd->callback([flags, exit_code] { *exit_code = RunQuantize(*flags); });
 }
 

@@ -1,0 +1,97 @@
+#include "runtime/quant/rotation.h"
+
+#include <random>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/common/hadamard.h"
+
+namespace accllm {
+
+absl::StatusOr<std::unique_ptr<Model>> RotateResidualStream(const Model& model, uint64_t seed) {
+  const LlamaConfig& c = model.config;
+  if (!IsPowerOfTwo(c.dim)) {
+    return absl::InvalidArgumentError(absl::StrCat("rotating the residual stream needs a power-of-two width, not ", c.dim));
+  }
+  const int dim = c.dim;
+  std::vector<float> signs(dim);
+  std::mt19937_64 rng(seed);
+  for (float& s : signs) s = (rng() & 1) ? -1.0f : 1.0f;
+  // Q^T v = H (D v), for one vector of the stream's width.
+  const auto rotate = [&](float* v) {
+    for (int i = 0; i < dim; ++i) v[i] *= signs[i];
+    Hadamard(v, dim);
+  };
+
+  auto out = std::make_unique<Model>();
+  out->format = model.format;
+  out->path = model.path;
+  out->config = c;
+  out->config.shared_classifier = false;
+  out->weights.layers.resize(c.n_layers);
+  const auto owned = [&](TensorKind kind) -> float* {
+    float* p = out->AllocateOwned(TensorElements(c, kind));
+    return p;
+  };
+  const auto ones = [&](TensorKind kind) {
+    float* p = owned(kind);
+    if (p != nullptr) std::fill(p, p + dim, 1.0f);
+    return p;
+  };
+  // A reader: each row r becomes Q^T (g * w_r).
+  const auto reader = [&](const float* w, const float* gain, int rows, TensorKind kind) {
+    float* p = owned(kind);
+    if (p == nullptr) return p;
+    for (int r = 0; r < rows; ++r) {
+      float* row = p + static_cast<int64_t>(r) * dim;
+      for (int j = 0; j < dim; ++j) row[j] = w[static_cast<int64_t>(r) * dim + j] * gain[j];
+      rotate(row);
+    }
+    return p;
+  };
+  // A writer (dim rows, `cols` inputs): each column becomes Q^T column.
+  const auto writer = [&](const float* w, int cols, TensorKind kind) {
+    float* p = owned(kind);
+    if (p == nullptr) return p;
+    std::vector<float> column(dim);
+    for (int j = 0; j < cols; ++j) {
+      for (int r = 0; r < dim; ++r) column[r] = w[static_cast<int64_t>(r) * cols + j];
+      rotate(column.data());
+      for (int r = 0; r < dim; ++r) p[static_cast<int64_t>(r) * cols + j] = column[r];
+    }
+    return p;
+  };
+
+  float* embedding = owned(TensorKind::kTokenEmbedding);
+  if (embedding == nullptr) return absl::ResourceExhaustedError("out of memory rotating the model");
+  for (int v = 0; v < c.vocab_size; ++v) {
+    float* row = embedding + static_cast<int64_t>(v) * dim;
+    std::copy_n(model.weights.token_embedding + static_cast<int64_t>(v) * dim, dim, row);
+    rotate(row);
+  }
+  out->weights.token_embedding = embedding;
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerWeights& in = model.weights.layers[l];
+    LayerWeights& w = out->weights.layers[l];
+    w.rms_att = ones(TensorKind::kAttnNorm);
+    w.wq = reader(in.wq, in.rms_att, c.dim, TensorKind::kWq);
+    w.wk = reader(in.wk, in.rms_att, c.kv_dim(), TensorKind::kWk);
+    w.wv = reader(in.wv, in.rms_att, c.kv_dim(), TensorKind::kWv);
+    w.wo = writer(in.wo, c.dim, TensorKind::kWo);
+    w.rms_ffn = ones(TensorKind::kFfnNorm);
+    w.w1 = reader(in.w1, in.rms_ffn, c.hidden_dim, TensorKind::kW1);
+    w.w3 = reader(in.w3, in.rms_ffn, c.hidden_dim, TensorKind::kW3);
+    w.w2 = writer(in.w2, c.hidden_dim, TensorKind::kW2);
+    for (const float* p : {w.rms_att, w.wq, w.wk, w.wv, w.wo, w.rms_ffn, w.w1, w.w3, w.w2}) {
+      if (p == nullptr) return absl::ResourceExhaustedError("out of memory rotating the model");
+    }
+  }
+  out->weights.rms_final = ones(TensorKind::kFinalNorm);
+  out->weights.classifier = reader(model.weights.classifier, model.weights.rms_final, c.vocab_size, TensorKind::kClassifier);
+  if (out->weights.rms_final == nullptr || out->weights.classifier == nullptr) {
+    return absl::ResourceExhaustedError("out of memory rotating the model");
+  }
+  return out;
+}
+
+}  // namespace accllm

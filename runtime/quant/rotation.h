@@ -1,0 +1,25 @@
+// Incoherence processing of the residual stream (QuaRot, QuIP#): the model is rewritten so that
+// its residual stream lives in a randomly rotated basis, x' = Q^T x with Q = D H (D random signs,
+// H the normalized Walsh-Hadamard matrix). The function computed is unchanged in exact
+// arithmetic, but every weight that reads or writes the stream is multiplied by Q, which spreads
+// outlier rows and columns over all of them: 2-bit groups then see flat distributions.
+//
+// What changes, all offline (no work at inference):
+//   * RMSNorm gains fold into the layers that read their output (norms become all ones: an RMSNorm
+//     commutes with an orthogonal Q once it has no per-channel gain);
+//   * readers (q/k/v, gate/up, classifier): W' = W diag(g) Q;   writers (o, down): W' = Q^T W;
+//   * the embedding: E' = E Q; the classifier is no longer tied to it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "runtime/model/model.h"
+
+namespace accllm {
+
+// note: needs a power-of-two model width.
+absl::StatusOr<std::unique_ptr<Model>> RotateResidualStream(const Model& model, uint64_t seed);
+
+}  // namespace accllm

@@ -1,0 +1,102 @@
+// The quantization pipeline's fast paths against their oracles: calibration on the batched
+// engine against the reference forward pass, GPTQ over threads against one thread, and the
+// residual-stream rotation against the model it rewrites.
+#include <cmath>
+
+#include "gmock/gmock.h"
+#include "runtime/eval/corpus.h"
+#include "runtime/model/load_model.h"
+#include "runtime/quant/calibration.h"
+#include "runtime/quant/gptq.h"
+#include "runtime/quant/rotation.h"
+#include "runtime/reference/forward.h"
+#include "tests/test_support.h"
+
+namespace accllm {
+namespace {
+
+using ::accllm::testing::RequireModelFile;
+using ::accllm::testing::RequireSharedFile;
+
+class QuantizePipelineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_OK_AND_ASSIGN(model_, LoadModel(RequireModelFile("stories260K.bin").string()));
+    ASSERT_OK_AND_ASSIGN(auto tokenizer, LoadTokenizer(RequireModelFile("tok512.bin").string()));
+    ASSERT_OK_AND_ASSIGN(lines_, EncodeLines(RequireSharedFile("data/tinystories-dev.txt").string(), *tokenizer, {0, 3}));
+    for (auto& s : lines_) {
+      if (static_cast<int>(s.size()) > model_->config.max_seq_len) s.resize(model_->config.max_seq_len);
+    }
+  }
+  std::unique_ptr<Model> model_;
+  std::vector<std::vector<int>> lines_;
+};
+
+TEST_F(QuantizePipelineTest, EngineCalibrationEqualsTheReferenceForwardPass) {
+  ASSERT_OK_AND_ASSIGN(CalibrationStats fast, Calibrate(*model_, lines_));
+  ASSERT_OK_AND_ASSIGN(CalibrationStats oracle, CalibrateOnReference(*model_, lines_));
+  for (int l = 0; l < model_->config.n_layers; ++l) {
+    for (int i = 0; i < 4; ++i) {
+      const InputStats& a = fast.inputs[l][i];
+      const InputStats& b = oracle.inputs[l][i];
+      EXPECT_EQ(a.tokens, b.tokens);
+      double diff = 0, norm = 0;
+      for (std::size_t e = 0; e < b.gram.size(); ++e) {
+        diff += (a.gram[e] - b.gram[e]) * (a.gram[e] - b.gram[e]);
+        norm += b.gram[e] * b.gram[e];
+      }
+      EXPECT_LT(std::sqrt(diff / norm), 1e-4) << "layer " << l << " input " << i;
+      for (int r = 0; r < a.cols; ++r) {  // symmetric, both triangles filled
+        EXPECT_EQ(a.gram[r * a.cols + (a.cols - 1 - r)], a.gram[(a.cols - 1 - r) * a.cols + r]);
+      }
+    }
+  }
+}
+
+TEST_F(QuantizePipelineTest, GptqOverThreadsEqualsOneThread) {
+  ASSERT_OK_AND_ASSIGN(CalibrationStats stats, Calibrate(*model_, lines_));
+  const TensorId id{TensorKind::kW2, 1};
+  const LlamaConfig& c = model_->config;
+  const std::span<const float> w(model_->Tensor(id), static_cast<std::size_t>(c.dim) * c.hidden_dim);
+  const W2Shape shape{c.dim, c.hidden_dim, 32, false};
+  ASSERT_OK_AND_ASSIGN(W2Matrix serial, QuantizeW2Gptq(w, shape, stats.For(1, TensorKind::kW2).gram));
+  ASSERT_OK_AND_ASSIGN(GptqHessian hessian, PrepareGptqHessian(stats.For(1, TensorKind::kW2).gram, c.hidden_dim));
+  ThreadPool pool(3);
+  ASSERT_OK_AND_ASSIGN(W2Matrix parallel, QuantizeW2Gptq(w, shape, hessian, {}, &pool));
+  EXPECT_EQ(serial.codes, parallel.codes);
+  EXPECT_EQ(serial.scales, parallel.scales);
+  EXPECT_EQ(serial.zeros, parallel.zeros);
+  // And it compensates: better than rounding each weight on its own.
+  ASSERT_OK_AND_ASSIGN(W2Matrix rtn, QuantizeW2(w, shape));
+  const auto& gram = stats.For(1, TensorKind::kW2).gram;
+  EXPECT_LT(RelativeOutputError(w, parallel.view(), gram), RelativeOutputError(w, rtn.view(), gram));
+}
+
+TEST_F(QuantizePipelineTest, TheRotatedModelComputesTheSameFunction) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Model> rotated, RotateResidualStream(*model_, 7));
+  EXPECT_FALSE(rotated->config.shared_classifier);
+  const int dim = model_->config.dim;
+  for (int j = 0; j < dim; ++j) EXPECT_EQ(rotated->weights.layers[0].rms_att[j], 1.0f);
+  // The weights did change (a rotation, not a copy).
+  EXPECT_NE(rotated->weights.layers[0].wq[0], model_->weights.layers[0].wq[0]);
+  RunState a(model_->config, model_->config.max_seq_len), b(rotated->config, rotated->config.max_seq_len);
+  const std::vector<int>& tokens = lines_[0];
+  for (int pos = 0; pos < 40; ++pos) {
+    const std::span<const float> want = Forward(*model_, a, tokens[pos], pos);
+    const std::span<const float> got = Forward(*rotated, b, tokens[pos], pos);
+    double diff = 0, norm = 0;
+    for (std::size_t v = 0; v < want.size(); ++v) {
+      diff += (got[v] - want[v]) * (got[v] - want[v]);
+      norm += want[v] * want[v];
+    }
+    ASSERT_LT(std::sqrt(diff / norm), 1e-5) << "position " << pos;
+  }
+  // A width that is not a power of two is refused, not mangled.
+  Model odd;
+  odd.config = model_->config;
+  odd.config.dim = 48;
+  EXPECT_EQ(RotateResidualStream(odd, 1).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace accllm
