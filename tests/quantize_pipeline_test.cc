@@ -72,6 +72,36 @@ TEST_F(QuantizePipelineTest, GptqOverThreadsEqualsOneThread) {
   EXPECT_LT(RelativeOutputError(w, parallel.view(), gram), RelativeOutputError(w, rtn.view(), gram));
 }
 
+// U is the upper Cholesky factor of the damped inverse Hessian: U^T U H = I.
+TEST_F(QuantizePipelineTest, GptqFactorInvertsTheDampedHessian) {
+  ASSERT_OK_AND_ASSIGN(CalibrationStats stats, Calibrate(*model_, lines_));
+  const InputStats& input = stats.For(2, TensorKind::kW2);
+  const int n = input.cols;
+  GptqOptions options;
+  ASSERT_OK_AND_ASSIGN(GptqHessian hessian, PrepareGptqHessian(input.gram, n, options));
+  std::vector<double> h(input.gram);
+  double mean_diag = 0;
+  for (int j = 0; j < n; ++j) mean_diag += h[j * n + j] / n;
+  for (int j = 0; j < n; ++j) h[j * n + j] = (h[j * n + j] == 0 ? 1.0 : h[j * n + j]) + options.damp * mean_diag;
+  for (int i = 0; i < n; ++i) {
+    for (int k = 0; k < i; ++k) ASSERT_EQ(hessian.upper[i * n + k], 0.0) << "not upper triangular";
+    ASSERT_GT(hessian.upper[i * n + i], 0.0);
+  }
+  double worst = 0;
+  for (int i = 0; i < n; i += 7) {
+    for (int j = 0; j < n; j += 5) {
+      double e = 0;  // (U^T U H)[i][j]
+      for (int k = 0; k < n; ++k) {
+        double utu = 0;
+        for (int m = 0; m <= std::min(i, k); ++m) utu += hessian.upper[m * n + i] * hessian.upper[m * n + k];
+        e += utu * h[k * n + j];
+      }
+      worst = std::max(worst, std::fabs(e - (i == j ? 1.0 : 0.0)));
+    }
+  }
+  EXPECT_LT(worst, 1e-8);
+}
+
 TEST_F(QuantizePipelineTest, TheRotatedModelComputesTheSameFunction) {
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<Model> rotated, RotateResidualStream(*model_, 7));
   EXPECT_FALSE(rotated->config.shared_classifier);

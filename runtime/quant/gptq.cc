@@ -28,26 +28,22 @@ bool Cholesky(std::vector<double>& a, int n) {
   return true;
 }
 
-// H^-1 from its lower Cholesky factor L: H^-1 = L^-T L^-1.
-std::vector<double> InverseFromCholesky(const std::vector<double>& l, int n) {
-  std::vector<double> linv(static_cast<std::size_t>(n) * n, 0.0);
-  for (int i = 0; i < n; ++i) {
-    linv[static_cast<std::size_t>(i) * n + i] = 1.0 / l[static_cast<std::size_t>(i) * n + i];
-    for (int j = 0; j < i; ++j) {
-      double s = 0.0;
-      for (int k = j; k < i; ++k) s += l[static_cast<std::size_t>(i) * n + k] * linv[static_cast<std::size_t>(k) * n + j];
-      linv[static_cast<std::size_t>(i) * n + j] = -s / l[static_cast<std::size_t>(i) * n + i];
+// The inverse of an upper triangular n x n matrix, row by row from the bottom: row i of U = V^-1
+// is (e_i - sum_{k > i} V[i][k] U[k]) / V[i][i], a sum of contiguous rows.
+std::vector<double> InverseOfUpper(const std::vector<double>& v, int n) {
+  std::vector<double> u(static_cast<std::size_t>(n) * n, 0.0);
+  for (int i = n - 1; i >= 0; --i) {
+    double* row = u.data() + static_cast<std::size_t>(i) * n;
+    row[i] = 1.0;
+    for (int k = i + 1; k < n; ++k) {
+      const double f = v[static_cast<std::size_t>(i) * n + k];
+      const double* uk = u.data() + static_cast<std::size_t>(k) * n;
+      for (int j = k; j < n; ++j) row[j] -= f * uk[j];
     }
+    const double d = v[static_cast<std::size_t>(i) * n + i];
+    for (int j = i; j < n; ++j) row[j] /= d;
   }
-  std::vector<double> inv(static_cast<std::size_t>(n) * n, 0.0);
-  for (int i = 0; i < n; ++i) {
-    for (int j = 0; j <= i; ++j) {
-      double s = 0.0;
-      for (int k = i; k < n; ++k) s += linv[static_cast<std::size_t>(k) * n + i] * linv[static_cast<std::size_t>(k) * n + j];
-      inv[static_cast<std::size_t>(i) * n + j] = inv[static_cast<std::size_t>(j) * n + i] = s;
-    }
-  }
-  return inv;
+  return u;
 }
 
 }  // namespace
@@ -58,6 +54,8 @@ absl::StatusOr<GptqHessian> PrepareGptqHessian(std::span<const double> gram, int
   GptqHessian hessian;
   hessian.n = n;
   hessian.dead.assign(n, 0);
+  hessian.importance.resize(n);
+  for (int j = 0; j < n; ++j) hessian.importance[j] = static_cast<float>(gram[static_cast<std::size_t>(j) * n + j]);
   std::vector<double> h(gram.begin(), gram.end());
   double mean_diag = 0;
   for (int j = 0; j < n; ++j) mean_diag += h[static_cast<std::size_t>(j) * n + j];
@@ -70,14 +68,18 @@ absl::StatusOr<GptqHessian> PrepareGptqHessian(std::span<const double> gram, int
     }
     d += options.damp * mean_diag;
   }
-  if (!Cholesky(h, n)) return absl::FailedPreconditionError("GPTQ: the Hessian is not positive definite");
-  std::vector<double> u = InverseFromCholesky(h, n);
-  if (!Cholesky(u, n)) return absl::FailedPreconditionError("GPTQ: the inverse Hessian is not positive definite");
-  // u holds lower L with H^-1 = L L^T; GPTQ walks the upper factor U = L^T row by row.
-  hessian.upper.resize(u.size());
-  for (int j = 0; j < n; ++j) {
-    for (int k = 0; k < n; ++k) hessian.upper[static_cast<std::size_t>(j) * n + k] = u[static_cast<std::size_t>(k) * n + j];
+  // GPTQ walks U, the upper Cholesky factor of H^-1 (H^-1 = U^T U), row by row. With J the
+  // order reversal, chol(J H J) = L gives H = V V^T with V = J L J upper, so U = V^-1: one
+  // Cholesky and one triangular inverse.
+  std::vector<double> reversed(h.size());
+  for (int i = 0; i < n; ++i) {
+    for (int j = 0; j < n; ++j) reversed[static_cast<std::size_t>(i) * n + j] = h[static_cast<std::size_t>(n - 1 - i) * n + (n - 1 - j)];
   }
+  if (!Cholesky(reversed, n)) return absl::FailedPreconditionError("GPTQ: the Hessian is not positive definite");
+  for (int i = 0; i < n; ++i) {
+    for (int j = 0; j < n; ++j) h[static_cast<std::size_t>(i) * n + j] = reversed[static_cast<std::size_t>(n - 1 - i) * n + (n - 1 - j)];
+  }
+  hessian.upper = InverseOfUpper(h, n);
   return hessian;
 }
 
@@ -101,7 +103,7 @@ absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape&
   W2Matrix m(shape);
   const auto quantize_rows = [&](int64_t begin, int64_t end) {
     std::vector<double> work(n);
-    std::vector<float> values;
+    std::vector<float> values, importance;
     for (int64_t r = begin; r < end; ++r) {
       for (int j = 0; j < n; ++j) work[j] = hessian.dead[j] ? 0.0 : w[static_cast<std::size_t>(r) * n + j];
       const uint8_t* row_keep = keep.empty() ? nullptr : keep.data() + static_cast<std::size_t>(r) * n;
@@ -110,10 +112,14 @@ absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape&
       for (int j = 0; j < n; ++j) {
         if (j % shape.group_size == 0) {
           values.clear();
+          importance.clear();
           for (int c = j; c < std::min(n, j + shape.group_size); ++c) {
-            if (row_keep == nullptr || row_keep[c]) values.push_back(static_cast<float>(work[c]));
+            if (row_keep == nullptr || row_keep[c]) {
+              values.push_back(static_cast<float>(work[c]));
+              importance.push_back(hessian.importance[c]);
+            }
           }
-          params = ChooseW2Params(values);
+          params = ChooseW2Params(values, importance);
           SetW2Params(m, static_cast<int>(r), j / shape.group_size, params);
         }
         if (j % 4 == 0) kept_in_quad = 0;

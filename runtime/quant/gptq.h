@@ -26,6 +26,9 @@ struct GptqHessian {
   int n = 0;
   std::vector<double> upper;
   std::vector<uint8_t> dead;
+  // sum of x_j^2: how much each input's error costs, which weighs the choice of a group's scale
+  // (what llama.cpp's importance matrix does).
+  std::vector<float> importance;
 };
 
 // `gram` is n x n (sum of x x^T over calibration inputs).

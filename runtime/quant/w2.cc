@@ -30,8 +30,24 @@ W2View W2Matrix::view() const {
   return {shape, codes.data(), shape.sparse24 ? sparse_index.data() : nullptr, scales.data(), zeros.data()};
 }
 
+namespace {
+
+double GroupError(std::span<const float> values, std::span<const float> weights, const W2GroupParams& p) {
+  double error = 0;
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    const double d = DequantizeW2Value(QuantizeW2Value(values[i], p), p) - values[i];
+    error += (weights.empty() ? 1.0 : weights[i]) * d * d;
+  }
+  return error;
+}
+
+}  // namespace
+
+// The grid is scale * {-zero, ..., 3 - zero}: it always holds 0. For each zero point the scale
+// that makes the grid reach the group's far end is tried, shrunk and stretched (clipping search),
+// and the best is refined once by weighted least squares on its codes (as llama.cpp's k-quants do).
 W2GroupParams ChooseW2Params(std::span<const float> values, std::span<const float> weights) {
-  float lo = 0.0f, hi = 0.0f;  // the range always includes 0, as in GPTQ
+  float lo = 0.0f, hi = 0.0f;
   for (float v : values) {
     lo = std::min(lo, v);
     hi = std::max(hi, v);
@@ -39,22 +55,33 @@ W2GroupParams ChooseW2Params(std::span<const float> values, std::span<const floa
   W2GroupParams best{1.0f, 0};
   if (hi - lo <= 0.0f) return best;
   double best_error = INFINITY;
-  for (int step = 0; step < 12; ++step) {
-    const float shrink = 1.0f - 0.04f * step;
-    const float scale = Fp16ToFloat(FloatToFp16((hi - lo) * shrink / 3.0f));
-    if (!(scale > 0.0f)) continue;
-    const float zero = std::clamp(std::nearbyint(-lo * shrink / scale), 0.0f, 3.0f);
+  const auto consider = [&](float scale, int zero) {
+    scale = Fp16ToFloat(FloatToFp16(scale));
+    if (!(scale > 0.0f) || !std::isfinite(scale)) return;
     const W2GroupParams p{scale, static_cast<uint8_t>(zero)};
-    double error = 0;
-    for (std::size_t i = 0; i < values.size(); ++i) {
-      const double d = DequantizeW2Value(QuantizeW2Value(values[i], p), p) - values[i];
-      error += (weights.empty() ? 1.0 : weights[i]) * d * d;
-    }
+    const double error = GroupError(values, weights, p);
     if (error < best_error) {
       best_error = error;
       best = p;
     }
+  };
+  for (int zero = 0; zero <= 3; ++zero) {
+    // The scale at which the grid's ends reach the group's ends on the side that needs more.
+    const float reach = std::max(zero < 3 ? hi / static_cast<float>(3 - zero) : 0.0f,
+                                 zero > 0 ? -lo / static_cast<float>(zero) : 0.0f);
+    if (!(reach > 0.0f)) continue;
+    for (int step = 0; step < 16; ++step) consider(reach * (1.0f - 0.04f * step), zero);
+    for (int step = 1; step <= 4; ++step) consider(reach * (1.0f + 0.05f * step), zero);
   }
+  // Least-squares scale for the chosen codes, kept if it lowers the error.
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    const double w = weights.empty() ? 1.0 : weights[i];
+    const double q = static_cast<double>(QuantizeW2Value(values[i], best)) - best.zero;
+    num += w * values[i] * q;
+    den += w * q * q;
+  }
+  if (den > 0) consider(static_cast<float>(num / den), best.zero);
   return best;
 }
 
