@@ -83,6 +83,7 @@ TEST_F(PackedModelTest, WriteLoadRoundTripAndMetadata) {
   EXPECT_FALSE(IsPackedModelFile(RequireModelFile("stories260K.bin").string()));
   ASSERT_OK_AND_ASSIGN(auto loaded, LoadPackedModel(path));
   EXPECT_EQ(loaded->config.dim, 64);
+  EXPECT_EQ(loaded->config.ffn_hadamard_block, 0);
   EXPECT_EQ(loaded->metadata.at("scheme"), "W2A8KV4");
   EXPECT_EQ(loaded->metadata.at("group_size"), "32");
   EXPECT_EQ(loaded->metadata.at("quant_method"), "gptq");
@@ -96,6 +97,16 @@ TEST_F(PackedModelTest, WriteLoadRoundTripAndMetadata) {
     EXPECT_EQ(std::memcmp(a.codes, b.codes, a.shape.code_bytes()), 0);
     EXPECT_EQ(reinterpret_cast<uintptr_t>(b.codes) % 64, 0u) << "code planes are 64-byte aligned in the file";
   }
+
+  // A rotated model's online Hadamard block travels in the config; a bad one is refused.
+  packed.config.ffn_hadamard_block = 4;
+  const std::string rotated = (dir / "r.safetensors").string();
+  ASSERT_OK(WritePackedModel(packed, rotated));
+  ASSERT_OK_AND_ASSIGN(auto loaded_rotated, LoadPackedModel(rotated));
+  EXPECT_EQ(loaded_rotated->config.ffn_hadamard_block, 4);
+  packed.config.ffn_hadamard_block = 3;
+  EXPECT_FALSE(WritePackedModel(packed, (dir / "bad.safetensors").string()).ok() &&
+               LoadPackedModel((dir / "bad.safetensors").string()).ok());
 }
 
 TEST_F(PackedModelTest, IntegerEngineComputesTheOracleOnQuantizedWeights) {

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "gmock/gmock.h"
+#include "runtime/cpu/cpu_engine.h"
 #include "runtime/eval/corpus.h"
 #include "runtime/model/load_model.h"
 #include "runtime/quant/calibration.h"
@@ -103,8 +104,13 @@ TEST_F(QuantizePipelineTest, GptqFactorInvertsTheDampedHessian) {
 }
 
 TEST_F(QuantizePipelineTest, TheRotatedModelComputesTheSameFunction) {
-  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Model> rotated, RotateResidualStream(*model_, 7));
+  // stories260K's hidden width is 172 = 4 x 43: the down projection's input in blocks of 4.
+  ASSERT_EQ(FfnHadamardBlock(model_->config), 4);
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Model> rotated, RotateResidualStream(*model_, 7, 4));
   EXPECT_FALSE(rotated->config.shared_classifier);
+  EXPECT_EQ(rotated->config.ffn_hadamard_block, 4);
+  EXPECT_EQ(RotateResidualStream(*rotated, 7).status().code(), absl::StatusCode::kInvalidArgument);  // twice
+  EXPECT_EQ(RotateResidualStream(*model_, 7, 8).status().code(), absl::StatusCode::kInvalidArgument);  // 8 ∤ 172
   const int dim = model_->config.dim;
   for (int j = 0; j < dim; ++j) EXPECT_EQ(rotated->weights.layers[0].rms_att[j], 1.0f);
   // The weights did change (a rotation, not a copy).
@@ -120,6 +126,18 @@ TEST_F(QuantizePipelineTest, TheRotatedModelComputesTheSameFunction) {
       norm += want[v] * want[v];
     }
     ASSERT_LT(std::sqrt(diff / norm), 1e-5) << "position " << pos;
+  }
+  // The CPU engine applies the online Hadamard too: its fp32 logits equal the original model's.
+  CpuEngineOptions exact;
+  exact.kv_precision = KvPrecision::kF32;
+  ASSERT_OK_AND_ASSIGN(auto engine, CpuEngine::Create(EngineWeightsFromModel(*rotated), exact));
+  RunState fresh(model_->config, model_->config.max_seq_len);
+  auto seq = engine->NewSequence();
+  std::vector<float> logits(model_->config.vocab_size);
+  for (int pos = 0; pos < 20; ++pos) {
+    ASSERT_OK(engine->Prefill(*seq, std::span<const int>(tokens).subspan(pos, 1), logits));
+    const std::span<const float> want = Forward(*model_, fresh, tokens[pos], pos);
+    for (std::size_t v = 0; v < want.size(); ++v) ASSERT_NEAR(logits[v], want[v], 1e-3 * (1 + std::fabs(want[v])));
   }
   // A width that is not a power of two is refused, not mangled.
   Model odd;

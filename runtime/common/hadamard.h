@@ -26,4 +26,9 @@ inline void Hadamard(float* x, int n) {
   for (int i = 0; i < n; ++i) x[i] *= scale;
 }
 
+// Hadamard on each consecutive block of `block` values of x (n a multiple of block).
+inline void BlockHadamard(float* x, int n, int block) {
+  for (int i = 0; i < n; i += block) Hadamard(x + i, block);
+}
+
 }  // namespace accllm

@@ -322,7 +322,11 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
     LinearInput ffn_in{xb_.data(), n, c.dim, 2};
     Linear(w.w1, ffn_in, hb_.data(), c.hidden_dim);
     Linear(w.w3, ffn_in, hb2_.data(), c.hidden_dim);
-    PerToken(n, [&](int t) { SwiGlu(&hb_[int64_t{t} * c.hidden_dim], &hb2_[int64_t{t} * c.hidden_dim], c.hidden_dim); });
+    PerToken(n, [&](int t) {
+      float* h = &hb_[int64_t{t} * c.hidden_dim];
+      SwiGlu(h, &hb2_[int64_t{t} * c.hidden_dim], c.hidden_dim);
+      if (c.ffn_hadamard_block > 0) BlockHadamard(h, c.hidden_dim, c.ffn_hadamard_block);
+    });
     maybe_fake_a8(hb_.data(), c.hidden_dim);
     observe(l, ForwardObserver::Input::kFfnDown, hb_.data(), c.hidden_dim);
     LinearInput down_in{hb_.data(), n, c.hidden_dim, 3};

@@ -27,6 +27,12 @@ absl::Status ValidateConfig(const LlamaConfig& c) {
           absl::StrCat(f.name, " = ", f.value, " is out of range (1..", f.max, ")"));
     }
   }
+  if (c.ffn_hadamard_block != 0 &&
+      (c.ffn_hadamard_block < 0 || (c.ffn_hadamard_block & (c.ffn_hadamard_block - 1)) != 0 ||
+       c.hidden_dim % c.ffn_hadamard_block != 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("ffn_hadamard_block = ", c.ffn_hadamard_block,
+                                                   " is not a power of two dividing hidden_dim = ", c.hidden_dim));
+  }
   if (c.dim % c.n_heads != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("dim ", c.dim, " is not divisible by n_heads ", c.n_heads));

@@ -21,6 +21,10 @@ struct LlamaConfig {
   float norm_eps = 1e-5f;   // RMSNorm epsilon
   float rope_theta = 10000.0f;
   bool shared_classifier = true;  // classifier weights are the token embedding
+  // When > 0, the down projection reads its input Hadamard-transformed in blocks of this many
+  // features (a power of two dividing hidden_dim): the weights were rotated to match (quantization's
+  // incoherence processing, runtime/quant/rotation.h). 0: as trained.
+  int ffn_hadamard_block = 0;
 
   int head_size() const { return dim / n_heads; }
   int kv_dim() const { return head_size() * n_kv_heads; }

@@ -22,7 +22,7 @@ std::string LinearBase(const TensorId& id) {
 json ConfigJson(const LlamaConfig& c) {
   return {{"dim", c.dim}, {"hidden_dim", c.hidden_dim}, {"n_layers", c.n_layers}, {"n_heads", c.n_heads},
           {"n_kv_heads", c.n_kv_heads}, {"vocab_size", c.vocab_size}, {"max_seq_len", c.max_seq_len},
-          {"norm_eps", c.norm_eps}, {"rope_theta", c.rope_theta}, {"shared_classifier", c.shared_classifier}};
+          {"norm_eps", c.norm_eps}, {"rope_theta", c.rope_theta}, {"shared_classifier", c.shared_classifier}, {"ffn_hadamard_block", c.ffn_hadamard_block}};
 }
 
 absl::StatusOr<LlamaConfig> ConfigFromJson(const std::string& text) {
@@ -44,6 +44,11 @@ absl::StatusOr<LlamaConfig> ConfigFromJson(const std::string& text) {
   c.norm_eps = j["norm_eps"].get<float>();
   c.rope_theta = j["rope_theta"].get<float>();
   c.shared_classifier = j["shared_classifier"].get<bool>();
+  if (j.contains("ffn_hadamard_block")) {  // absent in files written before it existed: 0
+    if (!get_int("ffn_hadamard_block", c.ffn_hadamard_block)) {
+      return absl::InvalidArgumentError("metadata 'config': ffn_hadamard_block is not an integer");
+    }
+  }
   RETURN_IF_ERROR(ValidateConfig(c));
   return c;
 }

@@ -8,8 +8,18 @@
 
 namespace accllm {
 
-absl::StatusOr<std::unique_ptr<Model>> RotateResidualStream(const Model& model, uint64_t seed) {
+int FfnHadamardBlock(const LlamaConfig& config) {
+  int block = 1;
+  while (block < 1024 && config.hidden_dim % (2 * block) == 0) block *= 2;
+  return block;
+}
+
+absl::StatusOr<std::unique_ptr<Model>> RotateResidualStream(const Model& model, uint64_t seed, int ffn_block) {
   const LlamaConfig& c = model.config;
+  if (model.config.ffn_hadamard_block != 0) return absl::InvalidArgumentError("the model is rotated already");
+  if (ffn_block != 0 && (!IsPowerOfTwo(ffn_block) || c.hidden_dim % ffn_block != 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("a Hadamard block of ", ffn_block, " does not divide hidden_dim ", c.hidden_dim));
+  }
   if (!IsPowerOfTwo(c.dim)) {
     return absl::InvalidArgumentError(absl::StrCat("rotating the residual stream needs a power-of-two width, not ", c.dim));
   }
@@ -28,6 +38,7 @@ absl::StatusOr<std::unique_ptr<Model>> RotateResidualStream(const Model& model, 
   out->path = model.path;
   out->config = c;
   out->config.shared_classifier = false;
+  out->config.ffn_hadamard_block = ffn_block;
   out->weights.layers.resize(c.n_layers);
   const auto owned = [&](TensorKind kind) -> float* {
     float* p = out->AllocateOwned(TensorElements(c, kind));
@@ -81,7 +92,11 @@ absl::StatusOr<std::unique_ptr<Model>> RotateResidualStream(const Model& model, 
     w.rms_ffn = ones(TensorKind::kFfnNorm);
     w.w1 = reader(in.w1, in.rms_ffn, c.hidden_dim, TensorKind::kW1);
     w.w3 = reader(in.w3, in.rms_ffn, c.hidden_dim, TensorKind::kW3);
-    w.w2 = writer(in.w2, c.hidden_dim, TensorKind::kW2);
+    float* down = writer(in.w2, c.hidden_dim, TensorKind::kW2);
+    if (ffn_block > 0 && down != nullptr) {  // W2 H: each row's blocks transformed (H is symmetric)
+      for (int r = 0; r < dim; ++r) BlockHadamard(down + static_cast<int64_t>(r) * c.hidden_dim, c.hidden_dim, ffn_block);
+    }
+    w.w2 = down;
     for (const float* p : {w.rms_att, w.wq, w.wk, w.wv, w.wo, w.rms_ffn, w.w1, w.w3, w.w2}) {
       if (p == nullptr) return absl::ResourceExhaustedError("out of memory rotating the model");
     }

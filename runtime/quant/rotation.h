@@ -9,6 +9,9 @@
 //     commutes with an orthogonal Q once it has no per-channel gain);
 //   * readers (q/k/v, gate/up, classifier): W' = W diag(g) Q;   writers (o, down): W' = Q^T W;
 //   * the embedding: E' = E Q; the classifier is no longer tied to it.
+// With `ffn_block` > 0 the down projection's input is rotated too, by a block-diagonal Hadamard
+// (blocks of ffn_block features): its weights become W2 H offline, and the engine transforms the
+// SwiGLU output online (config.ffn_hadamard_block), as the FPGA's Hadamard unit does.
 #pragma once
 
 #include <cstdint>
@@ -20,6 +23,10 @@
 namespace accllm {
 
 // note: needs a power-of-two model width.
-absl::StatusOr<std::unique_ptr<Model>> RotateResidualStream(const Model& model, uint64_t seed);
+absl::StatusOr<std::unique_ptr<Model>> RotateResidualStream(const Model& model, uint64_t seed, int ffn_block = 0);
+
+// The largest power of two that divides hidden_dim, at most 1024: the block the online Hadamard
+// of the down projection's input uses.
+int FfnHadamardBlock(const LlamaConfig& config);
 
 }  // namespace accllm

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "runtime/common/hadamard.h"
 #include "runtime/common/nn_ops.h"
 
 namespace accllm {
@@ -105,6 +106,7 @@ std::span<const float> Forward(const Model& model, RunState& s, int token, int p
     MatMul(s.hb.data(), s.xb.data(), lw.w1, dim, hidden_dim);
     MatMul(s.hb2.data(), s.xb.data(), lw.w3, dim, hidden_dim);
     SwiGlu(s.hb.data(), s.hb2.data(), hidden_dim);
+    if (p.ffn_hadamard_block > 0) BlockHadamard(s.hb.data(), hidden_dim, p.ffn_hadamard_block);  // rotated weights
     if (observer) observer->OnLinearInput(l, ForwardObserver::Input::kFfnDown, s.hb);
     MatMul(s.xb.data(), s.hb.data(), lw.w2, hidden_dim, dim);
 

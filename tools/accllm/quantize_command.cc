@@ -33,7 +33,7 @@ int RunQuantize(const QuantizeFlags& flags) {
   absl::StatusOr<std::unique_ptr<Model>> model = LoadModel(model_path);
   if (!model.ok()) return ReportError(model.status());
   if (flags.rotate) {
-    model = RotateResidualStream(**model, flags.rotation_seed);
+    model = RotateResidualStream(**model, flags.rotation_seed, FfnHadamardBlock((*model)->config));
     if (!model.ok()) return ReportError(model.status());
   }
 
@@ -86,7 +86,10 @@ int RunQuantize(const QuantizeFlags& flags) {
       });
   if (!packed.ok()) return ReportError(packed.status());
   std::fprintf(stderr, "quantized in %.1f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  if (flags.rotate) packed->metadata["rotation"] = absl::StrCat("hadamard-residual seed ", flags.rotation_seed);
+  if (flags.rotate) {
+    packed->metadata["rotation"] = absl::StrCat("hadamard residual (seed ", flags.rotation_seed, "), ffn input blocks of ",
+                                                packed->config.ffn_hadamard_block);
+  }
   if (absl::Status s = WritePackedModel(*packed, flags.output); !s.ok()) return ReportError(s);
   std::fprintf(stderr, "wrote %s\n", flags.output.c_str());
   return 0;
@@ -111,7 +114,8 @@ void AddQuantizeCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--calibration-lines", flags->calibration_lines, "Lines of the calibration text to use, A:B")
       ->capture_default_str();
   cmd->add_flag("--rotate", flags->rotate,
-                "Rotate the residual stream first (random-sign Hadamard folded into the weights; QuaRot/QuIP#)");
+                "Rotate first: the residual stream by a random-sign Hadamard folded into the weights, and the down "
+                "projection's input by an online block Hadamard (QuaRot/QuIP#)");
   cmd->add_option("--rotation-seed", flags->rotation_seed, "Seed of the rotation's random signs")->capture_default_str();
   cmd->add_option("--threads", flags->threads, "Threads for calibration; 0 = one per hardware thread")
       ->check(CLI::NonNegativeNumber);
