@@ -24,6 +24,7 @@ struct QuantizeFlags {
   std::string calibration = "../shared/data/tinystories-dev.txt";
   std::string calibration_lines = "0:6";
   bool rotate = false;
+  bool rotate_ffn = false;
   uint64_t rotation_seed = 1;
   int threads = 0;
 };
@@ -32,8 +33,9 @@ int RunQuantize(const QuantizeFlags& flags) {
   const std::string model_path = ResolveModelPath(flags.model);
   absl::StatusOr<std::unique_ptr<Model>> model = LoadModel(model_path);
   if (!model.ok()) return ReportError(model.status());
+  if (flags.rotate_ffn && !flags.rotate) return ReportError(absl::InvalidArgumentError("--rotate-ffn needs --rotate"));
   if (flags.rotate) {
-    model = RotateResidualStream(**model, flags.rotation_seed, FfnHadamardBlock((*model)->config));
+    model = RotateResidualStream(**model, flags.rotation_seed, flags.rotate_ffn ? FfnHadamardBlock((*model)->config) : 0);
     if (!model.ok()) return ReportError(model.status());
   }
 
@@ -114,8 +116,10 @@ void AddQuantizeCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--calibration-lines", flags->calibration_lines, "Lines of the calibration text to use, A:B")
       ->capture_default_str();
   cmd->add_flag("--rotate", flags->rotate,
-                "Rotate first: the residual stream by a random-sign Hadamard folded into the weights, and the down "
-                "projection's input by an online block Hadamard (QuaRot/QuIP#)");
+                "Rotate the residual stream first: a random-sign Hadamard folded into the weights (QuaRot/QuIP#)");
+  cmd->add_flag("--rotate-ffn", flags->rotate_ffn,
+                "With --rotate: also the down projection's input, by an online block Hadamard (measured worse "
+                "on gutenberg30M: docs/QUALITY.md)");
   cmd->add_option("--rotation-seed", flags->rotation_seed, "Seed of the rotation's random signs")->capture_default_str();
   cmd->add_option("--threads", flags->threads, "Threads for calibration; 0 = one per hardware thread")
       ->check(CLI::NonNegativeNumber);
