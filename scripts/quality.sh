@@ -41,5 +41,6 @@ while IFS='|' read -r name flags; do
   echo "| $name | $bits | $seconds | $w2 | $(rel "$w2" "$base") | $full | $(rel "$full" "$base") | $lambda | $(rel "$lambda" "$base") |"
 done <<'RECIPES'
 GPTQ, group 128|--method gptq
-Hadamard-rotated residual + GPTQ, group 128|--method gptq --rotate
+rotated residual + GPTQ, group 128 (--rotate)|--method gptq --rotate
+rotated residual and down-projection input + GPTQ (--rotate --rotate-ffn)|--method gptq --rotate --rotate-ffn
 RECIPES
