@@ -73,6 +73,41 @@ TEST_F(QuantizePipelineTest, GptqOverThreadsEqualsOneThread) {
   EXPECT_LT(RelativeOutputError(w, parallel.view(), gram), RelativeOutputError(w, rtn.view(), gram));
 }
 
+// act-order: columns by decreasing input energy with static groups, dense and 2:4.
+TEST_F(QuantizePipelineTest, GptqActOrderCompensatesAndKeepsTheLayout) {
+  ASSERT_OK_AND_ASSIGN(CalibrationStats stats, Calibrate(*model_, lines_));
+  const LlamaConfig& c = model_->config;
+  const TensorId id{TensorKind::kW2, 0};
+  const std::span<const float> w(model_->Tensor(id), static_cast<std::size_t>(c.dim) * c.hidden_dim);
+  const auto& gram = stats.For(0, TensorKind::kW2).gram;
+  GptqOptions options;
+  options.act_order = true;
+  ASSERT_OK_AND_ASSIGN(GptqHessian hessian, PrepareGptqHessian(gram, c.hidden_dim, options));
+  ASSERT_EQ(hessian.order.size(), static_cast<std::size_t>(c.hidden_dim));
+  for (std::size_t i = 1; i < hessian.order.size(); ++i) {
+    ASSERT_GE(gram[hessian.order[i - 1] * c.hidden_dim + hessian.order[i - 1]], gram[hessian.order[i] * c.hidden_dim + hessian.order[i]]);
+  }
+  const W2Shape dense{c.dim, c.hidden_dim, 32, false};
+  ASSERT_OK_AND_ASSIGN(W2Matrix act, QuantizeW2Gptq(w, dense, hessian, {}, nullptr));
+  ASSERT_OK_AND_ASSIGN(W2Matrix rtn, QuantizeW2(w, dense));
+  EXPECT_LT(RelativeOutputError(w, act.view(), gram), RelativeOutputError(w, rtn.view(), gram));
+
+  // 2:4: pruned weights dequantize to zero, kept ones near their values.
+  std::vector<uint8_t> keep(w.size());
+  for (std::size_t i = 0; i < keep.size(); ++i) keep[i] = (i % 4 == 1 || i % 4 == 2) ? 1 : 0;
+  const W2Shape sparse{c.dim, c.hidden_dim, 32, true};
+  ASSERT_OK_AND_ASSIGN(W2Matrix act24, QuantizeW2Gptq(w, sparse, hessian, keep, nullptr));
+  std::vector<float> row(c.hidden_dim);
+  for (int r = 0; r < c.dim; ++r) {
+    DequantizeW2Row(act24.view(), r, row);
+    for (int j = 0; j < c.hidden_dim; ++j) {
+      if (!keep[static_cast<std::size_t>(r) * c.hidden_dim + j]) {
+        ASSERT_EQ(row[j], 0.0f) << r << "," << j;
+      }
+    }
+  }
+}
+
 // U is the upper Cholesky factor of the damped inverse Hessian: U^T U H = I.
 TEST_F(QuantizePipelineTest, GptqFactorInvertsTheDampedHessian) {
   ASSERT_OK_AND_ASSIGN(CalibrationStats stats, Calibrate(*model_, lines_));

@@ -57,6 +57,18 @@ absl::StatusOr<GptqHessian> PrepareGptqHessian(std::span<const double> gram, int
   hessian.importance.resize(n);
   for (int j = 0; j < n; ++j) hessian.importance[j] = static_cast<float>(gram[static_cast<std::size_t>(j) * n + j]);
   std::vector<double> h(gram.begin(), gram.end());
+  if (options.act_order) {
+    hessian.order.resize(n);
+    for (int j = 0; j < n; ++j) hessian.order[j] = j;
+    std::stable_sort(hessian.order.begin(), hessian.order.end(), [&](int a, int b) {
+      return gram[static_cast<std::size_t>(a) * n + a] > gram[static_cast<std::size_t>(b) * n + b];
+    });
+    for (int i = 0; i < n; ++i) {
+      for (int j = 0; j < n; ++j) {
+        h[static_cast<std::size_t>(i) * n + j] = gram[static_cast<std::size_t>(hessian.order[i]) * n + hessian.order[j]];
+      }
+    }
+  }
   double mean_diag = 0;
   for (int j = 0; j < n; ++j) mean_diag += h[static_cast<std::size_t>(j) * n + j];
   mean_diag = std::max(mean_diag / n, 1e-12);
@@ -101,42 +113,52 @@ absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape&
   // Rows are independent (each has its own groups' parameters), so they run in parallel; every
   // code byte and parameter belongs to one row.
   W2Matrix m(shape);
+  const bool static_groups = !hessian.order.empty();
+  const auto column = [&](int i) { return static_groups ? hessian.order[i] : i; };
   const auto quantize_rows = [&](int64_t begin, int64_t end) {
-    std::vector<double> work(n);
+    std::vector<double> work(n);  // in the order columns are quantized
     std::vector<float> values, importance;
-    for (int64_t r = begin; r < end; ++r) {
-      for (int j = 0; j < n; ++j) work[j] = hessian.dead[j] ? 0.0 : w[static_cast<std::size_t>(r) * n + j];
-      const uint8_t* row_keep = keep.empty() ? nullptr : keep.data() + static_cast<std::size_t>(r) * n;
-      W2GroupParams params{};
-      int kept_in_quad = 0;
-      for (int j = 0; j < n; ++j) {
-        if (j % shape.group_size == 0) {
-          values.clear();
-          importance.clear();
-          for (int c = j; c < std::min(n, j + shape.group_size); ++c) {
-            if (row_keep == nullptr || row_keep[c]) {
-              values.push_back(static_cast<float>(work[c]));
-              importance.push_back(hessian.importance[c]);
-            }
-          }
-          params = ChooseW2Params(values, importance);
-          SetW2Params(m, static_cast<int>(r), j / shape.group_size, params);
+    std::vector<W2GroupParams> params(shape.groups());
+    const auto choose = [&](int r, int g, const auto& value_of) {
+      values.clear();
+      importance.clear();
+      for (int c = g * shape.group_size; c < std::min(n, (g + 1) * shape.group_size); ++c) {
+        if (keep.empty() || keep[static_cast<std::size_t>(r) * n + c]) {
+          values.push_back(static_cast<float>(value_of(c)));
+          importance.push_back(hessian.importance[c]);
         }
-        if (j % 4 == 0) kept_in_quad = 0;
+      }
+      params[g] = ChooseW2Params(values, importance);
+      SetW2Params(m, r, g, params[g]);
+    };
+    for (int64_t row = begin; row < end; ++row) {
+      const int r = static_cast<int>(row);
+      const float* wr = w.data() + static_cast<std::size_t>(r) * n;
+      const uint8_t* row_keep = keep.empty() ? nullptr : keep.data() + static_cast<std::size_t>(r) * n;
+      for (int i = 0; i < n; ++i) work[i] = hessian.dead[column(i)] ? 0.0 : wr[column(i)];
+      if (static_groups) {
+        for (int g = 0; g < shape.groups(); ++g) choose(r, g, [&](int c) { return hessian.dead[c] ? 0.0f : wr[c]; });
+      }
+      for (int i = 0; i < n; ++i) {
+        const int j = column(i), g = j / shape.group_size;
+        // Column order: a group's parameters come from its weights as updated so far (i == j).
+        if (!static_groups && j % shape.group_size == 0) choose(r, g, [&](int c) { return work[c]; });
         double quantized = 0.0;
         if (row_keep == nullptr || row_keep[j]) {
-          const uint8_t code = QuantizeW2Value(static_cast<float>(work[j]), params);
-          quantized = DequantizeW2Value(code, params);
+          const uint8_t code = QuantizeW2Value(static_cast<float>(work[i]), params[g]);
+          quantized = DequantizeW2Value(code, params[g]);
           if (shape.sparse24) {
-            SetW2Code(m, static_cast<int>(r), 2 * (j / 4) + kept_in_quad++, code, static_cast<uint8_t>(j % 4));
+            int slot = 0;  // kept weights before j in its group of 4
+            for (int c = j / 4 * 4; c < j; ++c) slot += row_keep[c];
+            SetW2Code(m, r, 2 * (j / 4) + slot, code, static_cast<uint8_t>(j % 4));
           } else {
-            SetW2Code(m, static_cast<int>(r), j, code);
+            SetW2Code(m, r, j, code);
           }
         }
-        const double* u = hessian.upper.data() + static_cast<std::size_t>(j) * n;
-        const double err = (work[j] - quantized) / u[j];
-        for (int k = j + 1; k < n; ++k) work[k] -= err * u[k];
-        work[j] = quantized;
+        const double* u = hessian.upper.data() + static_cast<std::size_t>(i) * n;
+        const double err = (work[i] - quantized) / u[i];
+        for (int k = i + 1; k < n; ++k) work[k] -= err * u[k];
+        work[i] = quantized;
       }
     }
   };

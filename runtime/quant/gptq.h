@@ -17,6 +17,10 @@ namespace accllm {
 
 struct GptqOptions {
   double damp = 0.01;  // added to the diagonal, as a fraction of its mean
+  // Quantize columns in order of decreasing input energy (GPTQ's act-order), with every group's
+  // scale and zero chosen up front from the original weights ("static groups"), so the packed
+  // layout is unchanged.
+  bool act_order = false;
 };
 
 // What GPTQ needs of a layer's inputs, computed once for the layers that share them (q/k/v,
@@ -29,6 +33,8 @@ struct GptqHessian {
   // sum of x_j^2: how much each input's error costs, which weighs the choice of a group's scale
   // (what llama.cpp's importance matrix does).
   std::vector<float> importance;
+  // act-order: the column quantized at step i (upper is in that order); empty: column order.
+  std::vector<int> order;
 };
 
 // `gram` is n x n (sum of x x^T over calibration inputs).

@@ -86,7 +86,9 @@ absl::StatusOr<PackedContents> QuantizeModel(const Model& model, const QuantizeO
       hessian_layer = id.layer;
       auto it = hessians.find(&input);
       if (it == hessians.end()) {
-        ASSIGN_OR_RETURN(GptqHessian h, PrepareGptqHessian(input.gram, input.cols));
+        GptqOptions gptq;
+        gptq.act_order = options.act_order;
+        ASSIGN_OR_RETURN(GptqHessian h, PrepareGptqHessian(input.gram, input.cols, gptq));
         it = hessians.emplace(&input, std::move(h)).first;
       }
       ASSIGN_OR_RETURN(m, QuantizeW2Gptq(w, shape, it->second, keep, &pool));
@@ -110,7 +112,7 @@ absl::StatusOr<PackedContents> QuantizeModel(const Model& model, const QuantizeO
     if (on_layer) on_layer(report, static_cast<int>(i + 1), static_cast<int>(linears.size()));
   }
 
-  out.metadata["quant_method"] = options.method == QuantMethod::kGptq ? "gptq" : "rtn";
+  out.metadata["quant_method"] = options.method == QuantMethod::kRtn ? "rtn" : options.act_order ? "gptq act-order" : "gptq";
   out.metadata["prune_method"] = options.prune == PruneMethod::kNone        ? "none"
                                  : options.prune == PruneMethod::kMagnitude ? "magnitude"
                                                                             : "wanda";

@@ -24,6 +24,7 @@ struct QuantizeOptions {
   std::string prune_layers = "all";
   std::string source;  // recorded in the metadata
   int threads = 0;     // 0: one per hardware thread
+  bool act_order = false;  // GPTQ: see GptqOptions
 };
 
 struct LayerReport {

@@ -25,6 +25,7 @@ struct QuantizeFlags {
   std::string calibration_lines = "0:6";
   bool rotate = false;
   bool rotate_ffn = false;
+  bool act_order = false;
   uint64_t rotation_seed = 1;
   int threads = 0;
 };
@@ -46,6 +47,7 @@ int RunQuantize(const QuantizeFlags& flags) {
                   : flags.prune == "wanda"   ? PruneMethod::kWanda
                                              : PruneMethod::kNone;
   options.prune_layers = flags.prune_layers;
+  options.act_order = flags.act_order;
   options.source = model_path;
 
   std::unique_ptr<CalibrationStats> stats;
@@ -120,6 +122,8 @@ void AddQuantizeCommand(CLI::App& app, int* exit_code) {
   cmd->add_flag("--rotate-ffn", flags->rotate_ffn,
                 "With --rotate: also the down projection's input, by an online block Hadamard (measured worse "
                 "on gutenberg30M: docs/QUALITY.md)");
+  cmd->add_flag("--act-order", flags->act_order,
+                "GPTQ: quantize columns by decreasing input energy, group scales chosen up front");
   cmd->add_option("--rotation-seed", flags->rotation_seed, "Seed of the rotation's random signs")->capture_default_str();
   cmd->add_option("--threads", flags->threads, "Threads for calibration; 0 = one per hardware thread")
       ->check(CLI::NonNegativeNumber);
