@@ -42,5 +42,6 @@ while IFS='|' read -r name flags; do
 done <<'RECIPES'
 GPTQ, group 128|--method gptq
 rotated residual + GPTQ, group 128 (--rotate)|--method gptq --rotate
+rotated residual + GPTQ act-order, static groups (--rotate --act-order)|--method gptq --rotate --act-order
 rotated residual and down-projection input + GPTQ (--rotate --rotate-ffn)|--method gptq --rotate --rotate-ffn
 RECIPES
