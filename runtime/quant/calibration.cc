@@ -1,8 +1,7 @@
 #include "runtime/quant/calibration.h"
 
-#include <cmath>
-
 #include <algorithm>
+#include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "runtime/common/status_macros.h"
