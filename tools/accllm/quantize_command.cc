@@ -31,10 +31,11 @@ struct QuantizeFlags {
 };
 
 int RunQuantize(const QuantizeFlags& flags) {
+  if (flags.rotate_ffn && !flags.rotate) return ReportError(absl::InvalidArgumentError("--rotate-ffn needs --rotate"));
+  if (flags.act_order && flags.method != "gptq") return ReportError(absl::InvalidArgumentError("--act-order needs --method gptq"));
   const std::string model_path = ResolveModelPath(flags.model);
   absl::StatusOr<std::unique_ptr<Model>> model = LoadModel(model_path);
   if (!model.ok()) return ReportError(model.status());
-  if (flags.rotate_ffn && !flags.rotate) return ReportError(absl::InvalidArgumentError("--rotate-ffn needs --rotate"));
   if (flags.rotate) {
     model = RotateResidualStream(**model, flags.rotation_seed, flags.rotate_ffn ? FfnHadamardBlock((*model)->config) : 0);
     if (!model.ok()) return ReportError(model.status());
@@ -48,6 +49,7 @@ int RunQuantize(const QuantizeFlags& flags) {
                                              : PruneMethod::kNone;
   options.prune_layers = flags.prune_layers;
   options.act_order = flags.act_order;
+  options.threads = flags.threads;
   options.source = model_path;
 
   std::unique_ptr<CalibrationStats> stats;
@@ -125,7 +127,7 @@ void AddQuantizeCommand(CLI::App& app, int* exit_code) {
   cmd->add_flag("--act-order", flags->act_order,
                 "GPTQ: quantize columns by decreasing input energy, group scales chosen up front");
   cmd->add_option("--rotation-seed", flags->rotation_seed, "Seed of the rotation's random signs")->capture_default_str();
-  cmd->add_option("--threads", flags->threads, "Threads for calibration; 0 = one per hardware thread")
+  cmd->add_option("--threads", flags->threads, "Threads for calibration and GPTQ; 0 = one per hardware thread")
       ->check(CLI::NonNegativeNumber);
   cmd->callback([flags, exit_code] { *exit_code = RunQuantize(*flags); });
 }
