@@ -16,7 +16,7 @@ int FfnHadamardBlock(const LlamaConfig& config) {
 
 absl::StatusOr<std::unique_ptr<Model>> RotateResidualStream(const Model& model, uint64_t seed, int ffn_block) {
   const LlamaConfig& c = model.config;
-  if (model.config.ffn_hadamard_block != 0) return absl::InvalidArgumentError("the model is rotated already");
+  if (model.config.ffn_hadamard_block != 0) return absl::InvalidArgumentError("the model is rotated already (its down projection reads Hadamard-transformed input)");
   if (ffn_block != 0 && (!IsPowerOfTwo(ffn_block) || c.hidden_dim % ffn_block != 0)) {
     return absl::InvalidArgumentError(absl::StrCat("a Hadamard block of ", ffn_block, " does not divide hidden_dim ", c.hidden_dim));
   }
@@ -40,10 +40,7 @@ absl::StatusOr<std::unique_ptr<Model>> RotateResidualStream(const Model& model, 
   out->config.shared_classifier = false;
   out->config.ffn_hadamard_block = ffn_block;
   out->weights.layers.resize(c.n_layers);
-  const auto owned = [&](TensorKind kind) -> float* {
-    float* p = out->AllocateOwned(TensorElements(c, kind));
-    return p;
-  };
+  const auto owned = [&](TensorKind kind) { return out->AllocateOwned(TensorElements(c, kind)); };
   const auto ones = [&](TensorKind kind) {
     float* p = owned(kind);
     if (p != nullptr) std::fill(p, p + dim, 1.0f);

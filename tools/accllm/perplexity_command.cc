@@ -63,7 +63,7 @@ int RunPerplexity(PerplexityFlags flags) {
         std::fflush(stdout);
         if (done == 1 || done == total) {
           const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - scoring).count();
-          std::fprintf(stderr, "%s%d/%d chunks, %.1f s, %.0f tokens/s\n", done == 1 ? "\n" : "\n", done, total, s,
+          std::fprintf(stderr, "\n%d/%d chunks, %.1f s, %.0f tokens/s\n", done, total, s,
                        done * flags.chunks.context / s);
         }
       });
