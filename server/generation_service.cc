@@ -205,15 +205,16 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
     shared_->pool->WakeAll();
   }
 
-  static void AddLogprobs(const Shared& shared, const StreamEvent& e, accllm::v1::TokenChunk& chunk) {
-    auto set = [&](accllm::v1::TokenLogprob* out, int token, float logprob) {
-      out->set_token_id(token);
-      out->set_token(shared.tokenizer->TokenBytes(token));
-      out->set_logprob(logprob);
+  static void AddLogprobs(const Shared& shared, int token, const TokenLogprobs& logprobs,
+                          google::protobuf::RepeatedPtrField<accllm::v1::TokenLogprobs>& out) {
+    auto set = [&](accllm::v1::TokenLogprob* entry, int id, float logprob) {
+      entry->set_token_id(id);
+      entry->set_token(shared.tokenizer->TokenBytes(id));
+      entry->set_logprob(logprob);
     };
-    accllm::v1::TokenLogprobs* lp = chunk.add_logprobs();
-    set(lp->mutable_sampled(), e.token, e.logprobs->logprob);
-    for (const TokenLogprobs::Alternative& alt : e.logprobs->top) set(lp->add_top(), alt.token, alt.logprob);
+    accllm::v1::TokenLogprobs* lp = out.Add();
+    set(lp->mutable_sampled(), token, logprobs.logprob);
+    for (const TokenLogprobs::Alternative& alt : logprobs.top) set(lp->add_top(), alt.token, alt.logprob);
   }
 
   static void Push(const std::shared_ptr<Shared>& shared, const StreamEvent& e) {
@@ -229,11 +230,18 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
     }
     if (e.finish) RecordFinished(*shared, e, now);
     if (shared->reactor == nullptr || shared->finished || shared->final_queued) return;
+    if (!e.prompt_logprobs.empty()) {
+      GenerateResponse chunk;
+      for (const PromptTokenLogprob& p : e.prompt_logprobs) {
+        AddLogprobs(*shared, p.token, p.logprobs, *chunk.mutable_chunk()->mutable_prompt_logprobs());
+      }
+      shared->queue.push_back(std::move(chunk));
+    }
     if (e.token >= 0 && (!e.text.empty() || shared->return_ids || shared->return_logprobs)) {
       GenerateResponse chunk;
       chunk.mutable_chunk()->set_text(e.text);
       if (shared->return_ids) chunk.mutable_chunk()->add_token_ids(e.token);
-      if (shared->return_logprobs && e.logprobs) AddLogprobs(*shared, e, *chunk.mutable_chunk());
+      if (shared->return_logprobs && e.logprobs) AddLogprobs(*shared, e.token, *e.logprobs, *chunk.mutable_chunk()->mutable_logprobs());
       shared->queue.push_back(std::move(chunk));
     }
     if (e.finish && *e.finish == FinishReason::kTimeLimit && shared->call_deadline <= shared->time_limit) {
@@ -404,8 +412,8 @@ absl::Status GenerationService::CheckGenerateRequest(const ServingRuntime& runti
     return absl::InvalidArgumentError(absl::StrCat("time_limit_seconds must be a finite number >= 0 (0: none), got ",
                                                    r.time_limit_seconds()));
   }
-  if (r.top_logprobs() != 0 && !r.return_logprobs()) {
-    return absl::InvalidArgumentError("top_logprobs needs return_logprobs");
+  if (r.top_logprobs() != 0 && !r.return_logprobs() && !r.return_prompt_logprobs()) {
+    return absl::InvalidArgumentError("top_logprobs needs return_logprobs or return_prompt_logprobs");
   }
   if (r.stop_size() > kMaxStopStrings) {
     return absl::InvalidArgumentError(absl::StrCat(r.stop_size(), " stop strings given; at most ", kMaxStopStrings));
@@ -462,7 +470,10 @@ absl::StatusOr<ScheduledRequest> GenerationService::ToScheduledRequest(const Ser
   o.stop_strings.assign(r.stop().begin(), r.stop().end());
   o.stop_token_ids.assign(r.stop_token_ids().begin(), r.stop_token_ids().end());
   o.ignore_eos = r.ignore_eos();
-  o.logprobs = r.return_logprobs() ? r.top_logprobs() : -1;
+  o.logprobs = r.return_logprobs() || r.return_prompt_logprobs() ? r.top_logprobs() : -1;
+  out.prompt_logprobs = r.return_prompt_logprobs();
+  out.prompt_only = r.prompt_only();
+  if (out.prompt_only) o.max_new_tokens = 1;  // room that is never used: nothing is sampled
   out.priority = r.priority();
   if (r.time_limit_seconds() > 0) {
     out.deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(

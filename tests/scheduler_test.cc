@@ -9,6 +9,7 @@
 #include "gmock/gmock.h"
 #include "runtime/cpu/cpu_engine.h"
 #include "runtime/generate/generator.h"
+#include "runtime/generate/logprobs.h"
 #include "runtime/model/load_model.h"
 #include "tests/test_support.h"
 
@@ -366,6 +367,107 @@ TEST_F(SchedulerTest, StreamsOfAFailedDeviceGoOnWhereTheyStopped) {
     EXPECT_EQ(moved[i].back().device, "second") << prompts[i];
   }
   EXPECT_EQ(first_engine->page_pool().used(), 0);
+  EXPECT_EQ(second_engine->page_pool().used(), 0);
+}
+
+// Prompt logprobs (what evaluation harnesses score a served model with): every prompt token
+// after the first, once, in order, equal to the log-softmax of the logits that predict it; with
+// prompt_only nothing is sampled.
+class PromptLogprobsTest : public SchedulerTest {
+ protected:
+  // What the logits after prompt[0..i) say of prompt[i], for every i >= 1.
+  std::vector<PromptTokenLogprob> Expected(const std::vector<int>& prompt, int top_n) {
+    std::vector<PromptTokenLogprob> out;
+    auto engine = Engine(64);
+    std::vector<float> logits(static_cast<std::size_t>(engine->config().vocab_size));
+    for (std::size_t i = 1; i < prompt.size(); ++i) {
+      auto seq = engine->NewSequence();
+      EXPECT_TRUE(engine->Prefill(*seq, std::span(prompt).first(i), logits).ok());
+      out.push_back({prompt[i], ComputeLogprobs(logits, prompt[i], top_n)});
+    }
+    return out;
+  }
+  static std::vector<PromptTokenLogprob> Scored(const std::vector<StreamEvent>& events) {
+    std::vector<PromptTokenLogprob> out;
+    for (const auto& e : events) out.insert(out.end(), e.prompt_logprobs.begin(), e.prompt_logprobs.end());
+    return out;
+  }
+  static void ExpectSame(const std::vector<PromptTokenLogprob>& got, const std::vector<PromptTokenLogprob>& want) {
+    ASSERT_EQ(got.size(), want.size());
+    for (std::size_t i = 0; i < got.size(); ++i) {
+      EXPECT_EQ(got[i].token, want[i].token) << i;
+      EXPECT_NEAR(got[i].logprobs.logprob, want[i].logprobs.logprob, 1e-4) << i;
+      ASSERT_EQ(got[i].logprobs.top.size(), want[i].logprobs.top.size()) << i;
+      for (std::size_t k = 0; k < got[i].logprobs.top.size(); ++k) {
+        EXPECT_EQ(got[i].logprobs.top[k].token, want[i].logprobs.top[k].token) << i << " " << k;
+      }
+    }
+  }
+};
+
+TEST_F(PromptLogprobsTest, PromptOnlyScoresEveryTokenAfterTheFirstAndSamplesNothing) {
+  auto engine = Engine(64);
+  Scheduler scheduler(*engine, *tokenizer_, {.max_running = 4, .max_waiting = 8, .prefill_chunk = 3});
+  std::vector<StreamEvent> events;
+  ScheduledRequest r = Greedy("Once upon a time there was a little girl named Lily", 5, &events);
+  const std::vector<int> prompt = r.prompt_ids;
+  r.prompt_logprobs = true;
+  r.prompt_only = true;
+  r.options.logprobs = 3;
+  ASSERT_OK(scheduler.Submit(std::move(r)).status());
+  RunToEnd(scheduler);
+  ExpectSame(Scored(events), Expected(prompt, 3));
+  EXPECT_TRUE(Tokens(events).empty());
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back().finish, FinishReason::kMaxTokens);
+  EXPECT_EQ(events.back().generated_tokens, 0);
+  EXPECT_EQ(engine->page_pool().used(), 0);
+}
+
+TEST_F(PromptLogprobsTest, WithGenerationTheTokensAreThoseOfAPlainRequest) {
+  auto engine = Engine(64);
+  Scheduler scheduler(*engine, *tokenizer_, {.max_running = 4, .max_waiting = 8, .prefill_chunk = 4});
+  std::vector<StreamEvent> plain, scored;
+  ASSERT_OK(scheduler.Submit(Greedy("Lily and Ben were", 20, &plain)).status());
+  ScheduledRequest r = Greedy("Lily and Ben were", 20, &scored);
+  const std::vector<int> prompt = r.prompt_ids;
+  r.prompt_logprobs = true;
+  ASSERT_OK(scheduler.Submit(std::move(r)).status());
+  RunToEnd(scheduler);
+  EXPECT_EQ(Tokens(scored), Tokens(plain));
+  ExpectSame(Scored(scored), Expected(prompt, 0));
+  // Every prompt logprob arrives before the first generated token.
+  bool token_seen = false;
+  for (const auto& e : scored) {
+    if (e.token >= 0) token_seen = true;
+    if (!e.prompt_logprobs.empty()) {
+      EXPECT_FALSE(token_seen);
+    }
+  }
+}
+
+TEST_F(PromptLogprobsTest, ARequestMovedMidPromptScoresEachTokenOnce) {
+  auto first_engine = Engine(64), second_engine = Engine(64);
+  FailsAfter failing(*first_engine, 6);  // one token per Prefill call here: fails in the 2nd chunk
+  Scheduler second(*second_engine, *tokenizer_, {.max_running = 4, .max_waiting = 8, .prefill_chunk = 4, .device = "second"});
+  Scheduler first(failing, *tokenizer_, {.max_running = 4, .max_waiting = 8, .prefill_chunk = 4, .device = "first"});
+  first.SetFailureHandler([&](std::vector<std::unique_ptr<InFlightRequest>> moving, const absl::Status&) {
+    for (auto& r : moving) ASSERT_EQ(second.Adopt(std::move(r)), nullptr);
+  });
+  std::vector<StreamEvent> events;
+  ScheduledRequest r = Greedy("Once upon a time there was a little girl named Lily", 10, &events);
+  const std::vector<int> prompt = r.prompt_ids;
+  r.prompt_logprobs = true;
+  r.options.logprobs = 2;
+  ASSERT_OK(first.Submit(std::move(r)).status());
+  for (int i = 0; i < 1000 && (first.Step() || second.Step()); ++i) {
+  }
+  RunToEnd(second);
+  ASSERT_TRUE(first.failed());
+  ExpectSame(Scored(events), Expected(prompt, 2));
+  EXPECT_EQ(events.front().device, "first");
+  EXPECT_EQ(events.back().device, "second");
+  EXPECT_EQ(Tokens(events).size(), 10u);
   EXPECT_EQ(second_engine->page_pool().used(), 0);
 }
 

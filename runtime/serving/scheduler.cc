@@ -3,6 +3,8 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/common/status_macros.h"
+#include "runtime/generate/logprobs.h"
 
 namespace accllm {
 
@@ -72,7 +74,7 @@ std::unique_ptr<InFlightRequest> Scheduler::Adopt(std::unique_ptr<InFlightReques
   a->seq.reset();
   a->read = 0;
   a->done = false;
-  if (a->stream != nullptr) {
+  if (a->stream != nullptr && !a->stream->generated().empty()) {
     // Re-read everything but the last token, which is decoded next as if nothing happened.
     const std::vector<int>& history = a->stream->history();
     a->to_read.assign(history.begin(), history.end() - 1);
@@ -141,6 +143,38 @@ void Scheduler::Emit(Active& a, const TokenStream::Step& step) {
   event.generated_tokens = static_cast<int>(a.stream->generated().size());
   if (a.request.on_event) a.request.on_event(event);
   if (step.finish) a.done = true;
+}
+
+absl::Status Scheduler::PrefillChunk(Active& a, std::size_t n) {
+  const std::size_t vocab = static_cast<std::size_t>(backend_.config().vocab_size);
+  const std::span<const int> tokens = std::span(a.to_read).subspan(a.read, n);
+  const std::size_t prompt = a.request.prompt_ids.size();
+  // Rows of this chunk that predict a prompt token not yet scored (a moved request re-reads
+  // tokens whose logprobs were already sent).
+  const bool scoring = a.request.prompt_logprobs && a.read + n >= a.prompt_scored && a.prompt_scored < prompt;
+  if (!scoring) {
+    logits_.resize(vocab);
+    return backend_.Prefill(*a.seq, tokens, logits_);
+  }
+  logits_.resize(n * vocab);
+  RETURN_IF_ERROR(backend_.PrefillEveryLogit(*a.seq, tokens, logits_));
+  StreamEvent event;
+  event.request_id = a.id;
+  event.device = options_.device;
+  event.prompt_tokens = static_cast<int>(prompt);
+  const int top_n = std::max(0, a.request.options.logprobs);
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::size_t predicted = a.read + i + 1;  // the prompt position row i predicts
+    if (predicted < a.prompt_scored || predicted >= prompt) continue;
+    const int token = a.request.prompt_ids[predicted];
+    event.prompt_logprobs.push_back({token, ComputeLogprobs(std::span(logits_).subspan(i * vocab, vocab), token, top_n)});
+    a.prompt_scored = predicted + 1;
+  }
+  // The last row is what the step samples from.
+  std::copy_n(logits_.begin() + static_cast<std::ptrdiff_t>((n - 1) * vocab), vocab, logits_.begin());
+  logits_.resize(vocab);
+  if (!event.prompt_logprobs.empty() && a.request.on_event) a.request.on_event(event);
+  return absl::OkStatus();
 }
 
 void Scheduler::Finish(Active& a, FinishReason reason, absl::Status error) {
@@ -282,8 +316,7 @@ bool Scheduler::Step() {
   if (prefilling != nullptr) {
     Active& a = *prefilling;
     const std::size_t n = std::min<std::size_t>(options_.prefill_chunk, a.to_read.size() - a.read);
-    logits_.resize(static_cast<std::size_t>(vocab));
-    const absl::Status s = backend_.Prefill(*a.seq, std::span(a.to_read).subspan(a.read, n), logits_);
+    const absl::Status s = PrefillChunk(a, n);
     if (!s.ok() && !IsRequestError(s)) {
       FailDevice(s);
       return false;
@@ -297,7 +330,9 @@ bool Scheduler::Step() {
       a.read += n;
       // A fresh request samples its first token from the prompt's logits; a moved one already
       // holds its next token.
-      if (a.read == a.to_read.size() && a.next_token < 0) {
+      if (a.read == a.to_read.size() && a.next_token < 0 && a.request.prompt_only) {
+        Finish(a, FinishReason::kMaxTokens);
+      } else if (a.read == a.to_read.size() && a.next_token < 0) {
         const TokenStream::Step step = a.stream->Next(logits_);
         Emit(a, step);
         a.next_token = step.token;

@@ -45,6 +45,11 @@ struct SchedulerOptions {
   std::string device = {};  // reported in every event
 };
 
+struct PromptTokenLogprob {
+  int token = 0;
+  TokenLogprobs logprobs;  // the token's, and options.logprobs' likeliest alternatives (at least 0)
+};
+
 struct StreamEvent {
   uint64_t request_id = 0;
   int token = -1;           // -1 on a final event that carries no token (cancel, deadline, error)
@@ -52,6 +57,9 @@ struct StreamEvent {
   std::optional<FinishReason> finish;  // set on the last event of a request
   absl::Status error;       // set, with finish, when the device failed
   std::optional<TokenLogprobs> logprobs;  // when the request asked for them
+  // With ScheduledRequest::prompt_logprobs, an event with no token carries the log-probabilities
+  // of prompt tokens, in order, from the prompt's second token on (the first has no context).
+  std::vector<PromptTokenLogprob> prompt_logprobs;
   int prompt_tokens = 0;
   int generated_tokens = 0;
   double queue_seconds = 0;  // from Submit to admission (to the end, for a request never admitted)
@@ -62,6 +70,8 @@ struct ScheduledRequest {
   std::vector<int> prompt_ids;  // BOS included
   GenerationOptions options;
   int priority = 0;             // higher runs first
+  bool prompt_logprobs = false;  // score the prompt: StreamEvent::prompt_logprobs
+  bool prompt_only = false;      // generate nothing: read (and score) the prompt, then end (kMaxTokens)
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
   std::function<void(const StreamEvent&)> on_event;
   // Set from any thread to cancel at the next step, whichever device the request is on by then.
@@ -80,6 +90,7 @@ struct InFlightRequest {
   std::unique_ptr<TokenStream> stream;  // null until admitted the first time
   std::vector<int> to_read;  // prompt tokens, or after a move every token but the last
   std::size_t read = 0;
+  std::size_t prompt_scored = 1;  // prompt positions [1, prompt_scored) whose logprobs were sent
   int next_token = -1;       // sampled, to be decoded next
   bool done = false;
 };
@@ -143,6 +154,8 @@ class Scheduler {
   bool Cancelled(const Active& a, const std::set<uint64_t>& ids, uint64_t below) const;
   void Finish(Active& active, FinishReason reason, absl::Status error = absl::OkStatus());
   void Emit(Active& active, const TokenStream::Step& step);
+  // Runs one prefill chunk of `active`; its last token's logits are left in logits_.
+  absl::Status PrefillChunk(Active& active, std::size_t n);
   void RemoveFinished();
   // The device failed: hand everything to the failure handler (or end it with an error).
   void FailDevice(const absl::Status& error);
