@@ -545,6 +545,7 @@ grpc::ServerUnaryReactor* GenerationService::ModelInfo(grpc::CallbackServerConte
   const LambdaConfig& lambda = (*runtime)->pool->first_backend().lambda();
   response->set_lambda_sinks(lambda.full() ? 0 : lambda.sinks);
   response->set_lambda_window(lambda.full() ? 0 : lambda.window);
+  response->set_chat_template((*runtime)->chat_template);
   return Reply(context, absl::OkStatus());
 }
 

@@ -29,6 +29,7 @@ struct ServingRuntime {
   AnyModel model;
   std::unique_ptr<Tokenizer> tokenizer;
   int max_token_bytes = 1;           // the most text bytes any one token stands for
+  std::string chat_template;         // the model's own, when it has one
   std::unique_ptr<DevicePool> pool;  // after model and tokenizer: its devices refer to both
 };
 

@@ -1,5 +1,4 @@
-// The server's Prometheus metrics, rendered in the text exposition format (version 0.0.4).
-// Debian 12 packages no Prometheus client library for C++, so this is a small hand-written
+// The server's Prometheus metrics, rendered in the text exposition format (version 0.0.4): a
 // registry holding exactly the metrics the server exports.
 #pragma once
 
@@ -11,25 +10,14 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "common/prometheus_text.h"
 #include "runtime/generate/generation_options.h"
 
 namespace accllm::server {
 
 class DevicePool;
 
-class Histogram {
- public:
-  explicit Histogram(std::vector<double> upper_bounds);
-  void Observe(double value);
-  void Render(std::string& out, absl::string_view name, absl::string_view help) const;
-
- private:
-  mutable std::mutex mutex_;
-  std::vector<double> bounds_;
-  std::vector<uint64_t> counts_;  // per bucket, not cumulative; the last is +Inf
-  double sum_ = 0;
-  uint64_t count_ = 0;
-};
+using prometheus::Histogram;
 
 struct FinishedRequest {
   FinishReason reason;

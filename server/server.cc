@@ -12,6 +12,7 @@
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
 #include "httplib.h"
+#include "runtime/model/hf_checkpoint.h"
 #include "spdlog/spdlog.h"
 
 namespace accllm::server {
@@ -161,6 +162,16 @@ absl::Status Server::Load() {
   absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = LoadTokenizerFor(runtime->model, options_.tokenizer_path);
   if (!tokenizer.ok()) return tokenizer.status();
   runtime->tokenizer = std::move(*tokenizer);
+  // tokenizer_config.json lives in the checkpoint's directory, or beside the tokenizer.
+  namespace fs = std::filesystem;
+  const fs::path config_dir = fs::is_directory(options_.model_path) || options_.tokenizer_path.empty()
+                                  ? fs::path(options_.model_path)
+                                  : fs::path(options_.tokenizer_path).parent_path();
+  if (fs::is_directory(config_dir)) {
+    absl::StatusOr<std::string> chat_template = ReadHfChatTemplate(config_dir.string());
+    if (!chat_template.ok()) return chat_template.status();
+    runtime->chat_template = std::move(*chat_template);
+  }
   for (int id = 0; id < runtime->tokenizer->vocab_size(); ++id) {
     runtime->max_token_bytes = std::max(runtime->max_token_bytes, static_cast<int>(runtime->tokenizer->TokenBytes(id).size()));
   }

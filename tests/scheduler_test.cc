@@ -371,15 +371,16 @@ TEST_F(SchedulerTest, StreamsOfAFailedDeviceGoOnWhereTheyStopped) {
 }
 
 // Prompt logprobs (what evaluation harnesses score a served model with): every prompt token
-// after the first, once, in order, equal to the log-softmax of the logits that predict it; with
+// once, in order (the first with nothing predicting it), equal to the log-softmax of the logits that predict it; with
 // prompt_only nothing is sampled.
 class PromptLogprobsTest : public SchedulerTest {
  protected:
-  // What the logits after prompt[0..i) say of prompt[i], for every i >= 1.
+  // What the logits after prompt[0..i) say of prompt[i], for every i >= 1, after the first token.
   std::vector<PromptTokenLogprob> Expected(const std::vector<int>& prompt, int top_n) {
     std::vector<PromptTokenLogprob> out;
     auto engine = Engine(64);
     std::vector<float> logits(static_cast<std::size_t>(engine->config().vocab_size));
+    out.push_back({prompt[0], TokenLogprobs{}});
     for (std::size_t i = 1; i < prompt.size(); ++i) {
       auto seq = engine->NewSequence();
       EXPECT_TRUE(engine->Prefill(*seq, std::span(prompt).first(i), logits).ok());
@@ -405,7 +406,7 @@ class PromptLogprobsTest : public SchedulerTest {
   }
 };
 
-TEST_F(PromptLogprobsTest, PromptOnlyScoresEveryTokenAfterTheFirstAndSamplesNothing) {
+TEST_F(PromptLogprobsTest, PromptOnlyScoresEveryTokenAndSamplesNothing) {
   auto engine = Engine(64);
   Scheduler scheduler(*engine, *tokenizer_, {.max_running = 4, .max_waiting = 8, .prefill_chunk = 3});
   std::vector<StreamEvent> events;

@@ -318,4 +318,27 @@ absl::Status WriteHfCheckpoint(const WeightSource& source, const std::string& di
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::string> ReadHfChatTemplate(const std::string& dir) {
+  const std::filesystem::path path = std::filesystem::path(dir) / "tokenizer_config.json";
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) return std::string();
+  std::ifstream in(path);
+  const json config = json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (config.is_discarded() || !config.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(path.string(), " is not a JSON object"));
+  }
+  const auto it = config.find("chat_template");
+  if (it == config.end() || it->is_null()) return std::string();
+  if (it->is_string()) return it->get<std::string>();
+  if (it->is_array() && !it->empty()) {
+    const json* chosen = nullptr;
+    for (const json& entry : *it) {
+      if (!entry.is_object() || !entry.contains("template") || !entry["template"].is_string()) continue;
+      if (chosen == nullptr || entry.value("name", "") == "default") chosen = &entry;
+    }
+    if (chosen != nullptr) return (*chosen)["template"].get<std::string>();
+  }
+  return absl::InvalidArgumentError(absl::StrCat(path.string(), ": chat_template is neither a string nor a list of templates"));
+}
+
 }  // namespace accllm

@@ -18,6 +18,11 @@ namespace accllm {
 // (unless options.metadata_only).
 absl::StatusOr<std::unique_ptr<Model>> LoadHfCheckpoint(const std::string& dir, const LoadOptions& options);
 
+// The chat template in `dir`'s tokenizer_config.json ("chat_template": a string, or a list of
+// {name, template} from which "default" or else the first is taken); empty when the file or the
+// key is absent. An unreadable or malformed file is an error.
+absl::StatusOr<std::string> ReadHfChatTemplate(const std::string& dir);
+
 struct HfWriteOptions {
   DType dtype = DType::kF32;     // F32, F16 or BF16
   uint64_t max_shard_bytes = 0;  // 0: one model.safetensors; otherwise shards + index

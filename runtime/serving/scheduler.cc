@@ -163,6 +163,10 @@ absl::Status Scheduler::PrefillChunk(Active& a, std::size_t n) {
   event.device = options_.device;
   event.prompt_tokens = static_cast<int>(prompt);
   const int top_n = std::max(0, a.request.options.logprobs);
+  if (a.prompt_scored == 0) {  // nothing predicts the first token
+    event.prompt_logprobs.push_back({a.request.prompt_ids[0], TokenLogprobs{}});
+    a.prompt_scored = 1;
+  }
   for (std::size_t i = 0; i < n; ++i) {
     const std::size_t predicted = a.read + i + 1;  // the prompt position row i predicts
     if (predicted < a.prompt_scored || predicted >= prompt) continue;

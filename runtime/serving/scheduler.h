@@ -58,7 +58,8 @@ struct StreamEvent {
   absl::Status error;       // set, with finish, when the device failed
   std::optional<TokenLogprobs> logprobs;  // when the request asked for them
   // With ScheduledRequest::prompt_logprobs, an event with no token carries the log-probabilities
-  // of prompt tokens, in order, from the prompt's second token on (the first has no context).
+  // of prompt tokens, in order, BOS included: nothing predicts the first, whose logprob is 0 with
+  // no alternatives.
   std::vector<PromptTokenLogprob> prompt_logprobs;
   int prompt_tokens = 0;
   int generated_tokens = 0;
@@ -90,7 +91,7 @@ struct InFlightRequest {
   std::unique_ptr<TokenStream> stream;  // null until admitted the first time
   std::vector<int> to_read;  // prompt tokens, or after a move every token but the last
   std::size_t read = 0;
-  std::size_t prompt_scored = 1;  // prompt positions [1, prompt_scored) whose logprobs were sent
+  std::size_t prompt_scored = 0;  // prompt positions [0, prompt_scored) whose logprobs were sent
   int next_token = -1;       // sampled, to be decoded next
   bool done = false;
 };
