@@ -160,6 +160,7 @@ class Session final : public Closeable, public std::enable_shared_from_this<Sess
   void Queue(const std::shared_ptr<Exchange<Stream>>& exchange, std::string bytes, bool complete) {
     if (closed_ || exchange != current_ || exchange->gone || exchange->complete) return;
     exchange->complete = complete;
+    if (complete) exchange->on_gone = nullptr;  // it may hold what holds the exchange
     out_.push_back(std::move(bytes));
     if (complete && !exchange->keep_alive_) close_after_writes_ = true;
     if (!writing_) WriteNext();
@@ -170,6 +171,7 @@ class Session final : public Closeable, public std::enable_shared_from_this<Sess
       current_->gone = true;
       if (current_->on_gone) std::exchange(current_->on_gone, nullptr)();
     }
+    if (queued_) queued_.reset();
   }
 
   auto executor() { return stream_.get_executor(); }
