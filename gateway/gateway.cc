@@ -86,13 +86,7 @@ class Gateway::Request : public std::enable_shared_from_this<Gateway::Request> {
     gateway_.metrics_.streams_open().fetch_add(1);
   }
 
-  ~Request() {
-    gateway_.metrics_.streams_open().fetch_sub(1);
-    if (!key_.empty()) {
-      std::lock_guard<std::mutex> lock(gateway_.keys_mutex_);
-      if (--gateway_.streams_per_key_[key_] == 0) gateway_.streams_per_key_.erase(key_);
-    }
-  }
+  ~Request() { Release(); }
 
   void Start() {
     std::shared_ptr<Request> self = shared_from_this();
@@ -119,6 +113,17 @@ class Gateway::Request : public std::enable_shared_from_this<Gateway::Request> {
     int prompt_entries = 0;  // prompt logprob entries received (BOS included)
     int text_offset = 0;
   };
+
+  // The request's share of the stream gauge and of its key's limit, given back before the last
+  // byte goes out (a client may send its next request the moment it has the answer).
+  void Release() {
+    if (released_.exchange(true)) return;
+    gateway_.metrics_.streams_open().fetch_sub(1);
+    if (!key_.empty()) {
+      std::lock_guard<std::mutex> lock(gateway_.keys_mutex_);
+      if (--gateway_.streams_per_key_[key_] == 0) gateway_.streams_per_key_.erase(key_);
+    }
+  }
 
   void CancelAll() {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -228,6 +233,7 @@ class Gateway::Request : public std::enable_shared_from_this<Gateway::Request> {
 
   // Under mutex_, once every call has ended.
   void Finish() {
+    Release();
     if (cancelled_) {
       status_ = 499;  // the client left (nginx's code for it)
     } else if (error_ && started_) {
@@ -278,6 +284,7 @@ class Gateway::Request : public std::enable_shared_from_this<Gateway::Request> {
   bool first_token_seen_ = false;                     // guarded by mutex_
   int status_ = 0;                                    // guarded by mutex_
   std::optional<ApiError> error_;                     // guarded by mutex_
+  std::atomic<bool> released_{false};
 };
 
 absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Start(const GatewayOptions& options) {
