@@ -8,7 +8,7 @@ packages=(
   libabsl-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev python3-sentencepiece
   libgtest-dev libgmock-dev libbenchmark-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
-  libcpp-httplib-dev libssl-dev openssl
+  libcpp-httplib-dev libssl-dev openssl libboost-dev
   prometheus python3-grpcio python3-protobuf python3-yaml
   libxrt-dev uuid-dev
   clang libclang-rt-14-dev

@@ -522,5 +522,25 @@ TEST_F(GatewayTest, CorsOnlyWhenAllowed) {
   EXPECT_EQ(r.headers.count("Access-Control-Allow-Origin"), 0u);
 }
 
+// An error after the stream started cannot change the status: it is a `data: {"error": …}`
+// event, which OpenAI's clients raise. A daemon that drains mid-stream is one such error; the
+// gateway then sees it is no longer serving.
+TEST_F(GatewayTest, AnErrorMidStreamIsAnErrorEvent) {
+  Server& daemon = StartDaemon(LongDaemonOptions());
+  StartGateway();
+  RawConnection client(gateway_->port());
+  const json body = {{"model", "stories260K"}, {"prompt", "Once"}, {"max_tokens", 4000},
+                     {"ignore_eos", true},     {"stream", true}};
+  client.Send(PostRequest("/v1/completions", body.dump()));
+  client.ReadUntil("data: ");
+  std::thread drain([&] { daemon.Drain(0); });
+  const std::string received = client.ReadUntil("\r\n0\r\n\r\n");
+  drain.join();
+  EXPECT_THAT(received, HasSubstr("data: {\"error\":{"));
+  EXPECT_THAT(received, ::testing::Not(HasSubstr("[DONE]")));
+  EXPECT_TRUE(WaitFor([&] { return Call("GET", "/health").status == 503; }));
+  EXPECT_EQ(Post("/v1/completions", kGreedy).status, 503);
+}
+
 }  // namespace
 }  // namespace accllm::gateway
