@@ -15,6 +15,7 @@
 #include "httplib.h"
 #include "nlohmann/json.hpp"
 #include "tests/server_fixture.h"
+#include "tests/test_certificates.h"
 
 namespace accllm::gateway {
 namespace {
@@ -540,6 +541,91 @@ TEST_F(GatewayTest, AnErrorMidStreamIsAnErrorEvent) {
   EXPECT_THAT(received, ::testing::Not(HasSubstr("[DONE]")));
   EXPECT_TRUE(WaitFor([&] { return Call("GET", "/health").status == 503; }));
   EXPECT_EQ(Post("/v1/completions", kGreedy).status, 503);
+}
+
+TEST_F(GatewayTest, HttpsToClientsAndMutualTlsToTheDaemons) {
+  ::accllm::testing::TestCertificates certs;
+  ASSERT_TRUE(certs.ok()) << certs.pem("openssl.log");
+  ServerOptions daemon = DaemonOptions();
+  daemon.tls = {certs.path("server.pem"), certs.path("server.key"), certs.path("ca.pem")};  // client certs required
+  StartDaemon(daemon);
+  GatewayOptions options;
+  options.http.tls_cert_file = certs.path("server.pem");
+  options.http.tls_key_file = certs.path("server.key");
+  options.upstreams.tls = {true, certs.path("ca.pem"), certs.path("client.pem"), certs.path("client.key")};
+  StartGateway(options);
+  const std::string out = (scratch_ / "curl.json").string();
+  const std::string curl = absl::StrCat("curl -s -o ", out, " -w '%{http_code}' --cacert ", certs.path("ca.pem"),
+                                        " https://127.0.0.1:", gateway_->port(), "/v1/completions ",
+                                        "-H 'Content-Type: application/json' -d '", kGreedy.dump(), "'");
+  FILE* pipe = popen(curl.c_str(), "r");
+  char code[8] = {};
+  ASSERT_NE(fgets(code, sizeof code, pipe), nullptr);
+  pclose(pipe);
+  EXPECT_STREQ(code, "200");
+  EXPECT_EQ(json::parse(::accllm::testing::ReadFile(out))["choices"][0]["finish_reason"], "length");
+  // Plain HTTP on the HTTPS port gets no answer.
+  httplib::Client plain("127.0.0.1", gateway_->port());
+  EXPECT_FALSE(plain.Get("/health"));
+  gateway_.reset();
+
+  // Without its client certificate the gateway never sees the daemon serving.
+  options.upstreams.tls.cert_file.clear();
+  options.upstreams.tls.key_file.clear();
+  options.http = {};
+  options.http.listen = "127.0.0.1:0";
+  options.upstreams.targets = {absl::StrCat("127.0.0.1:", daemons_[0]->port())};
+  auto gateway = Gateway::Start(options);
+  ASSERT_TRUE(gateway.ok());
+  gateway_ = std::move(*gateway);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(Call("GET", "/health").status, 503);
+  gateway_.reset();
+  daemons_.clear();  // (the idle check after each test speaks plaintext gRPC)
+}
+
+// A DNS name stands for every address it resolves to (a Kubernetes headless Service).
+TEST_F(GatewayTest, AnUpstreamByDnsName) {
+  Server& daemon = StartDaemon(DaemonOptions());
+  GatewayOptions options;
+  options.upstreams.targets = {absl::StrCat("localhost:", daemon.port())};
+  options.http.listen = "127.0.0.1:0";
+  options.upstreams.retry_interval = std::chrono::milliseconds(100);
+  auto gateway = Gateway::Start(options);
+  ASSERT_TRUE(gateway.ok());
+  gateway_ = std::move(*gateway);
+  EXPECT_TRUE(WaitFor([&] { return !gateway_->upstreams().Models().empty(); }));
+  bool found = false;
+  for (const auto& u : gateway_->upstreams().Upstreams()) found |= u->address() == absl::StrCat("ipv4:127.0.0.1:", daemon.port());
+  EXPECT_TRUE(found);
+  EXPECT_EQ(Post("/v1/completions", kGreedy).status, 200);
+  GatewayOptions bad;
+  bad.upstreams.targets = {"no-port"};
+  EXPECT_THAT(std::string(Gateway::Start(bad).status().message()), HasSubstr("host:port"));
+}
+
+// A model that ships a chat template (tokenizer_config.json beside its tokenizer): the daemon
+// reports it and the gateway renders chats with the matching built-in.
+TEST_F(GatewayTest, TheModelsOwnChatTemplate) {
+  ServerOptions options = DaemonOptions();
+  const std::filesystem::path dir = scratch_ / "with-template";
+  std::filesystem::create_directories(dir);
+  std::filesystem::copy_file(options.tokenizer_path, dir / "tok512.bin");
+  ::accllm::testing::WriteFile(dir / "tokenizer_config.json",
+                               R"({"chat_template": "{% for m in messages %}{{'<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n'}}{% endfor %}"})");
+  options.tokenizer_path = (dir / "tok512.bin").string();
+  Server& daemon = StartDaemon(options);
+  StartGateway();
+  const auto models = gateway_->upstreams().Models();
+  ASSERT_EQ(models.size(), 1u);
+  EXPECT_THAT(models[0].chat_template, HasSubstr("<|im_start|>"));
+  const HttpResult chat = Post("/v1/chat/completions", {{"model", "stories260K"},
+                                                        {"messages", {{{"role", "user"}, {"content", "Lily"}}}},
+                                                        {"max_tokens", 10},
+                                                        {"temperature", 0}});
+  ASSERT_EQ(chat.status, 200) << chat.raw;
+  EXPECT_EQ(chat.body["choices"][0]["message"]["content"],
+            DaemonText(daemon, "<|im_start|>user\nLily<|im_end|>\n<|im_start|>assistant\n", 10));
 }
 
 }  // namespace
