@@ -384,7 +384,13 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOp
 
 HttpServer::HttpServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
-HttpServer::~HttpServer() { Stop(); }
+HttpServer::~HttpServer() {
+  Stop();
+  // Handlers posted after the threads left (an exchange answered late) run now, while
+  // everything they touch is still alive; each finds its connection closed.
+  impl_->ioc.restart();
+  impl_->ioc.run();
+}
 
 int HttpServer::port() const { return impl_->port; }
 

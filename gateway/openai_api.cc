@@ -358,9 +358,6 @@ std::variant<ApiRequest, ApiError> ParseApiRequest(Endpoint endpoint, const std:
                           chat ? "max_completion_tokens" : "max_tokens");
   }
   const int64_t max_new = max_tokens.value_or(chat ? 0 : 16);
-  if (out.stream && max_new == 0 && !chat) {
-    // Allowed by OpenAI; a stream that only echoes is fine too.
-  }
   if (out.logprobs >= 0) {
     base.set_return_logprobs(true);
     base.set_top_logprobs(out.logprobs);

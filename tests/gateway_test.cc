@@ -85,25 +85,12 @@ std::string PostRequest(const std::string& path, const std::string& body) {
 class GatewayTest : public ::testing::Test {
  protected:
   static ServerOptions DaemonOptions(int max_running = 8, int max_waiting = 16) {
-    ServerOptions options;
-    options.model_path = RequireModelFile("stories260K.bin").string();
-    options.tokenizer_path = RequireModelFile("tok512.bin").string();
-    options.listen = "127.0.0.1:0";
-    options.backend.engine = "cpu";
-    options.backend.kv = "f32";
-    options.backend.kv_pages = 256;
-    options.scheduler.max_running = max_running;
-    options.scheduler.max_waiting = max_waiting;
-    return options;
+    return server::StoriesServerOptions("tok512.bin", max_waiting, max_running);
   }
   // stories260K with a long context: a request that runs for as long as a test needs it to.
   ServerOptions LongDaemonOptions(int max_running = 8, int max_waiting = 16) {
     ServerOptions options = DaemonOptions(max_running, max_waiting);
-    auto model = LoadModel(options.model_path);
-    EXPECT_TRUE(model.ok());
-    (*model)->config.max_seq_len = 4096;
-    options.model_path = (scratch_ / "stories260K.bin").string();
-    EXPECT_TRUE(WriteLlama2cModel(ModelWeightSource(**model), options.model_path, Llama2cVersion::kV1).ok());
+    options.model_path = server::WriteStretchedStories(scratch_ / "stories260K.bin", 4096);
     options.backend.kv_pages = 0;
     return options;
   }

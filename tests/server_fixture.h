@@ -23,31 +23,41 @@ namespace accllm::server {
 namespace v1 = ::accllm::v1;
 using ::accllm::testing::RequireModelFile;
 
+// The test daemon: stories260K on the CPU engine with fp32 KV, on a loopback port.
+inline ServerOptions StoriesServerOptions(const std::string& tokenizer = "tok512.bin", int max_waiting = 16,
+                                          int max_running = 8) {
+  ServerOptions options;
+  options.model_path = RequireModelFile("stories260K.bin").string();
+  options.tokenizer_path = RequireModelFile(tokenizer).string();
+  options.listen = "127.0.0.1:0";
+  options.backend.engine = "cpu";
+  options.backend.kv = "f32";
+  options.backend.kv_pages = 256;
+  options.scheduler.max_running = max_running;
+  options.scheduler.max_waiting = max_waiting;
+  return options;
+}
+
+// stories260K with its context stretched to `context` tokens (its weights do not depend on it),
+// written to `path`: a request can then run long enough that no machine, however loaded, runs it
+// to its end before the client acts.
+inline std::string WriteStretchedStories(const std::filesystem::path& path, int context) {
+  auto model = LoadModel(RequireModelFile("stories260K.bin").string());
+  EXPECT_TRUE(model.ok()) << model.status();
+  (*model)->config.max_seq_len = context;
+  EXPECT_TRUE(WriteLlama2cModel(ModelWeightSource(**model), path.string(), Llama2cVersion::kV1).ok());
+  return path.string();
+}
+
 class ServerTest : public ::testing::Test {
  protected:
   static ServerOptions Options(const std::string& tokenizer, int max_waiting = 16, int max_running = 8) {
-    ServerOptions options;
-    options.model_path = RequireModelFile("stories260K.bin").string();
-    options.tokenizer_path = RequireModelFile(tokenizer).string();
-    options.listen = "127.0.0.1:0";
-    options.backend.engine = "cpu";
-    options.backend.kv = "f32";
-    options.backend.kv_pages = 256;
-    options.scheduler.max_running = max_running;
-    options.scheduler.max_waiting = max_waiting;
-    return options;
+    return StoriesServerOptions(tokenizer, max_waiting, max_running);
   }
   // stories260K with its context stretched to `context` tokens (its weights do not depend on
   // it), written once per test: a prompt can then be long enough that no machine, however
   // loaded, runs it to its end before the client acts.
-  std::string StretchedModel(int context) {
-    auto model = LoadModel(RequireModelFile("stories260K.bin").string());
-    EXPECT_TRUE(model.ok()) << model.status();
-    (*model)->config.max_seq_len = context;
-    const std::string path = (scratch_ / "stretched.bin").string();
-    EXPECT_TRUE(WriteLlama2cModel(ModelWeightSource(**model), path, Llama2cVersion::kV1).ok());
-    return path;
-  }
+  std::string StretchedModel(int context) { return WriteStretchedStories(scratch_ / "stretched.bin", context); }
   // The server's options on StretchedModel(4096), its KV pool sized by the server.
   ServerOptions StretchedOptions(int max_waiting = 16, int max_running = 8) {
     ServerOptions options = Options("tok512.bin", max_waiting, max_running);
