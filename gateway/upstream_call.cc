@@ -2,6 +2,8 @@
 
 #include <atomic>
 
+#include "common/grpc_tsan_annotations.h"
+
 namespace accllm::gateway {
 namespace {
 std::atomic<int> g_open{0};
@@ -11,22 +13,27 @@ class UpstreamCall::Attempt final : public grpc::ClientReadReactor<accllm::v1::G
  public:
   Attempt(std::shared_ptr<UpstreamCall> owner, std::shared_ptr<Upstream> upstream)
       : owner_(std::move(owner)), lease_(std::move(upstream)) {}
+  ACCLLM_REACTOR_DESTRUCTOR ~Attempt() override {}
 
   grpc::ClientContext* context() { return &context_; }
   void Start() {
     lease_.upstream->stub().async()->Generate(&context_, &owner_->request_, this);
+    HandedToGrpc(this);
     StartRead(&response_);
     StartCall();
   }
 
   void OnReadDone(bool ok) override {
+    CalledBackByGrpc(this);
     if (!ok) return;  // OnDone follows
     responded_ = true;
     owner_->callbacks_.on_response(response_);
+    HandedToGrpc(this);
     StartRead(&response_);
   }
 
   void OnDone(const grpc::Status& status) override {
+    CalledBackByGrpc(this);
     std::shared_ptr<UpstreamCall> owner = std::move(owner_);
     const bool responded = responded_;
     const std::shared_ptr<Upstream> upstream = lease_.upstream;

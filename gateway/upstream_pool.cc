@@ -10,6 +10,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/grpc_tsan_annotations.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
 namespace accllm::gateway {
@@ -79,19 +80,24 @@ class HealthWatch final : public grpc::ClientReadReactor<grpc::health::v1::Healt
       std::lock_guard<std::mutex> lock(upstream_->mutex_);
       upstream_->watch_context_ = &context_;
     }
+    HandedToGrpc(this);
     StartRead(&response_);
     StartCall();
   }
+  ACCLLM_REACTOR_DESTRUCTOR ~HealthWatch() override {}
 
   void OnReadDone(bool ok) override {
+    CalledBackByGrpc(this);
     if (!ok) return;  // OnDone follows
     const bool serving = response_.status() == grpc::health::v1::HealthCheckResponse::SERVING;
     upstream_->state_.store(serving ? Upstream::State::kServing : Upstream::State::kNotServing);
     if (serving) on_serving_(upstream_);
+    HandedToGrpc(this);
     StartRead(&response_);
   }
 
   void OnDone(const grpc::Status&) override {
+    CalledBackByGrpc(this);
     upstream_->state_.store(Upstream::State::kNotServing);
     {
       std::lock_guard<std::mutex> lock(upstream_->mutex_);
@@ -224,8 +230,10 @@ void UpstreamPool::FetchModel(const std::shared_ptr<Upstream>& upstream) {
   auto call = std::make_shared<Call>();
   call->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   open_calls_->fetch_add(1);
+  HandedToGrpc(call.get());
   upstream->stub().async()->ModelInfo(
       &call->context, &call->request, &call->response, [call, upstream, open = open_calls_](grpc::Status status) {
+        CalledBackByGrpc(call.get());
         if (status.ok()) {
           UpstreamModel m{call->response.name(), call->response.context_length(), call->response.lambda_sinks(),
                           call->response.lambda_window(), call->response.chat_template()};

@@ -22,15 +22,15 @@ for path in scalar avx2 avx2-vnni avx512; do
   fi
 done
 
-echo "== ThreadSanitizer: the scheduler, the engine's thread pool, the server and the gateway"
+echo "== ThreadSanitizer: the scheduler, the engine's thread pool and the server"
 scripts/build.sh build-tsan -DCMAKE_BUILD_TYPE=Debug -DACCLLM_WERROR=ON -DACCLLM_BUILD_TESTS=ON -DWITH_FPGA=ON \
-  -DACCLLM_SANITIZE=thread -- accllm accllm-server accllm-gateway accllm_tests accllm_server_tests accllm_gateway_tests
+  -DACCLLM_SANITIZE=thread -- accllm accllm-server accllm_tests accllm_server_tests
 # Reports go to files; tests/sanitizers/tsan_reports.py fails on every one in which our code makes
 # an access, and counts those wholly inside gRPC (whose own synchronization TSan cannot see).
 tsan_logs=$PWD/build-tsan/tsan-reports
 rm -rf "$tsan_logs" && mkdir -p "$tsan_logs"
 TSAN_OPTIONS="halt_on_error=0 exitcode=0 history_size=7 log_path=$tsan_logs/tsan suppressions=$PWD/tests/sanitizers/tsan.supp" \
-  ctest --test-dir build-tsan --output-on-failure -R 'Scheduler|CpuEngine|ServerTest|ServerBinaryTest|DevicePool|Gateway'
+  ctest --test-dir build-tsan --output-on-failure -R 'Scheduler|CpuEngine|ServerTest|ServerBinaryTest|DevicePool'
 python3 tests/sanitizers/tsan_reports.py $(find "$tsan_logs" -type f)
 
 echo "== ASan + UBSan build + tests"

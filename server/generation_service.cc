@@ -9,10 +9,10 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "common/grpc_tsan_annotations.h"
 #include "runtime/common/status_macros.h"
 #include "runtime/tokenizer/utf8.h"
 #include "server/status_mapping.h"
-#include "server/tsan_annotations.h"
 
 namespace accllm::server {
 namespace {

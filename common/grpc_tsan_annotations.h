@@ -1,6 +1,7 @@
 // Debian's gRPC is not built with ThreadSanitizer, so TSan cannot see the order gRPC guarantees
-// between a reactor's calls into gRPC (its constructor returning, StartWrite, Finish) and the
-// reactions gRPC runs later on its own threads (OnWriteDone, OnCancel, OnDone). These two calls
+// between a reactor's calls into gRPC (its constructor returning, StartWrite, StartRead, Finish,
+// StartCall) and the reactions gRPC runs later on its own threads (OnWriteDone, OnReadDone,
+// OnCancel, OnDone), on the server's reactors and the gateway's client ones alike. These two calls
 // tell it, and only that: a release where we hand the reactor to gRPC, an acquire where gRPC
 // hands it back. Outside TSan builds they are nothing.
 #pragma once
@@ -15,7 +16,7 @@ extern "C" void __tsan_release(void* addr);
 // The members' destructors stay instrumented.
 #define ACCLLM_REACTOR_DESTRUCTOR __attribute__((no_sanitize("thread")))
 
-namespace accllm::server {
+namespace accllm {
 
 inline void HandedToGrpc([[maybe_unused]] void* reactor) {
 #if defined(__SANITIZE_THREAD__)
@@ -29,4 +30,4 @@ inline void CalledBackByGrpc([[maybe_unused]] void* reactor) {
 #endif
 }
 
-}  // namespace accllm::server
+}  // namespace accllm
