@@ -14,6 +14,7 @@
 #include <boost/beast/ssl.hpp>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -187,6 +188,20 @@ class Session final : public Closeable, public std::enable_shared_from_this<Sess
     parser_->header_limit(kMaxHeaderBytes);
     reading_ = true;
     if (!current_) ArmIdleTimer();
+    http::async_read_header(stream_, buffer_, *parser_, [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
+      self->OnHeader(ec);
+    });
+  }
+
+  // A client that sent `Expect: 100-continue` (curl does, for bodies over 1 KiB) waits for our
+  // go-ahead before it sends the body.
+  void OnHeader(beast::error_code ec) {
+    if (ec || closed_) return OnRead(ec);
+    const auto& header = parser_->get();
+    if (!current_ && absl::EqualsIgnoreCase(std::string(header[http::field::expect]), "100-continue")) {
+      out_.push_back("HTTP/1.1 100 Continue\r\n\r\n");
+      if (!writing_) WriteNext();
+    }
     http::async_read(stream_, buffer_, *parser_,
                      [self = this->shared_from_this()](beast::error_code ec, std::size_t) { self->OnRead(ec); });
   }

@@ -126,6 +126,15 @@ class GatewayHttpClientsTest(unittest.TestCase):
             self.assertEqual((error["type"], error["code"], error["param"]), (kind, code, param))
             self.assertTrue(error["message"])
 
+    def test_a_large_body_gets_100_continue(self):
+        # A client that asks "Expect: 100-continue" (curl does for large bodies, HTTP libraries on
+        # request) waits for the go-ahead before it sends the body.
+        out, rc = curl(f"{self.stack.gateway_url}/v1/completions", "-H", "Expect: 100-continue", "-d", json.dumps({
+            "model": "stories-4k", "prompt": "Once upon a time " * 200, "max_tokens": 2}))
+        self.assertEqual(rc, 0)
+        self.assertTrue(out.startswith("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"), out[:200])
+        self.assertEqual(json.loads(out.partition("\r\n\r\n")[2].partition("\r\n\r\n")[2])["usage"]["completion_tokens"], 2)
+
     def test_leaving_a_stream(self):
         self.leave(stream=True)
 
