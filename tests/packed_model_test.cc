@@ -30,8 +30,9 @@ using ::testing::HasSubstr;
 // The integer engine against fp32 arithmetic on the dequantized weights and A8-rounded inputs:
 // the same function. Float rounding differs in the last bits, and where that moves an activation
 // across an A8 rounding boundary the code changes by one step (1/127 of the row's range); through
-// five layers that adds up to a few tenths of a percent. A wrong kernel would be off by O(1).
-constexpr double kMaxEngineRelativeError = 1e-2;
+// five layers and the tokens after it that adds up to tenths of a percent, at most 1.07% seen
+// (2:4 GPTQ with refit scales, where one flip comes early). A wrong kernel would be off by O(1).
+constexpr double kMaxEngineRelativeError = 2e-2;
 
 class PackedModelTest : public ::testing::Test {
  protected:

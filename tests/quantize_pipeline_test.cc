@@ -108,6 +108,48 @@ TEST_F(QuantizePipelineTest, GptqActOrderCompensatesAndKeepsTheLayout) {
   }
 }
 
+// The scale refit keeps GPTQ's codes and zeros and lowers every row's output error over the
+// calibration inputs (never raises it: a row keeps its scales unless the refit wins).
+TEST_F(QuantizePipelineTest, GptqScaleRefitLowersEachRowsOutputError) {
+  ASSERT_OK_AND_ASSIGN(CalibrationStats stats, Calibrate(*model_, lines_));
+  const LlamaConfig& c = model_->config;
+  for (const TensorKind kind : {TensorKind::kW2, TensorKind::kW1}) {
+    const int rows = kind == TensorKind::kW2 ? c.dim : c.hidden_dim, cols = kind == TensorKind::kW2 ? c.hidden_dim : c.dim;
+    const std::span<const float> w(model_->Tensor({kind, 1}), static_cast<std::size_t>(rows) * cols);
+    const auto& gram = stats.For(1, kind).gram;
+    const W2Shape shape{rows, cols, 32, false};
+    GptqOptions plain, refit;
+    plain.refit_scales = false;
+    ASSERT_OK_AND_ASSIGN(GptqHessian h_plain, PrepareGptqHessian(gram, cols, plain));
+    ASSERT_OK_AND_ASSIGN(GptqHessian h_refit, PrepareGptqHessian(gram, cols, refit));
+    ASSERT_OK_AND_ASSIGN(W2Matrix a, QuantizeW2Gptq(w, shape, h_plain, {}, nullptr));
+    ASSERT_OK_AND_ASSIGN(W2Matrix b, QuantizeW2Gptq(w, shape, h_refit, {}, nullptr));
+    EXPECT_EQ(a.codes, b.codes);
+    EXPECT_EQ(a.zeros, b.zeros);
+    EXPECT_NE(a.scales, b.scales);
+    int improved = 0;
+    for (int r = 0; r < rows; ++r) {
+      std::vector<float> row(cols);
+      // Each row's error on its own: dequantize and compare through the Gram matrix.
+      const auto row_error = [&](const W2Matrix& m) {
+        DequantizeW2Row(m.view(), r, row);
+        double e = 0;
+        for (int i = 0; i < cols; ++i) {
+          double hd = 0;
+          for (int j = 0; j < cols; ++j) hd += gram[static_cast<std::size_t>(i) * cols + j] * (w[r * cols + j] - row[j]);
+          e += (w[r * cols + i] - row[i]) * hd;
+        }
+        return e;
+      };
+      const double ea = row_error(a), eb = row_error(b);
+      EXPECT_LE(eb, ea * (1 + 1e-9)) << "row " << r;
+      improved += eb < ea;
+    }
+    EXPECT_GT(improved, rows / 2);
+    EXPECT_LT(RelativeOutputError(w, b.view(), gram), RelativeOutputError(w, a.view(), gram));
+  }
+}
+
 // U is the upper Cholesky factor of the damped inverse Hessian: U^T U H = I.
 TEST_F(QuantizePipelineTest, GptqFactorInvertsTheDampedHessian) {
   ASSERT_OK_AND_ASSIGN(CalibrationStats stats, Calibrate(*model_, lines_));

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/common/half.h"
 #include "runtime/common/status_macros.h"
 
 namespace accllm {
@@ -56,6 +57,7 @@ absl::StatusOr<GptqHessian> PrepareGptqHessian(std::span<const double> gram, int
   hessian.dead.assign(n, 0);
   hessian.importance.resize(n);
   for (int j = 0; j < n; ++j) hessian.importance[j] = static_cast<float>(gram[static_cast<std::size_t>(j) * n + j]);
+  if (options.refit_scales) hessian.gram.assign(gram.begin(), gram.end());
   std::vector<double> h(gram.begin(), gram.end());
   if (options.act_order) {
     hessian.order.resize(n);
@@ -95,6 +97,79 @@ absl::StatusOr<GptqHessian> PrepareGptqHessian(std::span<const double> gram, int
   return hessian;
 }
 
+namespace {
+
+// Refits row r's group scales s (zeros and codes fixed) to the least (w - C s)^T H (w - C s),
+// where column g of C holds (code - zero_g) on group g's kept columns: a G x G least-squares
+// problem. `codes` holds the row's code per column (kNoCode for pruned ones).
+constexpr uint8_t kNoCode = 255;
+void RefitRowScales(W2Matrix& m, int r, std::span<const float> w_row, std::span<const uint8_t> codes,
+                    std::span<const W2GroupParams> params, const GptqHessian& hessian) {
+  const int n = hessian.n, group = m.shape.group_size, groups = m.shape.groups();
+  const auto h = [&](int i, int j) { return static_cast<double>(hessian.gram[static_cast<std::size_t>(i) * n + j]); };
+  std::vector<double> c(n, 0.0), hw(n, 0.0);
+  for (int j = 0; j < n; ++j) {
+    if (codes[j] != kNoCode) c[j] = static_cast<double>(codes[j]) - params[j / group].zero;
+  }
+  for (int i = 0; i < n; ++i) {
+    double sum = 0;
+    for (int j = 0; j < n; ++j) sum += h(i, j) * w_row[j];
+    hw[i] = sum;
+  }
+  // A = C^T H C, b = C^T H w.
+  std::vector<double> a(static_cast<std::size_t>(groups) * groups, 0.0), b(groups, 0.0), v(n);
+  for (int g = 0; g < groups; ++g) {
+    const int begin = g * group, end = std::min(n, begin + group);
+    for (int i = 0; i < n; ++i) {
+      double sum = 0;
+      for (int j = begin; j < end; ++j) sum += h(i, j) * c[j];
+      v[i] = sum;
+    }
+    for (int k = 0; k < groups; ++k) {
+      double sum = 0;
+      for (int i = k * group; i < std::min(n, (k + 1) * group); ++i) sum += c[i] * v[i];
+      a[static_cast<std::size_t>(k) * groups + g] = sum;
+    }
+    for (int i = begin; i < end; ++i) b[g] += c[i] * hw[i];
+  }
+  // The error, up to the constant w^T H w, for scales s.
+  const auto error = [&](std::span<const double> s) {
+    double e = 0;
+    for (int g = 0; g < groups; ++g) {
+      double as = 0;
+      for (int k = 0; k < groups; ++k) as += a[static_cast<std::size_t>(g) * groups + k] * s[k];
+      e += s[g] * as - 2 * s[g] * b[g];
+    }
+    return e;
+  };
+  std::vector<double> old_s(groups), chol = a;
+  for (int g = 0; g < groups; ++g) old_s[g] = params[g].scale;
+  double trace = 0;
+  for (int g = 0; g < groups; ++g) trace += a[static_cast<std::size_t>(g) * groups + g];
+  for (int g = 0; g < groups; ++g) chol[static_cast<std::size_t>(g) * groups + g] += 1e-9 * trace / groups + 1e-30;
+  if (!Cholesky(chol, groups)) return;
+  // Solve L L^T s = b (Cholesky leaves L in the lower triangle).
+  std::vector<double> s_new(b);
+  for (int i = 0; i < groups; ++i) {
+    for (int k = 0; k < i; ++k) s_new[i] -= chol[static_cast<std::size_t>(i) * groups + k] * s_new[k];
+    s_new[i] /= chol[static_cast<std::size_t>(i) * groups + i];
+  }
+  for (int i = groups - 1; i >= 0; --i) {
+    for (int k = i + 1; k < groups; ++k) s_new[i] -= chol[static_cast<std::size_t>(k) * groups + i] * s_new[k];
+    s_new[i] /= chol[static_cast<std::size_t>(i) * groups + i];
+  }
+  for (int g = 0; g < groups; ++g) {
+    // A group whose codes all sit at its zero has no scale to fit: it keeps its own.
+    if (a[static_cast<std::size_t>(g) * groups + g] <= 0) s_new[g] = old_s[g];
+    s_new[g] = Fp16ToFloat(FloatToFp16(static_cast<float>(s_new[g])));
+    if (!std::isfinite(s_new[g]) || s_new[g] <= 0) return;
+  }
+  if (error(s_new) >= error(old_s)) return;
+  for (int g = 0; g < groups; ++g) SetW2Params(m, r, g, {static_cast<float>(s_new[g]), params[g].zero});
+}
+
+}  // namespace
+
 absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape& shape, std::span<const double> gram,
                                         std::span<const uint8_t> keep, const GptqOptions& options) {
   ASSIGN_OR_RETURN(GptqHessian hessian, PrepareGptqHessian(gram, shape.cols, options));
@@ -117,6 +192,8 @@ absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape&
   const auto column = [&](int i) { return static_groups ? hessian.order[i] : i; };
   const auto quantize_rows = [&](int64_t begin, int64_t end) {
     std::vector<double> work(n);  // in the order columns are quantized
+    std::vector<uint8_t> codes(n);
+    std::vector<float> row_in(n);
     std::vector<float> values, importance;
     std::vector<W2GroupParams> params(shape.groups());
     const auto choose = [&](int r, int g, const auto& value_of) {
@@ -144,8 +221,10 @@ absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape&
         // Column order: a group's parameters come from its weights as updated so far (i == j).
         if (!static_groups && j % shape.group_size == 0) choose(r, g, [&](int c) { return work[c]; });
         double quantized = 0.0;
+        codes[j] = kNoCode;
         if (row_keep == nullptr || row_keep[j]) {
           const uint8_t code = QuantizeW2Value(static_cast<float>(work[i]), params[g]);
+          codes[j] = code;
           quantized = DequantizeW2Value(code, params[g]);
           if (shape.sparse24) {
             int slot = 0;  // kept weights before j in its group of 4
@@ -159,6 +238,10 @@ absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape&
         const double err = (work[i] - quantized) / u[i];
         for (int k = i + 1; k < n; ++k) work[k] -= err * u[k];
         work[i] = quantized;
+      }
+      if (!hessian.gram.empty()) {
+        for (int j = 0; j < n; ++j) row_in[j] = hessian.dead[j] ? 0.0f : wr[j];
+        RefitRowScales(m, r, row_in, codes, params, hessian);
       }
     }
   };

@@ -21,6 +21,11 @@ struct GptqOptions {
   // scale and zero chosen up front from the original weights ("static groups"), so the packed
   // layout is unchanged.
   bool act_order = false;
+  // After a row's codes are chosen, refit its group scales jointly (zeros and codes fixed) to
+  // the least (w - q)^T H (w - q): the output error over the calibration inputs, which GPTQ's
+  // column-by-column choice of each group's scale does not minimize. Kept only where it lowers
+  // that error after fp16 rounding.
+  bool refit_scales = true;
 };
 
 // What GPTQ needs of a layer's inputs, computed once for the layers that share them (q/k/v,
@@ -35,6 +40,8 @@ struct GptqHessian {
   std::vector<float> importance;
   // act-order: the column quantized at step i (upper is in that order); empty: column order.
   std::vector<int> order;
+  // With refit_scales: the Gram matrix in column order (n x n), without damping.
+  std::vector<float> gram;
 };
 
 // `gram` is n x n (sum of x x^T over calibration inputs).
