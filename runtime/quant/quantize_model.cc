@@ -88,6 +88,7 @@ absl::StatusOr<PackedContents> QuantizeModel(const Model& model, const QuantizeO
       if (it == hessians.end()) {
         GptqOptions gptq;
         gptq.act_order = options.act_order;
+        gptq.refit_scales = options.refit_scales;
         ASSIGN_OR_RETURN(GptqHessian h, PrepareGptqHessian(input.gram, input.cols, gptq));
         it = hessians.emplace(&input, std::move(h)).first;
       }

@@ -25,6 +25,7 @@ struct QuantizeOptions {
   std::string source;  // recorded in the metadata
   int threads = 0;     // 0: one per hardware thread
   bool act_order = false;  // GPTQ: see GptqOptions
+  bool refit_scales = true;  // GPTQ: see GptqOptions
 };
 
 struct LayerReport {

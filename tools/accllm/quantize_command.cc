@@ -26,6 +26,7 @@ struct QuantizeFlags {
   bool rotate = false;
   bool rotate_ffn = false;
   bool act_order = false;
+  bool refit_scales = true;
   uint64_t rotation_seed = 1;
   int threads = 0;
 };
@@ -33,6 +34,9 @@ struct QuantizeFlags {
 int RunQuantize(const QuantizeFlags& flags) {
   if (flags.rotate_ffn && !flags.rotate) return ReportError(absl::InvalidArgumentError("--rotate-ffn needs --rotate"));
   if (flags.act_order && flags.method != "gptq") return ReportError(absl::InvalidArgumentError("--act-order needs --method gptq"));
+  if (!flags.refit_scales && flags.method != "gptq") {
+    return ReportError(absl::InvalidArgumentError("--no-scale-refit needs --method gptq"));
+  }
   const std::string model_path = ResolveModelPath(flags.model);
   absl::StatusOr<std::unique_ptr<Model>> model = LoadModel(model_path);
   if (!model.ok()) return ReportError(model.status());
@@ -49,6 +53,7 @@ int RunQuantize(const QuantizeFlags& flags) {
                                              : PruneMethod::kNone;
   options.prune_layers = flags.prune_layers;
   options.act_order = flags.act_order;
+  options.refit_scales = flags.refit_scales;
   options.threads = flags.threads;
   options.source = model_path;
 
@@ -126,6 +131,8 @@ void AddQuantizeCommand(CLI::App& app, int* exit_code) {
                 "on gutenberg30M: docs/QUALITY.md)");
   cmd->add_flag("--act-order", flags->act_order,
                 "GPTQ: quantize columns by decreasing input energy, group scales chosen up front");
+  cmd->add_flag("!--no-scale-refit", flags->refit_scales,
+                "GPTQ: keep each group's scale as chosen, without refitting a row's scales to its output error");
   cmd->add_option("--rotation-seed", flags->rotation_seed, "Seed of the rotation's random signs")->capture_default_str();
   cmd->add_option("--threads", flags->threads, "Threads for calibration and GPTQ; 0 = one per hardware thread")
       ->check(CLI::NonNegativeNumber);
