@@ -357,16 +357,15 @@ std::variant<ApiRequest, ApiError> ParseApiRequest(Endpoint endpoint, const std:
     return InvalidRequest("max_tokens must be at least 1 (0 is allowed with echo, to score the prompt)",
                           chat ? "max_completion_tokens" : "max_tokens");
   }
-  const int64_t max_new = max_tokens.value_or(chat ? 0 : 16);
   if (out.logprobs >= 0) {
     base.set_return_logprobs(true);
     base.set_top_logprobs(out.logprobs);
   }
-  if (max_new == 0) {
-    base.set_prompt_only(true);
-  } else {
-    base.set_max_new_tokens(static_cast<int32_t>(max_new));
-  }
+  if (max_tokens && *max_tokens == 0) {
+    base.set_prompt_only(true);  // echo: score the prompt, generate nothing
+  } else if (max_tokens || !chat) {
+    base.set_max_new_tokens(static_cast<int32_t>(max_tokens.value_or(16)));
+  }  // else chat without a limit: the daemon's default (0 in the request)
   for (std::size_t p = 0; p < prompts.size(); ++p) {
     out.echo_prompts.push_back(prompts[p].text.value_or(""));
     for (int i = 0; i < n; ++i) {

@@ -157,6 +157,11 @@ TEST(OpenAiRequestTest, ChatRendersTheTemplateAndStopsAtTheTurnsEnd) {
   EXPECT_TRUE(r.calls[0].request.return_logprobs());
   EXPECT_EQ(r.calls[0].request.top_logprobs(), 3);
   EXPECT_EQ(r.logprobs, 3);
+  // Without a limit a chat generates up to the daemon's default.
+  const ApiRequest unlimited = Parse(Endpoint::kChat, R"({"model":"m","messages":[{"role":"user","content":"Hi"}]})");
+  EXPECT_FALSE(unlimited.calls[0].request.prompt_only());
+  EXPECT_EQ(unlimited.calls[0].request.max_new_tokens(), 0);
+  EXPECT_FALSE(unlimited.calls[0].request.return_logprobs());
 }
 
 TEST(OpenAiRequestTest, TokensThatAreNotWholeCharactersAreWrittenAsBytes) {

@@ -58,6 +58,10 @@ test('chat: whole and streamed agree; the stream opens with the role', async () 
   }
   assert.equal(role, 'assistant');
   assert.equal(text, whole.choices[0].message.content);
+  // With no max_tokens a chat runs to the daemon's default length (or its end).
+  const open = await client.chat.completions.create({ model, messages: body.messages, temperature: 0 });
+  assert.ok(open.usage.completion_tokens > 20, `${open.usage.completion_tokens} tokens`);
+  assert.ok(open.choices[0].message.content.startsWith(whole.choices[0].message.content));
   // The client's own stream helper assembles the same message.
   const runner = client.chat.completions.stream(body);
   const final = await runner.finalChatCompletion();
