@@ -374,11 +374,12 @@ void Gateway::Handle(const std::shared_ptr<HttpExchange>& exchange) {
     if (request.method != "GET") return method_not_allowed("/metrics");
     return reply("/metrics", 200, "text/plain; version=0.0.4", metrics_.Render(*pool_));
   }
-  if (path == "/v1/models") {
-    if (request.method != "GET") return method_not_allowed(path);
+  if (path == "/v1/models" || absl::StartsWith(path, "/v1/models/")) {
+    const std::string route = path == "/v1/models" ? path : "/v1/models/{model}";
+    if (request.method != "GET") return method_not_allowed(route);
     std::string key;
-    if (!Authorize(exchange, path, &key)) return;
-    return HandleModels(exchange);
+    if (!Authorize(exchange, route, &key)) return;
+    return HandleModels(exchange, path == "/v1/models" ? "" : path.substr(std::string("/v1/models/").size()));
   }
   if (path == "/v1/completions" || path == "/v1/chat/completions") {
     if (request.method != "POST") return method_not_allowed(path);
@@ -388,16 +389,30 @@ void Gateway::Handle(const std::shared_ptr<HttpExchange>& exchange) {
         Dump(Error(404, absl::StrCat("Invalid URL (", request.method, " ", path, ")"), "invalid_request_error").ToJson()));
 }
 
-void Gateway::HandleModels(const std::shared_ptr<HttpExchange>& exchange) {
+void Gateway::HandleModels(const std::shared_ptr<HttpExchange>& exchange, const std::string& id) {
+  const auto entry = [](const UpstreamModel& m) {
+    return json{{"id", m.name},
+                {"object", "model"},
+                {"created", 0},
+                {"owned_by", "accllm"},
+                {"context_length", m.context_length},
+                {"lambda_sinks", m.lambda_sinks},
+                {"lambda_window", m.lambda_window}};
+  };
   json data = json::array();
   for (const UpstreamModel& m : pool_->Models()) {
-    data.push_back({{"id", m.name},
-                    {"object", "model"},
-                    {"created", 0},
-                    {"owned_by", "accllm"},
-                    {"context_length", m.context_length},
-                    {"lambda_sinks", m.lambda_sinks},
-                    {"lambda_window", m.lambda_window}});
+    if (id.empty()) {
+      data.push_back(entry(m));
+    } else if (m.name == id) {
+      metrics_.RecordRequest("/v1/models/{model}", 200);
+      return exchange->Respond(200, kJson, Dump(entry(m)));
+    }
+  }
+  if (!id.empty()) {
+    metrics_.RecordRequest("/v1/models/{model}", 404);
+    return exchange->Respond(404, kJson, Dump(Error(404, absl::StrCat("The model `", id, "` does not exist."),
+                                                    "invalid_request_error", "model_not_found")
+                                                  .ToJson()));
   }
   metrics_.RecordRequest("/v1/models", 200);
   exchange->Respond(200, kJson, Dump({{"object", "list"}, {"data", data}}));

@@ -47,7 +47,8 @@ class Gateway {
   explicit Gateway(const GatewayOptions& options) : options_(options) {}
   void Handle(const std::shared_ptr<HttpExchange>& exchange);
   void HandleGenerate(const std::shared_ptr<HttpExchange>& exchange, const std::string& route, bool chat);
-  void HandleModels(const std::shared_ptr<HttpExchange>& exchange);
+  // The list, or with `id` one model (404 when no daemon serves it).
+  void HandleModels(const std::shared_ptr<HttpExchange>& exchange, const std::string& id);
   // The Authorization header's key, or the 401 sent; "" when keys are off.
   bool Authorize(const std::shared_ptr<HttpExchange>& exchange, const std::string& route, std::string* key);
   HttpHeaders CorsHeaders(const HttpRequest& request) const;

@@ -388,6 +388,10 @@ TEST_F(GatewayTest, ModelsHealthAndMetrics) {
   ASSERT_EQ(models.body["data"].size(), 1u);
   EXPECT_EQ(models.body["data"][0]["id"], "stories260K");
   EXPECT_EQ(models.body["data"][0]["context_length"], 512);
+  const HttpResult one = Call("GET", "/v1/models/stories260K");
+  EXPECT_EQ(one.status, 200);
+  EXPECT_EQ(one.body["id"], "stories260K");
+  EXPECT_EQ(Call("GET", "/v1/models/gpt-4").body["error"]["code"], "model_not_found");
   EXPECT_EQ(Call("GET", "/health").status, 200);
   ASSERT_EQ(Post("/v1/completions", kGreedy).status, 200);
   const HttpResult metrics = Call("GET", "/metrics");

@@ -18,6 +18,9 @@ test('models.list names the served model with its context', async () => {
   assert.equal(models[0].id, model);
   assert.equal(models[0].object, 'model');
   assert.equal(models[0].context_length, 4096);
+  const one = await client.models.retrieve(model);
+  assert.equal(one.id, model);
+  await assert.rejects(client.models.retrieve('gpt-4o'), OpenAI.NotFoundError);
 });
 
 test('completions: whole and streamed agree, with usage', async () => {
