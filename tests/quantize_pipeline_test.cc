@@ -150,6 +150,29 @@ TEST_F(QuantizePipelineTest, GptqScaleRefitLowersEachRowsOutputError) {
   }
 }
 
+// An input that never fires ("dead": a zero row and column in the Gram matrix) gets a zero
+// weight, in column order and in act-order alike; the other columns are unaffected by it.
+TEST_F(QuantizePipelineTest, GptqZeroesDeadInputsInEitherOrder) {
+  ASSERT_OK_AND_ASSIGN(CalibrationStats stats, Calibrate(*model_, lines_));
+  const LlamaConfig& c = model_->config;
+  const std::span<const float> w(model_->Tensor({TensorKind::kW2, 0}), static_cast<std::size_t>(c.dim) * c.hidden_dim);
+  std::vector<double> gram = stats.For(0, TensorKind::kW2).gram;
+  const int n = c.hidden_dim, dead = 5;
+  for (int k = 0; k < n; ++k) gram[static_cast<std::size_t>(dead) * n + k] = gram[static_cast<std::size_t>(k) * n + dead] = 0.0;
+  for (const bool act_order : {false, true}) {
+    GptqOptions options;
+    options.act_order = act_order;
+    ASSERT_OK_AND_ASSIGN(GptqHessian hessian, PrepareGptqHessian(gram, n, options));
+    for (int j = 0; j < n; ++j) ASSERT_EQ(hessian.dead[j], j == dead ? 1 : 0) << j;
+    ASSERT_OK_AND_ASSIGN(W2Matrix m, QuantizeW2Gptq(w, {c.dim, n, 32, false}, hessian, {}, nullptr));
+    std::vector<float> row(n);
+    for (int r = 0; r < c.dim; ++r) {
+      DequantizeW2Row(m.view(), r, row);
+      ASSERT_EQ(row[dead], 0.0f) << "act_order " << act_order << " row " << r;
+    }
+  }
+}
+
 // U is the upper Cholesky factor of the damped inverse Hessian: U^T U H = I.
 TEST_F(QuantizePipelineTest, GptqFactorInvertsTheDampedHessian) {
   ASSERT_OK_AND_ASSIGN(CalibrationStats stats, Calibrate(*model_, lines_));

@@ -74,12 +74,11 @@ absl::StatusOr<GptqHessian> PrepareGptqHessian(std::span<const double> gram, int
   double mean_diag = 0;
   for (int j = 0; j < n; ++j) mean_diag += h[static_cast<std::size_t>(j) * n + j];
   mean_diag = std::max(mean_diag / n, 1e-12);
-  for (int j = 0; j < n; ++j) {
-    double& d = h[static_cast<std::size_t>(j) * n + j];
-    if (d == 0.0) {
-      d = 1.0;
-      hessian.dead[j] = 1;
-    }
+  // dead[] is indexed by column; h may be in act-order.
+  for (int j = 0; j < n; ++j) hessian.dead[j] = gram[static_cast<std::size_t>(j) * n + j] == 0.0 ? 1 : 0;
+  for (int i = 0; i < n; ++i) {
+    double& d = h[static_cast<std::size_t>(i) * n + i];
+    if (d == 0.0) d = 1.0;
     d += options.damp * mean_diag;
   }
   // GPTQ walks U, the upper Cholesky factor of H^-1 (H^-1 = U^T U), row by row. With J the
