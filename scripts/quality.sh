@@ -43,6 +43,7 @@ done <<'RECIPES'
 GPTQ, group 128|--method gptq
 rotated residual + GPTQ without the scale refit (--rotate --no-scale-refit)|--method gptq --rotate --no-scale-refit
 rotated residual + GPTQ, group 128 (--rotate)|--method gptq --rotate
+rotated residual + GPTQ, sequential calibration (--rotate --sequential)|--method gptq --rotate --sequential
 rotated residual + GPTQ act-order, static groups (--rotate --act-order)|--method gptq --rotate --act-order
 rotated residual and down-projection input + GPTQ (--rotate --rotate-ffn)|--method gptq --rotate --rotate-ffn
 RECIPES

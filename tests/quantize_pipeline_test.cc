@@ -9,6 +9,7 @@
 #include "runtime/model/load_model.h"
 #include "runtime/quant/calibration.h"
 #include "runtime/quant/gptq.h"
+#include "runtime/quant/quantize_model.h"
 #include "runtime/quant/rotation.h"
 #include "runtime/reference/forward.h"
 #include "tests/test_support.h"
@@ -174,6 +175,51 @@ TEST_F(QuantizePipelineTest, GptqZeroesDeadInputsInEitherOrder) {
 }
 
 // U is the upper Cholesky factor of the damped inverse Hessian: U^T U H = I.
+// Sequential calibration: layer l is calibrated on the model cut after layer l whose earlier
+// layers are the quantized ones (dequantized); layer 0 sees the fp32 model either way.
+TEST_F(QuantizePipelineTest, SequentialCalibrationSeesTheQuantizedLayersBefore) {
+  ASSERT_OK_AND_ASSIGN(CalibrationStats stats, Calibrate(*model_, lines_));
+  const LlamaConfig& c = model_->config;
+  QuantizeOptions plain;
+  plain.group_size = 32;
+  ASSERT_OK_AND_ASSIGN(PackedContents reference, QuantizeModel(*model_, plain, &stats, nullptr));
+  QuantizeOptions sequential = plain;
+  std::vector<int> seen;
+  sequential.recalibrate = [&](const Model& prefix) -> absl::StatusOr<CalibrationStats> {
+    const int layer = prefix.config.n_layers - 1;
+    seen.push_back(layer);
+    EXPECT_EQ(prefix.weights.layers.size(), static_cast<std::size_t>(layer) + 1);
+    // Its earlier layers are the quantized ones. Layer 0 is quantized as without sequential
+    // calibration, so the prefix of layer 1 holds `reference`'s layer 0, dequantized.
+    if (layer == 1) {
+      const TensorId down{TensorKind::kW2, 0};
+      std::vector<float> row(c.hidden_dim);
+      for (const auto& [id, m] : reference.linears) {
+        if (id.layer != 0 || id.kind != TensorKind::kW2) continue;
+        DequantizeW2Row(m.view(), 3, row);
+        for (int j = 0; j < c.hidden_dim; ++j) EXPECT_EQ(prefix.Tensor(down)[3 * c.hidden_dim + j], row[j]) << j;
+      }
+    }
+    EXPECT_NE(prefix.Tensor({TensorKind::kW1, layer}), nullptr);
+    return Calibrate(prefix, lines_);
+  };
+  ASSERT_OK_AND_ASSIGN(PackedContents packed, QuantizeModel(*model_, sequential, &stats, nullptr));
+  std::vector<int> expected;
+  for (int l = 1; l < c.n_layers; ++l) expected.push_back(l);
+  EXPECT_EQ(seen, expected);
+  ASSERT_EQ(packed.linears.size(), reference.linears.size());
+  bool later_differ = false;
+  for (std::size_t i = 0; i < packed.linears.size(); ++i) {
+    const auto& [id, m] = packed.linears[i];
+    if (id.layer == 0) {
+      EXPECT_EQ(m.codes, reference.linears[i].second.codes) << "layer 0 sees the fp32 model either way";
+    } else {
+      later_differ |= m.codes != reference.linears[i].second.codes;
+    }
+  }
+  EXPECT_TRUE(later_differ);
+}
+
 TEST_F(QuantizePipelineTest, GptqFactorInvertsTheDampedHessian) {
   ASSERT_OK_AND_ASSIGN(CalibrationStats stats, Calibrate(*model_, lines_));
   const InputStats& input = stats.For(2, TensorKind::kW2);

@@ -19,6 +19,28 @@ std::vector<uint16_t> ToFp16(const float* x, int64_t n) {
   return out;
 }
 
+// `model` as layer `layer` of its quantized form sees it: the linear layers before it
+// dequantized from `done`, the layers after it left out (their weights are not read).
+absl::StatusOr<Model> PrefixModel(const Model& model, const std::vector<std::pair<TensorId, W2Matrix>>& done, int layer) {
+  Model prefix;
+  prefix.format = model.format;
+  prefix.path = model.path;
+  prefix.config = model.config;
+  prefix.config.n_layers = layer + 1;
+  prefix.weights = model.weights;
+  prefix.weights.layers.resize(static_cast<std::size_t>(layer) + 1);
+  prefix.storage = model.storage;
+  for (const auto& [id, m] : done) {
+    if (id.layer >= layer) continue;
+    const int rows = m.shape.rows, cols = m.shape.cols;
+    float* dequantized = prefix.AllocateOwned(int64_t{rows} * cols);
+    if (dequantized == nullptr) return absl::ResourceExhaustedError("out of memory for the dequantized layers");
+    for (int r = 0; r < rows; ++r) DequantizeW2Row(m.view(), r, std::span<float>(dequantized + int64_t{r} * cols, cols));
+    prefix.SetTensor(id, dequantized);
+  }
+  return prefix;
+}
+
 }  // namespace
 
 absl::StatusOr<std::function<bool(const TensorId&)>> ParseLayerSelection(const std::string& spec, int n_layers) {
@@ -67,8 +89,17 @@ absl::StatusOr<PackedContents> QuantizeModel(const Model& model, const QuantizeO
   ThreadPool pool(options.threads);
   std::map<const InputStats*, GptqHessian> hessians;
   int hessian_layer = -1;
+  CalibrationStats layer_stats;  // sequential: the current layer's, from the partly quantized model
+  const CalibrationStats* current = stats;
+  int stats_layer = 0;
   for (std::size_t i = 0; i < linears.size(); ++i) {
     const TensorId& id = linears[i];
+    if (options.recalibrate && stats != nullptr && id.layer != stats_layer) {
+      ASSIGN_OR_RETURN(const Model prefix, PrefixModel(model, out.linears, id.layer));
+      ASSIGN_OR_RETURN(layer_stats, options.recalibrate(prefix));
+      current = &layer_stats;
+      stats_layer = id.layer;
+    }
     const std::vector<int64_t> dims = TensorShape(c, id.kind);
     const int rows = static_cast<int>(dims[0]), cols = static_cast<int>(dims[1]);
     const std::span<const float> w(model.Tensor(id), static_cast<std::size_t>(rows) * cols);
@@ -76,12 +107,12 @@ absl::StatusOr<PackedContents> QuantizeModel(const Model& model, const QuantizeO
     std::vector<uint8_t> keep;
     if (sparse) {
       keep = Select24(w, rows, cols, options.prune,
-                      options.prune == PruneMethod::kWanda ? stats->For(id.layer, id.kind).ColumnNorms() : std::vector<float>{});
+                      options.prune == PruneMethod::kWanda ? current->For(id.layer, id.kind).ColumnNorms() : std::vector<float>{});
     }
     const W2Shape shape{rows, cols, options.group_size, sparse};
     W2Matrix m(shape);
     if (options.method == QuantMethod::kGptq) {
-      const InputStats& input = stats->For(id.layer, id.kind);
+      const InputStats& input = current->For(id.layer, id.kind);
       if (hessian_layer != id.layer) hessians.clear();  // q/k/v and gate/up share one within a layer
       hessian_layer = id.layer;
       auto it = hessians.find(&input);
@@ -108,7 +139,7 @@ absl::StatusOr<PackedContents> QuantizeModel(const Model& model, const QuantizeO
       }
     }
     report.weight_error = ref > 0 ? err / ref : 0;
-    if (stats != nullptr) report.output_error = RelativeOutputError(w, m.view(), stats->For(id.layer, id.kind).gram);
+    if (current != nullptr) report.output_error = RelativeOutputError(w, m.view(), current->For(id.layer, id.kind).gram);
     out.linears.emplace_back(id, std::move(m));
     if (on_layer) on_layer(report, static_cast<int>(i + 1), static_cast<int>(linears.size()));
   }

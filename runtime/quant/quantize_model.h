@@ -26,6 +26,12 @@ struct QuantizeOptions {
   int threads = 0;     // 0: one per hardware thread
   bool act_order = false;  // GPTQ: see GptqOptions
   bool refit_scales = true;  // GPTQ: see GptqOptions
+  // Sequential calibration (what GPTQ's reference implementation does): each layer's statistics
+  // come from the model whose earlier layers are already quantized, so each layer compensates
+  // the error the layers before it left. Called, for every layer after the first, on that model
+  // (the earlier layers dequantized, the layers after it left out). Null: every layer's
+  // statistics come from `stats` (the fp32 model's).
+  std::function<absl::StatusOr<CalibrationStats>(const Model& prefix)> recalibrate;
 };
 
 struct LayerReport {

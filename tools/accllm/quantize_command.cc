@@ -27,6 +27,7 @@ struct QuantizeFlags {
   bool rotate_ffn = false;
   bool act_order = false;
   bool refit_scales = true;
+  bool sequential = false;
   uint64_t rotation_seed = 1;
   int threads = 0;
 };
@@ -34,6 +35,7 @@ struct QuantizeFlags {
 int RunQuantize(const QuantizeFlags& flags) {
   if (flags.rotate_ffn && !flags.rotate) return ReportError(absl::InvalidArgumentError("--rotate-ffn needs --rotate"));
   if (flags.act_order && flags.method != "gptq") return ReportError(absl::InvalidArgumentError("--act-order needs --method gptq"));
+  if (flags.sequential && flags.method != "gptq") return ReportError(absl::InvalidArgumentError("--sequential needs --method gptq"));
   if (!flags.refit_scales && flags.method != "gptq") {
     return ReportError(absl::InvalidArgumentError("--no-scale-refit needs --method gptq"));
   }
@@ -58,6 +60,7 @@ int RunQuantize(const QuantizeFlags& flags) {
   options.source = model_path;
 
   std::unique_ptr<CalibrationStats> stats;
+  std::vector<std::vector<int>> calibration;
   if (options.method == QuantMethod::kGptq || options.prune == PruneMethod::kWanda) {
     std::string tokenizer_path = flags.tokenizer;
     if (tokenizer_path.empty()) {
@@ -86,6 +89,13 @@ int RunQuantize(const QuantizeFlags& flags) {
     std::fprintf(stderr, "\n");
     if (!calibrated.ok()) return ReportError(calibrated.status());
     stats = std::make_unique<CalibrationStats>(std::move(*calibrated));
+    calibration = *std::move(sequences);
+  }
+  if (flags.sequential) {
+    options.recalibrate = [&](const Model& prefix) {
+      std::fprintf(stderr, "calibrating layer %d on the quantized layers before it\n", prefix.config.n_layers - 1);
+      return Calibrate(prefix, calibration, nullptr, flags.threads);
+    };
   }
 
   const auto start = std::chrono::steady_clock::now();
@@ -131,6 +141,9 @@ void AddQuantizeCommand(CLI::App& app, int* exit_code) {
                 "on gutenberg30M: docs/QUALITY.md)");
   cmd->add_flag("--act-order", flags->act_order,
                 "GPTQ: quantize columns by decreasing input energy, group scales chosen up front");
+  cmd->add_flag("--sequential", flags->sequential,
+                "GPTQ: calibrate each layer on the model whose earlier layers are already quantized (slower: "
+                "one more calibration pass per layer, each through the layers up to it)");
   cmd->add_flag("!--no-scale-refit", flags->refit_scales,
                 "GPTQ: keep each group's scale as chosen, without refitting a row's scales to its output error");
   cmd->add_option("--rotation-seed", flags->rotation_seed, "Seed of the rotation's random signs")->capture_default_str();
