@@ -15,9 +15,9 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/host_port.h"
 
 namespace accllm::gateway {
 namespace {
@@ -329,15 +329,11 @@ void Exchange<Stream>::OnClientGone(std::function<void()> callback) {
   });
 }
 
-// "host:port" (IPv6 hosts in brackets) to an endpoint.
+// "host:port" (IPv6 hosts in brackets; an empty host is every interface) to an endpoint.
 absl::StatusOr<tcp::endpoint> ParseListen(const std::string& listen) {
-  const std::size_t colon = listen.rfind(':');
-  int port = -1;
-  if (colon == std::string::npos || !absl::SimpleAtoi(listen.substr(colon + 1), &port) || port < 0 || port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat("listen address \"", listen, "\" is not host:port"));
-  }
-  std::string host = listen.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  absl::StatusOr<std::pair<std::string, int>> split = SplitHostPort(listen);
+  if (!split.ok()) return split.status();
+  auto [host, port] = *std::move(split);
   if (host.empty()) host = "0.0.0.0";
   beast::error_code ec;
   const net::ip::address address = net::ip::make_address(host, ec);

@@ -8,9 +8,9 @@
 #include <map>
 #include <sstream>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/grpc_tsan_annotations.h"
+#include "common/host_port.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
 namespace accllm::gateway {
@@ -28,18 +28,15 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
 
 struct HostPort {
   std::string host;
-  std::string port;
+  int port = 0;
 };
 absl::StatusOr<HostPort> SplitTarget(const std::string& target) {
-  const std::size_t colon = target.rfind(':');
-  int port = 0;
-  if (colon == std::string::npos || !absl::SimpleAtoi(target.substr(colon + 1), &port) || port <= 0 || port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat("upstream \"", target, "\" is not host:port"));
+  absl::StatusOr<std::pair<std::string, int>> split = SplitHostPort(target);
+  if (!split.ok()) return split.status();
+  if (split->first.empty() || split->second == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("upstream '", target, "' needs a host and a port"));
   }
-  std::string host = target.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  if (host.empty()) return absl::InvalidArgumentError(absl::StrCat("upstream \"", target, "\" has no host"));
-  return HostPort{host, target.substr(colon + 1)};
+  return HostPort{split->first, split->second};
 }
 
 // Every address `host` resolves to, as gRPC targets ("ipv4:a.b.c.d:port", "ipv6:[…]:port").
@@ -49,15 +46,16 @@ std::vector<std::string> ResolveAddresses(const HostPort& hp) {
   hints.ai_socktype = SOCK_STREAM;
   addrinfo* found = nullptr;
   std::vector<std::string> out;
-  if (getaddrinfo(hp.host.c_str(), hp.port.c_str(), &hints, &found) != 0) return out;
+  const std::string port = std::to_string(hp.port);
+  if (getaddrinfo(hp.host.c_str(), port.c_str(), &hints, &found) != 0) return out;
   for (addrinfo* a = found; a != nullptr; a = a->ai_next) {
     char text[INET6_ADDRSTRLEN] = {};
     if (a->ai_family == AF_INET) {
       inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(a->ai_addr)->sin_addr, text, sizeof text);
-      out.push_back(absl::StrCat("ipv4:", text, ":", hp.port));
+      out.push_back(absl::StrCat("ipv4:", text, ":", port));
     } else if (a->ai_family == AF_INET6) {
       inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(a->ai_addr)->sin6_addr, text, sizeof text);
-      out.push_back(absl::StrCat("ipv6:[", text, "]:", hp.port));
+      out.push_back(absl::StrCat("ipv6:[", text, "]:", port));
     }
   }
   freeaddrinfo(found);

@@ -55,6 +55,9 @@ class RawConnection {
     addr.sin_port = htons(static_cast<uint16_t>(port));
     inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
     EXPECT_EQ(connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    // A gateway that never answers fails the test instead of hanging it.
+    const timeval timeout{60, 0};
+    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
   }
   ~RawConnection() { Close(); }
   void Send(const std::string& bytes) { ASSERT_EQ(write(fd_, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size())); }
@@ -574,7 +577,11 @@ TEST_F(GatewayTest, HttpsToClientsAndMutualTlsToTheDaemons) {
   auto gateway = Gateway::Start(options);
   ASSERT_TRUE(gateway.ok());
   gateway_ = std::move(*gateway);
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  // Its health watch ends refused (it would have said SERVING had the handshake passed).
+  EXPECT_TRUE(WaitFor([&] {
+    const auto upstreams = gateway_->upstreams().Upstreams();
+    return !upstreams.empty() && upstreams[0]->state() == Upstream::State::kNotServing;
+  }));
   EXPECT_EQ(Call("GET", "/health").status, 503);
   gateway_.reset();
   daemons_.clear();  // (the idle check after each test speaks plaintext gRPC)

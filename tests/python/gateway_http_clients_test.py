@@ -17,7 +17,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from gateway_stack import GatewayStack, stretched_stories  # noqa: E402
+from gateway_stack import GatewayStack, get, stretched_stories  # noqa: E402
 
 SERVER, GATEWAY, DEFAULT_MODELS = sys.argv[1:4]
 MODELS = os.environ.get("ACCLLM_MODELS_DIR") or DEFAULT_MODELS
@@ -55,7 +55,7 @@ class GatewayHttpClientsTest(unittest.TestCase):
         return self.stack.daemon_metric('accllm_requests_total{finish_reason="cancelled"}') or 0
 
     def pages_used(self):
-        _, text = __import__("gateway_stack").get(self.stack.metrics_url)
+        _, text = get(self.stack.metrics_url)
         return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("accllm_kv_pages_used{"))
 
     def generated(self):
