@@ -154,12 +154,10 @@ void DequantizeW2Row(const W2View& w, int row, std::span<float> out) {
   const W2Shape& s = w.shape;
   std::fill(out.begin(), out.end(), 0.0f);
   for (int c = 0; c < s.stored_cols(); ++c) {
-    const CodeSlot slot = W2CodeSlot(s, row, c);
-    const uint8_t code = (w.codes[slot.byte] >> slot.shift) & 3;
-    const int original = s.sparse24 ? 4 * (c / 2) + ((w.sparse_index[slot.byte] >> slot.shift) & 3) : c;
+    const int original = W2OriginalColumn(w, row, c);
     if (original >= s.cols) continue;
     const int64_t pi = W2ParamIndex(row, original / s.group_size, s.groups());
-    out[original] = DequantizeW2Value(code, {Fp16ToFloat(w.scales[pi]), w.zeros[pi]});
+    out[original] = DequantizeW2Value(W2StoredCode(w, row, c), {Fp16ToFloat(w.scales[pi]), w.zeros[pi]});
   }
 }
 

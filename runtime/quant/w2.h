@@ -120,6 +120,18 @@ absl::StatusOr<W2Matrix> QuantizeW2(std::span<const float> w, const W2Shape& sha
 void SetW2Code(W2Matrix& m, int row, int stored_col, uint8_t code, uint8_t position = 0);
 void SetW2Params(W2Matrix& m, int row, int group, const W2GroupParams& params);
 
+// The code stored at (row, stored column), and the original column it belongs to (for 2:4
+// tensors, from the index tensor); a column >= shape.cols is padding.
+inline uint8_t W2StoredCode(const W2View& w, int row, int stored_col) {
+  const CodeSlot slot = W2CodeSlot(w.shape, row, stored_col);
+  return (w.codes[slot.byte] >> slot.shift) & 3;
+}
+inline int W2OriginalColumn(const W2View& w, int row, int stored_col) {
+  if (!w.shape.sparse24) return stored_col;
+  const CodeSlot slot = W2CodeSlot(w.shape, row, stored_col);
+  return 4 * (stored_col / 2) + ((w.sparse_index[slot.byte] >> slot.shift) & 3);
+}
+
 // Reads back: the dense fp32 row (cols values; pruned weights are 0).
 void DequantizeW2Row(const W2View& w, int row, std::span<float> out);
 

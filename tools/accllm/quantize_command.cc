@@ -8,6 +8,7 @@
 #include "runtime/model/load_model.h"
 #include "runtime/quant/quantize_model.h"
 #include "runtime/quant/rotation.h"
+#include "runtime/quant/train/block_ap.h"
 #include "tools/accllm/commands.h"
 
 namespace accllm::cli {
@@ -28,6 +29,8 @@ struct QuantizeFlags {
   bool act_order = false;
   bool refit_scales = true;
   bool sequential = false;
+  bool block_ap = false;
+  BlockApOptions block_ap_options;
   uint64_t rotation_seed = 1;
   int threads = 0;
 };
@@ -36,6 +39,7 @@ int RunQuantize(const QuantizeFlags& flags) {
   if (flags.rotate_ffn && !flags.rotate) return ReportError(absl::InvalidArgumentError("--rotate-ffn needs --rotate"));
   if (flags.act_order && flags.method != "gptq") return ReportError(absl::InvalidArgumentError("--act-order needs --method gptq"));
   if (flags.sequential && flags.method != "gptq") return ReportError(absl::InvalidArgumentError("--sequential needs --method gptq"));
+  if (flags.block_ap && flags.method != "gptq") return ReportError(absl::InvalidArgumentError("--block-ap needs --method gptq"));
   if (!flags.refit_scales && flags.method != "gptq") {
     return ReportError(absl::InvalidArgumentError("--no-scale-refit needs --method gptq"));
   }
@@ -107,6 +111,20 @@ int RunQuantize(const QuantizeFlags& flags) {
       });
   if (!packed.ok()) return ReportError(packed.status());
   std::fprintf(stderr, "quantized in %.1f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  if (flags.block_ap) {
+    BlockApOptions block_ap = flags.block_ap_options;
+    block_ap.threads = flags.threads;
+    std::fprintf(stderr, "block reconstruction: %d epochs over %zu sequences\n", block_ap.epochs, calibration.size());
+    std::fprintf(stderr, "%-6s %14s %14s %10s %8s\n", "layer", "error before", "error after", "of output", "seconds");
+    const absl::Status refined = RefineBlocks(**model, calibration, block_ap, *packed, [](const BlockApReport& r) {
+      std::fprintf(stderr, "%-6d %14.6g %14.6g %9.3f%% %8.1f   (epochs:", r.layer, r.error_before, r.error_after,
+                   100.0 * r.error_after / r.target_energy, r.seconds);
+      for (double e : r.epoch_error) std::fprintf(stderr, " %.6g", e);
+      std::fprintf(stderr, ")\n");
+    });
+    if (!refined.ok()) return ReportError(refined);
+    packed->metadata["quant_method"] += absl::StrCat(" + block-ap (", block_ap.epochs, " epochs)");
+  }
   if (flags.rotate) {
     packed->metadata["rotation"] = absl::StrCat("hadamard residual (seed ", flags.rotation_seed, "), ffn input blocks of ",
                                                 packed->config.ffn_hadamard_block);
@@ -146,6 +164,17 @@ void AddQuantizeCommand(CLI::App& app, int* exit_code) {
                 "one more calibration pass per layer, each through the layers up to it)");
   cmd->add_flag("!--no-scale-refit", flags->refit_scales,
                 "GPTQ: keep each group's scale as chosen, without refitting a row's scales to its output error");
+  cmd->add_flag("--block-ap", flags->block_ap,
+                "GPTQ, then train each layer's latent weights and scales so its output matches the fp32 layer's "
+                "(block-wise reconstruction, EfficientQAT's Block-AP) on the calibration text");
+  cmd->add_option("--block-ap-epochs", flags->block_ap_options.epochs, "Block reconstruction: passes over the calibration text")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--block-ap-batch", flags->block_ap_options.batch_sequences, "Block reconstruction: sequences per step")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--block-ap-weight-lr", flags->block_ap_options.adam.weight_lr, "Block reconstruction: Adam step for latent weights")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--block-ap-scale-lr", flags->block_ap_options.adam.scale_lr, "Block reconstruction: Adam step for group scales")
+      ->check(CLI::PositiveNumber)->capture_default_str();
   cmd->add_option("--rotation-seed", flags->rotation_seed, "Seed of the rotation's random signs")->capture_default_str();
   cmd->add_option("--threads", flags->threads, "Threads for calibration and GPTQ; 0 = one per hardware thread")
       ->check(CLI::NonNegativeNumber);

@@ -1,0 +1,177 @@
+#include "runtime/quant/train/block_ap.h"
+
+#include <algorithm>
+#include <chrono>
+#include <numeric>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/common/half.h"
+#include "runtime/quant/train/dense_gemm.h"
+#include "runtime/quant/train/layer_backprop.h"
+
+namespace accllm {
+namespace {
+
+using Activations = std::vector<std::vector<float>>;  // one (tokens x dim) matrix per sequence
+
+constexpr TensorKind kLinearKinds[] = {TensorKind::kWq, TensorKind::kWk, TensorKind::kWv, TensorKind::kWo,
+                                       TensorKind::kW1, TensorKind::kW2, TensorKind::kW3};
+
+// The seven quantized matrices of one layer, as indices into packed.linears.
+absl::StatusOr<std::vector<std::size_t>> LayerLinears(const PackedContents& packed, int layer) {
+  std::vector<std::size_t> found;
+  for (TensorKind kind : kLinearKinds) {
+    auto it = std::find_if(packed.linears.begin(), packed.linears.end(),
+                           [&](const auto& entry) { return entry.first.layer == layer && entry.first.kind == kind; });
+    if (it == packed.linears.end()) return absl::InvalidArgumentError(absl::StrCat("layer ", layer, " lacks a quantized linear"));
+    found.push_back(static_cast<std::size_t>(it - packed.linears.begin()));
+  }
+  return found;
+}
+
+// A layer's weights with the seven linears pointing into `dense` (one buffer per kind, in
+// kLinearKinds order) and the norms from the fp32 model.
+LayerWeights WithLinears(const LayerWeights& norms, std::vector<std::vector<float>>& dense) {
+  LayerWeights w = norms;
+  w.wq = dense[0].data();
+  w.wk = dense[1].data();
+  w.wv = dense[2].data();
+  w.wo = dense[3].data();
+  w.w1 = dense[4].data();
+  w.w2 = dense[5].data();
+  w.w3 = dense[6].data();
+  return w;
+}
+
+double SquaredError(const std::vector<float>& a, const std::vector<float>& b) {
+  double sum = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) sum += (double{a[i]} - b[i]) * (double{a[i]} - b[i]);
+  return sum;
+}
+
+}  // namespace
+
+absl::Status RefineBlocks(const Model& model, std::span<const std::vector<int>> sequences, const BlockApOptions& options,
+                          PackedContents& packed, const std::function<void(const BlockApReport&)>& on_layer) {
+  const LlamaConfig& c = model.config;
+  if (sequences.empty()) return absl::InvalidArgumentError("block reconstruction needs calibration sequences");
+  if (options.epochs < 1 || options.batch_sequences < 1) return absl::InvalidArgumentError("epochs and batch must be positive");
+  if (packed.config.dim != c.dim || packed.config.n_layers != c.n_layers || packed.embedding.size() != static_cast<std::size_t>(c.vocab_size) * c.dim) {
+    return absl::InvalidArgumentError("the packed model is not a quantized form of this model");
+  }
+  for (const auto& s : sequences) {
+    if (s.empty() || static_cast<int>(s.size()) > c.max_seq_len) {
+      return absl::InvalidArgumentError(absl::StrCat("calibration sequences need 1..", c.max_seq_len, " tokens"));
+    }
+    for (int t : s) {
+      if (t < 0 || t >= c.vocab_size) return absl::InvalidArgumentError(absl::StrCat("token id ", t, " out of range"));
+    }
+  }
+  SetGemmThreads(options.threads);
+
+  // Both models' inputs to the current layer: the fp32 one's and the quantized one's (which
+  // reads the fp16 embedding, as served).
+  const std::size_t n = sequences.size();
+  Activations fp_in(n), q_in(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::size_t count = sequences[i].size() * c.dim;
+    fp_in[i].resize(count);
+    q_in[i].resize(count);
+    for (std::size_t t = 0; t < sequences[i].size(); ++t) {
+      const std::size_t row = static_cast<std::size_t>(sequences[i][t]) * c.dim;
+      std::copy_n(model.weights.token_embedding + row, c.dim, fp_in[i].begin() + t * c.dim);
+      for (int j = 0; j < c.dim; ++j) q_in[i][t * c.dim + j] = Fp16ToFloat(packed.embedding[row + j]);
+    }
+  }
+
+  std::mt19937_64 rng(options.seed);
+  std::vector<std::size_t> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  Activations target(n);
+  std::vector<float> y, dy;
+  for (int layer = 0; layer < c.n_layers; ++layer) {
+    const auto start = std::chrono::steady_clock::now();
+    BlockApReport report;
+    report.layer = layer;
+    const LayerWeights& fp = model.weights.layers[layer];
+    double elements = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      target[i].resize(fp_in[i].size());
+      LayerForward(c, fp, fp_in[i].data(), static_cast<int>(sequences[i].size()), target[i].data());
+      for (float v : target[i]) report.target_energy += double{v} * v;
+      elements += static_cast<double>(target[i].size());
+    }
+    report.target_energy /= elements;
+
+    absl::StatusOr<std::vector<std::size_t>> slots = LayerLinears(packed, layer);
+    if (!slots.ok()) return slots.status();
+    std::vector<TrainableW2> trainable;
+    std::vector<std::vector<float>> dense;
+    for (std::size_t slot : *slots) {
+      trainable.emplace_back(packed.linears[slot].second);
+      dense.emplace_back(static_cast<std::size_t>(trainable.back().rows()) * trainable.back().cols());
+      trainable.back().Dequantize(dense.back());
+    }
+    LayerWeights w = WithLinears(fp, dense);
+    for (std::size_t i = 0; i < n; ++i) {
+      y.resize(q_in[i].size());
+      LayerForward(c, w, q_in[i].data(), static_cast<int>(sequences[i].size()), y.data());
+      report.error_before += SquaredError(y, target[i]);
+    }
+    report.error_before /= elements;
+
+    LayerGradients grads(c);
+    LayerActivations saved;
+    std::vector<float>* grad_of[] = {&grads.wq, &grads.wk, &grads.wv, &grads.wo, &grads.w1, &grads.w2, &grads.w3};
+    for (int epoch = 0; epoch < options.epochs; ++epoch) {
+      std::shuffle(order.begin(), order.end(), rng);
+      double epoch_error = 0;
+      for (std::size_t first = 0; first < n; first += options.batch_sequences) {
+        const std::size_t last = std::min(n, first + options.batch_sequences);
+        double batch_elements = 0;
+        for (std::size_t b = first; b < last; ++b) batch_elements += static_cast<double>(target[order[b]].size());
+        grads.Zero();
+        for (std::size_t b = first; b < last; ++b) {
+          const std::size_t i = order[b];
+          const int tokens = static_cast<int>(sequences[i].size());
+          y.resize(q_in[i].size());
+          dy.resize(q_in[i].size());
+          LayerForward(c, w, q_in[i].data(), tokens, y.data(), &saved);
+          const float k = static_cast<float>(2.0 / batch_elements);  // d/dy of the batch's mean squared error
+          for (std::size_t j = 0; j < y.size(); ++j) dy[j] = k * (y[j] - target[i][j]);
+          epoch_error += SquaredError(y, target[i]);
+          LayerBackward(c, w, saved, dy.data(), grads, nullptr);
+        }
+        for (std::size_t m = 0; m < trainable.size(); ++m) {
+          trainable[m].AccumulateGradient(*grad_of[m]);
+          trainable[m].Step(options.adam);
+          trainable[m].Dequantize(dense[m]);
+        }
+      }
+      report.epoch_error.push_back(epoch_error / elements);
+    }
+
+    // Keep the trained codes (with fp16 scales), and move both models' inputs one layer on.
+    for (std::size_t m = 0; m < trainable.size(); ++m) {
+      W2Matrix& out = packed.linears[(*slots)[m]].second;
+      out = trainable[m].Export();
+      for (int r = 0; r < out.shape.rows; ++r) {
+        DequantizeW2Row(out.view(), r, std::span<float>(dense[m].data() + static_cast<std::size_t>(r) * out.shape.cols, out.shape.cols));
+      }
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      y.resize(q_in[i].size());
+      LayerForward(c, w, q_in[i].data(), static_cast<int>(sequences[i].size()), y.data());
+      report.error_after += SquaredError(y, target[i]);
+      q_in[i].swap(y);
+      fp_in[i].swap(target[i]);
+    }
+    report.error_after /= elements;
+    report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (on_layer) on_layer(report);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace accllm

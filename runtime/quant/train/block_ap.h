@@ -1,0 +1,45 @@
+// Block-wise reconstruction of a quantized model (EfficientQAT's Block-AP, OmniQuant-style):
+// layer by layer, the latent weights and group scales of the layer's seven W2 matrices are
+// trained by Adam so that the quantized layer, fed what the quantized layers before it produce,
+// reproduces what the fp32 layer produces from the fp32 model's activations (mean squared error
+// over the calibration sequences). Zero points, 2:4 masks and the packed format are unchanged.
+//
+// Cost: one forward and backward pass of a layer per calibration sequence and epoch, in fp32
+// matrix products; for a model of L layers and P linear weights per layer it grows as
+// L * P * tokens * epochs (7B: about 200x gutenberg30M's per-token work per layer, 4x the layers).
+#pragma once
+
+#include <functional>
+#include <span>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "runtime/model/model.h"
+#include "runtime/model/packed_model.h"
+#include "runtime/quant/train/trainable_w2.h"
+
+namespace accllm {
+
+struct BlockApOptions {
+  int epochs = 2;
+  int batch_sequences = 2;  // sequences per Adam step
+  AdamOptions adam;
+  uint64_t seed = 1;        // the order sequences are visited in
+  int threads = 0;          // matrix-product threads; 0: one per hardware thread
+};
+
+struct BlockApReport {
+  int layer = 0;
+  // Mean squared error of the layer's output against the fp32 model's, over the calibration
+  // sequences, before and after training; `target_energy` is the mean square of that output.
+  double error_before = 0, error_after = 0, target_energy = 0;
+  std::vector<double> epoch_error;  // the mean over each epoch's steps, as trained
+  double seconds = 0;
+};
+
+// Refines `packed`, the quantized form of `model` (same configuration; linears in
+// AllTensors() order), in place. `sequences` are token ids, each starting at position 0.
+absl::Status RefineBlocks(const Model& model, std::span<const std::vector<int>> sequences, const BlockApOptions& options,
+                          PackedContents& packed, const std::function<void(const BlockApReport&)>& on_layer = nullptr);
+
+}  // namespace accllm

@@ -1,0 +1,54 @@
+// A W2 matrix being refined by gradient descent (EfficientQAT's Block-AP): latent fp32 weights
+// and per-group scales are trained, zero points and the 2:4 mask stay as quantization chose them.
+// The forward value of each weight is its quantized value,
+//
+//   w_q = s * (clamp(round(w / s) + z, 0, 3) - z),
+//
+// and gradients pass the rounding straight through (to w where the code is not clamped; to s as
+// LSQ does: d w_q / d s = q - z - w / s unclamped, q - z clamped). Latent weights start at the
+// matrix's own dequantized values, so training starts from exactly the codes it was given.
+#pragma once
+
+#include <span>
+#include <vector>
+
+#include "runtime/quant/w2.h"
+
+namespace accllm {
+
+struct AdamOptions {
+  float weight_lr = 1e-4f;
+  float scale_lr = 1e-4f;
+  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
+};
+
+class TrainableW2 {
+ public:
+  explicit TrainableW2(const W2Matrix& m);
+
+  int rows() const { return shape_.rows; }
+  int cols() const { return shape_.cols; }
+
+  // The dense (rows x cols) weights the current latent values quantize to.
+  void Dequantize(std::span<float> out) const;
+  // Adds to the latent gradients, from the gradient of the dense quantized weights.
+  void AccumulateGradient(std::span<const float> d_weights);
+  // One Adam step on the accumulated gradients, which it then clears.
+  void Step(const AdamOptions& options);
+  // The matrix with codes and scales (rounded to fp16) from the latent values.
+  W2Matrix Export() const;
+
+ private:
+  float Scale(int row, int col) const { return scales_[static_cast<std::size_t>(row) * groups_ + col / shape_.group_size]; }
+
+  W2Matrix base_;
+  W2Shape shape_;
+  int groups_ = 0;
+  std::vector<float> weights_, scales_;  // latent; scales rows x groups
+  std::vector<uint8_t> zeros_, kept_;    // zeros rows x groups; kept rows x cols (all 1 when dense)
+  std::vector<float> weight_grad_, scale_grad_;
+  std::vector<float> weight_m_, weight_v_, scale_m_, scale_v_;
+  int steps_ = 0;
+};
+
+}  // namespace accllm

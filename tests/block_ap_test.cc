@@ -1,0 +1,228 @@
+// Block-wise reconstruction: the layer's backward pass against finite differences of its forward
+// pass, the trainable W2 matrix against the codes it starts from, and Block-AP on a real model
+// (stories260K) lowering every layer's output error.
+#include <cmath>
+#include <random>
+
+#include "gmock/gmock.h"
+#include "runtime/common/nn_ops.h"
+#include "runtime/eval/corpus.h"
+#include "runtime/model/load_model.h"
+#include "runtime/quant/calibration.h"
+#include "runtime/quant/quantize_model.h"
+#include "runtime/quant/train/block_ap.h"
+#include "runtime/quant/train/layer_backprop.h"
+#include "runtime/quant/train/trainable_w2.h"
+#include "runtime/reference/forward.h"
+#include "tests/test_support.h"
+
+namespace accllm {
+namespace {
+
+using ::accllm::testing::RequireModelFile;
+using ::accllm::testing::RequireSharedFile;
+
+struct RandomLayer {
+  std::vector<std::vector<float>> tensors;  // rms_att, wq, wk, wv, wo, rms_ffn, w1, w2, w3
+  LayerWeights weights{};
+
+  RandomLayer(const LlamaConfig& c, uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<float> normal(0.0f, 0.4f);
+    const int64_t d = c.dim, kv = c.kv_dim(), h = c.hidden_dim;
+    for (int64_t n : {d, d * d, kv * d, kv * d, d * d, d, h * d, d * h, h * d}) {
+      std::vector<float> t(static_cast<std::size_t>(n));
+      for (float& v : t) v = normal(rng);
+      tensors.push_back(std::move(t));
+    }
+    for (float& g : tensors[0]) g = 1.0f + 0.2f * g;
+    for (float& g : tensors[5]) g = 1.0f + 0.2f * g;
+    weights = {tensors[0].data(), tensors[1].data(), tensors[2].data(), tensors[3].data(), tensors[4].data(),
+               tensors[5].data(), tensors[6].data(), tensors[7].data(), tensors[8].data()};
+  }
+};
+
+// sum(y * r): its gradient with respect to y is r.
+double Objective(const LlamaConfig& c, const LayerWeights& w, const std::vector<float>& x, int tokens, const std::vector<float>& r) {
+  std::vector<float> y(x.size());
+  LayerForward(c, w, x.data(), tokens, y.data());
+  double sum = 0;
+  for (std::size_t i = 0; i < y.size(); ++i) sum += double{y[i]} * r[i];
+  return sum;
+}
+
+void ExpectGradientsMatchFiniteDifferences(const LlamaConfig& c) {
+  RandomLayer layer(c, 7);
+  const int tokens = 6;
+  std::mt19937_64 rng(11);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(static_cast<std::size_t>(tokens) * c.dim), r(x.size());
+  for (float& v : x) v = normal(rng);
+  for (float& v : r) v = normal(rng);
+
+  LayerActivations saved;
+  std::vector<float> y(x.size()), dx(x.size());
+  LayerForward(c, layer.weights, x.data(), tokens, y.data(), &saved);
+  LayerGradients grads(c);
+  LayerBackward(c, layer.weights, saved, r.data(), grads, dx.data());
+
+  const float h = 1e-2f;
+  auto numeric = [&](float* value) {
+    const float kept = *value;
+    *value = kept + h;
+    const double up = Objective(c, layer.weights, x, tokens, r);
+    *value = kept - h;
+    const double down = Objective(c, layer.weights, x, tokens, r);
+    *value = kept;
+    return (up - down) / (2 * h);
+  };
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    EXPECT_NEAR(dx[i], numeric(&x[i]), 2e-2 + 2e-2 * std::abs(dx[i])) << "input " << i;
+  }
+  const std::vector<float>* analytic[] = {&grads.wq, &grads.wk, &grads.wv, &grads.wo, &grads.w1, &grads.w2, &grads.w3};
+  const int tensor_of[] = {1, 2, 3, 4, 6, 7, 8};
+  for (int k = 0; k < 7; ++k) {
+    std::vector<float>& w = layer.tensors[tensor_of[k]];
+    for (std::size_t i = 0; i < w.size(); i += 5) {
+      EXPECT_NEAR((*analytic[k])[i], numeric(&w[i]), 2e-2 + 2e-2 * std::abs((*analytic[k])[i]))
+          << "weight " << k << " element " << i;
+    }
+  }
+}
+
+TEST(LayerBackpropTest, GradientsMatchFiniteDifferences) {
+  ExpectGradientsMatchFiniteDifferences(::accllm::testing::TinyConfig(true));  // grouped-query attention
+}
+
+TEST(LayerBackpropTest, GradientsMatchFiniteDifferencesWithRotatedFfnInput) {
+  LlamaConfig c = ::accllm::testing::TinyConfig(true);
+  c.hidden_dim = 32;
+  c.ffn_hadamard_block = 8;
+  ExpectGradientsMatchFiniteDifferences(c);
+}
+
+TEST(LayerBackpropTest, ForwardEqualsTheReferenceForwardPass) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Model> model, LoadModel(RequireModelFile("stories260K.bin").string()));
+  const LlamaConfig& c = model->config;
+  const std::vector<int> tokens = {1, 403, 407, 261, 378, 285, 400, 261, 430, 324};
+  RunState state(c, c.max_seq_len);
+  std::vector<float> x(tokens.size() * c.dim), y(x.size());
+  for (std::size_t t = 0; t < tokens.size(); ++t) {
+    std::copy_n(model->weights.token_embedding + static_cast<std::size_t>(tokens[t]) * c.dim, c.dim, x.begin() + t * c.dim);
+  }
+  for (int l = 0; l < c.n_layers; ++l) {
+    LayerForward(c, model->weights.layers[l], x.data(), static_cast<int>(tokens.size()), y.data());
+    x.swap(y);
+  }
+  // The reference leaves the last position's residual, after the final norm, in state.x.
+  for (std::size_t t = 0; t < tokens.size(); ++t) Forward(*model, state, tokens[t], static_cast<int>(t));
+  std::vector<float> last(c.dim);
+  RmsNorm(last.data(), x.data() + x.size() - c.dim, model->weights.rms_final, c.dim, c.norm_eps);
+  EXPECT_THAT(last, ::testing::Pointwise(::testing::FloatNear(1e-4f), std::vector<float>(state.x.begin(), state.x.end())));
+}
+
+TEST(TrainableW2Test, StartsFromTheCodesItWasGiven) {
+  std::mt19937_64 rng(3);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (bool sparse : {false, true}) {
+    const W2Shape shape{48, 256, 64, sparse};
+    std::vector<float> w(static_cast<std::size_t>(shape.rows) * shape.cols);
+    for (float& v : w) v = normal(rng);
+    std::vector<uint8_t> keep;
+    if (sparse) {
+      keep.assign(w.size(), 0);
+      for (std::size_t i = 0; i < keep.size(); i += 4) keep[i + (i / 4) % 3] = keep[i + 3] = 1;
+    }
+    ASSERT_OK_AND_ASSIGN(W2Matrix m, QuantizeW2(w, shape, keep));
+    TrainableW2 trainable(m);
+    const W2Matrix exported = trainable.Export();
+    EXPECT_EQ(exported.codes, m.codes);
+    EXPECT_EQ(exported.sparse_index, m.sparse_index);
+    EXPECT_EQ(exported.scales, m.scales);
+    EXPECT_EQ(exported.zeros, m.zeros);
+    std::vector<float> dense(w.size()), row(shape.cols);
+    trainable.Dequantize(dense);
+    for (int r = 0; r < shape.rows; ++r) {
+      DequantizeW2Row(m.view(), r, row);
+      ASSERT_THAT(std::vector<float>(dense.begin() + r * shape.cols, dense.begin() + (r + 1) * shape.cols),
+                  ::testing::Pointwise(::testing::FloatEq(), row));
+    }
+  }
+}
+
+TEST(TrainableW2Test, StepsMoveWeightsAgainstTheGradientAndKeepPrunedWeightsZero) {
+  std::mt19937_64 rng(5);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const W2Shape shape{16, 128, 64, true};
+  std::vector<float> w(static_cast<std::size_t>(shape.rows) * shape.cols);
+  for (float& v : w) v = normal(rng);
+  std::vector<uint8_t> keep(w.size(), 0);
+  for (std::size_t i = 0; i < keep.size(); i += 4) keep[i] = keep[i + 2] = 1;
+  ASSERT_OK_AND_ASSIGN(W2Matrix m, QuantizeW2(w, shape, keep));
+  TrainableW2 trainable(m);
+  // Pull every weight toward +10: the quantized weights grow, pruned ones stay 0.
+  std::vector<float> before(w.size()), after(w.size()), grad(w.size(), -1.0f);
+  trainable.Dequantize(before);
+  AdamOptions adam;
+  adam.weight_lr = 0.05f;
+  adam.scale_lr = 0.01f;
+  for (int step = 0; step < 50; ++step) {
+    trainable.AccumulateGradient(grad);
+    trainable.Step(adam);
+  }
+  trainable.Dequantize(after);
+  double sum_before = 0, sum_after = 0;
+  for (std::size_t i = 0; i < w.size(); ++i) {
+    if (!keep[i]) {
+      EXPECT_EQ(after[i], 0.0f);
+      continue;
+    }
+    sum_before += before[i];
+    sum_after += after[i];
+  }
+  EXPECT_GT(sum_after, sum_before + 0.5 * static_cast<double>(w.size()) / 2);
+  // What it exports is what it computed (up to the fp16 rounding of the scales).
+  const W2Matrix exported = trainable.Export();
+  std::vector<float> row(shape.cols);
+  for (int r = 0; r < shape.rows; ++r) {
+    DequantizeW2Row(exported.view(), r, row);
+    for (int col = 0; col < shape.cols; ++col) EXPECT_NEAR(row[col], after[r * shape.cols + col], 2e-3f * (1 + std::abs(row[col])));
+  }
+}
+
+TEST(BlockApTest, LowersEveryLayersOutputErrorOnARealModel) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Model> model, LoadModel(RequireModelFile("stories260K.bin").string()));
+  ASSERT_OK_AND_ASSIGN(auto tokenizer, LoadTokenizer(RequireModelFile("tok512.bin").string()));
+  ASSERT_OK_AND_ASSIGN(std::vector<std::vector<int>> lines,
+                       EncodeLines(RequireSharedFile("data/tinystories-dev.txt").string(), *tokenizer, {0, 6}));
+  for (auto& s : lines) s.resize(std::min<std::size_t>(s.size(), model->config.max_seq_len));
+  ASSERT_OK_AND_ASSIGN(CalibrationStats stats, Calibrate(*model, lines));
+  QuantizeOptions quantize;
+  quantize.group_size = 32;
+  ASSERT_OK_AND_ASSIGN(PackedContents packed, QuantizeModel(*model, quantize, &stats, nullptr));
+  const PackedContents gptq = packed;
+  BlockApOptions options;
+  options.epochs = 4;
+  options.batch_sequences = 1;
+  options.adam.weight_lr = 2e-3f;
+  options.adam.scale_lr = 2e-3f;
+  std::vector<BlockApReport> reports;
+  ASSERT_OK(RefineBlocks(*model, lines, options, packed, [&](const BlockApReport& r) { reports.push_back(r); }));
+  ASSERT_EQ(reports.size(), static_cast<std::size_t>(model->config.n_layers));
+  for (const BlockApReport& r : reports) {
+    EXPECT_LT(r.error_after, r.error_before) << "layer " << r.layer;
+    EXPECT_GT(r.target_energy, 0) << "layer " << r.layer;
+  }
+  int changed = 0;
+  for (std::size_t i = 0; i < packed.linears.size(); ++i) changed += packed.linears[i].second.codes != gptq.linears[i].second.codes;
+  EXPECT_GT(changed, 0);
+
+  // A packed model of another shape is refused.
+  PackedContents wrong = gptq;
+  wrong.config.n_layers += 1;
+  EXPECT_EQ(RefineBlocks(*model, lines, options, wrong).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(RefineBlocks(*model, {}, options, packed).code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace accllm
