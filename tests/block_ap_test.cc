@@ -199,15 +199,22 @@ TEST(BlockApTest, LowersEveryLayersOutputErrorOnARealModel) {
   ASSERT_OK_AND_ASSIGN(CalibrationStats stats, Calibrate(*model, lines));
   QuantizeOptions quantize;
   quantize.group_size = 32;
-  ASSERT_OK_AND_ASSIGN(PackedContents packed, QuantizeModel(*model, quantize, &stats, nullptr));
+  std::vector<std::vector<float>> positions;
+  ASSERT_OK_AND_ASSIGN(PackedContents packed, QuantizeModel(*model, quantize, &stats, nullptr, &positions));
   const PackedContents gptq = packed;
+  // Latent weights placed where GPTQ rounded them still give GPTQ's codes.
+  ASSERT_EQ(positions.size(), packed.linears.size());
+  for (std::size_t i = 0; i < packed.linears.size(); ++i) {
+    const W2Matrix& m = packed.linears[i].second;
+    EXPECT_EQ(TrainableW2(m, positions[i]).Export().codes, m.codes) << "linear " << i;
+  }
   BlockApOptions options;
   options.epochs = 4;
   options.batch_sequences = 1;
   options.adam.weight_lr = 2e-3f;
   options.adam.scale_lr = 2e-3f;
   std::vector<BlockApReport> reports;
-  ASSERT_OK(RefineBlocks(*model, lines, options, packed, [&](const BlockApReport& r) { reports.push_back(r); }));
+  ASSERT_OK(RefineBlocks(*model, lines, options, packed, positions, [&](const BlockApReport& r) { reports.push_back(r); }));
   ASSERT_EQ(reports.size(), static_cast<std::size_t>(model->config.n_layers));
   for (const BlockApReport& r : reports) {
     EXPECT_LT(r.error_after, r.error_before) << "layer " << r.layer;
@@ -222,6 +229,8 @@ TEST(BlockApTest, LowersEveryLayersOutputErrorOnARealModel) {
   wrong.config.n_layers += 1;
   EXPECT_EQ(RefineBlocks(*model, lines, options, wrong).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(RefineBlocks(*model, {}, options, packed).code(), absl::StatusCode::kInvalidArgument);
+  positions.pop_back();
+  EXPECT_EQ(RefineBlocks(*model, lines, options, packed, positions).code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -176,13 +176,14 @@ absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape&
 }
 
 absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape& shape, const GptqHessian& hessian,
-                                        std::span<const uint8_t> keep, ThreadPool* pool) {
+                                        std::span<const uint8_t> keep, ThreadPool* pool, std::span<float> positions) {
   if (absl::Status s = ValidateW2Shape(shape); !s.ok()) return s;
   const int rows = shape.rows, n = shape.cols;
   if (w.size() != static_cast<std::size_t>(rows) * n || hessian.n != n) {
     return absl::InvalidArgumentError("GPTQ: weight or Hessian size does not match the shape");
   }
   if (shape.sparse24 != !keep.empty()) return absl::InvalidArgumentError("GPTQ: a 2:4 mask must be given exactly for sparse shapes");
+  if (!positions.empty() && positions.size() != w.size()) return absl::InvalidArgumentError("GPTQ: positions must be rows x cols");
 
   // Rows are independent (each has its own groups' parameters), so they run in parallel; every
   // code byte and parameter belongs to one row.
@@ -221,8 +222,11 @@ absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape&
         if (!static_groups && j % shape.group_size == 0) choose(r, g, [&](int c) { return work[c]; });
         double quantized = 0.0;
         codes[j] = kNoCode;
+        float* position = positions.empty() ? nullptr : &positions[static_cast<std::size_t>(r) * n + j];
+        if (position != nullptr) *position = 0.0f;
         if (row_keep == nullptr || row_keep[j]) {
           const uint8_t code = QuantizeW2Value(static_cast<float>(work[i]), params[g]);
+          if (position != nullptr) *position = static_cast<float>(work[i] / params[g].scale);
           codes[j] = code;
           quantized = DequantizeW2Value(code, params[g]);
           if (shape.sparse24) {

@@ -49,9 +49,13 @@ absl::StatusOr<GptqHessian> PrepareGptqHessian(std::span<const double> gram, int
 
 absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape& shape, std::span<const double> gram,
                                         std::span<const uint8_t> keep = {}, const GptqOptions& options = {});
-// The same from a prepared Hessian, rows spread over `pool` (null: this thread).
+// The same from a prepared Hessian, rows spread over `pool` (null: this thread). With
+// `positions` (rows x cols), also writes where each weight stood on its group's grid when it was
+// rounded: its error-compensated value over the group's scale (its code is round(position) +
+// zero, clamped; pruned weights: 0). Block reconstruction starts its latent weights there.
 absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape& shape, const GptqHessian& hessian,
-                                        std::span<const uint8_t> keep, ThreadPool* pool);
+                                        std::span<const uint8_t> keep, ThreadPool* pool,
+                                        std::span<float> positions = {});
 
 // ||(W - Q) X||^2 / ||W X||^2 over the calibration inputs, from their Gram matrix.
 double RelativeOutputError(std::span<const float> w, const W2View& q, std::span<const double> gram);

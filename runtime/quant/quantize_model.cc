@@ -62,10 +62,13 @@ absl::StatusOr<std::function<bool(const TensorId&)>> ParseLayerSelection(const s
 
 absl::StatusOr<PackedContents> QuantizeModel(const Model& model, const QuantizeOptions& options,
                                              const CalibrationStats* stats,
-                                             const std::function<void(const LayerReport&, int, int)>& on_layer) {
+                                             const std::function<void(const LayerReport&, int, int)>& on_layer,
+                                             std::vector<std::vector<float>>* positions) {
   const LlamaConfig& c = model.config;
   const bool needs_stats = options.method == QuantMethod::kGptq || options.prune == PruneMethod::kWanda;
   if (needs_stats && stats == nullptr) return absl::InvalidArgumentError("GPTQ and Wanda need calibration data");
+  if (positions != nullptr && options.method != QuantMethod::kGptq) return absl::InvalidArgumentError("grid positions come from GPTQ");
+  if (positions != nullptr) positions->clear();
   ASSIGN_OR_RETURN(auto prune_selected, ParseLayerSelection(options.prune_layers, c.n_layers));
   if (options.prune != PruneMethod::kNone && (c.dim % 4 != 0 || c.hidden_dim % 4 != 0)) {
     return absl::InvalidArgumentError("2:4 pruning needs layer widths divisible by 4");
@@ -123,7 +126,9 @@ absl::StatusOr<PackedContents> QuantizeModel(const Model& model, const QuantizeO
         ASSIGN_OR_RETURN(GptqHessian h, PrepareGptqHessian(input.gram, input.cols, gptq));
         it = hessians.emplace(&input, std::move(h)).first;
       }
-      ASSIGN_OR_RETURN(m, QuantizeW2Gptq(w, shape, it->second, keep, &pool));
+      std::span<float> layer_positions;
+      if (positions != nullptr) layer_positions = positions->emplace_back(w.size());
+      ASSIGN_OR_RETURN(m, QuantizeW2Gptq(w, shape, it->second, keep, &pool, layer_positions));
     } else {
       ASSIGN_OR_RETURN(m, QuantizeW2(w, shape, keep));
     }

@@ -45,9 +45,11 @@ struct LayerReport {
 absl::StatusOr<std::function<bool(const TensorId&)>> ParseLayerSelection(const std::string& spec, int n_layers);
 
 // `stats` may be null for RTN with magnitude (or no) pruning. `on_layer` reports each layer as
-// it is done (progress).
+// it is done (progress). With `positions` (GPTQ only), also returns, for each linear in the
+// result's order, where each weight stood on its grid when rounded (see QuantizeW2Gptq).
 absl::StatusOr<PackedContents> QuantizeModel(const Model& model, const QuantizeOptions& options,
                                              const CalibrationStats* stats,
-                                             const std::function<void(const LayerReport&, int done, int total)>& on_layer);
+                                             const std::function<void(const LayerReport&, int done, int total)>& on_layer,
+                                             std::vector<std::vector<float>>* positions = nullptr);
 
 }  // namespace accllm

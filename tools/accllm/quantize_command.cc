@@ -104,11 +104,14 @@ int RunQuantize(const QuantizeFlags& flags) {
 
   const auto start = std::chrono::steady_clock::now();
   std::fprintf(stderr, "%-44s %-6s %12s %12s\n", "layer", "2:4", "weight err", "output err");
-  absl::StatusOr<PackedContents> packed =
-      QuantizeModel(**model, options, stats.get(), [](const LayerReport& r, int done, int total) {
+  std::vector<std::vector<float>> positions;
+  absl::StatusOr<PackedContents> packed = QuantizeModel(
+      **model, options, stats.get(),
+      [](const LayerReport& r, int done, int total) {
         std::fprintf(stderr, "%-44s %-6s %12.5f %12s   [%d/%d]\n", HfTensorName(r.id).c_str(), r.sparse ? "yes" : "no",
                      r.weight_error, r.output_error < 0 ? "-" : std::to_string(r.output_error).c_str(), done, total);
-      });
+      },
+      flags.block_ap ? &positions : nullptr);
   if (!packed.ok()) return ReportError(packed.status());
   std::fprintf(stderr, "quantized in %.1f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   if (flags.block_ap) {
@@ -116,7 +119,7 @@ int RunQuantize(const QuantizeFlags& flags) {
     block_ap.threads = flags.threads;
     std::fprintf(stderr, "block reconstruction: %d epochs over %zu sequences\n", block_ap.epochs, calibration.size());
     std::fprintf(stderr, "%-6s %14s %14s %10s %8s\n", "layer", "error before", "error after", "of output", "seconds");
-    const absl::Status refined = RefineBlocks(**model, calibration, block_ap, *packed, [](const BlockApReport& r) {
+    const absl::Status refined = RefineBlocks(**model, calibration, block_ap, *packed, positions, [](const BlockApReport& r) {
       std::fprintf(stderr, "%-6d %14.6g %14.6g %9.3f%% %8.1f   (epochs:", r.layer, r.error_before, r.error_after,
                    100.0 * r.error_after / r.target_energy, r.seconds);
       for (double e : r.epoch_error) std::fprintf(stderr, " %.6g", e);

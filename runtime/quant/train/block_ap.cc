@@ -53,7 +53,8 @@ double SquaredError(const std::vector<float>& a, const std::vector<float>& b) {
 }  // namespace
 
 absl::Status RefineBlocks(const Model& model, std::span<const std::vector<int>> sequences, const BlockApOptions& options,
-                          PackedContents& packed, const std::function<void(const BlockApReport&)>& on_layer) {
+                          PackedContents& packed, std::span<const std::vector<float>> positions,
+                          const std::function<void(const BlockApReport&)>& on_layer) {
   const LlamaConfig& c = model.config;
   if (sequences.empty()) return absl::InvalidArgumentError("block reconstruction needs calibration sequences");
   if (options.epochs < 1 || options.batch_sequences < 1) return absl::InvalidArgumentError("epochs and batch must be positive");
@@ -67,6 +68,9 @@ absl::Status RefineBlocks(const Model& model, std::span<const std::vector<int>> 
     for (int t : s) {
       if (t < 0 || t >= c.vocab_size) return absl::InvalidArgumentError(absl::StrCat("token id ", t, " out of range"));
     }
+  }
+  if (!positions.empty() && positions.size() != packed.linears.size()) {
+    return absl::InvalidArgumentError("grid positions must be given for every linear or none");
   }
   SetGemmThreads(options.threads);
 
@@ -109,7 +113,7 @@ absl::Status RefineBlocks(const Model& model, std::span<const std::vector<int>> 
     std::vector<TrainableW2> trainable;
     std::vector<std::vector<float>> dense;
     for (std::size_t slot : *slots) {
-      trainable.emplace_back(packed.linears[slot].second);
+      trainable.emplace_back(packed.linears[slot].second, positions.empty() ? std::span<const float>() : positions[slot]);
       dense.emplace_back(static_cast<std::size_t>(trainable.back().rows()) * trainable.back().cols());
       trainable.back().Dequantize(dense.back());
     }

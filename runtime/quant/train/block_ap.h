@@ -37,9 +37,11 @@ struct BlockApReport {
   double seconds = 0;
 };
 
-// Refines `packed`, the quantized form of `model` (same configuration; linears in
-// AllTensors() order), in place. `sequences` are token ids, each starting at position 0.
+// Refines `packed`, the quantized form of `model` (same configuration), in place. `sequences`
+// are token ids, each starting at position 0. `positions` (optional, one per packed linear): where
+// GPTQ rounded each weight (QuantizeModel's), the latent weights' start.
 absl::Status RefineBlocks(const Model& model, std::span<const std::vector<int>> sequences, const BlockApOptions& options,
-                          PackedContents& packed, const std::function<void(const BlockApReport&)>& on_layer = nullptr);
+                          PackedContents& packed, std::span<const std::vector<float>> positions = {},
+                          const std::function<void(const BlockApReport&)>& on_layer = nullptr);
 
 }  // namespace accllm

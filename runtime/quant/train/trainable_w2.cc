@@ -33,7 +33,7 @@ void Adam(std::vector<float>& x, std::vector<float>& grad, std::vector<float>& m
 
 }  // namespace
 
-TrainableW2::TrainableW2(const W2Matrix& m)
+TrainableW2::TrainableW2(const W2Matrix& m, std::span<const float> positions)
     : base_(m),
       shape_(m.shape),
       groups_(m.shape.groups()),
@@ -54,7 +54,17 @@ TrainableW2::TrainableW2(const W2Matrix& m)
       scales_[static_cast<std::size_t>(r) * groups_ + g] = Fp16ToFloat(view.scales[pi]);
       zeros_[static_cast<std::size_t>(r) * groups_ + g] = view.zeros[pi];
     }
-    DequantizeW2Row(view, r, std::span<float>(weights_.data() + static_cast<std::size_t>(r) * shape_.cols, shape_.cols));
+    float* latent = weights_.data() + static_cast<std::size_t>(r) * shape_.cols;
+    DequantizeW2Row(view, r, std::span<float>(latent, shape_.cols));
+    if (positions.size() == weights_.size()) {
+      for (int c = 0; c < shape_.cols; ++c) {
+        const std::size_t i = static_cast<std::size_t>(r) * shape_.cols + c;
+        const std::size_t gi = static_cast<std::size_t>(r) * groups_ + c / shape_.group_size;
+        // Only where it rounds to the stored code (it always does, up to float ties).
+        const float moved = positions[i] * scales_[gi];
+        if (QuantizeLatent(moved, scales_[gi], zeros_[gi]).code == QuantizeLatent(latent[c], scales_[gi], zeros_[gi]).code) latent[c] = moved;
+      }
+    }
     if (!shape_.sparse24) continue;
     for (int c = 0; c < shape_.stored_cols(); ++c) {
       const int original = W2OriginalColumn(view, r, c);

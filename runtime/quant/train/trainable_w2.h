@@ -4,9 +4,10 @@
 //
 //   w_q = s * (clamp(round(w / s) + z, 0, 3) - z),
 //
-// and gradients pass the rounding straight through (to w where the code is not clamped; to s as
-// LSQ does: d w_q / d s = q - z - w / s unclamped, q - z clamped). Latent weights start at the
-// matrix's own dequantized values, so training starts from exactly the codes it was given.
+// and gradients pass the rounding straight through to w where the code is not clamped (to s with
+// the codes held fixed: d w_q / d s = q - z). Latent weights start where GPTQ rounded them
+// (`positions`, in units of the group's scale), or else at the dequantized values; either way
+// training starts from exactly the codes it was given.
 #pragma once
 
 #include <span>
@@ -24,7 +25,7 @@ struct AdamOptions {
 
 class TrainableW2 {
  public:
-  explicit TrainableW2(const W2Matrix& m);
+  explicit TrainableW2(const W2Matrix& m, std::span<const float> positions = {});
 
   int rows() const { return shape_.rows; }
   int cols() const { return shape_.cols; }
