@@ -20,7 +20,7 @@ FROM debian:12-slim
 # against ldd), and curl for the health check.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      libgrpc++1.51 libprotobuf32 libabsl20220623 libspdlog1.10 libcpp-httplib0.11 libssl3 libxrt1 \
+      libgrpc++1.51 libprotobuf32 libabsl20220623 libspdlog1.10 libcpp-httplib0.11 libssl3 libxrt1 libopenblas0-pthread \
       curl ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --no-create-home accllm

@@ -3,7 +3,7 @@
 # recipe (calibrating on gutenberg-calib.txt) and scores every result on gutenberg-dev.txt in
 # llama-perplexity's convention (chunks of 512, BOS each, second half scored). Prints Markdown.
 #
-#   scripts/quality.sh                 # 100 chunks (about 25 minutes on 2 cores)
+#   scripts/quality.sh                 # 100 chunks (about 35 minutes on 2 cores)
 #   CHUNKS=20 scripts/quality.sh       # a quicker look
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,6 +43,7 @@ done <<'RECIPES'
 GPTQ, group 128|--method gptq
 rotated residual + GPTQ without the scale refit (--rotate --no-scale-refit)|--method gptq --rotate --no-scale-refit
 rotated residual + GPTQ, group 128 (--rotate)|--method gptq --rotate
+rotated residual + GPTQ + block-wise reconstruction (--rotate --block-ap)|--method gptq --rotate --block-ap
 rotated residual + GPTQ, sequential calibration (--rotate --sequential)|--method gptq --rotate --sequential
 rotated residual + GPTQ act-order, static groups (--rotate --act-order)|--method gptq --rotate --act-order
 rotated residual and down-projection input + GPTQ (--rotate --rotate-ffn)|--method gptq --rotate --rotate-ffn

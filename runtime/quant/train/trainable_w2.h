@@ -19,7 +19,7 @@ namespace accllm {
 
 struct AdamOptions {
   float weight_lr = 1e-4f;
-  float scale_lr = 1e-4f;
+  float scale_lr = 5e-5f;
   float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
 };
 
