@@ -229,8 +229,14 @@ TEST(BlockApTest, LowersEveryLayersOutputErrorOnARealModel) {
   wrong.config.n_layers += 1;
   EXPECT_EQ(RefineBlocks(*model, lines, options, wrong).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(RefineBlocks(*model, {}, options, packed).code(), absl::StatusCode::kInvalidArgument);
+  positions.back().pop_back();
+  EXPECT_EQ(RefineBlocks(*model, lines, options, packed, positions).code(), absl::StatusCode::kInvalidArgument);
   positions.pop_back();
   EXPECT_EQ(RefineBlocks(*model, lines, options, packed, positions).code(), absl::StatusCode::kInvalidArgument);
+  PackedContents missing = gptq;
+  missing.linears.pop_back();
+  EXPECT_EQ(RefineBlocks(*model, lines, options, missing).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(missing.linears.front().second.codes, gptq.linears.front().second.codes);  // left as it was
 }
 
 }  // namespace

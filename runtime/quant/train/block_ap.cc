@@ -72,6 +72,19 @@ absl::Status RefineBlocks(const Model& model, std::span<const std::vector<int>> 
   if (!positions.empty() && positions.size() != packed.linears.size()) {
     return absl::InvalidArgumentError("grid positions must be given for every linear or none");
   }
+  // Every layer's matrices are found before any is changed: an error leaves `packed` as it was.
+  std::vector<std::vector<std::size_t>> layer_slots;
+  for (int layer = 0; layer < c.n_layers; ++layer) {
+    absl::StatusOr<std::vector<std::size_t>> slots = LayerLinears(packed, layer);
+    if (!slots.ok()) return slots.status();
+    for (std::size_t slot : *slots) {
+      const W2Shape& shape = packed.linears[slot].second.shape;
+      if (!positions.empty() && positions[slot].size() != static_cast<std::size_t>(shape.rows) * shape.cols) {
+        return absl::InvalidArgumentError(absl::StrCat("grid positions of linear ", slot, " do not match its shape"));
+      }
+    }
+    layer_slots.push_back(*std::move(slots));
+  }
   SetGemmThreads(options.threads);
 
   // Both models' inputs to the current layer: the fp32 one's and the quantized one's (which
@@ -108,11 +121,10 @@ absl::Status RefineBlocks(const Model& model, std::span<const std::vector<int>> 
     }
     report.target_energy /= elements;
 
-    absl::StatusOr<std::vector<std::size_t>> slots = LayerLinears(packed, layer);
-    if (!slots.ok()) return slots.status();
+    const std::vector<std::size_t>& slots = layer_slots[layer];
     std::vector<TrainableW2> trainable;
     std::vector<std::vector<float>> dense;
-    for (std::size_t slot : *slots) {
+    for (std::size_t slot : slots) {
       trainable.emplace_back(packed.linears[slot].second, positions.empty() ? std::span<const float>() : positions[slot]);
       dense.emplace_back(static_cast<std::size_t>(trainable.back().rows()) * trainable.back().cols());
       trainable.back().Dequantize(dense.back());
@@ -158,7 +170,7 @@ absl::Status RefineBlocks(const Model& model, std::span<const std::vector<int>> 
 
     // Keep the trained codes (with fp16 scales), and move both models' inputs one layer on.
     for (std::size_t m = 0; m < trainable.size(); ++m) {
-      W2Matrix& out = packed.linears[(*slots)[m]].second;
+      W2Matrix& out = packed.linears[slots[m]].second;
       out = trainable[m].Export();
       for (int r = 0; r < out.shape.rows; ++r) {
         DequantizeW2Row(out.view(), r, std::span<float>(dense[m].data() + static_cast<std::size_t>(r) * out.shape.cols, out.shape.cols));
