@@ -217,12 +217,26 @@ TEST(BlockApTest, LowersEveryLayersOutputErrorOnARealModel) {
   ASSERT_OK(RefineBlocks(*model, lines, options, packed, positions, [&](const BlockApReport& r) { reports.push_back(r); }));
   ASSERT_EQ(reports.size(), static_cast<std::size_t>(model->config.n_layers));
   for (const BlockApReport& r : reports) {
+    EXPECT_FALSE(r.kept_original) << "layer " << r.layer;
     EXPECT_LT(r.error_after, r.error_before) << "layer " << r.layer;
     EXPECT_GT(r.target_energy, 0) << "layer " << r.layer;
   }
   int changed = 0;
   for (std::size_t i = 0; i < packed.linears.size(); ++i) changed += packed.linears[i].second.codes != gptq.linears[i].second.codes;
   EXPECT_GT(changed, 0);
+
+  // Steps far too large make every layer worse: each keeps the matrices it was given.
+  PackedContents overshot = gptq;
+  BlockApOptions reckless = options;
+  reckless.epochs = 1;
+  reckless.adam.weight_lr = reckless.adam.scale_lr = 1.0f;
+  reports.clear();
+  ASSERT_OK(RefineBlocks(*model, lines, reckless, overshot, {}, [&](const BlockApReport& r) { reports.push_back(r); }));
+  for (const BlockApReport& r : reports) {
+    EXPECT_TRUE(r.kept_original) << "layer " << r.layer;
+    EXPECT_EQ(r.error_after, r.error_before) << "layer " << r.layer;
+  }
+  for (std::size_t i = 0; i < overshot.linears.size(); ++i) EXPECT_EQ(overshot.linears[i].second.codes, gptq.linears[i].second.codes);
 
   // A packed model of another shape is refused.
   PackedContents wrong = gptq;

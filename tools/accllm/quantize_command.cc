@@ -123,7 +123,7 @@ int RunQuantize(const QuantizeFlags& flags) {
       std::fprintf(stderr, "%-6d %14.6g %14.6g %9.3f%% %8.1f   (epochs:", r.layer, r.error_before, r.error_after,
                    100.0 * r.error_after / r.target_energy, r.seconds);
       for (double e : r.epoch_error) std::fprintf(stderr, " %.6g", e);
-      std::fprintf(stderr, ")\n");
+      std::fprintf(stderr, ")%s\n", r.kept_original ? "  no better: kept as quantized" : "");
     });
     if (!refined.ok()) return ReportError(refined);
     packed->metadata["quant_method"] += absl::StrCat(" + block-ap (", block_ap.epochs, " epochs)");

@@ -105,7 +105,7 @@ absl::Status RefineBlocks(const Model& model, std::span<const std::vector<int>> 
   std::mt19937_64 rng(options.seed);
   std::vector<std::size_t> order(n);
   std::iota(order.begin(), order.end(), 0);
-  Activations target(n);
+  Activations target(n), q_out(n);
   std::vector<float> y, dy;
   for (int layer = 0; layer < c.n_layers; ++layer) {
     const auto start = std::chrono::steady_clock::now();
@@ -168,22 +168,36 @@ absl::Status RefineBlocks(const Model& model, std::span<const std::vector<int>> 
       report.epoch_error.push_back(epoch_error / elements);
     }
 
-    // Keep the trained codes (with fp16 scales), and move both models' inputs one layer on.
-    for (std::size_t m = 0; m < trainable.size(); ++m) {
-      W2Matrix& out = packed.linears[slots[m]].second;
-      out = trainable[m].Export();
-      for (int r = 0; r < out.shape.rows; ++r) {
-        DequantizeW2Row(out.view(), r, std::span<float>(dense[m].data() + static_cast<std::size_t>(r) * out.shape.cols, out.shape.cols));
+    // Keep the trained codes (with fp16 scales) unless they do worse than the layer's own, and
+    // move both models' inputs one layer on.
+    std::vector<W2Matrix> before;
+    for (std::size_t slot : slots) before.push_back(packed.linears[slot].second);
+    const auto use = [&](std::vector<W2Matrix> matrices) {
+      for (std::size_t m = 0; m < slots.size(); ++m) {
+        W2Matrix& out = packed.linears[slots[m]].second;
+        out = std::move(matrices[m]);
+        for (int r = 0; r < out.shape.rows; ++r) {
+          DequantizeW2Row(out.view(), r, std::span<float>(dense[m].data() + static_cast<std::size_t>(r) * out.shape.cols, out.shape.cols));
+        }
       }
+      double error = 0;
+      for (std::size_t i = 0; i < n; ++i) {
+        y.resize(q_in[i].size());
+        LayerForward(c, w, q_in[i].data(), static_cast<int>(sequences[i].size()), y.data());
+        error += SquaredError(y, target[i]);
+        q_out[i].swap(y);
+      }
+      return error / elements;
+    };
+    std::vector<W2Matrix> trained;
+    for (const TrainableW2& t : trainable) trained.push_back(t.Export());
+    report.error_after = use(std::move(trained));
+    if (report.error_after >= report.error_before) {
+      report.kept_original = true;
+      report.error_after = use(std::move(before));
     }
-    for (std::size_t i = 0; i < n; ++i) {
-      y.resize(q_in[i].size());
-      LayerForward(c, w, q_in[i].data(), static_cast<int>(sequences[i].size()), y.data());
-      report.error_after += SquaredError(y, target[i]);
-      q_in[i].swap(y);
-      fp_in[i].swap(target[i]);
-    }
-    report.error_after /= elements;
+    q_in.swap(q_out);
+    fp_in.swap(target);
     report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (on_layer) on_layer(report);
   }

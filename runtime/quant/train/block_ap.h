@@ -2,7 +2,8 @@
 // layer by layer, the latent weights and group scales of the layer's seven W2 matrices are
 // trained by Adam so that the quantized layer, fed what the quantized layers before it produce,
 // reproduces what the fp32 layer produces from the fp32 model's activations (mean squared error
-// over the calibration sequences). Zero points, 2:4 masks and the packed format are unchanged.
+// over the calibration sequences). Zero points, 2:4 masks and the packed format are unchanged; a
+// layer whose trained matrices do worse than the ones it was given keeps those.
 //
 // Cost: one forward and backward pass of a layer per calibration sequence and epoch, in fp32
 // matrix products; for a model of L layers and P linear weights per layer it grows as
@@ -34,6 +35,7 @@ struct BlockApReport {
   // sequences, before and after training; `target_energy` is the mean square of that output.
   double error_before = 0, error_after = 0, target_energy = 0;
   std::vector<double> epoch_error;  // the mean over each epoch's steps, as trained
+  bool kept_original = false;       // training did worse than the matrices it started from
   double seconds = 0;
 };
 
