@@ -120,12 +120,13 @@ TEST(CliTest, QuantizeInspectAndGeneratePacked) {
   ScratchDir dir;
   const std::string packed = Quote(dir / "stories-w2.safetensors");
   const RunResult quantize = RunCli("quantize -m " + Quote(RequireModelFile("stories260K.bin")) + " -o " + packed +
-                                    " --group-size 32 --prune wanda --prune-layers ffn --calibration " +
+                                    " --group-size 32 --prune wanda --prune-layers ffn --block-ap --calibration " +
                                     Quote(::accllm::testing::RequireSharedFile("data/tinystories-dev.txt")));
   ASSERT_EQ(quantize.exit_code, 0) << quantize.err;
   EXPECT_THAT(quantize.err, HasSubstr("calibrating on 6 sequences"));
   EXPECT_THAT(quantize.err, HasSubstr("model.layers.4.mlp.up_proj.weight"));
   EXPECT_THAT(quantize.err, HasSubstr("[35/35]"));
+  EXPECT_THAT(quantize.err, HasSubstr("block reconstruction: 2 epochs over 6 sequences"));
 
   const RunResult inspect = RunCli("inspect " + packed);
   ASSERT_EQ(inspect.exit_code, 0) << inspect.err;
@@ -148,6 +149,15 @@ TEST(CliTest, QuantizeInspectAndGeneratePacked) {
                                Quote(dir / "x.safetensors") + " --method rtn --prune magnitude --prune-layers 9");
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_THAT(bad.err, HasSubstr("bad layer selection"));
+
+  const RunResult rtn_block_ap = RunCli("quantize -m " + Quote(RequireModelFile("stories260K.bin")) + " -o " +
+                                        Quote(dir / "x.safetensors") + " --method rtn --block-ap");
+  EXPECT_NE(rtn_block_ap.exit_code, 0);
+  EXPECT_THAT(rtn_block_ap.err, HasSubstr("--block-ap needs --method gptq"));
+  const RunResult epochs_alone = RunCli("quantize -m " + Quote(RequireModelFile("stories260K.bin")) + " -o " +
+                                        Quote(dir / "x.safetensors") + " --block-ap-epochs 3");
+  EXPECT_NE(epochs_alone.exit_code, 0);
+  EXPECT_THAT(epochs_alone.err, HasSubstr("--block-ap"));
 }
 
 TEST(CliTest, EvalPrintsBothTables) {

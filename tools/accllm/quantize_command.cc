@@ -167,17 +167,18 @@ void AddQuantizeCommand(CLI::App& app, int* exit_code) {
                 "one more calibration pass per layer, each through the layers up to it)");
   cmd->add_flag("!--no-scale-refit", flags->refit_scales,
                 "GPTQ: keep each group's scale as chosen, without refitting a row's scales to its output error");
-  cmd->add_flag("--block-ap", flags->block_ap,
-                "GPTQ, then train each layer's latent weights and scales so its output matches the fp32 layer's "
-                "(block-wise reconstruction, EfficientQAT's Block-AP) on the calibration text");
+  CLI::Option* block_ap = cmd->add_flag(
+      "--block-ap", flags->block_ap,
+      "GPTQ, then train each layer's latent weights and scales so its output matches the fp32 layer's "
+      "(block-wise reconstruction, EfficientQAT's Block-AP) on the calibration text");
   cmd->add_option("--block-ap-epochs", flags->block_ap_options.epochs, "Block reconstruction: passes over the calibration text")
-      ->check(CLI::PositiveNumber)->capture_default_str();
+      ->check(CLI::PositiveNumber)->capture_default_str()->needs(block_ap);
   cmd->add_option("--block-ap-batch", flags->block_ap_options.batch_sequences, "Block reconstruction: sequences per step")
-      ->check(CLI::PositiveNumber)->capture_default_str();
+      ->check(CLI::PositiveNumber)->capture_default_str()->needs(block_ap);
   cmd->add_option("--block-ap-weight-lr", flags->block_ap_options.adam.weight_lr, "Block reconstruction: Adam step for latent weights")
-      ->check(CLI::PositiveNumber)->capture_default_str();
+      ->check(CLI::PositiveNumber)->capture_default_str()->needs(block_ap);
   cmd->add_option("--block-ap-scale-lr", flags->block_ap_options.adam.scale_lr, "Block reconstruction: Adam step for group scales")
-      ->check(CLI::PositiveNumber)->capture_default_str();
+      ->check(CLI::PositiveNumber)->capture_default_str()->needs(block_ap);
   cmd->add_option("--rotation-seed", flags->rotation_seed, "Seed of the rotation's random signs")->capture_default_str();
   cmd->add_option("--threads", flags->threads, "Threads for calibration and GPTQ; 0 = one per hardware thread")
       ->check(CLI::NonNegativeNumber);
