@@ -22,6 +22,9 @@ for path in scalar avx2 avx2-vnni avx512; do
   fi
 done
 
+echo "== the image: built from the Dockerfile without a Docker daemon, serving a completion from inside"
+scripts/image-test.sh
+
 echo "== ThreadSanitizer: the scheduler, the engine's thread pool and the server"
 scripts/build.sh build-tsan -DCMAKE_BUILD_TYPE=Debug -DACCLLM_WERROR=ON -DACCLLM_BUILD_TESTS=ON -DWITH_FPGA=ON \
   -DACCLLM_SANITIZE=thread -- accllm accllm-server accllm_tests accllm_server_tests

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "accllm/v1/generation.grpc.pb.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "absl/strings/str_cat.h"
 #include "tools/accllm/commands.h"
 
@@ -39,6 +40,10 @@ struct ClientFlags {
   int max_requests = 0;
   double cancel_rate = 0;    // share of requests the client cancels mid-stream
   double deadline_rate = 0;  // share of requests sent with a short time limit
+  // health probe
+  bool health = false;
+  std::string health_service;
+  double health_timeout = 3;
 };
 
 std::string ReadText(const std::string& path) {
@@ -79,6 +84,30 @@ v1::GenerateRequest MakeRequest(const ClientFlags& f, uint64_t seed) {
   r.mutable_sampling()->set_top_p(f.top_p);
   r.mutable_sampling()->set_seed(seed);
   return r;
+}
+
+// The standard gRPC health check, as container and load-balancer probes use it: exit 0 only when
+// the server reports SERVING for the service.
+int ProbeHealth(const ClientFlags& f) {
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(f);
+  if (!channel.ok()) {
+    std::fprintf(stderr, "accllm: error: %s\n", std::string(channel.status().message()).c_str());
+    return 1;
+  }
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::duration<double>(f.health_timeout)));
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(f.health_service);
+  grpc::health::v1::HealthCheckResponse response;
+  const grpc::Status status = grpc::health::v1::Health::NewStub(*channel)->Check(&context, request, &response);
+  if (!status.ok()) {
+    std::fprintf(stderr, "accllm: health check of %s failed: %s (%d)\n", f.server.c_str(), status.error_message().c_str(),
+                 static_cast<int>(status.error_code()));
+    return 1;
+  }
+  std::printf("%s\n", grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status()).c_str());
+  return response.status() == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : 1;
 }
 
 const char* FinishName(v1::FinishReason reason) { return v1::FinishReason_Name(reason).c_str(); }
@@ -256,7 +285,19 @@ void AddClientCommand(CLI::App& app, int* exit_code) {
       ->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--deadline-rate", flags->deadline_rate, "Load test: share of requests with a 1-51 ms time limit")
       ->check(CLI::Range(0.0, 1.0));
-  cmd->callback([flags, exit_code] { *exit_code = flags->streams > 0 ? LoadTest(*flags) : Stream(*flags); });
+  cmd->add_flag("--health", flags->health,
+                "Probe the server's gRPC health (exit 0 when SERVING, as a container health check)");
+  cmd->add_option("--health-service", flags->health_service, "Service name for --health (default: the server as a whole)");
+  cmd->add_option("--health-timeout", flags->health_timeout, "Seconds --health waits")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->callback([flags, exit_code] {
+    if (flags->health) {
+      *exit_code = ProbeHealth(*flags);
+    } else {
+      *exit_code = flags->streams > 0 ? LoadTest(*flags) : Stream(*flags);
+    }
+  });
 }
 
 }  // namespace accllm::cli
