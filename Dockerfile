@@ -33,7 +33,8 @@ RUN --mount=type=cache,target=/root/.cache/ccache \
  && cp build/server/accllm-server build/gateway/accllm-gateway build/tools/accllm/accllm build/fpga/accllm-xclbin \
       /out/bin/ \
  && strip /out/bin/* \
- && if [ -n "${XRT_DEB}" ]; then cp "${XRT_DEB}" /out/xrt/; fi
+ && if [ -n "${XRT_DEB}" ]; then cp "${XRT_DEB}" /out/xrt/; fi \
+ && rm -rf build
 
 FROM ${RUNTIME_IMAGE}
 ARG RUNTIME_IMAGE
