@@ -166,3 +166,43 @@ describe("the strict check", () => {
     await assert.rejects(validateSchema(daemon), /grpc\/port must be integer/);
   });
 });
+
+// The README's Kubernetes commands, as a user types them: `kubectl apply -k` renders, and the
+// `kubectl create secret` lines make the Secrets the Deployments mount (client-side dry run).
+describe("the README's kubectl commands", () => {
+  const block = README.slice(README.indexOf("## Containers and Kubernetes"));
+  const commands = [...block.matchAll(/^(kubectl .*?)(\s+#.*)?$/gm)].map((m) => m[1].trim());
+
+  it("apply both overlays", () => {
+    const applied = commands.filter((c) => c.startsWith("kubectl apply -k ")).map((c) => c.split(" ")[3]);
+    assert.deepEqual(applied.sort(), ["deploy/k8s/overlays/cpu", "deploy/k8s/overlays/fpga"]);
+    for (const dir of applied) assert.ok(render(path.join(ROOT, dir)).length > 0);
+  });
+
+  it("create the Secrets the pods mount, with the keys they read", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "accllm-secrets-"));
+    try {
+      fs.writeFileSync(path.join(dir, "api-keys.txt"), "key-1\n");
+      execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=accllm-gateway",
+                               "-keyout", path.join(dir, "gateway.key"), "-out", path.join(dir, "gateway.crt")], { stdio: "ignore" });
+      const secrets = commands.filter((c) => c.startsWith("kubectl create secret ")).map((c) => {
+        const args = c.split(/\s+/).slice(1).concat(["--dry-run=client", "-o", "yaml"]);
+        return YAML.parse(execFileSync("kubectl", args, { cwd: dir, encoding: "utf8" }));
+      });
+      for (const s of secrets) await validateSchema(s);
+      const all = renderWithComponents("cpu");
+      const gateway = podSpec(find(all, "Deployment", "accllm-gateway"));
+      for (const volume of gateway.volumes.filter((v) => v.secret)) {
+        const secret = secrets.find((s) => s.metadata.name === volume.secret.secretName);
+        assert.ok(secret, `the README creates ${volume.secret.secretName}`);
+        const mount = gateway.containers[0].volumeMounts.find((m) => m.name === volume.name).mountPath;
+        for (const arg of gateway.containers[0].args.filter((a) => a.includes(`=${mount}/`))) {
+          const key = arg.split(`${mount}/`)[1];
+          assert.ok(key in secret.data, `${arg}: the Secret ${secret.metadata.name} has no key ${key}`);
+        }
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true });
+    }
+  });
+});
