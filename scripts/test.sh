@@ -39,10 +39,11 @@ python3 tests/sanitizers/tsan_reports.py $(find "$tsan_logs" -type f)
 echo "== ASan + UBSan build + tests"
 scripts/build.sh build-asan -DCMAKE_BUILD_TYPE=Debug -DACCLLM_WERROR=ON -DACCLLM_BUILD_TESTS=ON -DWITH_FPGA=ON \
   -DACCLLM_SANITIZE=address,undefined
-# The quality guard quantizes a 30M-parameter model: minutes at -O0, and its code paths run under
-# the sanitizers in QuantizePipelineTest and ChunkedPerplexityTest on small models.
+# The quality guard and the real-model logits tests run gutenberg30M (30M parameters): minutes at
+# -O0; their code paths run under the sanitizers in QuantizePipelineTest, ChunkedPerplexityTest,
+# the kernel tests and FpgaStoriesTest on small models.
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  ctest --test-dir build-asan --output-on-failure --parallel "$jobs" -E 'QualityGuard'
+  ctest --test-dir build-asan --output-on-failure --parallel "$jobs" -E 'QualityGuard|CrossDeviceLogits|RealModelLogits'
 
 echo "== fuzz targets (libFuzzer, ASan+UBSan): a short fixed run of each on its seed corpus"
 scripts/fuzz.sh 2000

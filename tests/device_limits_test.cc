@@ -18,10 +18,10 @@ namespace {
 
 using ::testing::HasSubstr;
 
-// The shipped deploy/k8s/server.toml as key -> value (its values are plain numbers and strings).
+// The shipped deploy/k8s/base/server.toml as key -> value (its values are plain numbers and strings).
 std::map<std::string, std::string> ShippedConfig() {
-  std::ifstream in(std::string(ACCLLM_SOURCE_DIR) + "/deploy/k8s/server.toml");
-  EXPECT_TRUE(in) << "deploy/k8s/server.toml is missing";
+  std::ifstream in(std::string(ACCLLM_SOURCE_DIR) + "/deploy/k8s/base/server.toml");
+  EXPECT_TRUE(in) << "deploy/k8s/base/server.toml is missing";
   std::map<std::string, std::string> out;
   for (std::string line; std::getline(in, line);) {
     if (line.empty() || line[0] == '#') continue;

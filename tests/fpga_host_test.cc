@@ -20,6 +20,7 @@
 #include "runtime/generate/generator.h"
 #include "runtime/model/load_model.h"
 #include "runtime/quant/quantize_model.h"
+#include "tests/real_model_logits.h"
 #include "tests/test_support.h"
 #include "tests/xrt_noop_compute.h"
 
@@ -217,6 +218,28 @@ TEST(XrtBackendTest, GeneratesTheCpuEnginesTokensThroughXrt) {
 
   options.xclbin.clear();
   EXPECT_THAT(std::string(MakeXrtBackend(options, *any).status().message()), HasSubstr("needs --xclbin"));
+}
+
+// On a real model (gutenberg30M, head size 64) too: the card's logits are the CPU scalar path's,
+// bit for bit, prefilling held-out text past the window and decoding (every CPU path and fpga-sim
+// are held to the same in cross_device_logits_test.cc).
+TEST(XrtBackendTest, RealModelLogitsAreTheCpuEnginesBitForBit) {
+  ScratchDir dir;
+  auto any = ::accllm::testing::PackedGutenberg30M(dir.path());
+  ASSERT_TRUE(any.ok()) << any.status();
+  auto prompt = ::accllm::testing::GutenbergDevPrompt(96);
+  ASSERT_TRUE(prompt.ok()) << prompt.status();
+  BackendOptions options;
+  options.xclbin = NoopXrt::xclbin_;
+  options.window = 64;
+  auto card = MakeXrtBackend(options, *any);
+  ASSERT_TRUE(card.ok()) << card.status();
+  options.engine = "cpu";
+  options.kernels = &kScalarKernels;
+  auto cpu = MakeBackend(options, *any);
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  ::accllm::testing::ExpectSameLogits(::accllm::testing::GreedyLogits(**card, *prompt, 8),
+                                      ::accllm::testing::GreedyLogits(**cpu, *prompt, 8));
 }
 
 // The KV pool against the card's KV banks: more pages than HBM[28:29] holds are refused, naming

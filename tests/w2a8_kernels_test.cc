@@ -185,8 +185,13 @@ TEST(CpuDispatchTest, ParsesPathsAndSelectsOne) {
 namespace accllm {
 namespace {
 
-// KV4 attention kernels: float sums in different orders, so a tolerance.
-constexpr float kKv4KernelTolerance = 1e-4f;
+// Float kernels add in one order on every path (runtime/common/lane_sum.h): each path equals the
+// scalar path bit for bit, and the scalar path is held to a double-precision result.
+template <typename T>
+void ExpectBitIdentical(const std::vector<T>& got, const std::vector<T>& want) {
+  ASSERT_EQ(got.size(), want.size());
+  EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(T)), 0);
+}
 
 TEST(Kv4KernelTest, EveryPathMatchesScalar) {
   std::mt19937 rng(5);
@@ -208,14 +213,27 @@ TEST(Kv4KernelTest, EveryPathMatchesScalar) {
     std::vector<float> want_scores(count), want_out(head_size, 0.5f);
     Kv4ScoreScalar(q.data(), q_sum, codes.data(), params.data(), count, head_size, 0.125f, want_scores.data());
     const float want_min = Kv4AccumulateScalar(want_out.data(), p.data(), codes.data(), params.data(), count, head_size);
+    // The scalar path against the codes dequantized and summed in double precision.
+    std::vector<double> exact_out(head_size, 0.5);
+    for (int i = 0; i < count; ++i) {
+      const double scale = Fp16ToFloat(params[i].scale), min = Fp16ToFloat(params[i].min);
+      double dot = 0;
+      for (int d = 0; d < head_size; ++d) {
+        const int code = (codes[i * head_size / 2 + d / 2] >> (4 * (d % 2))) & 15;
+        dot += double{q[d]} * (min + scale * code);
+        exact_out[d] += double{p[i]} * scale * code;
+      }
+      EXPECT_NEAR(want_scores[i], 0.125 * dot, 1e-4 * (1 + std::fabs(dot)));
+    }
+    for (int d = 0; d < head_size; ++d) EXPECT_NEAR(want_out[d], exact_out[d], 1e-4 * (1 + std::fabs(exact_out[d])));
     for (const CpuKernels* k : AvailableKernels()) {
       SCOPED_TRACE(std::string(k->name) + " head size " + std::to_string(head_size));
       std::vector<float> scores(count), out(head_size, 0.5f);
       k->kv4_score(q.data(), q_sum, codes.data(), params.data(), count, head_size, 0.125f, scores.data());
       const float min_sum = k->kv4_accumulate(out.data(), p.data(), codes.data(), params.data(), count, head_size);
-      for (int i = 0; i < count; ++i) EXPECT_NEAR(scores[i], want_scores[i], kKv4KernelTolerance * (1 + std::fabs(want_scores[i])));
-      for (int d = 0; d < head_size; ++d) EXPECT_NEAR(out[d], want_out[d], kKv4KernelTolerance * (1 + std::fabs(want_out[d])));
-      EXPECT_NEAR(min_sum, want_min, kKv4KernelTolerance * (1 + std::fabs(want_min)));
+      ExpectBitIdentical(scores, want_scores);
+      ExpectBitIdentical(out, want_out);
+      EXPECT_EQ(min_sum, want_min);
     }
   }
 }
@@ -246,6 +264,9 @@ TEST(DenseKernelTest, EveryPathComputesTheProduct) {
         for (int c = 0; c < cols; ++c) want[t * ldy + r] += double{w[r * cols + c]} * x[t * ldx + c];
       }
     }
+    std::vector<float> scalar32(want.size(), -7.0f), scalar16(want.size(), -7.0f);
+    kScalarKernels.matmul_f32(w.data(), cols, x.data(), tokens, ldx, 0, rows, scalar32.data(), ldy);
+    kScalarKernels.matmul_f16(w16.data(), cols, x.data(), tokens, ldx, 0, rows, scalar16.data(), ldy);
     for (const CpuKernels* k : AvailableKernels()) {
       SCOPED_TRACE(std::string(k->name) + " " + std::to_string(rows) + "x" + std::to_string(cols) + ", " +
                    std::to_string(tokens) + " tokens");
@@ -265,6 +286,8 @@ TEST(DenseKernelTest, EveryPathComputesTheProduct) {
           EXPECT_NEAR(y16[i], want[i], 1e-4 * (1 + std::fabs(want[i])));
         }
       }
+      ExpectBitIdentical(y32, scalar32);
+      ExpectBitIdentical(y16, scalar16);
     }
   }
 }
@@ -285,6 +308,9 @@ TEST(F32AttentionKernelTest, EveryPathMatchesScalar) {
       want_scores[i] = static_cast<float>(dot * 0.5);
       for (int d = 0; d < head_size; ++d) want_out[d] += p[i] * values[i * head_size + d];
     }
+    std::vector<float> scalar_scores(count), scalar_out(head_size, 0.25f);
+    kScalarKernels.f32_score(q.data(), keys.data(), count, head_size, 0.5f, scalar_scores.data());
+    kScalarKernels.f32_accumulate(scalar_out.data(), p.data(), values.data(), count, head_size);
     for (const CpuKernels* k : AvailableKernels()) {
       SCOPED_TRACE(std::string(k->name) + " head size " + std::to_string(head_size));
       std::vector<float> scores(count), out(head_size, 0.25f);
@@ -292,6 +318,8 @@ TEST(F32AttentionKernelTest, EveryPathMatchesScalar) {
       k->f32_accumulate(out.data(), p.data(), values.data(), count, head_size);
       for (int i = 0; i < count; ++i) EXPECT_NEAR(scores[i], want_scores[i], 1e-4f * (1 + std::fabs(want_scores[i])));
       for (int d = 0; d < head_size; ++d) EXPECT_NEAR(out[d], want_out[d], 1e-4f * (1 + std::fabs(want_out[d])));
+      ExpectBitIdentical(scores, scalar_scores);
+      ExpectBitIdentical(out, scalar_out);
     }
   }
 }

@@ -3,20 +3,24 @@
 #include <cmath>
 
 #include "fpga/kernels/hls_compat.h"
+#include "runtime/common/lane_sum.h"
 
 namespace accllm::hls {
+namespace {
+
+// The d-th 4-bit code of a KV4 vector (low nibble first), as a float.
+float Code(const uint8_t* codes, int d) { return static_cast<float>((codes[d / 2] >> (4 * (d & 1))) & 15); }
+
+}  // namespace
 
 void Kv4Score(const float* q, float q_sum, const uint8_t* codes, const Kv4Param* params, int count, int head_size,
               float scale, float* scores) {
   for (int i = 0; i < count; ++i) {
 #pragma HLS PIPELINE II = 1
     const uint8_t* c = codes + static_cast<int64_t>(i) * (head_size / 2);
-    float acc = 0.0f;
-    for (int d = 0; d < head_size; d += 2) {
-#pragma HLS UNROLL
-      acc += q[d] * static_cast<float>(c[d / 2] & 15) + q[d + 1] * static_cast<float>(c[d / 2] >> 4);
-    }
-    scores[i] = scale * (HalfToFloat(params[i].scale) * acc + HalfToFloat(params[i].min) * q_sum);
+    // Eight lanes and the fixed tree of lane_sum.h: the CPU paths' order.
+    const float dot = LaneDot([&](int d) { return q[d]; }, [&](int d) { return Code(c, d); }, head_size);
+    scores[i] = scale * (HalfToFloat(params[i].scale) * dot + HalfToFloat(params[i].min) * q_sum);
   }
 }
 
@@ -27,10 +31,9 @@ float Kv4Accumulate(float* out, const float* p, const uint8_t* codes, const Kv4P
 #pragma HLS PIPELINE II = 1
     const uint8_t* c = codes + static_cast<int64_t>(i) * (head_size / 2);
     const float ps = p[i] * HalfToFloat(params[i].scale);
-    for (int d = 0; d < head_size; d += 2) {
+    for (int d = 0; d < head_size; ++d) {
 #pragma HLS UNROLL
-      out[d] += ps * static_cast<float>(c[d / 2] & 15);
-      out[d + 1] += ps * static_cast<float>(c[d / 2] >> 4);
+      out[d] = std::fma(ps, Code(c, d), out[d]);
     }
     min_sum += p[i] * HalfToFloat(params[i].min);
   }

@@ -1,7 +1,8 @@
 // CPU kernels, one implementation per instruction set behind a table chosen once at run time.
 //
-// Every path computes the same integers and performs the same float operations in the same order,
-// so all paths give bit-identical results (the tests check this). For W2 x A8 the result is
+// Every path computes the same integers and performs the same float operations in the same order
+// (float sums: runtime/common/lane_sum.h), so all paths give bit-identical results (the tests check
+// this), and so do the accelerator's units. For W2 x A8 the result is
 //
 //   y[t][r] = a_scale[t] * Y,   Y = fma(scale[r][g], float(I[r][g]), Y) for g = 0, 1, ...
 //   I[r][g] = sum_j q[r][j] * a[t][j]  -  zero[r][g] * sum_j a[t][j]      (j over group g)
@@ -27,7 +28,6 @@ using W2A8MatMulFn = void (*)(const W2View& w, const A8Batch& x, int tile_begin,
 
 // y[t * ldy + r] = sum_j w[r][j] * x[t * ldx + j] for rows [row_begin, row_end), fp16 weights
 // (out x in, row-major) and fp32 activations: the classifier and other high-precision layers.
-// Float sums: paths agree to rounding, not bit for bit.
 using F16MatMulFn = void (*)(const uint16_t* w, int cols, const float* x, int tokens, int64_t ldx,
                              int row_begin, int row_end, float* y, int64_t ldy);
 

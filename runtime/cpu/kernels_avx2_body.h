@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "runtime/cpu/kernels.h"
+#include "runtime/cpu/kernels_float256.h"
 
 namespace accllm {
 namespace {
@@ -174,121 +175,14 @@ void MatMulW2A8Avx2(const W2View& w, const A8Batch& x, int tile_begin, int tile_
   }
 }
 
-float HorizontalSum(__m256 v) {
-  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
-}
-
-inline __m256 LoadWeights(const uint16_t* w) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w))); }
-inline __m256 LoadWeights(const float* w) { return _mm256_loadu_ps(w); }
-inline float WeightAt(const uint16_t* w) { return _cvtsh_ss(*w); }
-inline float WeightAt(const float* w) { return *w; }
-
-// Two rows x four tokens per pass (eight FMA chains); rows in blocks that stay in L2.
-template <int NR, int NT, typename W>
-void DenseBlock(const W* w, int cols, const float* x, int t0, int64_t ldx, int r0, float* y, int64_t ldy) {
-  const int vec_cols = cols / 8 * 8;
-  __m256 acc[NR][NT];
-  for (int i = 0; i < NR; ++i) {
-    for (int j = 0; j < NT; ++j) acc[i][j] = _mm256_setzero_ps();
-  }
-  for (int c = 0; c < vec_cols; c += 8) {
-    __m256 wv[NR];
-    for (int i = 0; i < NR; ++i) wv[i] = LoadWeights(w + int64_t{r0 + i} * cols + c);
-    for (int j = 0; j < NT; ++j) {
-      const __m256 xv = _mm256_loadu_ps(x + (t0 + j) * ldx + c);
-      for (int i = 0; i < NR; ++i) acc[i][j] = _mm256_fmadd_ps(wv[i], xv, acc[i][j]);
-    }
-  }
-  for (int i = 0; i < NR; ++i) {
-    const W* row = w + int64_t{r0 + i} * cols;
-    for (int j = 0; j < NT; ++j) {
-      const float* xt = x + (t0 + j) * ldx;
-      float sum = HorizontalSum(acc[i][j]);
-      for (int c = vec_cols; c < cols; ++c) sum += WeightAt(row + c) * xt[c];
-      y[(t0 + j) * ldy + r0 + i] = sum;
-    }
-  }
-}
-
-template <typename W>
-void DenseMatMul(const W* w, int cols, const float* x, int tokens, int64_t ldx, int row_begin, int row_end, float* y,
-                 int64_t ldy) {
-  constexpr int kRowBlock = 64;
-  for (int rb = row_begin; rb < row_end; rb += kRowBlock) {
-    const int re = rb + kRowBlock < row_end ? rb + kRowBlock : row_end;
-    int t = 0;
-    for (; t + 4 <= tokens; t += 4) {
-      int r = rb;
-      for (; r + 2 <= re; r += 2) DenseBlock<2, 4>(w, cols, x, t, ldx, r, y, ldy);
-      for (; r < re; ++r) DenseBlock<1, 4>(w, cols, x, t, ldx, r, y, ldy);
-    }
-    for (; t < tokens; ++t) {
-      for (int r = rb; r < re; ++r) DenseBlock<1, 1>(w, cols, x, t, ldx, r, y, ldy);
-    }
-  }
-}
-
 void MatMulF16Avx2(const uint16_t* w, int cols, const float* x, int tokens, int64_t ldx, int row_begin, int row_end,
                    float* y, int64_t ldy) {
-  DenseMatMul(w, cols, x, tokens, ldx, row_begin, row_end, y, ldy);
+  DenseMatMul256(w, cols, x, tokens, ldx, row_begin, row_end, y, ldy);
 }
 
 void MatMulF32Avx2(const float* w, int cols, const float* x, int tokens, int64_t ldx, int row_begin, int row_end,
                    float* y, int64_t ldy) {
-  DenseMatMul(w, cols, x, tokens, ldx, row_begin, row_end, y, ldy);
-}
-
-// 16 code bytes (32 nibbles) to 32 bytes in element order: low nibble first.
-inline __m256i UnpackNibbles(const uint8_t* codes) {
-  const __m256i w = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes)));
-  return _mm256_or_si256(_mm256_and_si256(w, _mm256_set1_epi16(0x0f)),
-                         _mm256_slli_epi16(_mm256_and_si256(w, _mm256_set1_epi16(0xf0)), 4));
-}
-
-template <int I>
-inline __m256 Lane(__m256i bytes) {
-  const __m128i half = I < 2 ? _mm256_castsi256_si128(bytes) : _mm256_extracti128_si256(bytes, 1);
-  return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(I % 2 == 0 ? half : _mm_srli_si128(half, 8)));
-}
-
-void Kv4ScoreAvx2(const float* q, float q_sum, const uint8_t* codes, const Kv4Params* params, int count, int head_size,
-                  float scale, float* scores) {
-  if (head_size % 32 != 0) return Kv4ScoreScalar(q, q_sum, codes, params, count, head_size, scale, scores);
-  for (int i = 0; i < count; ++i) {
-    const uint8_t* c = codes + int64_t{i} * (head_size / 2);
-    __m256 acc = _mm256_setzero_ps();
-    for (int d = 0; d < head_size; d += 32) {
-      const __m256i bytes = UnpackNibbles(c + d / 2);
-      acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), Lane<0>(bytes), acc);
-      acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + d + 8), Lane<1>(bytes), acc);
-      acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + d + 16), Lane<2>(bytes), acc);
-      acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + d + 24), Lane<3>(bytes), acc);
-    }
-    scores[i] = scale * (_cvtsh_ss(params[i].scale) * HorizontalSum(acc) + _cvtsh_ss(params[i].min) * q_sum);
-  }
-}
-
-float Kv4AccumulateAvx2(float* out, const float* p, const uint8_t* codes, const Kv4Params* params, int count,
-                        int head_size) {
-  if (head_size % 32 != 0) return Kv4AccumulateScalar(out, p, codes, params, count, head_size);
-  float min_sum = 0.0f;
-  for (int d = 0; d < head_size; d += 32) {
-    __m256 acc[4];
-    for (int j = 0; j < 4; ++j) acc[j] = _mm256_loadu_ps(out + d + 8 * j);
-    for (int i = 0; i < count; ++i) {
-      const __m256i bytes = UnpackNibbles(codes + int64_t{i} * (head_size / 2) + d / 2);
-      const __m256 ps = _mm256_set1_ps(p[i] * _cvtsh_ss(params[i].scale));
-      acc[0] = _mm256_fmadd_ps(ps, Lane<0>(bytes), acc[0]);
-      acc[1] = _mm256_fmadd_ps(ps, Lane<1>(bytes), acc[1]);
-      acc[2] = _mm256_fmadd_ps(ps, Lane<2>(bytes), acc[2]);
-      acc[3] = _mm256_fmadd_ps(ps, Lane<3>(bytes), acc[3]);
-    }
-    for (int j = 0; j < 4; ++j) _mm256_storeu_ps(out + d + 8 * j, acc[j]);
-  }
-  for (int i = 0; i < count; ++i) min_sum += p[i] * _cvtsh_ss(params[i].min);
-  return min_sum;
+  DenseMatMul256(w, cols, x, tokens, ldx, row_begin, row_end, y, ldy);
 }
 
 uint64_t ReadSumAvx2(const uint8_t* data, int64_t bytes) {
@@ -308,30 +202,9 @@ uint64_t ReadSumAvx2(const uint8_t* data, int64_t bytes) {
 
 namespace {
 
-void F32ScoreAvx2(const float* q, const float* keys, int count, int head_size, float scale, float* scores) {
-  if (head_size % 8 != 0) return F32ScoreScalar(q, keys, count, head_size, scale, scores);
-  for (int i = 0; i < count; ++i) {
-    const float* k = keys + int64_t{i} * head_size;
-    __m256 acc = _mm256_setzero_ps();
-    for (int d = 0; d < head_size; d += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), _mm256_loadu_ps(k + d), acc);
-    scores[i] = HorizontalSum(acc) * scale;
-  }
-}
-
-void F32AccumulateAvx2(float* out, const float* p, const float* values, int count, int head_size) {
-  if (head_size % 8 != 0) return F32AccumulateScalar(out, p, values, count, head_size);
-  for (int d = 0; d < head_size; d += 8) {
-    __m256 acc = _mm256_loadu_ps(out + d);
-    for (int i = 0; i < count; ++i) {
-      acc = _mm256_fmadd_ps(_mm256_set1_ps(p[i]), _mm256_loadu_ps(values + int64_t{i} * head_size + d), acc);
-    }
-    _mm256_storeu_ps(out + d, acc);
-  }
-}
-
 }  // namespace
 
 const CpuKernels ACCLLM_AVX2_TABLE = {ACCLLM_AVX2_PATH, ACCLLM_AVX2_NAME, MatMulW2A8Avx2, MatMulF16Avx2, MatMulF32Avx2,
-                                      Kv4ScoreAvx2, Kv4AccumulateAvx2, F32ScoreAvx2, F32AccumulateAvx2, ReadSumAvx2};
+                                      Kv4Score256, Kv4Accumulate256, F32Score256, F32Accumulate256, ReadSumAvx2};
 
 }  // namespace accllm

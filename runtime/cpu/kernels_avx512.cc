@@ -1,12 +1,14 @@
 // AVX-512 (F, BW, VL, VNNI) kernels. Compiled with -mavx512* for this file only; run only when
 // the dispatcher found the features. One 32-bit lane per weight row: a 64-byte W2 sub-block
 // unpacks into four vectors of 16 rows x 4 codes that vpdpbusd multiplies with 4 activation bytes.
+// Float sums keep the 8-lane order of runtime/common/lane_sum.h (kernels_float256.h).
 #include <algorithm>
 #include <immintrin.h>
 
 #include <cstring>
 
 #include "runtime/cpu/kernels.h"
+#include "runtime/cpu/kernels_float256.h"
 
 namespace accllm {
 namespace {
@@ -195,37 +197,48 @@ void MatMulW2A8Avx512(const W2View& w, const A8Batch& x, int tile_begin, int til
   }
 }
 
-// Sixteen weights as floats, from fp16 or fp32 storage.
-inline __m512 LoadWeights(const uint16_t* w) {
-  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w)));
+// Eight weights of rows a and b side by side (lanes 0-7: row a), as floats: a 512-bit register
+// holds two rows' 8-lane sums, so that each row's sum keeps the order of lane_sum.h.
+inline __m512 LoadRowPair(const uint16_t* a, const uint16_t* b) {
+  const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a));
+  const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b));
+  return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1));
 }
-inline __m512 LoadWeights(const float* w) { return _mm512_loadu_ps(w); }
-inline float WeightAt(const uint16_t* w) { return _cvtsh_ss(*w); }
-inline float WeightAt(const float* w) { return *w; }
+inline __m512 LoadRowPair(const float* a, const float* b) {
+  const __m512d lo = _mm512_castpd256_pd512(_mm256_castps_pd(_mm256_loadu_ps(a)));
+  return _mm512_castpd_ps(_mm512_insertf64x4(lo, _mm256_castps_pd(_mm256_loadu_ps(b)), 1));
+}
+// Eight activations in both halves.
+inline __m512 BroadcastEight(const float* x) {
+  return _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_loadu_ps(x))));
+}
 
-// NR rows x NT tokens per pass: each loaded weight vector is used NT times, each activation
-// vector NR times, and NR * NT independent FMA chains hide the FMA latency.
-template <int NR, int NT, typename W>
+// NP row pairs x NT tokens per pass: each loaded weight vector is used NT times, each activation
+// vector NP times, and NP * NT independent FMA chains hide the FMA latency.
+template <int NP, int NT, typename W>
 void DenseBlock(const W* w, int cols, const float* x, int t0, int64_t ldx, int r0, float* y, int64_t ldy) {
-  const int vec_cols = cols / 16 * 16;
-  __m512 acc[NR][NT];
-  for (int i = 0; i < NR; ++i) {
+  const int vec_cols = cols / 8 * 8;
+  __m512 acc[NP][NT];
+  for (int i = 0; i < NP; ++i) {
     for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_setzero_ps();
   }
-  for (int c = 0; c < vec_cols; c += 16) {
-    __m512 wv[NR];
-    for (int i = 0; i < NR; ++i) wv[i] = LoadWeights(w + int64_t{r0 + i} * cols + c);
+  for (int c = 0; c < vec_cols; c += 8) {
+    __m512 wv[NP];
+    for (int i = 0; i < NP; ++i) {
+      wv[i] = LoadRowPair(w + int64_t{r0 + 2 * i} * cols + c, w + int64_t{r0 + 2 * i + 1} * cols + c);
+    }
     for (int j = 0; j < NT; ++j) {
-      const __m512 xv = _mm512_loadu_ps(x + (t0 + j) * ldx + c);
-      for (int i = 0; i < NR; ++i) acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);
+      const __m512 xv = BroadcastEight(x + (t0 + j) * ldx + c);
+      for (int i = 0; i < NP; ++i) acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);
     }
   }
-  for (int i = 0; i < NR; ++i) {
+  for (int i = 0; i < 2 * NP; ++i) {
     const W* row = w + int64_t{r0 + i} * cols;
     for (int j = 0; j < NT; ++j) {
       const float* xt = x + (t0 + j) * ldx;
-      float sum = _mm512_reduce_add_ps(acc[i][j]);
-      for (int c = vec_cols; c < cols; ++c) sum += WeightAt(row + c) * xt[c];
+      const __m512d pair = _mm512_castps_pd(acc[i / 2][j]);
+      float sum = HorizontalSum(_mm256_castpd_ps(i % 2 == 0 ? _mm512_castpd512_pd256(pair) : _mm512_extractf64x4_pd(pair, 1)));
+      for (int c = vec_cols; c < cols; ++c) sum = std::fma(WeightAt(row + c), xt[c], sum);
       y[(t0 + j) * ldy + r0 + i] = sum;
     }
   }
@@ -241,13 +254,13 @@ void DenseMatMul(const W* w, int cols, const float* x, int tokens, int64_t ldx, 
     int t = 0;
     for (; t + 4 <= tokens; t += 4) {
       int r = rb;
-      for (; r + 4 <= re; r += 4) DenseBlock<4, 4>(w, cols, x, t, ldx, r, y, ldy);
-      for (; r < re; ++r) DenseBlock<1, 4>(w, cols, x, t, ldx, r, y, ldy);
+      for (; r + 4 <= re; r += 4) DenseBlock<2, 4>(w, cols, x, t, ldx, r, y, ldy);
+      for (; r < re; ++r) DenseBlock256<1, 4>(w, cols, x, t, ldx, r, y, ldy);
     }
     for (; t < tokens; ++t) {
       int r = rb;
-      for (; r + 4 <= re; r += 4) DenseBlock<4, 1>(w, cols, x, t, ldx, r, y, ldy);
-      for (; r < re; ++r) DenseBlock<1, 1>(w, cols, x, t, ldx, r, y, ldy);
+      for (; r + 4 <= re; r += 4) DenseBlock<2, 1>(w, cols, x, t, ldx, r, y, ldy);
+      for (; r < re; ++r) DenseBlock256<1, 1>(w, cols, x, t, ldx, r, y, ldy);
     }
   }
 }
@@ -272,23 +285,6 @@ inline __m512i UnpackNibbles(const uint8_t* codes) {
 template <int I>
 inline __m512 Lane(__m512i bytes) {
   return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(bytes, I)));
-}
-
-void Kv4ScoreAvx512(const float* q, float q_sum, const uint8_t* codes, const Kv4Params* params, int count, int head_size,
-                    float scale, float* scores) {
-  if (head_size % 64 != 0) return Kv4ScoreScalar(q, q_sum, codes, params, count, head_size, scale, scores);
-  for (int i = 0; i < count; ++i) {
-    const uint8_t* c = codes + int64_t{i} * (head_size / 2);
-    __m512 acc = _mm512_setzero_ps();
-    for (int d = 0; d < head_size; d += 64) {
-      const __m512i bytes = UnpackNibbles(c + d / 2);
-      acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + d), Lane<0>(bytes), acc);
-      acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + d + 16), Lane<1>(bytes), acc);
-      acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + d + 32), Lane<2>(bytes), acc);
-      acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + d + 48), Lane<3>(bytes), acc);
-    }
-    scores[i] = scale * (_cvtsh_ss(params[i].scale) * _mm512_reduce_add_ps(acc) + _cvtsh_ss(params[i].min) * q_sum);
-  }
 }
 
 float Kv4AccumulateAvx512(float* out, const float* p, const uint8_t* codes, const Kv4Params* params, int count,
@@ -322,16 +318,6 @@ uint64_t ReadSumAvx512(const uint8_t* data, int64_t bytes) {
 
 }  // namespace
 
-void F32ScoreAvx512(const float* q, const float* keys, int count, int head_size, float scale, float* scores) {
-  if (head_size % 16 != 0) return F32ScoreScalar(q, keys, count, head_size, scale, scores);
-  for (int i = 0; i < count; ++i) {
-    const float* k = keys + int64_t{i} * head_size;
-    __m512 acc = _mm512_setzero_ps();
-    for (int d = 0; d < head_size; d += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + d), _mm512_loadu_ps(k + d), acc);
-    scores[i] = _mm512_reduce_add_ps(acc) * scale;
-  }
-}
-
 void F32AccumulateAvx512(float* out, const float* p, const float* values, int count, int head_size) {
   if (head_size % 16 != 0) return F32AccumulateScalar(out, p, values, count, head_size);
   for (int d = 0; d < head_size; d += 16) {
@@ -344,7 +330,7 @@ void F32AccumulateAvx512(float* out, const float* p, const float* values, int co
 }
 
 const CpuKernels kAvx512Kernels = {CpuPath::kAvx512, "avx512", MatMulW2A8Avx512, MatMulF16Avx512, MatMulF32Avx512,
-                                   Kv4ScoreAvx512, Kv4AccumulateAvx512, F32ScoreAvx512, F32AccumulateAvx512,
+                                   Kv4Score256, Kv4AccumulateAvx512, F32Score256, F32AccumulateAvx512,
                                    ReadSumAvx512};
 
 }  // namespace accllm

@@ -3,11 +3,15 @@
 #include <cstring>
 
 #include "runtime/common/half.h"
+#include "runtime/common/lane_sum.h"
 #include "runtime/common/nn_ops.h"
 #include "runtime/cpu/kernels.h"
 
 namespace accllm {
 namespace {
+
+// The d-th 4-bit code of a KV4 vector (low nibble first), as a float.
+inline float Kv4Code(const uint8_t* codes, int d) { return static_cast<float>((codes[d / 2] >> (4 * (d & 1))) & 15); }
 
 void MatMulW2A8Scalar(const W2View& w, const A8Batch& x, int tile_begin, int tile_end, float* y,
                       int64_t ldy) {
@@ -51,9 +55,7 @@ void MatMulF16Scalar(const uint16_t* w, int cols, const float* x, int tokens, in
     const uint16_t* row = w + int64_t{r} * cols;
     for (int t = 0; t < tokens; ++t) {
       const float* xt = x + t * ldx;
-      float acc = 0.0f;
-      for (int j = 0; j < cols; ++j) acc += Fp16ToFloat(row[j]) * xt[j];
-      y[t * ldy + r] = acc;
+      y[t * ldy + r] = LaneDot([&](int j) { return Fp16ToFloat(row[j]); }, [&](int j) { return xt[j]; }, cols);
     }
   }
 }
@@ -61,19 +63,26 @@ void MatMulF16Scalar(const uint16_t* w, int cols, const float* x, int tokens, in
 void MatMulF32Scalar(const float* w, int cols, const float* x, int tokens, int64_t ldx, int row_begin, int row_end,
                      float* y, int64_t ldy) {
   for (int r = row_begin; r < row_end; ++r) {
-    for (int t = 0; t < tokens; ++t) y[t * ldy + r] = Dot(w + int64_t{r} * cols, x + t * ldx, cols);
+    const float* row = w + int64_t{r} * cols;
+    for (int t = 0; t < tokens; ++t) {
+      const float* xt = x + t * ldx;
+      y[t * ldy + r] = LaneDot([&](int j) { return row[j]; }, [&](int j) { return xt[j]; }, cols);
+    }
   }
 }
 
 }  // namespace
 
 void F32ScoreScalar(const float* q, const float* keys, int count, int head_size, float scale, float* scores) {
-  for (int i = 0; i < count; ++i) scores[i] = Dot(q, keys + int64_t{i} * head_size, head_size) * scale;
+  for (int i = 0; i < count; ++i) {
+    const float* k = keys + int64_t{i} * head_size;
+    scores[i] = LaneDot([&](int d) { return q[d]; }, [&](int d) { return k[d]; }, head_size) * scale;
+  }
 }
 
 void F32AccumulateScalar(float* out, const float* p, const float* values, int count, int head_size) {
   for (int i = 0; i < count; ++i) {
-    for (int d = 0; d < head_size; ++d) out[d] += p[i] * values[int64_t{i} * head_size + d];
+    for (int d = 0; d < head_size; ++d) out[d] = std::fma(p[i], values[int64_t{i} * head_size + d], out[d]);
   }
 }
 
@@ -81,11 +90,8 @@ void Kv4ScoreScalar(const float* q, float q_sum, const uint8_t* codes, const Kv4
                     float scale, float* scores) {
   for (int i = 0; i < count; ++i) {
     const uint8_t* c = codes + int64_t{i} * (head_size / 2);
-    float acc = 0.0f;
-    for (int d = 0; d < head_size; d += 2) {
-      acc += q[d] * static_cast<float>(c[d / 2] & 15) + q[d + 1] * static_cast<float>(c[d / 2] >> 4);
-    }
-    scores[i] = scale * (Fp16ToFloat(params[i].scale) * acc + Fp16ToFloat(params[i].min) * q_sum);
+    const float dot = LaneDot([&](int d) { return q[d]; }, [&](int d) { return Kv4Code(c, d); }, head_size);
+    scores[i] = scale * (Fp16ToFloat(params[i].scale) * dot + Fp16ToFloat(params[i].min) * q_sum);
   }
 }
 
@@ -95,10 +101,7 @@ float Kv4AccumulateScalar(float* out, const float* p, const uint8_t* codes, cons
   for (int i = 0; i < count; ++i) {
     const uint8_t* c = codes + int64_t{i} * (head_size / 2);
     const float ps = p[i] * Fp16ToFloat(params[i].scale);
-    for (int d = 0; d < head_size; d += 2) {
-      out[d] += ps * static_cast<float>(c[d / 2] & 15);
-      out[d + 1] += ps * static_cast<float>(c[d / 2] >> 4);
-    }
+    for (int d = 0; d < head_size; ++d) out[d] = std::fma(ps, Kv4Code(c, d), out[d]);
     min_sum += p[i] * Fp16ToFloat(params[i].min);
   }
   return min_sum;
