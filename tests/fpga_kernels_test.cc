@@ -1,6 +1,7 @@
 // C simulation of the accelerator's kernels (fpga/kernels, compiled with g++): bit-identical to
 // the CPU engine's kernels and element-wise ops on random inputs and on stories260K's layers; and
 // the fpga-sim device generates the CPU engine's tokens.
+#include <algorithm>
 #include <cstring>
 #include <random>
 
@@ -39,11 +40,26 @@ std::vector<float> Normal(std::size_t n, float sigma, std::mt19937& rng) {
   return v;
 }
 
-// The W2A8 engine's top function over the whole matrix, as the host would call it.
+// The W2A8 engine with T token lanes over the whole matrix, as the host calls it: the tokens in
+// calls of at most T.
+template <int T>
+void RunEngineWithLanes(const W2View& w, const A8Batch& x, float* y, int64_t ldy) {
+  for (int t0 = 0; t0 < x.tokens(); t0 += T) {
+    hls::W2A8Engine<T>(reinterpret_cast<const hls::Beat*>(w.codes), reinterpret_cast<const hls::Beat*>(w.sparse_index),
+                       w.scales, w.zeros, x.codes(t0), x.group_sums(t0), x.scales() + t0, y + t0 * ldy, w.shape.rows,
+                       w.shape.cols_padded(), w.shape.group_size, w.shape.sparse24, std::min(T, x.tokens() - t0),
+                       static_cast<int>(ldy), 0, w.shape.row_tiles());
+  }
+}
+
+// The top function (the build's T), likewise.
 void RunEngine(const W2View& w, const A8Batch& x, float* y, int64_t ldy) {
-  accllm_w2a8(reinterpret_cast<const hls::Beat*>(w.codes), reinterpret_cast<const hls::Beat*>(w.sparse_index),
-              w.scales, w.zeros, x.codes(0), x.group_sums(0), x.scales(), y, w.shape.rows, w.shape.cols_padded(),
-              w.shape.group_size, w.shape.sparse24, x.tokens(), static_cast<int>(ldy), 0, w.shape.row_tiles());
+  for (int t0 = 0; t0 < x.tokens(); t0 += hls::kW2A8TokenLanes) {
+    accllm_w2a8(reinterpret_cast<const hls::Beat*>(w.codes), reinterpret_cast<const hls::Beat*>(w.sparse_index),
+                w.scales, w.zeros, x.codes(t0), x.group_sums(t0), x.scales() + t0, y + t0 * ldy, w.shape.rows,
+                w.shape.cols_padded(), w.shape.group_size, w.shape.sparse24,
+                std::min(hls::kW2A8TokenLanes, x.tokens() - t0), static_cast<int>(ldy), 0, w.shape.row_tiles());
+  }
 }
 
 TEST(FpgaKernelTest, HalfConverterIsExactForEveryValue) {
@@ -83,6 +99,12 @@ TEST_P(W2A8EngineTest, BitExactAgainstTheCpuKernels) {
   kScalarKernels.matmul_w2a8(m.view(), x, 0, shape.row_tiles(), cpu.data(), ldy);
   RunEngine(m.view(), x, fpga.data(), ldy);
   EXPECT_TRUE(SameBits(cpu, fpga));  // padding outside `rows` untouched by both
+  // Both token-lane builds (4 and 8): a call's tokens share each weight beat, results unchanged.
+  for (auto run : {&RunEngineWithLanes<4>, &RunEngineWithLanes<8>}) {
+    std::vector<float> lanes(cpu.size(), -7.0f);
+    run(m.view(), x, lanes.data(), ldy);
+    EXPECT_TRUE(SameBits(cpu, lanes));
+  }
   // The best CPU path too (it is what the CPU engine runs here).
   ASSERT_OK_AND_ASSIGN(const CpuKernels* best, SelectedKernels());
   std::vector<float> host(cpu.size(), -7.0f);
@@ -94,7 +116,8 @@ INSTANTIATE_TEST_SUITE_P(RandomShapes, W2A8EngineTest,
                          ::testing::Values(EngineCase{16, 128, 128, 1, false}, EngineCase{37, 96, 32, 3, false},
                                            EngineCase{64, 256, 64, 5, true}, EngineCase{5, 40, 32, 2, true},
                                            EngineCase{130, 512, 128, 1, true}, EngineCase{48, 1000, 256, 4, false},
-                                           EngineCase{33, 64, 32, 64, false}));
+                                           EngineCase{33, 64, 32, 64, false}, EngineCase{40, 256, 64, 8, true},
+                                           EngineCase{17, 128, 128, 13, false}));
 
 TEST(FpgaKernelTest, Kv4UnitsAndAttentionBitExact) {
   std::mt19937 rng(5);

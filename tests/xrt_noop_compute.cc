@@ -52,6 +52,7 @@ struct State {
   ExecFn exec = nullptr;
   PropertiesFn properties = nullptr;
   std::map<unsigned int, Shadow> buffers;
+  std::map<uint64_t, Shadow*> by_address;  // each shadow by its first device address
   uint64_t next_address = 0x100000000ull;
   std::vector<std::string> cu_kernels;  // kernel of each CU index
   xrt::device device;  // keeps the patched device object alive
@@ -66,17 +67,18 @@ State& S() {
 }
 
 uint8_t* DevicePointer(uint64_t address) {
-  for (auto& [handle, shadow] : S().buffers) {
-    if (address >= shadow.address && address < shadow.address + shadow.bytes.size()) {
-      return shadow.bytes.data() + (address - shadow.address);
-    }
-  }
-  return nullptr;
+  auto it = S().by_address.upper_bound(address);
+  if (it == S().by_address.begin()) return nullptr;
+  Shadow& shadow = *std::prev(it)->second;
+  if (address < shadow.address || address >= shadow.address + shadow.bytes.size()) return nullptr;
+  return shadow.bytes.data() + (address - shadow.address);
 }
 
 void AddShadow(unsigned int handle, std::size_t size) {
   std::lock_guard<std::mutex> lock(S().mutex);
-  S().buffers[handle] = {S().next_address, std::vector<uint8_t>(size, 0xAB)};  // garbage until synced
+  if (auto old = S().buffers.find(handle); old != S().buffers.end()) S().by_address.erase(old->second.address);
+  Shadow& shadow = S().buffers[handle] = {S().next_address, std::vector<uint8_t>(size, 0xAB)};  // garbage until synced
+  S().by_address[shadow.address] = &shadow;
   S().next_address += (size + 4095) / 4096 * 4096;
 }
 

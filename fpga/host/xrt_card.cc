@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "fpga/host/kernel_signatures.h"
+#include "fpga/kernels/w2a8_engine.h"
 
 namespace accllm::fpga {
 namespace {
@@ -106,13 +107,15 @@ absl::Status XrtCard::Upload(const W2View& w) {
   return absl::OkStatus();
 }
 
+// Room for one call's tokens (at most T) of the widest layer seen so far.
 absl::Status XrtCard::EnsureActivationBuffers(const A8Batch& x) {
-  const int64_t bytes = int64_t{x.capacity()} * x.cols_padded();
+  constexpr int64_t kTokens = hls::kW2A8TokenLanes;
+  const int64_t bytes = kTokens * x.cols_padded();
   if (bytes <= activation_bytes_) return absl::OkStatus();
   const xrt::kernel& k = units_[0];  // every unit shares the activation bank (fpga/build/u280.cfg)
   activations_ = Buffer(device_, bytes, k.group_id(kW2A8Activations));
-  group_sums_ = Buffer(device_, int64_t{x.capacity()} * (x.cols_padded() / x.group_size()) * 4, k.group_id(kW2A8GroupSums));
-  act_scales_ = Buffer(device_, int64_t{x.capacity()} * 4, k.group_id(kW2A8ActScales));
+  group_sums_ = Buffer(device_, kTokens * (x.cols_padded() / x.group_size()) * 4, k.group_id(kW2A8GroupSums));
+  act_scales_ = Buffer(device_, kTokens * 4, k.group_id(kW2A8ActScales));
   activation_bytes_ = bytes;
   return absl::OkStatus();
 }
@@ -122,40 +125,47 @@ absl::Status XrtCard::MatMul(const W2View& w, const A8Batch& x, float* y, int64_
   auto layer = layers_.find(w.codes);
   if (layer == layers_.end()) return absl::InternalError("a layer was not uploaded to the card");
   const W2Shape& s = w.shape;
-  const int tokens = x.tokens();
   const int groups = s.cols_padded() / s.group_size;
   try {
     if (absl::Status st = EnsureActivationBuffers(x); !st.ok()) return st;
-    activations_.write(x.codes(0), int64_t{tokens} * x.cols_padded(), 0);
-    group_sums_.write(x.group_sums(0), int64_t{tokens} * groups * 4, 0);
-    act_scales_.write(x.scales(), int64_t{tokens} * 4, 0);
-    for (xrt::bo* bo : {&activations_, &group_sums_, &act_scales_}) bo->sync(XCL_BO_SYNC_BO_TO_DEVICE);
+    // The engine takes at most T tokens per call (each weight beat meets all of them): a step of
+    // more runs as several calls, each reading the layer's weights once.
+    for (int t0 = 0; t0 < x.tokens(); t0 += hls::kW2A8TokenLanes) {
+      const int tokens = std::min(hls::kW2A8TokenLanes, x.tokens() - t0);
+      const auto stage = [](xrt::bo& bo, const void* from, int64_t bytes) {
+        bo.write(from, bytes, 0);
+        bo.sync(XCL_BO_SYNC_BO_TO_DEVICE, bytes, 0);
+      };
+      stage(activations_, x.codes(t0), int64_t{tokens} * x.cols_padded());
+      stage(group_sums_, x.group_sums(t0), int64_t{tokens} * groups * 4);
+      stage(act_scales_, x.scales() + t0, int64_t{tokens} * 4);
 
-    std::vector<xrt::run> runs;
-    for (StripeBuffers& st : layer->second) {
-      const int rows = st.plan.rows;
-      if (st.out_bytes < int64_t{tokens} * rows * 4) {
-        st.out_bytes = int64_t{x.capacity()} * rows * 4;
-        st.out = Buffer(device_, st.out_bytes, units_[st.plan.unit].group_id(kW2A8Out));
+      std::vector<xrt::run> runs;
+      for (StripeBuffers& st : layer->second) {
+        const int rows = st.plan.rows;
+        if (st.out_bytes < int64_t{tokens} * rows * 4) {
+          st.out_bytes = int64_t{hls::kW2A8TokenLanes} * rows * 4;
+          st.out = Buffer(device_, st.out_bytes, units_[st.plan.unit].group_id(kW2A8Out));
+        }
+        // The stripe's buffers start at its first tile: the unit sees tiles [0, count) of `rows` rows.
+        runs.push_back(units_[st.plan.unit](st.codes, st.index, st.scales, st.zeros, activations_, group_sums_,
+                                            act_scales_, st.out, rows, s.cols_padded(), s.group_size,
+                                            s.sparse24 ? 1 : 0, tokens, rows, 0, st.plan.tile_end - st.plan.tile_begin));
       }
-      // The stripe's buffers start at its first tile: the unit sees tiles [0, count) of `rows` rows.
-      runs.push_back(units_[st.plan.unit](st.codes, st.index, st.scales, st.zeros, activations_, group_sums_,
-                                          act_scales_, st.out, rows, s.cols_padded(), s.group_size,
-                                          s.sparse24 ? 1 : 0, tokens, rows, 0, st.plan.tile_end - st.plan.tile_begin));
-    }
-    for (std::size_t i = 0; i < runs.size(); ++i) {
-      const ert_cmd_state state = runs[i].wait(run_timeout_);
-      if (state != ERT_CMD_STATE_COMPLETED) {
-        return absl::InternalError(
-            absl::StrCat("W2A8 unit ", layer->second[i].plan.unit, " ended in state ", static_cast<int>(state)));
+      for (std::size_t i = 0; i < runs.size(); ++i) {
+        const ert_cmd_state state = runs[i].wait(run_timeout_);
+        if (state != ERT_CMD_STATE_COMPLETED) {
+          return absl::InternalError(
+              absl::StrCat("W2A8 unit ", layer->second[i].plan.unit, " ended in state ", static_cast<int>(state)));
+        }
       }
-    }
-    for (StripeBuffers& st : layer->second) {
-      const int rows = st.plan.rows;
-      st.out.sync(XCL_BO_SYNC_BO_FROM_DEVICE, int64_t{tokens} * rows * 4, 0);
-      const float* out = st.out.map<const float*>();
-      for (int t = 0; t < tokens; ++t) {
-        std::memcpy(y + t * ldy + st.plan.row0, out + int64_t{t} * rows, rows * sizeof(float));
+      for (StripeBuffers& st : layer->second) {
+        const int rows = st.plan.rows;
+        st.out.sync(XCL_BO_SYNC_BO_FROM_DEVICE, int64_t{tokens} * rows * 4, 0);
+        const float* out = st.out.map<const float*>();
+        for (int t = 0; t < tokens; ++t) {
+          std::memcpy(y + (t0 + t) * ldy + st.plan.row0, out + int64_t{t} * rows, rows * sizeof(float));
+        }
       }
     }
   } catch (const std::exception& e) {

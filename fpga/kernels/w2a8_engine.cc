@@ -34,6 +34,107 @@ void MacSubBlock(const Beat& w, const Beat* index, const int8_t* a, int sub_bloc
 }
 
 }  // namespace
+
+template <int T>
+void W2A8Engine(const Beat* codes, const Beat* sparse_index, const uint16_t* scales, const uint8_t* zeros,
+                const int8_t* activations, const int32_t* group_sums, const float* act_scales, float* out, int rows,
+                int cols_padded, int group_size, int sparse24, int tokens, int ldy, int tile_begin, int tile_end) {
+#pragma HLS INLINE
+  const bool sparse = sparse24 != 0;
+  const int stored_cols = sparse ? cols_padded / 2 : cols_padded;
+  const int stored_group = sparse ? group_size / 2 : group_size;
+  const int sub_blocks = stored_cols / kColumns;
+  const int groups = cols_padded / group_size;
+  const int sub_blocks_per_group = stored_group / kColumns;
+#ifndef ACCLLM_VITIS_HLS
+  if (tokens < 1 || tokens > T) __builtin_trap();  // the host splits steps into calls of at most T tokens
+#endif
+
+  // The call's tokens, on chip once (BRAM): every weight beat below meets all of them.
+  int8_t act[T][kW2MaxCols];
+  int32_t act_group_sums[T][kW2MaxGroups];
+  float act_scale[T];
+#pragma HLS ARRAY_PARTITION variable = act dim = 1 complete
+#pragma HLS ARRAY_PARTITION variable = act dim = 2 cyclic factor = 16
+#pragma HLS ARRAY_PARTITION variable = act_group_sums dim = 1 complete
+#pragma HLS ARRAY_PARTITION variable = act_scale complete
+  for (int t = 0; t < tokens; ++t) {
+    for (int j = 0; j < cols_padded; ++j) {
+#pragma HLS PIPELINE II = 1
+      act[t][j] = activations[static_cast<int64_t>(t) * cols_padded + j];
+    }
+    for (int g = 0; g < groups; ++g) {
+#pragma HLS PIPELINE II = 1
+      act_group_sums[t][g] = group_sums[static_cast<int64_t>(t) * groups + g];
+    }
+    act_scale[t] = act_scales[t];
+  }
+
+  // On-chip copies of one row tile (URAM/BRAM in hardware).
+  Beat tile_codes[kW2MaxSubBlocksPerTile];
+  Beat tile_index[kW2MaxSubBlocksPerTile];
+  float tile_scales[kW2MaxGroups][kLanes];
+  uint8_t tile_zeros[kW2MaxGroups][kLanes];
+#pragma HLS ARRAY_PARTITION variable = tile_scales dim = 2 complete
+#pragma HLS ARRAY_PARTITION variable = tile_zeros dim = 2 complete
+  for (int tile = tile_begin; tile < tile_end; ++tile) {
+    // Load the tile once (burst reads from its HBM channel)...
+    for (int s = 0; s < sub_blocks; ++s) {
+#pragma HLS PIPELINE II = 1
+      tile_codes[s] = codes[static_cast<int64_t>(tile) * sub_blocks + s];
+      if (sparse) tile_index[s] = sparse_index[static_cast<int64_t>(tile) * sub_blocks + s];
+    }
+    for (int g = 0; g < groups; ++g) {
+      for (int r = 0; r < kLanes; ++r) {
+#pragma HLS PIPELINE II = 1
+        const int64_t p = (static_cast<int64_t>(tile) * groups + g) * kLanes + r;
+        tile_scales[g][r] = HalfToFloat(scales[p]);
+        tile_zeros[g][r] = zeros[p];
+      }
+    }
+    // ...then each sub-block once, against the T tokens side by side.
+    float acc[T][kLanes];
+#pragma HLS ARRAY_PARTITION variable = acc complete dim = 0
+    for (int t = 0; t < T; ++t) {
+#pragma HLS UNROLL
+      for (int r = 0; r < kLanes; ++r) acc[t][r] = 0.0f;
+    }
+    for (int g = 0; g < groups; ++g) {
+      int32_t dot[T][kLanes] = {}, kept_sum[T][kLanes] = {};
+#pragma HLS ARRAY_PARTITION variable = dot complete dim = 0
+#pragma HLS ARRAY_PARTITION variable = kept_sum complete dim = 0
+      for (int s = g * sub_blocks_per_group; s < (g + 1) * sub_blocks_per_group; ++s) {
+#pragma HLS PIPELINE II = 1
+        for (int t = 0; t < T; ++t) {
+#pragma HLS UNROLL
+          if (t < tokens) MacSubBlock(tile_codes[s], &tile_index[s], act[t], s * kColumns, sparse, dot[t], kept_sum[t]);
+        }
+      }
+      for (int t = 0; t < T; ++t) {
+#pragma HLS UNROLL
+        for (int r = 0; r < kLanes; ++r) {
+#pragma HLS UNROLL
+          const int32_t a_sum = sparse ? kept_sum[t][r] : act_group_sums[t][g];
+          const int32_t integer = dot[t][r] - static_cast<int32_t>(tile_zeros[g][r]) * a_sum;
+          acc[t][r] = std::fma(tile_scales[g][r], static_cast<float>(integer), acc[t][r]);
+        }
+      }
+    }
+    for (int t = 0; t < tokens; ++t) {
+      for (int r = 0; r < kLanes; ++r) {
+#pragma HLS PIPELINE II = 1
+        const int row = tile * kLanes + r;
+        if (row < rows) out[static_cast<int64_t>(t) * ldy + row] = acc[t][r] * act_scale[t];
+      }
+    }
+  }
+}
+
+template void W2A8Engine<4>(const Beat*, const Beat*, const uint16_t*, const uint8_t*, const int8_t*, const int32_t*,
+                            const float*, float*, int, int, int, int, int, int, int, int);
+template void W2A8Engine<8>(const Beat*, const Beat*, const uint16_t*, const uint8_t*, const int8_t*, const int32_t*,
+                            const float*, float*, int, int, int, int, int, int, int, int);
+
 }  // namespace accllm::hls
 
 extern "C" void accllm_w2a8(const accllm::hls::Beat* codes, const accllm::hls::Beat* sparse_index,
@@ -50,56 +151,7 @@ extern "C" void accllm_w2a8(const accllm::hls::Beat* codes, const accllm::hls::B
 #pragma HLS INTERFACE m_axi port = act_scales offset = slave bundle = gmem3
 #pragma HLS INTERFACE m_axi port = out offset = slave bundle = gmem4
 #pragma HLS INTERFACE s_axilite port = return
-  using namespace accllm::hls;
-  const bool sparse = sparse24 != 0;
-  const int stored_cols = sparse ? cols_padded / 2 : cols_padded;
-  const int stored_group = sparse ? group_size / 2 : group_size;
-  const int sub_blocks = stored_cols / kColumns;
-  const int groups = cols_padded / group_size;
-  const int sub_blocks_per_group = stored_group / kColumns;
-
-  // On-chip copies of one row tile (URAM/BRAM in hardware).
-  Beat tile_codes[kW2MaxSubBlocksPerTile];
-  Beat tile_index[kW2MaxSubBlocksPerTile];
-  float tile_scales[kW2MaxGroups][kLanes];
-  uint8_t tile_zeros[kW2MaxGroups][kLanes];
-  for (int tile = tile_begin; tile < tile_end; ++tile) {
-    // Load the tile once (burst reads from its HBM channel)...
-    for (int s = 0; s < sub_blocks; ++s) {
-#pragma HLS PIPELINE II = 1
-      tile_codes[s] = codes[static_cast<int64_t>(tile) * sub_blocks + s];
-      if (sparse) tile_index[s] = sparse_index[static_cast<int64_t>(tile) * sub_blocks + s];
-    }
-    for (int g = 0; g < groups; ++g) {
-      for (int r = 0; r < kLanes; ++r) {
-#pragma HLS PIPELINE II = 1
-        const int64_t p = (static_cast<int64_t>(tile) * groups + g) * kLanes + r;
-        tile_scales[g][r] = HalfToFloat(scales[p]);
-        tile_zeros[g][r] = zeros[p];
-      }
-    }
-    // ...then stream every token through the MAC array.
-    for (int t = 0; t < tokens; ++t) {
-      const int8_t* a = activations + static_cast<int64_t>(t) * cols_padded;
-      float acc[kLanes] = {};
-      for (int g = 0; g < groups; ++g) {
-        int32_t dot[kLanes] = {}, kept_sum[kLanes] = {};
-        for (int s = g * sub_blocks_per_group; s < (g + 1) * sub_blocks_per_group; ++s) {
-#pragma HLS PIPELINE II = 1
-          MacSubBlock(tile_codes[s], &tile_index[s], a, s * kColumns, sparse, dot, kept_sum);
-        }
-        for (int r = 0; r < kLanes; ++r) {
-#pragma HLS UNROLL
-          const int32_t a_sum = sparse ? kept_sum[r] : group_sums[static_cast<int64_t>(t) * groups + g];
-          const int32_t integer = dot[r] - static_cast<int32_t>(tile_zeros[g][r]) * a_sum;
-          acc[r] = std::fma(tile_scales[g][r], static_cast<float>(integer), acc[r]);
-        }
-      }
-      for (int r = 0; r < kLanes; ++r) {
-#pragma HLS PIPELINE II = 1
-        const int row = tile * kLanes + r;
-        if (row < rows) out[static_cast<int64_t>(t) * ldy + row] = acc[r] * act_scales[t];
-      }
-    }
-  }
+  accllm::hls::W2A8Engine<accllm::hls::kW2A8TokenLanes>(codes, sparse_index, scales, zeros, activations,
+                                                          group_sums, act_scales, out, rows, cols_padded, group_size,
+                                                          sparse24, tokens, ldy, tile_begin, tile_end);
 }

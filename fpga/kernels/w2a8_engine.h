@@ -3,9 +3,12 @@
 // activations. It reads the packed model format as it is (runtime/quant/w2.h): each 64-byte
 // sub-block (16 rows x 16 columns) is one 512-bit HBM beat.
 //
-// Per row tile the engine loads the tile's sub-blocks into on-chip memory once and streams every
-// token through a 16-lane x 16-column array of 2x8-bit MACs, so weights are read from HBM once per
-// step however many tokens there are. Results equal the CPU kernels' bit for bit:
+// One call carries up to kW2A8TokenLanes tokens (T, a build parameter: 4 or 8). Their activations
+// and group sums are loaded into on-chip buffers once per call; then, per row tile, the engine
+// loads the tile's sub-blocks into on-chip memory once and each sub-block (one weight beat) meets
+// all T tokens at once, in T copies of a 16-lane x 16-column array of 2x8-bit MACs. So a call
+// reads each weight once from HBM, and a step of n tokens reads the weights ceil(n / T) times (the
+// host splits it into calls). Results equal the CPU kernels' bit for bit:
 //   y[t][r] = a_scale[t] * Y,  Y = fma(scale[r][g], float(dot[r][g] - zero[r][g] * asum[t][g]), Y)
 #pragma once
 
@@ -16,19 +19,33 @@
 namespace accllm::hls {
 
 inline constexpr int kW2MaxSubBlocksPerTile = 1024;  // stored columns up to 16384
+inline constexpr int kW2MaxCols = 16 * kW2MaxSubBlocksPerTile;
 inline constexpr int kW2MaxGroups = 512;
+
+#ifndef ACCLLM_W2A8_TOKEN_LANES
+#define ACCLLM_W2A8_TOKEN_LANES 4
+#endif
+// Tokens one call carries, each weight beat used for all of them (T).
+inline constexpr int kW2A8TokenLanes = ACCLLM_W2A8_TOKEN_LANES;
+static_assert(kW2A8TokenLanes == 4 || kW2A8TokenLanes == 8, "the engine is built with 4 or 8 token lanes");
 
 struct W2A8Args {
   const Beat* codes;            // [row_tiles][stored_cols / 16] beats
   const Beat* sparse_index;     // same layout; 2-bit positions within each group of 4 (2:4 only)
   const uint16_t* scales;       // fp16 [row_tiles][groups][16]
   const uint8_t* zeros;         // [row_tiles][groups][16]
-  const int8_t* activations;    // [tokens][cols_padded]
+  const int8_t* activations;    // [tokens][cols_padded], tokens in [1, kW2A8TokenLanes]
   const int32_t* group_sums;    // [tokens][groups]: sum of each group's activation codes
   const float* act_scales;      // [tokens]
   float* out;                   // [tokens][ldy]
   int rows, cols_padded, group_size, sparse24, tokens, ldy, tile_begin, tile_end;
 };
+
+// The engine with T token lanes (instantiated for 4 and 8); the top function runs the build's.
+template <int T>
+void W2A8Engine(const Beat* codes, const Beat* sparse_index, const uint16_t* scales, const uint8_t* zeros,
+                const int8_t* activations, const int32_t* group_sums, const float* act_scales, float* out, int rows,
+                int cols_padded, int group_size, int sparse24, int tokens, int ldy, int tile_begin, int tile_end);
 
 }  // namespace accllm::hls
 
