@@ -13,16 +13,15 @@ cat <<HEADER
 # HBM: 32 pseudo-channels of 256 MiB. Weight stripes in 0-23, shared buffers in 24-27,
 # KV4 pages in 28-31. HBM attaches to SLR0; half the W2A8 units sit in SLR1 across the SLLs.
 
-[clock]
-freqHz=${FREQ_HZ}:accllm_w2a8
-freqHz=${FREQ_HZ}:accllm_kv4_attention
-freqHz=${FREQ_HZ}:accllm_rmsnorm_a8
-freqHz=${FREQ_HZ}:accllm_rope
-freqHz=${FREQ_HZ}:accllm_swiglu
-freqHz=${FREQ_HZ}:accllm_hadamard
-
-[connectivity]
 HEADER
+
+# The link's clock names compute units (not kernels): every CU at FREQ_HZ.
+echo "[clock]"
+for i in $(seq 1 $W2A8_UNITS); do echo "freqHz=${FREQ_HZ}:accllm_w2a8_$i"; done
+for i in $(seq 1 $ATTENTION_UNITS); do echo "freqHz=${FREQ_HZ}:accllm_kv4_attention_$i"; done
+for k in accllm_rmsnorm_a8 accllm_rope accllm_swiglu accllm_hadamard; do echo "freqHz=${FREQ_HZ}:${k}_1"; done
+echo
+echo "[connectivity]"
 
 units=""
 for i in $(seq 1 $W2A8_UNITS); do units="${units:+$units.}accllm_w2a8_$i"; done

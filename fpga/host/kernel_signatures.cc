@@ -5,9 +5,9 @@ namespace accllm::fpga {
 const std::vector<KernelSignature>& AcceleratorKernels() {
   static const std::vector<KernelSignature> kernels = {
       {"accllm_w2a8",
-       {{"codes", true, "gmem0", 8}, {"sparse_index", true, "gmem1", 8}, {"scales", true, "gmem2", 8},
-        {"zeros", true, "gmem2", 8}, {"activations", true, "gmem3", 8}, {"group_sums", true, "gmem3", 8},
-        {"act_scales", true, "gmem3", 8}, {"out", true, "gmem4", 8}, {"rows", false, "", 4},
+       {{"codes", true, "gmem0", 8}, {"sparse_index", true, "gmem0", 8}, {"scales", true, "gmem0", 8},
+        {"zeros", true, "gmem0", 8}, {"activations", true, "gmem1", 8}, {"group_sums", true, "gmem1", 8},
+        {"act_scales", true, "gmem1", 8}, {"out", true, "gmem1", 8}, {"rows", false, "", 4},
         {"cols_padded", false, "", 4}, {"group_size", false, "", 4}, {"sparse24", false, "", 4},
         {"tokens", false, "", 4}, {"ldy", false, "", 4}, {"tile_begin", false, "", 4}, {"tile_end", false, "", 4}}},
       {"accllm_kv4_attention",
