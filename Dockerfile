@@ -19,16 +19,22 @@ ARG RUNTIME_IMAGE=debian:12-slim
 
 FROM ${BASE_IMAGE} AS build
 ARG XRT_DEB=
+# The compiler cache: a build cache mount by default; scripts/image-test.sh mounts the test
+# command's own (the release build's) and names it here. Paths are hashed relative to /src.
+ARG CCACHE_DIR=/root/.cache/ccache
+ENV CCACHE_BASEDIR=/src CCACHE_NOHASHDIR=true
 WORKDIR /src
 COPY scripts/setup.sh scripts/setup.sh
 RUN scripts/setup.sh --build && apt-get install -y --no-install-recommends ccache && rm -rf /var/lib/apt/lists/*
 COPY . .
-# The compiler cache lives in a build cache mount (BuildKit and buildah keep it between builds).
+# The flags are the test command's release build's (-Werror included), so that its cache serves.
 RUN --mount=type=cache,target=/root/.cache/ccache \
     deploy/image/install-xrt.sh build "${XRT_DEB}" \
- && cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DACCLLM_BUILD_TESTS=OFF -DACCLLM_BUILD_BENCH=OFF \
-      -DWITH_FPGA=ON -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache \
+ && cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DACCLLM_WERROR=ON -DACCLLM_BUILD_TESTS=OFF \
+      -DACCLLM_BUILD_BENCH=OFF -DWITH_FPGA=ON -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache \
+ && ccache --zero-stats >/dev/null \
  && cmake --build build --target accllm accllm-server accllm-gateway accllm-xclbin \
+ && ccache --show-stats >&2 \
  && mkdir -p /out/bin /out/xrt \
  && cp build/server/accllm-server build/gateway/accllm-gateway build/tools/accllm/accllm build/fpga/accllm-xclbin \
       /out/bin/ \

@@ -14,7 +14,7 @@ base=localhost/accllm-base:bookworm
 for tool in mmdebstrap buildah curl; do
   command -v $tool >/dev/null || { echo "image-test: $tool is missing (scripts/setup.sh installs it)" >&2; exit 1; }
 done
-if [ "$(id -u)" -ne 0 ]; then exec sudo --preserve-env=ACCLLM_IMAGE,ACCLLM_IMAGE_KEEP "$0" "$models"; fi
+if [ "$(id -u)" -ne 0 ]; then exec sudo --preserve-env=ACCLLM_IMAGE,ACCLLM_IMAGE_KEEP,CCACHE_DIR "$0" "$models"; fi
 # buildah's defaults need kernel features this kind of sandbox lacks: chroot isolation, and the
 # host's network (the build stage runs apt-get).
 isolation=(--isolation=chroot)
@@ -39,8 +39,14 @@ fi
 echo "== image-test: base ready after $(( $(date +%s) - started )) s"
 
 # --layers caches each step: the packages of both stages are installed once, and the compile
-# step's ccache (a cache mount) makes a rebuild after a small change quick.
-buildah bud --quiet --layers --pull=never --format=docker "${isolation[@]}" \
+# step's ccache (a cache mount) makes a rebuild after a small change quick. Under scripts/test.sh
+# the compile step uses the release build's cache instead ($CCACHE_DIR, mounted), which already
+# holds every object it needs.
+shared_cache=()
+if [ -n "${CCACHE_DIR:-}" ] && [ -d "$CCACHE_DIR" ]; then
+  shared_cache=(-v "$CCACHE_DIR:/ccache-shared" --build-arg CCACHE_DIR=/ccache-shared)
+fi
+buildah bud --quiet --layers --pull=never --format=docker "${isolation[@]}" "${shared_cache[@]}" \
   --build-arg BASE_IMAGE="$base" --build-arg RUNTIME_IMAGE="$base" -t "$image" . >/dev/null
 echo "== image-test: $image built after $(( $(date +%s) - started )) s"
 

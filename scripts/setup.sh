@@ -19,6 +19,8 @@ tests=(
   # scripts/image-test.sh: a Debian root filesystem from the apt mirror, and an OCI image built and
   # run from it without a Docker daemon.
   mmdebstrap buildah curl
+  # the release build's compiler cache, which the image's build stage shares (scripts/test.sh)
+  ccache
 )
 
 case "${1:-}" in

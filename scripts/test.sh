@@ -9,7 +9,11 @@ scripts/setup.sh
 jobs=$(nproc)
 
 echo "== release build + tests"
-scripts/build.sh build -DCMAKE_BUILD_TYPE=Release -DACCLLM_WERROR=ON -DACCLLM_BUILD_TESTS=ON -DWITH_FPGA=ON
+# Through a compiler cache that the image's build stage reads (scripts/image-test.sh): it compiles
+# the same files with the same flags, relative to its own source root (base dir), so it finds them.
+export CCACHE_DIR=$PWD/.cache/ccache CCACHE_BASEDIR=$PWD CCACHE_NOHASHDIR=true CCACHE_MAXSIZE=4G
+scripts/build.sh build -DCMAKE_BUILD_TYPE=Release -DACCLLM_WERROR=ON -DACCLLM_BUILD_TESTS=ON -DWITH_FPGA=ON \
+  -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache
 ctest --test-dir build --output-on-failure --parallel "$jobs"
 
 echo "== the engines again on every kernel path this CPU has (ACCLLM_CPU_PATH)"
