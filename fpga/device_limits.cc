@@ -3,7 +3,9 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_format.h"
+#include "fpga/kernels/kv4_attention.h"
 #include "fpga/kernels/w2a8_engine.h"
 #include "runtime/kv/sequence_kv.h"
 
@@ -51,12 +53,19 @@ absl::StatusOr<int> KvPagesForCard(const BackendOptions& options, const LlamaCon
   return CheckKvPagesFit(config, options.page_tokens, wanted);
 }
 
+namespace {
+
+// The attention unit is built for a few head sizes (fixed trip counts in hardware).
+absl::Status CheckHeadSize(int head_size) {
+  if (hls::Kv4HeadSizeSupported(head_size)) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("head size ", head_size, " does not fit the attention unit (built for ",
+                                                 absl::StrJoin(hls::kKv4HeadSizes, ", "), ")"));
+}
+
+}  // namespace
+
 absl::Status CheckModelFitsUnits(const LlamaConfig& config, std::span<const std::pair<TensorId, W2View>> linears) {
-  const int head_size = config.head_size();
-  if (head_size > hls::kKv4MaxHeadSize || head_size % 2 != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("head size ", head_size, " does not fit the attention unit (even, at most ",
-                                                   hls::kKv4MaxHeadSize, ")"));
-  }
+  if (absl::Status s = CheckHeadSize(config.head_size()); !s.ok()) return s;
   for (const auto& [id, w] : linears) {
     const int sub_blocks = w.shape.stored_cols() / kW2ColTile;
     if (sub_blocks > hls::kW2MaxSubBlocksPerTile || w.shape.groups() > hls::kW2MaxGroups) {
@@ -70,10 +79,7 @@ absl::Status CheckModelFitsUnits(const LlamaConfig& config, std::span<const std:
 }
 
 absl::Status FitsAttentionUnit(const AttentionBatch& b) {
-  if (b.head_size > hls::kKv4MaxHeadSize || b.head_size % 2 != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("head size ", b.head_size, " does not fit the attention unit (even, at most ", hls::kKv4MaxHeadSize, ")"));
-  }
+  if (absl::Status s = CheckHeadSize(b.head_size); !s.ok()) return s;
   for (int i = 0; i < b.items; ++i) {
     int visible = 0;
     for (int r = b.item_runs[i]; r < b.item_runs[i + 1]; ++r) visible += b.run_count[r];

@@ -73,6 +73,7 @@ extern "C" void accllm_hadamard(float* vectors, int n, int count) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(n));
   for (int v = 0; v < count; ++v) {
     float x[256];
+#pragma HLS ARRAY_PARTITION variable = x cyclic factor = 16
     for (int i = 0; i < n; ++i) x[i] = vectors[static_cast<int64_t>(v) * n + i];
     // Butterflies in the same order as runtime/common/hadamard.h, then the normalization.
     for (int len = 1; len < n; len <<= 1) {

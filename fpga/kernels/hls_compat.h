@@ -55,8 +55,8 @@ class Stream {
 // fp16 bits → float, as the DSP-side converter does (exact for every fp16 value).
 inline float HalfToFloat(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
-  uint32_t exponent = (h >> 10) & 0x1F;
-  uint32_t mantissa = h & 0x3FF;
+  const uint32_t exponent = (h >> 10) & 0x1F;
+  const uint32_t mantissa = h & 0x3FF;
   uint32_t bits;
   if (exponent == 0x1F) {
     bits = sign | 0x7F800000u | (mantissa << 13);
@@ -64,13 +64,9 @@ inline float HalfToFloat(uint16_t h) {
     bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
   } else if (mantissa == 0) {
     bits = sign;
-  } else {  // subnormal: normalize
-    exponent = 113;
-    while ((mantissa & 0x400) == 0) {
-      mantissa <<= 1;
-      --exponent;
-    }
-    bits = sign | (exponent << 23) | ((mantissa & 0x3FF) << 13);
+  } else {  // subnormal: shift the leading 1 up to bit 10 (no data-dependent loop: one clz)
+    const int shift = __builtin_clz(mantissa) - 21;
+    bits = sign | ((113u - shift) << 23) | (((mantissa << shift) & 0x3FF) << 13);
   }
   float f;
   std::memcpy(&f, &bits, sizeof f);

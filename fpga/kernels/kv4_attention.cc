@@ -11,27 +11,27 @@ namespace {
 // The d-th 4-bit code of a KV4 vector (low nibble first), as a float.
 float Code(const uint8_t* codes, int d) { return static_cast<float>((codes[d / 2] >> (4 * (d & 1))) & 15); }
 
-}  // namespace
-
-void Kv4Score(const float* q, float q_sum, const uint8_t* codes, const Kv4Param* params, int count, int head_size,
-              float scale, float* scores) {
+// The units are built per head size (fixed trip counts for HLS): one instance each.
+template <int kHeadSize>
+void ScoreUnit(const float* q, float q_sum, const uint8_t* codes, const Kv4Param* params, int count, float scale,
+               float* scores) {
   for (int i = 0; i < count; ++i) {
 #pragma HLS PIPELINE II = 1
-    const uint8_t* c = codes + static_cast<int64_t>(i) * (head_size / 2);
+    const uint8_t* c = codes + static_cast<int64_t>(i) * (kHeadSize / 2);
     // Eight lanes and the fixed tree of lane_sum.h: the CPU paths' order.
-    const float dot = LaneDot([&](int d) { return q[d]; }, [&](int d) { return Code(c, d); }, head_size);
+    const float dot = LaneDotN<kHeadSize>([&](int d) { return q[d]; }, [&](int d) { return Code(c, d); });
     scores[i] = scale * (HalfToFloat(params[i].scale) * dot + HalfToFloat(params[i].min) * q_sum);
   }
 }
 
-float Kv4Accumulate(float* out, const float* p, const uint8_t* codes, const Kv4Param* params, int count,
-                    int head_size) {
+template <int kHeadSize>
+float AccumulateUnit(float* out, const float* p, const uint8_t* codes, const Kv4Param* params, int count) {
   float min_sum = 0.0f;
   for (int i = 0; i < count; ++i) {
 #pragma HLS PIPELINE II = 1
-    const uint8_t* c = codes + static_cast<int64_t>(i) * (head_size / 2);
+    const uint8_t* c = codes + static_cast<int64_t>(i) * (kHeadSize / 2);
     const float ps = p[i] * HalfToFloat(params[i].scale);
-    for (int d = 0; d < head_size; ++d) {
+    for (int d = 0; d < kHeadSize; ++d) {
 #pragma HLS UNROLL
       out[d] = std::fma(ps, Code(c, d), out[d]);
     }
@@ -41,25 +41,30 @@ float Kv4Accumulate(float* out, const float* p, const uint8_t* codes, const Kv4P
 }
 
 // One (token, head) query end to end: scores over its runs, softmax, weighted sum of values.
+template <int kHeadSize>
 void AttendOneHead(const float* q, const float* q_sink, int sink_runs, const uint8_t* key_codes,
                    const Kv4Param* key_params, const uint8_t* value_codes, const Kv4Param* value_params,
-                   const int32_t* run_start, const int32_t* run_count, int runs, int head_size, float* out) {
-  float query[kKv4MaxHeadSize], sink_query[kKv4MaxHeadSize];
+                   const int32_t* run_start, const int32_t* run_count, int runs, float* out) {
+  float query[kHeadSize], sink_query[kHeadSize], acc[kHeadSize];
+#pragma HLS ARRAY_PARTITION variable = query complete
+#pragma HLS ARRAY_PARTITION variable = sink_query complete
+#pragma HLS ARRAY_PARTITION variable = acc complete
   float q_sum = 0.0f, sink_sum = 0.0f;
-  for (int d = 0; d < head_size; ++d) {
+  for (int d = 0; d < kHeadSize; ++d) {
     query[d] = q[d];
     q_sum += q[d];
     sink_query[d] = sink_runs > 0 ? q_sink[d] : 0.0f;
     sink_sum += sink_query[d];
+    acc[d] = 0.0f;
   }
   float scores[kKv4MaxVisible];
   int visible = 0;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(head_size));
+  const float scale = 1.0f / std::sqrt(static_cast<float>(kHeadSize));
   for (int r = 0; r < runs; ++r) {
     const int64_t start = run_start[r];
     const bool sink = r < sink_runs;
-    Kv4Score(sink ? sink_query : query, sink ? sink_sum : q_sum, key_codes + start * (head_size / 2),
-             key_params + start, run_count[r], head_size, scale, scores + visible);
+    ScoreUnit<kHeadSize>(sink ? sink_query : query, sink ? sink_sum : q_sum, key_codes + start * (kHeadSize / 2),
+                         key_params + start, run_count[r], scale, scores + visible);
     visible += run_count[r];
   }
   // Softmax (the element-wise unit's order: max, exp and sum, divide).
@@ -71,16 +76,50 @@ void AttendOneHead(const float* q, const float* q_sink, int sink_runs, const uin
     sum += scores[i];
   }
   for (int i = 0; i < visible; ++i) scores[i] /= sum;
-  float acc[kKv4MaxHeadSize] = {};
   float min_sum = 0.0f;
   visible = 0;
   for (int r = 0; r < runs; ++r) {
     const int64_t start = run_start[r];
-    min_sum += Kv4Accumulate(acc, scores + visible, value_codes + start * (head_size / 2), value_params + start,
-                             run_count[r], head_size);
+    min_sum += AccumulateUnit<kHeadSize>(acc, scores + visible, value_codes + start * (kHeadSize / 2),
+                                         value_params + start, run_count[r]);
     visible += run_count[r];
   }
-  for (int d = 0; d < head_size; ++d) out[d] = min_sum != 0.0f ? acc[d] + min_sum : acc[d];
+  for (int d = 0; d < kHeadSize; ++d) out[d] = min_sum != 0.0f ? acc[d] + min_sum : acc[d];
+}
+
+// Runs f.template operator()<N>() for the unit instance of `head_size`; false when there is none.
+template <typename F>
+bool WithHeadSize(int head_size, F&& f) {
+  switch (head_size) {
+    case 8: f.template operator()<8>(); return true;
+    case 16: f.template operator()<16>(); return true;
+    case 32: f.template operator()<32>(); return true;
+    case 48: f.template operator()<48>(); return true;
+    case 64: f.template operator()<64>(); return true;
+    case 96: f.template operator()<96>(); return true;
+    case 128: f.template operator()<128>(); return true;
+    case 256: f.template operator()<256>(); return true;
+  }
+  return false;
+}
+static_assert(sizeof(kKv4HeadSizes) / sizeof(kKv4HeadSizes[0]) == 8, "WithHeadSize lists every size in kKv4HeadSizes");
+
+}  // namespace
+
+void Kv4Score(const float* q, float q_sum, const uint8_t* codes, const Kv4Param* params, int count, int head_size,
+              float scale, float* scores) {
+  if (!WithHeadSize(head_size, [&]<int N>() { ScoreUnit<N>(q, q_sum, codes, params, count, scale, scores); })) {
+    __builtin_trap();  // the host checks the head size first (fpga/device_limits.h)
+  }
+}
+
+float Kv4Accumulate(float* out, const float* p, const uint8_t* codes, const Kv4Param* params, int count,
+                    int head_size) {
+  float min_sum = 0.0f;
+  if (!WithHeadSize(head_size, [&]<int N>() { min_sum = AccumulateUnit<N>(out, p, codes, params, count); })) {
+    __builtin_trap();
+  }
+  return min_sum;
 }
 
 }  // namespace accllm::hls
@@ -104,9 +143,11 @@ extern "C" void accllm_kv4_attention(const float* q, const float* q_sink, const 
 #pragma HLS INTERFACE s_axilite port = return
   for (int i = 0; i < items; ++i) {
     const int first = item_runs[i];
-    accllm::hls::AttendOneHead(q + static_cast<int64_t>(i) * head_size, q_sink + static_cast<int64_t>(i) * head_size,
-                               item_sink_runs[i], key_codes, key_params, value_codes, value_params, run_start + first,
-                               run_count + first, item_runs[i + 1] - first, head_size,
-                               out + static_cast<int64_t>(i) * head_size);
+    accllm::hls::WithHeadSize(head_size, [&]<int N>() {
+      accllm::hls::AttendOneHead<N>(q + static_cast<int64_t>(i) * N, q_sink + static_cast<int64_t>(i) * N,
+                                    item_sink_runs[i], key_codes, key_params, value_codes, value_params,
+                                    run_start + first, run_count + first, item_runs[i + 1] - first,
+                                    out + static_cast<int64_t>(i) * N);
+    });
   }
 }

@@ -15,6 +15,7 @@ struct Kv4Param {
   uint16_t min;    // fp16
 };
 
+// The units for a head size in kKv4HeadSizes (any other traps: the host checks first).
 // scores[i] = scale * (s_i * (q . codes_i) + min_i * q_sum)
 void Kv4Score(const float* q, float q_sum, const uint8_t* codes, const Kv4Param* params, int count, int head_size,
               float scale, float* scores);
@@ -23,6 +24,14 @@ float Kv4Accumulate(float* out, const float* p, const uint8_t* codes, const Kv4P
                     int head_size);
 
 inline constexpr int kKv4MaxHeadSize = 256;
+// The head sizes the units are built for (each one a separate instance in hardware).
+inline constexpr int kKv4HeadSizes[] = {8, 16, 32, 48, 64, 96, 128, 256};
+constexpr bool Kv4HeadSizeSupported(int head_size) {
+  for (int n : kKv4HeadSizes) {
+    if (n == head_size) return true;
+  }
+  return false;
+}
 inline constexpr int kKv4MaxVisible = 8192;  // sinks + window tokens one query may see
 
 }  // namespace accllm::hls

@@ -39,4 +39,17 @@ inline float LaneDot(const A& a, const B& b, int n) {
   return sum;
 }
 
+// The same for a length known at compile time (the accelerator's units: fixed trip counts).
+template <int N, typename A, typename B>
+inline float LaneDotN(const A& a, const B& b) {
+  constexpr int kFull = N / kSumLanes * kSumLanes;
+  float lane[kSumLanes] = {};
+  for (int i = 0; i < kFull; i += kSumLanes) {
+    for (int l = 0; l < kSumLanes; ++l) lane[l] = std::fma(a(i + l), b(i + l), lane[l]);
+  }
+  float sum = CombineLanes(lane);
+  for (int i = kFull; i < N; ++i) sum = std::fma(a(i), b(i), sum);
+  return sum;
+}
+
 }  // namespace accllm
