@@ -4,7 +4,6 @@
 
 #include "runtime/common/half.h"
 #include "runtime/common/lane_sum.h"
-#include "runtime/common/nn_ops.h"
 #include "runtime/cpu/kernels.h"
 
 namespace accllm {

@@ -86,6 +86,14 @@ class ImageTest(unittest.TestCase):
             time.sleep(0.1)
         self.fail(f"'{pattern}' never appeared:\n{read(log)}")
 
+    def wait_until_healthy(self, url, seconds=60):
+        """Until the gateway sees its daemon serving (it learns that from the daemon's health watch)."""
+        for _ in range(int(seconds * 10)):
+            if subprocess.run(["curl", "-sf", url], capture_output=True).returncode == 0:
+                return
+            time.sleep(0.1)
+        self.fail(f"{url} never answered 200")
+
     def stop(self, name, pid_file):
         """SIGTERM to the program; it exits 0 (buildah run passes its status on)."""
         os.kill(int(read(pid_file)), signal.SIGTERM)
@@ -128,10 +136,7 @@ class ImageTest(unittest.TestCase):
                 "accllm-gateway", "--listen", f"127.0.0.1:{http}", "--upstream", f"127.0.0.1:{grpc}"])
             try:
                 self.wait_for(gateway_log, r"listening on port (\d+)")
-                for _ in range(100):
-                    if subprocess.run(["curl", "-sf", f"http://127.0.0.1:{http}/health"], capture_output=True).returncode == 0:
-                        break
-                    time.sleep(0.1)
+                self.wait_until_healthy(f"http://127.0.0.1:{http}/health")
                 health = self.run_in_image(["accllm-healthcheck"], env={"ACCLLM_HEALTH": "gateway", "ACCLLM_HEALTH_PORT": http})
                 self.assertEqual(health.returncode, 0, health.stderr)
 
