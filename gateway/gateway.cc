@@ -236,11 +236,20 @@ class Gateway::Request : public std::enable_shared_from_this<Gateway::Request> {
     Release();
     if (cancelled_) {
       status_ = 499;  // the client left (nginx's code for it)
-    } else if (error_ && started_) {
+    } else if (error_ && !started_) {
+      status_ = error_->http_status;
+    } else {
+      status_ = 200;
+    }
+    // Counted before the last bytes go out: a client that reads its response and then scrapes
+    // /metrics must find the request there.
+    gateway_.metrics_.RecordRequest(route_, status_);
+    gateway_.metrics_.RecordDuration(std::chrono::duration<double>(Clock::now() - arrived_).count());
+    if (cancelled_) return;
+    if (error_ && started_) {
       exchange_->Send(Sse(error_->ToJson()));  // OpenAI's clients raise it
       exchange_->EndStream();
     } else if (error_) {
-      status_ = error_->http_status;
       HttpHeaders headers;
       if (status_ == 429) headers.emplace_back("Retry-After", std::to_string(gateway_.options_.retry_after_seconds));
       exchange_->Respond(status_, kJson, Dump(error_->ToJson()), headers);
@@ -259,11 +268,8 @@ class Gateway::Request : public std::enable_shared_from_this<Gateway::Request> {
       exchange_->Send("data: [DONE]\n\n");
       exchange_->EndStream();
     } else {
-      status_ = 200;
       exchange_->Respond(200, kJson, Dump(CompletionResponse(api_, meta_, results_)), {{"X-Request-Id", meta_.id}});
     }
-    gateway_.metrics_.RecordRequest(route_, status_);
-    gateway_.metrics_.RecordDuration(std::chrono::duration<double>(Clock::now() - arrived_).count());
   }
 
   Gateway& gateway_;

@@ -38,7 +38,7 @@ std::string GatewayMetrics::Render(const UpstreamPool& pool) const {
   }
   ttft_.Render(out, "accllm_gateway_time_to_first_token_seconds",
                "From the request's arrival to its first generated token leaving the gateway.");
-  duration_.Render(out, "accllm_gateway_request_duration_seconds", "From the request's arrival to its last byte.");
+  duration_.Render(out, "accllm_gateway_request_duration_seconds", "From the request's arrival to the end of its response.");
   return out;
 }
 
