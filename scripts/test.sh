@@ -37,7 +37,7 @@ scripts/build.sh build-tsan -DCMAKE_BUILD_TYPE=Debug -DACCLLM_WERROR=ON -DACCLLM
 tsan_logs=$PWD/build-tsan/tsan-reports
 rm -rf "$tsan_logs" && mkdir -p "$tsan_logs"
 TSAN_OPTIONS="halt_on_error=0 exitcode=0 history_size=7 log_path=$tsan_logs/tsan suppressions=$PWD/tests/sanitizers/tsan.supp" \
-  ctest --test-dir build-tsan --output-on-failure -R 'Scheduler|CpuEngine|ServerTest|ServerBinaryTest|DevicePool'
+  ctest --test-dir build-tsan --output-on-failure -R 'Scheduler|ThreadPool|CpuEngine|ServerTest|ServerBinaryTest|DevicePool'
 python3 tests/sanitizers/tsan_reports.py $(find "$tsan_logs" -type f)
 
 echo "== ASan + UBSan build + tests"

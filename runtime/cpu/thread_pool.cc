@@ -2,14 +2,29 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
+
 namespace accllm {
 
 namespace {
+
 constexpr int kSpinIterations = 4000;
+constexpr int64_t kChunksPerThread = 4;
+
+uint64_t PackShare(uint32_t generation, uint32_t next, uint32_t end) {
+  return uint64_t{generation} << 32 | uint64_t{next} << 16 | end;
 }
+uint32_t GenerationOf(uint64_t state) { return static_cast<uint32_t>(state >> 32); }
+uint32_t NextOf(uint64_t state) { return static_cast<uint32_t>(state >> 16) & 0xffff; }
+uint32_t EndOf(uint64_t state) { return static_cast<uint32_t>(state) & 0xffff; }
+
+}  // namespace
 
 ThreadPool::ThreadPool(int threads) {
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  // Chunk indices are 16-bit in a share's state.
+  threads = std::min(threads, static_cast<int>(0xffff / kChunksPerThread));
+  shares_ = std::vector<Share>(static_cast<std::size_t>(threads));
   for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
 }
 
@@ -23,12 +38,30 @@ ThreadPool::~ThreadPool() {
   for (std::thread& t : workers_) t.join();
 }
 
-void ThreadPool::RunShare(int index) {
-  const int64_t n = job_size_;
+bool ThreadPool::Claim(Share& share, uint32_t generation, int64_t* chunk) {
+  uint64_t state = share.state.load(std::memory_order_acquire);
+  while (GenerationOf(state) == generation && NextOf(state) < EndOf(state)) {
+    const uint64_t claimed = PackShare(generation, NextOf(state) + 1, EndOf(state));
+    if (share.state.compare_exchange_weak(state, claimed, std::memory_order_acq_rel, std::memory_order_acquire)) {
+      *chunk = NextOf(state);
+      return true;
+    }
+  }
+  return false;
+}
+
+void ThreadPool::RunChunks(int index, uint32_t generation) {
   const int parts = threads();
-  const int64_t begin = n * index / parts;
-  const int64_t end = n * (index + 1) / parts;
-  if (begin < end) (*job_)(begin, end);
+  for (int k = 0; k < parts; ++k) {  // its own share first, then the others' from the next one on
+    Share& share = shares_[static_cast<std::size_t>((index + k) % parts)];
+    for (int64_t chunk; Claim(share, generation, &chunk);) {
+      // Claimed, so the loop is still in progress: job_, job_size_ and chunks_ are its own.
+      const int64_t begin = job_size_ * chunk / chunks_;
+      const int64_t end = job_size_ * (chunk + 1) / chunks_;
+      (*job_)(begin, end);
+      chunks_done_.fetch_add(1, std::memory_order_acq_rel);
+    }
+  }
 }
 
 void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
@@ -37,18 +70,28 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_
     fn(0, n);
     return;
   }
+  const int parts = threads();
+  const int64_t chunks = std::min<int64_t>(n, parts * kChunksPerThread);
+  job_ = &fn;
+  job_size_ = n;
+  chunks_ = chunks;
+  chunks_done_.store(0, std::memory_order_relaxed);
+  const uint32_t generation = generation_.load(std::memory_order_relaxed) + 1;
+  for (int i = 0; i < parts; ++i) {
+    shares_[static_cast<std::size_t>(i)].state.store(
+        PackShare(generation, static_cast<uint32_t>(chunks * i / parts), static_cast<uint32_t>(chunks * (i + 1) / parts)),
+        std::memory_order_relaxed);
+  }
   {
+    // Published under the lock so that a worker between its check and its wait cannot miss it.
     std::lock_guard<std::mutex> lock(mutex_);
-    job_ = &fn;
-    job_size_ = n;
-    pending_.store(static_cast<int>(workers_.size()));
-    generation_.fetch_add(1);
+    generation_.store(generation, std::memory_order_release);
   }
   wake_.notify_all();
-  RunShare(0);
-  // Spin briefly, then yield: on an oversubscribed machine a pure spin would steal the core the
-  // last worker needs.
-  for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins) {
+  RunChunks(0, generation);
+  // Every chunk is claimed; wait for those still running elsewhere. Spin briefly, then yield: on
+  // an oversubscribed machine a pure spin would steal the core the last one needs.
+  for (int spins = 0; chunks_done_.load(std::memory_order_acquire) != chunks; ++spins) {
     if (spins < kSpinIterations) {
       _mm_pause();
     } else {
@@ -58,7 +101,7 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_
 }
 
 void ThreadPool::WorkerLoop(int index) {
-  uint64_t seen = 0;
+  uint32_t seen = 0;
   for (;;) {
     int spins = 0;
     while (generation_.load(std::memory_order_acquire) == seen && spins < kSpinIterations) {
@@ -67,12 +110,11 @@ void ThreadPool::WorkerLoop(int index) {
     }
     if (generation_.load(std::memory_order_acquire) == seen) {
       std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [&] { return generation_.load() != seen; });
+      wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
     }
     seen = generation_.load(std::memory_order_acquire);
     if (stop_.load()) return;
-    RunShare(index);
-    pending_.fetch_sub(1, std::memory_order_acq_rel);
+    RunChunks(index, seen);
   }
 }
 
