@@ -193,7 +193,7 @@ void UpstreamPool::Resolve() {
   if (wanted.empty()) return;  // DNS trouble: keep what there is
   std::vector<std::shared_ptr<Upstream>> next;
   for (const auto& [address, host] : wanted) {
-    auto it = std::find_if(upstreams_.begin(), upstreams_.end(), [&](const auto& u) { return u->address() == address; });
+    auto it = std::find_if(upstreams_.begin(), upstreams_.end(), [&a = address](const auto& u) { return u->address() == a; });
     if (it != upstreams_.end()) {
       next.push_back(*it);
       continue;

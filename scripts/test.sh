@@ -41,8 +41,11 @@ TSAN_OPTIONS="halt_on_error=0 exitcode=0 history_size=7 log_path=$tsan_logs/tsan
 python3 tests/sanitizers/tsan_reports.py $(find "$tsan_logs" -type f)
 
 echo "== ASan + UBSan build + tests"
-scripts/build.sh build-asan -DCMAKE_BUILD_TYPE=Debug -DACCLLM_WERROR=ON -DACCLLM_BUILD_TESTS=ON -DWITH_FPGA=ON \
-  -DACCLLM_SANITIZE=address,undefined
+# clang, so that the same tree builds the libFuzzer targets run below (the release build already
+# checks GCC's warnings). A tree left from an earlier GCC configuration starts over.
+grep -qs "^CMAKE_CXX_COMPILER:.*clang" build-asan/CMakeCache.txt || rm -rf build-asan
+CC=clang CXX=clang++ scripts/build.sh build-asan -DCMAKE_BUILD_TYPE=Debug -DACCLLM_WERROR=ON -DACCLLM_BUILD_TESTS=ON \
+  -DACCLLM_BUILD_BENCH=OFF -DWITH_FPGA=ON -DACCLLM_SANITIZE=address,undefined -DACCLLM_FUZZ=ON
 # The quality guard and the real-model logits tests run gutenberg30M (30M parameters): minutes at
 # -O0; their code paths run under the sanitizers in QuantizePipelineTest, ChunkedPerplexityTest,
 # the kernel tests and FpgaStoriesTest on small models.
@@ -50,4 +53,4 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:ha
   ctest --test-dir build-asan --output-on-failure --parallel "$jobs" -E 'QualityGuard|CrossDeviceLogits|RealModelLogits'
 
 echo "== fuzz targets (libFuzzer, ASan+UBSan): a short fixed run of each on its seed corpus"
-scripts/fuzz.sh 2000
+FUZZ_BUILD_DIR=build-asan scripts/fuzz.sh 2000

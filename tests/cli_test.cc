@@ -3,6 +3,7 @@
 
 #include <cstdio>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
@@ -176,6 +177,28 @@ TEST(CliTest, EvalPrintsBothTables) {
                                " --eval-lines 5");
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_THAT(bad.err, HasSubstr("bad line range"));
+}
+
+TEST(CliTest, BenchProfilesEveryStage) {
+  const RunResult r = RunCli("bench --shapes 'dim=64,ffn=160,layers=2,heads=4,vocab=300' --batches 1,2 --prefills 8 "
+                             "--no-long --profile --threads 2");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("| decode batch 2 |"));
+  EXPECT_THAT(r.out, HasSubstr("| prefill 8 |"));
+  // One profile row per mode, its stage shares adding up to the whole step.
+  int rows = 0;
+  for (absl::string_view line : absl::StrSplit(r.out, '\n')) {
+    const std::vector<std::string> cells = absl::StrSplit(line, '|');
+    if (cells.size() != 14 || !absl::StrContains(line, "%")) continue;
+    ++rows;
+    double sum = 0;
+    for (int stage = 3; stage < 11; ++stage) sum += std::stod(cells[static_cast<std::size_t>(stage)]);
+    EXPECT_NEAR(sum, 100.0, 0.5) << line;
+  }
+  EXPECT_EQ(rows, 3) << r.out;
+  const RunResult bad = RunCli("bench --shapes 'dim=64,ffn=160' --no-long");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.err, HasSubstr("bad shape"));
 }
 
 TEST(CliTest, SynthThenInspect) {

@@ -98,25 +98,30 @@ void CpuEngine::Linear(const LinearWeights& w, LinearInput& in, float* y, int64_
       PerToken(in.n, [&](int t) { batch->Quantize(t, {in.x + t * in.ld, static_cast<std::size_t>(w.in)}); });
     }
     in.quantized = true;
+    stage_clock_.Mark(StepStage::kA8Quantize);
+    const StepStage stage = in.slot == kClassifierInput ? StepStage::kClassifier : StepStage::kLinear;
     const W2View view = *w.w2;
     if (options_.w2a8_offload) {
       if (offload_status_.ok()) offload_status_ = options_.w2a8_offload(view, *batch, y, ldy);
+      stage_clock_.Mark(stage);
       return;
     }
     pool_threads_.ParallelFor(s.row_tiles(), [&](int64_t begin, int64_t end) {
       kernels_->matmul_w2a8(view, *batch, static_cast<int>(begin), static_cast<int>(end), y, ldy);
     });
+    stage_clock_.Mark(stage);
     return;
   }
   if (w.f16 != nullptr) {
     pool_threads_.ParallelFor(w.out, [&](int64_t begin, int64_t end) {
       kernels_->matmul_f16(w.f16, w.in, in.x, in.n, in.ld, static_cast<int>(begin), static_cast<int>(end), y, ldy);
     });
-    return;
+  } else {
+    pool_threads_.ParallelFor(w.out, [&](int64_t begin, int64_t end) {
+      kernels_->matmul_f32(w.f32, w.in, in.x, in.n, in.ld, static_cast<int>(begin), static_cast<int>(end), y, ldy);
+    });
   }
-  pool_threads_.ParallelFor(w.out, [&](int64_t begin, int64_t end) {
-    kernels_->matmul_f32(w.f32, w.in, in.x, in.n, in.ld, static_cast<int>(begin), static_cast<int>(end), y, ldy);
-  });
+  stage_clock_.Mark(in.slot == kClassifierInput ? StepStage::kClassifier : StepStage::kLinear);
 }
 
 void CpuEngine::PerToken(int n, const std::function<void(int)>& fn) {
@@ -211,6 +216,7 @@ void CpuEngine::Attention(int layer, int n) {
       for (int h = 0; h < weights_.config.n_heads; ++h) Hadamard(&att_[(int64_t{t} * weights_.config.n_heads + h) * hs], hs);
     });
   }
+  stage_clock_.Mark(StepStage::kAttention);
 }
 
 absl::Status CpuEngine::Prefill(SequenceKv& seq, std::span<const int> tokens, std::span<float> logits) {
@@ -251,6 +257,7 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
   }
   for (const Entry& e : entries) RETURN_IF_ERROR(e.seq->Reserve(static_cast<int>(e.tokens.size())));
 
+  stage_clock_ = StageClock(profile_);
   // Token embeddings, and each token's sequence and position.
   int i = 0;
   for (const Entry& e : entries) {
@@ -274,6 +281,7 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
     const int page = token_seq_[t]->PageOf(positions_[t]);
     if (std::find(written_pages_.begin(), written_pages_.end(), page) == written_pages_.end()) written_pages_.push_back(page);
   }
+  stage_clock_.Mark(StepStage::kEmbedding);
 
   const int kv_dim = c.kv_dim();
   const bool fake_a8 = options_.fake_quantize_activations;
@@ -291,7 +299,8 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
     PerToken(n, [&](int t) { RmsNorm(&xb_[int64_t{t} * c.dim], &x_[int64_t{t} * c.dim], w.rms_att, c.dim, c.norm_eps); });
     maybe_fake_a8(xb_.data(), c.dim);
     observe(l, ForwardObserver::Input::kAttention, xb_.data(), c.dim);
-    LinearInput attn_in{xb_.data(), n, c.dim, 0};
+    stage_clock_.Mark(StepStage::kNorms);
+    LinearInput attn_in{xb_.data(), n, c.dim, kAttentionInput};
     Linear(w.wq, attn_in, q_.data(), c.dim);
     Linear(w.wk, attn_in, k_.data(), kv_dim);
     Linear(w.wv, attn_in, v_.data(), kv_dim);
@@ -308,18 +317,21 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
       kv_.Write(l, token_seq_[t]->PageOf(positions_[t]), static_cast<int>(positions_[t] % options_.page_tokens),
                 &k_[int64_t{t} * kv_dim], &v_[int64_t{t} * kv_dim]);
     });
+    stage_clock_.Mark(StepStage::kRopeKvWrite);
     Attention(l, n);
     maybe_fake_a8(att_.data(), c.dim);
     observe(l, ForwardObserver::Input::kAttentionOutput, att_.data(), c.dim);
-    LinearInput wo_in{att_.data(), n, c.dim, 1};
+    LinearInput wo_in{att_.data(), n, c.dim, kAttentionOutput};
     Linear(w.wo, wo_in, xb_.data(), c.dim);
     for (int64_t e = 0; e < int64_t{n} * c.dim; ++e) x_[e] += xb_[e];
+    stage_clock_.Mark(StepStage::kElementwise);
 
     // feed-forward: rmsnorm, SwiGLU
     PerToken(n, [&](int t) { RmsNorm(&xb_[int64_t{t} * c.dim], &x_[int64_t{t} * c.dim], w.rms_ffn, c.dim, c.norm_eps); });
     maybe_fake_a8(xb_.data(), c.dim);
     observe(l, ForwardObserver::Input::kFfn, xb_.data(), c.dim);
-    LinearInput ffn_in{xb_.data(), n, c.dim, 2};
+    stage_clock_.Mark(StepStage::kNorms);
+    LinearInput ffn_in{xb_.data(), n, c.dim, kFfnInput};
     Linear(w.w1, ffn_in, hb_.data(), c.hidden_dim);
     Linear(w.w3, ffn_in, hb2_.data(), c.hidden_dim);
     PerToken(n, [&](int t) {
@@ -329,10 +341,12 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
     });
     maybe_fake_a8(hb_.data(), c.hidden_dim);
     observe(l, ForwardObserver::Input::kFfnDown, hb_.data(), c.hidden_dim);
-    LinearInput down_in{hb_.data(), n, c.hidden_dim, 3};
+    stage_clock_.Mark(StepStage::kElementwise);
+    LinearInput down_in{hb_.data(), n, c.hidden_dim, kFfnDownInput};
     Linear(w.w2, down_in, xb_.data(), c.dim);
     if (!offload_status_.ok()) return offload_status_;
     for (int64_t e = 0; e < int64_t{n} * c.dim; ++e) x_[e] += xb_[e];
+    stage_clock_.Mark(StepStage::kElementwise);
   }
 
   // Logits for the last token of each entry, or for every token.
@@ -345,9 +359,11 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
       RmsNorm(&xb_[e * c.dim], &x_[int64_t{i - 1} * c.dim], weights_.rms_final, c.dim, c.norm_eps);
     }
   }
-  LinearInput head_in{xb_.data(), static_cast<int>(logit_rows), c.dim, 4};
+  stage_clock_.Mark(StepStage::kNorms);
+  LinearInput head_in{xb_.data(), static_cast<int>(logit_rows), c.dim, kClassifierInput};
   Linear(weights_.classifier, head_in, logits.data(), c.vocab_size);
   if (!offload_status_.ok()) return offload_status_;
+  if (profile_ != nullptr) ++profile_->steps;
 
   for (const Entry& e : entries) {
     e.seq->Advance(static_cast<int>(e.tokens.size()));

@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "runtime/common/nn_ops.h"
 #include "runtime/cpu/kernels.h"
+#include "runtime/cpu/step_profile.h"
 #include "runtime/cpu/thread_pool.h"
 #include "runtime/engine/backend.h"
 #include "runtime/engine/engine_weights.h"
@@ -76,17 +77,25 @@ class CpuEngine final : public Backend {
                       std::span<float> logits) override;
   absl::Status PrefillEveryLogit(SequenceKv& seq, std::span<const int> tokens, std::span<float> logits) override;
 
+  // Adds each step's time by stage into *profile from now on (null: stop).
+  void set_profile(StepProfile* profile) {
+    profile_ = profile;
+    pool_threads_.set_loop_stats(profile != nullptr ? &profile->loops : nullptr);
+  }
+
   const CpuKernels& kernels() const { return *kernels_; }
   int threads() const { return pool_threads_.threads(); }
   int64_t kv_bytes() const { return kv_.total_bytes(); }
 
  private:
+  // Which of the engine's A8 buffers holds a linear-layer input's quantized form.
+  enum InputSlot { kAttentionInput, kAttentionOutput, kFfnInput, kFfnDownInput, kClassifierInput };
   // A batch of activations that several linear layers read; quantized to A8 at most once.
   struct LinearInput {
     const float* x;
     int n;
     int64_t ld;
-    int slot;  // which of the engine's A8 buffers holds its quantized form
+    InputSlot slot;
     bool quantized = false;
   };
   struct Entry {  // one sequence's tokens in a step
@@ -109,6 +118,8 @@ class CpuEngine final : public Backend {
   EngineWeights weights_;
   CpuEngineOptions options_;
   absl::Status offload_status_;  // the first offload failure of the current step
+  StepProfile* profile_ = nullptr;
+  StageClock stage_clock_{nullptr};  // the current step's, when profiling
   bool rotate_kv_ = false;       // KV4 with Hadamard-rotated heads
   const CpuKernels* kernels_;
   ThreadPool pool_threads_;

@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <chrono>
 
 namespace accllm {
 
@@ -89,6 +90,7 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_
   }
   wake_.notify_all();
   RunChunks(0, generation);
+  const auto wait_start = stats_ != nullptr ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
   // Every chunk is claimed; wait for those still running elsewhere. Spin briefly, then yield: on
   // an oversubscribed machine a pure spin would steal the core the last one needs.
   for (int spins = 0; chunks_done_.load(std::memory_order_acquire) != chunks; ++spins) {
@@ -97,6 +99,10 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_
     } else {
       std::this_thread::yield();
     }
+  }
+  if (stats_ != nullptr) {
+    ++stats_->loops;
+    stats_->wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - wait_start).count();
   }
 }
 

@@ -19,6 +19,12 @@
 
 namespace accllm {
 
+// What a pool's loops cost its calling thread (accllm bench --profile).
+struct LoopStats {
+  int64_t loops = 0;
+  double wait_seconds = 0;  // after running its chunks, waiting for those still running elsewhere
+};
+
 class ThreadPool {
  public:
   explicit ThreadPool(int threads);  // threads <= 0: one per hardware thread
@@ -32,6 +38,8 @@ class ThreadPool {
   void ParallelFor(int64_t n, const std::function<void(int64_t, int64_t)>& fn);
 
   int threads() const { return static_cast<int>(workers_.size()) + 1; }
+  // Counts the loops called from now on into *stats (null: stop counting).
+  void set_loop_stats(LoopStats* stats) { stats_ = stats; }
 
  private:
   // The chunks of one thread's share not yet started: next, end and the loop's generation in one
@@ -57,6 +65,7 @@ class ThreadPool {
   alignas(64) std::atomic<int64_t> chunks_done_{0};
   alignas(64) std::atomic<uint32_t> generation_{0};
   std::atomic<bool> stop_{false};
+  LoopStats* stats_ = nullptr;
 };
 
 }  // namespace accllm

@@ -34,7 +34,6 @@ Kv4Params QuantizeKv4(std::span<const float> x, uint8_t* codes) {
 KvStorage::KvStorage(const LlamaConfig& config, int pages, int page_tokens, KvPrecision precision,
                      const KvAllocator& allocator)
     : precision_(precision),
-      n_layers_(config.n_layers),
       kv_heads_(config.n_kv_heads),
       head_size_(config.head_size()),
       pages_(pages),

@@ -70,7 +70,7 @@ class KvStorage {
   int64_t vector_bytes(KvRegion r) const;
 
   KvPrecision precision_;
-  int n_layers_, kv_heads_, head_size_;
+  int kv_heads_, head_size_;
   int pages_, page_tokens_;
   int64_t vectors_;
   std::byte* regions_[4] = {};

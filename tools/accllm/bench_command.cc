@@ -8,7 +8,9 @@
 #include <random>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "runtime/common/half.h"
 #include "runtime/cpu/cpu_engine.h"
@@ -120,7 +122,29 @@ struct BenchFlags {
   std::string long_shape = "dim=256,ffn=688,layers=4,heads=8,vocab=32000,seq=2048";
   int long_window = 256;
   std::string long_points = "1024,8192,65536";
+  bool profile = false;
 };
+
+// One row of the --profile table: each stage's share of the steps' time.
+std::string ProfileRow(const std::string& mode, const StepProfile& p) {
+  const double total = p.total_seconds();
+  std::string row = absl::StrFormat("| %s | %.2f |", mode, 1e3 * total / std::max<int64_t>(1, p.steps));
+  for (double s : p.seconds) absl::StrAppendFormat(&row, " %.1f%% |", 100 * s / total);
+  absl::StrAppendFormat(&row, " %.1f%% | %.0f |", 100 * p.loops.wait_seconds / total,
+                        static_cast<double>(p.loops.loops) / std::max<int64_t>(1, p.steps));
+  return row;
+}
+
+void PrintProfile(const std::vector<std::string>& rows) {
+  if (rows.empty()) return;
+  std::printf("\nWhere the steps' time goes (share of each mode's step time by stage; waiting: the engine thread at the "
+              "ends of parallel loops, for chunks other threads still ran, part of the stages' shares)\n\n| mode | ms per step |");
+  for (int i = 0; i < static_cast<int>(StepStage::kCount); ++i) std::printf(" %s |", StepStageName(static_cast<StepStage>(i)));
+  std::printf(" waiting | parallel loops per step |\n|---|---:|");
+  for (int i = 0; i < static_cast<int>(StepStage::kCount) + 2; ++i) std::printf("---:|");
+  std::printf("\n");
+  for (const std::string& row : rows) std::printf("%s\n", row.c_str());
+}
 
 // Decodes one sequence far past its window: time per token and resident memory must not grow.
 int RunLongSequence(const BenchFlags& flags) {
@@ -165,7 +189,9 @@ int RunBench(const BenchFlags& flags) {
   for (absl::string_view b : absl::StrSplit(flags.batches, ',', absl::SkipEmpty())) batches.push_back(std::stoi(std::string(b)));
   for (absl::string_view p : absl::StrSplit(flags.prefills, ',', absl::SkipEmpty())) prefills.push_back(std::stoi(std::string(p)));
 
-  for (absl::string_view shape_name : absl::StrSplit(flags.shapes, ',', absl::SkipEmpty())) {
+  // Named shapes are separated by commas; shapes spelled out (dim=...,ffn=...) by semicolons.
+  const char separator = absl::StrContains(flags.shapes, '=') ? ';' : ',';
+  for (absl::string_view shape_name : absl::StrSplit(flags.shapes, separator, absl::SkipEmpty())) {
     absl::StatusOr<LlamaConfig> config = ParseShape(std::string(shape_name));
     if (!config.ok()) return ReportError(config.status());
     const auto build_start = Clock::now();
@@ -209,6 +235,7 @@ int RunBench(const BenchFlags& flags) {
     std::printf("|---|---:|---:|---:|---:|---:|---:|---:|\n");
     const int vocab = config->vocab_size;
     double batch1 = 0;
+    std::vector<std::string> profile_rows;
     for (int batch : batches) {
       std::vector<std::unique_ptr<SequenceKv>> seqs;
       std::vector<SequenceKv*> raw;
@@ -223,11 +250,15 @@ int RunBench(const BenchFlags& flags) {
       std::vector<int> tokens(batch, 7);
       if (absl::Status s = e.Decode(raw, tokens, logits); !s.ok()) return ReportError(s);  // warm-up
       const int steps = flags.decode_steps > 0 ? flags.decode_steps : std::max(3, 24 / batch);
+      StepProfile profile;
+      if (flags.profile) e.set_profile(&profile);
       const auto start = Clock::now();
       for (int i = 0; i < steps; ++i) {
         if (absl::Status s = e.Decode(raw, tokens, logits); !s.ok()) return ReportError(s);
       }
       const double seconds = Seconds(start);
+      e.set_profile(nullptr);
+      if (flags.profile) profile_rows.push_back(ProfileRow(absl::StrCat("decode batch ", batch), profile));
       if (batch == 1) {
         const double after = measure_bandwidth();
         std::printf("| (read bandwidth before / after batch 1: %.1f / %.1f GB/s; roofline %.1f tokens/s) ||||||||\n",
@@ -259,17 +290,21 @@ int RunBench(const BenchFlags& flags) {
       std::vector<int> prompt(length);
       std::iota(prompt.begin(), prompt.end(), 3);
       std::vector<float> logits(vocab);
-      options.kv_pages = 0;
+      StepProfile profile;
+      if (flags.profile) e.set_profile(&profile);
       const auto start = Clock::now();
       for (int begin = 0; begin < length; begin += e.max_step_tokens()) {
         const int n = std::min(e.max_step_tokens(), length - begin);
         if (absl::Status s = e.Prefill(*seq, std::span(prompt).subspan(begin, n), logits); !s.ok()) return ReportError(s);
       }
       const double seconds = Seconds(start);
+      e.set_profile(nullptr);
+      if (flags.profile) profile_rows.push_back(ProfileRow(absl::StrCat("prefill ", length), profile));
       std::printf("| prefill %d | %d | %.2f | %.1f | | | | %.0f%% |\n", length, length, seconds, length / seconds,
                   100.0 * length / seconds / compute_roofline);
       std::fflush(stdout);
     }
+    PrintProfile(profile_rows);
   }
   if (flags.long_run) return RunLongSequence(flags);
   return 0;
@@ -280,7 +315,9 @@ int RunBench(const BenchFlags& flags) {
 void AddBenchCommand(CLI::App& app, int* exit_code) {
   auto flags = std::make_shared<BenchFlags>();
   CLI::App* cmd = app.add_subcommand("bench", "Decode/prefill speed on synthesized models of real shapes, with the bandwidth roofline");
-  cmd->add_option("--shapes", flags->shapes, "Comma-separated shapes (see synth --shape)")->capture_default_str();
+  cmd->add_option("--shapes", flags->shapes,
+                  "Shapes (see synth --shape): names separated by commas, or specs (dim=...,ffn=...) by semicolons")
+      ->capture_default_str();
   cmd->add_option("--batches", flags->batches, "Decode batch sizes")->capture_default_str();
   cmd->add_option("--prefills", flags->prefills, "Prefill lengths")->capture_default_str();
   cmd->add_option("--threads", flags->threads, "Worker threads; 0 = one per hardware thread");
@@ -291,6 +328,7 @@ void AddBenchCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--long-window", flags->long_window, "Λ window for the long-sequence run")->capture_default_str();
   cmd->add_option("--long-points", flags->long_points, "Generated-token counts to report in the long run")->capture_default_str();
   cmd->add_flag("!--no-long", flags->long_run, "Skip the long-sequence run");
+  cmd->add_flag("--profile", flags->profile, "Also print where the steps' time goes, stage by stage");
   cmd->callback([flags, exit_code] { *exit_code = RunBench(*flags); });
 }
 
