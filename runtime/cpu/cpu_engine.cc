@@ -85,43 +85,85 @@ std::string CpuEngine::name() const {
                       KvPrecisionName(options_.kv_precision), ")");
 }
 
+const A8Batch& CpuEngine::QuantizedInput(const W2Shape& s, int in_features, LinearInput& in) {
+  auto& batch = a8_[{in.slot, s.cols_padded(), s.group_size}];
+  if (!batch || batch->capacity() < options_.max_step_tokens) {
+    batch = std::make_unique<A8Batch>(s.cols_padded(), s.group_size, options_.max_step_tokens);
+  }
+  if (!in.quantized || batch->tokens() != in.n) {
+    // Sized first: the threads then write only their own tokens (not the count).
+    batch->Resize(in.n);
+    PerToken(in.n, [&](int t) { batch->Quantize(t, {in.x + t * in.ld, static_cast<std::size_t>(in_features)}); });
+  }
+  in.quantized = true;
+  stage_clock_.Mark(StepStage::kA8Quantize);
+  return *batch;
+}
+
 void CpuEngine::Linear(const LinearWeights& w, LinearInput& in, float* y, int64_t ldy) {
-  if (w.w2) {
-    const W2Shape& s = w.w2->shape;
-    auto& batch = a8_[{in.slot, s.cols_padded(), s.group_size}];
-    if (!batch || batch->capacity() < options_.max_step_tokens) {
-      batch = std::make_unique<A8Batch>(s.cols_padded(), s.group_size, options_.max_step_tokens);
-    }
-    if (!in.quantized || batch->tokens() != in.n) {
-      // Sized first: the threads then write only their own tokens (not the count).
-      batch->Resize(in.n);
-      PerToken(in.n, [&](int t) { batch->Quantize(t, {in.x + t * in.ld, static_cast<std::size_t>(w.in)}); });
-    }
-    in.quantized = true;
-    stage_clock_.Mark(StepStage::kA8Quantize);
-    const StepStage stage = in.slot == kClassifierInput ? StepStage::kClassifier : StepStage::kLinear;
-    const W2View view = *w.w2;
-    if (options_.w2a8_offload) {
-      if (offload_status_.ok()) offload_status_ = options_.w2a8_offload(view, *batch, y, ldy);
-      stage_clock_.Mark(stage);
-      return;
-    }
-    pool_threads_.ParallelFor(s.row_tiles(), [&](int64_t begin, int64_t end) {
-      kernels_->matmul_w2a8(view, *batch, static_cast<int>(begin), static_cast<int>(end), y, ldy);
+  const LinearOutput output{&w, y, ldy};
+  Linears({&output, 1}, in);
+}
+
+void CpuEngine::Linears(std::span<const LinearOutput> outputs, LinearInput& in) {
+  const StepStage stage = in.slot == kClassifierInput ? StepStage::kClassifier : StepStage::kLinear;
+  const W2Shape* first = outputs[0].w->w2 ? &outputs[0].w->w2->shape : nullptr;
+  const bool one_loop = !options_.w2a8_offload && first != nullptr &&
+                        std::all_of(outputs.begin(), outputs.end(), [&](const LinearOutput& o) {
+                          return o.w->w2 && o.w->w2->shape.cols_padded() == first->cols_padded() &&
+                                 o.w->w2->shape.group_size == first->group_size;
+                        });
+  if (one_loop) {
+    const A8Batch& batch = QuantizedInput(*first, outputs[0].w->in, in);
+    // Row tiles of all the layers, one after another.
+    std::vector<int64_t> tile_offsets(outputs.size() + 1, 0);
+    for (std::size_t m = 0; m < outputs.size(); ++m) tile_offsets[m + 1] = tile_offsets[m] + outputs[m].w->w2->shape.row_tiles();
+    pool_threads_.ParallelFor(tile_offsets.back(), [&](int64_t begin, int64_t end) {
+      for (std::size_t m = 0; m < outputs.size(); ++m) {
+        const int64_t from = std::max(begin, tile_offsets[m]) - tile_offsets[m];
+        const int64_t to = std::min(end, tile_offsets[m + 1]) - tile_offsets[m];
+        if (from >= to) continue;
+        kernels_->matmul_w2a8(*outputs[m].w->w2, batch, static_cast<int>(from), static_cast<int>(to), outputs[m].y,
+                              outputs[m].ldy);
+      }
     });
     stage_clock_.Mark(stage);
     return;
   }
-  if (w.f16 != nullptr) {
-    pool_threads_.ParallelFor(w.out, [&](int64_t begin, int64_t end) {
-      kernels_->matmul_f16(w.f16, w.in, in.x, in.n, in.ld, static_cast<int>(begin), static_cast<int>(end), y, ldy);
-    });
-  } else {
-    pool_threads_.ParallelFor(w.out, [&](int64_t begin, int64_t end) {
-      kernels_->matmul_f32(w.f32, w.in, in.x, in.n, in.ld, static_cast<int>(begin), static_cast<int>(end), y, ldy);
-    });
+  for (const LinearOutput& o : outputs) {
+    const LinearWeights& w = *o.w;
+    if (w.w2) {
+      const A8Batch& batch = QuantizedInput(w.w2->shape, w.in, in);
+      if (options_.w2a8_offload) {
+        if (offload_status_.ok()) offload_status_ = options_.w2a8_offload(*w.w2, batch, o.y, o.ldy);
+      } else {
+        pool_threads_.ParallelFor(w.w2->shape.row_tiles(), [&](int64_t begin, int64_t end) {
+          kernels_->matmul_w2a8(*w.w2, batch, static_cast<int>(begin), static_cast<int>(end), o.y, o.ldy);
+        });
+      }
+    } else if (w.f16 != nullptr) {
+      pool_threads_.ParallelFor(w.out, [&](int64_t begin, int64_t end) {
+        kernels_->matmul_f16(w.f16, w.in, in.x, in.n, in.ld, static_cast<int>(begin), static_cast<int>(end), o.y, o.ldy);
+      });
+    } else {
+      pool_threads_.ParallelFor(w.out, [&](int64_t begin, int64_t end) {
+        kernels_->matmul_f32(w.f32, w.in, in.x, in.n, in.ld, static_cast<int>(begin), static_cast<int>(end), o.y, o.ldy);
+      });
+    }
+    stage_clock_.Mark(stage);
   }
-  stage_clock_.Mark(in.slot == kClassifierInput ? StepStage::kClassifier : StepStage::kLinear);
+}
+
+void CpuEngine::ResidualThenNorm(int n, bool add_residual, const float* weight) {
+  const LlamaConfig& c = weights_.config;
+  PerToken(n, [&](int t) {
+    float* x = &x_[int64_t{t} * c.dim];
+    float* xb = &xb_[int64_t{t} * c.dim];
+    if (add_residual) {
+      for (int d = 0; d < c.dim; ++d) x[d] += xb[d];
+    }
+    RmsNorm(xb, x, weight, c.dim, c.norm_eps);
+  });
 }
 
 void CpuEngine::PerToken(int n, const std::function<void(int)>& fn) {
@@ -295,27 +337,33 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
   for (int l = 0; l < c.n_layers; ++l) {
     const EngineLayer& w = weights_.layers[l];
 
-    // attention: rmsnorm, q/k/v, RoPE, cache write, Λ attention, output projection
-    PerToken(n, [&](int t) { RmsNorm(&xb_[int64_t{t} * c.dim], &x_[int64_t{t} * c.dim], w.rms_att, c.dim, c.norm_eps); });
+    // attention: (the previous layer's FFN residual), rmsnorm, q/k/v, RoPE, cache write, Λ
+    // attention, output projection
+    ResidualThenNorm(n, /*add_residual=*/l > 0, w.rms_att);
     maybe_fake_a8(xb_.data(), c.dim);
     observe(l, ForwardObserver::Input::kAttention, xb_.data(), c.dim);
     stage_clock_.Mark(StepStage::kNorms);
     LinearInput attn_in{xb_.data(), n, c.dim, kAttentionInput};
-    Linear(w.wq, attn_in, q_.data(), c.dim);
-    Linear(w.wk, attn_in, k_.data(), kv_dim);
-    Linear(w.wv, attn_in, v_.data(), kv_dim);
-    std::memcpy(q_raw_.data(), q_.data(), sizeof(float) * n * c.dim);
-    PerToken(n, [&](int t) {
-      rope_[t].Apply(&q_[int64_t{t} * c.dim], c.dim);
-      rope_[t].Apply(&k_[int64_t{t} * kv_dim], kv_dim);
-      if (rotate_kv_) {
-        for (int h = 0; h < c.n_kv_heads; ++h) {
-          Hadamard(&k_[int64_t{t} * kv_dim + h * c.head_size()], c.head_size());
-          Hadamard(&v_[int64_t{t} * kv_dim + h * c.head_size()], c.head_size());
+    const LinearOutput qkv[] = {{&w.wq, q_.data(), c.dim}, {&w.wk, k_.data(), kv_dim}, {&w.wv, v_.data(), kv_dim}};
+    Linears(qkv, attn_in);
+    // Per (token, KV head): its query heads and its key through RoPE, then into the cache.
+    const int hs = c.head_size(), q_width = c.kv_mul() * hs;
+    pool_threads_.ParallelFor(int64_t{n} * c.n_kv_heads, [&](int64_t begin, int64_t end) {
+      for (int64_t item = begin; item < end; ++item) {
+        const int t = static_cast<int>(item / c.n_kv_heads), h = static_cast<int>(item % c.n_kv_heads);
+        float* q = &q_[int64_t{t} * c.dim + int64_t{h} * q_width];
+        std::memcpy(&q_raw_[int64_t{t} * c.dim + int64_t{h} * q_width], q, sizeof(float) * q_width);
+        rope_[t].Apply(q, q_width);
+        float* k = &k_[int64_t{t} * kv_dim + int64_t{h} * hs];
+        float* v = &v_[int64_t{t} * kv_dim + int64_t{h} * hs];
+        rope_[t].Apply(k, hs);
+        if (rotate_kv_) {
+          Hadamard(k, hs);
+          Hadamard(v, hs);
         }
+        kv_.WriteHead(l, token_seq_[t]->PageOf(positions_[t]), static_cast<int>(positions_[t] % options_.page_tokens), h,
+                      k, v);
       }
-      kv_.Write(l, token_seq_[t]->PageOf(positions_[t]), static_cast<int>(positions_[t] % options_.page_tokens),
-                &k_[int64_t{t} * kv_dim], &v_[int64_t{t} * kv_dim]);
     });
     stage_clock_.Mark(StepStage::kRopeKvWrite);
     Attention(l, n);
@@ -323,17 +371,15 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
     observe(l, ForwardObserver::Input::kAttentionOutput, att_.data(), c.dim);
     LinearInput wo_in{att_.data(), n, c.dim, kAttentionOutput};
     Linear(w.wo, wo_in, xb_.data(), c.dim);
-    for (int64_t e = 0; e < int64_t{n} * c.dim; ++e) x_[e] += xb_[e];
-    stage_clock_.Mark(StepStage::kElementwise);
 
-    // feed-forward: rmsnorm, SwiGLU
-    PerToken(n, [&](int t) { RmsNorm(&xb_[int64_t{t} * c.dim], &x_[int64_t{t} * c.dim], w.rms_ffn, c.dim, c.norm_eps); });
+    // feed-forward: the attention residual, rmsnorm, SwiGLU
+    ResidualThenNorm(n, /*add_residual=*/true, w.rms_ffn);
     maybe_fake_a8(xb_.data(), c.dim);
     observe(l, ForwardObserver::Input::kFfn, xb_.data(), c.dim);
     stage_clock_.Mark(StepStage::kNorms);
     LinearInput ffn_in{xb_.data(), n, c.dim, kFfnInput};
-    Linear(w.w1, ffn_in, hb_.data(), c.hidden_dim);
-    Linear(w.w3, ffn_in, hb2_.data(), c.hidden_dim);
+    const LinearOutput gate_up[] = {{&w.w1, hb_.data(), c.hidden_dim}, {&w.w3, hb2_.data(), c.hidden_dim}};
+    Linears(gate_up, ffn_in);
     PerToken(n, [&](int t) {
       float* h = &hb_[int64_t{t} * c.hidden_dim];
       SwiGlu(h, &hb2_[int64_t{t} * c.hidden_dim], c.hidden_dim);
@@ -343,16 +389,17 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
     observe(l, ForwardObserver::Input::kFfnDown, hb_.data(), c.hidden_dim);
     stage_clock_.Mark(StepStage::kElementwise);
     LinearInput down_in{hb_.data(), n, c.hidden_dim, kFfnDownInput};
-    Linear(w.w2, down_in, xb_.data(), c.dim);
+    Linear(w.w2, down_in, xb_.data(), c.dim);  // its residual is added by the next norm
     if (!offload_status_.ok()) return offload_status_;
-    for (int64_t e = 0; e < int64_t{n} * c.dim; ++e) x_[e] += xb_[e];
-    stage_clock_.Mark(StepStage::kElementwise);
   }
 
-  // Logits for the last token of each entry, or for every token.
+  // The last layer's FFN residual; logits for the last token of each entry, or for every token.
   if (every_token) {
-    PerToken(n, [&](int t) { RmsNorm(&xb_[int64_t{t} * c.dim], &x_[int64_t{t} * c.dim], weights_.rms_final, c.dim, c.norm_eps); });
+    ResidualThenNorm(n, /*add_residual=*/true, weights_.rms_final);
   } else {
+    PerToken(n, [&](int t) {
+      for (int d = 0; d < c.dim; ++d) x_[int64_t{t} * c.dim + d] += xb_[int64_t{t} * c.dim + d];
+    });
     i = 0;
     for (std::size_t e = 0; e < entries.size(); ++e) {
       i += static_cast<int>(entries[e].tokens.size());

@@ -98,6 +98,12 @@ class CpuEngine final : public Backend {
     InputSlot slot;
     bool quantized = false;
   };
+  // One linear layer's weights and where its outputs go: y[t * ldy + r].
+  struct LinearOutput {
+    const LinearWeights* w;
+    float* y;
+    int64_t ldy;
+  };
   struct Entry {  // one sequence's tokens in a step
     SequenceKv* seq;
     std::span<const int> tokens;
@@ -108,6 +114,14 @@ class CpuEngine final : public Backend {
   // Logits for each entry's last token, or (every_token) for every token of the step.
   absl::Status Step(std::span<const Entry> entries, std::span<float> logits, bool every_token);
   void Linear(const LinearWeights& w, LinearInput& in, float* y, int64_t ldy);
+  // Several layers that read the same input (q/k/v, gate/up): W2 layers run as one parallel loop
+  // over all their row tiles, so the threads meet once instead of once per layer.
+  void Linears(std::span<const LinearOutput> outputs, LinearInput& in);
+  // The quantized form of `in` for a W2 layer of shape s, made on first use.
+  const A8Batch& QuantizedInput(const W2Shape& s, int in_features, LinearInput& in);
+  // x += xb (the residual branch's output) when `add_residual`, then xb = RMSNorm(x) * weight;
+  // token by token, in one parallel loop.
+  void ResidualThenNorm(int n, bool add_residual, const float* weight);
   // The page runs each token sees (the same in every layer), once per step.
   void PlanPageRuns(int n);
   void Attention(int layer, int n);

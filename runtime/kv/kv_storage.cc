@@ -67,19 +67,20 @@ int64_t KvStorage::total_bytes() const {
 }
 
 void KvStorage::Write(int layer, int page, int slot, const float* k, const float* v) {
+  for (int h = 0; h < kv_heads_; ++h) WriteHead(layer, page, slot, h, k + h * head_size_, v + h * head_size_);
+}
+
+void KvStorage::WriteHead(int layer, int page, int slot, int head, const float* k, const float* v) {
+  const int64_t vector = VectorIndex(layer, page, head, slot);
   for (int part = 0; part < 2; ++part) {
-    const float* src = part == 0 ? k : v;
+    const float* x = part == 0 ? k : v;
     std::byte* codes = Region(part == 0 ? KvRegion::kKeyCodes : KvRegion::kValueCodes);
-    for (int h = 0; h < kv_heads_; ++h) {
-      const int64_t vector = VectorIndex(layer, page, h, slot);
-      const float* x = src + h * head_size_;
-      if (precision_ == KvPrecision::kF32) {
-        std::memcpy(codes + vector * head_size_ * 4, x, head_size_ * sizeof(float));
-      } else {
-        auto* params = reinterpret_cast<Kv4Params*>(Region(part == 0 ? KvRegion::kKeyParams : KvRegion::kValueParams));
-        params[vector] = QuantizeKv4({x, static_cast<std::size_t>(head_size_)},
-                                     reinterpret_cast<uint8_t*>(codes) + vector * (head_size_ / 2));
-      }
+    if (precision_ == KvPrecision::kF32) {
+      std::memcpy(codes + vector * head_size_ * 4, x, head_size_ * sizeof(float));
+    } else {
+      auto* params = reinterpret_cast<Kv4Params*>(Region(part == 0 ? KvRegion::kKeyParams : KvRegion::kValueParams));
+      params[vector] = QuantizeKv4({x, static_cast<std::size_t>(head_size_)},
+                                   reinterpret_cast<uint8_t*>(codes) + vector * (head_size_ / 2));
     }
   }
 }

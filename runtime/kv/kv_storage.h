@@ -51,6 +51,8 @@ class KvStorage {
 
   // Stores token `slot` of `page` in `layer`: k and v hold kv_dim floats each.
   void Write(int layer, int page, int slot, const float* k, const float* v);
+  // One KV head's key and value (head_size floats each).
+  void WriteHead(int layer, int page, int slot, int head, const float* k, const float* v);
 
   int64_t VectorIndex(int layer, int page, int head, int slot) const {
     return ((int64_t{layer} * pages_ + page) * kv_heads_ + head) * page_tokens_ + slot;
