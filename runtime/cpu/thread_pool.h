@@ -2,7 +2,7 @@
 // so a pool of N threads starts N - 1 workers. Workers spin briefly before sleeping: a decode
 // step issues hundreds of short loops and a futex wake-up per loop would dominate them.
 //
-// A loop is cut into a few chunks per thread. Each thread runs the chunks of its own share first
+// A loop is cut into several chunks per thread. Each thread runs the chunks of its own share first
 // (the same rows every step, so they stay in its cache), then takes chunks no other thread has
 // started. On a machine with more runnable threads than cores (CI running tests side by side, a
 // server beside other work), a worker the kernel has not scheduled yet no longer holds up the
