@@ -285,6 +285,16 @@ TEST_F(QuantizePipelineTest, TheRotatedModelComputesTheSameFunction) {
     const std::span<const float> want = Forward(*model_, fresh, tokens[pos], pos);
     for (std::size_t v = 0; v < want.size(); ++v) ASSERT_NEAR(logits[v], want[v], 1e-3 * (1 + std::fabs(want[v])));
   }
+  // ...and so do many tokens in one step (the FFN's Hadamard runs in segments across threads).
+  const std::size_t vocab = static_cast<std::size_t>(model_->config.vocab_size);
+  std::vector<float> every(20 * vocab);
+  ASSERT_OK(engine->PrefillEveryLogit(*seq, std::span<const int>(tokens).subspan(20, 20), every));
+  for (int pos = 20; pos < 40; ++pos) {
+    const std::span<const float> want = Forward(*model_, fresh, tokens[pos], pos);
+    for (std::size_t v = 0; v < vocab; ++v) {
+      ASSERT_NEAR(every[(pos - 20) * vocab + v], want[v], 1e-3 * (1 + std::fabs(want[v]))) << "position " << pos;
+    }
+  }
   // A width that is not a power of two is refused, not mangled.
   Model odd;
   odd.config = model_->config;

@@ -380,10 +380,18 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
     LinearInput ffn_in{xb_.data(), n, c.dim, kFfnInput};
     const LinearOutput gate_up[] = {{&w.w1, hb_.data(), c.hidden_dim}, {&w.w3, hb2_.data(), c.hidden_dim}};
     Linears(gate_up, ffn_in);
-    PerToken(n, [&](int t) {
-      float* h = &hb_[int64_t{t} * c.hidden_dim];
-      SwiGlu(h, &hb2_[int64_t{t} * c.hidden_dim], c.hidden_dim);
-      if (c.ffn_hadamard_block > 0) BlockHadamard(h, c.hidden_dim, c.ffn_hadamard_block);
+    // In segments of each token's hidden vector (whole Hadamard blocks), so that a single token's
+    // SwiGLU is spread over the threads too.
+    const int segment = c.ffn_hadamard_block > 0 ? c.ffn_hadamard_block : 512;
+    const int segments = (c.hidden_dim + segment - 1) / segment;
+    pool_threads_.ParallelFor(int64_t{n} * segments, [&](int64_t begin, int64_t end) {
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t t = item / segments, first = item % segments * segment;
+        const int size = static_cast<int>(std::min<int64_t>(segment, c.hidden_dim - first));
+        float* h = &hb_[t * c.hidden_dim + first];
+        SwiGlu(h, &hb2_[t * c.hidden_dim + first], size);
+        if (c.ffn_hadamard_block > 0) Hadamard(h, size);
+      }
     });
     maybe_fake_a8(hb_.data(), c.hidden_dim);
     observe(l, ForwardObserver::Input::kFfnDown, hb_.data(), c.hidden_dim);
