@@ -5,6 +5,7 @@
 #include <cstring>
 #include <limits>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
 #include "runtime/common/half.h"
 #include "runtime/common/hadamard.h"
@@ -106,17 +107,21 @@ void CpuEngine::Linear(const LinearWeights& w, LinearInput& in, float* y, int64_
 }
 
 void CpuEngine::Linears(std::span<const LinearOutput> outputs, LinearInput& in) {
+  const auto one_loop = [&](const LinearOutput& o) {
+    const LinearWeights& first = *outputs[0].w;
+    return o.w->w2 && o.w->w2->shape.cols_padded() == first.w2->shape.cols_padded() &&
+           o.w->w2->shape.group_size == first.w2->shape.group_size;
+  };
+  const bool w2_on_cpu = outputs[0].w->w2 && !options_.w2a8_offload;
+  if (outputs.size() > 1 && !(w2_on_cpu && std::all_of(outputs.begin(), outputs.end(), one_loop))) {
+    for (const LinearOutput& o : outputs) Linears({&o, 1}, in);
+    return;
+  }
   const StepStage stage = in.slot == kClassifierInput ? StepStage::kClassifier : StepStage::kLinear;
-  const W2Shape* first = outputs[0].w->w2 ? &outputs[0].w->w2->shape : nullptr;
-  const bool one_loop = !options_.w2a8_offload && first != nullptr &&
-                        std::all_of(outputs.begin(), outputs.end(), [&](const LinearOutput& o) {
-                          return o.w->w2 && o.w->w2->shape.cols_padded() == first->cols_padded() &&
-                                 o.w->w2->shape.group_size == first->group_size;
-                        });
-  if (one_loop) {
-    const A8Batch& batch = QuantizedInput(*first, outputs[0].w->in, in);
+  if (w2_on_cpu) {
+    const A8Batch& batch = QuantizedInput(outputs[0].w->w2->shape, outputs[0].w->in, in);
     // Row tiles of all the layers, one after another.
-    std::vector<int64_t> tile_offsets(outputs.size() + 1, 0);
+    absl::InlinedVector<int64_t, 4> tile_offsets(outputs.size() + 1, 0);
     for (std::size_t m = 0; m < outputs.size(); ++m) tile_offsets[m + 1] = tile_offsets[m] + outputs[m].w->w2->shape.row_tiles();
     pool_threads_.ParallelFor(tile_offsets.back(), [&](int64_t begin, int64_t end) {
       for (std::size_t m = 0; m < outputs.size(); ++m) {
@@ -130,28 +135,22 @@ void CpuEngine::Linears(std::span<const LinearOutput> outputs, LinearInput& in) 
     stage_clock_.Mark(stage);
     return;
   }
-  for (const LinearOutput& o : outputs) {
-    const LinearWeights& w = *o.w;
-    if (w.w2) {
-      const A8Batch& batch = QuantizedInput(w.w2->shape, w.in, in);
-      if (options_.w2a8_offload) {
-        if (offload_status_.ok()) offload_status_ = options_.w2a8_offload(*w.w2, batch, o.y, o.ldy);
-      } else {
-        pool_threads_.ParallelFor(w.w2->shape.row_tiles(), [&](int64_t begin, int64_t end) {
-          kernels_->matmul_w2a8(*w.w2, batch, static_cast<int>(begin), static_cast<int>(end), o.y, o.ldy);
-        });
-      }
-    } else if (w.f16 != nullptr) {
-      pool_threads_.ParallelFor(w.out, [&](int64_t begin, int64_t end) {
-        kernels_->matmul_f16(w.f16, w.in, in.x, in.n, in.ld, static_cast<int>(begin), static_cast<int>(end), o.y, o.ldy);
-      });
-    } else {
-      pool_threads_.ParallelFor(w.out, [&](int64_t begin, int64_t end) {
-        kernels_->matmul_f32(w.f32, w.in, in.x, in.n, in.ld, static_cast<int>(begin), static_cast<int>(end), o.y, o.ldy);
-      });
-    }
-    stage_clock_.Mark(stage);
+  // One layer, offloaded or not quantized.
+  const LinearOutput& o = outputs[0];
+  const LinearWeights& w = *o.w;
+  if (w.w2) {
+    const A8Batch& batch = QuantizedInput(w.w2->shape, w.in, in);
+    if (offload_status_.ok()) offload_status_ = options_.w2a8_offload(*w.w2, batch, o.y, o.ldy);
+  } else if (w.f16 != nullptr) {
+    pool_threads_.ParallelFor(w.out, [&](int64_t begin, int64_t end) {
+      kernels_->matmul_f16(w.f16, w.in, in.x, in.n, in.ld, static_cast<int>(begin), static_cast<int>(end), o.y, o.ldy);
+    });
+  } else {
+    pool_threads_.ParallelFor(w.out, [&](int64_t begin, int64_t end) {
+      kernels_->matmul_f32(w.f32, w.in, in.x, in.n, in.ld, static_cast<int>(begin), static_cast<int>(end), o.y, o.ldy);
+    });
   }
+  stage_clock_.Mark(stage);
 }
 
 void CpuEngine::ResidualThenNorm(int n, bool add_residual, const float* weight) {
@@ -401,17 +400,14 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
     if (!offload_status_.ok()) return offload_status_;
   }
 
-  // The last layer's FFN residual; logits for the last token of each entry, or for every token.
-  if (every_token) {
-    ResidualThenNorm(n, /*add_residual=*/true, weights_.rms_final);
-  } else {
-    PerToken(n, [&](int t) {
-      for (int d = 0; d < c.dim; ++d) x_[int64_t{t} * c.dim + d] += xb_[int64_t{t} * c.dim + d];
-    });
+  // The last layer's FFN residual and the final norm; logits for every token, or for the last token
+  // of each entry (its row moved up to the entry's index: never past a row still to be read).
+  ResidualThenNorm(n, /*add_residual=*/true, weights_.rms_final);
+  if (!every_token) {
     i = 0;
     for (std::size_t e = 0; e < entries.size(); ++e) {
       i += static_cast<int>(entries[e].tokens.size());
-      RmsNorm(&xb_[e * c.dim], &x_[int64_t{i - 1} * c.dim], weights_.rms_final, c.dim, c.norm_eps);
+      if (static_cast<int>(e) != i - 1) std::memcpy(&xb_[e * c.dim], &xb_[int64_t{i - 1} * c.dim], c.dim * sizeof(float));
     }
   }
   stage_clock_.Mark(StepStage::kNorms);

@@ -66,10 +66,6 @@ int64_t KvStorage::total_bytes() const {
   return total;
 }
 
-void KvStorage::Write(int layer, int page, int slot, const float* k, const float* v) {
-  for (int h = 0; h < kv_heads_; ++h) WriteHead(layer, page, slot, h, k + h * head_size_, v + h * head_size_);
-}
-
 void KvStorage::WriteHead(int layer, int page, int slot, int head, const float* k, const float* v) {
   const int64_t vector = VectorIndex(layer, page, head, slot);
   for (int part = 0; part < 2; ++part) {

@@ -49,9 +49,7 @@ class KvStorage {
   KvStorage(const LlamaConfig& config, int pages, int page_tokens, KvPrecision precision,
             const KvAllocator& allocator = nullptr);
 
-  // Stores token `slot` of `page` in `layer`: k and v hold kv_dim floats each.
-  void Write(int layer, int page, int slot, const float* k, const float* v);
-  // One KV head's key and value (head_size floats each).
+  // Stores token `slot` of `page` in `layer` for one KV head: k and v hold head_size floats each.
   void WriteHead(int layer, int page, int slot, int head, const float* k, const float* v);
 
   int64_t VectorIndex(int layer, int page, int head, int slot) const {
