@@ -202,7 +202,8 @@ TEST_F(PackedModelTest, BrokenFilesAreRefusedWithClearErrors) {
     ASSERT_FALSE(r.ok()) << problem;
     EXPECT_THAT(std::string(r.status().message()), HasSubstr(problem));
   };
-  corrupt("\"format_version\":\"1\"", "\"format_version\":\"9\"", "unsupported format_version '9'");
+  corrupt("\"format_version\":\"2\"", "\"format_version\":\"9\"", "unsupported format_version '9'");
+  corrupt("\"format_version\":\"2\"", "\"format_version\":\"1\"", "run `accllm quantize` again");
   corrupt("\"group_size\":\"32\"", "\"group_size\":\"48\"", "group size 48");
   corrupt("model.layers.2.mlp.up_proj.zeros", "model.layers.2.mlp.up_proj.zeroz", "missing tensor 'model.layers.2.mlp.up_proj.zeros'");
   corrupt(R"(\"dim\":64)", R"(\"dim\":65)", "not divisible");  // config JSON inside a metadata string

@@ -23,11 +23,12 @@ namespace {
 using ::accllm::testing::RequireModelFile;
 using ::accllm::testing::RequireSharedFile;
 
-// Measured 2026-11-30 on this slice: fp32 21.68, GPTQ alone 30.40 (ratio 1.402), with Block-AP
-// 27.62 (ratio 1.274). The bounds leave room for float-order differences between CPU paths and
-// BLAS builds, not for a regression.
-constexpr double kMaxGptqPerplexityRatio = 1.50;
-constexpr double kMaxW2PerplexityRatio = 1.35;
+// Measured 2026-11-30 on this slice with half-step zero points (format 2): fp32 21.68, GPTQ alone
+// 27.67 (ratio 1.276), with Block-AP 26.32 (ratio 1.214); whole-step zeros gave 30.40 and 27.62.
+// The bounds leave room for float-order differences between CPU paths and BLAS builds, not for a
+// regression.
+constexpr double kMaxGptqPerplexityRatio = 1.33;
+constexpr double kMaxW2PerplexityRatio = 1.26;
 
 absl::StatusOr<double> SlicePerplexity(EngineWeights weights, const std::vector<int>& tokens, int bos) {
   CpuEngineOptions options;

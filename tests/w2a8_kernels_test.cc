@@ -60,6 +60,8 @@ TEST_P(W2A8KernelTest, AllPathsBitExactAndScalarMatchesDequantizedProduct) {
   const std::vector<float> w = RandomMatrix(c.rows, c.cols, rng);
   const std::vector<uint8_t> keep = c.sparse ? RandomMask(c.rows, c.cols, rng) : std::vector<uint8_t>{};
   ASSERT_OK_AND_ASSIGN(W2Matrix m, QuantizeW2(w, shape, keep));
+  // Every zero point the format has, extremes included (levels -6..6 in the int8 paths).
+  for (std::size_t i = 0; i < m.zeros.size(); ++i) m.zeros[i] = static_cast<uint8_t>((i * 5 + c.tokens) % (kW2MaxZero + 1));
 
   A8Batch x(shape.cols_padded(), shape.group_size, c.tokens);
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -126,16 +128,20 @@ INSTANTIATE_TEST_SUITE_P(RandomShapes, W2A8KernelTest, ::testing::ValuesIn(Cases
          "_g" + std::to_string(c.group_size) + "_t" + std::to_string(c.tokens);
 });
 
+// Every grid the format has (zero points 0..6: one-sided, holding 0, symmetric about 0) is found
+// by the parameter search when a group lies on it, and round-trips exactly.
 TEST(W2QuantizeTest, RepresentableValuesRoundTripExactly) {
   const W2Shape shape{16, 64, 32, false};
-  std::vector<float> w(16 * 64);
   const float scale = 0.25f;
-  for (std::size_t i = 0; i < w.size(); ++i) w[i] = scale * (static_cast<float>(i % 4) - 1.0f);  // q - zero, zero = 1
-  ASSERT_OK_AND_ASSIGN(W2Matrix m, QuantizeW2(w, shape));
-  std::vector<float> row(64);
-  for (int r = 0; r < 16; ++r) {
-    DequantizeW2Row(m.view(), r, row);
-    for (int c = 0; c < 64; ++c) EXPECT_EQ(row[c], w[r * 64 + c]) << r << "," << c;
+  for (int zero = 0; zero <= kW2MaxZero; ++zero) {
+    std::vector<float> w(16 * 64);
+    for (std::size_t i = 0; i < w.size(); ++i) w[i] = scale * static_cast<float>(W2Level(static_cast<int>(i % 4), zero));
+    ASSERT_OK_AND_ASSIGN(W2Matrix m, QuantizeW2(w, shape));
+    std::vector<float> row(64);
+    for (int r = 0; r < 16; ++r) {
+      DequantizeW2Row(m.view(), r, row);
+      for (int c = 0; c < 64; ++c) ASSERT_EQ(row[c], w[r * 64 + c]) << "zero " << zero << " at " << r << "," << c;
+    }
   }
 }
 

@@ -116,7 +116,7 @@ void W2A8Engine(const Beat* codes, const Beat* sparse_index, const uint16_t* sca
 #pragma HLS UNROLL
           // Lanes past `tokens` hold no activations; their sums are never staged.
           const int32_t a_sum = t >= tokens ? 0 : sparse ? kept_sum[t][r] : act_group_sums[t][g];
-          const int32_t integer = dot[t][r] - static_cast<int32_t>(tile_zeros[g][r]) * a_sum;
+          const int32_t integer = 2 * dot[t][r] - static_cast<int32_t>(tile_zeros[g][r]) * a_sum;  // see W2Level
           acc[t][r] = std::fma(tile_scales[g][r], static_cast<float>(integer), acc[t][r]);
         }
       }

@@ -9,7 +9,7 @@
 // all T tokens at once, in T copies of a 16-lane x 16-column array of 2x8-bit MACs. So a call
 // reads each weight once from HBM, and a step of n tokens reads the weights ceil(n / T) times (the
 // host splits it into calls). Results equal the CPU kernels' bit for bit:
-//   y[t][r] = a_scale[t] * Y,  Y = fma(scale[r][g], float(dot[r][g] - zero[r][g] * asum[t][g]), Y)
+//   y[t][r] = a_scale[t] * Y,  Y = fma(scale[r][g], float(2 dot[r][g] - zero[r][g] * asum[t][g]), Y)
 #pragma once
 
 #include <cstdint>

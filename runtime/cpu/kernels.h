@@ -5,7 +5,7 @@
 // this), and so do the accelerator's units. For W2 x A8 the result is
 //
 //   y[t][r] = a_scale[t] * Y,   Y = fma(scale[r][g], float(I[r][g]), Y) for g = 0, 1, ...
-//   I[r][g] = sum_j q[r][j] * a[t][j]  -  zero[r][g] * sum_j a[t][j]      (j over group g)
+//   I[r][g] = 2 sum_j q[r][j] * a[t][j]  -  zero[r][g] * sum_j a[t][j]    (j over group g; W2Level)
 //
 // where for 2:4 tensors j runs over the kept weights only.
 #pragma once

@@ -28,7 +28,7 @@ inline __m256i BroadcastQword(const int8_t* p) {
 }
 
 // acc += per-lane dot of 4 unsigned bytes (u) with 4 signed bytes (s). Without VNNI:
-// vpmaddubsw (pairs to int16, no saturation: |3 * 128 * 2| < 2^15) then vpmaddwd.
+// vpmaddubsw (pairs to int16, no saturation: |6 * 255 * 2| < 2^15) then vpmaddwd.
 inline __m256i DotAdd(__m256i acc, __m256i u, __m256i s) {
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
   return _mm256_dpbusd_epi32(acc, u, s);
@@ -46,7 +46,7 @@ inline __m256 GroupEpilogue(const W2View& w, int tile, int half, int g, __m256i 
   std::memcpy(&zero_bytes, w.zeros + pi, 8);
   const __m256i zeros = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(zero_bytes));
   const __m256 scales = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.scales + pi)));
-  const __m256i integer = _mm256_sub_epi32(dot, _mm256_mullo_epi32(zeros, a_sum));
+  const __m256i integer = _mm256_sub_epi32(_mm256_add_epi32(dot, dot), _mm256_mullo_epi32(zeros, a_sum));  // see W2Level
   return _mm256_fmadd_ps(scales, _mm256_cvtepi32_ps(integer), y);
 }
 
@@ -99,7 +99,7 @@ void DenseHalf(const W2View& w, const A8Batch& x, int tile, int half, int t0, fl
   }
 }
 
-// 2:4 sparse, as in kernels_avx512.cc: weights as signed (q - zero), activations biased to
+// 2:4 sparse, as in kernels_avx512.cc: weights as signed levels (2q - zero), activations biased to
 // unsigned (a + 128), and the bias taken off once per group from the weights alone.
 template <int NT>
 void SparseHalf(const W2View& w, const A8Batch& x, int tile, int half, int t0, float* y, int64_t ldy) {
@@ -125,7 +125,8 @@ void SparseHalf(const W2View& w, const A8Batch& x, int tile, int half, int t0, f
       const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.sparse_index + first + sb * kW2SubBlockBytes));
       const int col = g * s.group_size + sb * 2 * kW2ColTile;
       for (int k = 0; k < 4; ++k) {
-        const __m256i q = _mm256_sub_epi8(_mm256_and_si256(_mm256_srli_epi16(v, 2 * k), three), zero_bytes);
+        const __m256i code = _mm256_and_si256(_mm256_srli_epi16(v, 2 * k), three);
+        const __m256i q = _mm256_sub_epi8(_mm256_add_epi8(code, code), zero_bytes);  // the level, W2Level
         const __m256i index = _mm256_add_epi8(base, _mm256_and_si256(_mm256_srli_epi16(u, 2 * k), three));
         weight_sum = DotAdd(weight_sum, ones, q);
         for (int j = 0; j < NT; ++j) {

@@ -37,7 +37,7 @@ inline __m512 GroupEpilogue(const W2View& w, int tile, int g, __m512i dot, __m51
   const int64_t pi = W2ParamIndex(tile * kW2RowTile, g, w.shape.groups());
   const __m512i zeros = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.zeros + pi)));
   const __m512 scales = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.scales + pi)));
-  const __m512i integer = _mm512_sub_epi32(dot, _mm512_mullo_epi32(zeros, a_sum));
+  const __m512i integer = _mm512_sub_epi32(_mm512_add_epi32(dot, dot), _mm512_mullo_epi32(zeros, a_sum));  // see W2Level
   return _mm512_fmadd_ps(scales, _mm512_cvtepi32_ps(integer), y);
 }
 
@@ -117,10 +117,10 @@ void DenseTile(const W2View& w, const A8Batch& x, int tile, int t0, float* y, in
 
 // 2:4 sparse W2: each 4-code vector covers 2 groups of 4 input columns; vpshufb fetches, per row
 // lane, the activations at the kept positions from an 8-byte window broadcast to every 128 bits.
-// The zero point is taken off the weights (q - zero, a signed byte) and the activations are
+// The weights enter as their signed levels (l = 2q - zero, W2Level) and the activations are
 // biased to unsigned (a + 128), so the per-token work is one shuffle and one vpdpbusd; the bias
 // comes out once per group from the weights alone:
-//   sum (q - z) a = sum (q - z)(a + 128) - 128 sum (q - z)
+//   sum l a = sum l (a + 128) - 128 sum l
 template <int NT>
 void SparseTile(const W2View& w, const A8Batch& x, int tile, int t0, float* y, int64_t ldy) {
   const W2Shape& s = w.shape;
@@ -148,7 +148,8 @@ void SparseTile(const W2View& w, const A8Batch& x, int tile, int t0, float* y, i
       const __m512i u = _mm512_loadu_si512(w.sparse_index + first + sb * kW2SubBlockBytes);
       const int col = g * s.group_size + sb * 2 * kW2ColTile;  // original columns
       for (int k = 0; k < 4; ++k) {
-        const __m512i q = _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(v, 2 * k), three), zero_bytes);
+        const __m512i code = _mm512_and_si512(_mm512_srli_epi16(v, 2 * k), three);
+        const __m512i q = _mm512_sub_epi8(_mm512_add_epi8(code, code), zero_bytes);  // the level, W2Level
         const __m512i index = _mm512_add_epi8(base, _mm512_and_si512(_mm512_srli_epi16(u, 2 * k), three));
         weight_sum[k & 1] = _mm512_dpbusd_epi32(weight_sum[k & 1], ones, q);
         for (int j = 0; j < NT; ++j) {

@@ -39,7 +39,7 @@ void MatMulW2A8Scalar(const W2View& w, const A8Batch& x, int tile_begin, int til
           }
           const int64_t pi = W2ParamIndex(row, g, groups);
           const int32_t a_sum = s.sparse24 ? kept_sum : x.group_sums(t)[g];
-          const int32_t integer = dot - int32_t{w.zeros[pi]} * a_sum;
+          const int32_t integer = 2 * dot - int32_t{w.zeros[pi]} * a_sum;  // see W2Level
           acc = std::fma(Fp16ToFloat(w.scales[pi]), static_cast<float>(integer), acc);
         }
         y[t * ldy + row] = acc * x.scale(t);

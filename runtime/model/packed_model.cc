@@ -139,6 +139,9 @@ absl::StatusOr<std::unique_ptr<PackedModel>> LoadPackedModel(const std::string& 
   };
   if (get("format") != kPackedFormat) return bad("metadata 'format' is not accllm-packed");
   if (get("format_version") != absl::StrCat(kPackedFormatVersion)) {
+    if (get("format_version") == "1") {
+      return bad("format_version 1 (zero points in whole steps) is no longer read: run `accllm quantize` again");
+    }
     return bad(absl::StrCat("unsupported format_version '", get("format_version"), "'"));
   }
   absl::StatusOr<LlamaConfig> config = ConfigFromJson(get("config"));
@@ -197,7 +200,9 @@ absl::StatusOr<std::unique_ptr<PackedModel>> LoadPackedModel(const std::string& 
       view.sparse_index = reinterpret_cast<const uint8_t*>(index);
     }
     for (int64_t i = 0; i < s.group_params(); ++i) {
-      if (view.zeros[i] > 3) return bad(absl::StrCat("tensor '", base, ".zeros' holds ", int{view.zeros[i]}, " (> 3)"));
+      if (view.zeros[i] > kW2MaxZero) {
+        return bad(absl::StrCat("tensor '", base, ".zeros' holds ", int{view.zeros[i]}, " (> ", kW2MaxZero, ")"));
+      }
     }
     model->linears.emplace_back(id, view);
   }

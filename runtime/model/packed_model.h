@@ -28,7 +28,8 @@
 namespace accllm {
 
 inline constexpr char kPackedFormat[] = "accllm-packed";
-inline constexpr int kPackedFormatVersion = 1;
+// 2: zero points in half steps (w = scale * (2q - zero)); version 1's whole-step zeros are not read.
+inline constexpr int kPackedFormatVersion = 2;
 
 // Everything a packed file holds, in memory (what `accllm quantize` produces).
 struct PackedContents {

@@ -58,8 +58,8 @@ PackedContents SynthesizePacked(const LlamaConfig& config, uint64_t seed, int gr
     };
     fill(m.codes);
     if (sparse24) fill(m.sparse_index);  // any positions: speed does not depend on them
-    for (auto& s : m.scales) s = FloatToFp16(0.005f + static_cast<float>(SplitMix64(state) >> 40) * 0x1p-24f * 0.01f);
-    for (auto& z : m.zeros) z = static_cast<uint8_t>(1 + (SplitMix64(state) & 1));
+    for (auto& s : m.scales) s = FloatToFp16(0.0025f + static_cast<float>(SplitMix64(state) >> 40) * 0x1p-24f * 0.005f);
+    for (auto& z : m.zeros) z = static_cast<uint8_t>(2 + SplitMix64(state) % 3);
     p.linears.emplace_back(id, std::move(m));
   }
   p.metadata["source_model"] = "synthesized";

@@ -99,7 +99,7 @@ absl::StatusOr<GptqHessian> PrepareGptqHessian(std::span<const double> gram, int
 namespace {
 
 // Refits row r's group scales s (zeros and codes fixed) to the least (w - C s)^T H (w - C s),
-// where column g of C holds (code - zero_g) on group g's kept columns: a G x G least-squares
+// where column g of C holds each code's level (W2Level) on group g's kept columns: a G x G least-squares
 // problem. `codes` holds the row's code per column (kNoCode for pruned ones).
 constexpr uint8_t kNoCode = 255;
 void RefitRowScales(W2Matrix& m, int r, std::span<const float> w_row, std::span<const uint8_t> codes,
@@ -108,7 +108,7 @@ void RefitRowScales(W2Matrix& m, int r, std::span<const float> w_row, std::span<
   const auto h = [&](int i, int j) { return static_cast<double>(hessian.gram[static_cast<std::size_t>(i) * n + j]); };
   std::vector<double> c(n, 0.0), hw(n, 0.0);
   for (int j = 0; j < n; ++j) {
-    if (codes[j] != kNoCode) c[j] = static_cast<double>(codes[j]) - params[j / group].zero;
+    if (codes[j] != kNoCode) c[j] = W2Level(codes[j], params[j / group].zero);
   }
   for (int i = 0; i < n; ++i) {
     double sum = 0;

@@ -43,7 +43,7 @@ double GroupError(std::span<const float> values, std::span<const float> weights,
 
 }  // namespace
 
-// The grid is scale * {-zero, ..., 3 - zero}: it always holds 0. For each zero point the scale
+// The grid is scale * {-zero, 2 - zero, 4 - zero, 6 - zero}. For each zero point the scale
 // that makes the grid reach the group's far end is tried, shrunk and stretched (clipping search),
 // and the best is refined once by weighted least squares on its codes (as llama.cpp's k-quants do).
 W2GroupParams ChooseW2Params(std::span<const float> values, std::span<const float> weights) {
@@ -65,10 +65,11 @@ W2GroupParams ChooseW2Params(std::span<const float> values, std::span<const floa
       best = p;
     }
   };
-  for (int zero = 0; zero <= 3; ++zero) {
+  for (int zero = 0; zero <= kW2MaxZero; ++zero) {
     // The scale at which the grid's ends reach the group's ends on the side that needs more.
-    const float reach = std::max(zero < 3 ? hi / static_cast<float>(3 - zero) : 0.0f,
-                                 zero > 0 ? -lo / static_cast<float>(zero) : 0.0f);
+    const int top = W2Level(3, zero), bottom = W2Level(0, zero);
+    const float reach = std::max(top > 0 ? hi / static_cast<float>(top) : 0.0f,
+                                 bottom < 0 ? lo / static_cast<float>(bottom) : 0.0f);
     if (!(reach > 0.0f)) continue;
     for (int step = 0; step < 16; ++step) consider(reach * (1.0f - 0.04f * step), zero);
     for (int step = 1; step <= 4; ++step) consider(reach * (1.0f + 0.05f * step), zero);
@@ -77,7 +78,7 @@ W2GroupParams ChooseW2Params(std::span<const float> values, std::span<const floa
   double num = 0, den = 0;
   for (std::size_t i = 0; i < values.size(); ++i) {
     const double w = weights.empty() ? 1.0 : weights[i];
-    const double q = static_cast<double>(QuantizeW2Value(values[i], best)) - best.zero;
+    const double q = W2Level(QuantizeW2Value(values[i], best), best.zero);
     num += w * values[i] * q;
     den += w * q * q;
   }

@@ -1,6 +1,11 @@
 // W2: 2-bit weights with group-wise fp16 scales and integer zero points, optionally 2:4 sparse.
 //
-//   w = scale * (q - zero),   q, zero in {0, 1, 2, 3}
+//   w = scale * (2q - zero),   q in {0, 1, 2, 3}, zero in {0, ..., 6}
+//
+// The four levels are two scales apart and the zero counts half steps, so a group's grid can sit
+// symmetrically about 0 ({-3, -1, 1, 3} with zero 3) or hold 0 ({-2, 0, 2, 4} with zero 2): for
+// the bell-shaped groups of a trained model the symmetric grid loses ~14% less squared error than
+// any grid of whole-step zeros. Integer kernels compute 2 * (q . a) - zero * sum(a), exactly.
 //
 // Storage is tiled for integer dot products and identical on every device (the FPGA streams the
 // same 64-byte sub-blocks as 512-bit HBM beats):
@@ -94,6 +99,11 @@ inline int64_t W2ParamIndex(int row, int group, int groups) {
   return (int64_t{row / kW2RowTile} * groups + group) * kW2RowTile + row % kW2RowTile;
 }
 
+inline constexpr int kW2MaxZero = 6;
+
+// Code q's place on a group's grid, in units of the group's scale.
+inline int W2Level(int q, int zero) { return 2 * q - zero; }
+
 // One group's quantization parameters.
 struct W2GroupParams {
   float scale;  // rounded to fp16
@@ -104,11 +114,11 @@ struct W2GroupParams {
 // (min/max shrunk toward zero); `weights` (optional, same size) weights each error term.
 W2GroupParams ChooseW2Params(std::span<const float> values, std::span<const float> weights = {});
 inline uint8_t QuantizeW2Value(float v, const W2GroupParams& p) {
-  const float q = std::nearbyint(v / p.scale) + p.zero;
+  const float q = std::nearbyint((v / p.scale + p.zero) * 0.5f);
   return static_cast<uint8_t>(q < 0 ? 0 : q > 3 ? 3 : q);
 }
 inline float DequantizeW2Value(uint8_t q, const W2GroupParams& p) {
-  return p.scale * (static_cast<float>(q) - p.zero);
+  return p.scale * static_cast<float>(W2Level(q, p.zero));
 }
 
 // Round-to-nearest quantization of a row-major fp32 matrix (rows x cols). With `keep` (rows x

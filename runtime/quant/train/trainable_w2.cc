@@ -9,14 +9,16 @@ namespace accllm {
 namespace {
 
 struct Quantized {
-  float code;     // clamp(round(w / s) + z, 0, 3) - z
+  uint8_t code;
+  float level;  // W2Level(code, z)
   bool clamped;
 };
 
 Quantized QuantizeLatent(float w, float s, uint8_t z) {
-  const float q = std::nearbyint(w / s) + z;
+  const float q = std::nearbyint((w / s + z) * 0.5f);
   const float c = std::clamp(q, 0.0f, 3.0f);
-  return {c - z, c != q};
+  const auto code = static_cast<uint8_t>(c);
+  return {code, static_cast<float>(W2Level(code, z)), c != q};
 }
 
 void Adam(std::vector<float>& x, std::vector<float>& grad, std::vector<float>& m, std::vector<float>& v, float lr,
@@ -82,7 +84,7 @@ void TrainableW2::Dequantize(std::span<float> out) const {
         continue;
       }
       const float s = Scale(r, c);
-      out[i] = s * QuantizeLatent(weights_[i], s, zeros_[static_cast<std::size_t>(r) * groups_ + c / shape_.group_size]).code;
+      out[i] = s * QuantizeLatent(weights_[i], s, zeros_[static_cast<std::size_t>(r) * groups_ + c / shape_.group_size]).level;
     }
   }
 }
@@ -96,7 +98,7 @@ void TrainableW2::AccumulateGradient(std::span<const float> d_weights) {
       const float s = scales_[gi];
       const Quantized q = QuantizeLatent(weights_[i], s, zeros_[gi]);
       if (!q.clamped) weight_grad_[i] += d_weights[i];
-      scale_grad_[gi] += d_weights[i] * q.code;
+      scale_grad_[gi] += d_weights[i] * q.level;
     }
   }
 }
@@ -121,8 +123,8 @@ W2Matrix TrainableW2::Export() const {
       if (original >= shape_.cols) continue;
       const std::size_t gi = static_cast<std::size_t>(r) * groups_ + original / shape_.group_size;
       const float s = Fp16ToFloat(FloatToFp16(scales_[gi]));
-      const float code = QuantizeLatent(weights_[static_cast<std::size_t>(r) * shape_.cols + original], s, zeros_[gi]).code + zeros_[gi];
-      SetW2Code(m, r, c, static_cast<uint8_t>(code), static_cast<uint8_t>(original % 4));
+      const uint8_t code = QuantizeLatent(weights_[static_cast<std::size_t>(r) * shape_.cols + original], s, zeros_[gi]).code;
+      SetW2Code(m, r, c, code, static_cast<uint8_t>(original % 4));
     }
   }
   return m;

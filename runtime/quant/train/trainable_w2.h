@@ -2,10 +2,10 @@
 // and per-group scales are trained, zero points and the 2:4 mask stay as quantization chose them.
 // The forward value of each weight is its quantized value,
 //
-//   w_q = s * (clamp(round(w / s) + z, 0, 3) - z),
+//   w_q = s * (2 clamp(round((w / s + z) / 2), 0, 3) - z),
 //
 // and gradients pass the rounding straight through to w where the code is not clamped (to s with
-// the codes held fixed: d w_q / d s = q - z). Latent weights start where GPTQ rounded them
+// the codes held fixed: d w_q / d s = 2q - z, the code's level). Latent weights start where GPTQ rounded them
 // (`positions`, in units of the group's scale), or else at the dequantized values; either way
 // training starts from exactly the codes it was given.
 #pragma once
