@@ -3,7 +3,7 @@
 # recipe (calibrating on gutenberg-calib.txt) and scores every result on gutenberg-dev.txt in
 # llama-perplexity's convention (chunks of 512, BOS each, second half scored). Prints Markdown.
 #
-#   scripts/quality.sh                 # 100 chunks (about 35 minutes on 2 cores)
+#   scripts/quality.sh                 # 100 chunks (about 75 minutes on 2 cores)
 #   CHUNKS=20 scripts/quality.sh       # a quicker look
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,11 +40,12 @@ while IFS='|' read -r name flags; do
   lambda=$(ppl "$file" --sinks 4 --window 128)
   echo "| $name | $bits | $seconds | $w2 | $(rel "$w2" "$base") | $full | $(rel "$full" "$base") | $lambda | $(rel "$lambda" "$base") |"
 done <<'RECIPES'
-GPTQ, group 128|--method gptq
-rotated residual + GPTQ without the scale refit (--rotate --no-scale-refit)|--method gptq --rotate --no-scale-refit
-rotated residual + GPTQ, group 128 (--rotate)|--method gptq --rotate
-rotated residual + GPTQ + block-wise reconstruction (--rotate --block-ap)|--method gptq --rotate --block-ap
-rotated residual + GPTQ, sequential calibration (--rotate --sequential)|--method gptq --rotate --sequential
-rotated residual + GPTQ act-order, static groups (--rotate --act-order)|--method gptq --rotate --act-order
-rotated residual and down-projection input + GPTQ (--rotate --rotate-ffn)|--method gptq --rotate --rotate-ffn
+GPTQ, group 128 (--no-rotate --no-block-ap)|--no-rotate --no-block-ap
+rotated residual + GPTQ without the scale refit (--no-block-ap --no-scale-refit)|--no-block-ap --no-scale-refit
+rotated residual + GPTQ (--no-block-ap)|--no-block-ap
+rotated residual + GPTQ + block-wise reconstruction, 2 epochs (--block-ap-epochs 2)|--block-ap-epochs 2
+**the default: rotated residual + GPTQ + block-wise reconstruction, 4 epochs**|
+rotated residual + GPTQ, sequential calibration (--no-block-ap --sequential)|--no-block-ap --sequential
+rotated residual + GPTQ act-order, static groups (--no-block-ap --act-order)|--no-block-ap --act-order
+rotated residual and down-projection input + GPTQ (--no-block-ap --rotate-ffn)|--no-block-ap --rotate-ffn
 RECIPES

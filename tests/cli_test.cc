@@ -121,13 +121,14 @@ TEST(CliTest, QuantizeInspectAndGeneratePacked) {
   ScratchDir dir;
   const std::string packed = Quote(dir / "stories-w2.safetensors");
   const RunResult quantize = RunCli("quantize -m " + Quote(RequireModelFile("stories260K.bin")) + " -o " + packed +
-                                    " --group-size 32 --prune wanda --prune-layers ffn --block-ap --calibration " +
+                                    " --group-size 32 --prune wanda --prune-layers ffn --calibration " +
                                     Quote(::accllm::testing::RequireSharedFile("data/tinystories-dev.txt")));
   ASSERT_EQ(quantize.exit_code, 0) << quantize.err;
   EXPECT_THAT(quantize.err, HasSubstr("calibrating on 6 sequences"));
   EXPECT_THAT(quantize.err, HasSubstr("model.layers.4.mlp.up_proj.weight"));
   EXPECT_THAT(quantize.err, HasSubstr("[35/35]"));
-  EXPECT_THAT(quantize.err, HasSubstr("block reconstruction: 2 epochs over 6 sequences"));
+  // The default recipe: rotated residual stream, GPTQ, block-wise reconstruction.
+  EXPECT_THAT(quantize.err, HasSubstr("block reconstruction: 4 epochs over 6 sequences"));
 
   const RunResult inspect = RunCli("inspect " + packed);
   ASSERT_EQ(inspect.exit_code, 0) << inspect.err;
@@ -155,7 +156,8 @@ TEST(CliTest, QuantizeInspectAndGeneratePacked) {
   };
   expect_refused("--method rtn --prune magnitude --prune-layers 9", "bad layer selection");
   expect_refused("--method rtn --block-ap", "--block-ap needs --method gptq");
-  expect_refused("--block-ap-epochs 3", "--block-ap");
+  expect_refused("--no-block-ap --block-ap-epochs 3", "--block-ap-* options tune block reconstruction");
+  expect_refused("--method rtn --block-ap-batch 4", "--block-ap-* options tune block reconstruction");
 }
 
 TEST(CliTest, EvalPrintsBothTables) {

@@ -1,9 +1,12 @@
 // accllm quantize: compress a model into the packed W2A8KV4 format.
+#include <algorithm>
 #include <chrono>
+#include <iterator>
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
 
+#include "runtime/common/hadamard.h"
 #include "runtime/eval/corpus.h"
 #include "runtime/model/load_model.h"
 #include "runtime/quant/quantize_model.h"
@@ -24,12 +27,17 @@ struct QuantizeFlags {
   std::string prune_layers = "all";
   std::string calibration = "../shared/data/tinystories-dev.txt";
   std::string calibration_lines = "0:6";
-  bool rotate = false;
+  // The defaults are the best recipe measured (docs/QUALITY.md): rotated residual stream, GPTQ,
+  // block-wise reconstruction; --no-rotate and --no-block-ap give the quick ones.
+  bool rotate = true;
+  bool rotate_given = false;  // asked for by name, not by default
   bool rotate_ffn = false;
   bool act_order = false;
   bool refit_scales = true;
   bool sequential = false;
-  bool block_ap = false;
+  bool block_ap = true;
+  bool block_ap_given = false;  // asked for by name, not by default
+  bool block_ap_tuned = false;  // any --block-ap-* option given
   BlockApOptions block_ap_options;
   uint64_t rotation_seed = 1;
   int threads = 0;
@@ -39,14 +47,25 @@ int RunQuantize(const QuantizeFlags& flags) {
   if (flags.rotate_ffn && !flags.rotate) return ReportError(absl::InvalidArgumentError("--rotate-ffn needs --rotate"));
   if (flags.act_order && flags.method != "gptq") return ReportError(absl::InvalidArgumentError("--act-order needs --method gptq"));
   if (flags.sequential && flags.method != "gptq") return ReportError(absl::InvalidArgumentError("--sequential needs --method gptq"));
-  if (flags.block_ap && flags.method != "gptq") return ReportError(absl::InvalidArgumentError("--block-ap needs --method gptq"));
+  if (flags.block_ap_given && flags.method != "gptq") return ReportError(absl::InvalidArgumentError("--block-ap needs --method gptq"));
+  const bool block_ap = flags.block_ap && flags.method == "gptq";
+  if (flags.block_ap_tuned && !block_ap) {
+    return ReportError(absl::InvalidArgumentError("--block-ap-* options tune block reconstruction, which runs only with "
+                                                  "--method gptq and without --no-block-ap"));
+  }
   if (!flags.refit_scales && flags.method != "gptq") {
     return ReportError(absl::InvalidArgumentError("--no-scale-refit needs --method gptq"));
   }
   const std::string model_path = ResolveModelPath(flags.model);
   absl::StatusOr<std::unique_ptr<Model>> model = LoadModel(model_path);
   if (!model.ok()) return ReportError(model.status());
-  if (flags.rotate) {
+  // Rotation by default only where the width allows it (a power of two); asked for, it must.
+  const bool rotate = flags.rotate && (flags.rotate_given || IsPowerOfTwo((*model)->config.dim));
+  if (flags.rotate && !rotate) {
+    std::fprintf(stderr, "not rotating the residual stream: its width %d is not a power of two\n", (*model)->config.dim);
+    if (flags.rotate_ffn) return ReportError(absl::InvalidArgumentError("--rotate-ffn needs a rotated residual stream"));
+  }
+  if (rotate) {
     model = RotateResidualStream(**model, flags.rotation_seed, flags.rotate_ffn ? FfnHadamardBlock((*model)->config) : 0);
     if (!model.ok()) return ReportError(model.status());
   }
@@ -111,24 +130,25 @@ int RunQuantize(const QuantizeFlags& flags) {
         std::fprintf(stderr, "%-44s %-6s %12.5f %12s   [%d/%d]\n", HfTensorName(r.id).c_str(), r.sparse ? "yes" : "no",
                      r.weight_error, r.output_error < 0 ? "-" : std::to_string(r.output_error).c_str(), done, total);
       },
-      flags.block_ap ? &positions : nullptr);
+      block_ap ? &positions : nullptr);
   if (!packed.ok()) return ReportError(packed.status());
   std::fprintf(stderr, "quantized in %.1f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  if (flags.block_ap) {
-    BlockApOptions block_ap = flags.block_ap_options;
-    block_ap.threads = flags.threads;
-    std::fprintf(stderr, "block reconstruction: %d epochs over %zu sequences\n", block_ap.epochs, calibration.size());
+  if (block_ap) {
+    BlockApOptions block_ap_options = flags.block_ap_options;
+    block_ap_options.threads = flags.threads;
+    std::fprintf(stderr, "block reconstruction: %d epochs over %zu sequences (--no-block-ap skips it)\n",
+                 block_ap_options.epochs, calibration.size());
     std::fprintf(stderr, "%-6s %14s %14s %10s %8s\n", "layer", "error before", "error after", "of output", "seconds");
-    const absl::Status refined = RefineBlocks(**model, calibration, block_ap, *packed, positions, [](const BlockApReport& r) {
+    const absl::Status refined = RefineBlocks(**model, calibration, block_ap_options, *packed, positions, [](const BlockApReport& r) {
       std::fprintf(stderr, "%-6d %14.6g %14.6g %9.3f%% %8.1f   (epochs:", r.layer, r.error_before, r.error_after,
                    100.0 * r.error_after / r.target_energy, r.seconds);
       for (double e : r.epoch_error) std::fprintf(stderr, " %.6g", e);
       std::fprintf(stderr, ")%s\n", r.kept_original ? "  no better: kept as quantized" : "");
     });
     if (!refined.ok()) return ReportError(refined);
-    packed->metadata["quant_method"] += absl::StrCat(" + block-ap (", block_ap.epochs, " epochs)");
+    packed->metadata["quant_method"] += absl::StrCat(" + block-ap (", block_ap_options.epochs, " epochs)");
   }
-  if (flags.rotate) {
+  if (rotate) {
     packed->metadata["rotation"] = absl::StrCat("hadamard residual (seed ", flags.rotation_seed, "), ffn input blocks of ",
                                                 packed->config.ffn_hadamard_block);
   }
@@ -155,8 +175,10 @@ void AddQuantizeCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--calibration", flags->calibration, "Calibration text, one sample per line")->capture_default_str();
   cmd->add_option("--calibration-lines", flags->calibration_lines, "Lines of the calibration text to use, A:B")
       ->capture_default_str();
-  cmd->add_flag("--rotate", flags->rotate,
-                "Rotate the residual stream first: a random-sign Hadamard folded into the weights (QuaRot/QuIP#)");
+  CLI::Option* rotate = cmd->add_flag(
+      "--rotate,!--no-rotate", flags->rotate,
+      "Rotate the residual stream first: a random-sign Hadamard folded into the weights (QuaRot/QuIP#). On by "
+      "default where the model's width is a power of two");
   cmd->add_flag("--rotate-ffn", flags->rotate_ffn,
                 "With --rotate: also the down projection's input, by an online block Hadamard (measured worse "
                 "on gutenberg30M: docs/QUALITY.md)");
@@ -168,21 +190,29 @@ void AddQuantizeCommand(CLI::App& app, int* exit_code) {
   cmd->add_flag("!--no-scale-refit", flags->refit_scales,
                 "GPTQ: keep each group's scale as chosen, without refitting a row's scales to its output error");
   CLI::Option* block_ap = cmd->add_flag(
-      "--block-ap", flags->block_ap,
+      "--block-ap,!--no-block-ap", flags->block_ap,
       "GPTQ, then train each layer's latent weights and scales so its output matches the fp32 layer's "
-      "(block-wise reconstruction, EfficientQAT's Block-AP) on the calibration text");
-  cmd->add_option("--block-ap-epochs", flags->block_ap_options.epochs, "Block reconstruction: passes over the calibration text")
-      ->check(CLI::PositiveNumber)->capture_default_str()->needs(block_ap);
-  cmd->add_option("--block-ap-batch", flags->block_ap_options.batch_sequences, "Block reconstruction: sequences per step")
-      ->check(CLI::PositiveNumber)->capture_default_str()->needs(block_ap);
-  cmd->add_option("--block-ap-weight-lr", flags->block_ap_options.adam.weight_lr, "Block reconstruction: Adam step for latent weights")
-      ->check(CLI::PositiveNumber)->capture_default_str()->needs(block_ap);
-  cmd->add_option("--block-ap-scale-lr", flags->block_ap_options.adam.scale_lr, "Block reconstruction: Adam step for group scales")
-      ->check(CLI::PositiveNumber)->capture_default_str()->needs(block_ap);
+      "(block-wise reconstruction, EfficientQAT's Block-AP) on the calibration text. On by default with GPTQ; "
+      "the slow step (gutenberg30M: ~12 of 14 minutes on 2 cores)");
+  const CLI::Option* tuning[] = {
+    cmd->add_option("--block-ap-epochs", flags->block_ap_options.epochs, "Block reconstruction: passes over the calibration text")
+        ->check(CLI::PositiveNumber)->capture_default_str(),
+    cmd->add_option("--block-ap-batch", flags->block_ap_options.batch_sequences, "Block reconstruction: sequences per step")
+        ->check(CLI::PositiveNumber)->capture_default_str(),
+    cmd->add_option("--block-ap-weight-lr", flags->block_ap_options.adam.weight_lr, "Block reconstruction: Adam step for latent weights")
+        ->check(CLI::PositiveNumber)->capture_default_str(),
+    cmd->add_option("--block-ap-scale-lr", flags->block_ap_options.adam.scale_lr, "Block reconstruction: Adam step for group scales")
+        ->check(CLI::PositiveNumber)->capture_default_str()};
   cmd->add_option("--rotation-seed", flags->rotation_seed, "Seed of the rotation's random signs")->capture_default_str();
   cmd->add_option("--threads", flags->threads, "Threads for calibration and GPTQ; 0 = one per hardware thread")
       ->check(CLI::NonNegativeNumber);
-  cmd->callback([flags, exit_code] { *exit_code = RunQuantize(*flags); });
+  cmd->callback([flags, exit_code, rotate, block_ap, tuning] {
+    // Asked for by name (not by default, nor turned off with --no-...).
+    flags->rotate_given = rotate->count() > 0 && flags->rotate;
+    flags->block_ap_given = block_ap->count() > 0 && flags->block_ap;
+    flags->block_ap_tuned = std::any_of(std::begin(tuning), std::end(tuning), [](const CLI::Option* o) { return o->count() > 0; });
+    *exit_code = RunQuantize(*flags);
+  });
 }
 
 }  // namespace accllm::cli
