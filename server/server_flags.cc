@@ -31,6 +31,9 @@ void AddServerFlags(CLI::App& app, ServerFlags& flags) {
       ->capture_default_str();
   app.add_option("--kv", flags.options.backend.kv, "KV precision for the cpu engine: f32 or kv4")
       ->check(CLI::IsMember({"f32", "kv4"}))->capture_default_str();
+  app.add_option("--classifier", flags.options.backend.classifier,
+                 "Packed models' classifier: w8 (8-bit rows on the integer kernels) or f16 as stored")
+      ->check(CLI::IsMember({"f16", "w8"}))->capture_default_str();
   app.add_option("--window", flags.options.backend.window, "Λ window (0 = full attention)")
       ->check(CLI::NonNegativeNumber)->capture_default_str();
   app.add_option("--sinks", flags.options.backend.sinks, "Λ sink tokens")->check(CLI::NonNegativeNumber)->capture_default_str();

@@ -1,8 +1,10 @@
 #include "runtime/cpu/cpu_engine.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "gmock/gmock.h"
+#include "runtime/eval/weight_variants.h"
 #include "runtime/generate/generator.h"
 #include "runtime/model/load_model.h"
 #include "runtime/model/packed_model.h"
@@ -245,6 +247,51 @@ TEST_F(CpuEngineTest, PackedStepsAreDeterministicAndBatchInvariant) {
       ASSERT_EQ(std::vector<float>(batch.begin() + s * vocab_, batch.begin() + (s + 1) * vocab_), logits) << step;
     }
   }
+}
+
+// The 8-bit classifier (W8 rows x A8 on the integer kernels): logits stay within a few percent of
+// the fp16 classifier's spread, the top token changes only where fp16's top two are that close,
+// and a batched step gives the same bits as the sequences one at a time.
+TEST_F(CpuEngineTest, W8ClassifierStaysCloseToF16) {
+  QuantizeOptions q;
+  q.group_size = 32;
+  q.method = QuantMethod::kRtn;
+  ASSERT_OK_AND_ASSIGN(PackedContents packed, QuantizeModel(*model_, q, nullptr, nullptr));
+  std::vector<int> prompt = {1};
+  for (int i = 0; i < 40; ++i) prompt.push_back(260 + (i * 37) % 200);
+  std::vector<std::vector<float>> logits[2];
+  std::unique_ptr<CpuEngine> w8_engine;
+  for (const bool w8 : {false, true}) {
+    CpuEngineOptions options;
+    options.kv_pages = 256;
+    options.threads = 2;
+    options.w8_classifier = w8;
+    ASSERT_OK_AND_ASSIGN(auto engine, CpuEngine::Create(PackedWeights(packed), options));
+    logits[w8] = PrefillLogits(*engine, prompt, 1);  // every position's logits
+    if (w8) w8_engine = std::move(engine);
+  }
+  for (std::size_t t = 0; t < prompt.size(); ++t) {
+    const std::vector<float>& f16 = logits[0][t];
+    const std::vector<float>& w8 = logits[1][t];
+    double mean = 0, spread = 0, worst = 0;
+    for (float v : f16) mean += v / f16.size();
+    for (float v : f16) spread += (v - mean) * (v - mean) / f16.size();
+    for (std::size_t i = 0; i < f16.size(); ++i) worst = std::max(worst, std::fabs(double{w8[i]} - f16[i]));
+    EXPECT_LT(worst, 0.05 * std::sqrt(spread)) << "position " << t;
+    // The top token is fp16's, or one whose fp16 logit is within the difference of the top.
+    const float top = *std::max_element(f16.begin(), f16.end());
+    EXPECT_GE(f16[std::max_element(w8.begin(), w8.end()) - w8.begin()], top - 2 * worst) << "position " << t;
+  }
+
+  std::vector<float> one(vocab_), batch(2 * vocab_);
+  auto a = w8_engine->NewSequence(), b = w8_engine->NewSequence(), a1 = w8_engine->NewSequence();
+  for (SequenceKv* s : {a.get(), b.get(), a1.get()}) ASSERT_OK(w8_engine->Prefill(*s, prompt, one));
+  SequenceKv* both[] = {a.get(), b.get()};
+  const int next[] = {300, 301};
+  ASSERT_OK(w8_engine->Decode(both, next, batch));
+  SequenceKv* single[] = {a1.get()};
+  ASSERT_OK(w8_engine->Decode(single, {&next[0], 1}, one));
+  EXPECT_EQ(std::vector<float>(batch.begin(), batch.begin() + vocab_), one);
 }
 
 }  // namespace

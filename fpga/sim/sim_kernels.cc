@@ -23,10 +23,11 @@ void SimW2A8(const W2View& w, const A8Batch& x, int tile_begin, int tile_end, fl
 CpuKernels MakeTable() {
   absl::StatusOr<const CpuKernels*> host = SelectedKernels();
   const CpuKernels& h = host.ok() ? **host : kScalarKernels;
-  // Attention does not come through this table: fpga-sim hands whole attention batches to the
-  // simulated attention unit (fpga_sim_backend.cc).
-  return {h.path, "hls-csim", SimW2A8, h.matmul_f16, h.matmul_f32, h.kv4_score, h.kv4_accumulate, h.f32_score, h.f32_accumulate,
-          h.read_sum};
+  // The classifier (fp16 or W8) stays on the host's kernels. Attention does not come through this
+  // table: fpga-sim hands whole attention batches to the simulated attention unit
+  // (fpga_sim_backend.cc).
+  return {h.path,           "hls-csim",       SimW2A8,     h.matmul_w8a8,     h.matmul_f16, h.matmul_f32,
+          h.kv4_score,      h.kv4_accumulate, h.f32_score, h.f32_accumulate, h.read_sum};
 }
 
 }  // namespace

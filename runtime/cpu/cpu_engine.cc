@@ -17,6 +17,10 @@
 namespace accllm {
 namespace {
 
+// Inputs per W8 classifier scale: the W2 layers' group, so the A8 input has the same form.
+constexpr int kW8ClassifierGroup = 128;
+
+
 // In-place A8 round trip of one vector (what the W2 kernels see, as floats).
 void FakeQuantizeA8(float* x, int n) {
   float amax = 0.0f;
@@ -41,6 +45,14 @@ absl::StatusOr<std::unique_ptr<CpuEngine>> CpuEngine::Create(EngineWeights weigh
   const CpuKernels* kernels = options.kernels;
   if (kernels == nullptr) {
     ASSIGN_OR_RETURN(kernels, SelectedKernels());
+  }
+  if (options.w8_classifier && weights.classifier.f16 != nullptr && !weights.classifier.w8) {
+    LinearWeights& head = weights.classifier;
+    ASSIGN_OR_RETURN(W8Matrix w8, QuantizeW8({head.f16, static_cast<std::size_t>(head.out) * head.in},
+                                             {head.out, head.in, kW8ClassifierGroup}));
+    auto owned = std::make_shared<const W8Matrix>(std::move(w8));
+    head.w8 = owned->view();
+    weights.storage.push_back(std::move(owned));
   }
   auto engine = std::unique_ptr<CpuEngine>(new CpuEngine(std::move(weights), options, *kernels));
   if (!engine->kv_.ok()) return absl::ResourceExhaustedError("cannot allocate the KV cache");
@@ -86,10 +98,10 @@ std::string CpuEngine::name() const {
                       KvPrecisionName(options_.kv_precision), ")");
 }
 
-const A8Batch& CpuEngine::QuantizedInput(const W2Shape& s, int in_features, LinearInput& in) {
-  auto& batch = a8_[{in.slot, s.cols_padded(), s.group_size}];
+const A8Batch& CpuEngine::QuantizedInput(int cols_padded, int group_size, int in_features, LinearInput& in) {
+  auto& batch = a8_[{in.slot, cols_padded, group_size}];
   if (!batch || batch->capacity() < options_.max_step_tokens) {
-    batch = std::make_unique<A8Batch>(s.cols_padded(), s.group_size, options_.max_step_tokens);
+    batch = std::make_unique<A8Batch>(cols_padded, group_size, options_.max_step_tokens);
   }
   if (!in.quantized || batch->tokens() != in.n) {
     // Sized first: the threads then write only their own tokens (not the count).
@@ -119,7 +131,8 @@ void CpuEngine::Linears(std::span<const LinearOutput> outputs, LinearInput& in) 
   }
   const StepStage stage = in.slot == kClassifierInput ? StepStage::kClassifier : StepStage::kLinear;
   if (w2_on_cpu) {
-    const A8Batch& batch = QuantizedInput(outputs[0].w->w2->shape, outputs[0].w->in, in);
+    const W2Shape& shape = outputs[0].w->w2->shape;
+    const A8Batch& batch = QuantizedInput(shape.cols_padded(), shape.group_size, outputs[0].w->in, in);
     // Row tiles of all the layers, one after another.
     absl::InlinedVector<int64_t, 4> tile_offsets(outputs.size() + 1, 0);
     for (std::size_t m = 0; m < outputs.size(); ++m) tile_offsets[m + 1] = tile_offsets[m] + outputs[m].w->w2->shape.row_tiles();
@@ -139,8 +152,13 @@ void CpuEngine::Linears(std::span<const LinearOutput> outputs, LinearInput& in) 
   const LinearOutput& o = outputs[0];
   const LinearWeights& w = *o.w;
   if (w.w2) {
-    const A8Batch& batch = QuantizedInput(w.w2->shape, w.in, in);
+    const A8Batch& batch = QuantizedInput(w.w2->shape.cols_padded(), w.w2->shape.group_size, w.in, in);
     if (offload_status_.ok()) offload_status_ = options_.w2a8_offload(*w.w2, batch, o.y, o.ldy);
+  } else if (w.w8) {
+    const A8Batch& batch = QuantizedInput(w.w8->shape.cols_padded(), w.w8->shape.group_size, w.in, in);
+    pool_threads_.ParallelFor(w.w8->shape.row_tiles(), [&](int64_t begin, int64_t end) {
+      kernels_->matmul_w8a8(*w.w8, batch, static_cast<int>(begin), static_cast<int>(end), o.y, o.ldy);
+    });
   } else if (w.f16 != nullptr) {
     pool_threads_.ParallelFor(w.out, [&](int64_t begin, int64_t end) {
       kernels_->matmul_f16(w.f16, w.in, in.x, in.n, in.ld, static_cast<int>(begin), static_cast<int>(end), o.y, o.ldy);

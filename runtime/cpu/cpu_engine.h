@@ -41,6 +41,9 @@ struct CpuEngineOptions {
   // Round-trip the inputs of fp32 linear layers through A8 (to measure A8's effect on quality
   // with fp32 weights). W2 layers always take A8 inputs.
   bool fake_quantize_activations = false;
+  // Serve an fp16 classifier (packed models) as W8 (8-bit rows, one scale per 128 inputs) on
+  // the integer kernels, quantized when the engine is created. fp32 classifiers stay as they are.
+  bool w8_classifier = false;
   // The kernel table; null: the best this CPU runs (SelectedKernels). A simulated accelerator
   // supplies its own (fpga/sim).
   const CpuKernels* kernels = nullptr;
@@ -118,7 +121,7 @@ class CpuEngine final : public Backend {
   // over all their row tiles, so the threads meet once instead of once per layer.
   void Linears(std::span<const LinearOutput> outputs, LinearInput& in);
   // The quantized form of `in` for a W2 layer of shape s, made on first use.
-  const A8Batch& QuantizedInput(const W2Shape& s, int in_features, LinearInput& in);
+  const A8Batch& QuantizedInput(int cols_padded, int group_size, int in_features, LinearInput& in);
   // x += xb (the residual branch's output) when `add_residual`, then xb = RMSNorm(x) * weight;
   // token by token, in one parallel loop.
   void ResidualThenNorm(int n, bool add_residual, const float* weight);

@@ -17,6 +17,7 @@
 #include "runtime/kv/kv_storage.h"
 #include "runtime/quant/a8.h"
 #include "runtime/quant/w2.h"
+#include "runtime/quant/w8.h"
 
 namespace accllm {
 
@@ -25,6 +26,11 @@ namespace accllm {
 // w.shape.group_size.
 using W2A8MatMulFn = void (*)(const W2View& w, const A8Batch& x, int tile_begin, int tile_end,
                               float* y, int64_t ldy);
+
+// The same for W8 weights (the 8-bit classifier), with the same epilogue:
+//   y[t][r] = a_scale[t] * Y,   Y = fma(scale[r][g], float(I[r][g]), Y),   I[r][g] = sum_j q[r][j] * a[t][j]
+// note: call only with x.cols_padded() == w.shape.cols_padded() and x.group_size() == w.shape.group_size.
+using W8A8MatMulFn = void (*)(const W8View& w, const A8Batch& x, int tile_begin, int tile_end, float* y, int64_t ldy);
 
 // y[t * ldy + r] = sum_j w[r][j] * x[t * ldx + j] for rows [row_begin, row_end), fp16 weights
 // (out x in, row-major) and fp32 activations: the classifier and other high-precision layers.
@@ -60,6 +66,7 @@ struct CpuKernels {
   CpuPath path;
   const char* name;
   W2A8MatMulFn matmul_w2a8;
+  W8A8MatMulFn matmul_w8a8;
   F16MatMulFn matmul_f16;
   F32MatMulFn matmul_f32;
   Kv4ScoreFn kv4_score;

@@ -7,6 +7,7 @@
 // A 64-byte W2 sub-block is two 32-byte halves of 8 row lanes each.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "runtime/cpu/kernels.h"
@@ -168,6 +169,48 @@ void MatMul(const W2View& w, const A8Batch& x, int tile_begin, int tile_end, flo
   }
 }
 
+// W8: each 32-byte half of a 64-byte sub-block is 8 row lanes x 4 columns. vpmaddubsw (and
+// vpdpbusd) take one unsigned operand: |q| meets sign(a, q), whose products are q a
+// (|2 * 127 * 127| < 2^15, so no pair saturates).
+template <int NT>
+void W8Half(const W8View& w, const A8Batch& x, int tile, int half, int t0, float* y, int64_t ldy) {
+  const W8Shape& s = w.shape;
+  const int steps_per_group = s.group_size / 4;
+  const int8_t* codes = w.codes + int64_t{tile} * (s.cols_padded() / 4) * 64 + 32 * half;
+  __m256 out[NT];
+  for (int j = 0; j < NT; ++j) out[j] = _mm256_setzero_ps();
+  for (int g = 0; g < s.groups(); ++g) {
+    __m256i dot[NT];
+    for (int j = 0; j < NT; ++j) dot[j] = _mm256_setzero_si256();
+    for (int k = g * steps_per_group; k < (g + 1) * steps_per_group; ++k) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + int64_t{k} * 64));
+      const __m256i magnitude = _mm256_abs_epi8(v);
+      for (int j = 0; j < NT; ++j) dot[j] = DotAdd(dot[j], magnitude, _mm256_sign_epi8(BroadcastDword(x.codes(t0 + j) + 4 * k), v));
+    }
+    const __m256 scales = _mm256_loadu_ps(w.scales + W2ParamIndex(tile * kW2RowTile, g, s.groups()) + 8 * half);
+    for (int j = 0; j < NT; ++j) out[j] = _mm256_fmadd_ps(scales, _mm256_cvtepi32_ps(dot[j]), out[j]);
+  }
+  const int first = tile * kW2RowTile + 8 * half;
+  const int valid = std::min(8, s.rows - first);
+  for (int j = 0; j < NT; ++j) {
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, _mm256_mul_ps(out[j], _mm256_set1_ps(x.scale(t0 + j))));
+    std::memcpy(y + (t0 + j) * ldy + first, lanes, sizeof(float) * valid);
+  }
+}
+
+void MatMulW8A8Avx2(const W8View& w, const A8Batch& x, int tile_begin, int tile_end, float* y, int64_t ldy) {
+  constexpr int kTokenBlock = 4;
+  for (int tile = tile_begin; tile < tile_end; ++tile) {
+    for (int half = 0; half < 2; ++half) {
+      if (tile * kW2RowTile + 8 * half >= w.shape.rows) break;
+      int t = 0;
+      for (; t + kTokenBlock <= x.tokens(); t += kTokenBlock) W8Half<kTokenBlock>(w, x, tile, half, t, y, ldy);
+      for (; t < x.tokens(); ++t) W8Half<1>(w, x, tile, half, t, y, ldy);
+    }
+  }
+}
+
 void MatMulW2A8Avx2(const W2View& w, const A8Batch& x, int tile_begin, int tile_end, float* y, int64_t ldy) {
   if (w.shape.sparse24) {
     MatMul<true>(w, x, tile_begin, tile_end, y, ldy);
@@ -205,7 +248,7 @@ namespace {
 
 }  // namespace
 
-const CpuKernels ACCLLM_AVX2_TABLE = {ACCLLM_AVX2_PATH, ACCLLM_AVX2_NAME, MatMulW2A8Avx2, MatMulF16Avx2, MatMulF32Avx2,
+const CpuKernels ACCLLM_AVX2_TABLE = {ACCLLM_AVX2_PATH, ACCLLM_AVX2_NAME, MatMulW2A8Avx2, MatMulW8A8Avx2, MatMulF16Avx2, MatMulF32Avx2,
                                       Kv4Score256, Kv4Accumulate256, F32Score256, F32Accumulate256, ReadSumAvx2};
 
 }  // namespace accllm

@@ -41,7 +41,8 @@ inline __m512 GroupEpilogue(const W2View& w, int tile, int g, __m512i dot, __m51
   return _mm512_fmadd_ps(scales, _mm512_cvtepi32_ps(integer), y);
 }
 
-inline void StoreRows(const W2View& w, int tile, float* out, __m512 y) {
+template <class View>
+inline void StoreRows(const View& w, int tile, float* out, __m512 y) {
   const int valid = w.shape.rows - tile * kW2RowTile;
   const __mmask16 mask = valid >= 16 ? __mmask16(0xffff) : __mmask16((1u << valid) - 1);
   _mm512_mask_storeu_ps(out + tile * kW2RowTile, mask, y);
@@ -190,6 +191,44 @@ void MatMul(const W2View& w, const A8Batch& x, int tile_begin, int tile_end, flo
   }
 }
 
+// W8: one 64-byte load is 16 row lanes x 4 columns. The activations enter biased to unsigned
+// (a + 128), the signed weights as they are, and 128 * sum(q) comes off once per group:
+//   sum q a = sum q (a + 128) - 128 sum q
+template <int NT>
+void W8Tile(const W8View& w, const A8Batch& x, int tile, int t0, float* y, int64_t ldy) {
+  const W8Shape& s = w.shape;
+  const int steps_per_group = s.group_size / 4;
+  const int8_t* codes = w.codes + int64_t{tile} * (s.cols_padded() / 4) * 64;
+  __m512 out[NT];
+  for (int j = 0; j < NT; ++j) out[j] = _mm512_setzero_ps();
+  for (int g = 0; g < s.groups(); ++g) {
+    __m512i dot[NT];
+    for (int j = 0; j < NT; ++j) dot[j] = _mm512_setzero_si512();
+    for (int k = g * steps_per_group; k < (g + 1) * steps_per_group; ++k) {
+      const __m512i v = _mm512_loadu_si512(codes + int64_t{k} * 64);
+      for (int j = 0; j < NT; ++j) {
+        dot[j] = _mm512_dpbusd_epi32(dot[j], BroadcastDword(reinterpret_cast<const int8_t*>(x.biased_codes(t0 + j)) + 4 * k), v);
+      }
+    }
+    const int64_t pi = W2ParamIndex(tile * kW2RowTile, g, s.groups());
+    const __m512i bias = _mm512_slli_epi32(_mm512_loadu_si512(w.sums + pi), 7);
+    const __m512 scales = _mm512_loadu_ps(w.scales + pi);
+    for (int j = 0; j < NT; ++j) out[j] = _mm512_fmadd_ps(scales, _mm512_cvtepi32_ps(_mm512_sub_epi32(dot[j], bias)), out[j]);
+  }
+  for (int j = 0; j < NT; ++j) {
+    StoreRows(w, tile, y + (t0 + j) * ldy, _mm512_mul_ps(out[j], _mm512_set1_ps(x.scale(t0 + j))));
+  }
+}
+
+void MatMulW8A8Avx512(const W8View& w, const A8Batch& x, int tile_begin, int tile_end, float* y, int64_t ldy) {
+  for (int tile = tile_begin; tile < tile_end; ++tile) {
+    int t = 0;
+    for (; t + 8 <= x.tokens(); t += 8) W8Tile<8>(w, x, tile, t, y, ldy);
+    for (; t + 4 <= x.tokens(); t += 4) W8Tile<4>(w, x, tile, t, y, ldy);
+    for (; t < x.tokens(); ++t) W8Tile<1>(w, x, tile, t, y, ldy);
+  }
+}
+
 void MatMulW2A8Avx512(const W2View& w, const A8Batch& x, int tile_begin, int tile_end, float* y, int64_t ldy) {
   if (w.shape.sparse24) {
     MatMul<true>(w, x, tile_begin, tile_end, y, ldy);
@@ -330,7 +369,7 @@ void F32AccumulateAvx512(float* out, const float* p, const float* values, int co
   }
 }
 
-const CpuKernels kAvx512Kernels = {CpuPath::kAvx512, "avx512", MatMulW2A8Avx512, MatMulF16Avx512, MatMulF32Avx512,
+const CpuKernels kAvx512Kernels = {CpuPath::kAvx512, "avx512", MatMulW2A8Avx512, MatMulW8A8Avx512, MatMulF16Avx512, MatMulF32Avx512,
                                    Kv4Score256, Kv4AccumulateAvx512, F32Score256, F32AccumulateAvx512,
                                    ReadSumAvx512};
 

@@ -48,6 +48,26 @@ void MatMulW2A8Scalar(const W2View& w, const A8Batch& x, int tile_begin, int til
   }
 }
 
+void MatMulW8A8Scalar(const W8View& w, const A8Batch& x, int tile_begin, int tile_end, float* y, int64_t ldy) {
+  const W8Shape& s = w.shape;
+  for (int tile = tile_begin; tile < tile_end; ++tile) {
+    for (int lane = 0; lane < kW2RowTile; ++lane) {
+      const int row = tile * kW2RowTile + lane;
+      if (row >= s.rows) break;
+      for (int t = 0; t < x.tokens(); ++t) {
+        const int8_t* a = x.codes(t);
+        float acc = 0.0f;
+        for (int g = 0; g < s.groups(); ++g) {
+          int32_t dot = 0;
+          for (int c = g * s.group_size; c < (g + 1) * s.group_size; ++c) dot += int32_t{w.codes[W8CodeIndex(s, row, c)]} * a[c];
+          acc = std::fma(w.scales[W2ParamIndex(row, g, s.groups())], static_cast<float>(dot), acc);
+        }
+        y[t * ldy + row] = acc * x.scale(t);
+      }
+    }
+  }
+}
+
 void MatMulF16Scalar(const uint16_t* w, int cols, const float* x, int tokens, int64_t ldx, int row_begin,
                      int row_end, float* y, int64_t ldy) {
   for (int r = row_begin; r < row_end; ++r) {
@@ -122,7 +142,7 @@ uint64_t ReadSumScalar(const uint8_t* data, int64_t bytes) {
 
 }  // namespace
 
-const CpuKernels kScalarKernels = {CpuPath::kScalar, "scalar", MatMulW2A8Scalar, MatMulF16Scalar, MatMulF32Scalar,
+const CpuKernels kScalarKernels = {CpuPath::kScalar, "scalar", MatMulW2A8Scalar, MatMulW8A8Scalar, MatMulF16Scalar, MatMulF32Scalar,
                                    Kv4ScoreScalar, Kv4AccumulateScalar, F32ScoreScalar, F32AccumulateScalar, ReadSumScalar};
 
 }  // namespace accllm

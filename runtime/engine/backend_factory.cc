@@ -48,6 +48,10 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const BackendOptions& flags
   options.lambda = LambdaFor(flags);
   options.kv_precision = flags.kv == "f32" ? KvPrecision::kF32 : KvPrecision::kKv4;
   options.kv4_rotation = flags.kv4_rotation;
+  if (flags.classifier != "f16" && flags.classifier != "w8") {
+    return absl::InvalidArgumentError("the classifier precision is f16 or w8, not '" + flags.classifier + "'");
+  }
+  options.w8_classifier = flags.classifier == "w8";
   options.threads = flags.threads;
   options.page_tokens = flags.page_tokens;
   options.kv_pages = flags.kv_pages;

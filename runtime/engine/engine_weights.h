@@ -8,6 +8,7 @@
 
 #include "runtime/model/model.h"
 #include "runtime/quant/w2.h"
+#include "runtime/quant/w8.h"
 
 namespace accllm {
 
@@ -16,6 +17,7 @@ struct LinearWeights {
   const float* f32 = nullptr;     // (out, in), or
   const uint16_t* f16 = nullptr;  // (out, in), or
   std::optional<W2View> w2;
+  std::optional<W8View> w8;       // when set, used instead of f16 (an engine's 8-bit classifier)
 };
 
 struct EngineLayer {

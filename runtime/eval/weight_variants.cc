@@ -14,7 +14,7 @@ EngineWeights PackedWeights(const PackedContents& p) {
   }
   e.rms_final = p.norms.back().data();
   e.classifier = {p.config.vocab_size, p.config.dim, nullptr,
-                  p.config.shared_classifier ? p.embedding.data() : p.classifier.data(), std::nullopt};
+                  p.config.shared_classifier ? p.embedding.data() : p.classifier.data(), std::nullopt, std::nullopt};
   for (const auto& [id, m] : p.linears) {
     LinearWeights& w = LinearOf(e.layers[id.layer], id.kind);
     w.out = m.shape.rows;

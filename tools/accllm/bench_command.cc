@@ -99,12 +99,13 @@ double KernelMacRate(ThreadPool& pool, const CpuKernels& kernels, int group_size
   return best;
 }
 
-int64_t WeightBytesPerToken(const PackedContents& p) {
+int64_t WeightBytesPerToken(const PackedContents& p, bool w8_classifier) {
   int64_t bytes = 0;
   for (const auto& [id, m] : p.linears) {
     bytes += static_cast<int64_t>(m.codes.size() + m.sparse_index.size() + m.zeros.size() + 2 * m.scales.size());
   }
-  return bytes + int64_t{p.config.vocab_size} * p.config.dim * 2;  // fp16 classifier
+  const int64_t classifier = int64_t{p.config.vocab_size} * p.config.dim;
+  return bytes + (w8_classifier ? classifier + classifier / 128 * 8 : 2 * classifier);  // W8: + scale and sum per 128
 }
 
 struct BenchFlags;
@@ -123,6 +124,7 @@ struct BenchFlags {
   int long_window = 256;
   std::string long_points = "1024,8192,65536";
   bool profile = false;
+  std::string classifier = "w8";
 };
 
 // One row of the --profile table: each stage's share of the steps' time.
@@ -197,11 +199,12 @@ int RunBench(const BenchFlags& flags) {
     const auto build_start = Clock::now();
     const PackedContents packed = SynthesizePacked(*config, 1, flags.group_size, flags.sparse);
     const double build_seconds = Seconds(build_start);
-    const int64_t weight_bytes = WeightBytesPerToken(packed);
+    const int64_t weight_bytes = WeightBytesPerToken(packed, flags.classifier == "w8");
     const int max_batch = *std::max_element(batches.begin(), batches.end());
     const int context = 160;
     CpuEngineOptions options;
     options.threads = flags.threads;
+    options.w8_classifier = flags.classifier == "w8";
     options.max_step_tokens = std::max(max_batch, 256);
     options.kv_pages = max_batch * ((context + options.page_tokens - 1) / options.page_tokens + 1) + 64;
     const int64_t rss_before = ResidentBytes();
@@ -329,6 +332,8 @@ void AddBenchCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--long-points", flags->long_points, "Generated-token counts to report in the long run")->capture_default_str();
   cmd->add_flag("!--no-long", flags->long_run, "Skip the long-sequence run");
   cmd->add_flag("--profile", flags->profile, "Also print where the steps' time goes, stage by stage");
+  cmd->add_option("--classifier", flags->classifier, "Classifier precision: w8 (as served by default) or f16")
+      ->check(CLI::IsMember({"f16", "w8"}))->capture_default_str();
   cmd->callback([flags, exit_code] { *exit_code = RunBench(*flags); });
 }
 

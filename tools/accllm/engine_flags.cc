@@ -14,6 +14,10 @@ void AddEngineOptions(CLI::App& cmd, BackendOptions& flags) {
   cmd.add_option("--kv", flags.kv, "KV cache precision for --engine cpu")
       ->check(CLI::IsMember({"f32", "kv4"}))->capture_default_str();
   cmd.add_flag("!--no-kv-rotation", flags.kv4_rotation, "KV4: store heads as they are, not Hadamard-rotated");
+  cmd.add_option("--classifier", flags.classifier,
+                 "Packed models' classifier: w8 (8-bit rows on the integer kernels, quantized at load) or f16 as "
+                 "stored")
+      ->check(CLI::IsMember({"f16", "w8"}))->capture_default_str();
   cmd.add_option("--sinks", flags.sinks, "Λ attention: sink tokens every query sees")->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   cmd.add_option("--window", flags.window, "Λ attention: recent tokens every query sees; 0 = full attention")
