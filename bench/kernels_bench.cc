@@ -68,7 +68,8 @@ void Register() {
         const char* path = p == CpuPath::kScalar     ? "scalar"
                            : p == CpuPath::kAvx2     ? "avx2"
                            : p == CpuPath::kAvx2Vnni ? "avx2-vnni"
-                                                     : "avx512";
+                           : p == CpuPath::kAvx512   ? "avx512"
+                                                     : "amx";
         auto* b = benchmark::RegisterBenchmark(
             (std::string("W2A8/") + s.name + (sparse ? "/sparse24/" : "/dense/") + path).c_str(),
             [=](benchmark::State& st) { BM_MatMulW2A8(st, p, s.rows, s.cols, sparse); });

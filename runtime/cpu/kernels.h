@@ -59,8 +59,9 @@ using F32AccumulateFn = void (*)(float* out, const float* p, const float* values
 // memory read-bandwidth probe that speed is held against.
 using ReadSumFn = uint64_t (*)(const uint8_t* data, int64_t bytes);
 
-enum class CpuPath { kScalar, kAvx2, kAvx2Vnni, kAvx512 };
-inline constexpr CpuPath kAllCpuPaths[] = {CpuPath::kScalar, CpuPath::kAvx2, CpuPath::kAvx2Vnni, CpuPath::kAvx512};
+enum class CpuPath { kScalar, kAvx2, kAvx2Vnni, kAvx512, kAmx };
+inline constexpr CpuPath kAllCpuPaths[] = {CpuPath::kScalar, CpuPath::kAvx2, CpuPath::kAvx2Vnni, CpuPath::kAvx512,
+                                           CpuPath::kAmx};
 
 struct CpuKernels {
   CpuPath path;
@@ -89,8 +90,8 @@ void F32AccumulateScalar(float* out, const float* p, const float* values, int co
 
 absl::StatusOr<const CpuKernels*> KernelsFor(CpuPath path);
 
-// The best kernels this CPU supports, unless $ACCLLM_CPU_PATH (scalar, avx2, avx2-vnni, avx512)
-// forces one.
+// The best kernels this CPU supports, unless $ACCLLM_CPU_PATH (scalar, avx2, avx2-vnni, avx512,
+// amx) forces one.
 // Chosen once per process.
 absl::StatusOr<const CpuKernels*> SelectedKernels();
 
@@ -102,5 +103,6 @@ extern const CpuKernels kAvx2Kernels;
 extern const CpuKernels kAvx2VnniKernels;      // VEX vpdpbusd (AVX-VNNI)
 extern const CpuKernels kAvx2VnniEvexKernels;  // EVEX vpdpbusd on ymm (AVX512-VNNI + VL)
 extern const CpuKernels kAvx512Kernels;
+extern const CpuKernels kAmxKernels;           // kAvx512Kernels with W2 x A8 on AMX-INT8 tiles
 
 }  // namespace accllm
