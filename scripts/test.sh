@@ -17,7 +17,7 @@ scripts/build.sh build -DCMAKE_BUILD_TYPE=Release -DACCLLM_WERROR=ON -DACCLLM_BU
 ctest --test-dir build --output-on-failure --parallel "$jobs"
 
 echo "== the engines again on every kernel path this CPU has (ACCLLM_CPU_PATH)"
-for path in scalar avx2 avx2-vnni avx512; do
+for path in scalar avx2 avx2-vnni avx512 amx; do
   if ACCLLM_CPU_PATH=$path build/tests/accllm_tests --gtest_filter='CpuDispatch*' >/dev/null 2>&1; then
     ACCLLM_CPU_PATH=$path build/tests/accllm_tests --gtest_brief=1 \
       --gtest_filter='CpuEngine*:PackedModel*:Generator*:ReferenceGreedy*'

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "runtime/common/half.h"
+#include "runtime/cpu/thread_pool.h"
 #include "runtime/quant/train/dense_gemm.h"
 #include "runtime/quant/train/layer_backprop.h"
 
@@ -86,6 +87,9 @@ absl::Status RefineBlocks(const Model& model, std::span<const std::vector<int>> 
     layer_slots.push_back(*std::move(slots));
   }
   SetGemmThreads(options.threads);
+  // The seven matrices' updates between products (gradient, Adam step, dequantization) run side
+  // by side: one thread did them while the BLAS threads waited, 14% of the time on 2 cores.
+  ThreadPool pool(options.threads);
 
   // Both models' inputs to the current layer: the fp32 one's and the quantized one's (which
   // reads the fp16 embedding, as served).
@@ -159,11 +163,13 @@ absl::Status RefineBlocks(const Model& model, std::span<const std::vector<int>> 
           epoch_error += SquaredError(y, target[i]);
           LayerBackward(c, w, saved, dy.data(), grads, nullptr);
         }
-        for (std::size_t m = 0; m < trainable.size(); ++m) {
-          trainable[m].AccumulateGradient(*grad_of[m]);
-          trainable[m].Step(options.adam);
-          trainable[m].Dequantize(dense[m]);
-        }
+        pool.ParallelFor(static_cast<int64_t>(trainable.size()), [&](int64_t begin, int64_t end) {
+          for (int64_t m = begin; m < end; ++m) {
+            trainable[m].AccumulateGradient(*grad_of[m]);
+            trainable[m].Step(options.adam);
+            trainable[m].Dequantize(dense[m]);
+          }
+        });
       }
       report.epoch_error.push_back(epoch_error / elements);
     }
