@@ -27,6 +27,9 @@ LlamaConfig TinyConfig(bool shared_classifier);
 std::string ReadFile(const std::filesystem::path& path);
 void WriteFile(const std::filesystem::path& path, const std::string& bytes);
 
+// Fails (once, naming the first element that differs) unless got and want hold the same bits.
+void ExpectSameBits(const std::vector<float>& got, const std::vector<float>& want);
+
 // A fresh directory removed when the object goes away.
 class ScratchDir {
  public:

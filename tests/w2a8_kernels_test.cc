@@ -97,12 +97,7 @@ TEST_P(W2A8KernelTest, AllPathsBitExactAndScalarMatchesDequantizedProduct) {
     const int split = shape.row_tiles() / 2;
     k->matmul_w2a8(m.view(), x, 0, split, got.data(), ldy);
     k->matmul_w2a8(m.view(), x, split, shape.row_tiles(), got.data(), ldy);
-    for (std::size_t i = 0; i < got.size(); ++i) {
-      uint32_t a, b;
-      std::memcpy(&a, &got[i], 4);
-      std::memcpy(&b, &reference[i], 4);
-      ASSERT_EQ(a, b) << "element " << i << ": " << got[i] << " vs " << reference[i];
-    }
+    ::accllm::testing::ExpectSameBits(got, reference);
   }
 }
 
