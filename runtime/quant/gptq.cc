@@ -217,16 +217,13 @@ absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape&
   W2Matrix m(shape);
   const bool static_groups = !hessian.order.empty();
   const auto column = [&](int i) { return static_groups ? hessian.order[i] : i; };
-  // Rows in blocks: each step i reads row i of U (up to 1536 doubles) once for the block's rows,
-  // not once per row; every row's own arithmetic is unchanged.
-  constexpr int kRowBlock = 8;
   const auto quantize_rows = [&](int64_t begin, int64_t end) {
-    // Per row of the block, in the order columns are quantized.
-    std::vector<std::vector<double>> work(kRowBlock, std::vector<double>(n));
-    std::vector<std::vector<uint8_t>> codes(kRowBlock, std::vector<uint8_t>(n));
-    std::vector<std::vector<W2GroupParams>> params(kRowBlock, std::vector<W2GroupParams>(shape.groups()));
+    std::vector<double> work(n);  // in the order columns are quantized
+    std::vector<uint8_t> codes(n);
     std::vector<float> values, importance;
+    std::vector<W2GroupParams> params(shape.groups());
     // Rows whose scales are refit together, once their codes are chosen.
+    constexpr std::size_t kRefitBlock = 8;
     std::vector<RowToRefit> pending;
     std::vector<std::vector<double>> a, b;
     const auto refit_pending = [&] {
@@ -235,7 +232,7 @@ absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape&
       for (std::size_t k = 0; k < pending.size(); ++k) RefitRowScales(m, pending[k], a[k], b[k]);
       pending.clear();
     };
-    const auto choose = [&](int r, int g, std::vector<W2GroupParams>& row_params, const auto& value_of) {
+    const auto choose = [&](int r, int g, const auto& value_of) {
       values.clear();
       importance.clear();
       for (int c = g * shape.group_size; c < std::min(n, (g + 1) * shape.group_size); ++c) {
@@ -244,63 +241,51 @@ absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape&
           importance.push_back(hessian.importance[c]);
         }
       }
-      row_params[g] = ChooseW2Params(values, importance);
-      SetW2Params(m, r, g, row_params[g]);
+      params[g] = ChooseW2Params(values, importance);
+      SetW2Params(m, r, g, params[g]);
     };
-    for (int64_t r0 = begin; r0 < end; r0 += kRowBlock) {
-      const int block = static_cast<int>(std::min<int64_t>(kRowBlock, end - r0));
-      for (int k = 0; k < block; ++k) {
-        const int r = static_cast<int>(r0) + k;
-        const float* wr = w.data() + static_cast<std::size_t>(r) * n;
-        for (int i = 0; i < n; ++i) work[k][i] = hessian.dead[column(i)] ? 0.0 : wr[column(i)];
-        if (static_groups) {
-          for (int g = 0; g < shape.groups(); ++g) choose(r, g, params[k], [&](int c) { return hessian.dead[c] ? 0.0f : wr[c]; });
-        }
+    for (int64_t row = begin; row < end; ++row) {
+      const int r = static_cast<int>(row);
+      const float* wr = w.data() + static_cast<std::size_t>(r) * n;
+      const uint8_t* row_keep = keep.empty() ? nullptr : keep.data() + static_cast<std::size_t>(r) * n;
+      for (int i = 0; i < n; ++i) work[i] = hessian.dead[column(i)] ? 0.0 : wr[column(i)];
+      if (static_groups) {
+        for (int g = 0; g < shape.groups(); ++g) choose(r, g, [&](int c) { return hessian.dead[c] ? 0.0f : wr[c]; });
       }
       for (int i = 0; i < n; ++i) {
         const int j = column(i), g = j / shape.group_size;
-        const double* u = hessian.upper.data() + static_cast<std::size_t>(i) * n;
-        for (int k = 0; k < block; ++k) {
-          const int r = static_cast<int>(r0) + k;
-          std::vector<double>& row_work = work[k];
-          std::vector<W2GroupParams>& row_params = params[k];
-          const uint8_t* row_keep = keep.empty() ? nullptr : keep.data() + static_cast<std::size_t>(r) * n;
-          // Column order: a group's parameters come from its weights as updated so far (i == j).
-          if (!static_groups && j % shape.group_size == 0) choose(r, g, row_params, [&](int c) { return row_work[c]; });
-          double quantized = 0.0;
-          codes[k][j] = kNoCode;
-          float* position = positions.empty() ? nullptr : &positions[static_cast<std::size_t>(r) * n + j];
-          if (position != nullptr) *position = 0.0f;
-          if (row_keep == nullptr || row_keep[j]) {
-            const uint8_t code = QuantizeW2Value(static_cast<float>(row_work[i]), row_params[g]);
-            if (position != nullptr) *position = static_cast<float>(row_work[i] / row_params[g].scale);
-            codes[k][j] = code;
-            quantized = DequantizeW2Value(code, row_params[g]);
-            if (shape.sparse24) {
-              int slot = 0;  // kept weights before j in its group of 4
-              for (int c = j / 4 * 4; c < j; ++c) slot += row_keep[c];
-              SetW2Code(m, r, 2 * (j / 4) + slot, code, static_cast<uint8_t>(j % 4));
-            } else {
-              SetW2Code(m, r, j, code);
-            }
+        // Column order: a group's parameters come from its weights as updated so far (i == j).
+        if (!static_groups && j % shape.group_size == 0) choose(r, g, [&](int c) { return work[c]; });
+        double quantized = 0.0;
+        codes[j] = kNoCode;
+        float* position = positions.empty() ? nullptr : &positions[static_cast<std::size_t>(r) * n + j];
+        if (position != nullptr) *position = 0.0f;
+        if (row_keep == nullptr || row_keep[j]) {
+          const uint8_t code = QuantizeW2Value(static_cast<float>(work[i]), params[g]);
+          if (position != nullptr) *position = static_cast<float>(work[i] / params[g].scale);
+          codes[j] = code;
+          quantized = DequantizeW2Value(code, params[g]);
+          if (shape.sparse24) {
+            int slot = 0;  // kept weights before j in its group of 4
+            for (int c = j / 4 * 4; c < j; ++c) slot += row_keep[c];
+            SetW2Code(m, r, 2 * (j / 4) + slot, code, static_cast<uint8_t>(j % 4));
+          } else {
+            SetW2Code(m, r, j, code);
           }
-          const double err = (row_work[i] - quantized) / u[i];
-          double* rest = row_work.data();
-          for (int c = i + 1; c < n; ++c) rest[c] -= err * u[c];
-          rest[i] = quantized;
         }
+        const double* u = hessian.upper.data() + static_cast<std::size_t>(i) * n;
+        const double err = (work[i] - quantized) / u[i];
+        for (int k = i + 1; k < n; ++k) work[k] -= err * u[k];
+        work[i] = quantized;
       }
-      if (hessian.gram.empty()) continue;
-      for (int k = 0; k < block; ++k) {
-        const int r = static_cast<int>(r0) + k;
-        const float* wr = w.data() + static_cast<std::size_t>(r) * n;
-        RowToRefit& row = pending.emplace_back(RowToRefit{r, std::vector<float>(n), codes[k], params[k]});
-        for (int c = 0; c < n; ++c) row.w[c] = hessian.dead[c] ? 0.0f : wr[c];
+      if (!hessian.gram.empty()) {
+        RowToRefit& row_to_refit = pending.emplace_back(RowToRefit{r, std::vector<float>(n), codes, params});
+        for (int j = 0; j < n; ++j) row_to_refit.w[j] = hessian.dead[j] ? 0.0f : wr[j];
+        if (pending.size() == kRefitBlock) refit_pending();
       }
-      refit_pending();
     }
+    refit_pending();
   };
-
   if (pool != nullptr) {
     pool->ParallelFor(rows, quantize_rows);
   } else {
