@@ -98,66 +98,39 @@ absl::StatusOr<GptqHessian> PrepareGptqHessian(std::span<const double> gram, int
 
 namespace {
 
-// Refits a row's group scales s (zeros and codes fixed) to the least (w - C s)^T H (w - C s),
-// where column g of C holds each code's level (W2Level) on group g's kept columns: a G x G
-// least-squares problem, A s = b with A = C^T H C and b = C^T H w. `codes` holds the row's code
-// per column (kNoCode for pruned ones).
+// Refits row r's group scales s (zeros and codes fixed) to the least (w - C s)^T H (w - C s),
+// where column g of C holds each code's level (W2Level) on group g's kept columns: a G x G least-squares
+// problem. `codes` holds the row's code per column (kNoCode for pruned ones).
 constexpr uint8_t kNoCode = 255;
-
-// One row's codes, parameters and the weights they came from (dead inputs zeroed).
-struct RowToRefit {
-  int r = 0;
-  std::vector<float> w;
-  std::vector<uint8_t> codes;
-  std::vector<W2GroupParams> params;
-};
-
-// Builds A and b for a block of rows. Each Gram row is read once for the whole block (it is up
-// to 1536 x 1536 floats: read per row, the refit was a pass over memory per row); the sums run
-// in the same order as for one row alone.
-void RowSystems(std::span<const RowToRefit> rows, int group, int groups, const GptqHessian& hessian,
-                std::vector<std::vector<double>>& a, std::vector<std::vector<double>>& b) {
-  const int n = hessian.n;
-  const std::size_t count = rows.size();
-  std::vector<std::vector<double>> c(count, std::vector<double>(n, 0.0)), hw(count, std::vector<double>(n, 0.0));
-  std::vector<std::vector<double>> v(count, std::vector<double>(static_cast<std::size_t>(n) * groups, 0.0));  // (H C)[i][g]
-  for (std::size_t k = 0; k < count; ++k) {
-    for (int j = 0; j < n; ++j) {
-      if (rows[k].codes[j] != kNoCode) c[k][j] = W2Level(rows[k].codes[j], rows[k].params[j / group].zero);
-    }
+void RefitRowScales(W2Matrix& m, int r, std::span<const float> w_row, std::span<const uint8_t> codes,
+                    std::span<const W2GroupParams> params, const GptqHessian& hessian) {
+  const int n = hessian.n, group = m.shape.group_size, groups = m.shape.groups();
+  const auto h = [&](int i, int j) { return static_cast<double>(hessian.gram[static_cast<std::size_t>(i) * n + j]); };
+  std::vector<double> c(n, 0.0), hw(n, 0.0);
+  for (int j = 0; j < n; ++j) {
+    if (codes[j] != kNoCode) c[j] = W2Level(codes[j], params[j / group].zero);
   }
   for (int i = 0; i < n; ++i) {
-    const float* h = hessian.gram.data() + static_cast<std::size_t>(i) * n;
-    for (std::size_t k = 0; k < count; ++k) {
+    double sum = 0;
+    for (int j = 0; j < n; ++j) sum += h(i, j) * w_row[j];
+    hw[i] = sum;
+  }
+  // A = C^T H C, b = C^T H w.
+  std::vector<double> a(static_cast<std::size_t>(groups) * groups, 0.0), b(groups, 0.0), v(n);
+  for (int g = 0; g < groups; ++g) {
+    const int begin = g * group, end = std::min(n, begin + group);
+    for (int i = 0; i < n; ++i) {
       double sum = 0;
-      for (int j = 0; j < n; ++j) sum += static_cast<double>(h[j]) * rows[k].w[j];
-      hw[k][i] = sum;
-      for (int g = 0; g < groups; ++g) {
-        double sum_g = 0;
-        for (int j = g * group; j < std::min(n, (g + 1) * group); ++j) sum_g += static_cast<double>(h[j]) * c[k][j];
-        v[k][static_cast<std::size_t>(i) * groups + g] = sum_g;
-      }
+      for (int j = begin; j < end; ++j) sum += h(i, j) * c[j];
+      v[i] = sum;
     }
-  }
-  a.assign(count, std::vector<double>(static_cast<std::size_t>(groups) * groups, 0.0));
-  b.assign(count, std::vector<double>(groups, 0.0));
-  for (std::size_t k = 0; k < count; ++k) {
-    for (int g = 0; g < groups; ++g) {
-      for (int kk = 0; kk < groups; ++kk) {
-        double sum = 0;
-        for (int i = kk * group; i < std::min(n, (kk + 1) * group); ++i) sum += c[k][i] * v[k][static_cast<std::size_t>(i) * groups + g];
-        a[k][static_cast<std::size_t>(kk) * groups + g] = sum;
-      }
-      for (int i = g * group; i < std::min(n, (g + 1) * group); ++i) b[k][g] += c[k][i] * hw[k][i];
+    for (int k = 0; k < groups; ++k) {
+      double sum = 0;
+      for (int i = k * group; i < std::min(n, (k + 1) * group); ++i) sum += c[i] * v[i];
+      a[static_cast<std::size_t>(k) * groups + g] = sum;
     }
+    for (int i = begin; i < end; ++i) b[g] += c[i] * hw[i];
   }
-}
-
-// Solves one row's system and keeps the new scales where they lower the error after fp16
-// rounding.
-void RefitRowScales(W2Matrix& m, const RowToRefit& row, std::span<const double> a, std::span<const double> b) {
-  const int groups = m.shape.groups();
-  const std::span<const W2GroupParams> params = row.params;
   // The error, up to the constant w^T H w, for scales s.
   const auto error = [&](std::span<const double> s) {
     double e = 0;
@@ -168,14 +141,14 @@ void RefitRowScales(W2Matrix& m, const RowToRefit& row, std::span<const double> 
     }
     return e;
   };
-  std::vector<double> old_s(groups), chol(a.begin(), a.end());
+  std::vector<double> old_s(groups), chol = a;
   for (int g = 0; g < groups; ++g) old_s[g] = params[g].scale;
   double trace = 0;
   for (int g = 0; g < groups; ++g) trace += a[static_cast<std::size_t>(g) * groups + g];
   for (int g = 0; g < groups; ++g) chol[static_cast<std::size_t>(g) * groups + g] += 1e-9 * trace / groups + 1e-30;
   if (!Cholesky(chol, groups)) return;
   // Solve L L^T s = b (Cholesky leaves L in the lower triangle).
-  std::vector<double> s_new(b.begin(), b.end());
+  std::vector<double> s_new(b);
   for (int i = 0; i < groups; ++i) {
     for (int k = 0; k < i; ++k) s_new[i] -= chol[static_cast<std::size_t>(i) * groups + k] * s_new[k];
     s_new[i] /= chol[static_cast<std::size_t>(i) * groups + i];
@@ -191,7 +164,7 @@ void RefitRowScales(W2Matrix& m, const RowToRefit& row, std::span<const double> 
     if (!std::isfinite(s_new[g]) || s_new[g] <= 0) return;
   }
   if (error(s_new) >= error(old_s)) return;
-  for (int g = 0; g < groups; ++g) SetW2Params(m, row.r, g, {static_cast<float>(s_new[g]), params[g].zero});
+  for (int g = 0; g < groups; ++g) SetW2Params(m, r, g, {static_cast<float>(s_new[g]), params[g].zero});
 }
 
 }  // namespace
@@ -220,18 +193,9 @@ absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape&
   const auto quantize_rows = [&](int64_t begin, int64_t end) {
     std::vector<double> work(n);  // in the order columns are quantized
     std::vector<uint8_t> codes(n);
+    std::vector<float> row_in(n);
     std::vector<float> values, importance;
     std::vector<W2GroupParams> params(shape.groups());
-    // Rows whose scales are refit together, once their codes are chosen.
-    constexpr std::size_t kRefitBlock = 8;
-    std::vector<RowToRefit> pending;
-    std::vector<std::vector<double>> a, b;
-    const auto refit_pending = [&] {
-      if (pending.empty()) return;
-      RowSystems(pending, shape.group_size, shape.groups(), hessian, a, b);
-      for (std::size_t k = 0; k < pending.size(); ++k) RefitRowScales(m, pending[k], a[k], b[k]);
-      pending.clear();
-    };
     const auto choose = [&](int r, int g, const auto& value_of) {
       values.clear();
       importance.clear();
@@ -279,12 +243,10 @@ absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape&
         work[i] = quantized;
       }
       if (!hessian.gram.empty()) {
-        RowToRefit& row_to_refit = pending.emplace_back(RowToRefit{r, std::vector<float>(n), codes, params});
-        for (int j = 0; j < n; ++j) row_to_refit.w[j] = hessian.dead[j] ? 0.0f : wr[j];
-        if (pending.size() == kRefitBlock) refit_pending();
+        for (int j = 0; j < n; ++j) row_in[j] = hessian.dead[j] ? 0.0f : wr[j];
+        RefitRowScales(m, r, row_in, codes, params, hessian);
       }
     }
-    refit_pending();
   };
   if (pool != nullptr) {
     pool->ParallelFor(rows, quantize_rows);
