@@ -20,7 +20,6 @@ namespace {
 // Inputs per W8 classifier scale: the W2 layers' group, so the A8 input has the same form.
 constexpr int kW8ClassifierGroup = 128;
 
-
 // In-place A8 round trip of one vector (what the W2 kernels see, as floats).
 void FakeQuantizeA8(float* x, int n) {
   float amax = 0.0f;

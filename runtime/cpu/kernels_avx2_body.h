@@ -7,7 +7,6 @@
 // A 64-byte W2 sub-block is two 32-byte halves of 8 row lanes each.
 #include <immintrin.h>
 
-#include <algorithm>
 #include <cstring>
 
 #include "runtime/cpu/kernels.h"
@@ -51,7 +50,8 @@ inline __m256 GroupEpilogue(const W2View& w, int tile, int half, int g, __m256i 
   return _mm256_fmadd_ps(scales, _mm256_cvtepi32_ps(integer), y);
 }
 
-inline void StoreRows(const W2View& w, int tile, int half, float* out, __m256 y) {
+template <class View>  // W2View or W8View
+inline void StoreRows(const View& w, int tile, int half, float* out, __m256 y) {
   const int first = tile * kW2RowTile + 8 * half;
   const int valid = w.shape.rows - first;
   if (valid >= 8) {
@@ -190,13 +190,7 @@ void W8Half(const W8View& w, const A8Batch& x, int tile, int half, int t0, float
     const __m256 scales = _mm256_loadu_ps(w.scales + W2ParamIndex(tile * kW2RowTile, g, s.groups()) + 8 * half);
     for (int j = 0; j < NT; ++j) out[j] = _mm256_fmadd_ps(scales, _mm256_cvtepi32_ps(dot[j]), out[j]);
   }
-  const int first = tile * kW2RowTile + 8 * half;
-  const int valid = std::min(8, s.rows - first);
-  for (int j = 0; j < NT; ++j) {
-    alignas(32) float lanes[8];
-    _mm256_store_ps(lanes, _mm256_mul_ps(out[j], _mm256_set1_ps(x.scale(t0 + j))));
-    std::memcpy(y + (t0 + j) * ldy + first, lanes, sizeof(float) * valid);
-  }
+  for (int j = 0; j < NT; ++j) StoreRows(w, tile, half, y + (t0 + j) * ldy, _mm256_mul_ps(out[j], _mm256_set1_ps(x.scale(t0 + j))));
 }
 
 void MatMulW8A8Avx2(const W8View& w, const A8Batch& x, int tile_begin, int tile_end, float* y, int64_t ldy) {
