@@ -168,17 +168,21 @@ TEST(CliTest, EvalPrintsBothTables) {
   ASSERT_GE(stories.size(), 2u);
   ::accllm::testing::WriteFile(dir / "two.txt", stories[0] + "\n" + stories[1] + "\n");
   const std::string text = Quote(dir / "two.txt");
-  const RunResult r = RunCli("eval -m " + Quote(RequireModelFile("stories260K.bin")) + " --text " + text +
-                             " --calibration-lines 0:1 --eval-lines 1:2 --group-size 32 --bucket 128");
+  const std::string common = "eval -m " + Quote(RequireModelFile("stories260K.bin")) + " -f " + text + " --calibration " +
+                             text + " -c 64 --chunks 2 --group-size 32 --window 32 --kivi-group 16";
+  const RunResult r = RunCli(common + " --long-tokens 256 --bucket 128");
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_THAT(r.out, HasSubstr("| fp32 (reference precision, full attention) |"));
-  EXPECT_THAT(r.out, HasSubstr("| +W2 GPTQ |"));
-  EXPECT_THAT(r.out, HasSubstr("| all: Λ + 2:4 + W2 GPTQ + A8 + KV4 (integer kernels) |"));
-  EXPECT_THAT(r.out, HasSubstr("| 0-127 |"));
-  const RunResult bad = RunCli("eval -m " + Quote(RequireModelFile("stories260K.bin")) + " --text " + text +
-                               " --eval-lines 5");
+  EXPECT_THAT(r.out, HasSubstr("| fp32 | 32 |"));
+  EXPECT_THAT(r.out, HasSubstr("| +W2 rotated residual + GPTQ (`quantize --no-block-ap`) |"));
+  EXPECT_THAT(r.out, HasSubstr("| +KV4 KIVI: keys per channel in groups of 16 tokens"));
+  EXPECT_THAT(r.out, HasSubstr("| served, GPTQ: W2A8KV4 + Λ (4 sinks, window 32) (integer kernels) |"));
+  EXPECT_THAT(r.out, HasSubstr("| 128-255 |"));
+  const RunResult bad = RunCli(common + " --calibration-lines 5");
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_THAT(bad.err, HasSubstr("bad line range"));
+  const RunResult not_packed = RunCli(common + " --quantized " + Quote(RequireModelFile("stories260K.bin")));
+  EXPECT_NE(not_packed.exit_code, 0);
+  EXPECT_THAT(not_packed.err, HasSubstr("is not a packed model"));
 }
 
 TEST(CliTest, BenchProfilesEveryStage) {

@@ -6,6 +6,7 @@
 #include "gmock/gmock.h"
 #include "runtime/eval/weight_variants.h"
 #include "runtime/generate/generator.h"
+#include "runtime/kv/kivi_simulation.h"
 #include "runtime/model/load_model.h"
 #include "runtime/model/packed_model.h"
 #include "runtime/quant/quantize_model.h"
@@ -189,6 +190,77 @@ TEST_F(CpuEngineTest, Kv4StaysCloseToF32AndRotationHelps) {
   EXPECT_GE(rotated_agree, kKv4MinArgmaxAgreement);
   EXPECT_LT(rotated_error, plain_error);
   EXPECT_GE(rotated_agree, plain_agree);
+}
+
+// KIVI simulated on the fp32 cache: a query sees its own (open) group exact and earlier groups
+// quantized, so the first group's logits are fp32's bits and later ones are not.
+TEST_F(CpuEngineTest, KiviSimulationQuantizesOnlyCompletedGroups) {
+  CpuEngineOptions options = Exact();
+  options.max_step_tokens = 8;
+  auto f32 = Engine(options);
+  options.kivi_group = 8;
+  auto kivi = Engine(options);
+  options.kivi_exact_open_group = false;
+  auto kivi_quantized_open = Engine(options);
+  ASSERT_OK_AND_ASSIGN(std::vector<int> tokens,
+                       tokenizer_->Encode("Once upon a time, there was a little girl named Lily. She loved to play", true));
+  ASSERT_GE(tokens.size(), 16u);
+  tokens.resize(16);
+  const auto reference = PrefillLogits(*f32, tokens, 1);
+  const auto simulated = PrefillLogits(*kivi, tokens, 1);
+  const auto quantized_open = PrefillLogits(*kivi_quantized_open, tokens, 1);
+  for (int t = 0; t < 8; ++t) {
+    EXPECT_EQ(simulated[t], reference[t]) << "position " << t << " sees only its open group";
+    EXPECT_NE(quantized_open[t], reference[t]) << "position " << t;
+  }
+  for (int t = 8; t < 16; ++t) EXPECT_NE(simulated[t], reference[t]) << "position " << t << " sees a quantized group";
+
+  options = Exact();
+  options.kivi_group = 8;
+  options.kv_precision = KvPrecision::kKv4;
+  EXPECT_EQ(CpuEngine::Create(EngineWeightsFromModel(*model_), options).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  options.kv_precision = KvPrecision::kF32;
+  options.kivi_group = 7;
+  EXPECT_EQ(CpuEngine::Create(EngineWeightsFromModel(*model_), options).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  options.kivi_group = 64;
+  options.lambda = {4, 32};
+  EXPECT_EQ(CpuEngine::Create(EngineWeightsFromModel(*model_), options).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// Per-channel keys: one outlier channel costs the other channels nothing, where a per-token
+// group stretches every token's scale over it.
+TEST(KiviSimulationTest, PerChannelKeysIsolateAnOutlierChannel) {
+  LlamaConfig config;
+  config.dim = 16;
+  config.n_heads = 1;
+  config.n_kv_heads = 1;
+  config.n_layers = 1;
+  KvStorage kv(config, /*pages=*/1, /*page_tokens=*/8, KvPrecision::kF32);
+  std::vector<float> keys(8 * 16);
+  for (int t = 0; t < 8; ++t) {
+    for (int d = 0; d < 16; ++d) keys[t * 16 + d] = d == 3 ? 100.0f + t : std::sin(0.7f * t + d);
+  }
+  std::vector<int64_t> vectors;
+  for (int t = 0; t < 8; ++t) {
+    kv.WriteHead(0, 0, t, 0, &keys[t * 16], &keys[t * 16]);
+    vectors.push_back(kv.VectorIndex(0, 0, 0, t));
+  }
+  RoundTripKiviGroup(kv, vectors, 16, /*values_too=*/true);
+  const auto* k = reinterpret_cast<const float*>(kv.region(KvRegion::kKeyCodes));
+  const auto* v = reinterpret_cast<const float*>(kv.region(KvRegion::kValueCodes));
+  double key_error = 0, value_error = 0;
+  for (int t = 0; t < 8; ++t) {
+    for (int d = 0; d < 16; ++d) {
+      if (d == 3) continue;
+      key_error = std::max<double>(key_error, std::abs(k[t * 16 + d] - keys[t * 16 + d]));
+      value_error = std::max<double>(value_error, std::abs(v[t * 16 + d] - keys[t * 16 + d]));
+    }
+  }
+  EXPECT_LT(key_error, 2.0 / 15) << "a channel's own range (about 2) in 15 steps";
+  EXPECT_GT(value_error, 1.0) << "values are per token: the outlier sets every token's step";
 }
 
 TEST_F(CpuEngineTest, RefusesWhenPagesRunOutAndBadInput) {

@@ -13,6 +13,7 @@
 #include "runtime/common/round.h"
 #include "runtime/common/status_macros.h"
 #include "runtime/cpu/cpu_attention.h"
+#include "runtime/kv/kivi_simulation.h"
 
 namespace accllm {
 namespace {
@@ -41,6 +42,15 @@ absl::StatusOr<std::unique_ptr<CpuEngine>> CpuEngine::Create(EngineWeights weigh
                                                    options.lambda.window));
   }
   if (weights.config.head_size() % 2 != 0) return absl::InvalidArgumentError("head size must be even for KV4");
+  if (options.kivi_group != 0) {
+    const int g = options.kivi_group;
+    if (options.kv_precision != KvPrecision::kF32 || g < 2 || g % 2 != 0 ||
+        (options.lambda.window > 0 && options.lambda.window < g)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the KIVI simulation needs an fp32 cache, an even group of at least 2 tokens and a Λ window no "
+          "shorter than the group (group ", g, ", window ", options.lambda.window, ")"));
+    }
+  }
   const CpuKernels* kernels = options.kernels;
   if (kernels == nullptr) {
     ASSIGN_OR_RETURN(kernels, SelectedKernels());
@@ -90,6 +100,27 @@ CpuEngine::CpuEngine(EngineWeights weights, const CpuEngineOptions& options, con
   token_runs_.resize(n);
   token_sink_runs_.resize(n);
   token_seq_.resize(n);
+}
+
+void CpuEngine::RoundTripCompletedKiviGroups(int layer, int n) {
+  const LlamaConfig& c = weights_.config;
+  const int g = options_.kivi_group;
+  std::vector<int> completing;  // tokens whose position ends a group
+  for (int t = 0; t < n; ++t) {
+    if ((positions_[t] + 1) % g == 0) completing.push_back(t);
+  }
+  pool_threads_.ParallelFor(static_cast<int64_t>(completing.size()) * c.n_kv_heads, [&](int64_t begin, int64_t end) {
+    std::vector<int64_t> vectors(g);
+    for (int64_t item = begin; item < end; ++item) {
+      const int t = completing[item / c.n_kv_heads], h = static_cast<int>(item % c.n_kv_heads);
+      const int64_t first = positions_[t] + 1 - g;
+      for (int i = 0; i < g; ++i) {
+        const int64_t p = first + i;
+        vectors[i] = kv_.VectorIndex(layer, token_seq_[t]->PageOf(p), h, static_cast<int>(p % options_.page_tokens));
+      }
+      RoundTripKiviGroup(kv_, vectors, c.head_size(), options_.kivi_exact_open_group);
+    }
+  });
 }
 
 std::string CpuEngine::name() const {
@@ -377,12 +408,17 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
           Hadamard(k, hs);
           Hadamard(v, hs);
         }
+        if (options_.kivi_group > 0 && !options_.kivi_exact_open_group) {
+          RoundTripKv4({k, static_cast<std::size_t>(hs)});
+          RoundTripKv4({v, static_cast<std::size_t>(hs)});
+        }
         kv_.WriteHead(l, token_seq_[t]->PageOf(positions_[t]), static_cast<int>(positions_[t] % options_.page_tokens), h,
                       k, v);
       }
     });
     stage_clock_.Mark(StepStage::kRopeKvWrite);
     Attention(l, n);
+    if (options_.kivi_group > 0) RoundTripCompletedKiviGroups(l, n);
     maybe_fake_a8(att_.data(), c.dim);
     observe(l, ForwardObserver::Input::kAttentionOutput, att_.data(), c.dim);
     LinearInput wo_in{att_.data(), n, c.dim, kAttentionOutput};

@@ -41,6 +41,10 @@ struct CpuEngineOptions {
   // Round-trip the inputs of fp32 linear layers through A8 (to measure A8's effect on quality
   // with fp32 weights). W2 layers always take A8 inputs.
   bool fake_quantize_activations = false;
+  // Measurement only (accllm eval): with an fp32 cache, simulate KIVI's KV4 format in groups of
+  // this many tokens (runtime/kv/kivi_simulation.h). 0: off.
+  int kivi_group = 0;
+  bool kivi_exact_open_group = true;  // false: the open group stored per token in KV4
   // Serve an fp16 classifier (packed models) as W8 (8-bit rows, one scale per 128 inputs) on
   // the integer kernels, quantized when the engine is created. fp32 classifiers stay as they are.
   bool w8_classifier = false;
@@ -129,6 +133,8 @@ class CpuEngine final : public Backend {
   void PlanPageRuns(int n);
   void Attention(int layer, int n);
   void BuildAttentionBatch(int layer, int n);
+  // After a layer's attention: the KIVI round trip of every group the step completed.
+  void RoundTripCompletedKiviGroups(int layer, int n);
   // fn(t) for every token t < n, spread over the thread pool.
   void PerToken(int n, const std::function<void(int)>& fn);
 

@@ -89,20 +89,27 @@ absl::StatusOr<PerplexityResult> Perplexity(Backend& backend, std::span<const in
   PerplexityResult result;
   if (sequence.size() < 2) return result;
   const std::unique_ptr<SequenceKv> seq = backend.NewSequence();
-  std::vector<float> logits(static_cast<std::size_t>(backend.config().vocab_size));
-  SequenceKv* const seqs[] = {seq.get()};
-  for (std::size_t i = 0; i + 1 < sequence.size(); ++i) {
-    RETURN_IF_ERROR(backend.Decode(seqs, sequence.subspan(i, 1), logits));
-    const double nll = NegativeLogLikelihood(logits, sequence[i + 1]);
-    const std::size_t bucket = (i + 1) / bucket_size;
-    if (result.bucket_nll.size() <= bucket) {
-      result.bucket_nll.resize(bucket + 1, 0.0);
-      result.bucket_tokens.resize(bucket + 1, 0);
+  const std::size_t vocab = static_cast<std::size_t>(backend.config().vocab_size);
+  const std::size_t step = static_cast<std::size_t>(backend.max_step_tokens());
+  std::vector<float> logits(step * vocab);
+  // Every position but the last predicts the next token, a prefill step at a time.
+  for (std::size_t begin = 0; begin + 1 < sequence.size(); begin += step) {
+    const std::size_t count = std::min(step, sequence.size() - 1 - begin);
+    RETURN_IF_ERROR(backend.PrefillEveryLogit(*seq, sequence.subspan(begin, count),
+                                              std::span<float>(logits).first(count * vocab)));
+    for (std::size_t j = 0; j < count; ++j) {
+      const std::size_t i = begin + j;
+      const double nll = NegativeLogLikelihood(std::span<const float>(logits).subspan(j * vocab, vocab), sequence[i + 1]);
+      const std::size_t bucket = (i + 1) / bucket_size;
+      if (result.bucket_nll.size() <= bucket) {
+        result.bucket_nll.resize(bucket + 1, 0.0);
+        result.bucket_tokens.resize(bucket + 1, 0);
+      }
+      result.bucket_nll[bucket] += nll;
+      result.bucket_tokens[bucket] += 1;
+      result.nll += nll;
+      result.tokens += 1;
     }
-    result.bucket_nll[bucket] += nll;
-    result.bucket_tokens[bucket] += 1;
-    result.nll += nll;
-    result.tokens += 1;
   }
   return result;
 }

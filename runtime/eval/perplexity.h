@@ -22,7 +22,8 @@ struct PerplexityResult {
   void Add(const PerplexityResult& other);
 };
 
-// Scores each token of `sequence` after the first given its prefix, one decode step at a time.
+// Scores each token of `sequence` after the first given its prefix, as one sequence fed in prefill
+// steps of the backend's largest size.
 absl::StatusOr<PerplexityResult> Perplexity(Backend& backend, std::span<const int> sequence, int bucket_size);
 
 // llama.cpp's `llama-perplexity` convention, the one its users compare by: the whole text

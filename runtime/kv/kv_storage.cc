@@ -70,11 +70,11 @@ void KvStorage::WriteHead(int layer, int page, int slot, int head, const float* 
   const int64_t vector = VectorIndex(layer, page, head, slot);
   for (int part = 0; part < 2; ++part) {
     const float* x = part == 0 ? k : v;
-    std::byte* codes = Region(part == 0 ? KvRegion::kKeyCodes : KvRegion::kValueCodes);
+    std::byte* codes = mutable_region(part == 0 ? KvRegion::kKeyCodes : KvRegion::kValueCodes);
     if (precision_ == KvPrecision::kF32) {
       std::memcpy(codes + vector * head_size_ * 4, x, head_size_ * sizeof(float));
     } else {
-      auto* params = reinterpret_cast<Kv4Params*>(Region(part == 0 ? KvRegion::kKeyParams : KvRegion::kValueParams));
+      auto* params = reinterpret_cast<Kv4Params*>(mutable_region(part == 0 ? KvRegion::kKeyParams : KvRegion::kValueParams));
       params[vector] = QuantizeKv4({x, static_cast<std::size_t>(head_size_)},
                                    reinterpret_cast<uint8_t*>(codes) + vector * (head_size_ / 2));
     }

@@ -57,6 +57,7 @@ class KvStorage {
   }
   // Base of a region (see the layout above).
   const std::byte* region(KvRegion r) const { return regions_[static_cast<int>(r)]; }
+  std::byte* mutable_region(KvRegion r) { return regions_[static_cast<int>(r)]; }
 
   KvPrecision precision() const { return precision_; }
   int pages() const { return pages_; }
@@ -66,7 +67,6 @@ class KvStorage {
   bool ok() const { return ok_; }
 
  private:
-  std::byte* Region(KvRegion r) { return regions_[static_cast<int>(r)]; }
   int64_t vector_bytes(KvRegion r) const;
 
   KvPrecision precision_;

@@ -1,16 +1,25 @@
-// accllm eval: perplexity with the compression steps switched on one at a time, then together,
-// and the long-context curve (full attention against Λ) on text longer than the trained context.
+// accllm eval: perplexity with the compression steps switched on one at a time over fp32, then
+// together in the served format, each scored in llama-perplexity's convention (the figures of
+// docs/QUALITY.md); then the long-context curve (full attention against Λ) on a stretch of the
+// text longer than the trained context.
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <functional>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "runtime/common/hadamard.h"
+#include "runtime/common/status_macros.h"
 #include "runtime/cpu/cpu_engine.h"
 #include "runtime/eval/corpus.h"
 #include "runtime/eval/perplexity.h"
 #include "runtime/eval/weight_variants.h"
+#include "runtime/io/mapped_file.h"
 #include "runtime/model/load_model.h"
 #include "runtime/quant/quantize_model.h"
+#include "runtime/quant/rotation.h"
 #include "tools/accllm/commands.h"
 #include "tools/accllm/engine_flags.h"
 
@@ -18,165 +27,213 @@ namespace accllm::cli {
 namespace {
 
 struct EvalFlags {
-  std::string model;
+  std::string model = "../shared/models/gutenberg30M";
   std::string tokenizer;
-  std::string text = "../shared/data/tinystories-dev.txt";
-  std::string calibration_lines = "0:6";
-  std::string eval_lines = "6:";
-  std::string long_lines = ":";
+  std::string text = "../shared/data/gutenberg-dev.txt";
+  std::string calibration = "../shared/data/gutenberg-calib.txt";
+  std::string calibration_lines = "0:";
+  std::string quantized;  // a packed file `accllm quantize` made from the same model
+  ChunkedPerplexityOptions chunks{512, 100};
   int group_size = 128;
   int sinks = 4;
-  int window = 0;  // 0: half the trained context
-  int bucket = 256;
+  int window = 128;
+  int kivi_group = 64;
+  int long_tokens = 4096;
+  int bucket = 512;
   int threads = 0;
 };
 
+// One row of the table: the weights and the engine options that switch its steps on.
 struct Variant {
   std::string name;
+  std::string bits;  // bits per linear weight (or per cached value)
   std::function<EngineWeights()> weights;
   bool lambda = false;
   KvPrecision kv = KvPrecision::kF32;
   bool fake_a8 = false;
   bool kv4_rotation = true;
+  int kivi_group = 0;
+  bool kivi_exact_open_group = true;
+  double quantize_s = -1;  // the time its weights took to make, when this command made them
 };
 
-// fp32 weights of `model` with each linear layer 2:4-pruned by Wanda (no quantization).
-EngineWeights PrunedWeights(const Model& model, const CalibrationStats& stats, std::vector<std::vector<float>>& owned) {
-  EngineWeights e = EngineWeightsFromModel(model);
-  for (const TensorId& id : AllTensors(model.config)) {
-    if (!IsLinear(id.kind)) continue;
-    LinearWeights& slot = LinearOf(e.layers[id.layer], id.kind);
-    const int64_t n = int64_t{slot.out} * slot.in;
-    std::span<const float> w(slot.f32, static_cast<std::size_t>(n));
-    const std::vector<uint8_t> keep = Select24(w, slot.out, slot.in, PruneMethod::kWanda, stats.For(id.layer, id.kind).ColumnNorms());
-    owned.emplace_back(w.begin(), w.end());
-    for (int64_t i = 0; i < n; ++i) {
-      if (!keep[i]) owned.back()[i] = 0.0f;
-    }
-    slot.f32 = owned.back().data();
-  }
-  return e;
+absl::StatusOr<std::string> ReadText(const std::string& path) {
+  ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> file, MappedFile::Open(path, LoadMode::kAnonymous));
+  return std::string(reinterpret_cast<const char*>(file->data()), file->size());
+}
+
+double SecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
 int RunEval(const EvalFlags& flags) {
   const std::string model_path = ResolveModelPath(flags.model);
-  absl::StatusOr<AnyModel> loaded = LoadAnyModel(model_path, LoadMode::kMap);
+  absl::StatusOr<AnyModel> loaded = LoadAnyModel(model_path, LoadMode::kAnonymous);
   if (!loaded.ok()) return ReportError(loaded.status());
   if (!loaded->fp32) return ReportError(absl::InvalidArgumentError("eval starts from an fp32 model (it quantizes it itself)"));
   const Model& model = *loaded->fp32;
   const LlamaConfig& c = model.config;
   absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = LoadTokenizerFor(*loaded, flags.tokenizer);
   if (!tokenizer.ok()) return ReportError(tokenizer.status());
+  const int bos = (*tokenizer)->bos_id();
 
-  absl::StatusOr<LineRange> calibration_lines = ParseLineRange(flags.calibration_lines);
-  absl::StatusOr<LineRange> eval_lines = ParseLineRange(flags.eval_lines);
-  absl::StatusOr<LineRange> long_lines = ParseLineRange(flags.long_lines);
-  if (!calibration_lines.ok()) return ReportError(calibration_lines.status());
-  if (!eval_lines.ok()) return ReportError(eval_lines.status());
-  if (!long_lines.ok()) return ReportError(long_lines.status());
-  absl::StatusOr<std::vector<std::vector<int>>> calibration = EncodeLines(flags.text, **tokenizer, *calibration_lines);
-  absl::StatusOr<std::vector<std::vector<int>>> held_out = EncodeLines(flags.text, **tokenizer, *eval_lines);
-  absl::StatusOr<std::vector<std::vector<int>>> all = EncodeLines(flags.text, **tokenizer);
-  absl::StatusOr<std::vector<std::vector<int>>> long_stories = EncodeLines(flags.text, **tokenizer, *long_lines);
+  absl::StatusOr<AnyModel> quantized;
+  if (!flags.quantized.empty()) {
+    quantized = LoadAnyModel(flags.quantized, LoadMode::kAnonymous);
+    if (!quantized.ok()) return ReportError(quantized.status());
+    if (!quantized->packed) return ReportError(absl::InvalidArgumentError(absl::StrCat(flags.quantized, " is not a packed model")));
+    if (quantized->config().dim != c.dim || quantized->config().n_layers != c.n_layers ||
+        quantized->config().vocab_size != c.vocab_size) {
+      return ReportError(absl::InvalidArgumentError(absl::StrCat(flags.quantized, " was not made from ", model_path)));
+    }
+  }
+  absl::StatusOr<std::string> text = ReadText(flags.text);
+  if (!text.ok()) return ReportError(text.status());
+  absl::StatusOr<std::vector<int>> tokens = (*tokenizer)->Encode(*text, /*add_bos=*/true);
+  if (!tokens.ok()) return ReportError(tokens.status());
+  if (static_cast<int64_t>(tokens->size()) < flags.chunks.context) {
+    return ReportError(absl::InvalidArgumentError(
+        absl::StrCat(flags.text, " has ", tokens->size(), " tokens, fewer than one chunk of ", flags.chunks.context)));
+  }
+  absl::StatusOr<LineRange> lines = ParseLineRange(flags.calibration_lines);
+  if (!lines.ok()) return ReportError(lines.status());
+  absl::StatusOr<std::vector<std::vector<int>>> calibration = EncodeLines(flags.calibration, **tokenizer, *lines);
   if (!calibration.ok()) return ReportError(calibration.status());
-  if (!held_out.ok()) return ReportError(held_out.status());
-  if (!all.ok()) return ReportError(all.status());
-  if (!long_stories.ok()) return ReportError(long_stories.status());
-  for (auto* set : {&*calibration, &*held_out, &*all}) {
-    for (auto& s : *set) {
-      if (static_cast<int>(s.size()) > c.max_seq_len) s.resize(c.max_seq_len);
-    }
+  if (calibration->empty()) return ReportError(absl::InvalidArgumentError("no calibration lines selected"));
+  for (auto& s : *calibration) {
+    if (static_cast<int>(s.size()) > c.max_seq_len) s.resize(c.max_seq_len);
   }
 
-  std::fprintf(stderr, "calibrating on lines %s...\n", flags.calibration_lines.c_str());
-  absl::StatusOr<CalibrationStats> stats = Calibrate(model, *calibration);
+  // The quantized variants this command makes: plain round-to-nearest, and the quick recipe
+  // (rotated residual stream + GPTQ) dense and with 2:4 on the FFN layers.
+  const auto start = std::chrono::steady_clock::now();
+  QuantizeOptions options;
+  options.group_size = flags.group_size;
+  options.threads = flags.threads;
+  options.method = QuantMethod::kRtn;
+  absl::StatusOr<PackedContents> rtn = QuantizeModel(model, options, nullptr, nullptr);
+  if (!rtn.ok()) return ReportError(rtn.status());
+  const double rtn_s = SecondsSince(start);
+  // As `accllm quantize` does: rotated where the width is a power of two.
+  std::unique_ptr<Model> rotated_storage;
+  if (IsPowerOfTwo(c.dim)) {
+    absl::StatusOr<std::unique_ptr<Model>> r = RotateResidualStream(model, /*seed=*/1);
+    if (!r.ok()) return ReportError(r.status());
+    rotated_storage = *std::move(r);
+  }
+  const Model& rotated = rotated_storage ? *rotated_storage : model;
+  std::fprintf(stderr, "calibrating on %zu lines of %s...\n", calibration->size(), flags.calibration.c_str());
+  const auto calibration_start = std::chrono::steady_clock::now();
+  absl::StatusOr<CalibrationStats> stats = Calibrate(rotated, *calibration, nullptr, flags.threads);
   if (!stats.ok()) return ReportError(stats.status());
-  const auto quantize = [&](QuantMethod method, PruneMethod prune) -> absl::StatusOr<PackedContents> {
-    QuantizeOptions options;
-    options.group_size = flags.group_size;
-    options.method = method;
-    options.prune = prune;
-    return QuantizeModel(model, options, &*stats, nullptr);
+  const double calibration_s = SecondsSince(calibration_start);
+  options.method = QuantMethod::kGptq;
+  const auto gptq_start = std::chrono::steady_clock::now();
+  absl::StatusOr<PackedContents> gptq = QuantizeModel(rotated, options, &*stats, nullptr);
+  if (!gptq.ok()) return ReportError(gptq.status());
+  const double gptq_s = calibration_s + SecondsSince(gptq_start);
+  options.prune = PruneMethod::kWanda;
+  options.prune_layers = "ffn";
+  const auto sparse_start = std::chrono::steady_clock::now();
+  absl::StatusOr<PackedContents> sparse = QuantizeModel(rotated, options, &*stats, nullptr);
+  if (!sparse.ok()) return ReportError(sparse.status());
+  const double sparse_s = calibration_s + SecondsSince(sparse_start);
+
+  const LambdaConfig lambda{flags.sinks, flags.window};
+  const std::string w2_bits = absl::StrFormat("%.4g", 2.0 + 24.0 / flags.group_size);
+  const std::string kv_bits = absl::StrFormat("%.4g", 4.0 + 32.0 / c.head_size());
+  const std::string lambda_name = absl::StrCat("Λ (", flags.sinks, " sinks, window ", flags.window, ")");
+  std::vector<Variant> variants = {
+      {"fp32", "32", [&] { return EngineWeightsFromModel(model); }},
+      {absl::StrCat("+", lambda_name), "32", [&] { return EngineWeightsFromModel(model); }, true},
+      {"+A8 (every linear layer's input, per token)", "8 (activations)", [&] { return EngineWeightsFromModel(model); },
+       false, KvPrecision::kF32, true},
+      {"+KV4 per token, heads as they are", kv_bits + " (KV)", [&] { return EngineWeightsFromModel(model); }, false,
+       KvPrecision::kKv4, false, false},
+      {"+KV4 per token, Hadamard-rotated heads (served)", kv_bits + " (KV)", [&] { return EngineWeightsFromModel(model); },
+       false, KvPrecision::kKv4},
+      {absl::StrCat("+KV4 KIVI: keys per channel in groups of ", flags.kivi_group,
+                    " tokens, values per token, the open group exact"),
+       absl::StrFormat("%.4g (KV) + the open group", 4.0 + 32.0 / flags.kivi_group),
+       [&] { return EngineWeightsFromModel(model); }, false, KvPrecision::kF32, false, false, flags.kivi_group},
+      {absl::StrCat("+KV4 KIVI as above, the open group stored per token (no exact tokens)"),
+       absl::StrFormat("%.4g (KV)", 4.0 + 32.0 / flags.kivi_group), [&] { return EngineWeightsFromModel(model); }, false,
+       KvPrecision::kF32, false, false, flags.kivi_group, false},
+      {absl::StrCat("+W2 round-to-nearest, group ", flags.group_size), w2_bits, [&] { return DequantizedWeights(*rtn); },
+       false, KvPrecision::kF32, false, true, 0, true, rtn_s},
+      {"+W2 rotated residual + GPTQ (`quantize --no-block-ap`)", w2_bits, [&] { return DequantizedWeights(*gptq); }, false,
+       KvPrecision::kF32, false, true, 0, true, gptq_s},
+      {"+W2 rotated residual + 2:4 (Wanda) on the FFN layers + GPTQ", w2_bits, [&] { return DequantizedWeights(*sparse); },
+       false, KvPrecision::kF32, false, true, 0, true, sparse_s},
   };
-  absl::StatusOr<PackedContents> rtn = quantize(QuantMethod::kRtn, PruneMethod::kNone);
-  absl::StatusOr<PackedContents> gptq = quantize(QuantMethod::kGptq, PruneMethod::kNone);
-  absl::StatusOr<PackedContents> sparse = quantize(QuantMethod::kGptq, PruneMethod::kWanda);
-  for (const auto* p : {&rtn, &gptq, &sparse}) {
-    if (!p->ok()) return ReportError(p->status());
+  if (quantized.ok() && quantized->packed) {
+    const std::string recipe = quantized->packed->metadata.count("quant_method") > 0
+                                   ? quantized->packed->metadata.at("quant_method")
+                                   : std::string("?");
+    variants.push_back({absl::StrCat("+W2 from ", flags.quantized, " (", recipe, ")"), w2_bits,
+                        [&] { return DequantizeW2Layers(quantized->packed->ToEngineWeights()); }});
   }
-  std::vector<std::vector<float>> pruned_storage;
-  const LambdaConfig lambda{flags.sinks, flags.window > 0 ? flags.window : c.max_seq_len / 2};
+  variants.push_back({absl::StrCat("served, GPTQ: W2A8KV4 + ", lambda_name, " (integer kernels)"), w2_bits,
+                      [&] { return PackedWeights(*gptq); }, true, KvPrecision::kKv4});
+  if (quantized.ok() && quantized->packed) {
+    variants.push_back({absl::StrCat("served, ", flags.quantized, ": W2A8KV4 + ", lambda_name, " (integer kernels)"),
+                        w2_bits, [&] { return quantized->packed->ToEngineWeights(); }, true, KvPrecision::kKv4});
+  }
 
-  const std::vector<Variant> variants = {
-      {"fp32 (reference precision, full attention)", [&] { return EngineWeightsFromModel(model); }},
-      {absl::StrCat("+Λ (sinks ", lambda.sinks, ", window ", lambda.window, ")"), [&] { return EngineWeightsFromModel(model); }, true},
-      {"+W2 round-to-nearest", [&] { return DequantizedWeights(*rtn); }},
-      {"+W2 GPTQ", [&] { return DequantizedWeights(*gptq); }},
-      {"+2:4 Wanda (fp32 weights)", [&] { return PrunedWeights(model, *stats, pruned_storage); }},
-      {"+2:4 Wanda + W2 GPTQ", [&] { return DequantizedWeights(*sparse); }},
-      {"+A8", [&] { return EngineWeightsFromModel(model); }, false, KvPrecision::kF32, true},
-      {"+KV4, heads as they are", [&] { return EngineWeightsFromModel(model); }, false, KvPrecision::kKv4, false, false},
-      {"+KV4, Hadamard-rotated heads", [&] { return EngineWeightsFromModel(model); }, false, KvPrecision::kKv4},
-      {"all, dense: Λ + W2 GPTQ + A8 + KV4 (integer kernels)", [&] { return PackedWeights(*gptq); }, true, KvPrecision::kKv4},
-      {"all: Λ + 2:4 + W2 GPTQ + A8 + KV4 (integer kernels)", [&] { return PackedWeights(*sparse); }, true, KvPrecision::kKv4},
+  const auto engine_for = [&](const Variant& v, bool use_lambda, int64_t max_length) {
+    CpuEngineOptions o;
+    if (use_lambda) o.lambda = lambda;
+    o.kv_precision = v.kv;
+    o.fake_quantize_activations = v.fake_a8;
+    o.kv4_rotation = v.kv4_rotation;
+    o.kivi_group = v.kivi_group;
+    o.kivi_exact_open_group = v.kivi_exact_open_group;
+    // KIVI's groups must end where steps end (runtime/kv/kivi_simulation.h).
+    o.max_step_tokens = v.kivi_group > 0 ? v.kivi_group : std::min(flags.chunks.context, 512);
+    o.threads = flags.threads;
+    o.kv_pages = SequenceKv::MaxPages(o.lambda, o.page_tokens, o.max_step_tokens, max_length) + 1;
+    return CpuEngine::Create(v.weights(), o);
   };
 
-  // The long sequence: the stories back to back, each starting with its BOS.
-  std::vector<int> long_sequence;
-  for (const auto& s : *long_stories) long_sequence.insert(long_sequence.end(), s.begin(), s.end());
-
-  const auto engine_for = [&](const Variant& v, bool use_lambda, int64_t max_length) -> absl::StatusOr<std::unique_ptr<CpuEngine>> {
-    CpuEngineOptions options;
-    if (use_lambda) options.lambda = lambda;
-    options.kv_precision = v.kv;
-    options.fake_quantize_activations = v.fake_a8;
-    options.kv4_rotation = v.kv4_rotation;
-    options.threads = flags.threads;
-    options.kv_pages = SequenceKv::MaxPages(options.lambda, options.page_tokens, 1, max_length) + 1;
-    return CpuEngine::Create(v.weights(), options);
-  };
-  const auto score = [&](Backend& backend, const std::vector<std::vector<int>>& sequences) -> absl::StatusOr<PerplexityResult> {
-    PerplexityResult total;
-    for (const auto& s : sequences) {
-      absl::StatusOr<PerplexityResult> r = Perplexity(backend, s, flags.bucket);
-      if (!r.ok()) return r.status();
-      total.Add(*r);
-    }
-    return total;
-  };
-
-  std::printf("Perplexity of %s on %s (%zu held-out stories, lines %s; %zu stories in all), group size %d\n\n",
-              model_path.c_str(), flags.text.c_str(), held_out->size(), flags.eval_lines.c_str(), all->size(),
-              flags.group_size);
-  std::printf("| variant | held-out ppl | all ppl | held-out vs fp32 |\n|---|---:|---:|---:|\n");
+  std::printf("Perplexity of %s on %s, llama-perplexity's convention (%d chunks of %d, second halves scored); "
+              "calibration: %zu lines of %s\n\n",
+              model_path.c_str(), flags.text.c_str(), flags.chunks.chunks, flags.chunks.context, calibration->size(),
+              flags.calibration.c_str());
+  std::printf("| variant | bits | quantize s | perplexity | ± | vs fp32 |\n|---|---|---:|---:|---:|---:|\n");
+  std::fflush(stdout);
   double baseline = 0;
   for (const Variant& v : variants) {
-    absl::StatusOr<std::unique_ptr<CpuEngine>> engine = engine_for(v, v.lambda, c.max_seq_len);
+    const auto scoring = std::chrono::steady_clock::now();
+    absl::StatusOr<std::unique_ptr<CpuEngine>> engine = engine_for(v, v.lambda, flags.chunks.context);
     if (!engine.ok()) return ReportError(engine.status());
-    absl::StatusOr<PerplexityResult> h = score(**engine, *held_out);
-    absl::StatusOr<PerplexityResult> a = score(**engine, *all);
-    if (!h.ok()) return ReportError(h.status());
-    if (!a.ok()) return ReportError(a.status());
-    if (baseline == 0) baseline = h->perplexity();
-    std::printf("| %s | %.3f | %.3f | %+.1f%% |\n", v.name.c_str(), h->perplexity(), a->perplexity(),
-                100.0 * (h->perplexity() / baseline - 1.0));
-    std::fflush(stdout);
-  }
-
-  std::printf("\nLong context: %zu stories as one sequence of %zu tokens (trained context %d), "
-              "perplexity per bucket of %d positions\n\n",
-              long_stories->size(), long_sequence.size(), c.max_seq_len, flags.bucket);
-  std::vector<std::pair<std::string, PerplexityResult>> curves;
-  // fp32 and the whole W2A8KV4 model (the "all, dense" row), each with full attention and with Λ.
-  const Variant& compressed = *std::find_if(variants.begin(), variants.end(),
-                                            [](const Variant& v) { return v.name.rfind("all, dense", 0) == 0; });
-  for (const auto& [v, use_lambda] : {std::pair{variants[0], false}, std::pair{variants[0], true},
-                                      std::pair{compressed, false}, std::pair{compressed, true}}) {
-    absl::StatusOr<std::unique_ptr<CpuEngine>> engine = engine_for(v, use_lambda, static_cast<int64_t>(long_sequence.size()));
-    if (!engine.ok()) return ReportError(engine.status());
-    absl::StatusOr<PerplexityResult> r = Perplexity(**engine, long_sequence, flags.bucket);
+    absl::StatusOr<ChunkedPerplexity> r = ScoreChunks(**engine, *tokens, bos, flags.chunks);
     if (!r.ok()) return ReportError(r.status());
-    curves.emplace_back(absl::StrCat(v.lambda ? "W2A8KV4 " : "fp32 ", use_lambda ? "Λ" : "full attention"), *r);
+    if (baseline == 0) baseline = r->perplexity();
+    std::printf("| %s | %s | %s | %.3f | %.3f | %+.1f%% |\n", v.name.c_str(), v.bits.c_str(),
+                v.quantize_s < 0 ? "" : absl::StrFormat("%.0f", v.quantize_s).c_str(), r->perplexity(),
+                r->uncertainty(), 100.0 * (r->perplexity() / baseline - 1.0));
+    std::fflush(stdout);
+    std::fprintf(stderr, "%s: %.1f s\n", v.name.c_str(), SecondsSince(scoring));
+  }
+  if (flags.long_tokens <= 0) return 0;
+
+  // The long sequence: the first long_tokens tokens of the text as one sequence.
+  const int64_t long_length = std::min<int64_t>(flags.long_tokens, static_cast<int64_t>(tokens->size()));
+  const std::span<const int> long_sequence(tokens->data(), static_cast<std::size_t>(long_length));
+  std::printf("\nLong context: the first %lld tokens of the text as one sequence (trained context %d), "
+              "perplexity per bucket of %d positions\n\n",
+              static_cast<long long>(long_length), c.max_seq_len, flags.bucket);
+  std::vector<std::pair<std::string, PerplexityResult>> curves;
+  const Variant& served = *std::find_if(variants.rbegin(), variants.rend(),
+                                        [](const Variant& v) { return v.name.rfind("served", 0) == 0; });
+  for (const Variant* v : std::initializer_list<const Variant*>{&variants[0], &served}) {
+    for (const bool use_lambda : {false, true}) {
+      absl::StatusOr<std::unique_ptr<CpuEngine>> engine = engine_for(*v, use_lambda, long_length);
+      if (!engine.ok()) return ReportError(engine.status());
+      absl::StatusOr<PerplexityResult> r = Perplexity(**engine, long_sequence, flags.bucket);
+      if (!r.ok()) return ReportError(r.status());
+      curves.emplace_back(absl::StrCat(v == &served ? "served " : "fp32 ", use_lambda ? "Λ" : "full attention"), *r);
+    }
   }
   std::printf("| positions |");
   for (const auto& [name, r] : curves) std::printf(" %s |", name.c_str());
@@ -195,16 +252,29 @@ int RunEval(const EvalFlags& flags) {
 
 void AddEvalCommand(CLI::App& app, int* exit_code) {
   auto flags = std::make_shared<EvalFlags>();
-  CLI::App* cmd = app.add_subcommand("eval", "Perplexity with each compression step switched on, and the long-context curve");
-  cmd->add_option("-m,--model", flags->model, "fp32 model (default: $ACCLLM_MODEL, else ../shared/models/stories260K.bin)");
+  CLI::App* cmd = app.add_subcommand(
+      "eval", "Perplexity with each compression step switched on (llama-perplexity's convention), and the "
+              "long-context curve");
+  cmd->add_option("-m,--model", flags->model, "fp32 model")->capture_default_str();
   cmd->add_option("-t,--tokenizer", flags->tokenizer, "Tokenizer (default: beside the model)");
-  cmd->add_option("--text", flags->text, "Text to score, one document per line")->capture_default_str();
-  cmd->add_option("--calibration-lines", flags->calibration_lines, "Lines used to calibrate GPTQ and Wanda")->capture_default_str();
-  cmd->add_option("--eval-lines", flags->eval_lines, "Held-out lines to score")->capture_default_str();
-  cmd->add_option("--long-lines", flags->long_lines, "Lines joined into the long-context sequence")->capture_default_str();
+  cmd->add_option("-f,--file", flags->text, "Text to score (books the model never saw), read whole")->capture_default_str();
+  cmd->add_option("--calibration", flags->calibration, "Calibration text for GPTQ and Wanda, one sample per line")
+      ->capture_default_str();
+  cmd->add_option("--calibration-lines", flags->calibration_lines, "Lines of the calibration text to use, A:B")
+      ->capture_default_str();
+  cmd->add_option("--quantized", flags->quantized,
+                  "A packed model `accllm quantize` made from the same model (e.g. the default recipe): adds its rows");
+  cmd->add_option("-c,--ctx-size", flags->chunks.context, "Tokens per chunk")->check(CLI::Range(4, 1 << 20))
+      ->capture_default_str();
+  cmd->add_option("--chunks", flags->chunks.chunks, "Chunks to score per row")->check(CLI::Range(1, 1 << 30))
+      ->capture_default_str();
   cmd->add_option("--group-size", flags->group_size, "W2 group size")->capture_default_str();
-  cmd->add_option("--sinks", flags->sinks, "Λ sink tokens")->capture_default_str();
-  cmd->add_option("--window", flags->window, "Λ window; 0 = half the trained context")->capture_default_str();
+  cmd->add_option("--sinks", flags->sinks, "Λ sink tokens")->check(CLI::NonNegativeNumber)->capture_default_str();
+  cmd->add_option("--window", flags->window, "Λ window")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--kivi-group", flags->kivi_group, "Tokens per KIVI key group (even)")->check(CLI::Range(2, 4096))
+      ->capture_default_str();
+  cmd->add_option("--long-tokens", flags->long_tokens, "Length of the long-context sequence; 0: no curve")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
   cmd->add_option("--bucket", flags->bucket, "Positions per bucket in the long-context curve")->check(CLI::PositiveNumber)
       ->capture_default_str();
   cmd->add_option("--threads", flags->threads, "Worker threads; 0 = one per hardware thread");
