@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "fpga/host/kernel_signatures.h"
+#include "fpga/host/link_config_check.h"
 #include "fpga/host/stripe_plan.h"
 #include "fpga/host/xclbin_writer.h"
 #include "fpga/host/xrt_backend.h"
@@ -91,6 +92,74 @@ TEST(XclbinWriterTest, BadLinkConfigurationsNameTheLine) {
               HasSubstr("unknown memory 'HBM[40]'"));
   EXPECT_THAT(std::string(ParseLinkConfig("nk=accllm_swiglu:1:s\nsp=s.gate:HBM[0]\n").status().message()),
               HasSubstr("s.up has no sp= bank"));
+}
+
+// The shipped link configuration is the generator's output, and one v++ would link for a U280:
+// every unit clocked and placed, every buffer bound to a bank the card has, one binding per AXI
+// master, named HBM ports, and no port over its masters.
+TEST(LinkConfigTest, ShippedConfigurationIsGeneratedAndLinkable) {
+  const fs::path build = fs::path(ACCLLM_SOURCE_DIR) / "fpga/build";
+  const std::string shipped = ReadFile(build / "u280.cfg");
+  std::string generated;
+  FILE* pipe = popen(("bash " + (build / "gen_u280_cfg.sh").string()).c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  char chunk[4096];
+  for (std::size_t n; (n = fread(chunk, 1, sizeof chunk, pipe)) > 0;) generated.append(chunk, n);
+  ASSERT_EQ(pclose(pipe), 0);
+  EXPECT_EQ(shipped, generated) << "regenerate: fpga/build/gen_u280_cfg.sh > fpga/build/u280.cfg";
+
+  ASSERT_OK_AND_ASSIGN(XclbinDesign design, ParseLinkConfig(shipped));
+  EXPECT_TRUE(CheckU280LinkConfig(design).ok());
+  const std::vector<std::string> tags = U280MemoryTags();
+  for (const ComputeUnit& u : design.units) {
+    EXPECT_EQ(u.clock_hz, 225'000'000) << u.instance;
+    for (const KernelArg& a : FindKernel(u.kernel)->args) {
+      if (!a.buffer) continue;
+      ASSERT_TRUE(u.bindings.contains(a.name)) << u.instance << "." << a.name;
+      const MemoryBinding& b = u.bindings.at(a.name);
+      for (int bank = b.first; bank <= b.last; ++bank) {
+        EXPECT_NE(std::find(tags.begin(), tags.end(), absl::StrCat(b.type, "[", bank, "]")), tags.end());
+      }
+    }
+  }
+  const std::map<int, int> masters = HbmPortMasters(design);
+  for (int port = 0; port < 24; ++port) EXPECT_EQ(masters.at(port), 1) << "weight channel " << port;
+  for (int port = 24; port < 28; ++port) EXPECT_EQ(masters.at(port), 8) << "shared channel " << port;
+  for (int port = 28; port < 32; ++port) EXPECT_EQ(masters.at(port), 1) << "KV channel " << port;
+}
+
+TEST(LinkConfigTest, RefusesWhatVppOrTheCardWouldNot) {
+  const std::string unit = "nk=accllm_swiglu:1:s\n";
+  const std::string clocked = "[clock]\nfreqHz=225000000:s\n[connectivity]\n" + unit + "slr=s:SLR2\n";
+  const auto check = [](const std::string& cfg) -> absl::Status {
+    absl::StatusOr<XclbinDesign> design = ParseLinkConfig(cfg);
+    return design.ok() ? CheckU280LinkConfig(*design) : design.status();
+  };
+  EXPECT_TRUE(check(clocked + "sp=s.gate:HBM[24:27].25\nsp=s.up:HBM[3]\n").ok());
+  EXPECT_THAT(check(unit + "slr=s:SLR2\nsp=s.gate:HBM[0]\nsp=s.up:HBM[1]\n").message(), HasSubstr("no [clock]"));
+  EXPECT_THAT(check("[clock]\nfreqHz=400000000:s\n" + unit + "slr=s:SLR2\nsp=s.gate:HBM[0]\nsp=s.up:HBM[1]\n").message(),
+              HasSubstr("above the U280's"));
+  EXPECT_THAT(check("[clock]\nfreqHz=225000000:s\n" + unit + "sp=s.gate:HBM[0]\nsp=s.up:HBM[1]\n").message(),
+              HasSubstr("not SLR0, SLR1 or SLR2"));
+  EXPECT_THAT(check(clocked + "sp=s.gate:HBM[24:27]\nsp=s.up:HBM[1]\n").message(), HasSubstr("needs the port"));
+  EXPECT_THAT(check(clocked + "sp=s.gate:HBM[24:27].28\nsp=s.up:HBM[1]\n").message(), HasSubstr("needs the port"));
+  EXPECT_THAT(check(clocked + "sp=s.gate:HBM[30:33].30\nsp=s.up:HBM[1]\n").message(), HasSubstr("unknown memory"));
+  EXPECT_THAT(check(clocked + "sp=s.gate:HBM[0]\nsp=s.up:HBM[1]\nsp=t.up:HBM[1]\n").message(), HasSubstr("unknown unit 't'"));
+  // accllm_rmsnorm_a8's x, codes, act_scale and group_sums are one master (gmem0).
+  std::string split = "[clock]\nfreqHz=225000000:r\nnk=accllm_rmsnorm_a8:1:r\nslr=r:SLR2\nsp=r.weight:HBM[2]\n";
+  for (const char* arg : {"x", "codes", "act_scale"}) split += absl::StrCat("sp=r.", arg, ":HBM[0]\n");
+  EXPECT_TRUE(check(split + "sp=r.group_sums:HBM[0]\n").ok());
+  EXPECT_THAT(check(split + "sp=r.group_sums:HBM[1]\n").message(), HasSubstr("apart from the other arguments of its AXI master gmem0"));
+  // 16 masters (8 units x 2) on one port.
+  std::string crowded = "[clock]\n";
+  std::string units = "nk=accllm_swiglu:8:";
+  for (int i = 0; i < 8; ++i) {
+    crowded += absl::StrCat("freqHz=225000000:s", i, "\n");
+    units += absl::StrCat(i ? "." : "", "s", i);
+  }
+  crowded += units + "\n";
+  for (int i = 0; i < 8; ++i) crowded += absl::StrCat("slr=s", i, ":SLR0\nsp=s", i, ".gate:HBM[24:27].24\nsp=s", i, ".up:HBM[24]\n");
+  EXPECT_THAT(check(crowded).message(), HasSubstr("16 AXI masters on HBM port 24, at most 15"));
 }
 
 // The host's stripes, each run on the C-simulated unit from its own slice of the tensor, give the

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "CLI/CLI.hpp"
+#include "fpga/host/link_config_check.h"
 #include "fpga/host/xclbin_writer.h"
 
 int main(int argc, char** argv) {
@@ -21,6 +22,9 @@ int main(int argc, char** argv) {
   std::stringstream text;
   text << in.rdbuf();
   absl::StatusOr<accllm::fpga::XclbinDesign> design = accllm::fpga::ParseLinkConfig(text.str());
+  if (design.ok()) {
+    if (const absl::Status linkable = accllm::fpga::CheckU280LinkConfig(*design); !linkable.ok()) design = linkable;
+  }
   absl::StatusOr<std::string> bytes = design.ok() ? accllm::fpga::BuildXclbin(*design) : design.status();
   if (!bytes.ok()) {
     std::fprintf(stderr, "accllm-xclbin: error: %s\n", std::string(bytes.status().message()).c_str());

@@ -16,6 +16,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "fpga/host/kernel_signatures.h"
+#include "runtime/common/status_macros.h"
 
 namespace accllm::fpga {
 namespace {
@@ -94,15 +95,41 @@ std::vector<std::string> U280MemoryTags() {
   return tags;
 }
 
+namespace {
+
+// "HBM[3]", "HBM[24:27]" or "HBM[28:29].29".
+absl::StatusOr<MemoryBinding> ParseBinding(const std::string& text) {
+  MemoryBinding b;
+  const std::size_t open = text.find('['), close = text.find(']');
+  if (open == std::string::npos || close == std::string::npos || close < open) {
+    return absl::InvalidArgumentError(absl::StrCat("bad memory '", text, "'"));
+  }
+  b.type = text.substr(0, open);
+  const std::string range = text.substr(open + 1, close - open - 1), tail = text.substr(close + 1);
+  const std::vector<std::string> ends = absl::StrSplit(range, ':');
+  if (ends.size() > 2 || !absl::SimpleAtoi(ends[0], &b.first) ||
+      !absl::SimpleAtoi(ends.size() == 2 ? ends[1] : ends[0], &b.last) ||
+      (!tail.empty() && (tail[0] != '.' || !absl::SimpleAtoi(tail.substr(1), &b.port)))) {
+    return absl::InvalidArgumentError(absl::StrCat("bad memory '", text, "'"));
+  }
+  return b;
+}
+
+}  // namespace
+
 absl::StatusOr<XclbinDesign> ParseLinkConfig(const std::string& cfg_text) {
   XclbinDesign design;
   std::map<std::string, ComputeUnit*> by_instance;
   int line_number = 0;
-  std::vector<std::pair<int, std::string>> sp_lines;
+  // Lines that name units, read once every nk= line is known.
+  std::vector<std::pair<int, std::string>> sp_lines, clock_lines, slr_lines;
+  std::string section;
   for (absl::string_view raw : absl::StrSplit(cfg_text, '\n')) {
     ++line_number;
     const std::string line(absl::StripAsciiWhitespace(raw));
-    if (absl::StartsWith(line, "nk=")) {
+    if (absl::StartsWith(line, "[")) {
+      section = line;
+    } else if (absl::StartsWith(line, "nk=")) {
       // nk=kernel:count:inst1.inst2...
       std::vector<std::string> parts = absl::StrSplit(line.substr(3), ':');
       int count = 0;
@@ -114,34 +141,65 @@ absl::StatusOr<XclbinDesign> ParseLinkConfig(const std::string& cfg_text) {
         return absl::InvalidArgumentError(
             absl::StrCat("link config line ", line_number, ": ", count, " units but ", names.size(), " names"));
       }
-      for (const std::string& n : names) design.units.push_back({parts[0], n, {}});
+      for (const std::string& n : names) design.units.push_back({parts[0], n, {}, {}, 0, ""});
     } else if (absl::StartsWith(line, "sp=")) {
       sp_lines.emplace_back(line_number, line.substr(3));
+    } else if (absl::StartsWith(line, "slr=")) {
+      slr_lines.emplace_back(line_number, line.substr(4));
+    } else if (section == "[clock]" && absl::StartsWith(line, "freqHz=")) {
+      clock_lines.emplace_back(line_number, line.substr(7));
     }
   }
-  for (ComputeUnit& u : design.units) by_instance[u.instance] = &u;
+  for (ComputeUnit& u : design.units) {
+    if (!by_instance.emplace(u.instance, &u).second) {
+      return absl::InvalidArgumentError(absl::StrCat("link config: two units named '", u.instance, "'"));
+    }
+  }
+  const auto unit = [&](int number, const std::string& instance) -> absl::StatusOr<ComputeUnit*> {
+    auto it = by_instance.find(instance);
+    if (it == by_instance.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("link config line ", number, ": unknown unit '", instance, "'"));
+    }
+    return it->second;
+  };
   for (const auto& [number, sp] : sp_lines) {
-    // sp=instance.arg:BANK[i] or BANK[i:j]
+    // sp=instance.arg:BANK[i], BANK[i:j] or BANK[i:j].port
     const std::size_t dot = sp.find('.'), colon = sp.find(':');
     if (dot == std::string::npos || colon == std::string::npos || colon < dot) {
       return absl::InvalidArgumentError(absl::StrCat("link config line ", number, ": bad sp= '", sp, "'"));
     }
     const std::string instance = sp.substr(0, dot), arg = sp.substr(dot + 1, colon - dot - 1);
-    std::string bank = sp.substr(colon + 1);
-    if (const std::size_t range = bank.find(':'); range != std::string::npos) bank = bank.substr(0, range) + "]";
-    auto it = by_instance.find(instance);
-    if (it == by_instance.end()) {
-      return absl::InvalidArgumentError(absl::StrCat("link config line ", number, ": unknown unit '", instance, "'"));
-    }
-    const KernelSignature& k = *FindKernel(it->second->kernel);
+    ASSIGN_OR_RETURN(ComputeUnit* const u, unit(number, instance));
+    const KernelSignature& k = *FindKernel(u->kernel);
     if (ArgIndex(k, arg) < 0 || !k.args[ArgIndex(k, arg)].buffer) {
       return absl::InvalidArgumentError(
           absl::StrCat("link config line ", number, ": ", k.name, " has no buffer argument '", arg, "'"));
     }
-    if (MemoryIndex(bank) < 0) {
-      return absl::InvalidArgumentError(absl::StrCat("link config line ", number, ": unknown memory '", bank, "'"));
+    const absl::StatusOr<MemoryBinding> binding = ParseBinding(sp.substr(colon + 1));
+    const std::string bank = binding.ok() ? absl::StrCat(binding->type, "[", binding->first, "]") : "";
+    if (!binding.ok() || MemoryIndex(bank) < 0 || binding->last < binding->first ||
+        MemoryIndex(absl::StrCat(binding->type, "[", binding->last, "]")) < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("link config line ", number, ": unknown memory '", sp.substr(colon + 1), "'"));
     }
-    it->second->banks[arg] = bank;
+    u->banks[arg] = bank;
+    u->bindings[arg] = *binding;
+  }
+  for (const auto& [number, text] : clock_lines) {
+    // freqHz=hz:instance
+    const std::vector<std::string> parts = absl::StrSplit(text, ':');
+    int64_t hz = 0;
+    if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &hz) || hz <= 0) {
+      return absl::InvalidArgumentError(absl::StrCat("link config line ", number, ": bad freqHz= '", text, "'"));
+    }
+    ASSIGN_OR_RETURN(ComputeUnit* const u, unit(number, parts[1]));
+    u->clock_hz = hz;
+  }
+  for (const auto& [number, text] : slr_lines) {
+    const std::vector<std::string> parts = absl::StrSplit(text, ':');
+    if (parts.size() != 2) return absl::InvalidArgumentError(absl::StrCat("link config line ", number, ": bad slr= '", text, "'"));
+    ASSIGN_OR_RETURN(ComputeUnit* const u, unit(number, parts[0]));
+    u->slr = parts[1];
   }
   for (const ComputeUnit& u : design.units) {
     for (const KernelArg& a : FindKernel(u.kernel)->args) {

@@ -13,10 +13,20 @@
 
 namespace accllm::fpga {
 
+// One sp= binding: `type[first:last].port`, e.g. HBM[24:27].25 (port -1: not named, v++ picks).
+struct MemoryBinding {
+  std::string type;  // HBM, DDR, PLRAM
+  int first = 0, last = 0;
+  int port = -1;
+};
+
 struct ComputeUnit {
   std::string kernel;    // e.g. accllm_w2a8
   std::string instance;  // e.g. accllm_w2a8_3
-  std::map<std::string, std::string> banks;  // argument -> memory tag, e.g. codes -> HBM[2]
+  std::map<std::string, std::string> banks;  // argument -> its range's first memory tag, e.g. HBM[2]
+  std::map<std::string, MemoryBinding> bindings;  // argument -> the sp= binding as written
+  int64_t clock_hz = 0;  // [clock] freqHz=...:instance; 0 if none
+  std::string slr;       // slr=instance:SLRn; empty if none
 };
 
 struct XclbinDesign {
@@ -25,8 +35,9 @@ struct XclbinDesign {
   std::vector<ComputeUnit> units;
 };
 
-// The compute units and bank bindings of a v++ link configuration (its nk= and sp= lines; a bank
-// range such as HBM[24:27] binds to its first bank). Errors name the line.
+// The compute units, bank bindings, clocks and SLRs of a v++ link configuration (its nk=, sp=,
+// [clock] freqHz= and slr= lines; for the xclbin, a bank range such as HBM[24:27] binds to its
+// first bank). Errors name the line.
 absl::StatusOr<XclbinDesign> ParseLinkConfig(const std::string& cfg_text);
 
 // The memory tags of the topology, in mem_topology order: HBM[0..31], DDR[0..1], PLRAM[0..5].
