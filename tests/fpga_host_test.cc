@@ -15,7 +15,9 @@
 #include "fpga/host/xclbin_writer.h"
 #include "fpga/host/xrt_backend.h"
 #include "fpga/host/xrt_card.h"
+#include "fpga/kernels/cycle_count.h"
 #include "fpga/kernels/w2a8_engine.h"
+#include "fpga/model/unit_cycles.h"
 #include "gmock/gmock.h"
 #include "runtime/cpu/kernels.h"
 #include "runtime/generate/generator.h"
@@ -308,6 +310,62 @@ TEST(XrtBackendTest, RealModelLogitsAreTheCpuEnginesBitForBit) {
   ASSERT_TRUE(cpu.ok()) << cpu.status();
   ::accllm::testing::ExpectSameLogits(::accllm::testing::GreedyLogits(**card, *prompt, 6),
                                       ::accllm::testing::GreedyLogits(**cpu, *prompt, 6));
+}
+
+// The performance model's unit cycles come from the kernels' loops: a prefill step and a decode
+// step of gutenberg30M through the host driver (24 W2A8 stripes, calls of T tokens, the attention
+// units over the Λ page runs), counted in C simulation, equal what fpga/model/unit_cycles.h
+// derives from the same shapes.
+TEST(XrtBackendTest, SimulatedUnitCyclesAreTheModels) {
+  ScratchDir dir;
+  auto any = ::accllm::testing::PackedGutenberg30M(dir.path());
+  ASSERT_TRUE(any.ok()) << any.status();
+  auto prompt = ::accllm::testing::GutenbergDevPrompt(40);
+  ASSERT_TRUE(prompt.ok()) << prompt.status();
+  BackendOptions options;
+  options.xclbin = NoopXrt::xclbin_;
+  options.window = 32;
+  auto card = MakeXrtBackend(options, *any);
+  ASSERT_TRUE(card.ok()) << card.status();
+  const LlamaConfig& c = any->config();
+  const EngineWeights weights = any->packed->ToEngineWeights();
+
+  const auto expected = [&](int64_t first_position, int n) {
+    int64_t w2a8 = 0, attention = 0;
+    for (const EngineLayer& l : weights.layers) {
+      for (const LinearWeights* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w1, &l.w2, &l.w3}) {
+        const W2Shape& s = w->w2->shape;
+        for (const Stripe& st : PlanStripes(s, 24)) {
+          for (int t0 = 0; t0 < n; t0 += hls::kW2A8TokenLanes) {
+            w2a8 += W2A8CallCycles({s.cols_padded(), s.group_size, s.sparse24,
+                                    std::min(hls::kW2A8TokenLanes, n - t0), st.tile_end - st.tile_begin});
+          }
+        }
+      }
+      for (int t = 0; t < n; ++t) {
+        attention += c.n_heads * AttentionQueryCycles(c.head_size(), QuerySpanAt(first_position + t, (*card)->lambda(),
+                                                                                 (*card)->page_tokens()));
+      }
+    }
+    return std::pair{w2a8, attention};
+  };
+  SequenceKv seq((*card)->page_pool(), (*card)->page_tokens(), (*card)->lambda());
+  std::vector<float> logits(c.vocab_size);
+  hls::ResetSimulatedCycles();
+  ASSERT_TRUE((*card)->Prefill(seq, *prompt, logits).ok());
+  const auto [prefill_w2a8, prefill_attention] = expected(0, static_cast<int>(prompt->size()));
+  EXPECT_EQ(hls::SimulatedCycles(hls::CycleUnit::kW2A8), prefill_w2a8);
+  EXPECT_EQ(hls::SimulatedCycles(hls::CycleUnit::kAttention), prefill_attention);
+
+  hls::ResetSimulatedCycles();
+  SequenceKv* seqs[] = {&seq};
+  const int next[] = {5};
+  ASSERT_TRUE((*card)->Decode(seqs, next, logits).ok());
+  const auto [decode_w2a8, decode_attention] = expected(static_cast<int64_t>(prompt->size()), 1);
+  EXPECT_EQ(hls::SimulatedCycles(hls::CycleUnit::kW2A8), decode_w2a8);
+  EXPECT_EQ(hls::SimulatedCycles(hls::CycleUnit::kAttention), decode_attention);
+  EXPECT_GT(decode_w2a8, 0);
+  EXPECT_GT(decode_attention, 0);
 }
 
 // The KV pool against the card's KV banks: more pages than HBM[28:29] holds are refused, naming

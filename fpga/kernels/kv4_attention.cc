@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "fpga/kernels/cycle_count.h"
 #include "fpga/kernels/hls_compat.h"
 #include "runtime/common/lane_sum.h"
 
@@ -49,6 +50,11 @@ void AttendOneHead(const float* q, const float* q_sink, int sink_runs, const uin
 #pragma HLS ARRAY_PARTITION variable = query complete
 #pragma HLS ARRAY_PARTITION variable = sink_query complete
 #pragma HLS ARRAY_PARTITION variable = acc complete
+  // Cycles, loop by loop: the query and its sums (an add carried per element), each run's keys (a
+  // codes beat and a params read on one master: two cycles a key), the softmax's three passes (the
+  // sum carried), each run's values (the accumulators' fma carried from key to key), the output.
+  CycleTally tally;
+  tally.Add(kHeadSize * kFaddLatency + kLoopDepth);
   float q_sum = 0.0f, sink_sum = 0.0f;
   for (int d = 0; d < kHeadSize; ++d) {
     query[d] = q[d];
@@ -66,6 +72,7 @@ void AttendOneHead(const float* q, const float* q_sink, int sink_runs, const uin
     ScoreUnit<kHeadSize>(sink ? sink_query : query, sink ? sink_sum : q_sum, key_codes + start * (kHeadSize / 2),
                          key_params + start, run_count[r], scale, scores + visible);
     visible += run_count[r];
+    tally.Add(2 * run_count[r] + kLoopDepth);
   }
   // Softmax (the element-wise unit's order: max, exp and sum, divide).
   float max_score = scores[0];
@@ -76,6 +83,7 @@ void AttendOneHead(const float* q, const float* q_sink, int sink_runs, const uin
     sum += scores[i];
   }
   for (int i = 0; i < visible; ++i) scores[i] /= sum;
+  tally.Add(visible * (2 + kFaddLatency) + 3 * kLoopDepth);
   float min_sum = 0.0f;
   visible = 0;
   for (int r = 0; r < runs; ++r) {
@@ -83,8 +91,11 @@ void AttendOneHead(const float* q, const float* q_sink, int sink_runs, const uin
     min_sum += AccumulateUnit<kHeadSize>(acc, scores + visible, value_codes + start * (kHeadSize / 2),
                                          value_params + start, run_count[r]);
     visible += run_count[r];
+    tally.Add(kFmaLatency * run_count[r] + kLoopDepth);
   }
   for (int d = 0; d < kHeadSize; ++d) out[d] = min_sum != 0.0f ? acc[d] + min_sum : acc[d];
+  tally.Add(kHeadSize + kLoopDepth);
+  tally.Commit(CycleUnit::kAttention);
 }
 
 // Runs f.template operator()<N>() for the unit instance of `head_size`; false when there is none.

@@ -1,6 +1,9 @@
 #include "fpga/kernels/w2a8_engine.h"
 
+#include <algorithm>
 #include <cmath>
+
+#include "fpga/kernels/cycle_count.h"
 
 namespace accllm::hls {
 namespace {
@@ -50,49 +53,46 @@ void W2A8Engine(const Beat* codes, const Beat* sparse_index, const uint16_t* sca
   if (tokens < 1 || tokens > T) __builtin_trap();  // the host splits steps into calls of at most T tokens
 #endif
 
-  // The call's tokens, on chip once (BRAM): every weight beat below meets all of them.
+  CycleTally tally;
+  // The call's tokens, on chip once (BRAM): every weight beat below meets all of them. Read a beat
+  // per cycle: 64 activation codes, or 16 group sums.
   int8_t act[T][kW2MaxCols];
   int32_t act_group_sums[T][kW2MaxGroups];
   float act_scale[T];
 #pragma HLS ARRAY_PARTITION variable = act dim = 1 complete
-#pragma HLS ARRAY_PARTITION variable = act dim = 2 cyclic factor = 16
+#pragma HLS ARRAY_PARTITION variable = act dim = 2 cyclic factor = 64
 #pragma HLS ARRAY_PARTITION variable = act_group_sums dim = 1 complete
+#pragma HLS ARRAY_PARTITION variable = act_group_sums dim = 2 cyclic factor = 16
 #pragma HLS ARRAY_PARTITION variable = act_scale complete
+  const int act_beats = (cols_padded + 63) / 64, sum_beats = (groups + 15) / 16;
   for (int t = 0; t < tokens; ++t) {
-    for (int j = 0; j < cols_padded; ++j) {
+    for (int b = 0; b < act_beats; ++b) {
 #pragma HLS PIPELINE II = 1
-      act[t][j] = activations[static_cast<int64_t>(t) * cols_padded + j];
-    }
-    for (int g = 0; g < groups; ++g) {
-#pragma HLS PIPELINE II = 1
-      act_group_sums[t][g] = group_sums[static_cast<int64_t>(t) * groups + g];
-    }
-    act_scale[t] = act_scales[t];
-  }
-
-  // On-chip copies of one row tile (URAM/BRAM in hardware).
-  Beat tile_codes[kW2MaxSubBlocksPerTile];
-  Beat tile_index[kW2MaxSubBlocksPerTile];
-  float tile_scales[kW2MaxGroups][kLanes];
-  uint8_t tile_zeros[kW2MaxGroups][kLanes];
-#pragma HLS ARRAY_PARTITION variable = tile_scales dim = 2 complete
-#pragma HLS ARRAY_PARTITION variable = tile_zeros dim = 2 complete
-  for (int tile = tile_begin; tile < tile_end; ++tile) {
-    // Load the tile once (burst reads from its HBM channel)...
-    for (int s = 0; s < sub_blocks; ++s) {
-#pragma HLS PIPELINE II = 1
-      tile_codes[s] = codes[static_cast<int64_t>(tile) * sub_blocks + s];
-      if (sparse) tile_index[s] = sparse_index[static_cast<int64_t>(tile) * sub_blocks + s];
-    }
-    for (int g = 0; g < groups; ++g) {
-      for (int r = 0; r < kLanes; ++r) {
-#pragma HLS PIPELINE II = 1
-        const int64_t p = (static_cast<int64_t>(tile) * groups + g) * kLanes + r;
-        tile_scales[g][r] = HalfToFloat(scales[p]);
-        tile_zeros[g][r] = zeros[p];
+      for (int k = 0; k < 64; ++k) {
+#pragma HLS UNROLL
+        const int j = 64 * b + k;
+        if (j < cols_padded) act[t][j] = activations[static_cast<int64_t>(t) * cols_padded + j];
       }
     }
-    // ...then each sub-block once, against the T tokens side by side.
+    for (int b = 0; b < sum_beats; ++b) {
+#pragma HLS PIPELINE II = 1
+      for (int k = 0; k < 16; ++k) {
+#pragma HLS UNROLL
+        const int g = 16 * b + k;
+        if (g < groups) act_group_sums[t][g] = group_sums[static_cast<int64_t>(t) * groups + g];
+      }
+    }
+    act_scale[t] = act_scales[t];
+    tally.Add(act_beats + sum_beats + 1);
+  }
+  tally.Add(kLoopDepth);
+
+  // Each row tile streams from the unit's own channel: per group its 16 scales and 16 zeros (one
+  // read each), then its sub-blocks, a beat per cycle (2:4: the positions beat too, on the same
+  // master), each meeting all T tokens at once; the group's sums fold into the accumulators (an
+  // fma carried from group to group: a group takes at least its latency).
+  const int beat_interval = sparse ? 2 : 1;
+  for (int tile = tile_begin; tile < tile_end; ++tile) {
     float acc[T][kLanes];
 #pragma HLS ARRAY_PARTITION variable = acc complete dim = 0
     for (int t = 0; t < T; ++t) {
@@ -100,14 +100,28 @@ void W2A8Engine(const Beat* codes, const Beat* sparse_index, const uint16_t* sca
       for (int r = 0; r < kLanes; ++r) acc[t][r] = 0.0f;
     }
     for (int g = 0; g < groups; ++g) {
+      float scale[kLanes];
+      uint8_t zero[kLanes];
+#pragma HLS ARRAY_PARTITION variable = scale complete
+#pragma HLS ARRAY_PARTITION variable = zero complete
+      for (int r = 0; r < kLanes; ++r) {
+#pragma HLS UNROLL
+        const int64_t p = (static_cast<int64_t>(tile) * groups + g) * kLanes + r;
+        scale[r] = HalfToFloat(scales[p]);
+        zero[r] = zeros[p];
+      }
       int32_t dot[T][kLanes] = {}, kept_sum[T][kLanes] = {};
 #pragma HLS ARRAY_PARTITION variable = dot complete dim = 0
 #pragma HLS ARRAY_PARTITION variable = kept_sum complete dim = 0
       for (int s = g * sub_blocks_per_group; s < (g + 1) * sub_blocks_per_group; ++s) {
 #pragma HLS PIPELINE II = 1
+        const int64_t beat = static_cast<int64_t>(tile) * sub_blocks + s;
+        const Beat w = codes[beat];
+        Beat index{};
+        if (sparse) index = sparse_index[beat];
         for (int t = 0; t < T; ++t) {
 #pragma HLS UNROLL
-          if (t < tokens) MacSubBlock(tile_codes[s], &tile_index[s], act[t], s * kColumns, sparse, dot[t], kept_sum[t]);
+          if (t < tokens) MacSubBlock(w, &index, act[t], s * kColumns, sparse, dot[t], kept_sum[t]);
         }
       }
       for (int t = 0; t < T; ++t) {
@@ -116,19 +130,24 @@ void W2A8Engine(const Beat* codes, const Beat* sparse_index, const uint16_t* sca
 #pragma HLS UNROLL
           // Lanes past `tokens` hold no activations; their sums are never staged.
           const int32_t a_sum = t >= tokens ? 0 : sparse ? kept_sum[t][r] : act_group_sums[t][g];
-          const int32_t integer = 2 * dot[t][r] - static_cast<int32_t>(tile_zeros[g][r]) * a_sum;  // see W2Level
-          acc[t][r] = std::fma(tile_scales[g][r], static_cast<float>(integer), acc[t][r]);
+          const int32_t integer = 2 * dot[t][r] - static_cast<int32_t>(zero[r]) * a_sum;  // see W2Level
+          acc[t][r] = std::fma(scale[r], static_cast<float>(integer), acc[t][r]);
         }
       }
+      tally.Add(std::max(2 + sub_blocks_per_group * beat_interval, kFmaLatency));
     }
+    // A token's 16 outputs are one 64-byte beat.
     for (int t = 0; t < tokens; ++t) {
-      for (int r = 0; r < kLanes; ++r) {
 #pragma HLS PIPELINE II = 1
+      for (int r = 0; r < kLanes; ++r) {
+#pragma HLS UNROLL
         const int row = tile * kLanes + r;
         if (row < rows) out[static_cast<int64_t>(t) * ldy + row] = acc[t][r] * act_scale[t];
       }
     }
+    tally.Add(tokens + kLoopDepth);
   }
+  tally.Commit(CycleUnit::kW2A8);
 }
 
 template void W2A8Engine<4>(const Beat*, const Beat*, const uint16_t*, const uint8_t*, const int8_t*, const int32_t*,

@@ -4,11 +4,12 @@
 // sub-block (16 rows x 16 columns) is one 512-bit HBM beat.
 //
 // One call carries up to kW2A8TokenLanes tokens (T, a build parameter: 4 or 8). Their activations
-// and group sums are loaded into on-chip buffers once per call; then, per row tile, the engine
-// loads the tile's sub-blocks into on-chip memory once and each sub-block (one weight beat) meets
-// all T tokens at once, in T copies of a 16-lane x 16-column array of 2x8-bit MACs. So a call
-// reads each weight once from HBM, and a step of n tokens reads the weights ceil(n / T) times (the
-// host splits it into calls). Results equal the CPU kernels' bit for bit:
+// and group sums are read into on-chip buffers once per call, a beat per cycle; then each row tile
+// streams from HBM, a group at a time (its 16 scales and 16 zeros, then its sub-blocks, one beat
+// per cycle), and each sub-block (one weight beat) meets all T tokens at once, in T copies of a
+// 16-lane x 16-column array of 2x8-bit MACs. So a call reads each weight once from HBM, and a step
+// of n tokens reads the weights ceil(n / T) times (the host splits it into calls). Its cycles are
+// counted in C simulation (fpga/kernels/cycle_count.h). Results equal the CPU kernels' bit for bit:
 //   y[t][r] = a_scale[t] * Y,  Y = fma(scale[r][g], float(2 dot[r][g] - zero[r][g] * asum[t][g]), Y)
 #pragma once
 

@@ -1,0 +1,35 @@
+// Cycles of the accelerator's units derived from their loop structure in fpga/kernels (trip counts
+// x initiation interval + pipeline depth, per call), for the shapes a step hands them. The C
+// simulation counts the same loops as they run (fpga/kernels/cycle_count.h); tests hold the two
+// together on real steps. The performance model (perf_model.h) builds a step from these.
+#pragma once
+
+#include <cstdint>
+
+#include "runtime/kv/lambda_attention.h"
+
+namespace accllm::fpga {
+
+// One call of a W2A8 unit: `tiles` row tiles of a layer of `cols_padded` columns, `tokens` tokens.
+struct W2A8Call {
+  int cols_padded = 0;
+  int group_size = 128;
+  bool sparse = false;
+  int tokens = 1;
+  int64_t tiles = 0;
+};
+int64_t W2A8CallCycles(const W2A8Call& call);
+
+// What one query reads: its page runs and the tokens in them.
+struct QuerySpan {
+  int64_t runs = 0;
+  int64_t visible = 0;
+};
+// The span of a query at `position` (the engine's page runs: sinks outside the window, then the
+// window, each cut at page boundaries).
+QuerySpan QuerySpanAt(int64_t position, const LambdaConfig& lambda, int page_tokens);
+
+// One (token, head) query through the attention unit.
+int64_t AttentionQueryCycles(int head_size, const QuerySpan& span);
+
+}  // namespace accllm::fpga
