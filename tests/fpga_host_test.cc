@@ -17,6 +17,7 @@
 #include "fpga/host/xrt_card.h"
 #include "fpga/kernels/cycle_count.h"
 #include "fpga/kernels/w2a8_engine.h"
+#include "fpga/model/perf_model.h"
 #include "fpga/model/unit_cycles.h"
 #include "gmock/gmock.h"
 #include "runtime/cpu/kernels.h"
@@ -366,6 +367,17 @@ TEST(XrtBackendTest, SimulatedUnitCyclesAreTheModels) {
   EXPECT_EQ(hls::SimulatedCycles(hls::CycleUnit::kAttention), decode_attention);
   EXPECT_GT(decode_w2a8, 0);
   EXPECT_GT(decode_attention, 0);
+
+  // The performance model's step, built from the same unit cycles, counts the same.
+  Workload work;
+  work.config = c;
+  work.context = static_cast<int>(prompt->size()) + 1;
+  work.window = 32;
+  AcceleratorDesign design;
+  design.token_lanes = hls::kW2A8TokenLanes;
+  const Estimate e = EstimateAccelerator({}, design, work);
+  EXPECT_EQ(e.w2a8_cycles, decode_w2a8);
+  EXPECT_EQ(e.attention_cycles, decode_attention);
 }
 
 // The KV pool against the card's KV banks: more pages than HBM[28:29] holds are refused, naming

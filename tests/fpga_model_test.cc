@@ -29,15 +29,22 @@ TEST(FpgaModelTest, BytesAndRooflineFollowTheFormat) {
   EXPECT_TRUE(e.fits);
 }
 
-TEST(FpgaModelTest, HeldAgainstThePublishedFigure) {
-  // AccLLM reports 164 tokens/s and 33 W for Llama-2-7B on one U280; FlightLLM 55. The model's
-  // estimate of our design at a short context must sit between them and under the roofline,
-  // within a factor of 1.5 of the paper (docs/FPGA.md explains the gap).
-  const Estimate e = EstimateAccelerator({}, {}, Llama7b(1, 128));
-  EXPECT_GT(e.tokens_per_s, 55.0);
-  EXPECT_GT(e.tokens_per_s, 164.0 / 1.5);
-  EXPECT_LT(e.tokens_per_s, e.hbm_roofline_tokens_per_s);
-  EXPECT_NEAR(e.watts, 33.0, 6.0);
+// The host's starts per step as built (every unit of every layer), and what the sequencer (one
+// start per step) would save. Not a fit to the published figures: those are listed beside the
+// model's, not used to set it.
+TEST(FpgaModelTest, TheHostDrivenFlowPaysForItsStarts) {
+  const Estimate host = EstimateAccelerator({}, {}, Llama7b(1, 128));
+  AcceleratorDesign sequenced;
+  sequenced.sequencer = true;
+  const Estimate one_start = EstimateAccelerator({}, sequenced, Llama7b(1, 128));
+  // 24 units x 7 linear layers + 2 attention units, per layer.
+  EXPECT_EQ(host.launches, 32 * (24 * 7 + 2));
+  EXPECT_EQ(one_start.launches, 1);
+  EXPECT_NEAR(host.overhead_ms, 32 * 8 * 0.015, 1e-9);
+  EXPECT_GT(one_start.tokens_per_s, host.tokens_per_s);
+  EXPECT_LT(one_start.tokens_per_s, one_start.hbm_roofline_tokens_per_s);
+  EXPECT_EQ(host.linear_ms, one_start.linear_ms);
+  EXPECT_GT(host.watts, 19.0);  // above the static power, whatever the rates
 }
 
 TEST(FpgaModelTest, LambdaBoundsAttentionAndBatchingAndCardsScale) {
@@ -53,9 +60,12 @@ TEST(FpgaModelTest, LambdaBoundsAttentionAndBatchingAndCardsScale) {
     EXPECT_GT(t, previous) << batch;
     previous = t;
   }
-  // Up to the token lanes a batch shares each weight read: batch 4 costs about one weight pass.
+  // Up to the token lanes a batch shares each weight read: batch 4 costs about one weight pass
+  // (a call stages and writes 4 tokens instead of 1), batch 8 two.
   const Estimate b1 = EstimateAccelerator({}, {}, Llama7b(1, 256)), b4 = EstimateAccelerator({}, {}, Llama7b(4, 256));
-  EXPECT_DOUBLE_EQ(b1.linear_ms, b4.linear_ms);
+  const Estimate b8 = EstimateAccelerator({}, {}, Llama7b(8, 256));
+  EXPECT_LT(b4.linear_ms, 1.1 * b1.linear_ms);
+  EXPECT_GT(b8.linear_ms, 1.9 * b4.linear_ms);
 
   Workload four = Llama7b(4, 256);
   four.cards = 4;

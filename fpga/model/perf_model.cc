@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "fpga/device_limits.h"
+#include "fpga/model/unit_cycles.h"
 #include "runtime/kv/sequence_kv.h"
 
 namespace accllm::fpga {
@@ -30,65 +31,103 @@ Estimate EstimateAccelerator(const U280Platform& p, const AcceleratorDesign& d, 
   const LlamaConfig& c = w.config;
   const double hz = d.clock_mhz * 1e6;
   const int batch = std::max(1, w.batch);
+  const double channel_bytes_per_s = p.hbm_channel_gbps * 1e9 * p.hbm_efficiency;
   Estimate e;
 
-  // Linear layers: the packed format's bytes, beats, and MACs (2:4 layers store half the codes
-  // plus as many index bits: the same bytes, half the MACs).
-  double linear_bytes = 0, beats = 0, macs = 0;
-  int64_t widest_tile_beats = 0;
+  // Linear layers, from the W2A8 unit's loops (unit_cycles.h): each layer's row tiles striped over
+  // the units, `tokens` in calls of token_lanes. A layer takes its slowest unit's cycles or that
+  // unit's bytes at its channel's rate, whichever is longer; the layers run one after another.
+  // 2:4 layers take as many cycles (half the sub-blocks, two beats each) and bytes.
+  double linear_bytes = 0, macs = 0;
+  int64_t widest_cols = 0;
   for (const LinearShape& l : Linears(c)) {
     const double rows = static_cast<double>(Pad(l.rows, 16)), cols = static_cast<double>(Pad(l.cols, w.group_size));
-    const double code_bytes = rows * cols / 4;
-    linear_bytes += code_bytes + rows * (cols / w.group_size) * 3;  // + fp16 scale and u8 zero per group
-    beats += code_bytes / kBeatBytes;
+    linear_bytes += rows * cols / 4 + rows * (cols / w.group_size) * 3;  // codes + fp16 scale and u8 zero per group
     macs += rows * cols * (1.0 - 0.5 * w.sparse_fraction);
-    widest_tile_beats = std::max<int64_t>(widest_tile_beats, Pad(l.cols, w.group_size) / 16);
+    widest_cols = std::max<int64_t>(widest_cols, Pad(l.cols, w.group_size));
   }
   linear_bytes *= c.n_layers;
-  beats *= c.n_layers;
   macs *= c.n_layers;
+  struct LinearTime {
+    double seconds = 0, compute_s = 0, read_s = 0;
+    int64_t all_unit_cycles = 0;  // every unit's calls together
+    int64_t launches = 0;         // unit starts the host makes (one per unit per call)
+  };
+  const auto linear_time = [&](int tokens) {
+    LinearTime t;
+    for (const LinearShape& l : Linears(c)) {
+      const int64_t tiles = Pad(l.rows, 16) / 16, cols = Pad(l.cols, w.group_size);
+      const int64_t units = std::min<int64_t>(d.w2a8_units, tiles);
+      const int64_t slowest = (tiles + units - 1) / units;
+      const double tile_bytes = static_cast<double>(cols) * 16 / 4 + 16.0 * (cols / w.group_size) * 3;
+      int64_t cycles = 0;
+      int calls = 0;
+      for (int t0 = 0; t0 < tokens; t0 += d.token_lanes, ++calls) {
+        const int n = std::min(d.token_lanes, tokens - t0);
+        cycles += W2A8CallCycles({static_cast<int>(cols), w.group_size, false, n, slowest});
+        // Σ over units: every unit stages the call's activations; the tiles add up to the layer's.
+        t.all_unit_cycles += units * W2A8CallCycles({static_cast<int>(cols), w.group_size, false, n, 0}) +
+                             tiles * (W2A8CallCycles({static_cast<int>(cols), w.group_size, false, n, 1}) -
+                                      W2A8CallCycles({static_cast<int>(cols), w.group_size, false, n, 0}));
+      }
+      const double compute_s = cycles / hz, read_s = calls * slowest * tile_bytes / channel_bytes_per_s;
+      t.compute_s += compute_s * c.n_layers;
+      t.read_s += read_s * c.n_layers;
+      t.seconds += std::max(compute_s, read_s) * c.n_layers;
+      t.launches += units * calls * c.n_layers;
+    }
+    t.all_unit_cycles *= c.n_layers;
+    return t;
+  };
+  const LinearTime linear = linear_time(batch);
+  e.linear_ms = 1e3 * linear.seconds;
+  e.w2a8_cycles = linear.all_unit_cycles;
   const double classifier_bytes = 2.0 * c.vocab_size * c.dim;
   e.weight_bytes = linear_bytes + classifier_bytes;
-
-  const double channel_bytes_per_s = p.hbm_channel_gbps * 1e9 * p.hbm_efficiency;
   const double unit_bytes_per_s = std::min(channel_bytes_per_s, kBeatBytes * hz);
-  const double weight_read_s = linear_bytes / (d.w2a8_units * unit_bytes_per_s);
-  const double lane_groups = std::ceil(static_cast<double>(batch) / d.token_lanes);
-  // Dense beats take one cycle per lane group; a 2:4 beat carries 256 kept weights of 512.
-  const double compute_s = beats * lane_groups / (d.w2a8_units * hz);
-  const double fill_s = c.n_layers * 7.0 * d.pipeline_fill_cycles / hz;
-  e.linear_ms = 1e3 * (std::max(weight_read_s, compute_s) + fill_s);
   e.classifier_ms = 1e3 * classifier_bytes / (d.w2a8_units * unit_bytes_per_s);
 
-  // Attention over the Λ window: KV4 codes plus fp16 scale and min per (token, head).
-  const int64_t visible = w.window > 0 ? std::min<int64_t>(w.context, int64_t{w.sinks} + w.window) : w.context;
+  // Attention, from the attention unit's loops: each (sequence, head) query of the new token (at
+  // position context - 1) over its Λ page runs; a layer's queries split between the units.
+  const LambdaConfig lambda = w.window > 0 ? LambdaConfig{w.sinks, w.window} : LambdaConfig{};
+  const QuerySpan span = QuerySpanAt(std::max(0, w.context - 1), lambda, w.page_tokens);
+  const int64_t query_cycles = AttentionQueryCycles(c.head_size(), span);
+  const int64_t queries = int64_t{batch} * c.n_heads;
+  e.attention_cycles = queries * query_cycles * c.n_layers;
   const double kv_token_bytes = 2.0 * c.n_layers * (c.kv_dim() / 2.0 + 4.0 * c.n_kv_heads);
-  e.kv_bytes = kv_token_bytes * static_cast<double>(visible) * batch;
+  e.kv_bytes = kv_token_bytes * static_cast<double>(span.visible) * batch;
   const double kv_read_s = e.kv_bytes / (d.kv_channels * channel_bytes_per_s);
-  const double attention_macs = 2.0 * c.n_layers * c.dim * static_cast<double>(visible) * batch;
-  const double attention_compute_s = attention_macs / (static_cast<double>(d.attention_units) * d.attention_lanes * hz);
+  const double attention_compute_s =
+      static_cast<double>((queries + d.attention_units - 1) / d.attention_units * query_cycles * c.n_layers) / hz;
   e.attention_ms = 1e3 * std::max(kv_read_s, attention_compute_s);
+  const double attention_macs = 2.0 * c.n_layers * c.dim * static_cast<double>(span.visible) * batch;
 
   const double elementwise = static_cast<double>(c.n_layers) * (6.0 * c.dim + 3.0 * c.hidden_dim) * batch;
   e.elementwise_ms = 1e3 * elementwise / (static_cast<double>(d.elementwise_lanes) * hz);
-  e.overhead_ms = 1e-3 * d.step_overhead_us;
+  // The host starts every unit of every layer (and each layer's attention units) and waits, or,
+  // with the layer sequencer, starts the step once.
+  e.launches = d.sequencer ? 1 : linear.launches + int64_t{c.n_layers} * d.attention_units;
+  e.overhead_ms = d.sequencer ? 1e-3 * d.step_overhead_us
+                              : 1e-3 * d.launch_us * c.n_layers * (7.0 * std::ceil(static_cast<double>(batch) / d.token_lanes) + 1);
   // The W2A8 engine, attention and element-wise units of one layer work in sequence.
   e.step_ms = e.linear_ms + e.classifier_ms + e.attention_ms + e.elementwise_ms + e.overhead_ms;
   e.tokens_per_s = w.cards * batch / (e.step_ms * 1e-3);
-  e.bound = e.attention_ms > e.linear_ms ? "attention" : compute_s > weight_read_s ? "compute" : "HBM";
+  e.bound = e.attention_ms > e.linear_ms ? "attention" : linear.compute_s > linear.read_s ? "compute" : "HBM";
 
   const double hbm_bytes_per_s = p.hbm_channels * p.hbm_channel_gbps * 1e9;
   e.hbm_roofline_tokens_per_s = w.cards * batch * hbm_bytes_per_s / (e.weight_bytes + e.kv_bytes);
 
-  // Prefill: every prompt token through the MAC array, weights read once per row tile.
-  const double prompt = std::max(1, w.context);
-  const double prefill_compute_s = beats * std::ceil(prompt / d.token_lanes) / (d.w2a8_units * hz);
+  // Prefill: the prompt's tokens through the W2A8 units in calls of token_lanes; attention over
+  // the growing prefix, each query as its unit runs it.
+  const int prompt = std::max(1, w.context);
+  const LinearTime prefill_linear = linear_time(prompt);
+  int64_t prefill_attention_cycles = 0;
+  for (int pos = 0; pos < prompt; ++pos) {
+    prefill_attention_cycles += AttentionQueryCycles(c.head_size(), QuerySpanAt(pos, lambda, w.page_tokens));
+  }
   const double prefill_attention_s =
-      2.0 * c.n_layers * c.dim * prompt * static_cast<double>(std::min<int64_t>(visible, w.context)) / 2 /
-      (static_cast<double>(d.attention_units) * d.attention_lanes * hz);
-  e.prefill_tokens_per_s =
-      prompt / (std::max(prefill_compute_s, weight_read_s) + prefill_attention_s + classifier_bytes / (d.w2a8_units * unit_bytes_per_s) +
-                fill_s);
+      static_cast<double>(prefill_attention_cycles) * c.n_heads * c.n_layers / d.attention_units / hz;
+  e.prefill_tokens_per_s = prompt / (prefill_linear.seconds + prefill_attention_s + 1e-3 * e.classifier_ms);
 
   // Power at this step's rates.
   const double step_s = e.step_ms * 1e-3;
@@ -97,14 +136,13 @@ Estimate EstimateAccelerator(const U280Platform& p, const AcceleratorDesign& d, 
   e.watts = p.static_watts + p.hbm_pj_per_bit * 1e-12 * bits_per_s + d.mac_pj * 1e-12 * macs_per_s + d.logic_watts;
   e.joules_per_token = e.watts * w.cards / e.tokens_per_s;
 
-  // Resources: the MAC arrays in DSPs; per unit a double-buffered tile and its activations in URAM.
+  // Resources: the MAC arrays in DSPs; per unit the call's activations on chip (the unit streams
+  // its tiles and keeps none).
   e.dsp_used = d.w2a8_units * static_cast<int>(kWeightsPerBeat) * d.token_lanes / d.macs_per_dsp +
                (d.attention_units * d.attention_lanes + d.elementwise_lanes) * d.dsp_per_fp32_lane;
-  const double tile_bytes = static_cast<double>(widest_tile_beats) * kBeatBytes;
-  const double activation_bytes = static_cast<double>(d.token_lanes) * Pad(c.hidden_dim, w.group_size);
-  e.uram_used = d.w2a8_units * static_cast<int>(2 * std::ceil(tile_bytes / kUramBytes) + std::ceil(activation_bytes / kUramBytes));
+  const double activation_bytes = static_cast<double>(d.token_lanes) * static_cast<double>(widest_cols);
+  e.uram_used = d.w2a8_units * static_cast<int>(std::ceil(activation_bytes / kUramBytes));
   // The KV cache: the same check a card's device makes when it sizes its pool.
-  const LambdaConfig lambda = w.window > 0 ? LambdaConfig{w.sinks, w.window} : LambdaConfig{};
   e.kv_pages_per_stream = SequenceKv::MaxPages(lambda, w.page_tokens, std::min(w.prefill_chunk, w.context), w.context);
   e.kv_streams = KvPagesThatFit(c, w.page_tokens) / std::max(1, e.kv_pages_per_stream);
   e.fits = e.dsp_used <= p.dsp && e.uram_used <= p.uram && d.w2a8_units + d.kv_channels <= p.hbm_channels &&

@@ -1,19 +1,21 @@
-// A cycle-level performance and power estimate of the AccLLM accelerator on an Alveo U280, for a
-// model shape, batch size and context length, built from the same formats the kernels use:
+// A performance and power estimate of the AccLLM accelerator on an Alveo U280, for a model shape,
+// batch size and context length. The units' cycles come from the kernels' own loops
+// (unit_cycles.h, held to the C simulation's counts by tests/fpga_host_test.cc); what the code
+// does not decide is a stated parameter:
 //
-//   * W2A8 engine: `w2a8_units` compute units, one per HBM pseudo-channel holding its stripe of
-//     every linear layer's row tiles. Each unit takes one 512-bit beat (one 16x16 W2 sub-block)
-//     per cycle and applies it to `token_lanes` tokens at once (256 MACs per lane per cycle,
-//     packed `macs_per_dsp` to a DSP48E2). A step costs max(beats read at the channel's rate,
-//     beats x ceil(batch / token_lanes) cycles) plus the pipeline fill of every layer.
-//   * fp16 classifier: streamed over all weight channels at their bandwidth.
-//   * KV4 attention: the visible (Λ) tokens' 4-bit K and V pages from `kv_channels` channels;
-//     `attention_lanes` multiply-adds per cycle per unit.
-//   * element-wise units (RMSNorm+A8, RoPE, SwiGLU, softmax): `elementwise_lanes` per cycle.
-//   * one host command per step (XRT/ERT), `step_overhead_us`.
-// Power = static + HBM energy per bit moved + MAC energy + clocked logic. Constants that come from
-// data sheets or the literature rather than measurement are marked "assumed" in
-// docs/FPGA.md; the model is held against the paper's measured figure there and in the tests.
+//   * W2A8 units: `w2a8_units` compute units, each holding a stripe of every linear layer's row
+//     tiles in its HBM channel; a layer takes its slowest unit's call cycles or that unit's bytes
+//     at the channel's sustained rate (`hbm_efficiency`, assumed), whichever is longer.
+//   * classifier: streamed over all weight channels at their bandwidth (modelled: the classifier
+//     runs on the host today).
+//   * attention: each query's cycles over its Λ page runs, a layer's queries split between the
+//     `attention_units`, or the KV bytes at the KV channels' rate if longer.
+//   * element-wise units (RMSNorm+A8, RoPE, SwiGLU, softmax): `elementwise_lanes` per cycle
+//     (modelled: the host runs them between layers today).
+//   * host control: as built, the host starts every unit of every layer and waits (`launch_us`
+//     per layer-wide start, assumed); with the layer sequencer (not built), one start per step.
+// Power = static + HBM energy per bit moved + MAC energy + clocked logic, all assumed constants
+// (docs/FPGA.md).
 #pragma once
 
 #include <string>
@@ -41,11 +43,12 @@ struct AcceleratorDesign {
   int macs_per_dsp = 4;
   int kv_channels = 4;
   int attention_units = 2;
-  int attention_lanes = 128;   // fp32 multiply-adds per cycle: one head vector (kv4_attention.cc)
+  int attention_lanes = 128;   // fp32 multiply-adds unrolled per unit (DSP count): a head vector
   int elementwise_lanes = 64;
   int dsp_per_fp32_lane = 5;   // fp32 multiply (3) + add (2)
-  int pipeline_fill_cycles = 200;  // per linear layer per step
-  double step_overhead_us = 10;
+  bool sequencer = false;          // one start per step (not built) instead of the host's per-layer starts
+  double launch_us = 15;           // host: start a layer's units, wait, sync (assumed)
+  double step_overhead_us = 10;    // sequencer: one start and the logits read back (assumed)
   double mac_pj = 0.5;             // int2 x int8 MAC with its local data movement (assumed)
   double logic_watts = 3.0;        // clock tree and control at 225 MHz (assumed)
 };
@@ -67,6 +70,9 @@ struct Estimate {
   double weight_bytes = 0;        // per step: W2 codes, scales, zeros, fp16 classifier
   double kv_bytes = 0;            // per step, all sequences
   double linear_ms = 0, classifier_ms = 0, attention_ms = 0, elementwise_ms = 0, overhead_ms = 0;
+  int64_t w2a8_cycles = 0;        // every W2A8 unit's cycles in the step, added up (the C simulation's count)
+  int64_t attention_cycles = 0;   // every attention query's cycles in the step, added up
+  int64_t launches = 0;           // unit starts per step
   double step_ms = 0;
   double tokens_per_s = 0;        // decode, all cards together
   double hbm_roofline_tokens_per_s = 0;  // weights + KV at the full 460 GB/s, per card x cards
