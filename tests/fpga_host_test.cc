@@ -16,6 +16,7 @@
 #include "fpga/host/xrt_backend.h"
 #include "fpga/host/xrt_card.h"
 #include "fpga/kernels/cycle_count.h"
+#include "fpga/kernels/kv4_attention.h"
 #include "fpga/kernels/w2a8_engine.h"
 #include "fpga/model/perf_model.h"
 #include "fpga/model/unit_cycles.h"
@@ -272,9 +273,10 @@ TEST(XrtBackendTest, GeneratesTheCpuEnginesTokensThroughXrt) {
   EXPECT_EQ(on_card->generated_ids, on_cpu->generated_ids);
   // 7 linear layers x 5 layers x (1 prefill + 59 decode steps), each over every unit with rows.
   EXPECT_GT(::accllm::testing::NoopComputedRuns() - runs_before, 7 * 5 * 60);
-  // Attention on the card over the KV cache in its HBM: 5 layers x 60 steps, each split between
-  // the 2 attention units once a step has 2 or more (token, head) items (always: 8 heads).
-  EXPECT_EQ(::accllm::testing::NoopComputedAttentionRuns() - attention_before, 2 * 5 * 60);
+  // Attention on the card over the KV cache in its HBM, a layer's (token, head) items split
+  // between the 2 attention units in whole groups of 8 lanes: the prompt's step uses both, a
+  // decode step's 8 heads are one group on one unit (5 layers each).
+  EXPECT_EQ(::accllm::testing::NoopComputedAttentionRuns() - attention_before, 5 * (2 + 59));
   // The same logits as the CPU engine, bit for bit, past the window (sinks included).
   std::vector<int> tokens(80);
   for (int i = 0; i < 80; ++i) tokens[i] = 1 + (i * 37) % 500;
@@ -343,9 +345,16 @@ TEST(XrtBackendTest, SimulatedUnitCyclesAreTheModels) {
           }
         }
       }
+      // Items are (token, head), token-major, in groups of the unit's lanes.
+      std::vector<QuerySpan> items;
       for (int t = 0; t < n; ++t) {
-        attention += c.n_heads * AttentionQueryCycles(c.head_size(), QuerySpanAt(first_position + t, (*card)->lambda(),
-                                                                                 (*card)->page_tokens()));
+        for (int h = 0; h < c.n_heads; ++h) {
+          items.push_back(QuerySpanAt(first_position + t, (*card)->lambda(), (*card)->page_tokens()));
+        }
+      }
+      for (std::size_t g = 0; g < items.size(); g += hls::kAttentionQueryLanes) {
+        attention += AttentionGroupCycles(
+            c.head_size(), std::span(items).subspan(g, std::min<std::size_t>(hls::kAttentionQueryLanes, items.size() - g)));
       }
     }
     return std::pair{w2a8, attention};

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "fpga/host/kernel_signatures.h"
+#include "fpga/kernels/kv4_attention.h"
 #include "fpga/kernels/w2a8_engine.h"
 
 namespace accllm::fpga {
@@ -221,14 +222,17 @@ absl::Status XrtCard::Attention(const AttentionBatch& batch, float* out) {
         kv_[r].sync(XCL_BO_SYNC_BO_TO_DEVICE, count * vector_bytes, first * vector_bytes);
       }
     }
-    // Items split evenly between the units; each unit gets its share of the arrays, its run
-    // offsets rebased to its first run.
-    const int units = std::min<int>(attention_units(), std::max(1, batch.items));
+    // Items split evenly between the units in whole groups of the unit's query lanes (a unit
+    // interleaves a group's queries); each unit gets its share of the arrays, its run offsets
+    // rebased to its first run.
+    const int lanes = hls::kAttentionQueryLanes;
+    const int groups = std::max(1, (batch.items + lanes - 1) / lanes);
+    const int units = std::min<int>(attention_units(), groups);
     std::vector<xrt::run> runs;
     std::vector<std::pair<int, int>> shares;
     for (int u = 0; u < units; ++u) {
-      const int begin = static_cast<int>(int64_t{batch.items} * u / units);
-      const int end = static_cast<int>(int64_t{batch.items} * (u + 1) / units);
+      const int begin = std::min(batch.items, static_cast<int>(int64_t{groups} * u / units) * lanes);
+      const int end = std::min(batch.items, static_cast<int>(int64_t{groups} * (u + 1) / units) * lanes);
       const int first_run = batch.item_runs[begin], run_total = batch.item_runs[end] - first_run;
       xrt::kernel& unit = attention_units_[u];
       AttentionBuffers& b = attention_buffers_[u];

@@ -52,6 +52,13 @@ class Stream {
 };
 #endif
 
+// A large on-chip buffer: a plain local in HLS; per thread in C simulation, off the (worker's) stack.
+#ifdef ACCLLM_VITIS_HLS
+#define ACCLLM_CSIM_THREAD_LOCAL
+#else
+#define ACCLLM_CSIM_THREAD_LOCAL static thread_local
+#endif
+
 // fp16 bits → float, as the DSP-side converter does (exact for every fp16 value).
 inline float HalfToFloat(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;

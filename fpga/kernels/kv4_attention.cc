@@ -41,60 +41,129 @@ float AccumulateUnit(float* out, const float* p, const uint8_t* codes, const Kv4
   return min_sum;
 }
 
-// One (token, head) query end to end: scores over its runs, softmax, weighted sum of values.
+// Up to kAttentionQueryLanes (token, head) queries end to end, their steps interleaved: each
+// pipelined loop below runs key-major with the lanes innermost, so a sum one lane carries from key
+// to key is next touched Q cycles later (Q >= the add's latency) and every loop issues one (query,
+// key) per cycle. Each lane keeps its own order, the one the CPU kernels use, so the results are
+// theirs bit for bit. Cycles (cycle_count.h): the queries and their sums, Q per element; each key
+// pass (scores, exponentials, values), Q per key of the longest lane, plus a cycle per page run
+// where a pass reads keys; the outputs, Q per element.
 template <int kHeadSize>
-void AttendOneHead(const float* q, const float* q_sink, int sink_runs, const uint8_t* key_codes,
-                   const Kv4Param* key_params, const uint8_t* value_codes, const Kv4Param* value_params,
-                   const int32_t* run_start, const int32_t* run_count, int runs, float* out) {
-  float query[kHeadSize], sink_query[kHeadSize], acc[kHeadSize];
-#pragma HLS ARRAY_PARTITION variable = query complete
-#pragma HLS ARRAY_PARTITION variable = sink_query complete
-#pragma HLS ARRAY_PARTITION variable = acc complete
-  // Cycles, loop by loop: the query and its sums (an add carried per element), each run's keys (a
-  // codes beat and a params read on one master: two cycles a key), the softmax's three passes (the
-  // sum carried), each run's values (the accumulators' fma carried from key to key), the output.
+void AttendGroup(const float* q, const float* q_sink, const int32_t* item_runs, const int32_t* item_sink_runs,
+                 int lanes, const uint8_t* key_codes, const Kv4Param* key_params, const uint8_t* value_codes,
+                 const Kv4Param* value_params, const int32_t* run_start, const int32_t* run_count, float* out) {
+  constexpr int Q = kAttentionQueryLanes;
   CycleTally tally;
-  tally.Add(kHeadSize * kFaddLatency + kLoopDepth);
-  float q_sum = 0.0f, sink_sum = 0.0f;
+  float query[Q][kHeadSize], sink_query[Q][kHeadSize], acc[Q][kHeadSize];
+#pragma HLS ARRAY_PARTITION variable = query complete dim = 2
+#pragma HLS ARRAY_PARTITION variable = sink_query complete dim = 2
+#pragma HLS ARRAY_PARTITION variable = acc complete dim = 2
+  ACCLLM_CSIM_THREAD_LOCAL float scores[Q][kKv4MaxVisible];
+#pragma HLS ARRAY_PARTITION variable = scores complete dim = 1
+  float q_sum[Q], sink_sum[Q], max_score[Q], sum[Q], min_sum[Q], run_min[Q];
+  int visible[Q], sink_visible[Q];
+  for (int l = 0; l < Q; ++l) {
+#pragma HLS UNROLL
+    q_sum[l] = sink_sum[l] = max_score[l] = sum[l] = min_sum[l] = run_min[l] = 0.0f;
+    visible[l] = sink_visible[l] = 0;
+  }
   for (int d = 0; d < kHeadSize; ++d) {
-    query[d] = q[d];
-    q_sum += q[d];
-    sink_query[d] = sink_runs > 0 ? q_sink[d] : 0.0f;
-    sink_sum += sink_query[d];
-    acc[d] = 0.0f;
+    for (int l = 0; l < Q; ++l) {
+#pragma HLS PIPELINE II = 1
+      const bool live = l < lanes, sinks = live && item_sink_runs[l] > 0;
+      query[l][d] = live ? q[static_cast<int64_t>(l) * kHeadSize + d] : 0.0f;
+      sink_query[l][d] = sinks ? q_sink[static_cast<int64_t>(l) * kHeadSize + d] : 0.0f;
+      acc[l][d] = 0.0f;
+      q_sum[l] += query[l][d];
+      sink_sum[l] += sink_query[l][d];
+    }
   }
-  float scores[kKv4MaxVisible];
-  int visible = 0;
+  tally.Add(Q * kHeadSize + kLoopDepth);
+  int longest = 0, runs = 0;
+  for (int l = 0; l < lanes; ++l) {
+    for (int r = item_runs[l]; r < item_runs[l + 1]; ++r) {
+      visible[l] += run_count[r];
+      if (r - item_runs[l] < item_sink_runs[l]) sink_visible[l] += run_count[r];
+    }
+    longest = visible[l] > longest ? visible[l] : longest;
+    runs += item_runs[l + 1] - item_runs[l];
+  }
+
+  // Each lane walks its runs in order: `run` and `offset` name its next key.
+  int run[Q], offset[Q];
+  const auto rewind = [&] {
+    for (int l = 0; l < Q; ++l) {
+#pragma HLS UNROLL
+      run[l] = l < lanes ? item_runs[l] : 0;
+      offset[l] = 0;
+    }
+  };
+  const auto next_vector = [&](int l) {
+    const int64_t v = static_cast<int64_t>(run_start[run[l]]) + offset[l];
+    if (++offset[l] == run_count[run[l]]) {
+      ++run[l];
+      offset[l] = 0;
+    }
+    return v;
+  };
   const float scale = 1.0f / std::sqrt(static_cast<float>(kHeadSize));
-  for (int r = 0; r < runs; ++r) {
-    const int64_t start = run_start[r];
-    const bool sink = r < sink_runs;
-    ScoreUnit<kHeadSize>(sink ? sink_query : query, sink ? sink_sum : q_sum, key_codes + start * (kHeadSize / 2),
-                         key_params + start, run_count[r], scale, scores + visible);
-    visible += run_count[r];
-    tally.Add(2 * run_count[r] + kLoopDepth);
+  rewind();
+  for (int i = 0; i < longest; ++i) {
+    for (int l = 0; l < Q; ++l) {
+#pragma HLS PIPELINE II = 1
+      if (l >= lanes || i >= visible[l]) continue;
+      const int64_t v = next_vector(l);
+      const uint8_t* c = key_codes + v * (kHeadSize / 2);
+      const bool sink = i < sink_visible[l];
+      // Eight lanes and the fixed tree of lane_sum.h: the CPU paths' order.
+      const float dot = sink ? LaneDotN<kHeadSize>([&](int d) { return sink_query[l][d]; }, [&](int d) { return Code(c, d); })
+                             : LaneDotN<kHeadSize>([&](int d) { return query[l][d]; }, [&](int d) { return Code(c, d); });
+      const float s = scale * (HalfToFloat(key_params[v].scale) * dot + HalfToFloat(key_params[v].min) * (sink ? sink_sum[l] : q_sum[l]));
+      scores[l][i] = s;
+      max_score[l] = i == 0 ? s : std::fmax(max_score[l], s);
+    }
   }
+  tally.Add(static_cast<int64_t>(Q) * longest + runs + kLoopDepth);
   // Softmax (the element-wise unit's order: max, exp and sum, divide).
-  float max_score = scores[0];
-  for (int i = 1; i < visible; ++i) max_score = std::fmax(max_score, scores[i]);
-  float sum = 0.0f;
-  for (int i = 0; i < visible; ++i) {
-    scores[i] = std::exp(scores[i] - max_score);
-    sum += scores[i];
+  for (int i = 0; i < longest; ++i) {
+    for (int l = 0; l < Q; ++l) {
+#pragma HLS PIPELINE II = 1
+      if (l >= lanes || i >= visible[l]) continue;
+      scores[l][i] = std::exp(scores[l][i] - max_score[l]);
+      sum[l] += scores[l][i];
+    }
   }
-  for (int i = 0; i < visible; ++i) scores[i] /= sum;
-  tally.Add(visible * (2 + kFaddLatency) + 3 * kLoopDepth);
-  float min_sum = 0.0f;
-  visible = 0;
-  for (int r = 0; r < runs; ++r) {
-    const int64_t start = run_start[r];
-    min_sum += AccumulateUnit<kHeadSize>(acc, scores + visible, value_codes + start * (kHeadSize / 2),
-                                         value_params + start, run_count[r]);
-    visible += run_count[r];
-    tally.Add(kFmaLatency * run_count[r] + kLoopDepth);
+  tally.Add(static_cast<int64_t>(Q) * longest + kLoopDepth);
+  rewind();
+  for (int i = 0; i < longest; ++i) {
+    for (int l = 0; l < Q; ++l) {
+#pragma HLS PIPELINE II = 1
+      if (l >= lanes || i >= visible[l]) continue;
+      const bool run_ends = offset[l] + 1 == run_count[run[l]];
+      const int64_t v = next_vector(l);
+      const uint8_t* c = value_codes + v * (kHeadSize / 2);
+      const float p = scores[l][i] / sum[l];
+      const float ps = p * HalfToFloat(value_params[v].scale);
+      for (int d = 0; d < kHeadSize; ++d) {
+#pragma HLS UNROLL
+        acc[l][d] = std::fma(ps, Code(c, d), acc[l][d]);
+      }
+      // Per run, then into the lane's total: the CPU kernels' order (one accumulate call per run).
+      run_min[l] += p * HalfToFloat(value_params[v].min);
+      if (run_ends) {
+        min_sum[l] += run_min[l];
+        run_min[l] = 0.0f;
+      }
+    }
   }
-  for (int d = 0; d < kHeadSize; ++d) out[d] = min_sum != 0.0f ? acc[d] + min_sum : acc[d];
-  tally.Add(kHeadSize + kLoopDepth);
+  tally.Add(static_cast<int64_t>(Q) * longest + runs + kLoopDepth);
+  for (int d = 0; d < kHeadSize; ++d) {
+    for (int l = 0; l < Q; ++l) {
+#pragma HLS PIPELINE II = 1
+      if (l < lanes) out[static_cast<int64_t>(l) * kHeadSize + d] = min_sum[l] != 0.0f ? acc[l][d] + min_sum[l] : acc[l][d];
+    }
+  }
+  tally.Add(Q * kHeadSize + kLoopDepth);
   tally.Commit(CycleUnit::kAttention);
 }
 
@@ -152,13 +221,13 @@ extern "C" void accllm_kv4_attention(const float* q, const float* q_sink, const 
 #pragma HLS INTERFACE m_axi port = run_count offset = slave bundle = gmem0
 #pragma HLS INTERFACE m_axi port = out offset = slave bundle = gmem0
 #pragma HLS INTERFACE s_axilite port = return
-  for (int i = 0; i < items; ++i) {
-    const int first = item_runs[i];
+  // Queries in groups of kAttentionQueryLanes, interleaved within a group.
+  for (int i = 0; i < items; i += accllm::hls::kAttentionQueryLanes) {
+    const int lanes = items - i < accllm::hls::kAttentionQueryLanes ? items - i : accllm::hls::kAttentionQueryLanes;
     accllm::hls::WithHeadSize(head_size, [&]<int N>() {
-      accllm::hls::AttendOneHead<N>(q + static_cast<int64_t>(i) * N, q_sink + static_cast<int64_t>(i) * N,
-                                    item_sink_runs[i], key_codes, key_params, value_codes, value_params,
-                                    run_start + first, run_count + first, item_runs[i + 1] - first,
-                                    out + static_cast<int64_t>(i) * N);
+      accllm::hls::AttendGroup<N>(q + static_cast<int64_t>(i) * N, q_sink + static_cast<int64_t>(i) * N, item_runs + i,
+                                  item_sink_runs + i, lanes, key_codes, key_params, value_codes, value_params,
+                                  run_start, run_count, out + static_cast<int64_t>(i) * N);
     });
   }
 }

@@ -3,7 +3,8 @@
 // are (runtime/kv/kv_storage.h: head_size / 2 code bytes per vector, low nibble first, and fp16
 // scale and min per vector). The host walks a sequence's block table and hands the units the
 // page runs that lie in the Λ window (sinks + recent tokens), so the mask costs nothing here.
-// The top function runs one (token, head) end to end: scores, softmax, weighted sum.
+// The top function runs groups of kAttentionQueryLanes (token, head) queries end to end, their
+// steps interleaved one (query, key) per cycle: scores, softmax, weighted sum.
 #pragma once
 
 #include <cstdint>
@@ -33,6 +34,8 @@ constexpr bool Kv4HeadSizeSupported(int head_size) {
   return false;
 }
 inline constexpr int kKv4MaxVisible = 8192;  // sinks + window tokens one query may see
+// Queries one attention unit interleaves: at least the latency of an add carried per query.
+inline constexpr int kAttentionQueryLanes = 8;
 
 }  // namespace accllm::hls
 

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "fpga/device_limits.h"
+#include "fpga/kernels/kv4_attention.h"
 #include "fpga/model/unit_cycles.h"
 #include "runtime/kv/sequence_kv.h"
 
@@ -91,14 +92,21 @@ Estimate EstimateAccelerator(const U280Platform& p, const AcceleratorDesign& d, 
   // position context - 1) over its Λ page runs; a layer's queries split between the units.
   const LambdaConfig lambda = w.window > 0 ? LambdaConfig{w.sinks, w.window} : LambdaConfig{};
   const QuerySpan span = QuerySpanAt(std::max(0, w.context - 1), lambda, w.page_tokens);
-  const int64_t query_cycles = AttentionQueryCycles(c.head_size(), span);
   const int64_t queries = int64_t{batch} * c.n_heads;
-  e.attention_cycles = queries * query_cycles * c.n_layers;
+  const int64_t lanes = hls::kAttentionQueryLanes, groups = (queries + lanes - 1) / lanes;
+  const auto group_cycles = [&](int64_t n, const QuerySpan& s) {
+    const std::vector<QuerySpan> spans(static_cast<std::size_t>(n), s);
+    return AttentionGroupCycles(c.head_size(), spans);
+  };
+  // Whole groups and a last, partial one.
+  const int64_t full_groups = queries / lanes, tail = queries % lanes;
+  e.attention_cycles = (full_groups * group_cycles(lanes, span) + (tail > 0 ? group_cycles(tail, span) : 0)) * c.n_layers;
+  const int64_t query_cycles = group_cycles(lanes, span);  // per group, the slowest unit's share below
   const double kv_token_bytes = 2.0 * c.n_layers * (c.kv_dim() / 2.0 + 4.0 * c.n_kv_heads);
   e.kv_bytes = kv_token_bytes * static_cast<double>(span.visible) * batch;
   const double kv_read_s = e.kv_bytes / (d.kv_channels * channel_bytes_per_s);
   const double attention_compute_s =
-      static_cast<double>((queries + d.attention_units - 1) / d.attention_units * query_cycles * c.n_layers) / hz;
+      static_cast<double>((groups + d.attention_units - 1) / d.attention_units * query_cycles * c.n_layers) / hz;
   e.attention_ms = 1e3 * std::max(kv_read_s, attention_compute_s);
   const double attention_macs = 2.0 * c.n_layers * c.dim * static_cast<double>(span.visible) * batch;
 
@@ -121,12 +129,13 @@ Estimate EstimateAccelerator(const U280Platform& p, const AcceleratorDesign& d, 
   // the growing prefix, each query as its unit runs it.
   const int prompt = std::max(1, w.context);
   const LinearTime prefill_linear = linear_time(prompt);
-  int64_t prefill_attention_cycles = 0;
+  int64_t prefill_attention_cycles = 0;  // a token's heads are groups of lanes
   for (int pos = 0; pos < prompt; ++pos) {
-    prefill_attention_cycles += AttentionQueryCycles(c.head_size(), QuerySpanAt(pos, lambda, w.page_tokens));
+    prefill_attention_cycles += group_cycles(lanes, QuerySpanAt(pos, lambda, w.page_tokens));
   }
   const double prefill_attention_s =
-      static_cast<double>(prefill_attention_cycles) * c.n_heads * c.n_layers / d.attention_units / hz;
+      static_cast<double>(prefill_attention_cycles) * (c.n_heads / static_cast<double>(lanes)) * c.n_layers /
+      d.attention_units / hz;
   e.prefill_tokens_per_s = prompt / (prefill_linear.seconds + prefill_attention_s + 1e-3 * e.classifier_ms);
 
   // Power at this step's rates.

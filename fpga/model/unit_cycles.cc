@@ -3,10 +3,10 @@
 #include <algorithm>
 
 #include "fpga/kernels/cycle_count.h"
+#include "fpga/kernels/kv4_attention.h"
 
 namespace accllm::fpga {
 
-using hls::kFaddLatency;
 using hls::kFmaLatency;
 using hls::kLoopDepth;
 
@@ -30,12 +30,18 @@ QuerySpan QuerySpanAt(int64_t position, const LambdaConfig& lambda, int page_tok
   return {pages(0, sink_end) + pages(window_start, position + 1), sink_end + (position + 1 - window_start)};
 }
 
-int64_t AttentionQueryCycles(int head_size, const QuerySpan& s) {
-  return head_size * kFaddLatency + kLoopDepth              // the query and its sums
-         + 2 * s.visible + s.runs * kLoopDepth              // scores: two reads a key
-         + s.visible * (2 + kFaddLatency) + 3 * kLoopDepth  // softmax
-         + kFmaLatency * s.visible + s.runs * kLoopDepth    // values
-         + head_size + kLoopDepth;                          // the output
+int64_t AttentionGroupCycles(int head_size, std::span<const QuerySpan> lanes) {
+  constexpr int64_t q = hls::kAttentionQueryLanes;
+  int64_t longest = 0, runs = 0;
+  for (const QuerySpan& s : lanes) {
+    longest = std::max(longest, s.visible);
+    runs += s.runs;
+  }
+  return q * head_size + kLoopDepth                       // the queries and their sums
+         + q * longest + runs + kLoopDepth                 // scores
+         + q * longest + kLoopDepth                        // exponentials and sums
+         + q * longest + runs + kLoopDepth                 // values
+         + q * head_size + kLoopDepth;                     // the outputs
 }
 
 }  // namespace accllm::fpga

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 
 #include "runtime/kv/lambda_attention.h"
 
@@ -29,7 +30,8 @@ struct QuerySpan {
 // window, each cut at page boundaries).
 QuerySpan QuerySpanAt(int64_t position, const LambdaConfig& lambda, int page_tokens);
 
-// One (token, head) query through the attention unit.
-int64_t AttentionQueryCycles(int head_size, const QuerySpan& span);
+// A group of up to hls::kAttentionQueryLanes (token, head) queries through the attention unit,
+// interleaved: its cycles follow its longest lane.
+int64_t AttentionGroupCycles(int head_size, std::span<const QuerySpan> lanes);
 
 }  // namespace accllm::fpga
