@@ -62,6 +62,14 @@ void AttendGroup(const float* q, const float* q_sink, const int32_t* item_runs, 
 #pragma HLS ARRAY_PARTITION variable = scores complete dim = 1
   float q_sum[Q], sink_sum[Q], max_score[Q], sum[Q], min_sum[Q], run_min[Q];
   int visible[Q], sink_visible[Q];
+#pragma HLS ARRAY_PARTITION variable = q_sum complete
+#pragma HLS ARRAY_PARTITION variable = sink_sum complete
+#pragma HLS ARRAY_PARTITION variable = max_score complete
+#pragma HLS ARRAY_PARTITION variable = sum complete
+#pragma HLS ARRAY_PARTITION variable = min_sum complete
+#pragma HLS ARRAY_PARTITION variable = run_min complete
+#pragma HLS ARRAY_PARTITION variable = visible complete
+#pragma HLS ARRAY_PARTITION variable = sink_visible complete
   for (int l = 0; l < Q; ++l) {
 #pragma HLS UNROLL
     q_sum[l] = sink_sum[l] = max_score[l] = sum[l] = min_sum[l] = run_min[l] = 0.0f;
@@ -91,6 +99,8 @@ void AttendGroup(const float* q, const float* q_sink, const int32_t* item_runs, 
 
   // Each lane walks its runs in order: `run` and `offset` name its next key.
   int run[Q], offset[Q];
+#pragma HLS ARRAY_PARTITION variable = run complete
+#pragma HLS ARRAY_PARTITION variable = offset complete
   const auto rewind = [&] {
     for (int l = 0; l < Q; ++l) {
 #pragma HLS UNROLL
