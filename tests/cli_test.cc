@@ -185,6 +185,17 @@ TEST(CliTest, EvalPrintsBothTables) {
   EXPECT_THAT(not_packed.err, HasSubstr("is not a packed model"));
 }
 
+TEST(CliTest, FpgaModelReportsContextsAndBatches) {
+  const RunResult r = RunCli("fpga-model --contexts 128,4096 --batch 1,4 --cards 1");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("| AccLLM (paper, W2A8KV4, 2:4, Λ) | 164.0 |"));
+  EXPECT_THAT(r.out, HasSubstr("host-driven (as built) / with the layer sequencer (not built)"));
+  EXPECT_THAT(r.out, HasSubstr("| 4096 |"));
+  const RunResult bad = RunCli("fpga-model --contexts 128,x");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.err, HasSubstr("bad context 'x'"));
+}
+
 TEST(CliTest, BenchProfilesEveryStage) {
   const RunResult r = RunCli("bench --shapes 'dim=64,ffn=160,layers=2,heads=4,vocab=300' --batches 1,2 --prefills 8 "
                              "--no-long --profile --threads 2");

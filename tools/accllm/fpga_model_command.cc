@@ -13,10 +13,11 @@ namespace {
 
 struct FpgaModelFlags {
   std::string shape = "llama2-7b";
-  std::string batches = "1,4,16";
+  std::string batches = "1,4,8";
+  std::string contexts = "128,1024,4096";
   std::string cards = "1,2,3,4";
   int context = 1024;
-  int window = 0;
+  int window = 1024;
   int sinks = 4;
   int group_size = 128;
   double sparse_fraction = 0;
@@ -99,6 +100,30 @@ int Run(const FpgaModelFlags& f) {
   }
   work.cards = 1;
   work.batch = 1;
+  // Decode tokens/s over contexts and batches, as the host drives the card today and with the
+  // layer sequencer (one start per step; not built).
+  absl::StatusOr<std::vector<int>> contexts = ParseList(f.contexts, "context");
+  if (!contexts.ok()) return ReportError(contexts.status());
+  std::printf("\nDecode tokens/s on one card%s, host-driven (as built) / with the layer sequencer (not built):\n\n| context |",
+              f.window > 0 ? (" (Λ: " + std::to_string(f.sinks) + " sinks, window " + std::to_string(f.window) + ")").c_str() : "");
+  for (int b : *batches) std::printf(" batch %d |", b);
+  std::printf("\n|---:|");
+  for (std::size_t i = 0; i < batches->size(); ++i) std::printf("---:|");
+  std::printf("\n");
+  fpga::AcceleratorDesign sequenced = f.design;
+  sequenced.sequencer = true;
+  for (int ctx : *contexts) {
+    std::printf("| %d |", ctx);
+    for (int b : *batches) {
+      fpga::Workload at = work;
+      at.context = ctx;
+      at.batch = b;
+      const fpga::Estimate host = fpga::EstimateAccelerator(platform, f.design, at);
+      const fpga::Estimate one = fpga::EstimateAccelerator(platform, sequenced, at);
+      std::printf(" %.1f / %.1f%s |", host.tokens_per_s, one.tokens_per_s, host.fits ? "" : " (KV does not fit)");
+    }
+    std::printf("\n");
+  }
   std::printf("\nPrefill of a %d-token prompt: %.1f tokens/s\n", f.context,
               fpga::EstimateAccelerator(platform, f.design, work).prefill_tokens_per_s);
   return 0;
@@ -112,9 +137,11 @@ void AddFpgaModelCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--shape", flags->shape, "Model shape (llama2-7b, tinyllama-1.1b, dim=...,ffn=...)")->capture_default_str();
   cmd->add_option("--batch", flags->batches, "Batch sizes per card")->capture_default_str();
   cmd->add_option("--cards", flags->cards, "Card counts")->capture_default_str();
+  cmd->add_option("--contexts", flags->contexts, "Contexts for the summary table")->capture_default_str();
   cmd->add_option("--context", flags->context, "Tokens per sequence so far (and the prompt for prefill)")
       ->check(CLI::PositiveNumber)->capture_default_str();
-  cmd->add_option("--window", flags->window, "Λ window (0 = full attention)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--window", flags->window, "Λ window (0 = full attention)")->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   cmd->add_option("--sinks", flags->sinks, "Λ sink tokens")->check(CLI::NonNegativeNumber)->capture_default_str();
   cmd->add_option("--group-size", flags->group_size, "W2 group size")->check(CLI::PositiveNumber)->capture_default_str();
   cmd->add_option("--sparse-fraction", flags->sparse_fraction, "Share of linear weights in 2:4 layers")
@@ -124,6 +151,7 @@ void AddFpgaModelCommand(CLI::App& app, int* exit_code) {
       ->check(CLI::Range(1, 32))->capture_default_str();
   cmd->add_option("--token-lanes", flags->design.token_lanes, "Tokens each weight beat is applied to per cycle")
       ->check(CLI::Range(1, 64))->capture_default_str();
+  cmd->add_flag("--sequencer", flags->design.sequencer, "Model the layer sequencer (one start per step; not built)");
   cmd->callback([flags, exit_code] { *exit_code = Run(*flags); });
 }
 
