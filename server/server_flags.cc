@@ -39,6 +39,8 @@ void AddServerFlags(CLI::App& app, ServerFlags& flags) {
   app.add_option("--sinks", flags.options.backend.sinks, "Λ sink tokens")->check(CLI::NonNegativeNumber)->capture_default_str();
   app.add_option("--threads", flags.options.backend.threads, "Engine threads per device (0 = all cores)")
       ->check(CLI::NonNegativeNumber);
+  app.add_flag("--pin-threads", flags.options.backend.pin_threads,
+               "Pin each engine thread to its own CPU, one per physical core first (one CPU device per host)");
   app.add_option("--page-tokens", flags.options.backend.page_tokens, "Tokens per KV page")->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_option("--kv-pages", flags.options.backend.kv_pages,

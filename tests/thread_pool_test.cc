@@ -1,6 +1,10 @@
 #include "runtime/cpu/thread_pool.h"
 
 #include <gtest/gtest.h>
+#include <sched.h>
+
+#include <algorithm>
+#include <set>
 
 #include <atomic>
 #include <chrono>
@@ -8,6 +12,8 @@
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#include "runtime/cpu/cpu_placement.h"
 
 namespace accllm {
 namespace {
@@ -22,6 +28,38 @@ void ExpectEachIndexOnce(ThreadPool& pool, int64_t n) {
   });
   EXPECT_FALSE(bad_range) << "n=" << n;
   for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[static_cast<std::size_t>(i)].load(), 1) << "n=" << n << " i=" << i;
+}
+
+// Every allowed CPU once; with pinning, each thread that runs chunks runs on exactly one CPU of
+// the first `threads` in that order (the caller included), and the loops still cover every index.
+TEST(ThreadPoolTest, PinnedThreadsRunOnTheirOwnCpus) {
+  const std::vector<int> order = PlacementOrder();
+  cpu_set_t allowed;
+  ASSERT_EQ(sched_getaffinity(0, sizeof allowed, &allowed), 0);
+  ASSERT_EQ(static_cast<int>(order.size()), CPU_COUNT(&allowed));
+  EXPECT_EQ(std::set<int>(order.begin(), order.end()).size(), order.size());
+  const int threads = std::min<int>(2, static_cast<int>(order.size()));
+  std::thread caller([&] {  // pinning the test's main thread would outlive the test
+    ThreadPool pool(threads, /*pin=*/true);
+    std::mutex mutex;
+    std::set<int> cpus;
+    bool single = true;
+    for (int loop = 0; loop < 50; ++loop) {
+      pool.ParallelFor(64, [&](int64_t, int64_t) {
+        cpu_set_t mine;
+        sched_getaffinity(0, sizeof mine, &mine);
+        std::lock_guard<std::mutex> lock(mutex);
+        single = single && CPU_COUNT(&mine) == 1;
+        cpus.insert(sched_getcpu());
+      });
+    }
+    EXPECT_TRUE(single);
+    for (int cpu : cpus) {
+      EXPECT_NE(std::find(order.begin(), order.begin() + threads, cpu), order.begin() + threads) << cpu;
+    }
+    ExpectEachIndexOnce(pool, 1000);
+  });
+  caller.join();
 }
 
 TEST(ThreadPoolTest, EveryIndexOnceForAnySizeAndThreadCount) {

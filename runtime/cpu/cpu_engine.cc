@@ -77,7 +77,7 @@ CpuEngine::CpuEngine(EngineWeights weights, const CpuEngineOptions& options, con
     : weights_(std::move(weights)),
       options_(options),
       kernels_(&kernels),
-      pool_threads_(options.threads),
+      pool_threads_(options.threads, options.pin_threads),
       pool_(options.kv_pages > 0 ? options.kv_pages
                                  : SequenceKv::MaxPages(options.lambda, options.page_tokens, options.max_step_tokens,
                                                         weights_.config.max_seq_len)),

@@ -38,6 +38,7 @@ struct CpuEngineOptions {
   int max_step_tokens = 256;
   int max_attention_span = 0;  // reported by max_attention_span(): the attention offload's limit
   int threads = 0;           // 0: one per hardware thread
+  bool pin_threads = false;  // each thread on its own CPU, one per physical core first (cpu_placement.h)
   // Round-trip the inputs of fp32 linear layers through A8 (to measure A8's effect on quality
   // with fp32 weights). W2 layers always take A8 inputs.
   bool fake_quantize_activations = false;

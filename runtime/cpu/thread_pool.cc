@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <chrono>
 
+#include "runtime/cpu/cpu_placement.h"
+
 namespace accllm {
 
 namespace {
@@ -23,8 +25,9 @@ uint32_t EndOf(uint64_t state) { return static_cast<uint32_t>(state) & 0xffff; }
 
 }  // namespace
 
-ThreadPool::ThreadPool(int threads) {
+ThreadPool::ThreadPool(int threads, bool pin) {
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (pin) cpus_ = PlacementOrder();
   // Chunk indices are 16-bit in a share's state.
   threads = std::min(threads, static_cast<int>(0xffff / kChunksPerThread));
   shares_ = std::vector<Share>(static_cast<std::size_t>(threads));
@@ -67,8 +70,15 @@ void ThreadPool::RunChunks(int index, uint32_t generation) {
   }
 }
 
+void ThreadPool::PinCallerIfNew() {
+  if (cpus_.empty() || std::this_thread::get_id() == pinned_caller_) return;
+  pinned_caller_ = std::this_thread::get_id();
+  (void)PinCurrentThread(cpus_[0]);  // a hint: a thread that cannot be pinned still runs
+}
+
 void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;
+  PinCallerIfNew();
   if (workers_.empty() || n == 1) {
     fn(0, n);
     return;
@@ -109,6 +119,7 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_
 }
 
 void ThreadPool::WorkerLoop(int index) {
+  if (!cpus_.empty()) (void)PinCurrentThread(cpus_[static_cast<std::size_t>(index) % cpus_.size()]);
   uint32_t seen = 0;
   for (;;) {
     int spins = 0;

@@ -27,7 +27,10 @@ struct LoopStats {
 
 class ThreadPool {
  public:
-  explicit ThreadPool(int threads);  // threads <= 0: one per hardware thread
+  // threads <= 0: one per hardware thread. With `pin`, thread i runs on the i-th CPU of
+  // PlacementOrder() (cpu_placement.h): the workers from their start, a calling thread from its
+  // first loop.
+  explicit ThreadPool(int threads, bool pin = false);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
@@ -50,6 +53,7 @@ class ThreadPool {
   };
 
   void WorkerLoop(int index);
+  void PinCallerIfNew();
   void RunChunks(int index, uint32_t generation);
   bool Claim(Share& share, uint32_t generation, int64_t* chunk);
 
@@ -66,6 +70,8 @@ class ThreadPool {
   alignas(64) std::atomic<uint32_t> generation_{0};
   std::atomic<bool> stop_{false};
   LoopStats* stats_ = nullptr;
+  std::vector<int> cpus_;  // with pinning: thread i's CPU is cpus_[i % size]
+  std::thread::id pinned_caller_;
 };
 
 }  // namespace accllm

@@ -53,6 +53,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const BackendOptions& flags
   }
   options.w8_classifier = flags.classifier == "w8";
   options.threads = flags.threads;
+  options.pin_threads = flags.pin_threads;
   options.page_tokens = flags.page_tokens;
   options.kv_pages = flags.kv_pages;
   options.fake_quantize_activations = flags.fake_a8;

@@ -30,6 +30,7 @@ struct BackendOptions {
   int sinks = 4;
   int window = 0;         // 0: full attention
   int threads = 0;
+  bool pin_threads = false;  // cpu engine: see CpuEngineOptions::pin_threads
   int page_tokens = 16;
   int kv_pages = 0;
   int max_step_tokens = 256;

@@ -116,6 +116,7 @@ struct BenchFlags {
   std::string batches = "1,4,16,64";
   std::string prefills = "128,1024";
   int threads = 0;
+  bool pin_threads = false;
   int decode_steps = 0;  // 0: chosen per shape
   bool sparse = false;
   int group_size = 128;
@@ -157,6 +158,7 @@ int RunLongSequence(const BenchFlags& flags) {
   const PackedContents packed = SynthesizePacked(*config, 2, flags.group_size, flags.sparse);
   CpuEngineOptions options;
   options.threads = flags.threads;
+  options.pin_threads = flags.pin_threads;
   options.lambda = {4, flags.long_window};
   absl::StatusOr<std::unique_ptr<CpuEngine>> engine = CpuEngine::Create(PackedWeights(packed), options);
   if (!engine.ok()) return ReportError(engine.status());
@@ -204,6 +206,7 @@ int RunBench(const BenchFlags& flags) {
     const int context = 160;
     CpuEngineOptions options;
     options.threads = flags.threads;
+    options.pin_threads = flags.pin_threads;
     options.w8_classifier = flags.classifier == "w8";
     options.max_step_tokens = std::max(max_batch, 256);
     options.kv_pages = max_batch * ((context + options.page_tokens - 1) / options.page_tokens + 1) + 64;
@@ -215,7 +218,7 @@ int RunBench(const BenchFlags& flags) {
 
     // The host is shared and its bandwidth swings: measure it right before and right after the
     // batch-1 decode, and hold batch 1 against the mean of the two.
-    ThreadPool bandwidth_pool(e.threads());
+    ThreadPool bandwidth_pool(e.threads(), flags.pin_threads);
     const auto measure_bandwidth = [&] { return ReadBandwidth(bandwidth_pool, e.kernels(), int64_t{1} << 30, 3); };
     double bandwidth = measure_bandwidth();
     std::printf("\n## %s (%s%s, group %d): %.2f GB of weights read per decode step, KV pool %.2f GB\n",
@@ -324,6 +327,7 @@ void AddBenchCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--batches", flags->batches, "Decode batch sizes")->capture_default_str();
   cmd->add_option("--prefills", flags->prefills, "Prefill lengths")->capture_default_str();
   cmd->add_option("--threads", flags->threads, "Worker threads; 0 = one per hardware thread");
+  cmd->add_flag("--pin-threads", flags->pin_threads, "Pin each thread to its own CPU, one per physical core first");
   cmd->add_option("--decode-steps", flags->decode_steps, "Decode steps to time per batch size; 0 = automatic");
   cmd->add_option("--group-size", flags->group_size, "W2 group size")->capture_default_str();
   cmd->add_flag("--sparse", flags->sparse, "Use 2:4 sparse W2 layers");

@@ -23,6 +23,8 @@ void AddEngineOptions(CLI::App& cmd, BackendOptions& flags) {
   cmd.add_option("--window", flags.window, "Λ attention: recent tokens every query sees; 0 = full attention")
       ->check(CLI::NonNegativeNumber)->capture_default_str();
   cmd.add_option("--threads", flags.threads, "Worker threads; 0 = one per hardware thread")->check(CLI::NonNegativeNumber);
+  cmd.add_flag("--pin-threads", flags.pin_threads,
+               "Pin each engine thread to its own CPU, one per physical core first");
   cmd.add_option("--page-tokens", flags.page_tokens, "Tokens per KV page")->check(CLI::PositiveNumber)->capture_default_str();
   cmd.add_option("--kv-pages", flags.kv_pages, "KV pages in the pool; 0 = enough for one full-length sequence")
       ->check(CLI::NonNegativeNumber);
