@@ -195,9 +195,10 @@ int RunEval(const EvalFlags& flags) {
     return CpuEngine::Create(v.weights(), o);
   };
 
+  const int chunks = std::min<int64_t>(flags.chunks.chunks, static_cast<int64_t>(tokens->size()) / flags.chunks.context);
   std::printf("Perplexity of %s on %s, llama-perplexity's convention (%d chunks of %d, second halves scored); "
               "calibration: %zu lines of %s\n\n",
-              model_path.c_str(), flags.text.c_str(), flags.chunks.chunks, flags.chunks.context, calibration->size(),
+              model_path.c_str(), flags.text.c_str(), chunks, flags.chunks.context, calibration->size(),
               flags.calibration.c_str());
   std::printf("| variant | bits | quantize s | perplexity | ± | vs fp32 |\n|---|---|---:|---:|---:|---:|\n");
   std::fflush(stdout);
