@@ -126,6 +126,33 @@ INSTANTIATE_TEST_SUITE_P(RandomShapes, W2A8KernelTest, ::testing::ValuesIn(Cases
 
 // Every grid the format has (zero points 0..6: one-sided, holding 0, symmetric about 0) is found
 // by the parameter search when a group lies on it, and round-trips exactly.
+// A8's scale is max |x| / 127 exactly (the integer-bits maximum gives the float maximum), for
+// widths that are and are not multiples of its 16 lanes, signed zeros and subnormals included;
+// codes round half to even and the padding is zero.
+TEST(A8QuantizeTest, ScaleIsTheExactAbsoluteMaximum) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  for (int cols : {1, 15, 16, 17, 100, 11008}) {
+    std::vector<float> x(cols);
+    for (float& v : x) v = normal(rng);
+    x[0] = -0.0f;
+    if (cols > 2) x[cols / 2] = -1e-40f;  // subnormal
+    float amax = 0.0f;
+    for (float v : x) amax = std::max(amax, std::fabs(v));
+    const int padded = (cols + 127) / 128 * 128;
+    A8Batch batch(padded, 128, 1);
+    batch.Quantize(0, x);
+    EXPECT_EQ(batch.scale(0), amax / 127.0f) << cols;
+    for (int i = 0; i < cols; ++i) {
+      ASSERT_EQ(batch.codes(0)[i], static_cast<int8_t>(std::nearbyint(x[i] * (127.0f / amax)))) << cols << " " << i;
+    }
+    for (int i = cols; i < padded; ++i) ASSERT_EQ(batch.codes(0)[i], 0);
+  }
+  A8Batch zeros(128, 128, 1);
+  zeros.Quantize(0, std::vector<float>(128, 0.0f));
+  EXPECT_EQ(zeros.scale(0), 0.0f);
+}
+
 TEST(W2QuantizeTest, RepresentableValuesRoundTripExactly) {
   const W2Shape shape{16, 64, 32, false};
   const float scale = 0.25f;
