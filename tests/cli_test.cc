@@ -180,6 +180,11 @@ TEST(CliTest, EvalPrintsBothTables) {
   const RunResult bad = RunCli(common + " --calibration-lines 5");
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_THAT(bad.err, HasSubstr("bad line range"));
+  std::string odd = common;
+  odd.replace(odd.find("--kivi-group 16"), 15, "--kivi-group 15");
+  const RunResult odd_group = RunCli(odd);
+  EXPECT_NE(odd_group.exit_code, 0);
+  EXPECT_THAT(odd_group.err, HasSubstr("--kivi-group must be even and at most the window"));
   const RunResult not_packed = RunCli(common + " --quantized " + Quote(RequireModelFile("stories260K.bin")));
   EXPECT_NE(not_packed.exit_code, 0);
   EXPECT_THAT(not_packed.err, HasSubstr("is not a packed model"));

@@ -67,6 +67,11 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
 }
 
 int RunEval(const EvalFlags& flags) {
+  // Checked before minutes of quantizing: the KIVI row's engine needs an even group inside the window.
+  if (flags.kivi_group % 2 != 0 || flags.kivi_group > flags.window) {
+    return ReportError(absl::InvalidArgumentError(absl::StrCat("--kivi-group must be even and at most the window (",
+                                                               flags.kivi_group, ", window ", flags.window, ")")));
+  }
   const std::string model_path = ResolveModelPath(flags.model);
   absl::StatusOr<AnyModel> loaded = LoadAnyModel(model_path, LoadMode::kAnonymous);
   if (!loaded.ok()) return ReportError(loaded.status());
@@ -94,6 +99,10 @@ int RunEval(const EvalFlags& flags) {
   if (static_cast<int64_t>(tokens->size()) < flags.chunks.context) {
     return ReportError(absl::InvalidArgumentError(
         absl::StrCat(flags.text, " has ", tokens->size(), " tokens, fewer than one chunk of ", flags.chunks.context)));
+  }
+  if (flags.chunks.context > c.max_seq_len) {
+    std::fprintf(stderr, "warning: the model was trained on %d tokens of context, %d asked\n", c.max_seq_len,
+                 flags.chunks.context);
   }
   absl::StatusOr<LineRange> lines = ParseLineRange(flags.calibration_lines);
   if (!lines.ok()) return ReportError(lines.status());
