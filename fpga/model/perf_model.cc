@@ -145,12 +145,15 @@ Estimate EstimateAccelerator(const U280Platform& p, const AcceleratorDesign& d, 
   e.watts = p.static_watts + p.hbm_pj_per_bit * 1e-12 * bits_per_s + d.mac_pj * 1e-12 * macs_per_s + d.logic_watts;
   e.joules_per_token = e.watts * w.cards / e.tokens_per_s;
 
-  // Resources: the MAC arrays in DSPs; per unit the call's activations on chip (the unit streams
-  // its tiles and keeps none).
+  // Resources: the MAC arrays in DSPs; in URAM, per W2A8 unit the call's activations (the unit
+  // streams its tiles and keeps none), per attention unit its lanes' scores (kv4_attention.cc).
+  // LUTs and BRAM are not estimated: that needs synthesis.
   e.dsp_used = d.w2a8_units * static_cast<int>(kWeightsPerBeat) * d.token_lanes / d.macs_per_dsp +
                (d.attention_units * d.attention_lanes + d.elementwise_lanes) * d.dsp_per_fp32_lane;
   const double activation_bytes = static_cast<double>(d.token_lanes) * static_cast<double>(widest_cols);
-  e.uram_used = d.w2a8_units * static_cast<int>(std::ceil(activation_bytes / kUramBytes));
+  const double score_bytes = 4.0 * hls::kAttentionQueryLanes * hls::kKv4MaxVisible;
+  e.uram_used = d.w2a8_units * static_cast<int>(std::ceil(activation_bytes / kUramBytes)) +
+                d.attention_units * static_cast<int>(std::ceil(score_bytes / kUramBytes));
   // The KV cache: the same check a card's device makes when it sizes its pool.
   e.kv_pages_per_stream = SequenceKv::MaxPages(lambda, w.page_tokens, std::min(w.prefill_chunk, w.context), w.context);
   e.kv_streams = KvPagesThatFit(c, w.page_tokens) / std::max(1, e.kv_pages_per_stream);

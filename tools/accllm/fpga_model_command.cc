@@ -68,7 +68,8 @@ int Run(const FpgaModelFlags& f) {
     }
   }
   std::printf("| HBM roofline (460 GB/s, weights + KV) | %.1f | - | - |\n\n", one.hbm_roofline_tokens_per_s);
-  std::printf("Per step: %.3f GB weights, %.3f GB KV; DSP %d of %d, URAM %d of %d (%s)\n", one.weight_bytes / 1e9,
+  std::printf("Per step: %.3f GB weights, %.3f GB KV; DSP %d of %d, URAM %d of %d (%s; LUT and BRAM need synthesis)\n",
+              one.weight_bytes / 1e9,
               one.kv_bytes / 1e9, one.dsp_used, platform.dsp, one.uram_used, platform.uram,
               one.fits ? "fits" : "DOES NOT FIT");
   std::printf("KV cache: %d pages of %d tokens per %d-token stream; the KV banks (%s, %s) hold %d such streams\n\n",
