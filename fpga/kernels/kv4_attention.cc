@@ -45,9 +45,9 @@ float AccumulateUnit(float* out, const float* p, const uint8_t* codes, const Kv4
 // pipelined loop below runs key-major with the lanes innermost, so a sum one lane carries from key
 // to key is next touched Q cycles later (Q >= the add's latency) and every loop issues one (query,
 // key) per cycle. Each lane keeps its own order, the one the CPU kernels use, so the results are
-// theirs bit for bit. Cycles (cycle_count.h): the queries and their sums, Q per element; each key
-// pass (scores, exponentials, values), Q per key of the longest lane, plus a cycle per page run
-// where a pass reads keys; the outputs, Q per element.
+// theirs bit for bit. Cycles (cycle_count.h): the queries and their sums, Q per element; the
+// lanes' run counts, one per cycle; each key pass (scores, exponentials, values), Q per key of
+// the longest lane, plus a cycle per page run where a pass reads keys; the outputs, Q per element.
 template <int kHeadSize>
 void AttendGroup(const float* q, const float* q_sink, const int32_t* item_runs, const int32_t* item_sink_runs,
                  int lanes, const uint8_t* key_codes, const Kv4Param* key_params, const uint8_t* value_codes,
@@ -96,6 +96,7 @@ void AttendGroup(const float* q, const float* q_sink, const int32_t* item_runs, 
     longest = visible[l] > longest ? visible[l] : longest;
     runs += item_runs[l + 1] - item_runs[l];
   }
+  tally.Add(runs + kLoopDepth);  // a run's count per cycle
 
   // Each lane walks its runs in order: `run` and `offset` name its next key.
   int run[Q], offset[Q];

@@ -38,6 +38,7 @@ int64_t AttentionGroupCycles(int head_size, std::span<const QuerySpan> lanes) {
     runs += s.runs;
   }
   return q * head_size + kLoopDepth                       // the queries and their sums
+         + runs + kLoopDepth                               // the lanes' run counts
          + q * longest + runs + kLoopDepth                 // scores
          + q * longest + kLoopDepth                        // exponentials and sums
          + q * longest + runs + kLoopDepth                 // values
