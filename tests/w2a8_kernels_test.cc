@@ -143,8 +143,9 @@ TEST(A8QuantizeTest, ScaleIsTheExactAbsoluteMaximum) {
     A8Batch batch(padded, 128, 1);
     batch.Quantize(0, x);
     EXPECT_EQ(batch.scale(0), amax / 127.0f) << cols;
+    const float inverse = amax > 0.0f ? 127.0f / amax : 0.0f;  // one column of -0: all zero
     for (int i = 0; i < cols; ++i) {
-      ASSERT_EQ(batch.codes(0)[i], static_cast<int8_t>(std::nearbyint(x[i] * (127.0f / amax)))) << cols << " " << i;
+      ASSERT_EQ(batch.codes(0)[i], static_cast<int8_t>(std::nearbyint(x[i] * inverse))) << cols << " " << i;
     }
     for (int i = cols; i < padded; ++i) ASSERT_EQ(batch.codes(0)[i], 0);
   }
