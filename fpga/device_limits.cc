@@ -67,12 +67,12 @@ absl::Status CheckHeadSize(int head_size) {
 absl::Status CheckModelFitsUnits(const LlamaConfig& config, std::span<const std::pair<TensorId, W2View>> linears) {
   if (absl::Status s = CheckHeadSize(config.head_size()); !s.ok()) return s;
   for (const auto& [id, w] : linears) {
-    const int sub_blocks = w.shape.stored_cols() / kW2ColTile;
-    if (sub_blocks > hls::kW2MaxSubBlocksPerTile || w.shape.groups() > hls::kW2MaxGroups) {
+    // The unit stages a call's activations (all input columns, 2:4 or not) and group sums on chip.
+    if (w.shape.cols_padded() > hls::kW2MaxCols || w.shape.groups() > hls::kW2MaxGroups) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "a linear layer with ", w.shape.cols, " inputs (", w.shape.stored_cols(), " stored columns in ",
-          w.shape.groups(), " groups) is wider than the W2A8 unit holds on chip (", hls::kW2MaxSubBlocksPerTile * kW2ColTile,
-          " stored columns, ", hls::kW2MaxGroups, " groups)"));
+          "a linear layer with ", w.shape.cols, " inputs (", w.shape.cols_padded(), " padded, in ", w.shape.groups(),
+          " groups) is wider than the W2A8 unit holds on chip (", hls::kW2MaxCols, " inputs, ", hls::kW2MaxGroups,
+          " groups)"));
     }
   }
   return absl::OkStatus();

@@ -1,5 +1,5 @@
 // What the accelerator's fixed hardware can hold, checked where each limit is known:
-//   * when a device is made: the model's widths against the W2A8 unit's on-chip tile arrays and
+//   * when a device is made: the model's widths against the W2A8 unit's on-chip activation buffers and
 //     the head size against the attention unit (CheckModelFitsUnits), the KV pool against the
 //     U280's KV banks (KvPagesForCard);
 //   * at admission: how many tokens one query may attend to (kMaxAttentionSpan, reported by the
@@ -51,7 +51,7 @@ absl::Status CheckKvPagesFit(const LlamaConfig& config, int page_tokens, int64_t
 absl::StatusOr<int> KvPagesForCard(const BackendOptions& options, const LlamaConfig& config);
 
 // INVALID_ARGUMENT when the model cannot run on the units at all: a linear layer wider than the
-// W2A8 unit's tile arrays, or a head size the attention unit does not take.
+// W2A8 unit's activation buffers, or a head size the attention unit does not take.
 absl::Status CheckModelFitsUnits(const LlamaConfig& config,
                                  std::span<const std::pair<TensorId, W2View>> linears);
 

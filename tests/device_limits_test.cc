@@ -95,9 +95,11 @@ TEST(DeviceLimitsTest, ModelsWiderThanTheUnitsAreRefused) {
   W2Matrix fits(W2Shape{.rows = 16, .cols = 11008, .group_size = 128});
   W2Matrix too_wide(W2Shape{.rows = 16, .cols = 16384 + 128, .group_size = 128});
   W2Matrix too_many_groups(W2Shape{.rows = 16, .cols = 512 * 32 + 32, .group_size = 32, .sparse24 = true});
+  // 2:4 stores half the columns, but a call stages every input's activation.
+  W2Matrix sparse_too_wide(W2Shape{.rows = 16, .cols = 2 * 16384, .group_size = 128, .sparse24 = true});
   const std::vector<std::pair<TensorId, W2View>> ok = {{TensorId{TensorKind::kWq}, fits.view()}};
   ASSERT_OK(CheckModelFitsUnits(llama, ok));
-  for (const W2Matrix* m : {&too_wide, &too_many_groups}) {
+  for (const W2Matrix* m : {&too_wide, &too_many_groups, &sparse_too_wide}) {
     const std::vector<std::pair<TensorId, W2View>> bad = {{TensorId{TensorKind::kWq}, m->view()}};
     absl::Status s = CheckModelFitsUnits(llama, bad);
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);

@@ -19,8 +19,8 @@
 
 namespace accllm::hls {
 
-inline constexpr int kW2MaxSubBlocksPerTile = 1024;  // stored columns up to 16384
-inline constexpr int kW2MaxCols = 16 * kW2MaxSubBlocksPerTile;
+// A call's activations and group sums staged on chip: input columns (every one, 2:4 or not) and groups.
+inline constexpr int kW2MaxCols = 16384;
 inline constexpr int kW2MaxGroups = 512;
 
 #ifndef ACCLLM_W2A8_TOKEN_LANES
