@@ -117,6 +117,8 @@ absl::StatusOr<MemoryBinding> ParseBinding(const std::string& text) {
 
 }  // namespace
 
+std::string FirstBank(const MemoryBinding& b) { return absl::StrCat(b.type, "[", b.first, "]"); }
+
 absl::StatusOr<XclbinDesign> ParseLinkConfig(const std::string& cfg_text) {
   XclbinDesign design;
   std::map<std::string, ComputeUnit*> by_instance;
@@ -141,7 +143,7 @@ absl::StatusOr<XclbinDesign> ParseLinkConfig(const std::string& cfg_text) {
         return absl::InvalidArgumentError(
             absl::StrCat("link config line ", line_number, ": ", count, " units but ", names.size(), " names"));
       }
-      for (const std::string& n : names) design.units.push_back({parts[0], n, {}, {}, 0, ""});
+      for (const std::string& n : names) design.units.push_back({parts[0], n, {}, 0, ""});
     } else if (absl::StartsWith(line, "sp=")) {
       sp_lines.emplace_back(line_number, line.substr(3));
     } else if (absl::StartsWith(line, "slr=")) {
@@ -176,13 +178,11 @@ absl::StatusOr<XclbinDesign> ParseLinkConfig(const std::string& cfg_text) {
           absl::StrCat("link config line ", number, ": ", k.name, " has no buffer argument '", arg, "'"));
     }
     const absl::StatusOr<MemoryBinding> binding = ParseBinding(sp.substr(colon + 1));
-    const std::string bank = binding.ok() ? absl::StrCat(binding->type, "[", binding->first, "]") : "";
-    if (!binding.ok() || MemoryIndex(bank) < 0 || binding->last < binding->first ||
+    if (!binding.ok() || MemoryIndex(FirstBank(*binding)) < 0 || binding->last < binding->first ||
         MemoryIndex(absl::StrCat(binding->type, "[", binding->last, "]")) < 0) {
       return absl::InvalidArgumentError(
           absl::StrCat("link config line ", number, ": unknown memory '", sp.substr(colon + 1), "'"));
     }
-    u->banks[arg] = bank;
     u->bindings[arg] = *binding;
   }
   for (const auto& [number, text] : clock_lines) {
@@ -203,7 +203,7 @@ absl::StatusOr<XclbinDesign> ParseLinkConfig(const std::string& cfg_text) {
   }
   for (const ComputeUnit& u : design.units) {
     for (const KernelArg& a : FindKernel(u.kernel)->args) {
-      if (a.buffer && !u.banks.contains(a.name)) {
+      if (a.buffer && !u.bindings.contains(a.name)) {
         return absl::InvalidArgumentError(absl::StrCat("link config: ", u.instance, ".", a.name, " has no sp= bank"));
       }
     }
@@ -216,7 +216,7 @@ absl::StatusOr<std::string> BuildXclbin(const XclbinDesign& design) {
   const std::vector<std::string> tags = U280MemoryTags();
   std::set<int> used_banks;
   for (const ComputeUnit& u : design.units) {
-    for (const auto& [arg, bank] : u.banks) used_banks.insert(MemoryIndex(bank));
+    for (const auto& [arg, binding] : u.bindings) used_banks.insert(MemoryIndex(FirstBank(binding)));
   }
 
   // MEM_TOPOLOGY (4 bytes of padding after the count).
@@ -260,7 +260,7 @@ absl::StatusOr<std::string> BuildXclbin(const XclbinDesign& design) {
     const KernelSignature& k = *FindKernel(u.kernel);
     for (std::size_t a = 0; a < k.args.size(); ++a) {
       if (!k.args[a].buffer) continue;
-      connections.push_back({static_cast<int32_t>(a), static_cast<int32_t>(i), MemoryIndex(u.banks.at(k.args[a].name))});
+      connections.push_back({static_cast<int32_t>(a), static_cast<int32_t>(i), MemoryIndex(FirstBank(u.bindings.at(k.args[a].name)))});
     }
   }
   Append(connectivity, static_cast<int32_t>(connections.size()));

@@ -20,10 +20,12 @@ struct MemoryBinding {
   int port = -1;
 };
 
+// The memory tag an emulation xclbin connects a binding to: its range's first bank, e.g. HBM[24].
+std::string FirstBank(const MemoryBinding& b);
+
 struct ComputeUnit {
   std::string kernel;    // e.g. accllm_w2a8
   std::string instance;  // e.g. accllm_w2a8_3
-  std::map<std::string, std::string> banks;  // argument -> its range's first memory tag, e.g. HBM[2]
   std::map<std::string, MemoryBinding> bindings;  // argument -> the sp= binding as written
   int64_t clock_hz = 0;  // [clock] freqHz=...:instance; 0 if none
   std::string slr;       // slr=instance:SLRn; empty if none

@@ -65,11 +65,10 @@ Estimate EstimateAccelerator(const U280Platform& p, const AcceleratorDesign& d, 
       int calls = 0;
       for (int t0 = 0; t0 < tokens; t0 += d.token_lanes, ++calls) {
         const int n = std::min(d.token_lanes, tokens - t0);
-        cycles += W2A8CallCycles({static_cast<int>(cols), w.group_size, false, n, slowest});
+        const W2A8Call call{static_cast<int>(cols), w.group_size, false, n, slowest};
+        cycles += W2A8CallCycles(call);
         // Σ over units: every unit stages the call's activations; the tiles add up to the layer's.
-        t.all_unit_cycles += units * W2A8CallCycles({static_cast<int>(cols), w.group_size, false, n, 0}) +
-                             tiles * (W2A8CallCycles({static_cast<int>(cols), w.group_size, false, n, 1}) -
-                                      W2A8CallCycles({static_cast<int>(cols), w.group_size, false, n, 0}));
+        t.all_unit_cycles += units * W2A8StagingCycles(call) + tiles * W2A8TileCycles(call);
       }
       const double compute_s = cycles / hz, read_s = calls * slowest * tile_bytes / channel_bytes_per_s;
       t.compute_s += compute_s * c.n_layers;

@@ -10,20 +10,22 @@ namespace accllm::fpga {
 using hls::kFmaLatency;
 using hls::kLoopDepth;
 
-int64_t W2A8CallCycles(const W2A8Call& c) {
+int64_t W2A8StagingCycles(const W2A8Call& c) {
   // Activations and group sums, a beat per cycle, per token.
   const int64_t groups = c.cols_padded / c.group_size;
-  const int64_t load = c.tokens * ((c.cols_padded + 63) / 64 + (groups + 15) / 16 + 1) + kLoopDepth;
-  // Per tile: each group's scale and zero reads, then its sub-blocks (2:4: two beats each).
+  return c.tokens * ((c.cols_padded + 63) / 64 + (groups + 15) / 16 + 1) + kLoopDepth;
+}
+
+int64_t W2A8TileCycles(const W2A8Call& c) {
+  // Each group's scale and zero reads, then its sub-blocks (2:4: two beats each); the outputs.
+  const int64_t groups = c.cols_padded / c.group_size;
   const int64_t sub_blocks_per_group = (c.sparse ? c.group_size / 2 : c.group_size) / 16;
   const int64_t group = std::max<int64_t>(2 + sub_blocks_per_group * (c.sparse ? 2 : 1), kFmaLatency);
-  const int64_t tile = groups * group + c.tokens + kLoopDepth;
-  return load + c.tiles * tile;
+  return groups * group + c.tokens + kLoopDepth;
 }
 
 QuerySpan QuerySpanAt(int64_t position, const LambdaConfig& lambda, int page_tokens) {
-  const int64_t window_start = std::max<int64_t>(0, lambda.WindowStart(position));
-  const int64_t sink_end = std::min<int64_t>(lambda.full() ? 0 : lambda.sinks, window_start);
+  const int64_t window_start = lambda.VisibleWindowStart(position), sink_end = lambda.SinkEnd(position);
   const auto pages = [&](int64_t begin, int64_t end) {
     return end <= begin ? 0 : (end - 1) / page_tokens - begin / page_tokens + 1;
   };

@@ -19,7 +19,12 @@ struct W2A8Call {
   int tokens = 1;
   int64_t tiles = 0;
 };
-int64_t W2A8CallCycles(const W2A8Call& call);
+// A call's cycles: staging its tokens, then `tiles` times one row tile.
+int64_t W2A8StagingCycles(const W2A8Call& call);
+int64_t W2A8TileCycles(const W2A8Call& call);
+inline int64_t W2A8CallCycles(const W2A8Call& call) {
+  return W2A8StagingCycles(call) + call.tiles * W2A8TileCycles(call);
+}
 
 // What one query reads: its page runs and the tokens in them.
 struct QuerySpan {

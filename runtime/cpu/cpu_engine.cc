@@ -229,8 +229,7 @@ void CpuEngine::PlanPageRuns(int n) {
   PerToken(n, [&](int t) {
     const int64_t m = positions_[t];
     const SequenceKv& seq = *token_seq_[t];
-    const int64_t window_start = std::max<int64_t>(0, lambda.WindowStart(m));
-    const int64_t sink_end = std::min<int64_t>(lambda.full() ? 0 : lambda.sinks, window_start);
+    const int64_t window_start = lambda.VisibleWindowStart(m), sink_end = lambda.SinkEnd(m);
     std::vector<PageRun>& runs = token_runs_[t];
     runs.clear();
     const auto add = [&](int64_t begin, int64_t end) {

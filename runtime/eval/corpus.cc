@@ -5,9 +5,15 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "runtime/common/status_macros.h"
+#include "runtime/io/mapped_file.h"
 #include "runtime/tokenizer/utf8.h"
 
 namespace accllm {
+
+absl::StatusOr<std::string> ReadTextFile(const std::string& path) {
+  ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> file, MappedFile::Open(path, LoadMode::kAnonymous));
+  return std::string(reinterpret_cast<const char*>(file->data()), file->size());
+}
 
 absl::StatusOr<LineRange> ParseLineRange(const std::string& spec) {
   const std::size_t colon = spec.find(':');

@@ -10,6 +10,7 @@
 // m < sinks + window this is exactly full causal attention.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 
@@ -31,6 +32,10 @@ struct LambdaConfig {
   }
   // First position a query at `query` (or later) still needs, apart from the sinks.
   int64_t WindowStart(int64_t query) const { return full() ? 0 : query - window + 1; }
+  // What a query at `query` reads: the sinks outside its window, [0, SinkEnd), then its window,
+  // [VisibleWindowStart, query].
+  int64_t VisibleWindowStart(int64_t query) const { return std::max<int64_t>(0, WindowStart(query)); }
+  int64_t SinkEnd(int64_t query) const { return full() ? 0 : std::min<int64_t>(sinks, VisibleWindowStart(query)); }
 };
 
 // Defaults: 4 sink tokens (StreamingLLM) and a window of half the trained context.

@@ -16,7 +16,6 @@
 #include "runtime/eval/corpus.h"
 #include "runtime/eval/perplexity.h"
 #include "runtime/eval/weight_variants.h"
-#include "runtime/io/mapped_file.h"
 #include "runtime/model/load_model.h"
 #include "runtime/quant/quantize_model.h"
 #include "runtime/quant/rotation.h"
@@ -57,11 +56,6 @@ struct Variant {
   double quantize_s = -1;  // the time its weights took to make, when this command made them
 };
 
-absl::StatusOr<std::string> ReadText(const std::string& path) {
-  ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> file, MappedFile::Open(path, LoadMode::kAnonymous));
-  return std::string(reinterpret_cast<const char*>(file->data()), file->size());
-}
-
 double SecondsSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
@@ -92,7 +86,7 @@ int RunEval(const EvalFlags& flags) {
       return ReportError(absl::InvalidArgumentError(absl::StrCat(flags.quantized, " was not made from ", model_path)));
     }
   }
-  absl::StatusOr<std::string> text = ReadText(flags.text);
+  absl::StatusOr<std::string> text = ReadTextFile(flags.text);
   if (!text.ok()) return ReportError(text.status());
   absl::StatusOr<std::vector<int>> tokens = (*tokenizer)->Encode(*text, /*add_bos=*/true);
   if (!tokens.ok()) return ReportError(tokens.status());

@@ -5,7 +5,7 @@
 #include <cstdio>
 
 #include "runtime/engine/backend_factory.h"
-#include "runtime/io/mapped_file.h"
+#include "runtime/eval/corpus.h"
 #include "runtime/eval/perplexity.h"
 #include "runtime/model/load_model.h"
 #include "tools/accllm/commands.h"
@@ -22,18 +22,12 @@ struct PerplexityFlags {
   BackendOptions engine;
 };
 
-absl::StatusOr<std::string> ReadText(const std::string& path) {
-  absl::StatusOr<std::unique_ptr<MappedFile>> file = MappedFile::Open(path, LoadMode::kAnonymous);
-  if (!file.ok()) return file.status();
-  return std::string(reinterpret_cast<const char*>((*file)->data()), (*file)->size());
-}
-
 int RunPerplexity(PerplexityFlags flags) {
   absl::StatusOr<AnyModel> model = LoadAnyModel(ResolveModelPath(flags.model), LoadMode::kAnonymous);
   if (!model.ok()) return ReportError(model.status());
   absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = LoadTokenizerFor(*model, flags.tokenizer);
   if (!tokenizer.ok()) return ReportError(tokenizer.status());
-  absl::StatusOr<std::string> text = ReadText(flags.text);
+  absl::StatusOr<std::string> text = ReadTextFile(flags.text);
   if (!text.ok()) return ReportError(text.status());
 
   // A chunk is one sequence: the KV pool holds exactly one, whatever the trained context.
