@@ -125,7 +125,12 @@ TEST_F(QuantizePipelineTest, GptqScaleRefitLowersEachRowsOutputError) {
     ASSERT_OK_AND_ASSIGN(GptqHessian h_plain, PrepareGptqHessian(gram, cols, plain));
     ASSERT_OK_AND_ASSIGN(GptqHessian h_refit, PrepareGptqHessian(gram, cols, refit));
     ASSERT_OK_AND_ASSIGN(W2Matrix a, QuantizeW2Gptq(w, shape, h_plain, {}, nullptr));
-    ASSERT_OK_AND_ASSIGN(W2Matrix b, QuantizeW2Gptq(w, shape, h_refit, {}, nullptr));
+    double free_error = -1, untouched = -1;
+    ASSERT_OK_AND_ASSIGN(W2Matrix b, QuantizeW2Gptq(w, shape, h_refit, {}, nullptr, {}, &free_error));
+    ASSERT_OK(QuantizeW2Gptq(w, shape, h_plain, {}, nullptr, {}, &untouched).status());
+    EXPECT_EQ(untouched, -1) << "no refit, no error by-product";
+    // The refit's by-product is the output error RelativeOutputError computes.
+    EXPECT_NEAR(free_error, RelativeOutputError(w, b.view(), gram), 1e-9 * RelativeOutputError(w, b.view(), gram) + 1e-12);
     EXPECT_EQ(a.codes, b.codes);
     EXPECT_EQ(a.zeros, b.zeros);
     EXPECT_NE(a.scales, b.scales);

@@ -169,6 +169,32 @@ TEST(W2QuantizeTest, RepresentableValuesRoundTripExactly) {
   }
 }
 
+TEST(W2QuantizeTest, CodeIsNearbyintClamped) {
+  // QuantizeW2Value rounds without nearbyint; it must agree with it everywhere, ties included.
+  const auto reference = [](float v, const W2GroupParams& p) {
+    const float q = std::nearbyint((v / p.scale + p.zero) * 0.5f);
+    return static_cast<uint8_t>(q < 0 ? 0 : q > 3 ? 3 : q);
+  };
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> unit(-4.0f, 4.0f);
+  for (int zero = 0; zero <= kW2MaxZero; ++zero) {
+    for (float scale : {1.0f, 0.5f, 0.013f, 3.0e-8f, 7.5e4f}) {
+      const W2GroupParams p{scale, static_cast<uint8_t>(zero)};
+      for (int i = 0; i < 20000; ++i) {
+        const float v = unit(rng) * scale * (i % 7 == 0 ? 1e7f : 1.0f);
+        ASSERT_EQ(QuantizeW2Value(v, p), reference(v, p)) << v << " " << scale << " " << zero;
+      }
+      for (int k = -16; k <= 16; ++k) {  // every tie and grid point in reach
+        const float v = scale * (0.5f * static_cast<float>(k));
+        ASSERT_EQ(QuantizeW2Value(v, p), reference(v, p)) << v << " " << scale << " " << zero;
+      }
+      for (float v : {3.0e38f, -3.0e38f, 1.0e30f, -1.0e30f, 0.0f, -0.0f}) {
+        ASSERT_EQ(QuantizeW2Value(v, p), reference(v, p)) << v << " " << scale << " " << zero;
+      }
+    }
+  }
+}
+
 TEST(W2QuantizeTest, SparsePrunedWeightsAreZero) {
   std::mt19937 rng(1);
   const W2Shape shape{20, 96, 32, true};

@@ -6,8 +6,8 @@
 #include "absl/strings/str_cat.h"
 #include "runtime/common/status_macros.h"
 #include "runtime/cpu/cpu_engine.h"
-#include "runtime/cpu/thread_pool.h"
 #include "runtime/engine/engine_weights.h"
+#include "runtime/quant/linalg.h"
 
 namespace accllm {
 namespace {
@@ -62,6 +62,23 @@ std::vector<float> InputStats::ColumnNorms() const {
   return norms;
 }
 
+void InputStats::AddLower(const float* x, int n, int64_t ld, std::vector<float>& scratch) {
+  scratch.resize(static_cast<std::size_t>(cols) * cols);
+  GramLower(cols, n, x, static_cast<int>(ld), scratch.data(), cols);
+  for (int i = 0; i < cols; ++i) {
+    const float* from = scratch.data() + static_cast<std::size_t>(i) * cols;
+    double* to = gram.data() + static_cast<std::size_t>(i) * cols;
+    for (int j = 0; j <= i; ++j) to[j] += from[j];
+  }
+  tokens += n;
+}
+
+void InputStats::MirrorLower() {
+  for (int i = 0; i < cols; ++i) {
+    for (int j = i + 1; j < cols; ++j) gram[static_cast<std::size_t>(i) * cols + j] = gram[static_cast<std::size_t>(j) * cols + i];
+  }
+}
+
 const InputStats& CalibrationStats::For(int layer, TensorKind kind) const {
   return inputs[layer][static_cast<int>(InputOf(kind))];
 }
@@ -70,42 +87,16 @@ absl::StatusOr<CalibrationStats> Calibrate(const Model& model, const std::vector
                                            const std::function<void(int, int)>& progress, int threads) {
   const LlamaConfig& c = model.config;
   CalibrationStats stats = EmptyStats(c);
-  ASSIGN_OR_RETURN(const CpuKernels* kernels, SelectedKernels());
-  ThreadPool pool(threads);
-  std::vector<float> transposed, product;
+  std::vector<float> product;
   CpuEngineOptions options;
   options.kv_precision = KvPrecision::kF32;
   options.threads = threads;
   options.max_step_tokens = std::min(c.max_seq_len, 512);
-  // H += X^T X for the step's tokens, as a float product over at most max_step_tokens terms (the
-  // fp32 matmul kernel with X^T as both operands), added into the double sum.
+  // H += X^T X for the step's tokens: the lower triangle as a float product over at most
+  // max_step_tokens terms (BLAS, on every thread), added into the double sum.
+  const ScopedGemmThreads gram_threads(threads);
   options.observe_linear_input = [&](int layer, Input input, const float* x, int n, int64_t ld) {
-    InputStats& s = stats.inputs[layer][static_cast<int>(input)];
-    const int cols = s.cols;
-    transposed.resize(static_cast<std::size_t>(cols) * n);
-    product.resize(static_cast<std::size_t>(cols) * cols);
-    for (int t = 0; t < n; ++t) {
-      for (int j = 0; j < cols; ++j) transposed[static_cast<std::size_t>(j) * n + t] = x[t * ld + j];
-    }
-    // The lower triangle only, in blocks of rows; block b is paired with the last block but b so
-    // that every pair costs the same and the pool's even split balances.
-    constexpr int kBlock = 64;
-    const int blocks = (cols + kBlock - 1) / kBlock;
-    const auto block = [&](int b) {
-      const int begin = b * kBlock, end = std::min(cols, begin + kBlock);
-      // product[t * cols + i] = x_i . x_t for rows i of the block and every t < end.
-      kernels->matmul_f32(transposed.data(), n, transposed.data(), end, n, begin, end, product.data(), cols);
-      for (int i = begin; i < end; ++i) {
-        for (int j = 0; j <= i; ++j) s.gram[static_cast<std::size_t>(i) * cols + j] += product[static_cast<std::size_t>(j) * cols + i];
-      }
-    };
-    pool.ParallelFor((blocks + 1) / 2, [&](int64_t first, int64_t last) {
-      for (int64_t b = first; b < last; ++b) {
-        block(static_cast<int>(b));
-        if (blocks - 1 - b != b) block(static_cast<int>(blocks - 1 - b));
-      }
-    });
-    s.tokens += n;
+    stats.inputs[layer][static_cast<int>(input)].AddLower(x, n, ld, product);
   };
   ASSIGN_OR_RETURN(std::unique_ptr<CpuEngine> engine, CpuEngine::Create(EngineWeightsFromModel(model), options));
   std::vector<float> logits(static_cast<std::size_t>(c.vocab_size));
@@ -121,12 +112,8 @@ absl::StatusOr<CalibrationStats> Calibrate(const Model& model, const std::vector
     }
     if (progress) progress(static_cast<int>(i + 1), static_cast<int>(sequences.size()));
   }
-  for (auto& layer : stats.inputs) {  // the upper triangle from the lower
-    for (InputStats& s : layer) {
-      for (int i = 0; i < s.cols; ++i) {
-        for (int j = i + 1; j < s.cols; ++j) s.gram[static_cast<std::size_t>(i) * s.cols + j] = s.gram[static_cast<std::size_t>(j) * s.cols + i];
-      }
-    }
+  for (auto& layer : stats.inputs) {
+    for (InputStats& s : layer) s.MirrorLower();
   }
   return stats;
 }

@@ -21,6 +21,12 @@ struct InputStats {
 
   // sqrt(sum x_j^2): the input norm Wanda weighs column j by.
   std::vector<float> ColumnNorms() const;
+
+  // gram's lower triangle += X^T X for `tokens` inputs (row t at x + t * ld): a float product
+  // (BLAS; keep `tokens` to a few hundred) added into the double sum. `scratch` is reused.
+  void AddLower(const float* x, int tokens, int64_t ld, std::vector<float>& scratch);
+  // The upper triangle from the lower, once every input is in.
+  void MirrorLower();
 };
 
 struct CalibrationStats {

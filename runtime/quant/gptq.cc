@@ -2,50 +2,26 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "runtime/common/half.h"
 #include "runtime/common/status_macros.h"
+#include "runtime/quant/linalg.h"
 
 namespace accllm {
 namespace {
 
-// In-place lower Cholesky factor of a symmetric positive definite n x n matrix.
-bool Cholesky(std::vector<double>& a, int n) {
-  for (int j = 0; j < n; ++j) {
-    double d = a[static_cast<std::size_t>(j) * n + j];
-    for (int k = 0; k < j; ++k) d -= a[static_cast<std::size_t>(j) * n + k] * a[static_cast<std::size_t>(j) * n + k];
-    if (!(d > 0)) return false;
-    d = std::sqrt(d);
-    a[static_cast<std::size_t>(j) * n + j] = d;
-    for (int i = j + 1; i < n; ++i) {
-      double s = a[static_cast<std::size_t>(i) * n + j];
-      for (int k = 0; k < j; ++k) s -= a[static_cast<std::size_t>(i) * n + k] * a[static_cast<std::size_t>(j) * n + k];
-      a[static_cast<std::size_t>(i) * n + j] = s / d;
-    }
-    for (int k = j + 1; k < n; ++k) a[static_cast<std::size_t>(j) * n + k] = 0.0;
-  }
-  return true;
-}
+// Rows are quantized in tiles of at most this many, each tile by one thread: a tile's work
+// matrices stay a few MB at 7B widths, and its products are large enough for BLAS.
+constexpr int kRowTile = 256;
 
-// The inverse of an upper triangular n x n matrix, row by row from the bottom: row i of U = V^-1
-// is (e_i - sum_{k > i} V[i][k] U[k]) / V[i][i], a sum of contiguous rows.
-std::vector<double> InverseOfUpper(const std::vector<double>& v, int n) {
-  std::vector<double> u(static_cast<std::size_t>(n) * n, 0.0);
-  for (int i = n - 1; i >= 0; --i) {
-    double* row = u.data() + static_cast<std::size_t>(i) * n;
-    row[i] = 1.0;
-    for (int k = i + 1; k < n; ++k) {
-      const double f = v[static_cast<std::size_t>(i) * n + k];
-      const double* uk = u.data() + static_cast<std::size_t>(k) * n;
-      for (int j = k; j < n; ++j) row[j] -= f * uk[j];
-    }
-    const double d = v[static_cast<std::size_t>(i) * n + i];
-    for (int j = i; j < n; ++j) row[j] /= d;
-  }
-  return u;
-}
+// GPTQ's lazy batch (Frantar et al., section 3, step 2): columns are quantized in blocks, each
+// column's error pushed at once only onto the rest of its block; the block's errors then update
+// all later columns in one product. Blocks hold whole groups, so a group's parameters are chosen
+// from weights that every earlier column has already updated.
+int GptqBlock(int group_size) { return group_size >= 128 ? group_size : 128 / group_size * group_size; }
 
 }  // namespace
 
@@ -88,83 +64,129 @@ absl::StatusOr<GptqHessian> PrepareGptqHessian(std::span<const double> gram, int
   for (int i = 0; i < n; ++i) {
     for (int j = 0; j < n; ++j) reversed[static_cast<std::size_t>(i) * n + j] = h[static_cast<std::size_t>(n - 1 - i) * n + (n - 1 - j)];
   }
-  if (!Cholesky(reversed, n)) return absl::FailedPreconditionError("GPTQ: the Hessian is not positive definite");
+  if (!CholeskyLower(reversed.data(), n)) return absl::FailedPreconditionError("GPTQ: the Hessian is not positive definite");
   for (int i = 0; i < n; ++i) {
     for (int j = 0; j < n; ++j) h[static_cast<std::size_t>(i) * n + j] = reversed[static_cast<std::size_t>(n - 1 - i) * n + (n - 1 - j)];
   }
-  hessian.upper = InverseOfUpper(h, n);
+  if (!InvertUpper(h.data(), n)) return absl::FailedPreconditionError("GPTQ: the Hessian's factor is singular");
+  hessian.upper = std::move(h);
   return hessian;
 }
 
 namespace {
 
-// Refits row r's group scales s (zeros and codes fixed) to the least (w - C s)^T H (w - C s),
-// where column g of C holds each code's level (W2Level) on group g's kept columns: a G x G least-squares
-// problem. `codes` holds the row's code per column (kNoCode for pruned ones).
 constexpr uint8_t kNoCode = 255;
-void RefitRowScales(W2Matrix& m, int r, std::span<const float> w_row, std::span<const uint8_t> codes,
-                    std::span<const W2GroupParams> params, const GptqHessian& hessian) {
+
+// Refits the group scales s of rows [r0, r0 + count) (zeros and codes fixed) to the least
+// (w - C s)^T H (w - C s) per row, where column g of C holds each code's level (W2Level) on group
+// g's kept columns: a G x G least-squares problem per row, A s = b with A = C^T H C, b = C^T H w.
+// A and b come from products over the whole tile: HW = W H, and per group g, V_g = C_g H_g (the
+// group's columns of C times its rows of H), A[k][g] = sum over k's columns of C V_g.
+// `codes` holds each weight's code (kNoCode for pruned ones), `w_in` the weights GPTQ saw. Since
+// (w - q)^T H (w - q) = w^T H w + s^T A s - 2 s^T b, each row's output error with the scales it
+// keeps comes free: into error[r] and its reference w^T H w into energy[r] (rows r0...).
+void RefitScales(W2Matrix& m, int r0, int count, std::span<const double> w_in, std::span<const uint8_t> codes,
+                 std::span<const W2GroupParams> params, const GptqHessian& hessian, std::span<double> error_out,
+                 std::span<double> energy_out) {
   const int n = hessian.n, group = m.shape.group_size, groups = m.shape.groups();
-  const auto h = [&](int i, int j) { return static_cast<double>(hessian.gram[static_cast<std::size_t>(i) * n + j]); };
-  std::vector<double> c(n, 0.0), hw(n, 0.0);
-  for (int j = 0; j < n; ++j) {
-    if (codes[j] != kNoCode) c[j] = W2Level(codes[j], params[j / group].zero);
+  const auto at = [n](int r, int j) { return static_cast<std::size_t>(r) * n + j; };
+  std::vector<double> c(static_cast<std::size_t>(count) * n, 0.0), hw(c.size()), v(c.size());
+  for (int r = 0; r < count; ++r) {
+    for (int j = 0; j < n; ++j) {
+      const uint8_t code = codes[at(r0 + r, j)];
+      if (code != kNoCode) c[at(r, j)] = W2Level(code, params[static_cast<std::size_t>(r0 + r) * groups + j / group].zero);
+    }
   }
-  for (int i = 0; i < n; ++i) {
-    double sum = 0;
-    for (int j = 0; j < n; ++j) sum += h(i, j) * w_row[j];
-    hw[i] = sum;
-  }
-  // A = C^T H C, b = C^T H w.
-  std::vector<double> a(static_cast<std::size_t>(groups) * groups, 0.0), b(groups, 0.0), v(n);
+  const double* h = hessian.gram.data();
+  Gemm(Trans::kNo, Trans::kNo, count, n, n, 1.0, w_in.data() + at(r0, 0), n, h, n, 0.0, hw.data(), n);
+  const std::size_t gg = static_cast<std::size_t>(groups) * groups;
+  std::vector<double> a(count * gg), b(static_cast<std::size_t>(count) * groups, 0.0);
   for (int g = 0; g < groups; ++g) {
-    const int begin = g * group, end = std::min(n, begin + group);
-    for (int i = 0; i < n; ++i) {
-      double sum = 0;
-      for (int j = begin; j < end; ++j) sum += h(i, j) * c[j];
-      v[i] = sum;
+    const int begin = g * group, width = std::min(n, begin + group) - begin;
+    Gemm(Trans::kNo, Trans::kNo, count, n, width, 1.0, c.data() + begin, n, h + static_cast<std::size_t>(begin) * n, n, 0.0,
+         v.data(), n);
+    for (int r = 0; r < count; ++r) {
+      for (int k = 0; k < groups; ++k) {
+        double sum = 0;
+        for (int i = k * group; i < std::min(n, (k + 1) * group); ++i) sum += c[at(r, i)] * v[at(r, i)];
+        a[r * gg + static_cast<std::size_t>(k) * groups + g] = sum;
+      }
+      for (int i = begin; i < begin + width; ++i) b[static_cast<std::size_t>(r) * groups + g] += c[at(r, i)] * hw[at(r, i)];
     }
-    for (int k = 0; k < groups; ++k) {
-      double sum = 0;
-      for (int i = k * group; i < std::min(n, (k + 1) * group); ++i) sum += c[i] * v[i];
-      a[static_cast<std::size_t>(k) * groups + g] = sum;
-    }
-    for (int i = begin; i < end; ++i) b[g] += c[i] * hw[i];
   }
-  // The error, up to the constant w^T H w, for scales s.
-  const auto error = [&](std::span<const double> s) {
-    double e = 0;
+  std::vector<double> chol(gg), s_new(groups), old_s(groups);
+  for (int r = 0; r < count; ++r) {
+    const double* ar = a.data() + r * gg;
+    const double* br = b.data() + static_cast<std::size_t>(r) * groups;
+    const W2GroupParams* pr = params.data() + static_cast<std::size_t>(r0 + r) * groups;
+    // The error, up to the constant w^T H w, for scales s.
+    const auto error = [&](std::span<const double> s) {
+      double e = 0;
+      for (int g = 0; g < groups; ++g) {
+        double as = 0;
+        for (int k = 0; k < groups; ++k) as += ar[static_cast<std::size_t>(g) * groups + k] * s[k];
+        e += s[g] * as - 2 * s[g] * br[g];
+      }
+      return e;
+    };
+    for (int g = 0; g < groups; ++g) old_s[g] = pr[g].scale;
+    double energy = 0;
+    for (int j = 0; j < n; ++j) energy += w_in[at(r0 + r, j)] * hw[at(r, j)];
+    const double old_error = error(old_s);
+    energy_out[r0 + r] = energy;
+    error_out[r0 + r] = energy + old_error;
+    double trace = 0;
+    for (int g = 0; g < groups; ++g) trace += ar[static_cast<std::size_t>(g) * groups + g];
+    chol.assign(ar, ar + gg);
+    for (int g = 0; g < groups; ++g) chol[static_cast<std::size_t>(g) * groups + g] += 1e-9 * trace / groups + 1e-30;
+    if (!CholeskyLower(chol.data(), groups)) continue;
+    // Solve L L^T s = b.
+    s_new.assign(br, br + groups);
+    for (int i = 0; i < groups; ++i) {
+      for (int k = 0; k < i; ++k) s_new[i] -= chol[static_cast<std::size_t>(i) * groups + k] * s_new[k];
+      s_new[i] /= chol[static_cast<std::size_t>(i) * groups + i];
+    }
+    for (int i = groups - 1; i >= 0; --i) {
+      for (int k = i + 1; k < groups; ++k) s_new[i] -= chol[static_cast<std::size_t>(k) * groups + i] * s_new[k];
+      s_new[i] /= chol[static_cast<std::size_t>(i) * groups + i];
+    }
+    bool usable = true;
     for (int g = 0; g < groups; ++g) {
-      double as = 0;
-      for (int k = 0; k < groups; ++k) as += a[static_cast<std::size_t>(g) * groups + k] * s[k];
-      e += s[g] * as - 2 * s[g] * b[g];
+      // A group whose codes all sit at its zero has no scale to fit: it keeps its own.
+      if (ar[static_cast<std::size_t>(g) * groups + g] <= 0) s_new[g] = old_s[g];
+      s_new[g] = Fp16ToFloat(FloatToFp16(static_cast<float>(s_new[g])));
+      if (!std::isfinite(s_new[g]) || s_new[g] <= 0) usable = false;
     }
-    return e;
+    if (!usable) continue;
+    const double new_error = error(s_new);
+    if (new_error >= old_error) continue;
+    error_out[r0 + r] = energy + new_error;
+    for (int g = 0; g < groups; ++g) SetW2Params(m, r0 + r, g, {static_cast<float>(s_new[g]), pr[g].zero});
+  }
+}
+
+// Runs tile(first_row, count) over rows in tiles of at most kRowTile, spread over `pool`.
+void ForEachRowTile(int rows, ThreadPool* pool, const std::function<void(int, int)>& tile) {
+  const int tiles = (rows + kRowTile - 1) / kRowTile;
+  const auto run = [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int r0 = static_cast<int>(t) * kRowTile;
+      tile(r0, std::min(kRowTile, rows - r0));
+    }
   };
-  std::vector<double> old_s(groups), chol = a;
-  for (int g = 0; g < groups; ++g) old_s[g] = params[g].scale;
-  double trace = 0;
-  for (int g = 0; g < groups; ++g) trace += a[static_cast<std::size_t>(g) * groups + g];
-  for (int g = 0; g < groups; ++g) chol[static_cast<std::size_t>(g) * groups + g] += 1e-9 * trace / groups + 1e-30;
-  if (!Cholesky(chol, groups)) return;
-  // Solve L L^T s = b (Cholesky leaves L in the lower triangle).
-  std::vector<double> s_new(b);
-  for (int i = 0; i < groups; ++i) {
-    for (int k = 0; k < i; ++k) s_new[i] -= chol[static_cast<std::size_t>(i) * groups + k] * s_new[k];
-    s_new[i] /= chol[static_cast<std::size_t>(i) * groups + i];
+  if (pool == nullptr) return run(0, tiles);
+  // Small matrices: more tiles than rows/kRowTile, so that every thread has rows.
+  if (tiles < pool->threads()) {
+    const int per = (rows + pool->threads() - 1) / pool->threads();
+    pool->ParallelFor((rows + per - 1) / per, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        const int r0 = static_cast<int>(t) * per;
+        tile(r0, std::min(per, rows - r0));
+      }
+    });
+    return;
   }
-  for (int i = groups - 1; i >= 0; --i) {
-    for (int k = i + 1; k < groups; ++k) s_new[i] -= chol[static_cast<std::size_t>(k) * groups + i] * s_new[k];
-    s_new[i] /= chol[static_cast<std::size_t>(i) * groups + i];
-  }
-  for (int g = 0; g < groups; ++g) {
-    // A group whose codes all sit at its zero has no scale to fit: it keeps its own.
-    if (a[static_cast<std::size_t>(g) * groups + g] <= 0) s_new[g] = old_s[g];
-    s_new[g] = Fp16ToFloat(FloatToFp16(static_cast<float>(s_new[g])));
-    if (!std::isfinite(s_new[g]) || s_new[g] <= 0) return;
-  }
-  if (error(s_new) >= error(old_s)) return;
-  for (int g = 0; g < groups; ++g) SetW2Params(m, r, g, {static_cast<float>(s_new[g]), params[g].zero});
+  pool->ParallelFor(tiles, run);
 }
 
 }  // namespace
@@ -176,26 +198,32 @@ absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape&
 }
 
 absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape& shape, const GptqHessian& hessian,
-                                        std::span<const uint8_t> keep, ThreadPool* pool, std::span<float> positions) {
+                                        std::span<const uint8_t> keep, ThreadPool* pool, std::span<float> positions,
+                                        double* output_error) {
   if (absl::Status s = ValidateW2Shape(shape); !s.ok()) return s;
-  const int rows = shape.rows, n = shape.cols;
+  const int rows = shape.rows, n = shape.cols, groups = shape.groups();
   if (w.size() != static_cast<std::size_t>(rows) * n || hessian.n != n) {
     return absl::InvalidArgumentError("GPTQ: weight or Hessian size does not match the shape");
   }
   if (shape.sparse24 != !keep.empty()) return absl::InvalidArgumentError("GPTQ: a 2:4 mask must be given exactly for sparse shapes");
   if (!positions.empty() && positions.size() != w.size()) return absl::InvalidArgumentError("GPTQ: positions must be rows x cols");
 
-  // Rows are independent (each has its own groups' parameters), so they run in parallel; every
-  // code byte and parameter belongs to one row.
+  // Rows are independent (each has its own groups' parameters), so tiles of rows run in
+  // parallel; every code byte and parameter belongs to one row.
   W2Matrix m(shape);
   const bool static_groups = !hessian.order.empty();
   const auto column = [&](int i) { return static_groups ? hessian.order[i] : i; };
-  const auto quantize_rows = [&](int64_t begin, int64_t end) {
-    std::vector<double> work(n);  // in the order columns are quantized
-    std::vector<uint8_t> codes(n);
-    std::vector<float> row_in(n);
+  const int block = GptqBlock(shape.group_size);
+  const bool refit = !hessian.gram.empty();
+  std::vector<uint8_t> codes(refit ? w.size() : 0, kNoCode);        // by column
+  std::vector<double> w_in(refit ? w.size() : 0);                    // by column, dead inputs zeroed
+  std::vector<W2GroupParams> params(static_cast<std::size_t>(rows) * groups);
+  std::vector<double> row_error(refit ? rows : 0), row_energy(refit ? rows : 0);
+  const ScopedGemmThreads single_threaded_products(1);
+  ForEachRowTile(rows, pool, [&](int r0, int count) {
+    std::vector<double> work(static_cast<std::size_t>(count) * n);  // in the order columns are quantized
+    std::vector<double> errors(static_cast<std::size_t>(count) * block);
     std::vector<float> values, importance;
-    std::vector<W2GroupParams> params(shape.groups());
     const auto choose = [&](int r, int g, const auto& value_of) {
       values.clear();
       importance.clear();
@@ -205,88 +233,108 @@ absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape&
           importance.push_back(hessian.importance[c]);
         }
       }
-      params[g] = ChooseW2Params(values, importance);
-      SetW2Params(m, r, g, params[g]);
+      params[static_cast<std::size_t>(r) * groups + g] = ChooseW2Params(values, importance);
+      SetW2Params(m, r, g, params[static_cast<std::size_t>(r) * groups + g]);
     };
-    for (int64_t row = begin; row < end; ++row) {
-      const int r = static_cast<int>(row);
+    for (int t = 0; t < count; ++t) {
+      const int r = r0 + t;
       const float* wr = w.data() + static_cast<std::size_t>(r) * n;
-      const uint8_t* row_keep = keep.empty() ? nullptr : keep.data() + static_cast<std::size_t>(r) * n;
-      for (int i = 0; i < n; ++i) work[i] = hessian.dead[column(i)] ? 0.0 : wr[column(i)];
+      double* row = work.data() + static_cast<std::size_t>(t) * n;
+      for (int i = 0; i < n; ++i) row[i] = hessian.dead[column(i)] ? 0.0 : wr[column(i)];
+      if (refit) {
+        for (int j = 0; j < n; ++j) w_in[static_cast<std::size_t>(r) * n + j] = hessian.dead[j] ? 0.0 : wr[j];
+      }
       if (static_groups) {
-        for (int g = 0; g < shape.groups(); ++g) choose(r, g, [&](int c) { return hessian.dead[c] ? 0.0f : wr[c]; });
-      }
-      for (int i = 0; i < n; ++i) {
-        const int j = column(i), g = j / shape.group_size;
-        // Column order: a group's parameters come from its weights as updated so far (i == j).
-        if (!static_groups && j % shape.group_size == 0) choose(r, g, [&](int c) { return work[c]; });
-        double quantized = 0.0;
-        codes[j] = kNoCode;
-        float* position = positions.empty() ? nullptr : &positions[static_cast<std::size_t>(r) * n + j];
-        if (position != nullptr) *position = 0.0f;
-        if (row_keep == nullptr || row_keep[j]) {
-          const uint8_t code = QuantizeW2Value(static_cast<float>(work[i]), params[g]);
-          if (position != nullptr) *position = static_cast<float>(work[i] / params[g].scale);
-          codes[j] = code;
-          quantized = DequantizeW2Value(code, params[g]);
-          if (shape.sparse24) {
-            int slot = 0;  // kept weights before j in its group of 4
-            for (int c = j / 4 * 4; c < j; ++c) slot += row_keep[c];
-            SetW2Code(m, r, 2 * (j / 4) + slot, code, static_cast<uint8_t>(j % 4));
-          } else {
-            SetW2Code(m, r, j, code);
-          }
-        }
-        const double* u = hessian.upper.data() + static_cast<std::size_t>(i) * n;
-        const double err = (work[i] - quantized) / u[i];
-        for (int k = i + 1; k < n; ++k) work[k] -= err * u[k];
-        work[i] = quantized;
-      }
-      if (!hessian.gram.empty()) {
-        for (int j = 0; j < n; ++j) row_in[j] = hessian.dead[j] ? 0.0f : wr[j];
-        RefitRowScales(m, r, row_in, codes, params, hessian);
+        for (int g = 0; g < groups; ++g) choose(r, g, [&](int c) { return hessian.dead[c] ? 0.0f : wr[c]; });
       }
     }
-  };
-  if (pool != nullptr) {
-    pool->ParallelFor(rows, quantize_rows);
-  } else {
-    quantize_rows(0, rows);
+    for (int b0 = 0; b0 < n; b0 += block) {
+      const int b1 = std::min(n, b0 + block);
+      for (int t = 0; t < count; ++t) {
+        const int r = r0 + t;
+        double* row = work.data() + static_cast<std::size_t>(t) * n;
+        double* row_errors = errors.data() + static_cast<std::size_t>(t) * block;
+        const uint8_t* row_keep = keep.empty() ? nullptr : keep.data() + static_cast<std::size_t>(r) * n;
+        for (int i = b0; i < b1; ++i) {
+          const int j = column(i), g = j / shape.group_size;
+          const W2GroupParams& p = params[static_cast<std::size_t>(r) * groups + g];
+          // Column order: a group's parameters come from its weights as updated so far (i == j).
+          if (!static_groups && j % shape.group_size == 0) choose(r, g, [&](int c) { return row[c]; });
+          double quantized = 0.0;
+          float* position = positions.empty() ? nullptr : &positions[static_cast<std::size_t>(r) * n + j];
+          if (position != nullptr) *position = 0.0f;
+          if (row_keep == nullptr || row_keep[j]) {
+            const uint8_t code = QuantizeW2Value(static_cast<float>(row[i]), p);
+            if (position != nullptr) *position = static_cast<float>(row[i] / p.scale);
+            if (refit) codes[static_cast<std::size_t>(r) * n + j] = code;
+            quantized = DequantizeW2Value(code, p);
+            if (shape.sparse24) {
+              int slot = 0;  // kept weights before j in its group of 4
+              for (int c = j / 4 * 4; c < j; ++c) slot += row_keep[c];
+              SetW2Code(m, r, 2 * (j / 4) + slot, code, static_cast<uint8_t>(j % 4));
+            } else {
+              SetW2Code(m, r, j, code);
+            }
+          }
+          const double* u = hessian.upper.data() + static_cast<std::size_t>(i) * n;
+          const double err = (row[i] - quantized) / u[i];
+          for (int k = i + 1; k < b1; ++k) row[k] -= err * u[k];
+          row[i] = quantized;
+          row_errors[i - b0] = err;
+        }
+      }
+      // work[:, b1:] -= errors (count x block) * U[b0:b1, b1:]
+      if (b1 < n) {
+        Gemm(Trans::kNo, Trans::kNo, count, n - b1, b1 - b0, -1.0, errors.data(), block,
+             hessian.upper.data() + static_cast<std::size_t>(b0) * n + b1, n, 1.0, work.data() + b1, n);
+      }
+    }
+    if (refit) RefitScales(m, r0, count, w_in, codes, params, hessian, row_error, row_energy);
+  });
+  if (output_error != nullptr && refit) {
+    double error = 0, energy = 0;
+    for (int r = 0; r < rows; ++r) {
+      error += row_error[r];
+      energy += row_energy[r];
+    }
+    *output_error = energy > 0 ? error / energy : 0.0;
   }
   return m;
 }
 
-double RelativeOutputError(std::span<const float> w, const W2View& q, std::span<const double> gram) {
-  // Rows in blocks, so that each Gram row is read once per block rather than once per row (the
-  // Gram matrix of a down projection is 19 MB: per row, this was a pass over memory).
-  constexpr int kBlock = 8;
+double RelativeOutputError(std::span<const float> w, const W2View& q, std::span<const double> gram, ThreadPool* pool) {
+  // err = sum over rows of d^T H d with d = w - q, ref = the same of w: per tile of rows, the
+  // products D H and W H, then their row-wise dot products with D and W.
   const int rows = q.shape.rows, n = q.shape.cols;
-  std::vector<float> qrow(n);
-  std::vector<double> d(static_cast<std::size_t>(kBlock) * n);
-  double err = 0, ref = 0;
-  for (int r0 = 0; r0 < rows; r0 += kBlock) {
-    const int block = std::min(kBlock, rows - r0);
-    const float* wb = w.data() + static_cast<std::size_t>(r0) * n;
-    for (int k = 0; k < block; ++k) {
-      DequantizeW2Row(q, r0 + k, qrow);
-      for (int j = 0; j < n; ++j) d[static_cast<std::size_t>(k) * n + j] = wb[static_cast<std::size_t>(k) * n + j] - qrow[j];
-    }
-    for (int i = 0; i < n; ++i) {
-      const double* hrow = gram.data() + static_cast<std::size_t>(i) * n;
-      for (int k = 0; k < block; ++k) {
-        const double* dk = d.data() + static_cast<std::size_t>(k) * n;
-        const float* wk = wb + static_cast<std::size_t>(k) * n;
-        double hd = 0, hw = 0;
-        for (int j = 0; j < n; ++j) {
-          hd += hrow[j] * dk[j];
-          hw += hrow[j] * wk[j];
-        }
-        err += dk[i] * hd;
-        ref += wk[i] * hw;
+  std::vector<double> err(rows), ref(rows);
+  const ScopedGemmThreads single_threaded_products(1);
+  ForEachRowTile(rows, pool, [&](int r0, int count) {
+    std::vector<double> d(static_cast<std::size_t>(count) * n), wd(d.size()), product(d.size());
+    std::vector<float> qrow(n);
+    for (int t = 0; t < count; ++t) {
+      DequantizeW2Row(q, r0 + t, qrow);
+      for (int j = 0; j < n; ++j) {
+        wd[static_cast<std::size_t>(t) * n + j] = w[static_cast<std::size_t>(r0 + t) * n + j];
+        d[static_cast<std::size_t>(t) * n + j] = wd[static_cast<std::size_t>(t) * n + j] - qrow[j];
       }
     }
+    const auto quadratic = [&](const std::vector<double>& x, std::vector<double>& out) {
+      Gemm(Trans::kNo, Trans::kNo, count, n, n, 1.0, x.data(), n, gram.data(), n, 0.0, product.data(), n);
+      for (int t = 0; t < count; ++t) {
+        double sum = 0;
+        for (int j = 0; j < n; ++j) sum += x[static_cast<std::size_t>(t) * n + j] * product[static_cast<std::size_t>(t) * n + j];
+        out[r0 + t] = sum;
+      }
+    };
+    quadratic(d, err);
+    quadratic(wd, ref);
+  });
+  double e = 0, r = 0;
+  for (int i = 0; i < rows; ++i) {
+    e += err[i];
+    r += ref[i];
   }
-  return ref > 0 ? err / ref : 0.0;
+  return r > 0 ? e / r : 0.0;
 }
 
 }  // namespace accllm

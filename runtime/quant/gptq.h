@@ -41,7 +41,7 @@ struct GptqHessian {
   // act-order: the column quantized at step i (upper is in that order); empty: column order.
   std::vector<int> order;
   // With refit_scales: the Gram matrix in column order (n x n), without damping.
-  std::vector<float> gram;
+  std::vector<double> gram;
 };
 
 // `gram` is n x n (sum of x x^T over calibration inputs).
@@ -53,11 +53,16 @@ absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape&
 // `positions` (rows x cols), also writes where each weight stood on its group's grid when it was
 // rounded: its error-compensated value over the group's scale (its code is round(position) +
 // zero, clamped; pruned weights: 0). Block reconstruction starts its latent weights there.
+// With the scale refit (a Hessian prepared with refit_scales), `output_error` (if given) receives
+// the layer's relative output error as RelativeOutputError computes it, which the refit's sums
+// give for free; without it, it is left as it was.
 absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape& shape, const GptqHessian& hessian,
                                         std::span<const uint8_t> keep, ThreadPool* pool,
-                                        std::span<float> positions = {});
+                                        std::span<float> positions = {}, double* output_error = nullptr);
 
-// ||(W - Q) X||^2 / ||W X||^2 over the calibration inputs, from their Gram matrix.
-double RelativeOutputError(std::span<const float> w, const W2View& q, std::span<const double> gram);
+// ||(W - Q) X||^2 / ||W X||^2 over the calibration inputs, from their Gram matrix; rows spread
+// over `pool` (null: this thread).
+double RelativeOutputError(std::span<const float> w, const W2View& q, std::span<const double> gram,
+                           ThreadPool* pool = nullptr);
 
 }  // namespace accllm

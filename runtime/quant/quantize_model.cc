@@ -114,6 +114,7 @@ absl::StatusOr<PackedContents> QuantizeModel(const Model& model, const QuantizeO
     }
     const W2Shape shape{rows, cols, options.group_size, sparse};
     W2Matrix m(shape);
+    double output_error = -1;  // the refit's by-product, when it runs
     if (options.method == QuantMethod::kGptq) {
       const InputStats& input = current->For(id.layer, id.kind);
       if (hessian_layer != id.layer) hessians.clear();  // q/k/v and gate/up share one within a layer
@@ -128,7 +129,7 @@ absl::StatusOr<PackedContents> QuantizeModel(const Model& model, const QuantizeO
       }
       std::span<float> layer_positions;
       if (positions != nullptr) layer_positions = positions->emplace_back(w.size());
-      ASSIGN_OR_RETURN(m, QuantizeW2Gptq(w, shape, it->second, keep, &pool, layer_positions));
+      ASSIGN_OR_RETURN(m, QuantizeW2Gptq(w, shape, it->second, keep, &pool, layer_positions, &output_error));
     } else {
       ASSIGN_OR_RETURN(m, QuantizeW2(w, shape, keep));
     }
@@ -144,7 +145,11 @@ absl::StatusOr<PackedContents> QuantizeModel(const Model& model, const QuantizeO
       }
     }
     report.weight_error = ref > 0 ? err / ref : 0;
-    if (current != nullptr) report.output_error = RelativeOutputError(w, m.view(), current->For(id.layer, id.kind).gram);
+    if (output_error >= 0) {
+      report.output_error = output_error;
+    } else if (current != nullptr) {
+      report.output_error = RelativeOutputError(w, m.view(), current->For(id.layer, id.kind).gram, &pool);
+    }
     out.linears.emplace_back(id, std::move(m));
     if (on_layer) on_layer(report, static_cast<int>(i + 1), static_cast<int>(linears.size()));
   }

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include <emmintrin.h>
+
 #include "absl/strings/str_cat.h"
 #include "runtime/common/half.h"
 
@@ -41,6 +43,38 @@ double GroupError(std::span<const float> values, std::span<const float> weights,
   return error;
 }
 
+// errors[c] = GroupError(values, weights, {scales[c], zero}) for kSearchCandidates scales, four at a
+// time in SSE2 (every x86-64 has it): QuantizeW2Value and DequantizeW2Value in float arithmetic
+// (the code and its level are small integers, exact in float), each candidate's terms converted
+// to double and summed in the values' order, so that every sum is GroupError's to the last bit.
+constexpr int kSearchCandidates = 20;
+void SearchErrors(std::span<const float> values, std::span<const float> weights, const float* scales, int zero,
+                  double* errors) {
+  static_assert(kSearchCandidates % 4 == 0);
+  constexpr int kQuads = kSearchCandidates / 4;
+  const __m128 z = _mm_set1_ps(static_cast<float>(zero)), half = _mm_set1_ps(0.5f), two = _mm_set1_ps(2.0f);
+  const __m128 bias = _mm_set1_ps(kW2RoundingBias), lowest = _mm_setzero_ps(), highest = _mm_set1_ps(3.0f);
+  __m128 s[kQuads];
+  __m128d sum[2 * kQuads];
+  for (int k = 0; k < kQuads; ++k) {
+    s[k] = _mm_loadu_ps(scales + 4 * k);
+    sum[2 * k] = sum[2 * k + 1] = _mm_setzero_pd();
+  }
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    const __m128 v = _mm_set1_ps(values[i]);
+    const __m128d w = _mm_set1_pd(weights.empty() ? 1.0 : weights[i]);
+    for (int k = 0; k < kQuads; ++k) {
+      const __m128 x = _mm_mul_ps(_mm_add_ps(_mm_div_ps(v, s[k]), z), half);
+      const __m128 code = _mm_min_ps(_mm_max_ps(_mm_sub_ps(_mm_add_ps(x, bias), bias), lowest), highest);
+      const __m128 d = _mm_sub_ps(_mm_mul_ps(s[k], _mm_sub_ps(_mm_mul_ps(two, code), z)), v);
+      const __m128d lo = _mm_cvtps_pd(d), hi = _mm_cvtps_pd(_mm_movehl_ps(d, d));
+      sum[2 * k] = _mm_add_pd(sum[2 * k], _mm_mul_pd(_mm_mul_pd(w, lo), lo));
+      sum[2 * k + 1] = _mm_add_pd(sum[2 * k + 1], _mm_mul_pd(_mm_mul_pd(w, hi), hi));
+    }
+  }
+  for (int k = 0; k < 2 * kQuads; ++k) _mm_storeu_pd(errors + 2 * k, sum[k]);
+}
+
 }  // namespace
 
 // The grid is scale * {-zero, 2 - zero, 4 - zero, 6 - zero}. For each zero point the scale
@@ -65,14 +99,26 @@ W2GroupParams ChooseW2Params(std::span<const float> values, std::span<const floa
       best = p;
     }
   };
+  // A zero point's candidate scales are scored side by side (SearchErrors).
+  constexpr int kShrinks = 16, kStretches = 4, kCandidates = kShrinks + kStretches;
+  static_assert(kCandidates == kSearchCandidates);
   for (int zero = 0; zero <= kW2MaxZero; ++zero) {
     // The scale at which the grid's ends reach the group's ends on the side that needs more.
     const int top = W2Level(3, zero), bottom = W2Level(0, zero);
     const float reach = std::max(top > 0 ? hi / static_cast<float>(top) : 0.0f,
                                  bottom < 0 ? lo / static_cast<float>(bottom) : 0.0f);
     if (!(reach > 0.0f)) continue;
-    for (int step = 0; step < 16; ++step) consider(reach * (1.0f - 0.04f * step), zero);
-    for (int step = 1; step <= 4; ++step) consider(reach * (1.0f + 0.05f * step), zero);
+    float scales[kCandidates];
+    for (int step = 0; step < kShrinks; ++step) scales[step] = reach * (1.0f - 0.04f * step);
+    for (int step = 1; step <= kStretches; ++step) scales[kShrinks - 1 + step] = reach * (1.0f + 0.05f * step);
+    for (float& scale : scales) scale = Fp16ToFloat(FloatToFp16(scale));
+    double errors[kCandidates];
+    SearchErrors(values, weights, scales, zero, errors);
+    for (int c = 0; c < kCandidates; ++c) {
+      if (!(scales[c] > 0.0f) || !std::isfinite(scales[c]) || !(errors[c] < best_error)) continue;
+      best_error = errors[c];
+      best = {scales[c], static_cast<uint8_t>(zero)};
+    }
   }
   // Least-squares scale for the chosen codes, kept if it lowers the error.
   double num = 0, den = 0;

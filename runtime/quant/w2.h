@@ -113,8 +113,14 @@ struct W2GroupParams {
 // Chooses scale and zero for `values` minimizing squared error over a grid of clipping ranges
 // (min/max shrunk toward zero); `weights` (optional, same size) weights each error term.
 W2GroupParams ChooseW2Params(std::span<const float> values, std::span<const float> weights = {});
+// The nearest code, ties to even. Adding and subtracting 1.5 * 2^23 rounds a float to the nearest
+// integer, ties to even, as nearbyint does in the default rounding mode, for |x| < 2^22; beyond
+// that the sum is still outside [0, 3] on the same side, so the clamped code is the same. (nearbyint
+// is a libm call on baseline x86-64, and was most of a clipping search's time.)
+inline constexpr float kW2RoundingBias = 12582912.0f;  // 1.5 * 2^23
 inline uint8_t QuantizeW2Value(float v, const W2GroupParams& p) {
-  const float q = std::nearbyint((v / p.scale + p.zero) * 0.5f);
+  const float x = (v / p.scale + p.zero) * 0.5f;
+  const float q = (x + kW2RoundingBias) - kW2RoundingBias;
   return static_cast<uint8_t>(q < 0 ? 0 : q > 3 ? 3 : q);
 }
 inline float DequantizeW2Value(uint8_t q, const W2GroupParams& p) {

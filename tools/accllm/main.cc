@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
   accllm::cli::AddEvalCommand(app, &exit_code);
   accllm::cli::AddPerplexityCommand(app, &exit_code);
   accllm::cli::AddBenchCommand(app, &exit_code);
+  accllm::cli::AddQuantizeBenchCommand(app, &exit_code);
   accllm::cli::AddClientCommand(app, &exit_code);
   accllm::cli::AddFpgaModelCommand(app, &exit_code);
   CLI11_PARSE(app, argc, argv);

@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "runtime/common/half.h"
 #include "runtime/cpu/thread_pool.h"
-#include "runtime/quant/train/dense_gemm.h"
+#include "runtime/quant/linalg.h"
 #include "runtime/quant/train/layer_backprop.h"
 
 namespace accllm {

@@ -6,7 +6,7 @@
 
 #include "runtime/common/hadamard.h"
 #include "runtime/common/nn_ops.h"
-#include "runtime/quant/train/dense_gemm.h"
+#include "runtime/quant/linalg.h"
 
 namespace accllm {
 namespace {

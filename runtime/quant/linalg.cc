@@ -1,0 +1,64 @@
+#include "runtime/quant/linalg.h"
+
+#include <cblas.h>
+
+#include <cstddef>
+#include <thread>
+
+// LAPACK's Fortran entry points, which OpenBLAS exports; Debian's libopenblas-dev ships no C
+// header for them (lapacke.h is another package and another library).
+extern "C" {
+void dpotrf_(const char* uplo, const int* n, double* a, const int* lda, int* info);
+void dtrtri_(const char* uplo, const char* diag, const int* n, double* a, const int* lda, int* info);
+}
+
+namespace accllm {
+namespace {
+
+CBLAS_TRANSPOSE ToCblas(Trans t) { return t == Trans::kYes ? CblasTrans : CblasNoTrans; }
+
+}  // namespace
+
+void Gemm(Trans trans_a, Trans trans_b, int m, int n, int k, float alpha, const float* a, int lda, const float* b,
+          int ldb, float beta, float* c, int ldc) {
+  cblas_sgemm(CblasRowMajor, ToCblas(trans_a), ToCblas(trans_b), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void Gemm(Trans trans_a, Trans trans_b, int m, int n, int k, double alpha, const double* a, int lda, const double* b,
+          int ldb, double beta, double* c, int ldc) {
+  cblas_dgemm(CblasRowMajor, ToCblas(trans_a), ToCblas(trans_b), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void GramLower(int n, int k, const float* a, int lda, float* c, int ldc) {
+  cblas_ssyrk(CblasRowMajor, CblasLower, CblasTrans, n, k, 1.0f, a, lda, 0.0f, c, ldc);
+}
+
+// LAPACK is column-major: a row-major matrix is its transpose there. So the row-major lower factor
+// is LAPACK's upper one ("U": A = U^T U), and a row-major upper triangle is LAPACK's lower one.
+bool CholeskyLower(double* a, int n) {
+  int info = 0;
+  dpotrf_("U", &n, a, &n, &info);
+  if (info != 0) return false;
+  for (int i = 0; i < n; ++i) {
+    for (int j = i + 1; j < n; ++j) a[static_cast<std::size_t>(i) * n + j] = 0.0;
+  }
+  return true;
+}
+
+bool InvertUpper(double* a, int n) {
+  int info = 0;
+  dtrtri_("L", "N", &n, a, &n, &info);
+  if (info != 0) return false;
+  for (int i = 0; i < n; ++i) {
+    for (int j = 0; j < i; ++j) a[static_cast<std::size_t>(i) * n + j] = 0.0;
+  }
+  return true;
+}
+
+void SetGemmThreads(int threads) {
+  openblas_set_num_threads(threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency()));
+}
+
+int GemmThreads() { return openblas_get_num_threads(); }
+
+}  // namespace accllm

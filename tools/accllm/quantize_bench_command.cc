@@ -1,0 +1,155 @@
+// accllm bench-quantize: what `accllm quantize` (rotation + GPTQ, --no-block-ap) costs per layer at
+// any LLaMA shape, stage by stage, on synthesized weights and inputs (the time does not depend on
+// their values), and the whole model's total projected from it. The stages are the quantize
+// command's own code: the Gram products calibration adds per token, the Hessian factorizations,
+// GPTQ with the scale refit, the output-error report; the calibration forward pass is timed as
+// the layer's seven fp32 products on the engine's kernel, which are most of it.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/cpu/kernels.h"
+#include "runtime/cpu/thread_pool.h"
+#include "runtime/model/synthesize.h"
+#include "runtime/quant/calibration.h"
+#include "runtime/quant/gptq.h"
+#include "runtime/quant/linalg.h"
+#include "tools/accllm/commands.h"
+
+namespace accllm::cli {
+namespace {
+
+struct QuantizeBenchFlags {
+  std::string shape = "llama2-7b";
+  int tokens = 4096;
+  int layers = 1;
+  int group_size = 128;
+  int threads = 0;
+  bool refit_scales = true;
+};
+
+using Clock = std::chrono::steady_clock;
+double Since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+// Calibration-like inputs: Gaussian, each channel with its own log-normal scale (real activations
+// have a few loud channels), so that the Hessian is far from a multiple of the identity.
+std::vector<float> SynthesizeInputs(int tokens, int cols, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal;
+  std::vector<float> channel(cols), x(static_cast<std::size_t>(tokens) * cols);
+  for (float& s : channel) s = std::exp(0.75f * normal(rng));
+  for (int t = 0; t < tokens; ++t) {
+    for (int j = 0; j < cols; ++j) x[static_cast<std::size_t>(t) * cols + j] = channel[j] * normal(rng);
+  }
+  return x;
+}
+
+int RunQuantizeBench(const QuantizeBenchFlags& flags) {
+  absl::StatusOr<LlamaConfig> config = ParseShape(flags.shape);
+  if (!config.ok()) return ReportError(config.status());
+  const LlamaConfig& c = *config;
+  if (flags.layers > c.n_layers) {
+    return ReportError(absl::InvalidArgumentError(absl::StrCat("--layers ", flags.layers, " exceeds the shape's ", c.n_layers)));
+  }
+  absl::StatusOr<const CpuKernels*> kernels = SelectedKernels();
+  if (!kernels.ok()) return ReportError(kernels.status());
+  ThreadPool pool(flags.threads);
+  const SyntheticWeights weights(c, 1);
+  std::printf("bench-quantize: %s (dim %d, ffn %d, %d layers), %d calibration tokens, group %d, %d threads, %s kernels\n",
+              flags.shape.c_str(), c.dim, c.hidden_dim, c.n_layers, flags.tokens, flags.group_size, pool.threads(),
+              (*kernels)->name);
+
+  // Per input: attention (q/k/v), attention output (o), FFN (gate/up), FFN down; the matrices
+  // reading one input share its Gram matrix and Hessian, as in the quantize command.
+  const std::vector<std::vector<TensorKind>> readers = {{TensorKind::kWq, TensorKind::kWk, TensorKind::kWv},
+                                                        {TensorKind::kWo},
+                                                        {TensorKind::kW1, TensorKind::kW3},
+                                                        {TensorKind::kW2}};
+  double forward_s = 0, gram_s = 0, hessian_s = 0, gptq_s = 0, report_s = 0;
+  for (int layer = 0; layer < flags.layers; ++layer) {
+    for (std::size_t input = 0; input < readers.size(); ++input) {
+      const int cols = readers[input][0] == TensorKind::kW2 ? c.hidden_dim : c.dim;
+      const std::vector<float> x = SynthesizeInputs(flags.tokens, cols, 17 * layer + input);
+      InputStats stats;
+      stats.cols = cols;
+      stats.gram.assign(static_cast<std::size_t>(cols) * cols, 0.0);
+      auto start = Clock::now();
+      {
+        const ScopedGemmThreads gram_threads(flags.threads);
+        std::vector<float> scratch;
+        for (int t0 = 0; t0 < flags.tokens; t0 += 512) {
+          stats.AddLower(x.data() + static_cast<std::size_t>(t0) * cols, std::min(512, flags.tokens - t0), cols, scratch);
+        }
+        stats.MirrorLower();
+      }
+      gram_s += Since(start);
+      GptqOptions options;
+      options.refit_scales = flags.refit_scales;
+      start = Clock::now();
+      absl::StatusOr<GptqHessian> hessian = PrepareGptqHessian(stats.gram, cols, options);
+      if (!hessian.ok()) return ReportError(hessian.status());
+      hessian_s += Since(start);
+      for (TensorKind reader : readers[input]) {
+        const TensorId id{reader, layer};
+        const int rows = static_cast<int>(TensorShape(c, reader)[0]);
+        std::vector<float> w(static_cast<std::size_t>(rows) * cols);
+        weights.Fill(id, w);
+        // The calibration forward pass's product for this matrix, on the engine's fp32 kernel.
+        std::vector<float> y(static_cast<std::size_t>(512) * rows);
+        start = Clock::now();
+        for (int t0 = 0; t0 < flags.tokens; t0 += 512) {
+          const int n = std::min(512, flags.tokens - t0);
+          pool.ParallelFor((rows + 63) / 64, [&](int64_t begin, int64_t end) {
+            (*kernels)->matmul_f32(w.data(), cols, x.data() + static_cast<std::size_t>(t0) * cols, n, cols,
+                                   static_cast<int>(begin) * 64, std::min(rows, static_cast<int>(end) * 64), y.data(), rows);
+          });
+        }
+        forward_s += Since(start);
+        start = Clock::now();
+        double error = -1;
+        absl::StatusOr<W2Matrix> m = QuantizeW2Gptq(w, {rows, cols, flags.group_size, false}, *hessian, {}, &pool, {}, &error);
+        if (!m.ok()) return ReportError(m.status());
+        gptq_s += Since(start);
+        if (error < 0) {  // no refit to give it
+          start = Clock::now();
+          error = RelativeOutputError(w, m->view(), stats.gram, &pool);
+          report_s += Since(start);
+        }
+        std::fprintf(stderr, "%-40s %5d x %-5d output error %.4f\n", HfTensorName(id).c_str(), rows, cols, error);
+      }
+    }
+  }
+  const double per_layer = 1.0 / flags.layers;
+  const double total = forward_s + gram_s + hessian_s + gptq_s + report_s;
+  std::printf("\n| stage | s per layer | s for all %d layers |\n|---|---:|---:|\n", c.n_layers);
+  const auto row = [&](const char* name, double s) {
+    std::printf("| %s | %.2f | %.0f |\n", name, s * per_layer, s * per_layer * c.n_layers);
+  };
+  row("calibration forward: the 7 fp32 products (engine kernel)", forward_s);
+  row("calibration Gram products (BLAS)", gram_s);
+  row("Hessian factorizations (LAPACK), one per input", hessian_s);
+  row(flags.refit_scales ? "GPTQ + scale refit" : "GPTQ", gptq_s);
+  row("output-error report (free with the refit)", report_s);
+  row("total", total);
+  std::printf("\nLeft out: the calibration pass's attention, norms and classifier, and loading the model.\n");
+  return 0;
+}
+
+}  // namespace
+
+void AddQuantizeBenchCommand(CLI::App& app, int* exit_code) {
+  auto flags = std::make_shared<QuantizeBenchFlags>();
+  CLI::App* cmd = app.add_subcommand(
+      "bench-quantize", "Time GPTQ quantization per layer, stage by stage, at a real shape (synthesized weights and inputs)");
+  cmd->add_option("--shape", flags->shape, "Model shape: llama2-7b, tinyllama-1.1b, or dim=...,ffn=...")->capture_default_str();
+  cmd->add_option("--tokens", flags->tokens, "Calibration tokens")->check(CLI::Range(1, 1 << 20))->capture_default_str();
+  cmd->add_option("--layers", flags->layers, "Layers to quantize (the rest projected)")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--group-size", flags->group_size, "W2 group size")->capture_default_str();
+  cmd->add_option("--threads", flags->threads, "Threads; 0 = one per hardware thread")->check(CLI::NonNegativeNumber);
+  cmd->add_flag("!--no-scale-refit", flags->refit_scales, "GPTQ without the scale refit");
+  cmd->callback([flags, exit_code] { *exit_code = RunQuantizeBench(*flags); });
+}
+
+}  // namespace accllm::cli
