@@ -9,6 +9,7 @@
 #include "runtime/common/half.h"
 #include "runtime/common/status_macros.h"
 #include "runtime/quant/gptq.h"
+#include "runtime/quant/linalg.h"
 
 namespace accllm {
 namespace {
@@ -90,6 +91,8 @@ absl::StatusOr<PackedContents> QuantizeModel(const Model& model, const QuantizeO
     if (IsLinear(id.kind)) linears.push_back(id);
   }
   ThreadPool pool(options.threads);
+  // The Hessians' factorizations run on BLAS's threads; GPTQ's products, one thread per tile.
+  const ScopedGemmThreads factorization_threads(options.threads);
   std::map<const InputStats*, GptqHessian> hessians;
   int hessian_layer = -1;
   CalibrationStats layer_stats;  // sequential: the current layer's, from the partly quantized model

@@ -56,6 +56,7 @@ int RunQuantizeBench(const QuantizeBenchFlags& flags) {
   absl::StatusOr<const CpuKernels*> kernels = SelectedKernels();
   if (!kernels.ok()) return ReportError(kernels.status());
   ThreadPool pool(flags.threads);
+  const ScopedGemmThreads blas_threads(flags.threads);  // the Gram products and factorizations
   const SyntheticWeights weights(c, 1);
   std::printf("bench-quantize: %s (dim %d, ffn %d, %d layers), %d calibration tokens, group %d, %d threads, %s kernels\n",
               flags.shape.c_str(), c.dim, c.hidden_dim, c.n_layers, flags.tokens, flags.group_size, pool.threads(),
@@ -76,14 +77,11 @@ int RunQuantizeBench(const QuantizeBenchFlags& flags) {
       stats.cols = cols;
       stats.gram.assign(static_cast<std::size_t>(cols) * cols, 0.0);
       auto start = Clock::now();
-      {
-        const ScopedGemmThreads gram_threads(flags.threads);
-        std::vector<float> scratch;
-        for (int t0 = 0; t0 < flags.tokens; t0 += 512) {
-          stats.AddLower(x.data() + static_cast<std::size_t>(t0) * cols, std::min(512, flags.tokens - t0), cols, scratch);
-        }
-        stats.MirrorLower();
+      std::vector<float> scratch;
+      for (int t0 = 0; t0 < flags.tokens; t0 += 512) {
+        stats.AddLower(x.data() + static_cast<std::size_t>(t0) * cols, std::min(512, flags.tokens - t0), cols, scratch);
       }
+      stats.MirrorLower();
       gram_s += Since(start);
       GptqOptions options;
       options.refit_scales = flags.refit_scales;
