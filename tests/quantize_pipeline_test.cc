@@ -35,7 +35,7 @@ class QuantizePipelineTest : public ::testing::Test {
   std::vector<std::vector<int>> lines_;
 };
 
-TEST_F(QuantizePipelineTest, CalibrationEqualsTheReferenceForwardPass) {
+TEST_F(QuantizePipelineTest, EngineCalibrationEqualsTheReferenceForwardPass) {
   ASSERT_OK_AND_ASSIGN(CalibrationStats fast, Calibrate(*model_, lines_));
   ASSERT_OK_AND_ASSIGN(CalibrationStats oracle, CalibrateOnReference(*model_, lines_));
   for (int l = 0; l < model_->config.n_layers; ++l) {

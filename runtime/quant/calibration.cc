@@ -5,8 +5,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "runtime/common/status_macros.h"
+#include "runtime/cpu/cpu_engine.h"
+#include "runtime/engine/engine_weights.h"
 #include "runtime/quant/linalg.h"
-#include "runtime/quant/train/layer_backprop.h"
 
 namespace accllm {
 namespace {
@@ -85,48 +86,31 @@ const InputStats& CalibrationStats::For(int layer, TensorKind kind) const {
 absl::StatusOr<CalibrationStats> Calibrate(const Model& model, const std::vector<std::vector<int>>& sequences,
                                            const std::function<void(int, int)>& progress, int threads) {
   const LlamaConfig& c = model.config;
-  for (const std::vector<int>& seq : sequences) {
+  CalibrationStats stats = EmptyStats(c);
+  std::vector<float> product;
+  CpuEngineOptions options;
+  options.kv_precision = KvPrecision::kF32;
+  options.threads = threads;
+  options.max_step_tokens = std::min(c.max_seq_len, 512);
+  // H += X^T X for the step's tokens: the lower triangle as a float product over at most
+  // max_step_tokens terms (BLAS, on every thread), added into the double sum.
+  const ScopedGemmThreads gram_threads(threads);
+  options.observe_linear_input = [&](int layer, Input input, const float* x, int n, int64_t ld) {
+    stats.inputs[layer][static_cast<int>(input)].AddLower(x, n, ld, product);
+  };
+  ASSIGN_OR_RETURN(std::unique_ptr<CpuEngine> engine, CpuEngine::Create(EngineWeightsFromModel(model), options));
+  std::vector<float> logits(static_cast<std::size_t>(c.vocab_size));
+  for (std::size_t i = 0; i < sequences.size(); ++i) {
+    const std::vector<int>& seq = sequences[i];
     if (static_cast<int>(seq.size()) > c.max_seq_len) {
       return absl::InvalidArgumentError(absl::StrCat("calibration sequence of ", seq.size(), " tokens exceeds the context"));
     }
-    for (int token : seq) {
-      if (token < 0 || token >= c.vocab_size) return absl::InvalidArgumentError(absl::StrCat("calibration token ", token, " out of range"));
+    const std::unique_ptr<SequenceKv> kv = engine->NewSequence();
+    for (std::size_t begin = 0; begin < seq.size(); begin += options.max_step_tokens) {
+      const std::size_t count = std::min<std::size_t>(options.max_step_tokens, seq.size() - begin);
+      RETURN_IF_ERROR(engine->Prefill(*kv, std::span<const int>(seq).subspan(begin, count), logits));
     }
-  }
-  CalibrationStats stats = EmptyStats(c);
-  const ScopedGemmThreads blas_threads(threads);
-  // Layer by layer over every sequence, each layer's forward pass as matrix products over the
-  // whole sequence (LayerForward): the hidden states of all sequences are kept between layers
-  // (tokens x dim floats), so only one layer is ever at work.
-  std::vector<std::vector<float>> hidden(sequences.size());
-  for (std::size_t i = 0; i < sequences.size(); ++i) {
-    hidden[i].resize(sequences[i].size() * static_cast<std::size_t>(c.dim));
-    for (std::size_t t = 0; t < sequences[i].size(); ++t) {
-      const float* row = model.weights.token_embedding + static_cast<std::size_t>(sequences[i][t]) * c.dim;
-      std::copy(row, row + c.dim, hidden[i].begin() + static_cast<std::ptrdiff_t>(t * c.dim));
-    }
-  }
-  LayerActivations saved;
-  std::vector<float> output, scratch;
-  for (int layer = 0; layer < c.n_layers; ++layer) {
-    auto& inputs = stats.inputs[layer];
-    for (std::size_t i = 0; i < sequences.size(); ++i) {
-      const int tokens = static_cast<int>(sequences[i].size());
-      if (tokens == 0) continue;
-      output.resize(hidden[i].size());
-      LayerForward(c, model.weights.layers[layer], hidden[i].data(), tokens, output.data(), &saved);
-      const std::pair<Input, const std::vector<float>*> observed[] = {
-          {Input::kAttention, &saved.a}, {Input::kAttentionOutput, &saved.o}, {Input::kFfn, &saved.b}, {Input::kFfnDown, &saved.h}};
-      for (const auto& [input, x] : observed) {
-        InputStats& s = inputs[static_cast<int>(input)];
-        // The float products over at most 512 tokens each, added into the double sums.
-        for (int t0 = 0; t0 < tokens; t0 += 512) {
-          s.AddLower(x->data() + static_cast<std::size_t>(t0) * s.cols, std::min(512, tokens - t0), s.cols, scratch);
-        }
-      }
-      hidden[i].swap(output);
-    }
-    if (progress) progress(layer + 1, c.n_layers);
+    if (progress) progress(static_cast<int>(i + 1), static_cast<int>(sequences.size()));
   }
   for (auto& layer : stats.inputs) {
     for (InputStats& s : layer) s.MirrorLower();

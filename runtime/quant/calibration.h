@@ -35,10 +35,9 @@ struct CalibrationStats {
   const InputStats& For(int layer, TensorKind kind) const;
 };
 
-// Runs the model in fp32 over `sequences` (each starting with BOS, at most the trained context),
-// one layer at a time over all of them (each layer's pass as matrix products over a whole
-// sequence, on BLAS), and accumulates the statistics. `progress(done, total)` is called after
-// each layer; threads 0: one per hardware thread.
+// Runs the model in fp32 over `sequences` (each starting with BOS, at most the trained context)
+// on the CPU engine, each sequence prefilled in chunks, and accumulates the statistics.
+// `progress(done, total)` is called after each sequence; threads 0: one per hardware thread.
 absl::StatusOr<CalibrationStats> Calibrate(const Model& model, const std::vector<std::vector<int>>& sequences,
                                            const std::function<void(int, int)>& progress = nullptr, int threads = 0);
 

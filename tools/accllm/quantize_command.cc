@@ -106,7 +106,7 @@ int RunQuantize(const QuantizeFlags& flags) {
                  static_cast<long long>(tokens), flags.calibration.c_str());
     const auto start = std::chrono::steady_clock::now();
     absl::StatusOr<CalibrationStats> calibrated = Calibrate(
-        **model, *sequences, [](int done, int total) { std::fprintf(stderr, "\rcalibration: layer %d/%d", done, total); },
+        **model, *sequences, [](int done, int total) { std::fprintf(stderr, "\rcalibration %d/%d", done, total); },
         flags.threads);
     std::fprintf(stderr, " (%.1f s)", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     std::fprintf(stderr, "\n");
