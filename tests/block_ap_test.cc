@@ -1,6 +1,7 @@
-// Block-wise reconstruction: the layer's backward pass against finite differences of its forward
-// pass, the trainable W2 matrix against the codes it starts from, and Block-AP on a real model
-// (stories260K) lowering every layer's output error.
+// Training the quantized model: the layer's backward pass against finite differences of its
+// forward pass, the trainable W2 matrix against the codes it starts from, Block-AP on a real model
+// (stories260K) lowering every layer's output error, and the end-to-end scale training lowering
+// the whole model's divergence from the fp32 one.
 #include <cmath>
 #include <random>
 
@@ -11,6 +12,7 @@
 #include "runtime/quant/calibration.h"
 #include "runtime/quant/quantize_model.h"
 #include "runtime/quant/train/block_ap.h"
+#include "runtime/quant/train/end_to_end.h"
 #include "runtime/quant/train/layer_backprop.h"
 #include "runtime/quant/train/trainable_w2.h"
 #include "runtime/reference/forward.h"
@@ -63,7 +65,7 @@ void ExpectGradientsMatchFiniteDifferences(const LlamaConfig& c) {
   LayerActivations saved;
   std::vector<float> y(x.size()), dx(x.size());
   LayerForward(c, layer.weights, x.data(), tokens, y.data(), &saved);
-  LayerGradients grads(c);
+  LayerGradients grads(c, /*with_norm_gains=*/true);
   LayerBackward(c, layer.weights, saved, r.data(), grads, dx.data());
 
   const float h = 1e-2f;
@@ -79,9 +81,10 @@ void ExpectGradientsMatchFiniteDifferences(const LlamaConfig& c) {
   for (std::size_t i = 0; i < x.size(); ++i) {
     EXPECT_NEAR(dx[i], numeric(&x[i]), 2e-2 + 2e-2 * std::abs(dx[i])) << "input " << i;
   }
-  const std::vector<float>* analytic[] = {&grads.wq, &grads.wk, &grads.wv, &grads.wo, &grads.w1, &grads.w2, &grads.w3};
-  const int tensor_of[] = {1, 2, 3, 4, 6, 7, 8};
-  for (int k = 0; k < 7; ++k) {
+  const std::vector<float>* analytic[] = {&grads.wq, &grads.wk, &grads.wv,      &grads.wo, &grads.w1,
+                                          &grads.w2, &grads.w3, &grads.rms_att, &grads.rms_ffn};
+  const int tensor_of[] = {1, 2, 3, 4, 6, 7, 8, 0, 5};
+  for (int k = 0; k < 9; ++k) {
     std::vector<float>& w = layer.tensors[tensor_of[k]];
     for (std::size_t i = 0; i < w.size(); i += 5) {
       EXPECT_NEAR((*analytic[k])[i], numeric(&w[i]), 2e-2 + 2e-2 * std::abs((*analytic[k])[i]))
@@ -251,6 +254,100 @@ TEST(BlockApTest, LowersEveryLayersOutputErrorOnARealModel) {
   missing.linears.pop_back();
   EXPECT_EQ(RefineBlocks(*model, lines, options, missing).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(missing.linears.front().second.codes, gptq.linears.front().second.codes);  // left as it was
+}
+
+// stories260K, quantized by GPTQ (groups of 32), and its first calibration lines.
+struct QuantizedStories {
+  std::unique_ptr<Model> model;
+  std::vector<std::vector<int>> lines;
+  PackedContents packed;
+};
+
+QuantizedStories QuantizeStories(int lines) {
+  QuantizedStories q;
+  absl::StatusOr<std::unique_ptr<Model>> model = LoadModel(RequireModelFile("stories260K.bin").string());
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = LoadTokenizer(RequireModelFile("tok512.bin").string());
+  if (!model.ok() || !tokenizer.ok()) return q;
+  absl::StatusOr<std::vector<std::vector<int>>> encoded =
+      EncodeLines(RequireSharedFile("data/tinystories-dev.txt").string(), **tokenizer, {0, lines});
+  if (!encoded.ok()) return q;
+  for (auto& s : *encoded) s.resize(std::min<std::size_t>(s.size(), (*model)->config.max_seq_len));
+  absl::StatusOr<CalibrationStats> stats = Calibrate(**model, *encoded);
+  if (!stats.ok()) return q;
+  QuantizeOptions quantize;
+  quantize.group_size = 32;
+  absl::StatusOr<PackedContents> packed = QuantizeModel(**model, quantize, &*stats, nullptr);
+  if (!packed.ok()) return q;
+  q.model = *std::move(model);
+  q.lines = *std::move(encoded);
+  q.packed = *std::move(packed);
+  return q;
+}
+
+TEST(BlockApTest, TrainsTheNormGainsWhenAsked) {
+  QuantizedStories q = QuantizeStories(4);
+  ASSERT_NE(q.model, nullptr);
+  BlockApOptions options;
+  options.epochs = 2;
+  options.batch_sequences = 1;
+  options.adam.weight_lr = 2e-3f;
+  options.adam.scale_lr = 2e-3f;
+  options.adam.norm_lr = 1e-2f;
+  options.schedule = LrSchedule::kCosine;
+  const PackedContents gptq = q.packed;
+  std::vector<BlockApReport> reports;
+  ASSERT_OK(RefineBlocks(*q.model, q.lines, options, q.packed, {}, [&](const BlockApReport& r) { reports.push_back(r); }));
+  for (const BlockApReport& r : reports) {
+    EXPECT_FALSE(r.kept_original) << "layer " << r.layer;
+    EXPECT_LT(r.error_after, r.error_before) << "layer " << r.layer;
+  }
+  ASSERT_EQ(q.packed.norms.size(), gptq.norms.size());
+  for (std::size_t i = 0; i + 1 < gptq.norms.size(); ++i) EXPECT_NE(q.packed.norms[i], gptq.norms[i]) << "norm " << i;
+  EXPECT_EQ(q.packed.norms.back(), gptq.norms.back()) << "the final norm is no layer's";
+}
+
+TEST(EndToEndTest, TrainedScalesLowerTheDivergenceFromTheFp32Model) {
+  QuantizedStories q = QuantizeStories(4);
+  ASSERT_NE(q.model, nullptr);
+  const PackedContents gptq = q.packed;
+  EndToEndOptions options;
+  options.epochs = 3;
+  options.batch_sequences = 1;
+  options.scale_lr = 1e-3f;
+  EndToEndReport report;
+  ASSERT_OK(TrainScalesEndToEnd(*q.model, q.lines, options, q.packed, &report));
+  EXPECT_FALSE(report.kept_original);
+  EXPECT_GT(report.kl_before, 0.0);
+  EXPECT_LT(report.kl_after, 0.9 * report.kl_before);
+  ASSERT_EQ(report.epoch_kl.size(), 3u);
+  int scales_changed = 0;
+  for (std::size_t i = 0; i < q.packed.linears.size(); ++i) {
+    const W2Matrix &a = q.packed.linears[i].second, &b = gptq.linears[i].second;
+    EXPECT_EQ(a.codes, b.codes) << "linear " << i;
+    EXPECT_EQ(a.zeros, b.zeros) << "linear " << i;
+    scales_changed += a.scales != b.scales;
+  }
+  EXPECT_EQ(scales_changed, static_cast<int>(q.packed.linears.size()));
+
+  // Steps far too large make it worse: the scales it was given stay.
+  PackedContents overshot = gptq;
+  options.epochs = 1;
+  options.scale_lr = 1.0f;
+  ASSERT_OK(TrainScalesEndToEnd(*q.model, q.lines, options, overshot, &report));
+  EXPECT_TRUE(report.kept_original);
+  for (std::size_t i = 0; i < overshot.linears.size(); ++i) EXPECT_EQ(overshot.linears[i].second.scales, gptq.linears[i].second.scales);
+
+  // Bad input is refused and changes nothing.
+  PackedContents wrong = gptq;
+  wrong.config.vocab_size += 1;
+  EXPECT_EQ(TrainScalesEndToEnd(*q.model, q.lines, options, wrong).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(TrainScalesEndToEnd(*q.model, {}, options, wrong).code(), absl::StatusCode::kInvalidArgument);
+  PackedContents missing = gptq;
+  missing.linears.pop_back();
+  EXPECT_EQ(TrainScalesEndToEnd(*q.model, q.lines, options, missing).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(missing.linears.front().second.scales, gptq.linears.front().second.scales);
+  std::vector<std::vector<int>> out_of_range = {{1, 5, q.model->config.vocab_size}};
+  EXPECT_EQ(TrainScalesEndToEnd(*q.model, out_of_range, options, q.packed).code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -99,6 +99,27 @@ TEST_F(PackedModelTest, WriteLoadRoundTripAndMetadata) {
     EXPECT_EQ(reinterpret_cast<uintptr_t>(b.codes) % 64, 0u) << "code planes are 64-byte aligned in the file";
   }
 
+  // Read back into memory, it is what was written (and writes the same file again).
+  ASSERT_OK_AND_ASSIGN(PackedContents read, ReadPackedContents(path));
+  EXPECT_EQ(read.embedding, packed.embedding);
+  EXPECT_EQ(read.classifier, packed.classifier);
+  EXPECT_EQ(read.norms, packed.norms);
+  EXPECT_EQ(read.metadata.at("quant_method"), "gptq");
+  ASSERT_EQ(read.linears.size(), packed.linears.size());
+  for (std::size_t i = 0; i < packed.linears.size(); ++i) {
+    const W2Matrix &a = packed.linears[i].second, &b = read.linears[i].second;
+    EXPECT_EQ(read.linears[i].first.kind, packed.linears[i].first.kind);
+    EXPECT_EQ(read.linears[i].first.layer, packed.linears[i].first.layer);
+    EXPECT_EQ(b.codes, a.codes);
+    EXPECT_EQ(b.sparse_index, a.sparse_index);
+    EXPECT_EQ(b.scales, a.scales);
+    EXPECT_EQ(b.zeros, a.zeros);
+  }
+  const std::string again = (dir / "again.safetensors").string();
+  ASSERT_OK(WritePackedModel(read, again));
+  EXPECT_EQ(ReadFile(again), ReadFile(path));
+  EXPECT_FALSE(ReadPackedContents(RequireModelFile("stories260K.bin").string()).ok());
+
   // A rotated model's online Hadamard block travels in the config; a bad one is refused.
   packed.config.ffn_hadamard_block = 4;
   const std::string rotated = (dir / "r.safetensors").string();

@@ -1,5 +1,6 @@
 #include "runtime/model/packed_model.h"
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 
@@ -208,6 +209,31 @@ absl::StatusOr<std::unique_ptr<PackedModel>> LoadPackedModel(const std::string& 
   }
   model->file = std::move(file);
   return model;
+}
+
+absl::StatusOr<PackedContents> ReadPackedContents(const std::string& path) {
+  ASSIGN_OR_RETURN(const std::unique_ptr<PackedModel> model, LoadPackedModel(path, LoadMode::kAnonymous));
+  const LlamaConfig& c = model->config;
+  PackedContents out;
+  out.config = c;
+  out.metadata = model->metadata;
+  const std::size_t table = static_cast<std::size_t>(c.vocab_size) * c.dim;
+  out.embedding.assign(model->embedding, model->embedding + table);
+  if (!c.shared_classifier) out.classifier.assign(model->classifier, model->classifier + table);
+  for (int l = 0; l < c.n_layers; ++l) {
+    out.norms.emplace_back(model->attn_norms[l], model->attn_norms[l] + c.dim);
+    out.norms.emplace_back(model->ffn_norms[l], model->ffn_norms[l] + c.dim);
+  }
+  out.norms.emplace_back(model->final_norm, model->final_norm + c.dim);
+  for (const auto& [id, view] : model->linears) {
+    W2Matrix m(view.shape);
+    std::copy_n(view.codes, m.codes.size(), m.codes.begin());
+    if (view.sparse_index != nullptr) std::copy_n(view.sparse_index, m.sparse_index.size(), m.sparse_index.begin());
+    std::copy_n(view.scales, m.scales.size(), m.scales.begin());
+    std::copy_n(view.zeros, m.zeros.size(), m.zeros.begin());
+    out.linears.emplace_back(id, std::move(m));
+  }
+  return out;
 }
 
 EngineWeights PackedModel::ToEngineWeights() const {

@@ -65,4 +65,7 @@ bool IsPackedModelFile(const std::string& path);
 
 absl::StatusOr<std::unique_ptr<PackedModel>> LoadPackedModel(const std::string& path, LoadMode mode = LoadMode::kMap);
 
+// A packed file read back into memory, to be changed and written again.
+absl::StatusOr<PackedContents> ReadPackedContents(const std::string& path);
+
 }  // namespace accllm

@@ -19,6 +19,7 @@ void AddQuantizeBenchCommand(CLI::App& app, int* exit_code);
 void AddClientCommand(CLI::App& app, int* exit_code);
 void AddFpgaModelCommand(CLI::App& app, int* exit_code);
 void AddPerplexityCommand(CLI::App& app, int* exit_code);
+void AddRefineCommand(CLI::App& app, int* exit_code);
 
 // The model to use: --model if given, else $ACCLLM_MODEL, else ../shared/models/stories260K.bin.
 std::string ResolveModelPath(const std::string& flag_value);

@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   accllm::cli::AddInspectCommand(app, &exit_code);
   accllm::cli::AddSynthCommand(app, &exit_code);
   accllm::cli::AddQuantizeCommand(app, &exit_code);
+  accllm::cli::AddRefineCommand(app, &exit_code);
   accllm::cli::AddEvalCommand(app, &exit_code);
   accllm::cli::AddPerplexityCommand(app, &exit_code);
   accllm::cli::AddBenchCommand(app, &exit_code);

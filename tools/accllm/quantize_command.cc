@@ -2,17 +2,21 @@
 #include <algorithm>
 #include <chrono>
 #include <iterator>
+#include <map>
+#include <string>
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
 
 #include "runtime/common/hadamard.h"
-#include "runtime/eval/corpus.h"
 #include "runtime/model/load_model.h"
 #include "runtime/quant/quantize_model.h"
 #include "runtime/quant/rotation.h"
 #include "runtime/quant/train/block_ap.h"
+#include "runtime/quant/train/end_to_end.h"
+#include "tools/accllm/calibration_text.h"
 #include "tools/accllm/commands.h"
+#include "tools/accllm/end_to_end_report.h"
 
 namespace accllm::cli {
 namespace {
@@ -39,6 +43,7 @@ struct QuantizeFlags {
   bool block_ap_given = false;  // asked for by name, not by default
   bool block_ap_tuned = false;  // any --block-ap-* option given
   BlockApOptions block_ap_options;
+  EndToEndOptions e2e_options = {.epochs = 0};
   uint64_t rotation_seed = 1;
   int threads = 0;
 };
@@ -85,25 +90,10 @@ int RunQuantize(const QuantizeFlags& flags) {
   std::unique_ptr<CalibrationStats> stats;
   std::vector<std::vector<int>> calibration;
   if (options.method == QuantMethod::kGptq || options.prune == PruneMethod::kWanda) {
-    std::string tokenizer_path = flags.tokenizer;
-    if (tokenizer_path.empty()) {
-      absl::StatusOr<std::string> found = DefaultTokenizerPath(model_path, (*model)->config.vocab_size);
-      if (!found.ok()) return ReportError(found.status());
-      tokenizer_path = *found;
-    }
-    absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = LoadTokenizer(tokenizer_path);
-    if (!tokenizer.ok()) return ReportError(tokenizer.status());
-    absl::StatusOr<LineRange> lines = ParseLineRange(flags.calibration_lines);
-    if (!lines.ok()) return ReportError(lines.status());
-    absl::StatusOr<std::vector<std::vector<int>>> sequences = EncodeLines(flags.calibration, **tokenizer, *lines);
+    absl::StatusOr<std::vector<std::vector<int>>> sequences =
+        ReadCalibrationSequences(model_path, flags.tokenizer, (*model)->config.vocab_size, flags.calibration,
+                                 flags.calibration_lines, (*model)->config.max_seq_len);
     if (!sequences.ok()) return ReportError(sequences.status());
-    int64_t tokens = 0;
-    for (auto& s : *sequences) {
-      if (static_cast<int>(s.size()) > (*model)->config.max_seq_len) s.resize((*model)->config.max_seq_len);
-      tokens += static_cast<int64_t>(s.size());
-    }
-    std::fprintf(stderr, "calibrating on %zu sequences, %lld tokens of %s\n", sequences->size(),
-                 static_cast<long long>(tokens), flags.calibration.c_str());
     const auto start = std::chrono::steady_clock::now();
     absl::StatusOr<CalibrationStats> calibrated = Calibrate(
         **model, *sequences, [](int done, int total) { std::fprintf(stderr, "\rcalibration %d/%d", done, total); },
@@ -146,7 +136,18 @@ int RunQuantize(const QuantizeFlags& flags) {
       std::fprintf(stderr, ")%s\n", r.kept_original ? "  no better: kept as quantized" : "");
     });
     if (!refined.ok()) return ReportError(refined);
-    packed->metadata["quant_method"] += absl::StrCat(" + block-ap (", block_ap_options.epochs, " epochs)");
+    packed->metadata["quant_method"] += absl::StrCat(" + block-ap (", block_ap_options.epochs, " epochs",
+                                                     block_ap_options.schedule == LrSchedule::kCosine ? ", cosine" : "", ")");
+  }
+  if (block_ap && flags.e2e_options.epochs > 0) {
+    EndToEndOptions e2e = flags.e2e_options;
+    e2e.threads = flags.threads;
+    std::fprintf(stderr, "end-to-end scale training: %d epochs over %zu sequences (--e2e-epochs 0 skips it)\n", e2e.epochs,
+                 calibration.size());
+    EndToEndReport report;
+    if (absl::Status s = TrainScalesEndToEnd(**model, calibration, e2e, *packed, &report); !s.ok()) return ReportError(s);
+    PrintEndToEndReport(report);
+    if (!report.kept_original) packed->metadata["quant_method"] += absl::StrCat(" + e2e scales (", e2e.epochs, " epochs)");
   }
   if (rotate) {
     packed->metadata["rotation"] = absl::StrCat("hadamard residual (seed ", flags.rotation_seed, "), ffn input blocks of ",
@@ -202,7 +203,19 @@ void AddQuantizeCommand(CLI::App& app, int* exit_code) {
     cmd->add_option("--block-ap-weight-lr", flags->block_ap_options.adam.weight_lr, "Block reconstruction: Adam step for latent weights")
         ->check(CLI::PositiveNumber)->capture_default_str(),
     cmd->add_option("--block-ap-scale-lr", flags->block_ap_options.adam.scale_lr, "Block reconstruction: Adam step for group scales")
-        ->check(CLI::PositiveNumber)->capture_default_str()};
+        ->check(CLI::PositiveNumber)->capture_default_str(),
+    cmd->add_option("--block-ap-norm-lr", flags->block_ap_options.adam.norm_lr,
+                    "Block reconstruction: Adam step for the layers' norm gains (0: not trained)")
+        ->check(CLI::NonNegativeNumber)->capture_default_str(),
+    cmd->add_option("--block-ap-schedule", flags->block_ap_options.schedule,
+                    "Block reconstruction: Adam steps kept constant, or decayed to zero along half a cosine over each layer's training (default)")
+        ->transform(CLI::CheckedTransformer(std::map<std::string, LrSchedule>{{"constant", LrSchedule::kConstant}, {"cosine", LrSchedule::kCosine}}, CLI::ignore_case))};
+  cmd->add_option("--e2e-epochs", flags->e2e_options.epochs,
+                  "After block reconstruction, train every group scale end to end so the model's next-token "
+                  "distributions match the fp32 model's (EfficientQAT's E2E-QP, distilled); 0 skips it")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  cmd->add_option("--e2e-lr", flags->e2e_options.scale_lr, "End-to-end scale training: Adam step (decayed along a cosine)")
+      ->check(CLI::PositiveNumber)->capture_default_str();
   cmd->add_option("--rotation-seed", flags->rotation_seed, "Seed of the rotation's random signs")->capture_default_str();
   cmd->add_option("--threads", flags->threads, "Threads for calibration and GPTQ; 0 = one per hardware thread")
       ->check(CLI::NonNegativeNumber);

@@ -62,6 +62,9 @@ absl::Status RefineBlocks(const Model& model, std::span<const std::vector<int>> 
   if (packed.config.dim != c.dim || packed.config.n_layers != c.n_layers || packed.embedding.size() != static_cast<std::size_t>(c.vocab_size) * c.dim) {
     return absl::InvalidArgumentError("the packed model is not a quantized form of this model");
   }
+  if (packed.norms.size() != 2 * static_cast<std::size_t>(c.n_layers) + 1) {
+    return absl::InvalidArgumentError("the packed model lacks its layers' norm gains");
+  }
   for (const auto& s : sequences) {
     if (s.empty() || static_cast<int>(s.size()) > c.max_seq_len) {
       return absl::InvalidArgumentError(absl::StrCat("calibration sequences need 1..", c.max_seq_len, " tokens"));
@@ -133,7 +136,13 @@ absl::Status RefineBlocks(const Model& model, std::span<const std::vector<int>> 
       dense.emplace_back(static_cast<std::size_t>(trainable.back().rows()) * trainable.back().cols());
       trainable.back().Dequantize(dense.back());
     }
+    // The layer's norm gains, trained too when asked (they scale q/k/v's and gate/up's input
+    // channels, which the per-row groups cannot).
+    std::vector<float> att_gain(fp.rms_att, fp.rms_att + c.dim), ffn_gain(fp.rms_ffn, fp.rms_ffn + c.dim);
+    const std::vector<float> att_gain_before = att_gain, ffn_gain_before = ffn_gain;
     LayerWeights w = WithLinears(fp, dense);
+    w.rms_att = att_gain.data();
+    w.rms_ffn = ffn_gain.data();
     for (std::size_t i = 0; i < n; ++i) {
       y.resize(q_in[i].size());
       LayerForward(c, w, q_in[i].data(), static_cast<int>(sequences[i].size()), y.data());
@@ -141,9 +150,13 @@ absl::Status RefineBlocks(const Model& model, std::span<const std::vector<int>> 
     }
     report.error_before /= elements;
 
-    LayerGradients grads(c);
+    const bool train_norms = options.adam.norm_lr > 0;
+    LayerGradients grads(c, train_norms);
+    AdamState att_adam(c.dim), ffn_adam(c.dim);
     LayerActivations saved;
     std::vector<float>* grad_of[] = {&grads.wq, &grads.wk, &grads.wv, &grads.wo, &grads.w1, &grads.w2, &grads.w3};
+    const std::size_t total_steps = (n + options.batch_sequences - 1) / options.batch_sequences * options.epochs;
+    std::size_t step = 0;
     for (int epoch = 0; epoch < options.epochs; ++epoch) {
       std::shuffle(order.begin(), order.end(), rng);
       double epoch_error = 0;
@@ -163,13 +176,18 @@ absl::Status RefineBlocks(const Model& model, std::span<const std::vector<int>> 
           epoch_error += SquaredError(y, target[i]);
           LayerBackward(c, w, saved, dy.data(), grads, nullptr);
         }
+        const float lr_factor = LrFactor(options.schedule, step++, total_steps);
         pool.ParallelFor(static_cast<int64_t>(trainable.size()), [&](int64_t begin, int64_t end) {
           for (int64_t m = begin; m < end; ++m) {
             trainable[m].AccumulateGradient(*grad_of[m]);
-            trainable[m].Step(options.adam);
+            trainable[m].Step(options.adam, lr_factor);
             trainable[m].Dequantize(dense[m]);
           }
         });
+        if (train_norms) {
+          att_adam.Step(att_gain, grads.rms_att, options.adam.norm_lr * lr_factor, options.adam);
+          ffn_adam.Step(ffn_gain, grads.rms_ffn, options.adam.norm_lr * lr_factor, options.adam);
+        }
       }
       report.epoch_error.push_back(epoch_error / elements);
     }
@@ -178,7 +196,10 @@ absl::Status RefineBlocks(const Model& model, std::span<const std::vector<int>> 
     // move both models' inputs one layer on.
     std::vector<W2Matrix> before;
     for (std::size_t slot : slots) before.push_back(packed.linears[slot].second);
-    const auto use = [&](std::vector<W2Matrix> matrices) {
+    std::vector<float> att_gain_trained = att_gain, ffn_gain_trained = ffn_gain;
+    const auto use = [&](std::vector<W2Matrix> matrices, const std::vector<float>& att, const std::vector<float>& ffn) {
+      att_gain = att;
+      ffn_gain = ffn;
       for (std::size_t m = 0; m < slots.size(); ++m) {
         W2Matrix& out = packed.linears[slots[m]].second;
         out = std::move(matrices[m]);
@@ -197,11 +218,13 @@ absl::Status RefineBlocks(const Model& model, std::span<const std::vector<int>> 
     };
     std::vector<W2Matrix> trained;
     for (const TrainableW2& t : trainable) trained.push_back(t.Export());
-    report.error_after = use(std::move(trained));
+    report.error_after = use(std::move(trained), att_gain_trained, ffn_gain_trained);
     if (report.error_after >= report.error_before) {
       report.kept_original = true;
-      report.error_after = use(std::move(before));
+      report.error_after = use(std::move(before), att_gain_before, ffn_gain_before);
     }
+    packed.norms[2 * static_cast<std::size_t>(layer)] = att_gain;
+    packed.norms[2 * static_cast<std::size_t>(layer) + 1] = ffn_gain;
     q_in.swap(q_out);
     fp_in.swap(target);
     report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -22,9 +22,10 @@
 namespace accllm {
 
 struct BlockApOptions {
-  int epochs = 4;  // gutenberg30M: 2 epochs +15.8% over fp32, 4 epochs +14.6% (docs/QUALITY.md)
+  int epochs = 4;  // gutenberg30M: 4 epochs +13.4% over fp32 (docs/QUALITY.md)
   int batch_sequences = 2;  // sequences per Adam step
   AdamOptions adam;
+  LrSchedule schedule = LrSchedule::kCosine;
   uint64_t seed = 1;        // the order sequences are visited in
   int threads = 0;          // matrix-product threads; 0: one per hardware thread
 };

@@ -13,7 +13,32 @@ namespace {
 
 using Floats = std::vector<float>;
 
-// out = gain * x / rms(x), row by row; inv_rms[t] = 1 / rms of row t.
+// d gain_j += sum over rows of d_out_j * x_j / rms(x): the gain's share of RmsNormRows.
+void RmsNormGainBackward(const float* x, const float* inv_rms, const float* d_out, int rows, int cols, float* d_gain) {
+  for (int t = 0; t < rows; ++t) {
+    const float* xr = x + static_cast<int64_t>(t) * cols;
+    const float* dr = d_out + static_cast<int64_t>(t) * cols;
+    for (int j = 0; j < cols; ++j) d_gain[j] += dr[j] * xr[j] * inv_rms[t];
+  }
+}
+
+// RoPE on every row of m (rows = positions 0..), and its inverse (the transpose of each
+// pair's rotation), which carries gradients back through it.
+void RopeRows(float* m, int rows, int width, const LlamaConfig& c, bool inverse) {
+  RopeAngles angles;
+  for (int t = 0; t < rows; ++t) {
+    angles.Compute(c.head_size(), t, c.rope_theta);
+    if (inverse) {
+      for (float& s : angles.sin) s = -s;
+    }
+    angles.Apply(m + static_cast<int64_t>(t) * width, width);
+  }
+}
+
+float Sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+
+}  // namespace
+
 void RmsNormRows(const float* x, const float* gain, int rows, int cols, float eps, float* out, float* inv_rms) {
   for (int t = 0; t < rows; ++t) {
     const float* xr = x + static_cast<int64_t>(t) * cols;
@@ -42,34 +67,20 @@ void RmsNormRowsBackward(const float* x, const float* gain, const float* inv_rms
   }
 }
 
-// RoPE on every row of m (rows = positions 0..), and its inverse (the transpose of each
-// pair's rotation), which carries gradients back through it.
-void RopeRows(float* m, int rows, int width, const LlamaConfig& c, bool inverse) {
-  RopeAngles angles;
-  for (int t = 0; t < rows; ++t) {
-    angles.Compute(c.head_size(), t, c.rope_theta);
-    if (inverse) {
-      for (float& s : angles.sin) s = -s;
-    }
-    angles.Apply(m + static_cast<int64_t>(t) * width, width);
-  }
-}
-
-float Sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
-
-}  // namespace
-
-LayerGradients::LayerGradients(const LlamaConfig& c)
+LayerGradients::LayerGradients(const LlamaConfig& c, bool with_norm_gains)
     : wq(static_cast<std::size_t>(c.dim) * c.dim),
       wk(static_cast<std::size_t>(c.kv_dim()) * c.dim),
       wv(static_cast<std::size_t>(c.kv_dim()) * c.dim),
       wo(static_cast<std::size_t>(c.dim) * c.dim),
       w1(static_cast<std::size_t>(c.hidden_dim) * c.dim),
       w2(static_cast<std::size_t>(c.dim) * c.hidden_dim),
-      w3(static_cast<std::size_t>(c.hidden_dim) * c.dim) {}
+      w3(static_cast<std::size_t>(c.hidden_dim) * c.dim),
+      norm_gains(with_norm_gains),
+      rms_att(with_norm_gains ? c.dim : 0),
+      rms_ffn(with_norm_gains ? c.dim : 0) {}
 
 void LayerGradients::Zero() {
-  for (Floats* g : {&wq, &wk, &wv, &wo, &w1, &w2, &w3}) std::fill(g->begin(), g->end(), 0.0f);
+  for (Floats* g : {&wq, &wk, &wv, &wo, &w1, &w2, &w3, &rms_att, &rms_ffn}) std::fill(g->begin(), g->end(), 0.0f);
 }
 
 void LayerForward(const LlamaConfig& c, const LayerWeights& w, const float* x, int tokens, float* y,
@@ -156,6 +167,7 @@ void LayerBackward(const LlamaConfig& c, const LayerWeights& w, const LayerActiv
   Gemm(Trans::kNo, Trans::kNo, T, D, H, 1.0f, dup.data(), H, w.w3, D, 1.0f, db.data(), D);
   Floats dx2(dy, dy + td);
   RmsNormRowsBackward(s.x2.data(), w.rms_ffn, s.ffn_rms.data(), db.data(), T, D, dx2.data());
+  if (g.norm_gains) RmsNormGainBackward(s.x2.data(), s.ffn_rms.data(), db.data(), T, D, g.rms_ffn.data());
 
   // attention: x2 = x + o wo^T
   Gemm(Trans::kYes, Trans::kNo, D, D, T, 1.0f, dx2.data(), D, s.o.data(), D, 1.0f, g.wo.data(), D);
@@ -185,11 +197,13 @@ void LayerBackward(const LlamaConfig& c, const LayerWeights& w, const LayerActiv
   Gemm(Trans::kYes, Trans::kNo, D, D, T, 1.0f, dq.data(), D, s.a.data(), D, 1.0f, g.wq.data(), D);
   Gemm(Trans::kYes, Trans::kNo, KV, D, T, 1.0f, dk.data(), KV, s.a.data(), D, 1.0f, g.wk.data(), D);
   Gemm(Trans::kYes, Trans::kNo, KV, D, T, 1.0f, dv.data(), KV, s.a.data(), D, 1.0f, g.wv.data(), D);
-  if (dx == nullptr) return;
+  if (dx == nullptr && !g.norm_gains) return;
   Floats da(td);
   Gemm(Trans::kNo, Trans::kNo, T, D, D, 1.0f, dq.data(), D, w.wq, D, 0.0f, da.data(), D);
   Gemm(Trans::kNo, Trans::kNo, T, D, KV, 1.0f, dk.data(), KV, w.wk, D, 1.0f, da.data(), D);
   Gemm(Trans::kNo, Trans::kNo, T, D, KV, 1.0f, dv.data(), KV, w.wv, D, 1.0f, da.data(), D);
+  if (g.norm_gains) RmsNormGainBackward(s.x.data(), s.att_rms.data(), da.data(), T, D, g.rms_att.data());
+  if (dx == nullptr) return;
   std::copy(dx2.begin(), dx2.end(), dx);
   RmsNormRowsBackward(s.x.data(), w.rms_att, s.att_rms.data(), da.data(), T, D, dx);
 }

@@ -2,7 +2,7 @@
 // (block-wise reconstruction of quantized weights). The forward pass computes what the reference
 // forward pass computes token by token (positions 0.., causal attention), as matrix products.
 // The backward pass takes the gradient of the layer's output and returns the gradients of its
-// input and of its seven linear weights; norm gains are fixed (not trained).
+// input, of its seven linear weights and (when asked for) of its two norm gains.
 #pragma once
 
 #include <vector>
@@ -11,6 +11,12 @@
 #include "runtime/model/model.h"
 
 namespace accllm {
+
+// out = gain * x / rms(x), row by row; inv_rms[t] = 1 / rms of row t.
+void RmsNormRows(const float* x, const float* gain, int rows, int cols, float eps, float* out, float* inv_rms);
+// dx += the gradient of RmsNormRows' input, from d_out (the gain fixed).
+void RmsNormRowsBackward(const float* x, const float* gain, const float* inv_rms, const float* d_out, int rows,
+                         int cols, float* dx);
 
 // What the backward pass needs from the forward pass over one sequence.
 struct LayerActivations {
@@ -33,10 +39,13 @@ struct LayerActivations {
 void LayerForward(const LlamaConfig& c, const LayerWeights& w, const float* x, int tokens, float* y,
                   LayerActivations* saved = nullptr);
 
-// Gradients of the seven linear weights, each the shape of its weight.
+// Gradients of the seven linear weights, each the shape of its weight, and of the norm gains
+// (dim each) when `norm_gains` is set.
 struct LayerGradients {
   std::vector<float> wq, wk, wv, wo, w1, w2, w3;
-  explicit LayerGradients(const LlamaConfig& c);
+  bool norm_gains = false;
+  std::vector<float> rms_att, rms_ffn;
+  explicit LayerGradients(const LlamaConfig& c, bool with_norm_gains = false);
   void Zero();
 };
 

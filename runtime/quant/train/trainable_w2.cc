@@ -21,18 +21,6 @@ Quantized QuantizeLatent(float w, float s, uint8_t z) {
   return {code, static_cast<float>(W2Level(code, z)), c != q};
 }
 
-void Adam(std::vector<float>& x, std::vector<float>& grad, std::vector<float>& m, std::vector<float>& v, float lr,
-          const AdamOptions& o, int step) {
-  const float c1 = 1.0f - std::pow(o.beta1, static_cast<float>(step));
-  const float c2 = 1.0f - std::pow(o.beta2, static_cast<float>(step));
-  for (std::size_t i = 0; i < x.size(); ++i) {
-    m[i] = o.beta1 * m[i] + (1.0f - o.beta1) * grad[i];
-    v[i] = o.beta2 * v[i] + (1.0f - o.beta2) * grad[i] * grad[i];
-    x[i] -= lr * (m[i] / c1) / (std::sqrt(v[i] / c2) + o.eps);
-    grad[i] = 0.0f;
-  }
-}
-
 }  // namespace
 
 TrainableW2::TrainableW2(const W2Matrix& m, std::span<const float> positions)
@@ -45,10 +33,8 @@ TrainableW2::TrainableW2(const W2Matrix& m, std::span<const float> positions)
       kept_(weights_.size(), m.shape.sparse24 ? 0 : 1),
       weight_grad_(weights_.size()),
       scale_grad_(scales_.size()),
-      weight_m_(weights_.size()),
-      weight_v_(weights_.size()),
-      scale_m_(scales_.size()),
-      scale_v_(scales_.size()) {
+      weight_adam_(weights_.size()),
+      scale_adam_(scales_.size()) {
   const W2View view = m.view();
   for (int r = 0; r < shape_.rows; ++r) {
     for (int g = 0; g < groups_; ++g) {
@@ -103,10 +89,9 @@ void TrainableW2::AccumulateGradient(std::span<const float> d_weights) {
   }
 }
 
-void TrainableW2::Step(const AdamOptions& options) {
-  ++steps_;
-  Adam(weights_, weight_grad_, weight_m_, weight_v_, options.weight_lr, options, steps_);
-  Adam(scales_, scale_grad_, scale_m_, scale_v_, options.scale_lr, options, steps_);
+void TrainableW2::Step(const AdamOptions& options, float lr_factor) {
+  weight_adam_.Step(weights_, weight_grad_, options.weight_lr * lr_factor, options);
+  scale_adam_.Step(scales_, scale_grad_, options.scale_lr * lr_factor, options);
   for (float& s : scales_) s = std::max(s, 1e-7f);  // a scale stays positive
 }
 

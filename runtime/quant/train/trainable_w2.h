@@ -13,15 +13,10 @@
 #include <span>
 #include <vector>
 
+#include "runtime/quant/train/adam.h"
 #include "runtime/quant/w2.h"
 
 namespace accllm {
-
-struct AdamOptions {
-  float weight_lr = 1e-4f;
-  float scale_lr = 5e-5f;
-  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
-};
 
 class TrainableW2 {
  public:
@@ -34,8 +29,9 @@ class TrainableW2 {
   void Dequantize(std::span<float> out) const;
   // Adds to the latent gradients, from the gradient of the dense quantized weights.
   void AccumulateGradient(std::span<const float> d_weights);
-  // One Adam step on the accumulated gradients, which it then clears.
-  void Step(const AdamOptions& options);
+  // One Adam step on the accumulated gradients, which it then clears; `lr_factor` scales both
+  // steps (a learning-rate schedule).
+  void Step(const AdamOptions& options, float lr_factor = 1.0f);
   // The matrix with codes and scales (rounded to fp16) from the latent values.
   W2Matrix Export() const;
 
@@ -48,8 +44,7 @@ class TrainableW2 {
   std::vector<float> weights_, scales_;  // latent; scales rows x groups
   std::vector<uint8_t> zeros_, kept_;    // zeros rows x groups; kept rows x cols (all 1 when dense)
   std::vector<float> weight_grad_, scale_grad_;
-  std::vector<float> weight_m_, weight_v_, scale_m_, scale_v_;
-  int steps_ = 0;
+  AdamState weight_adam_, scale_adam_;
 };
 
 }  // namespace accllm
