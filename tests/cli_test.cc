@@ -124,7 +124,7 @@ TEST(CliTest, QuantizeInspectAndGeneratePacked) {
                                     " --group-size 32 --prune wanda --prune-layers ffn --calibration " +
                                     Quote(::accllm::testing::RequireSharedFile("data/tinystories-dev.txt")));
   ASSERT_EQ(quantize.exit_code, 0) << quantize.err;
-  EXPECT_THAT(quantize.err, HasSubstr("calibrating on 6 sequences"));
+  EXPECT_THAT(quantize.err, HasSubstr("calibration text: 6 sequences"));
   EXPECT_THAT(quantize.err, HasSubstr("model.layers.4.mlp.up_proj.weight"));
   EXPECT_THAT(quantize.err, HasSubstr("[35/35]"));
   // The default recipe: rotated residual stream, GPTQ, block-wise reconstruction.

@@ -129,8 +129,9 @@ TEST_F(QuantizePipelineTest, GptqScaleRefitLowersEachRowsOutputError) {
     ASSERT_OK_AND_ASSIGN(W2Matrix b, QuantizeW2Gptq(w, shape, h_refit, {}, nullptr, {}, &free_error));
     ASSERT_OK(QuantizeW2Gptq(w, shape, h_plain, {}, nullptr, {}, &untouched).status());
     EXPECT_EQ(untouched, -1) << "no refit, no error by-product";
-    // The refit's by-product is the output error RelativeOutputError computes.
-    EXPECT_NEAR(free_error, RelativeOutputError(w, b.view(), gram), 1e-9 * RelativeOutputError(w, b.view(), gram) + 1e-12);
+    // The refit's by-product is the output error RelativeOutputError computes (in double; the
+    // refit's products are float).
+    EXPECT_NEAR(free_error, RelativeOutputError(w, b.view(), gram), 1e-5 * RelativeOutputError(w, b.view(), gram) + 1e-12);
     EXPECT_EQ(a.codes, b.codes);
     EXPECT_EQ(a.zeros, b.zeros);
     EXPECT_NE(a.scales, b.scales);
@@ -254,7 +255,7 @@ TEST_F(QuantizePipelineTest, GptqFactorInvertsTheDampedHessian) {
       worst = std::max(worst, std::fabs(e - (i == j ? 1.0 : 0.0)));
     }
   }
-  EXPECT_LT(worst, 1e-8);
+  EXPECT_LT(worst, 1e-5);  // float, as GPTQ's reference keeps it; a wrong factor is off by O(1)
 }
 
 TEST_F(QuantizePipelineTest, TheRotatedModelComputesTheSameFunction) {

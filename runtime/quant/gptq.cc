@@ -33,7 +33,7 @@ absl::StatusOr<GptqHessian> PrepareGptqHessian(std::span<const double> gram, int
   hessian.dead.assign(n, 0);
   hessian.importance.resize(n);
   for (int j = 0; j < n; ++j) hessian.importance[j] = static_cast<float>(gram[static_cast<std::size_t>(j) * n + j]);
-  if (options.refit_scales) hessian.gram.assign(gram.begin(), gram.end());
+  if (options.refit_scales) hessian.gram.assign(gram.begin(), gram.end());  // to float
   std::vector<double> h(gram.begin(), gram.end());
   if (options.act_order) {
     hessian.order.resize(n);
@@ -60,16 +60,18 @@ absl::StatusOr<GptqHessian> PrepareGptqHessian(std::span<const double> gram, int
   // GPTQ walks U, the upper Cholesky factor of H^-1 (H^-1 = U^T U), row by row. With J the
   // order reversal, chol(J H J) = L gives H = V V^T with V = J L J upper, so U = V^-1: one
   // Cholesky and one triangular inverse.
-  std::vector<double> reversed(h.size());
+  std::vector<float> reversed(h.size()), upper(h.size());
   for (int i = 0; i < n; ++i) {
-    for (int j = 0; j < n; ++j) reversed[static_cast<std::size_t>(i) * n + j] = h[static_cast<std::size_t>(n - 1 - i) * n + (n - 1 - j)];
+    for (int j = 0; j < n; ++j) {
+      reversed[static_cast<std::size_t>(i) * n + j] = static_cast<float>(h[static_cast<std::size_t>(n - 1 - i) * n + (n - 1 - j)]);
+    }
   }
   if (!CholeskyLower(reversed.data(), n)) return absl::FailedPreconditionError("GPTQ: the Hessian is not positive definite");
   for (int i = 0; i < n; ++i) {
-    for (int j = 0; j < n; ++j) h[static_cast<std::size_t>(i) * n + j] = reversed[static_cast<std::size_t>(n - 1 - i) * n + (n - 1 - j)];
+    for (int j = 0; j < n; ++j) upper[static_cast<std::size_t>(i) * n + j] = reversed[static_cast<std::size_t>(n - 1 - i) * n + (n - 1 - j)];
   }
-  if (!InvertUpper(h.data(), n)) return absl::FailedPreconditionError("GPTQ: the Hessian's factor is singular");
-  hessian.upper = std::move(h);
+  if (!InvertUpper(upper.data(), n)) return absl::FailedPreconditionError("GPTQ: the Hessian's factor is singular");
+  hessian.upper = std::move(upper);
   return hessian;
 }
 
@@ -85,33 +87,33 @@ constexpr uint8_t kNoCode = 255;
 // `codes` holds each weight's code (kNoCode for pruned ones), `w_in` the weights GPTQ saw. Since
 // (w - q)^T H (w - q) = w^T H w + s^T A s - 2 s^T b, each row's output error with the scales it
 // keeps comes free: into error[r] and its reference w^T H w into energy[r] (rows r0...).
-void RefitScales(W2Matrix& m, int r0, int count, std::span<const double> w_in, std::span<const uint8_t> codes,
+void RefitScales(W2Matrix& m, int r0, int count, std::span<const float> w_in, std::span<const uint8_t> codes,
                  std::span<const W2GroupParams> params, const GptqHessian& hessian, std::span<double> error_out,
                  std::span<double> energy_out) {
   const int n = hessian.n, group = m.shape.group_size, groups = m.shape.groups();
   const auto at = [n](int r, int j) { return static_cast<std::size_t>(r) * n + j; };
-  std::vector<double> c(static_cast<std::size_t>(count) * n, 0.0), hw(c.size()), v(c.size());
+  std::vector<float> c(static_cast<std::size_t>(count) * n, 0.0f), hw(c.size()), v(c.size());
   for (int r = 0; r < count; ++r) {
     for (int j = 0; j < n; ++j) {
       const uint8_t code = codes[at(r0 + r, j)];
       if (code != kNoCode) c[at(r, j)] = W2Level(code, params[static_cast<std::size_t>(r0 + r) * groups + j / group].zero);
     }
   }
-  const double* h = hessian.gram.data();
-  Gemm(Trans::kNo, Trans::kNo, count, n, n, 1.0, w_in.data() + at(r0, 0), n, h, n, 0.0, hw.data(), n);
+  const float* h = hessian.gram.data();
+  Gemm(Trans::kNo, Trans::kNo, count, n, n, 1.0f, w_in.data() + at(r0, 0), n, h, n, 0.0f, hw.data(), n);
   const std::size_t gg = static_cast<std::size_t>(groups) * groups;
   std::vector<double> a(count * gg), b(static_cast<std::size_t>(count) * groups, 0.0);
   for (int g = 0; g < groups; ++g) {
     const int begin = g * group, width = std::min(n, begin + group) - begin;
-    Gemm(Trans::kNo, Trans::kNo, count, n, width, 1.0, c.data() + begin, n, h + static_cast<std::size_t>(begin) * n, n, 0.0,
+    Gemm(Trans::kNo, Trans::kNo, count, n, width, 1.0f, c.data() + begin, n, h + static_cast<std::size_t>(begin) * n, n, 0.0f,
          v.data(), n);
     for (int r = 0; r < count; ++r) {
       for (int k = 0; k < groups; ++k) {
         double sum = 0;
-        for (int i = k * group; i < std::min(n, (k + 1) * group); ++i) sum += c[at(r, i)] * v[at(r, i)];
+        for (int i = k * group; i < std::min(n, (k + 1) * group); ++i) sum += double{c[at(r, i)]} * v[at(r, i)];
         a[r * gg + static_cast<std::size_t>(k) * groups + g] = sum;
       }
-      for (int i = begin; i < begin + width; ++i) b[static_cast<std::size_t>(r) * groups + g] += c[at(r, i)] * hw[at(r, i)];
+      for (int i = begin; i < begin + width; ++i) b[static_cast<std::size_t>(r) * groups + g] += double{c[at(r, i)]} * hw[at(r, i)];
     }
   }
   std::vector<double> chol(gg), s_new(groups), old_s(groups);
@@ -131,7 +133,7 @@ void RefitScales(W2Matrix& m, int r0, int count, std::span<const double> w_in, s
     };
     for (int g = 0; g < groups; ++g) old_s[g] = pr[g].scale;
     double energy = 0;
-    for (int j = 0; j < n; ++j) energy += w_in[at(r0 + r, j)] * hw[at(r, j)];
+    for (int j = 0; j < n; ++j) energy += double{w_in[at(r0 + r, j)]} * hw[at(r, j)];
     const double old_error = error(old_s);
     energy_out[r0 + r] = energy;
     error_out[r0 + r] = energy + old_error;
@@ -216,13 +218,13 @@ absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape&
   const int block = GptqBlock(shape.group_size);
   const bool refit = !hessian.gram.empty();
   std::vector<uint8_t> codes(refit ? w.size() : 0, kNoCode);        // by column
-  std::vector<double> w_in(refit ? w.size() : 0);                    // by column, dead inputs zeroed
+  std::vector<float> w_in(refit ? w.size() : 0);                     // by column, dead inputs zeroed
   std::vector<W2GroupParams> params(static_cast<std::size_t>(rows) * groups);
   std::vector<double> row_error(refit ? rows : 0), row_energy(refit ? rows : 0);
   const ScopedGemmThreads single_threaded_products(1);
   ForEachRowTile(rows, pool, [&](int r0, int count) {
-    std::vector<double> work(static_cast<std::size_t>(count) * n);  // in the order columns are quantized
-    std::vector<double> errors(static_cast<std::size_t>(count) * block);
+    std::vector<float> work(static_cast<std::size_t>(count) * n);  // in the order columns are quantized
+    std::vector<float> errors(static_cast<std::size_t>(count) * block);
     std::vector<float> values, importance;
     const auto choose = [&](int r, int g, const auto& value_of) {
       values.clear();
@@ -239,10 +241,10 @@ absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape&
     for (int t = 0; t < count; ++t) {
       const int r = r0 + t;
       const float* wr = w.data() + static_cast<std::size_t>(r) * n;
-      double* row = work.data() + static_cast<std::size_t>(t) * n;
-      for (int i = 0; i < n; ++i) row[i] = hessian.dead[column(i)] ? 0.0 : wr[column(i)];
+      float* row = work.data() + static_cast<std::size_t>(t) * n;
+      for (int i = 0; i < n; ++i) row[i] = hessian.dead[column(i)] ? 0.0f : wr[column(i)];
       if (refit) {
-        for (int j = 0; j < n; ++j) w_in[static_cast<std::size_t>(r) * n + j] = hessian.dead[j] ? 0.0 : wr[j];
+        for (int j = 0; j < n; ++j) w_in[static_cast<std::size_t>(r) * n + j] = hessian.dead[j] ? 0.0f : wr[j];
       }
       if (static_groups) {
         for (int g = 0; g < groups; ++g) choose(r, g, [&](int c) { return hessian.dead[c] ? 0.0f : wr[c]; });
@@ -252,20 +254,20 @@ absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape&
       const int b1 = std::min(n, b0 + block);
       for (int t = 0; t < count; ++t) {
         const int r = r0 + t;
-        double* row = work.data() + static_cast<std::size_t>(t) * n;
-        double* row_errors = errors.data() + static_cast<std::size_t>(t) * block;
+        float* row = work.data() + static_cast<std::size_t>(t) * n;
+        float* row_errors = errors.data() + static_cast<std::size_t>(t) * block;
         const uint8_t* row_keep = keep.empty() ? nullptr : keep.data() + static_cast<std::size_t>(r) * n;
         for (int i = b0; i < b1; ++i) {
           const int j = column(i), g = j / shape.group_size;
           const W2GroupParams& p = params[static_cast<std::size_t>(r) * groups + g];
           // Column order: a group's parameters come from its weights as updated so far (i == j).
           if (!static_groups && j % shape.group_size == 0) choose(r, g, [&](int c) { return row[c]; });
-          double quantized = 0.0;
+          float quantized = 0.0f;
           float* position = positions.empty() ? nullptr : &positions[static_cast<std::size_t>(r) * n + j];
           if (position != nullptr) *position = 0.0f;
           if (row_keep == nullptr || row_keep[j]) {
-            const uint8_t code = QuantizeW2Value(static_cast<float>(row[i]), p);
-            if (position != nullptr) *position = static_cast<float>(row[i] / p.scale);
+            const uint8_t code = QuantizeW2Value(row[i], p);
+            if (position != nullptr) *position = row[i] / p.scale;
             if (refit) codes[static_cast<std::size_t>(r) * n + j] = code;
             quantized = DequantizeW2Value(code, p);
             if (shape.sparse24) {
@@ -276,8 +278,8 @@ absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape&
               SetW2Code(m, r, j, code);
             }
           }
-          const double* u = hessian.upper.data() + static_cast<std::size_t>(i) * n;
-          const double err = (row[i] - quantized) / u[i];
+          const float* u = hessian.upper.data() + static_cast<std::size_t>(i) * n;
+          const float err = (row[i] - quantized) / u[i];
           for (int k = i + 1; k < b1; ++k) row[k] -= err * u[k];
           row[i] = quantized;
           row_errors[i - b0] = err;
@@ -285,8 +287,8 @@ absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape&
       }
       // work[:, b1:] -= errors (count x block) * U[b0:b1, b1:]
       if (b1 < n) {
-        Gemm(Trans::kNo, Trans::kNo, count, n - b1, b1 - b0, -1.0, errors.data(), block,
-             hessian.upper.data() + static_cast<std::size_t>(b0) * n + b1, n, 1.0, work.data() + b1, n);
+        Gemm(Trans::kNo, Trans::kNo, count, n - b1, b1 - b0, -1.0f, errors.data(), block,
+             hessian.upper.data() + static_cast<std::size_t>(b0) * n + b1, n, 1.0f, work.data() + b1, n);
       }
     }
     if (refit) RefitScales(m, r0, count, w_in, codes, params, hessian, row_error, row_energy);

@@ -33,7 +33,7 @@ struct GptqOptions {
 // never fire.
 struct GptqHessian {
   int n = 0;
-  std::vector<double> upper;
+  std::vector<float> upper;  // in float, as GPTQ's reference keeps it: twice the speed of double products
   std::vector<uint8_t> dead;
   // sum of x_j^2: how much each input's error costs, which weighs the choice of a group's scale
   // (what llama.cpp's importance matrix does).
@@ -41,7 +41,7 @@ struct GptqHessian {
   // act-order: the column quantized at step i (upper is in that order); empty: column order.
   std::vector<int> order;
   // With refit_scales: the Gram matrix in column order (n x n), without damping.
-  std::vector<double> gram;
+  std::vector<float> gram;
 };
 
 // `gram` is n x n (sum of x x^T over calibration inputs).

@@ -9,7 +9,8 @@
 // header for them (lapacke.h is another package and another library).
 extern "C" {
 void dpotrf_(const char* uplo, const int* n, double* a, const int* lda, int* info);
-void dtrtri_(const char* uplo, const char* diag, const int* n, double* a, const int* lda, int* info);
+void spotrf_(const char* uplo, const int* n, float* a, const int* lda, int* info);
+void strtri_(const char* uplo, const char* diag, const int* n, float* a, const int* lda, int* info);
 }
 
 namespace accllm {
@@ -35,22 +36,30 @@ void GramLower(int n, int k, const float* a, int lda, float* c, int ldc) {
 
 // LAPACK is column-major: a row-major matrix is its transpose there. So the row-major lower factor
 // is LAPACK's upper one ("U": A = U^T U), and a row-major upper triangle is LAPACK's lower one.
-bool CholeskyLower(double* a, int n) {
+namespace {
+
+template <typename T, typename Factor>
+bool CholeskyLowerWith(Factor factor, T* a, int n) {
   int info = 0;
-  dpotrf_("U", &n, a, &n, &info);
+  factor("U", &n, a, &n, &info);
   if (info != 0) return false;
   for (int i = 0; i < n; ++i) {
-    for (int j = i + 1; j < n; ++j) a[static_cast<std::size_t>(i) * n + j] = 0.0;
+    for (int j = i + 1; j < n; ++j) a[static_cast<std::size_t>(i) * n + j] = T{0};
   }
   return true;
 }
 
-bool InvertUpper(double* a, int n) {
+}  // namespace
+
+bool CholeskyLower(double* a, int n) { return CholeskyLowerWith(dpotrf_, a, n); }
+bool CholeskyLower(float* a, int n) { return CholeskyLowerWith(spotrf_, a, n); }
+
+bool InvertUpper(float* a, int n) {
   int info = 0;
-  dtrtri_("L", "N", &n, a, &n, &info);
+  strtri_("L", "N", &n, a, &n, &info);
   if (info != 0) return false;
   for (int i = 0; i < n; ++i) {
-    for (int j = 0; j < i; ++j) a[static_cast<std::size_t>(i) * n + j] = 0.0;
+    for (int j = 0; j < i; ++j) a[static_cast<std::size_t>(i) * n + j] = 0.0f;
   }
   return true;
 }

@@ -22,10 +22,11 @@ void GramLower(int n, int k, const float* a, int lda, float* c, int ldc);
 // In place, for a symmetric positive definite n x n matrix: its lower Cholesky factor L (A = L L^T),
 // the strict upper triangle set to zero. False if A is not positive definite (A is then undefined).
 bool CholeskyLower(double* a, int n);
+bool CholeskyLower(float* a, int n);
 
 // In place, the inverse of an upper triangular n x n matrix (nonzero diagonal); the strict lower
 // triangle is set to zero. False if the matrix is singular.
-bool InvertUpper(double* a, int n);
+bool InvertUpper(float* a, int n);
 
 // Threads the products may use (OpenBLAS's own pool); 0: one per hardware thread. Products called
 // from several threads at once need 1 here.
