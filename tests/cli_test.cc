@@ -158,6 +158,21 @@ TEST(CliTest, QuantizeInspectAndGeneratePacked) {
   expect_refused("--method rtn --block-ap", "--block-ap needs --method gptq");
   expect_refused("--no-block-ap --block-ap-epochs 3", "--block-ap-* options tune block reconstruction");
   expect_refused("--method rtn --block-ap-batch 4", "--block-ap-* options tune block reconstruction");
+  expect_refused("--method rtn --e2e-epochs 1", "--e2e-epochs needs --method gptq");
+
+  // refine: the packed file's scales trained end to end against the fp32 model; the codes stay.
+  const std::string calibration = Quote(::accllm::testing::RequireSharedFile("data/tinystories-dev.txt"));
+  const std::string refine = "refine -m " + Quote(RequireModelFile("stories260K.bin")) + " --calibration " + calibration +
+                             " --calibration-lines 0:2 --epochs 1 --batch 1 --lr 1e-3 -o " + Quote(dir / "refined.safetensors");
+  const RunResult refined = RunCli(refine + " -q " + packed);
+  ASSERT_EQ(refined.exit_code, 0) << refined.err;
+  EXPECT_THAT(refined.err, HasSubstr("KL from the fp32 model per position:"));
+  const RunResult refined_inspect = RunCli("inspect " + Quote(dir / "refined.safetensors"));
+  ASSERT_EQ(refined_inspect.exit_code, 0) << refined_inspect.err;
+  EXPECT_THAT(refined_inspect.out, HasSubstr("(15 of 35 linear layers 2:4 sparse)"));
+  const RunResult not_packed = RunCli(refine + " -q " + Quote(RequireModelFile("stories260K.bin")));
+  EXPECT_NE(not_packed.exit_code, 0);
+  EXPECT_THAT(not_packed.err, HasSubstr("accllm: error:"));
 }
 
 TEST(CliTest, EvalPrintsBothTables) {

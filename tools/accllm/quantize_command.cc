@@ -58,6 +58,9 @@ int RunQuantize(const QuantizeFlags& flags) {
     return ReportError(absl::InvalidArgumentError("--block-ap-* options tune block reconstruction, which runs only with "
                                                   "--method gptq and without --no-block-ap"));
   }
+  if (flags.e2e_options.epochs > 0 && flags.method != "gptq") {
+    return ReportError(absl::InvalidArgumentError("--e2e-epochs needs --method gptq (it trains on the calibration text)"));
+  }
   if (!flags.refit_scales && flags.method != "gptq") {
     return ReportError(absl::InvalidArgumentError("--no-scale-refit needs --method gptq"));
   }
@@ -139,7 +142,7 @@ int RunQuantize(const QuantizeFlags& flags) {
     packed->metadata["quant_method"] += absl::StrCat(" + block-ap (", block_ap_options.epochs, " epochs",
                                                      block_ap_options.schedule == LrSchedule::kCosine ? ", cosine" : "", ")");
   }
-  if (block_ap && flags.e2e_options.epochs > 0) {
+  if (flags.e2e_options.epochs > 0) {
     EndToEndOptions e2e = flags.e2e_options;
     e2e.threads = flags.threads;
     std::fprintf(stderr, "end-to-end scale training: %d epochs over %zu sequences (--e2e-epochs 0 skips it)\n", e2e.epochs,
@@ -211,7 +214,7 @@ void AddQuantizeCommand(CLI::App& app, int* exit_code) {
                     "Block reconstruction: Adam steps kept constant, or decayed to zero along half a cosine over each layer's training (default)")
         ->transform(CLI::CheckedTransformer(std::map<std::string, LrSchedule>{{"constant", LrSchedule::kConstant}, {"cosine", LrSchedule::kCosine}}, CLI::ignore_case))};
   cmd->add_option("--e2e-epochs", flags->e2e_options.epochs,
-                  "After block reconstruction, train every group scale end to end so the model's next-token "
+                  "Last, train every group scale end to end so the model's next-token "
                   "distributions match the fp32 model's (EfficientQAT's E2E-QP, distilled); 0 skips it")
       ->check(CLI::NonNegativeNumber)->capture_default_str();
   cmd->add_option("--e2e-lr", flags->e2e_options.scale_lr, "End-to-end scale training: Adam step (decayed along a cosine)")
