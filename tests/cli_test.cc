@@ -159,6 +159,7 @@ TEST(CliTest, QuantizeInspectAndGeneratePacked) {
   expect_refused("--no-block-ap --block-ap-epochs 3", "--block-ap-* options tune block reconstruction");
   expect_refused("--method rtn --block-ap-batch 4", "--block-ap-* options tune block reconstruction");
   expect_refused("--method rtn --e2e-epochs 1", "--e2e-epochs needs --method gptq");
+  expect_refused("--e2e-lr 1e-5", "--e2e-lr tunes end-to-end scale training");
 
   // refine: the packed file's scales trained end to end against the fp32 model; the codes stay.
   const std::string calibration = Quote(::accllm::testing::RequireSharedFile("data/tinystories-dev.txt"));

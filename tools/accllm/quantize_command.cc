@@ -42,6 +42,7 @@ struct QuantizeFlags {
   bool block_ap = true;
   bool block_ap_given = false;  // asked for by name, not by default
   bool block_ap_tuned = false;  // any --block-ap-* option given
+  bool e2e_lr_given = false;
   BlockApOptions block_ap_options;
   EndToEndOptions e2e_options = {.epochs = 0};
   uint64_t rotation_seed = 1;
@@ -57,6 +58,9 @@ int RunQuantize(const QuantizeFlags& flags) {
   if (flags.block_ap_tuned && !block_ap) {
     return ReportError(absl::InvalidArgumentError("--block-ap-* options tune block reconstruction, which runs only with "
                                                   "--method gptq and without --no-block-ap"));
+  }
+  if (flags.e2e_lr_given && flags.e2e_options.epochs == 0) {
+    return ReportError(absl::InvalidArgumentError("--e2e-lr tunes end-to-end scale training, which runs only with --e2e-epochs N"));
   }
   if (flags.e2e_options.epochs > 0 && flags.method != "gptq") {
     return ReportError(absl::InvalidArgumentError("--e2e-epochs needs --method gptq (it trains on the calibration text)"));
@@ -217,12 +221,13 @@ void AddQuantizeCommand(CLI::App& app, int* exit_code) {
                   "Last, train every group scale end to end so the model's next-token "
                   "distributions match the fp32 model's (EfficientQAT's E2E-QP, distilled); 0 skips it")
       ->check(CLI::NonNegativeNumber)->capture_default_str();
-  cmd->add_option("--e2e-lr", flags->e2e_options.scale_lr, "End-to-end scale training: Adam step (decayed along a cosine)")
+  CLI::Option* e2e_lr = cmd->add_option("--e2e-lr", flags->e2e_options.scale_lr, "End-to-end scale training: Adam step (decayed along a cosine)")
       ->check(CLI::PositiveNumber)->capture_default_str();
   cmd->add_option("--rotation-seed", flags->rotation_seed, "Seed of the rotation's random signs")->capture_default_str();
   cmd->add_option("--threads", flags->threads, "Threads for calibration and GPTQ; 0 = one per hardware thread")
       ->check(CLI::NonNegativeNumber);
-  cmd->callback([flags, exit_code, rotate, block_ap, tuning] {
+  cmd->callback([flags, exit_code, rotate, block_ap, tuning, e2e_lr] {
+    flags->e2e_lr_given = e2e_lr->count() > 0;
     // Asked for by name (not by default, nor turned off with --no-...).
     flags->rotate_given = rotate->count() > 0 && flags->rotate;
     flags->block_ap_given = block_ap->count() > 0 && flags->block_ap;
