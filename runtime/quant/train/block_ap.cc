@@ -10,40 +10,12 @@
 #include "runtime/cpu/thread_pool.h"
 #include "runtime/quant/linalg.h"
 #include "runtime/quant/train/layer_backprop.h"
+#include "runtime/quant/train/layer_linears.h"
 
 namespace accllm {
 namespace {
 
 using Activations = std::vector<std::vector<float>>;  // one (tokens x dim) matrix per sequence
-
-constexpr TensorKind kLinearKinds[] = {TensorKind::kWq, TensorKind::kWk, TensorKind::kWv, TensorKind::kWo,
-                                       TensorKind::kW1, TensorKind::kW2, TensorKind::kW3};
-
-// The seven quantized matrices of one layer, as indices into packed.linears.
-absl::StatusOr<std::vector<std::size_t>> LayerLinears(const PackedContents& packed, int layer) {
-  std::vector<std::size_t> found;
-  for (TensorKind kind : kLinearKinds) {
-    auto it = std::find_if(packed.linears.begin(), packed.linears.end(),
-                           [&](const auto& entry) { return entry.first.layer == layer && entry.first.kind == kind; });
-    if (it == packed.linears.end()) return absl::InvalidArgumentError(absl::StrCat("layer ", layer, " lacks a quantized linear"));
-    found.push_back(static_cast<std::size_t>(it - packed.linears.begin()));
-  }
-  return found;
-}
-
-// A layer's weights with the seven linears pointing into `dense` (one buffer per kind, in
-// kLinearKinds order) and the norms from the fp32 model.
-LayerWeights WithLinears(const LayerWeights& norms, std::vector<std::vector<float>>& dense) {
-  LayerWeights w = norms;
-  w.wq = dense[0].data();
-  w.wk = dense[1].data();
-  w.wv = dense[2].data();
-  w.wo = dense[3].data();
-  w.w1 = dense[4].data();
-  w.w2 = dense[5].data();
-  w.w3 = dense[6].data();
-  return w;
-}
 
 double SquaredError(const std::vector<float>& a, const std::vector<float>& b) {
   double sum = 0;
@@ -79,7 +51,7 @@ absl::Status RefineBlocks(const Model& model, std::span<const std::vector<int>> 
   // Every layer's matrices are found before any is changed: an error leaves `packed` as it was.
   std::vector<std::vector<std::size_t>> layer_slots;
   for (int layer = 0; layer < c.n_layers; ++layer) {
-    absl::StatusOr<std::vector<std::size_t>> slots = LayerLinears(packed, layer);
+    absl::StatusOr<std::vector<std::size_t>> slots = LayerLinearSlots(packed, layer);
     if (!slots.ok()) return slots.status();
     for (std::size_t slot : *slots) {
       const W2Shape& shape = packed.linears[slot].second.shape;

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <map>
 #include <numeric>
 #include <random>
 
@@ -11,13 +10,12 @@
 #include "runtime/common/half.h"
 #include "runtime/cpu/thread_pool.h"
 #include "runtime/quant/linalg.h"
+#include "runtime/common/status_macros.h"
 #include "runtime/quant/train/layer_backprop.h"
+#include "runtime/quant/train/layer_linears.h"
 
 namespace accllm {
 namespace {
-
-constexpr TensorKind kLinearKinds[] = {TensorKind::kWq, TensorKind::kWk, TensorKind::kWv, TensorKind::kWo,
-                                       TensorKind::kW1, TensorKind::kW2, TensorKind::kW3};
 
 // A W2 matrix whose codes stay and whose group scales train: each weight is s_g * level, the
 // level (2q - z) read back from the dequantized matrix (exact: an fp16 scale times a small integer).
@@ -178,15 +176,10 @@ absl::Status TrainScalesEndToEnd(const Model& teacher, std::span<const std::vect
       if (t < 0 || t >= V) return absl::InvalidArgumentError(absl::StrCat("token id ", t, " out of range"));
     }
   }
-  std::map<std::pair<int, TensorKind>, std::size_t> slot_of;
-  for (std::size_t i = 0; i < packed.linears.size(); ++i) slot_of[{packed.linears[i].first.layer, packed.linears[i].first.kind}] = i;
-  std::vector<std::size_t> slots;  // layer-major, kLinearKinds order
+  std::vector<std::size_t> slots;  // layer-major, kLayerLinearKinds order
   for (int l = 0; l < L; ++l) {
-    for (TensorKind kind : kLinearKinds) {
-      auto it = slot_of.find({l, kind});
-      if (it == slot_of.end()) return absl::InvalidArgumentError(absl::StrCat("layer ", l, " lacks a quantized linear"));
-      slots.push_back(it->second);
-    }
+    ASSIGN_OR_RETURN(const std::vector<std::size_t> layer_slots, LayerLinearSlots(packed, l));
+    slots.insert(slots.end(), layer_slots.begin(), layer_slots.end());
   }
 
   SetGemmThreads(options.threads);
@@ -201,9 +194,10 @@ absl::Status TrainScalesEndToEnd(const Model& teacher, std::span<const std::vect
   }
   std::vector<LayerWeights> layers(L);
   for (int l = 0; l < L; ++l) {
-    std::vector<float>* d = &dense[static_cast<std::size_t>(l) * 7];
-    layers[l] = {packed.norms[2 * l].data(), d[0].data(), d[1].data(), d[2].data(), d[3].data(),
-                 packed.norms[2 * l + 1].data(), d[4].data(), d[5].data(), d[6].data()};
+    LayerWeights norms{};
+    norms.rms_att = packed.norms[2 * l].data();
+    norms.rms_ffn = packed.norms[2 * l + 1].data();
+    layers[l] = WithLinears(norms, std::span(dense).subspan(static_cast<std::size_t>(l) * 7, 7));
   }
   const std::vector<float> embedding = ToFloats(packed.embedding);
   const std::vector<float> classifier = packed.classifier.empty() ? embedding : ToFloats(packed.classifier);

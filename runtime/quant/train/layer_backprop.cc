@@ -75,7 +75,6 @@ LayerGradients::LayerGradients(const LlamaConfig& c, bool with_norm_gains)
       w1(static_cast<std::size_t>(c.hidden_dim) * c.dim),
       w2(static_cast<std::size_t>(c.dim) * c.hidden_dim),
       w3(static_cast<std::size_t>(c.hidden_dim) * c.dim),
-      norm_gains(with_norm_gains),
       rms_att(with_norm_gains ? c.dim : 0),
       rms_ffn(with_norm_gains ? c.dim : 0) {}
 
@@ -167,7 +166,7 @@ void LayerBackward(const LlamaConfig& c, const LayerWeights& w, const LayerActiv
   Gemm(Trans::kNo, Trans::kNo, T, D, H, 1.0f, dup.data(), H, w.w3, D, 1.0f, db.data(), D);
   Floats dx2(dy, dy + td);
   RmsNormRowsBackward(s.x2.data(), w.rms_ffn, s.ffn_rms.data(), db.data(), T, D, dx2.data());
-  if (g.norm_gains) RmsNormGainBackward(s.x2.data(), s.ffn_rms.data(), db.data(), T, D, g.rms_ffn.data());
+  if (g.norm_gains()) RmsNormGainBackward(s.x2.data(), s.ffn_rms.data(), db.data(), T, D, g.rms_ffn.data());
 
   // attention: x2 = x + o wo^T
   Gemm(Trans::kYes, Trans::kNo, D, D, T, 1.0f, dx2.data(), D, s.o.data(), D, 1.0f, g.wo.data(), D);
@@ -197,12 +196,12 @@ void LayerBackward(const LlamaConfig& c, const LayerWeights& w, const LayerActiv
   Gemm(Trans::kYes, Trans::kNo, D, D, T, 1.0f, dq.data(), D, s.a.data(), D, 1.0f, g.wq.data(), D);
   Gemm(Trans::kYes, Trans::kNo, KV, D, T, 1.0f, dk.data(), KV, s.a.data(), D, 1.0f, g.wk.data(), D);
   Gemm(Trans::kYes, Trans::kNo, KV, D, T, 1.0f, dv.data(), KV, s.a.data(), D, 1.0f, g.wv.data(), D);
-  if (dx == nullptr && !g.norm_gains) return;
+  if (dx == nullptr && !g.norm_gains()) return;
   Floats da(td);
   Gemm(Trans::kNo, Trans::kNo, T, D, D, 1.0f, dq.data(), D, w.wq, D, 0.0f, da.data(), D);
   Gemm(Trans::kNo, Trans::kNo, T, D, KV, 1.0f, dk.data(), KV, w.wk, D, 1.0f, da.data(), D);
   Gemm(Trans::kNo, Trans::kNo, T, D, KV, 1.0f, dv.data(), KV, w.wv, D, 1.0f, da.data(), D);
-  if (g.norm_gains) RmsNormGainBackward(s.x.data(), s.att_rms.data(), da.data(), T, D, g.rms_att.data());
+  if (g.norm_gains()) RmsNormGainBackward(s.x.data(), s.att_rms.data(), da.data(), T, D, g.rms_att.data());
   if (dx == nullptr) return;
   std::copy(dx2.begin(), dx2.end(), dx);
   RmsNormRowsBackward(s.x.data(), w.rms_att, s.att_rms.data(), da.data(), T, D, dx);

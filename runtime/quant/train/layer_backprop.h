@@ -40,12 +40,12 @@ void LayerForward(const LlamaConfig& c, const LayerWeights& w, const float* x, i
                   LayerActivations* saved = nullptr);
 
 // Gradients of the seven linear weights, each the shape of its weight, and of the norm gains
-// (dim each) when `norm_gains` is set.
+// (dim each) when constructed with `with_norm_gains`.
 struct LayerGradients {
   std::vector<float> wq, wk, wv, wo, w1, w2, w3;
-  bool norm_gains = false;
-  std::vector<float> rms_att, rms_ffn;
+  std::vector<float> rms_att, rms_ffn;  // empty unless asked for
   explicit LayerGradients(const LlamaConfig& c, bool with_norm_gains = false);
+  bool norm_gains() const { return !rms_att.empty(); }
   void Zero();
 };
 
