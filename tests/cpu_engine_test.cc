@@ -88,6 +88,43 @@ TEST_F(CpuEngineTest, PrefillChunkingDoesNotChangeResults) {
   }
 }
 
+// A large-step fp32 product supplied from outside (calibration gives BLAS's sgemm) runs exactly
+// the steps of at least f32_gemm_min_tokens tokens, and gives the kernel table's logits up to the
+// order of the float sums.
+TEST_F(CpuEngineTest, F32GemmHookRunsTheLargeStepsOnly) {
+  CpuEngineOptions options = Exact();
+  options.f32_gemm_min_tokens = 16;
+  std::vector<int> step_tokens;
+  options.f32_gemm = [&](const float* w, int rows, int cols, const float* x, int tokens, int64_t ldx, float* y,
+                         int64_t ldy) {
+    step_tokens.push_back(tokens);
+    for (int t = 0; t < tokens; ++t) {
+      for (int r = 0; r < rows; ++r) {
+        double sum = 0;
+        for (int j = 0; j < cols; ++j) sum += double{w[int64_t{r} * cols + j]} * x[t * ldx + j];
+        y[t * ldy + r] = static_cast<float>(sum);
+      }
+    }
+  };
+  auto hooked = Engine(options);
+  auto plain = Engine(Exact());
+  std::vector<int> tokens;
+  for (int i = 0; i < 40; ++i) tokens.push_back(300 + (i * 37) % 200);
+  const auto expected = PrefillLogits(*plain, tokens, 20);
+  step_tokens.clear();
+  const auto got = PrefillLogits(*hooked, tokens, 20);
+  // Two steps of 20 tokens, each through the 7 linears of every layer (the classifier reads one token).
+  const int linears_per_step = 7 * model_->config.n_layers;
+  EXPECT_EQ(step_tokens, std::vector<int>(2 * linears_per_step, 20));
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    for (int v = 0; v < vocab_; ++v) EXPECT_NEAR(got[i][v], expected[i][v], 1e-3f) << "step " << i << " token " << v;
+  }
+  // Below the threshold the kernel table runs, and the logits are the plain engine's to the bit.
+  step_tokens.clear();
+  EXPECT_EQ(PrefillLogits(*hooked, tokens, 8).back(), PrefillLogits(*plain, tokens, 8).back());
+  EXPECT_TRUE(step_tokens.empty());
+}
+
 TEST_F(CpuEngineTest, BatchedDecodeEqualsSeparateDecode) {
   for (KvPrecision kv : {KvPrecision::kF32, KvPrecision::kKv4}) {
     CpuEngineOptions options = Exact();

@@ -193,6 +193,8 @@ void CpuEngine::Linears(std::span<const LinearOutput> outputs, LinearInput& in) 
     pool_threads_.ParallelFor(w.out, [&](int64_t begin, int64_t end) {
       kernels_->matmul_f16(w.f16, w.in, in.x, in.n, in.ld, static_cast<int>(begin), static_cast<int>(end), o.y, o.ldy);
     });
+  } else if (options_.f32_gemm && in.n >= options_.f32_gemm_min_tokens) {
+    options_.f32_gemm(w.f32, w.out, w.in, in.x, in.n, in.ld, o.y, o.ldy);
   } else {
     pool_threads_.ParallelFor(w.out, [&](int64_t begin, int64_t end) {
       kernels_->matmul_f32(w.f32, w.in, in.x, in.n, in.ld, static_cast<int>(begin), static_cast<int>(end), o.y, o.ldy);

@@ -65,6 +65,14 @@ struct CpuEngineOptions {
   // When set, each layer's attention runs here (on the device that holds the KV cache) instead of
   // on the kernel table: out[item][head_size] for every item of the batch. An error fails the step.
   std::function<absl::Status(const AttentionBatch&, float* out)> attention_offload;
+  // When set, fp32 linear layers (unquantized models) in steps of at least
+  // f32_gemm_min_tokens tokens run here instead of on the kernel table: y[t * ldy + r] =
+  // sum_j w[r * cols + j] x[t * ldx + j]. A BLAS sgemm (calibration, perplexity) packs the weights
+  // into its cache blocks and runs about twice the kernel table's matrix-vector-shaped product.
+  // Called from the stepping thread with the pool idle; it brings its own threads.
+  std::function<void(const float* w, int rows, int cols, const float* x, int tokens, int64_t ldx, float* y, int64_t ldy)>
+      f32_gemm;
+  int f32_gemm_min_tokens = 32;
 };
 
 class CpuEngine final : public Backend {

@@ -98,6 +98,9 @@ absl::StatusOr<CalibrationStats> Calibrate(const Model& model, const std::vector
   options.observe_linear_input = [&](int layer, Input input, const float* x, int n, int64_t ld) {
     stats.inputs[layer][static_cast<int>(input)].AddLower(x, n, ld, product);
   };
+  options.f32_gemm = [](const float* w, int rows, int cols, const float* x, int n, int64_t ldx, float* y, int64_t ldy) {
+    Gemm(Trans::kNo, Trans::kYes, n, rows, cols, 1.0f, x, static_cast<int>(ldx), w, cols, 0.0f, y, static_cast<int>(ldy));
+  };
   ASSIGN_OR_RETURN(std::unique_ptr<CpuEngine> engine, CpuEngine::Create(EngineWeightsFromModel(model), options));
   std::vector<float> logits(static_cast<std::size_t>(c.vocab_size));
   for (std::size_t i = 0; i < sequences.size(); ++i) {

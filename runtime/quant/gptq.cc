@@ -103,15 +103,18 @@ void RefitScales(W2Matrix& m, int r0, int count, std::span<const float> w_in, st
   Gemm(Trans::kNo, Trans::kNo, count, n, n, 1.0f, w_in.data() + at(r0, 0), n, h, n, 0.0f, hw.data(), n);
   const std::size_t gg = static_cast<std::size_t>(groups) * groups;
   std::vector<double> a(count * gg), b(static_cast<std::size_t>(count) * groups, 0.0);
+  // A is symmetric (so is H): for group g only the blocks k >= g, from V_g's columns from g's
+  // first one on, each mirrored. Half of the V products' work, a quarter of the refit's.
   for (int g = 0; g < groups; ++g) {
     const int begin = g * group, width = std::min(n, begin + group) - begin;
-    Gemm(Trans::kNo, Trans::kNo, count, n, width, 1.0f, c.data() + begin, n, h + static_cast<std::size_t>(begin) * n, n, 0.0f,
-         v.data(), n);
+    Gemm(Trans::kNo, Trans::kNo, count, n - begin, width, 1.0f, c.data() + begin, n,
+         h + static_cast<std::size_t>(begin) * n + begin, n, 0.0f, v.data() + begin, n);
     for (int r = 0; r < count; ++r) {
-      for (int k = 0; k < groups; ++k) {
+      for (int k = g; k < groups; ++k) {
         double sum = 0;
         for (int i = k * group; i < std::min(n, (k + 1) * group); ++i) sum += double{c[at(r, i)]} * v[at(r, i)];
         a[r * gg + static_cast<std::size_t>(k) * groups + g] = sum;
+        a[r * gg + static_cast<std::size_t>(g) * groups + k] = sum;
       }
       for (int i = begin; i < begin + width; ++i) b[static_cast<std::size_t>(r) * groups + g] += double{c[at(r, i)]} * hw[at(r, i)];
     }
@@ -306,29 +309,29 @@ absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape&
 
 double RelativeOutputError(std::span<const float> w, const W2View& q, std::span<const double> gram, ThreadPool* pool) {
   // err = sum over rows of d^T H d with d = w - q, ref = the same of w: per tile of rows, the
-  // products D H and W H, then their row-wise dot products with D and W.
+  // products D H and W H in float (sgemm, as GPTQ's own), then their row-wise dot products with
+  // D and W summed in double.
   const int rows = q.shape.rows, n = q.shape.cols;
+  const std::vector<float> h(gram.begin(), gram.end());
   std::vector<double> err(rows), ref(rows);
   const ScopedGemmThreads single_threaded_products(1);
   ForEachRowTile(rows, pool, [&](int r0, int count) {
-    std::vector<double> d(static_cast<std::size_t>(count) * n), wd(d.size()), product(d.size());
+    std::vector<float> d(static_cast<std::size_t>(count) * n), product(d.size());
+    const float* wd = w.data() + static_cast<std::size_t>(r0) * n;
     std::vector<float> qrow(n);
     for (int t = 0; t < count; ++t) {
       DequantizeW2Row(q, r0 + t, qrow);
-      for (int j = 0; j < n; ++j) {
-        wd[static_cast<std::size_t>(t) * n + j] = w[static_cast<std::size_t>(r0 + t) * n + j];
-        d[static_cast<std::size_t>(t) * n + j] = wd[static_cast<std::size_t>(t) * n + j] - qrow[j];
-      }
+      for (int j = 0; j < n; ++j) d[static_cast<std::size_t>(t) * n + j] = wd[static_cast<std::size_t>(t) * n + j] - qrow[j];
     }
-    const auto quadratic = [&](const std::vector<double>& x, std::vector<double>& out) {
-      Gemm(Trans::kNo, Trans::kNo, count, n, n, 1.0, x.data(), n, gram.data(), n, 0.0, product.data(), n);
+    const auto quadratic = [&](const float* x, std::vector<double>& out) {
+      Gemm(Trans::kNo, Trans::kNo, count, n, n, 1.0f, x, n, h.data(), n, 0.0f, product.data(), n);
       for (int t = 0; t < count; ++t) {
         double sum = 0;
-        for (int j = 0; j < n; ++j) sum += x[static_cast<std::size_t>(t) * n + j] * product[static_cast<std::size_t>(t) * n + j];
+        for (int j = 0; j < n; ++j) sum += double{x[static_cast<std::size_t>(t) * n + j]} * product[static_cast<std::size_t>(t) * n + j];
         out[r0 + t] = sum;
       }
     };
-    quadratic(d, err);
+    quadratic(d.data(), err);
     quadratic(wd, ref);
   });
   double e = 0, r = 0;

@@ -3,14 +3,13 @@
 // their values), and the whole model's total projected from it. The stages are the quantize
 // command's own code: the Gram products calibration adds per token, the Hessian factorizations,
 // GPTQ with the scale refit, the output-error report; the calibration forward pass is timed as
-// the layer's seven fp32 products on the engine's kernel, which are most of it.
+// the layer's seven fp32 products as calibration runs them (sgemm), which are most of it.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <random>
 
 #include "absl/strings/str_cat.h"
-#include "runtime/cpu/kernels.h"
 #include "runtime/cpu/thread_pool.h"
 #include "runtime/model/synthesize.h"
 #include "runtime/quant/calibration.h"
@@ -53,14 +52,11 @@ int RunQuantizeBench(const QuantizeBenchFlags& flags) {
   if (flags.layers > c.n_layers) {
     return ReportError(absl::InvalidArgumentError(absl::StrCat("--layers ", flags.layers, " exceeds the shape's ", c.n_layers)));
   }
-  absl::StatusOr<const CpuKernels*> kernels = SelectedKernels();
-  if (!kernels.ok()) return ReportError(kernels.status());
   ThreadPool pool(flags.threads);
-  const ScopedGemmThreads blas_threads(flags.threads);  // the Gram products and factorizations
+  const ScopedGemmThreads blas_threads(flags.threads);  // the forward and Gram products, factorizations
   const SyntheticWeights weights(c, 1);
-  std::printf("bench-quantize: %s (dim %d, ffn %d, %d layers), %d calibration tokens, group %d, %d threads, %s kernels\n",
-              flags.shape.c_str(), c.dim, c.hidden_dim, c.n_layers, flags.tokens, flags.group_size, pool.threads(),
-              (*kernels)->name);
+  std::printf("bench-quantize: %s (dim %d, ffn %d, %d layers), %d calibration tokens, group %d, %d threads\n",
+              flags.shape.c_str(), c.dim, c.hidden_dim, c.n_layers, flags.tokens, flags.group_size, pool.threads());
 
   // Per input: attention (q/k/v), attention output (o), FFN (gate/up), FFN down; the matrices
   // reading one input share its Gram matrix and Hessian, as in the quantize command.
@@ -94,15 +90,14 @@ int RunQuantizeBench(const QuantizeBenchFlags& flags) {
         const int rows = static_cast<int>(TensorShape(c, reader)[0]);
         std::vector<float> w(static_cast<std::size_t>(rows) * cols);
         weights.Fill(id, w);
-        // The calibration forward pass's product for this matrix, on the engine's fp32 kernel.
+        // The calibration forward pass's product for this matrix, as calibration runs it (sgemm
+        // on BLAS's threads, 512-token steps).
         std::vector<float> y(static_cast<std::size_t>(512) * rows);
         start = Clock::now();
         for (int t0 = 0; t0 < flags.tokens; t0 += 512) {
           const int n = std::min(512, flags.tokens - t0);
-          pool.ParallelFor((rows + 63) / 64, [&](int64_t begin, int64_t end) {
-            (*kernels)->matmul_f32(w.data(), cols, x.data() + static_cast<std::size_t>(t0) * cols, n, cols,
-                                   static_cast<int>(begin) * 64, std::min(rows, static_cast<int>(end) * 64), y.data(), rows);
-          });
+          Gemm(Trans::kNo, Trans::kYes, n, rows, cols, 1.0f, x.data() + static_cast<std::size_t>(t0) * cols, cols, w.data(),
+               cols, 0.0f, y.data(), rows);
         }
         forward_s += Since(start);
         start = Clock::now();
@@ -125,7 +120,7 @@ int RunQuantizeBench(const QuantizeBenchFlags& flags) {
   const auto row = [&](const char* name, double s) {
     std::printf("| %s | %.2f | %.0f |\n", name, s * per_layer, s * per_layer * c.n_layers);
   };
-  row("calibration forward: the 7 fp32 products (engine kernel)", forward_s);
+  row("calibration forward: the 7 fp32 products (sgemm)", forward_s);
   row("calibration Gram products (BLAS)", gram_s);
   row("Hessian factorizations (LAPACK), one per input", hessian_s);
   row(flags.refit_scales ? "GPTQ + scale refit" : "GPTQ", gptq_s);
