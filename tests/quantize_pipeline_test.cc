@@ -129,8 +129,8 @@ TEST_F(QuantizePipelineTest, GptqScaleRefitLowersEachRowsOutputError) {
     ASSERT_OK_AND_ASSIGN(W2Matrix b, QuantizeW2Gptq(w, shape, h_refit, {}, nullptr, {}, &free_error));
     ASSERT_OK(QuantizeW2Gptq(w, shape, h_plain, {}, nullptr, {}, &untouched).status());
     EXPECT_EQ(untouched, -1) << "no refit, no error by-product";
-    // The refit's by-product is the output error RelativeOutputError computes (in double; the
-    // refit's products are float).
+    // The refit's by-product is the output error RelativeOutputError computes (both from float
+    // products summed in double, in different orders).
     EXPECT_NEAR(free_error, RelativeOutputError(w, b.view(), gram), 1e-5 * RelativeOutputError(w, b.view(), gram) + 1e-12);
     EXPECT_EQ(a.codes, b.codes);
     EXPECT_EQ(a.zeros, b.zeros);

@@ -164,21 +164,32 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Model>> LoadHfCheckpoint(const std::string& dir_string, const LoadOptions& options) {
+namespace {
+
+// A checkpoint's configuration and its tensors as found in the mapped shards, every one checked
+// against the configuration (present, shaped as it implies, a float type).
+struct CheckpointIndex {
+  LlamaConfig config;
+  std::vector<std::shared_ptr<SafetensorsFile>> shards;
+  std::vector<std::pair<TensorId, const SafetensorsTensor*>> tensors;  // in AllTensors' order
+  int64_t file_bytes = 0;
+
+  const SafetensorsTensor& Find(const TensorId& id) const {
+    return *std::find_if(tensors.begin(), tensors.end(), [&](const auto& t) {
+              return t.first.kind == id.kind && t.first.layer == id.layer;
+            })->second;
+  }
+};
+
+absl::StatusOr<CheckpointIndex> IndexCheckpoint(const std::string& dir_string, LoadMode mode) {
   const fs::path dir(dir_string);
+  CheckpointIndex index;
   ASSIGN_OR_RETURN(json config_json, ReadJson(dir / kConfigFile));
-  ASSIGN_OR_RETURN(LlamaConfig config, ParseHfConfig(dir / kConfigFile, config_json));
+  ASSIGN_OR_RETURN(index.config, ParseHfConfig(dir / kConfigFile, config_json));
   ASSIGN_OR_RETURN(std::vector<fs::path> shard_paths, FindShards(dir));
-
-  auto model = std::make_unique<Model>();
-  model->format = ModelFormat::kHfSafetensors;
-  model->path = dir_string;
-  model->load_options = options;
-  model->config = config;
-
   std::map<std::string, std::pair<const SafetensorsFile*, const SafetensorsTensor*>> by_name;
   for (const fs::path& shard_path : shard_paths) {
-    ASSIGN_OR_RETURN(std::shared_ptr<SafetensorsFile> shard, SafetensorsFile::Open(shard_path.string(), options.mode));
+    ASSIGN_OR_RETURN(std::shared_ptr<SafetensorsFile> shard, SafetensorsFile::Open(shard_path.string(), mode));
     for (const SafetensorsTensor& t : shard->tensors()) {
       if (by_name.contains(t.name)) {
         return absl::InvalidArgumentError(absl::StrCat(shard_path.string(), ": tensor '", t.name, "' also appears in ",
@@ -186,10 +197,10 @@ absl::StatusOr<std::unique_ptr<Model>> LoadHfCheckpoint(const std::string& dir_s
       }
       by_name[t.name] = {shard.get(), &t};
     }
-    model->file_bytes += static_cast<int64_t>(shard->file_size());
-    model->storage.push_back(std::move(shard));
+    index.file_bytes += static_cast<int64_t>(shard->file_size());
+    index.shards.push_back(std::move(shard));
   }
-
+  const LlamaConfig& config = index.config;
   for (const TensorId& id : AllTensors(config)) {
     const std::string name = HfTensorName(id);
     const auto it = by_name.find(name);
@@ -208,29 +219,75 @@ absl::StatusOr<std::unique_ptr<Model>> LoadHfCheckpoint(const std::string& dir_s
       return absl::InvalidArgumentError(absl::StrCat(file->path(), ": tensor '", name, "' has dtype ",
                                                      DTypeName(tensor->dtype), "; expected F32, F16 or BF16"));
     }
-    model->tensors.push_back({id, DTypeName(tensor->dtype), static_cast<int64_t>(tensor->data.size())});
+    index.tensors.emplace_back(id, tensor);
+  }
+  return index;
+}
 
+bool IsRotary(TensorKind kind) { return kind == TensorKind::kWq || kind == TensorKind::kWk; }
+
+// `tensor` in fp32 and the forward pass's row order.
+void ReadAsFloat(const LlamaConfig& config, const TensorId& id, const SafetensorsTensor& tensor, float* out) {
+  WidenToFloat(tensor, out);
+  if (IsRotary(id.kind)) {
     const int64_t n = TensorElements(config, id.kind);
-    const bool rotary = id.kind == TensorKind::kWq || id.kind == TensorKind::kWk;
-    const bool in_place = tensor->dtype == DType::kF32 && !rotary &&
+    std::vector<float> hf_order(out, out + n);
+    const int heads = id.kind == TensorKind::kWq ? config.n_heads : config.n_kv_heads;
+    UnpermuteRotaryRows(hf_order.data(), out, heads, config.head_size(), config.dim);
+  }
+}
+
+class HfWeightSource final : public WeightSource {
+ public:
+  explicit HfWeightSource(CheckpointIndex index) : index_(std::move(index)) {}
+  const LlamaConfig& config() const override { return index_.config; }
+  void Fill(const TensorId& id, std::span<float> out) const override {
+    // A tied classifier is the embedding.
+    const TensorId from = id.kind == TensorKind::kClassifier && index_.config.shared_classifier
+                              ? TensorId{TensorKind::kTokenEmbedding, -1}
+                              : id;
+    ReadAsFloat(index_.config, from, index_.Find(from), out.data());
+  }
+
+ private:
+  CheckpointIndex index_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Model>> LoadHfCheckpoint(const std::string& dir_string, const LoadOptions& options) {
+  ASSIGN_OR_RETURN(CheckpointIndex index, IndexCheckpoint(dir_string, options.mode));
+  auto model = std::make_unique<Model>();
+  model->format = ModelFormat::kHfSafetensors;
+  model->path = dir_string;
+  model->load_options = options;
+  model->config = index.config;
+  model->file_bytes = index.file_bytes;
+  for (auto& shard : index.shards) model->storage.push_back(shard);
+  const LlamaConfig& config = index.config;
+  for (const auto& [id, tensor] : index.tensors) {
+    model->tensors.push_back({id, DTypeName(tensor->dtype), static_cast<int64_t>(tensor->data.size())});
+    const bool in_place = tensor->dtype == DType::kF32 && !IsRotary(id.kind) &&
                           reinterpret_cast<uintptr_t>(tensor->data.data()) % alignof(float) == 0;
     if (in_place) {
       model->SetTensor(id, reinterpret_cast<const float*>(tensor->data.data()));
       continue;
     }
     if (options.metadata_only) continue;
-    float* converted = model->AllocateOwned(n);
-    if (converted == nullptr) return absl::ResourceExhaustedError(absl::StrCat("out of memory converting ", name));
-    WidenToFloat(*tensor, converted);
-    if (rotary) {
-      std::vector<float> hf_order(converted, converted + n);
-      const int heads = id.kind == TensorKind::kWq ? config.n_heads : config.n_kv_heads;
-      UnpermuteRotaryRows(hf_order.data(), converted, heads, config.head_size(), config.dim);
+    float* converted = model->AllocateOwned(TensorElements(config, id.kind));
+    if (converted == nullptr) {
+      return absl::ResourceExhaustedError(absl::StrCat("out of memory converting ", HfTensorName(id)));
     }
+    ReadAsFloat(config, id, *tensor, converted);
     model->SetTensor(id, converted);
   }
   if (config.shared_classifier) model->weights.classifier = model->weights.token_embedding;
   return model;
+}
+
+absl::StatusOr<std::unique_ptr<WeightSource>> OpenHfWeightSource(const std::string& dir) {
+  ASSIGN_OR_RETURN(CheckpointIndex index, IndexCheckpoint(dir, LoadMode::kMap));
+  return std::make_unique<HfWeightSource>(std::move(index));
 }
 
 absl::Status WriteHfCheckpoint(const WeightSource& source, const std::string& dir_string,

@@ -18,6 +18,11 @@ namespace accllm {
 // (unless options.metadata_only).
 absl::StatusOr<std::unique_ptr<Model>> LoadHfCheckpoint(const std::string& dir, const LoadOptions& options);
 
+// The same checkpoint read one tensor at a time (each Fill converts from the mapped shards), for
+// tools that must not hold the whole model in fp32: layer-by-layer quantization of a 7B model on a
+// machine with less memory than its fp32 copy. The checkpoint is checked as LoadHfCheckpoint checks it.
+absl::StatusOr<std::unique_ptr<WeightSource>> OpenHfWeightSource(const std::string& dir);
+
 // The chat template in `dir`'s tokenizer_config.json ("chat_template": a string, or a list of
 // {name, template} from which "default" or else the first is taken); empty when the file or the
 // key is absent. An unreadable or malformed file is an error.

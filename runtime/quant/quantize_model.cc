@@ -61,6 +61,88 @@ absl::StatusOr<std::function<bool(const TensorId&)>> ParseLayerSelection(const s
   return std::function<bool(const TensorId&)>([layers](const TensorId& id) { return layers.contains(id.layer); });
 }
 
+absl::StatusOr<std::unique_ptr<LinearQuantizer>> LinearQuantizer::Create(const LlamaConfig& config,
+                                                                        const QuantizeOptions& options) {
+  ASSIGN_OR_RETURN(auto prune_selected, ParseLayerSelection(options.prune_layers, config.n_layers));
+  if (options.prune != PruneMethod::kNone && (config.dim % 4 != 0 || config.hidden_dim % 4 != 0)) {
+    return absl::InvalidArgumentError("2:4 pruning needs layer widths divisible by 4");
+  }
+  return std::unique_ptr<LinearQuantizer>(new LinearQuantizer(config, options, std::move(prune_selected)));
+}
+
+LinearQuantizer::LinearQuantizer(const LlamaConfig& config, const QuantizeOptions& options,
+                                 std::function<bool(const TensorId&)> prune_selected)
+    : config_(config),
+      options_(options),
+      prune_selected_(std::move(prune_selected)),
+      pool_(options.threads),
+      factorization_threads_(options.threads) {}
+
+absl::StatusOr<W2Matrix> LinearQuantizer::Quantize(const TensorId& id, std::span<const float> w, const InputStats* input,
+                                                   std::span<float> positions, LayerReport* report) {
+  const std::vector<int64_t> dims = TensorShape(config_, id.kind);
+  const int rows = static_cast<int>(dims[0]), cols = static_cast<int>(dims[1]);
+  const bool gptq = options_.method == QuantMethod::kGptq;
+  if ((gptq || options_.prune == PruneMethod::kWanda) && input == nullptr) {
+    return absl::InvalidArgumentError("GPTQ and Wanda need calibration data");
+  }
+  const bool sparse = options_.prune != PruneMethod::kNone && prune_selected_(id);
+  std::vector<uint8_t> keep;
+  if (sparse) {
+    keep = Select24(w, rows, cols, options_.prune,
+                    options_.prune == PruneMethod::kWanda ? input->ColumnNorms() : std::vector<float>{});
+  }
+  const W2Shape shape{rows, cols, options_.group_size, sparse};
+  W2Matrix m(shape);
+  double output_error = -1;  // the refit's by-product, when it runs
+  if (gptq) {
+    if (hessian_layer_ != id.layer) hessians_.clear();  // q/k/v and gate/up share one within a layer
+    hessian_layer_ = id.layer;
+    auto it = hessians_.find(input);
+    if (it == hessians_.end()) {
+      GptqOptions gptq_options;
+      gptq_options.act_order = options_.act_order;
+      gptq_options.refit_scales = options_.refit_scales;
+      ASSIGN_OR_RETURN(GptqHessian h, PrepareGptqHessian(input->gram, input->cols, gptq_options));
+      it = hessians_.emplace(input, std::move(h)).first;
+    }
+    ASSIGN_OR_RETURN(m, QuantizeW2Gptq(w, shape, it->second, keep, &pool_, positions, &output_error));
+  } else {
+    ASSIGN_OR_RETURN(m, QuantizeW2(w, shape, keep));
+  }
+  *report = LayerReport{id, sparse};
+  std::vector<float> row(cols);
+  double err = 0, ref = 0;
+  for (int r = 0; r < rows; ++r) {
+    DequantizeW2Row(m.view(), r, row);
+    for (int j = 0; j < cols; ++j) {
+      const double wv = w[static_cast<std::size_t>(r) * cols + j];
+      err += (wv - row[j]) * (wv - row[j]);
+      ref += wv * wv;
+    }
+  }
+  report->weight_error = ref > 0 ? err / ref : 0;
+  if (output_error >= 0) {
+    report->output_error = output_error;
+  } else if (input != nullptr) {
+    report->output_error = RelativeOutputError(w, m.view(), input->gram, &pool_);
+  }
+  return m;
+}
+
+void SetPackedMetadata(const QuantizeOptions& options, PackedContents& out) {
+  out.metadata["quant_method"] = options.method == QuantMethod::kRtn ? "rtn" : options.act_order ? "gptq act-order" : "gptq";
+  out.metadata["prune_method"] = options.prune == PruneMethod::kNone        ? "none"
+                                 : options.prune == PruneMethod::kMagnitude ? "magnitude"
+                                                                            : "wanda";
+  out.metadata["prune_layers"] = options.prune == PruneMethod::kNone ? "" : options.prune_layers;
+  out.metadata["source_model"] = options.source;
+  out.metadata["tool"] = "accllm quantize 0.1.0";
+  out.metadata["embedding_precision"] = "F16";
+  out.metadata["classifier_precision"] = "F16";
+  out.metadata["norm_precision"] = "F32";
+}
+
 absl::StatusOr<PackedContents> QuantizeModel(const Model& model, const QuantizeOptions& options,
                                              const CalibrationStats* stats,
                                              const std::function<void(const LayerReport&, int, int)>& on_layer,
@@ -70,10 +152,7 @@ absl::StatusOr<PackedContents> QuantizeModel(const Model& model, const QuantizeO
   if (needs_stats && stats == nullptr) return absl::InvalidArgumentError("GPTQ and Wanda need calibration data");
   if (positions != nullptr && options.method != QuantMethod::kGptq) return absl::InvalidArgumentError("grid positions come from GPTQ");
   if (positions != nullptr) positions->clear();
-  ASSIGN_OR_RETURN(auto prune_selected, ParseLayerSelection(options.prune_layers, c.n_layers));
-  if (options.prune != PruneMethod::kNone && (c.dim % 4 != 0 || c.hidden_dim % 4 != 0)) {
-    return absl::InvalidArgumentError("2:4 pruning needs layer widths divisible by 4");
-  }
+  ASSIGN_OR_RETURN(std::unique_ptr<LinearQuantizer> quantizer, LinearQuantizer::Create(c, options));
 
   PackedContents out;
   out.config = c;
@@ -90,11 +169,6 @@ absl::StatusOr<PackedContents> QuantizeModel(const Model& model, const QuantizeO
   for (const TensorId& id : AllTensors(c)) {
     if (IsLinear(id.kind)) linears.push_back(id);
   }
-  ThreadPool pool(options.threads);
-  // The Hessians' factorizations run on BLAS's threads; GPTQ's products, one thread per tile.
-  const ScopedGemmThreads factorization_threads(options.threads);
-  std::map<const InputStats*, GptqHessian> hessians;
-  int hessian_layer = -1;
   CalibrationStats layer_stats;  // sequential: the current layer's, from the partly quantized model
   const CalibrationStats* current = stats;
   int stats_layer = 0;
@@ -106,67 +180,16 @@ absl::StatusOr<PackedContents> QuantizeModel(const Model& model, const QuantizeO
       current = &layer_stats;
       stats_layer = id.layer;
     }
-    const std::vector<int64_t> dims = TensorShape(c, id.kind);
-    const int rows = static_cast<int>(dims[0]), cols = static_cast<int>(dims[1]);
-    const std::span<const float> w(model.Tensor(id), static_cast<std::size_t>(rows) * cols);
-    const bool sparse = options.prune != PruneMethod::kNone && prune_selected(id);
-    std::vector<uint8_t> keep;
-    if (sparse) {
-      keep = Select24(w, rows, cols, options.prune,
-                      options.prune == PruneMethod::kWanda ? current->For(id.layer, id.kind).ColumnNorms() : std::vector<float>{});
-    }
-    const W2Shape shape{rows, cols, options.group_size, sparse};
-    W2Matrix m(shape);
-    double output_error = -1;  // the refit's by-product, when it runs
-    if (options.method == QuantMethod::kGptq) {
-      const InputStats& input = current->For(id.layer, id.kind);
-      if (hessian_layer != id.layer) hessians.clear();  // q/k/v and gate/up share one within a layer
-      hessian_layer = id.layer;
-      auto it = hessians.find(&input);
-      if (it == hessians.end()) {
-        GptqOptions gptq;
-        gptq.act_order = options.act_order;
-        gptq.refit_scales = options.refit_scales;
-        ASSIGN_OR_RETURN(GptqHessian h, PrepareGptqHessian(input.gram, input.cols, gptq));
-        it = hessians.emplace(&input, std::move(h)).first;
-      }
-      std::span<float> layer_positions;
-      if (positions != nullptr) layer_positions = positions->emplace_back(w.size());
-      ASSIGN_OR_RETURN(m, QuantizeW2Gptq(w, shape, it->second, keep, &pool, layer_positions, &output_error));
-    } else {
-      ASSIGN_OR_RETURN(m, QuantizeW2(w, shape, keep));
-    }
-    LayerReport report{id, sparse};
-    std::vector<float> row(cols);
-    double err = 0, ref = 0;
-    for (int r = 0; r < rows; ++r) {
-      DequantizeW2Row(m.view(), r, row);
-      for (int j = 0; j < cols; ++j) {
-        const double wv = w[static_cast<std::size_t>(r) * cols + j];
-        err += (wv - row[j]) * (wv - row[j]);
-        ref += wv * wv;
-      }
-    }
-    report.weight_error = ref > 0 ? err / ref : 0;
-    if (output_error >= 0) {
-      report.output_error = output_error;
-    } else if (current != nullptr) {
-      report.output_error = RelativeOutputError(w, m.view(), current->For(id.layer, id.kind).gram, &pool);
-    }
+    const std::span<const float> w(model.Tensor(id), static_cast<std::size_t>(TensorElements(c, id.kind)));
+    std::span<float> layer_positions;
+    if (positions != nullptr) layer_positions = positions->emplace_back(w.size());
+    LayerReport report;
+    ASSIGN_OR_RETURN(W2Matrix m, quantizer->Quantize(id, w, current != nullptr ? &current->For(id.layer, id.kind) : nullptr,
+                                                     layer_positions, &report));
     out.linears.emplace_back(id, std::move(m));
     if (on_layer) on_layer(report, static_cast<int>(i + 1), static_cast<int>(linears.size()));
   }
-
-  out.metadata["quant_method"] = options.method == QuantMethod::kRtn ? "rtn" : options.act_order ? "gptq act-order" : "gptq";
-  out.metadata["prune_method"] = options.prune == PruneMethod::kNone        ? "none"
-                                 : options.prune == PruneMethod::kMagnitude ? "magnitude"
-                                                                            : "wanda";
-  out.metadata["prune_layers"] = options.prune == PruneMethod::kNone ? "" : options.prune_layers;
-  out.metadata["source_model"] = options.source;
-  out.metadata["tool"] = "accllm quantize 0.1.0";
-  out.metadata["embedding_precision"] = "F16";
-  out.metadata["classifier_precision"] = "F16";
-  out.metadata["norm_precision"] = "F32";
+  SetPackedMetadata(options, out);
   return out;
 }
 

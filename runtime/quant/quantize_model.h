@@ -3,13 +3,19 @@
 #pragma once
 
 #include <functional>
+#include <map>
+#include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "runtime/model/model.h"
 #include "runtime/model/packed_model.h"
+#include "runtime/cpu/thread_pool.h"
 #include "runtime/quant/calibration.h"
+#include "runtime/quant/gptq.h"
+#include "runtime/quant/linalg.h"
 #include "runtime/quant/prune24.h"
 
 namespace accllm {
@@ -43,6 +49,32 @@ struct LayerReport {
 
 // Which layers `spec` selects; an error names a bad spec.
 absl::StatusOr<std::function<bool(const TensorId&)>> ParseLayerSelection(const std::string& spec, int n_layers);
+
+// Quantizes linear layers one at a time with the options' method, 2:4 selection and threads;
+// the Hessians of one layer's inputs are factored once for the matrices that share them.
+class LinearQuantizer {
+ public:
+  static absl::StatusOr<std::unique_ptr<LinearQuantizer>> Create(const LlamaConfig& config, const QuantizeOptions& options);
+  // `input`: the statistics of the matrix's input (null only for RTN with magnitude or no
+  // pruning). `positions`: see QuantizeModel (empty: not wanted). Layers come in order.
+  absl::StatusOr<W2Matrix> Quantize(const TensorId& id, std::span<const float> w, const InputStats* input,
+                                    std::span<float> positions, LayerReport* report);
+
+ private:
+  LinearQuantizer(const LlamaConfig& config, const QuantizeOptions& options,
+                  std::function<bool(const TensorId&)> prune_selected);
+  const LlamaConfig config_;
+  const QuantizeOptions options_;
+  const std::function<bool(const TensorId&)> prune_selected_;
+  ThreadPool pool_;
+  // The Hessians' factorizations run on BLAS's threads; GPTQ's products, one thread per tile.
+  const ScopedGemmThreads factorization_threads_;
+  std::map<const InputStats*, GptqHessian> hessians_;
+  int hessian_layer_ = -1;
+};
+
+// The metadata QuantizeModel records (method, pruning, source, precisions).
+void SetPackedMetadata(const QuantizeOptions& options, PackedContents& out);
 
 // `stats` may be null for RTN with magnitude (or no) pruning. `on_layer` reports each layer as
 // it is done (progress). With `positions` (GPTQ only), also returns, for each linear in the

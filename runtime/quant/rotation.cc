@@ -14,6 +14,36 @@ int FfnHadamardBlock(const LlamaConfig& config) {
   return block;
 }
 
+ResidualRotation::ResidualRotation(int dim, uint64_t seed) : signs_(dim) {
+  std::mt19937_64 rng(seed);
+  for (float& s : signs_) s = (rng() & 1) ? -1.0f : 1.0f;
+}
+
+void ResidualRotation::Rotate(float* v) const {
+  const int dim = static_cast<int>(signs_.size());
+  for (int i = 0; i < dim; ++i) v[i] *= signs_[i];
+  Hadamard(v, dim);
+}
+
+void ResidualRotation::Reader(const float* w, const float* gain, int rows, float* out) const {
+  const int64_t dim = static_cast<int64_t>(signs_.size());
+  for (int r = 0; r < rows; ++r) {
+    float* row = out + r * dim;
+    for (int64_t j = 0; j < dim; ++j) row[j] = w[r * dim + j] * gain[j];
+    Rotate(row);
+  }
+}
+
+void ResidualRotation::Writer(const float* w, int cols, float* out) const {
+  const int dim = static_cast<int>(signs_.size());
+  std::vector<float> column(dim);
+  for (int j = 0; j < cols; ++j) {
+    for (int r = 0; r < dim; ++r) column[r] = w[static_cast<int64_t>(r) * cols + j];
+    Rotate(column.data());
+    for (int r = 0; r < dim; ++r) out[static_cast<int64_t>(r) * cols + j] = column[r];
+  }
+}
+
 absl::StatusOr<std::unique_ptr<Model>> RotateResidualStream(const Model& model, uint64_t seed, int ffn_block) {
   const LlamaConfig& c = model.config;
   if (model.config.ffn_hadamard_block != 0) return absl::InvalidArgumentError("the model is rotated already (its down projection reads Hadamard-transformed input)");
@@ -24,14 +54,7 @@ absl::StatusOr<std::unique_ptr<Model>> RotateResidualStream(const Model& model, 
     return absl::InvalidArgumentError(absl::StrCat("rotating the residual stream needs a power-of-two width, not ", c.dim));
   }
   const int dim = c.dim;
-  std::vector<float> signs(dim);
-  std::mt19937_64 rng(seed);
-  for (float& s : signs) s = (rng() & 1) ? -1.0f : 1.0f;
-  // Q^T v = H (D v), for one vector of the stream's width.
-  const auto rotate = [&](float* v) {
-    for (int i = 0; i < dim; ++i) v[i] *= signs[i];
-    Hadamard(v, dim);
-  };
+  const ResidualRotation rotation(dim, seed);
 
   auto out = std::make_unique<Model>();
   out->format = model.format;
@@ -46,27 +69,14 @@ absl::StatusOr<std::unique_ptr<Model>> RotateResidualStream(const Model& model, 
     if (p != nullptr) std::fill(p, p + dim, 1.0f);
     return p;
   };
-  // A reader: each row r becomes Q^T (g * w_r).
   const auto reader = [&](const float* w, const float* gain, int rows, TensorKind kind) {
     float* p = owned(kind);
-    if (p == nullptr) return p;
-    for (int r = 0; r < rows; ++r) {
-      float* row = p + static_cast<int64_t>(r) * dim;
-      for (int j = 0; j < dim; ++j) row[j] = w[static_cast<int64_t>(r) * dim + j] * gain[j];
-      rotate(row);
-    }
+    if (p != nullptr) rotation.Reader(w, gain, rows, p);
     return p;
   };
-  // A writer (dim rows, `cols` inputs): each column becomes Q^T column.
   const auto writer = [&](const float* w, int cols, TensorKind kind) {
     float* p = owned(kind);
-    if (p == nullptr) return p;
-    std::vector<float> column(dim);
-    for (int j = 0; j < cols; ++j) {
-      for (int r = 0; r < dim; ++r) column[r] = w[static_cast<int64_t>(r) * cols + j];
-      rotate(column.data());
-      for (int r = 0; r < dim; ++r) p[static_cast<int64_t>(r) * cols + j] = column[r];
-    }
+    if (p != nullptr) rotation.Writer(w, cols, p);
     return p;
   };
 
@@ -75,7 +85,7 @@ absl::StatusOr<std::unique_ptr<Model>> RotateResidualStream(const Model& model, 
   for (int v = 0; v < c.vocab_size; ++v) {
     float* row = embedding + static_cast<int64_t>(v) * dim;
     std::copy_n(model.weights.token_embedding + static_cast<int64_t>(v) * dim, dim, row);
-    rotate(row);
+    rotation.Rotate(row);
   }
   out->weights.token_embedding = embedding;
   for (int l = 0; l < c.n_layers; ++l) {

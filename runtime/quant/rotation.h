@@ -16,11 +16,28 @@
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "runtime/model/model.h"
 
 namespace accllm {
+
+// Q^T = H D for one width: the arithmetic RotateResidualStream applies, for code that rotates a
+// model one tensor at a time (layer-by-layer quantization). note: dim must be a power of two.
+class ResidualRotation {
+ public:
+  ResidualRotation(int dim, uint64_t seed);
+  // v = Q^T v.
+  void Rotate(float* v) const;
+  // A reader (rows x dim): out row r = Q^T (gain * w_r).
+  void Reader(const float* w, const float* gain, int rows, float* out) const;
+  // A writer (dim x cols): out column j = Q^T (column j of w).
+  void Writer(const float* w, int cols, float* out) const;
+
+ private:
+  std::vector<float> signs_;
+};
 
 // note: needs a power-of-two model width.
 absl::StatusOr<std::unique_ptr<Model>> RotateResidualStream(const Model& model, uint64_t seed, int ffn_block = 0);

@@ -5,11 +5,14 @@
 #include <map>
 #include <string>
 #include <cstdio>
+#include <filesystem>
 
 #include "absl/strings/str_cat.h"
 
 #include "runtime/common/hadamard.h"
+#include "runtime/model/hf_checkpoint.h"
 #include "runtime/model/load_model.h"
+#include "runtime/quant/layer_by_layer.h"
 #include "runtime/quant/quantize_model.h"
 #include "runtime/quant/rotation.h"
 #include "runtime/quant/train/block_ap.h"
@@ -43,11 +46,93 @@ struct QuantizeFlags {
   bool block_ap_given = false;  // asked for by name, not by default
   bool block_ap_tuned = false;  // any --block-ap-* option given
   bool e2e_lr_given = false;
+  bool layer_by_layer = false;
   BlockApOptions block_ap_options;
   EndToEndOptions e2e_options = {.epochs = 0};
   uint64_t rotation_seed = 1;
   int threads = 0;
 };
+
+QuantizeOptions QuantizeOptionsFrom(const QuantizeFlags& flags, const std::string& model_path) {
+  QuantizeOptions options;
+  options.group_size = flags.group_size;
+  options.method = flags.method == "gptq" ? QuantMethod::kGptq : QuantMethod::kRtn;
+  options.prune = flags.prune == "magnitude" ? PruneMethod::kMagnitude
+                  : flags.prune == "wanda"   ? PruneMethod::kWanda
+                                             : PruneMethod::kNone;
+  options.prune_layers = flags.prune_layers;
+  options.act_order = flags.act_order;
+  options.refit_scales = flags.refit_scales;
+  options.threads = flags.threads;
+  options.source = model_path;
+  return options;
+}
+
+void PrintLayerReport(const LayerReport& r, int done, int total) {
+  std::fprintf(stderr, "%-44s %-6s %12.5f %12s   [%d/%d]\n", HfTensorName(r.id).c_str(), r.sparse ? "yes" : "no",
+               r.weight_error, r.output_error < 0 ? "-" : std::to_string(r.output_error).c_str(), done, total);
+}
+
+// --layer-by-layer: the weights read one layer at a time (QuantizeLayerByLayer), so the model's
+// fp32 copy never has to fit in memory.
+int RunQuantizeLayerByLayer(const QuantizeFlags& flags, const std::string& model_path) {
+  if (flags.block_ap && flags.method == "gptq") {
+    return ReportError(absl::InvalidArgumentError(
+        "--layer-by-layer quantizes with rotation and GPTQ only: block reconstruction needs the whole fp32 model "
+        "(add --no-block-ap)"));
+  }
+  if (flags.e2e_options.epochs > 0) {
+    return ReportError(absl::InvalidArgumentError("--layer-by-layer cannot train end to end (that needs the whole model)"));
+  }
+  std::unique_ptr<Model> mapped;  // llama2.c files are used in place from their mapping
+  std::unique_ptr<WeightSource> source;
+  if (std::filesystem::is_directory(model_path)) {
+    absl::StatusOr<std::unique_ptr<WeightSource>> hf = OpenHfWeightSource(model_path);
+    if (!hf.ok()) return ReportError(hf.status());
+    source = *std::move(hf);
+  } else {
+    absl::StatusOr<std::unique_ptr<Model>> model = LoadModel(model_path);
+    if (!model.ok()) return ReportError(model.status());
+    mapped = *std::move(model);
+    source = std::make_unique<ModelWeightSource>(*mapped);
+  }
+  const LlamaConfig& config = source->config();
+  LayerByLayerOptions options;
+  options.quantize = QuantizeOptionsFrom(flags, model_path);
+  options.rotate = flags.rotate && (flags.rotate_given || IsPowerOfTwo(config.dim));
+  if (flags.rotate && !options.rotate) {
+    std::fprintf(stderr, "not rotating the residual stream: its width %d is not a power of two\n", config.dim);
+  }
+  if (flags.rotate_ffn && !options.rotate) {
+    return ReportError(absl::InvalidArgumentError("--rotate-ffn needs a rotated residual stream"));
+  }
+  options.rotation_seed = flags.rotation_seed;
+  options.ffn_block = flags.rotate_ffn ? FfnHadamardBlock(config) : 0;
+  options.sequential = flags.sequential;
+  std::vector<std::vector<int>> calibration;
+  if (options.quantize.method == QuantMethod::kGptq || options.quantize.prune == PruneMethod::kWanda) {
+    absl::StatusOr<std::vector<std::vector<int>>> sequences = ReadCalibrationSequences(
+        model_path, flags.tokenizer, config.vocab_size, flags.calibration, flags.calibration_lines, config.max_seq_len);
+    if (!sequences.ok()) return ReportError(sequences.status());
+    calibration = *std::move(sequences);
+  }
+  const auto start = std::chrono::steady_clock::now();
+  std::fprintf(stderr, "%-44s %-6s %12s %12s\n", "layer", "2:4", "weight err", "output err");
+  absl::StatusOr<PackedContents> packed =
+      QuantizeLayerByLayer(*source, calibration, options, PrintLayerReport, [](int layer, double seconds) {
+        std::fprintf(stderr, "layer %d: calibrated in %.1f s\n", layer, seconds);
+      });
+  if (!packed.ok()) return ReportError(packed.status());
+  std::fprintf(stderr, "quantized layer by layer in %.1f s\n",
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  if (options.rotate) {
+    packed->metadata["rotation"] = absl::StrCat("hadamard residual (seed ", flags.rotation_seed, "), ffn input blocks of ",
+                                                packed->config.ffn_hadamard_block);
+  }
+  if (absl::Status s = WritePackedModel(*packed, flags.output); !s.ok()) return ReportError(s);
+  std::fprintf(stderr, "wrote %s\n", flags.output.c_str());
+  return 0;
+}
 
 int RunQuantize(const QuantizeFlags& flags) {
   if (flags.rotate_ffn && !flags.rotate) return ReportError(absl::InvalidArgumentError("--rotate-ffn needs --rotate"));
@@ -69,6 +154,7 @@ int RunQuantize(const QuantizeFlags& flags) {
     return ReportError(absl::InvalidArgumentError("--no-scale-refit needs --method gptq"));
   }
   const std::string model_path = ResolveModelPath(flags.model);
+  if (flags.layer_by_layer) return RunQuantizeLayerByLayer(flags, model_path);
   absl::StatusOr<std::unique_ptr<Model>> model = LoadModel(model_path);
   if (!model.ok()) return ReportError(model.status());
   // Rotation by default only where the width allows it (a power of two); asked for, it must.
@@ -82,17 +168,7 @@ int RunQuantize(const QuantizeFlags& flags) {
     if (!model.ok()) return ReportError(model.status());
   }
 
-  QuantizeOptions options;
-  options.group_size = flags.group_size;
-  options.method = flags.method == "gptq" ? QuantMethod::kGptq : QuantMethod::kRtn;
-  options.prune = flags.prune == "magnitude" ? PruneMethod::kMagnitude
-                  : flags.prune == "wanda"   ? PruneMethod::kWanda
-                                             : PruneMethod::kNone;
-  options.prune_layers = flags.prune_layers;
-  options.act_order = flags.act_order;
-  options.refit_scales = flags.refit_scales;
-  options.threads = flags.threads;
-  options.source = model_path;
+  QuantizeOptions options = QuantizeOptionsFrom(flags, model_path);
 
   std::unique_ptr<CalibrationStats> stats;
   std::vector<std::vector<int>> calibration;
@@ -123,10 +199,7 @@ int RunQuantize(const QuantizeFlags& flags) {
   std::vector<std::vector<float>> positions;
   absl::StatusOr<PackedContents> packed = QuantizeModel(
       **model, options, stats.get(),
-      [](const LayerReport& r, int done, int total) {
-        std::fprintf(stderr, "%-44s %-6s %12.5f %12s   [%d/%d]\n", HfTensorName(r.id).c_str(), r.sparse ? "yes" : "no",
-                     r.weight_error, r.output_error < 0 ? "-" : std::to_string(r.output_error).c_str(), done, total);
-      },
+      PrintLayerReport,
       block_ap ? &positions : nullptr);
   if (!packed.ok()) return ReportError(packed.status());
   std::fprintf(stderr, "quantized in %.1f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
@@ -223,6 +296,9 @@ void AddQuantizeCommand(CLI::App& app, int* exit_code) {
       ->check(CLI::NonNegativeNumber)->capture_default_str();
   CLI::Option* e2e_lr = cmd->add_option("--e2e-lr", flags->e2e_options.scale_lr, "End-to-end scale training: Adam step (decayed along a cosine)")
       ->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_flag("--layer-by-layer", flags->layer_by_layer,
+                "Read and quantize one layer at a time: memory for one layer in fp32 and the calibration tokens' hidden "
+                "states, not the whole model (Llama-2-7B: 27 GB in fp32). Rotation and GPTQ (with --no-block-ap)");
   cmd->add_option("--rotation-seed", flags->rotation_seed, "Seed of the rotation's random signs")->capture_default_str();
   cmd->add_option("--threads", flags->threads, "Threads for calibration and GPTQ; 0 = one per hardware thread")
       ->check(CLI::NonNegativeNumber);

@@ -1,0 +1,224 @@
+#include "runtime/quant/layer_by_layer.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/common/half.h"
+#include "runtime/common/hadamard.h"
+#include "runtime/common/status_macros.h"
+#include "runtime/quant/linalg.h"
+#include "runtime/quant/rotation.h"
+#include "runtime/quant/train/layer_backprop.h"
+
+namespace accllm {
+namespace {
+
+using Input = ForwardObserver::Input;
+
+// Calibration's Gram products take at most this many tokens at a time (InputStats::AddLower).
+constexpr int kGramRows = 512;
+
+std::vector<uint16_t> ToFp16(std::span<const float> x) {
+  std::vector<uint16_t> out(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) out[i] = FloatToFp16(x[i]);
+  return out;
+}
+
+std::vector<float> Read(const WeightSource& source, const TensorId& id) {
+  std::vector<float> t(static_cast<std::size_t>(TensorElements(source.config(), id.kind)));
+  source.Fill(id, t);
+  return t;
+}
+
+// One layer's weights, owned, in the form the packed model serves (rotated when asked).
+struct OwnedLayer {
+  std::vector<float> rms_att, wq, wk, wv, wo, rms_ffn, w1, w2, w3;
+  LayerWeights view() const {
+    return {rms_att.data(), wq.data(), wk.data(), wv.data(), wo.data(), rms_ffn.data(), w1.data(), w2.data(), w3.data()};
+  }
+  std::vector<float>& Linear(TensorKind kind) {
+    switch (kind) {
+      case TensorKind::kWq: return wq;
+      case TensorKind::kWk: return wk;
+      case TensorKind::kWv: return wv;
+      case TensorKind::kWo: return wo;
+      case TensorKind::kW1: return w1;
+      case TensorKind::kW2: return w2;
+      default: return w3;
+    }
+  }
+};
+
+OwnedLayer ReadLayer(const WeightSource& source, int layer, const ResidualRotation* rotation, int ffn_block) {
+  const LlamaConfig& c = source.config();
+  OwnedLayer w;
+  const auto read = [&](TensorKind kind) { return Read(source, {kind, layer}); };
+  w.rms_att = read(TensorKind::kAttnNorm);
+  w.rms_ffn = read(TensorKind::kFfnNorm);
+  for (TensorKind kind : {TensorKind::kWq, TensorKind::kWk, TensorKind::kWv, TensorKind::kWo, TensorKind::kW1,
+                          TensorKind::kW2, TensorKind::kW3}) {
+    w.Linear(kind) = read(kind);
+  }
+  if (rotation == nullptr) return w;
+  // As RotateResidualStream: gains folded into the readers, writers rotated on their outputs.
+  const auto reader = [&](std::vector<float>& t, const std::vector<float>& gain, int rows) {
+    std::vector<float> rotated(t.size());
+    rotation->Reader(t.data(), gain.data(), rows, rotated.data());
+    t = std::move(rotated);
+  };
+  const auto writer = [&](std::vector<float>& t, int cols) {
+    std::vector<float> rotated(t.size());
+    rotation->Writer(t.data(), cols, rotated.data());
+    t = std::move(rotated);
+  };
+  reader(w.wq, w.rms_att, c.dim);
+  reader(w.wk, w.rms_att, c.kv_dim());
+  reader(w.wv, w.rms_att, c.kv_dim());
+  writer(w.wo, c.dim);
+  reader(w.w1, w.rms_ffn, c.hidden_dim);
+  reader(w.w3, w.rms_ffn, c.hidden_dim);
+  writer(w.w2, c.hidden_dim);
+  if (ffn_block > 0) {
+    for (int r = 0; r < c.dim; ++r) BlockHadamard(w.w2.data() + static_cast<int64_t>(r) * c.hidden_dim, c.hidden_dim, ffn_block);
+  }
+  std::fill(w.rms_att.begin(), w.rms_att.end(), 1.0f);
+  std::fill(w.rms_ffn.begin(), w.rms_ffn.end(), 1.0f);
+  return w;
+}
+
+void AddGram(InputStats& stats, const std::vector<float>& x, int tokens, int cols, std::vector<float>& scratch) {
+  for (int t0 = 0; t0 < tokens; t0 += kGramRows) {
+    stats.AddLower(x.data() + static_cast<std::size_t>(t0) * cols, std::min(kGramRows, tokens - t0), cols, scratch);
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<PackedContents> QuantizeLayerByLayer(
+    const WeightSource& source, const std::vector<std::vector<int>>& sequences, const LayerByLayerOptions& options,
+    const std::function<void(const LayerReport&, int, int)>& on_layer,
+    const std::function<void(int, double)>& on_calibrated) {
+  const LlamaConfig& in_config = source.config();
+  const bool needs_stats = options.quantize.method == QuantMethod::kGptq || options.quantize.prune == PruneMethod::kWanda;
+  if (needs_stats && sequences.empty()) return absl::InvalidArgumentError("GPTQ and Wanda need calibration data");
+  if (in_config.ffn_hadamard_block != 0 && options.rotate) {
+    return absl::InvalidArgumentError("the model is rotated already (its down projection reads Hadamard-transformed input)");
+  }
+  if (options.rotate && !IsPowerOfTwo(in_config.dim)) {
+    return absl::InvalidArgumentError(absl::StrCat("rotating the residual stream needs a power-of-two width, not ", in_config.dim));
+  }
+  if (options.ffn_block != 0 &&
+      (!options.rotate || !IsPowerOfTwo(options.ffn_block) || in_config.hidden_dim % options.ffn_block != 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("a Hadamard block of ", options.ffn_block, " needs --rotate and must divide hidden_dim ",
+                                                   in_config.hidden_dim));
+  }
+  for (const std::vector<int>& seq : sequences) {
+    if (seq.empty() || static_cast<int>(seq.size()) > in_config.max_seq_len) {
+      return absl::InvalidArgumentError(absl::StrCat("a calibration sequence of ", seq.size(), " tokens (1 to ",
+                                                     in_config.max_seq_len, " allowed)"));
+    }
+    for (int token : seq) {
+      if (token < 0 || token >= in_config.vocab_size) return absl::InvalidArgumentError(absl::StrCat("token id ", token, " out of range"));
+    }
+  }
+  LlamaConfig c = in_config;
+  if (options.rotate) {
+    c.shared_classifier = false;
+    c.ffn_hadamard_block = options.ffn_block;
+  }
+  const std::unique_ptr<ResidualRotation> rotation =
+      options.rotate ? std::make_unique<ResidualRotation>(c.dim, options.rotation_seed) : nullptr;
+  ASSIGN_OR_RETURN(std::unique_ptr<LinearQuantizer> quantizer, LinearQuantizer::Create(c, options.quantize));
+  const ScopedGemmThreads gemm_threads(options.quantize.threads);
+
+  PackedContents out;
+  out.config = c;
+  std::vector<std::vector<float>> hidden(sequences.size());  // each sequence's tokens x dim
+  {
+    std::vector<float> embedding = Read(source, {TensorKind::kTokenEmbedding, -1});
+    if (rotation != nullptr) {
+      for (int v = 0; v < c.vocab_size; ++v) rotation->Rotate(embedding.data() + static_cast<int64_t>(v) * c.dim);
+    }
+    for (std::size_t s = 0; s < sequences.size(); ++s) {
+      hidden[s].resize(sequences[s].size() * c.dim);
+      for (std::size_t t = 0; t < sequences[s].size(); ++t) {
+        std::copy_n(embedding.data() + static_cast<int64_t>(sequences[s][t]) * c.dim, c.dim, hidden[s].data() + t * c.dim);
+      }
+    }
+    out.embedding = ToFp16(embedding);
+  }
+
+  std::vector<TensorId> linears;
+  for (const TensorId& id : AllTensors(c)) {
+    if (IsLinear(id.kind)) linears.push_back(id);
+  }
+  int done = 0;
+  std::vector<float> scratch, y;
+  for (int l = 0; l < c.n_layers; ++l) {
+    OwnedLayer w = ReadLayer(source, l, rotation.get(), options.ffn_block);
+    const auto start = std::chrono::steady_clock::now();
+    CalibrationStats stats;  // only this layer's entry is filled
+    stats.inputs.resize(c.n_layers);
+    for (int i = 0; i < 4; ++i) {
+      InputStats& s = stats.inputs[l][i];
+      s.cols = static_cast<Input>(i) == Input::kFfnDown ? c.hidden_dim : c.dim;
+      if (needs_stats) s.gram.assign(static_cast<std::size_t>(s.cols) * s.cols, 0.0);
+    }
+    LayerActivations saved;
+    for (std::size_t s = 0; s < sequences.size() && needs_stats; ++s) {
+      const int tokens = static_cast<int>(sequences[s].size());
+      y.resize(hidden[s].size());
+      LayerForward(c, w.view(), hidden[s].data(), tokens, y.data(), &saved);
+      std::array<InputStats, 4>& in = stats.inputs[l];
+      AddGram(in[static_cast<int>(Input::kAttention)], saved.a, tokens, c.dim, scratch);
+      AddGram(in[static_cast<int>(Input::kAttentionOutput)], saved.o, tokens, c.dim, scratch);
+      AddGram(in[static_cast<int>(Input::kFfn)], saved.b, tokens, c.dim, scratch);
+      AddGram(in[static_cast<int>(Input::kFfnDown)], saved.h, tokens, c.hidden_dim, scratch);
+      if (!options.sequential) hidden[s].swap(y);  // the fp32 model's next hidden states
+    }
+    for (InputStats& s : stats.inputs[l]) {
+      if (needs_stats) s.MirrorLower();
+    }
+    if (on_calibrated) on_calibrated(l, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+
+    for (const TensorId& id : linears) {
+      if (id.layer != l) continue;
+      std::vector<float>& weights = w.Linear(id.kind);
+      LayerReport report;
+      ASSIGN_OR_RETURN(W2Matrix m, quantizer->Quantize(id, weights, needs_stats ? &stats.For(l, id.kind) : nullptr, {}, &report));
+      if (options.sequential) {  // the next layer reads what this one computes quantized
+        for (int r = 0; r < m.shape.rows; ++r) {
+          DequantizeW2Row(m.view(), r, std::span<float>(weights.data() + static_cast<int64_t>(r) * m.shape.cols, m.shape.cols));
+        }
+      }
+      out.linears.emplace_back(id, std::move(m));
+      if (on_layer) on_layer(report, ++done, static_cast<int>(linears.size()));
+    }
+    if (options.sequential && needs_stats) {
+      for (std::size_t s = 0; s < sequences.size(); ++s) {
+        y.resize(hidden[s].size());
+        LayerForward(c, w.view(), hidden[s].data(), static_cast<int>(sequences[s].size()), y.data());
+        hidden[s].swap(y);
+      }
+    }
+    out.norms.push_back(std::move(w.rms_att));
+    out.norms.push_back(std::move(w.rms_ffn));
+  }
+
+  std::vector<float> final_norm = Read(source, {TensorKind::kFinalNorm, -1});
+  if (rotation != nullptr) {
+    const std::vector<float> classifier = Read(source, {TensorKind::kClassifier, -1});
+    std::vector<float> rotated(classifier.size());
+    rotation->Reader(classifier.data(), final_norm.data(), c.vocab_size, rotated.data());
+    out.classifier = ToFp16(rotated);
+    std::fill(final_norm.begin(), final_norm.end(), 1.0f);
+  } else if (!c.shared_classifier) {
+    out.classifier = ToFp16(Read(source, {TensorKind::kClassifier, -1}));
+  }
+  out.norms.push_back(std::move(final_norm));
+  SetPackedMetadata(options.quantize, out);
+  return out;
+}
+
+}  // namespace accllm
