@@ -253,6 +253,21 @@ TEST(CliTest, BenchProfilesEveryStage) {
   EXPECT_THAT(bad.err, HasSubstr("bad shape"));
 }
 
+TEST(CliTest, BenchQuantizeStagesAndPipeline) {
+  const std::string shape = "--shape 'dim=64,ffn=192,layers=3,heads=4,vocab=300,seq=64' --tokens 128 --group-size 32";
+  const RunResult stages = RunCli("bench-quantize " + shape);
+  ASSERT_EQ(stages.exit_code, 0) << stages.err;
+  EXPECT_THAT(stages.out, HasSubstr("| GPTQ + scale refit |"));
+  const RunResult pipeline = RunCli("bench-quantize " + shape + " --pipeline --layers 2");
+  ASSERT_EQ(pipeline.exit_code, 0) << pipeline.err;
+  EXPECT_THAT(pipeline.out, HasSubstr("2 of 3 layers, 128 calibration tokens in 2 sequences"));
+  EXPECT_THAT(pipeline.out, HasSubstr("| 1 |"));
+  EXPECT_THAT(pipeline.out, HasSubstr("all 3 layers projected"));
+  const RunResult too_many = RunCli("bench-quantize " + shape + " --layers 4");
+  EXPECT_NE(too_many.exit_code, 0);
+  EXPECT_THAT(too_many.err, HasSubstr("--layers 4 exceeds the shape's 3"));
+}
+
 TEST(CliTest, SynthThenInspect) {
   ScratchDir dir;
   const RunResult synth = RunCli("synth --shape dim=64,ffn=160,layers=2,heads=4,vocab=300 --seed 3 --format hf --dtype bf16 -o " +

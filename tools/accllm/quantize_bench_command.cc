@@ -9,12 +9,16 @@
 #include <cstdio>
 #include <random>
 
+#include <sys/resource.h>
+
 #include "absl/strings/str_cat.h"
 #include "runtime/cpu/thread_pool.h"
 #include "runtime/model/synthesize.h"
 #include "runtime/quant/calibration.h"
 #include "runtime/quant/gptq.h"
+#include "runtime/quant/layer_by_layer.h"
 #include "runtime/quant/linalg.h"
+#include "runtime/common/hadamard.h"
 #include "tools/accllm/commands.h"
 
 namespace accllm::cli {
@@ -27,6 +31,7 @@ struct QuantizeBenchFlags {
   int group_size = 128;
   int threads = 0;
   bool refit_scales = true;
+  bool pipeline = false;
 };
 
 using Clock = std::chrono::steady_clock;
@@ -45,6 +50,69 @@ std::vector<float> SynthesizeInputs(int tokens, int cols, uint64_t seed) {
   return x;
 }
 
+double PeakResidentGb() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / (1024.0 * 1024.0);  // kB
+}
+
+// --pipeline: the quantize command's own layer-by-layer pipeline (`quantize --layer-by-layer
+// --no-block-ap`: rotation, calibration through each layer, GPTQ, the report) over the first
+// --layers layers of a synthesized model, with calibration sequences of random token ids; what it
+// holds is what a real checkpoint of the shape needs (one layer in fp32, the hidden states).
+int RunPipelineBench(const QuantizeBenchFlags& flags, LlamaConfig c) {
+  const int all_layers = c.n_layers;
+  c.n_layers = flags.layers;
+  const SyntheticWeights weights(c, 1);
+  const int per_sequence = std::min(c.max_seq_len, 2048);
+  std::vector<std::vector<int>> sequences;
+  std::mt19937_64 rng(3);
+  for (int left = flags.tokens; left > 0; left -= per_sequence) {
+    std::vector<int>& seq = sequences.emplace_back(std::min(left, per_sequence));
+    seq[0] = 1;  // BOS
+    for (std::size_t t = 1; t < seq.size(); ++t) seq[t] = 3 + static_cast<int>(rng() % static_cast<uint64_t>(c.vocab_size - 3));
+  }
+  LayerByLayerOptions options;
+  options.quantize.group_size = flags.group_size;
+  options.quantize.refit_scales = flags.refit_scales;
+  options.quantize.threads = flags.threads;
+  options.rotate = IsPowerOfTwo(c.dim);
+  std::printf("bench-quantize --pipeline: %s (dim %d, ffn %d), %d of %d layers, %d calibration tokens in %zu sequences, "
+              "group %d, %s, %s\n",
+              flags.shape.c_str(), c.dim, c.hidden_dim, c.n_layers, all_layers, flags.tokens, sequences.size(),
+              flags.group_size, options.rotate ? "rotated" : "not rotated", flags.refit_scales ? "scale refit" : "no refit");
+  std::vector<double> calibrated(c.n_layers), quantized(c.n_layers), peak(c.n_layers);
+  auto mark = Clock::now();
+  const auto start = mark;
+  absl::StatusOr<PackedContents> packed = QuantizeLayerByLayer(
+      weights, sequences, options,
+      [&](const LayerReport& r, int done, int total) {
+        if (done % 7 != 0) return;  // a layer's last linear
+        quantized[r.id.layer] = Since(mark);
+        peak[r.id.layer] = PeakResidentGb();
+        mark = Clock::now();
+        std::fprintf(stderr, "layer %d quantized (%d/%d)\n", r.id.layer, done, total);
+      },
+      [&](int layer, double) {  // since the last layer's end: reading, rotating and calibrating this one
+        calibrated[layer] = Since(mark);
+        mark = Clock::now();
+      });
+  if (!packed.ok()) return ReportError(packed.status());
+  const double total = Since(start);
+  std::printf("\n| layer | read + rotate + calibrate s | GPTQ%s + report s | peak RSS GB |\n|---:|---:|---:|---:|\n",
+              flags.refit_scales ? " + refit" : "");
+  double per_layer = 0;
+  for (int l = 0; l < c.n_layers; ++l) {
+    std::printf("| %d | %.1f | %.1f | %.2f |\n", l, calibrated[l], quantized[l], peak[l]);
+    per_layer += calibrated[l] + quantized[l];
+  }
+  per_layer /= c.n_layers;
+  std::printf("\n%d layers in %.0f s (%.1f s per layer; the rest reads the classifier and packs); "
+              "all %d layers projected: %.1f min; peak resident memory %.2f GB\n",
+              c.n_layers, total, per_layer, all_layers, (total + per_layer * (all_layers - c.n_layers)) / 60.0, PeakResidentGb());
+  return 0;
+}
+
 int RunQuantizeBench(const QuantizeBenchFlags& flags) {
   absl::StatusOr<LlamaConfig> config = ParseShape(flags.shape);
   if (!config.ok()) return ReportError(config.status());
@@ -52,6 +120,7 @@ int RunQuantizeBench(const QuantizeBenchFlags& flags) {
   if (flags.layers > c.n_layers) {
     return ReportError(absl::InvalidArgumentError(absl::StrCat("--layers ", flags.layers, " exceeds the shape's ", c.n_layers)));
   }
+  if (flags.pipeline) return RunPipelineBench(flags, c);
   ThreadPool pool(flags.threads);
   const ScopedGemmThreads blas_threads(flags.threads);  // the forward and Gram products, factorizations
   const SyntheticWeights weights(c, 1);
@@ -142,6 +211,9 @@ void AddQuantizeBenchCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--group-size", flags->group_size, "W2 group size")->capture_default_str();
   cmd->add_option("--threads", flags->threads, "Threads; 0 = one per hardware thread")->check(CLI::NonNegativeNumber);
   cmd->add_flag("!--no-scale-refit", flags->refit_scales, "GPTQ without the scale refit");
+  cmd->add_flag("--pipeline", flags->pipeline,
+                "Run the quantize command's layer-by-layer pipeline over the first --layers layers (time per layer, "
+                "peak memory) instead of timing the stages apart");
   cmd->callback([flags, exit_code] { *exit_code = RunQuantizeBench(*flags); });
 }
 
