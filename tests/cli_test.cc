@@ -160,15 +160,17 @@ TEST(CliTest, QuantizeInspectAndGeneratePacked) {
   expect_refused("--method rtn --block-ap-batch 4", "--block-ap-* options tune block reconstruction");
   expect_refused("--method rtn --e2e-epochs 1", "--e2e-epochs needs --method gptq");
   expect_refused("--e2e-lr 1e-5", "--e2e-lr tunes end-to-end scale training");
-  expect_refused("--layer-by-layer", "add --no-block-ap");
+  expect_refused("--layer-by-layer --sequential", "add --no-block-ap");
   expect_refused("--layer-by-layer --no-block-ap --e2e-epochs 1", "--layer-by-layer cannot train end to end");
 
-  // Layer by layer: the same recipe without the model's fp32 copy in memory, Wanda's 2:4 included.
+  // Layer by layer: the same recipe (block reconstruction included) without the model's fp32 copy
+  // in memory, Wanda's 2:4 too.
   const RunResult layered = RunCli("quantize -m " + Quote(RequireModelFile("stories260K.bin")) + " -o " +
-                                   Quote(dir / "layered.safetensors") + " --layer-by-layer --no-block-ap --group-size 32 " +
+                                   Quote(dir / "layered.safetensors") + " --layer-by-layer --group-size 32 " +
                                    "--prune wanda --prune-layers ffn --calibration " +
                                    Quote(::accllm::testing::RequireSharedFile("data/tinystories-dev.txt")));
   ASSERT_EQ(layered.exit_code, 0) << layered.err;
+  EXPECT_THAT(layered.err, HasSubstr("block reconstruction after each layer's GPTQ: 4 epochs over 6 sequences"));
   EXPECT_THAT(layered.err, HasSubstr("layer 4: calibrated in"));
   EXPECT_THAT(layered.err, HasSubstr("[35/35]"));
   const RunResult layered_inspect = RunCli("inspect " + Quote(dir / "layered.safetensors"));

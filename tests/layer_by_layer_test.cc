@@ -76,17 +76,25 @@ class LayerByLayerTest : public ::testing::Test {
     options.rotate = rotate;
     options.rotation_seed = 7;
     options.sequential = sequential;
-    return QuantizeLayerByLayer(ModelWeightSource(*model_), lines, options, nullptr);
+    return QuantizeLayerByLayer(ModelWeightSource(*model_), lines, options);
   }
 
   // Everything but the linears bit for bit; the linears' codes, scales and zeros nearly all equal
   // (calibration sums its products in another order, which moves a few roundings).
-  static void ExpectSame(const PackedContents& a, const PackedContents& b, double min_equal) {
+  static void ExpectSame(const PackedContents& a, const PackedContents& b, double min_equal, float norm_tolerance = 0) {
     EXPECT_EQ(a.config.shared_classifier, b.config.shared_classifier);
     EXPECT_EQ(a.config.ffn_hadamard_block, b.config.ffn_hadamard_block);
     EXPECT_EQ(a.embedding, b.embedding);
     EXPECT_EQ(a.classifier, b.classifier);
-    EXPECT_EQ(a.norms, b.norms);
+    ASSERT_EQ(a.norms.size(), b.norms.size());
+    for (std::size_t i = 0; i < a.norms.size(); ++i) {
+      if (norm_tolerance == 0) {
+        EXPECT_EQ(a.norms[i], b.norms[i]) << "norm " << i;
+        continue;
+      }
+      ASSERT_EQ(a.norms[i].size(), b.norms[i].size());
+      for (std::size_t j = 0; j < a.norms[i].size(); ++j) EXPECT_NEAR(a.norms[i][j], b.norms[i][j], norm_tolerance) << i;
+    }
     EXPECT_EQ(a.metadata, b.metadata);
     ASSERT_EQ(a.linears.size(), b.linears.size());
     for (std::size_t i = 0; i < a.linears.size(); ++i) {
@@ -127,6 +135,36 @@ TEST_F(LayerByLayerTest, SequentialEqualsTheWholeModelsRecalibration) {
   EXPECT_NE(layered.linears.back().second.codes, plain.linears.back().second.codes);
 }
 
+// Block-AP after each layer's GPTQ gives what RefineBlocks gives after the whole model's GPTQ.
+TEST_F(LayerByLayerTest, BlockReconstructionEqualsRefineBlocks) {
+  BlockApOptions block_ap;
+  block_ap.epochs = 2;
+  block_ap.adam.norm_lr = 1e-3f;  // the gains, trained, go into the norms
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Model> rotated, RotateResidualStream(*model_, 7));
+  ASSERT_OK_AND_ASSIGN(CalibrationStats stats, Calibrate(*rotated, lines_));
+  std::vector<std::vector<float>> positions;
+  ASSERT_OK_AND_ASSIGN(PackedContents whole, QuantizeModel(*rotated, options_, &stats, nullptr, &positions));
+  const PackedContents gptq_only = whole;
+  ASSERT_OK(RefineBlocks(*rotated, lines_, block_ap, whole, positions));
+
+  LayerByLayerOptions options;
+  options.quantize = options_;
+  options.rotate = true;
+  options.rotation_seed = 7;
+  options.block_ap = true;
+  options.block_ap_options = block_ap;
+  int refined = 0;
+  LayerByLayerProgress progress;
+  progress.on_refined = [&](const BlockApReport& r) { EXPECT_EQ(r.layer, refined++); };
+  ASSERT_OK_AND_ASSIGN(PackedContents layered, QuantizeLayerByLayer(ModelWeightSource(*model_), lines_, options, progress));
+  EXPECT_EQ(refined, model_->config.n_layers);
+  ExpectSame(whole, layered, 0.97, 1e-4f);  // trained gains: the same up to float order
+  EXPECT_NE(layered.norms, gptq_only.norms);  // the gains moved
+  options.sequential = true;
+  EXPECT_THAT(QuantizeLayerByLayer(ModelWeightSource(*model_), lines_, options).status().message(),
+              ::testing::HasSubstr("not sequential"));
+}
+
 TEST_F(LayerByLayerTest, RoundToNearestNeedsNoCalibration) {
   options_.method = QuantMethod::kRtn;
   ASSERT_OK_AND_ASSIGN(PackedContents layered, Layered(false, false, {}));
@@ -143,7 +181,7 @@ TEST_F(LayerByLayerTest, RefusesBadInput) {
   LayerByLayerOptions options;
   options.quantize = options_;
   options.ffn_block = 16;  // without the rotation
-  EXPECT_THAT(QuantizeLayerByLayer(ModelWeightSource(*model_), lines_, options, nullptr).status().message(),
+  EXPECT_THAT(QuantizeLayerByLayer(ModelWeightSource(*model_), lines_, options).status().message(),
               ::testing::HasSubstr("needs --rotate"));
 }
 

@@ -10,6 +10,7 @@
 #include "runtime/quant/linalg.h"
 #include "runtime/quant/rotation.h"
 #include "runtime/quant/train/layer_backprop.h"
+#include "runtime/quant/train/layer_linears.h"
 
 namespace accllm {
 namespace {
@@ -95,10 +96,10 @@ void AddGram(InputStats& stats, const std::vector<float>& x, int tokens, int col
 
 }  // namespace
 
-absl::StatusOr<PackedContents> QuantizeLayerByLayer(
-    const WeightSource& source, const std::vector<std::vector<int>>& sequences, const LayerByLayerOptions& options,
-    const std::function<void(const LayerReport&, int, int)>& on_layer,
-    const std::function<void(int, double)>& on_calibrated) {
+absl::StatusOr<PackedContents> QuantizeLayerByLayer(const WeightSource& source,
+                                                    const std::vector<std::vector<int>>& sequences,
+                                                    const LayerByLayerOptions& options,
+                                                    const LayerByLayerProgress& progress) {
   const LlamaConfig& in_config = source.config();
   const bool needs_stats = options.quantize.method == QuantMethod::kGptq || options.quantize.prune == PruneMethod::kWanda;
   if (needs_stats && sequences.empty()) return absl::InvalidArgumentError("GPTQ and Wanda need calibration data");
@@ -121,6 +122,11 @@ absl::StatusOr<PackedContents> QuantizeLayerByLayer(
     for (int token : seq) {
       if (token < 0 || token >= in_config.vocab_size) return absl::InvalidArgumentError(absl::StrCat("token id ", token, " out of range"));
     }
+  }
+  if (options.block_ap) {
+    if (options.quantize.method != QuantMethod::kGptq) return absl::InvalidArgumentError("block reconstruction needs GPTQ");
+    if (options.sequential) return absl::InvalidArgumentError("layer by layer, block reconstruction runs on the fp32 model's statistics, not sequential ones");
+    RETURN_IF_ERROR(BlockRefiner::Validate(in_config, sequences, options.block_ap_options));
   }
   LlamaConfig c = in_config;
   if (options.rotate) {
@@ -147,6 +153,10 @@ absl::StatusOr<PackedContents> QuantizeLayerByLayer(
       }
     }
     out.embedding = ToFp16(embedding);
+  }
+  std::unique_ptr<BlockRefiner> refiner;
+  if (options.block_ap) {
+    refiner = std::make_unique<BlockRefiner>(c, sequences, options.block_ap_options, EmbedQuantized(out, sequences));
   }
 
   std::vector<TensorId> linears;
@@ -175,25 +185,46 @@ absl::StatusOr<PackedContents> QuantizeLayerByLayer(
       AddGram(in[static_cast<int>(Input::kAttentionOutput)], saved.o, tokens, c.dim, scratch);
       AddGram(in[static_cast<int>(Input::kFfn)], saved.b, tokens, c.dim, scratch);
       AddGram(in[static_cast<int>(Input::kFfnDown)], saved.h, tokens, c.hidden_dim, scratch);
-      if (!options.sequential) hidden[s].swap(y);  // the fp32 model's next hidden states
+      if (!options.sequential && !refiner) hidden[s].swap(y);  // the fp32 model's next hidden states
     }
     for (InputStats& s : stats.inputs[l]) {
       if (needs_stats) s.MirrorLower();
     }
-    if (on_calibrated) on_calibrated(l, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    if (progress.on_calibrated) {
+      progress.on_calibrated(l, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    }
 
+    std::vector<std::vector<float>> positions;  // where GPTQ rounded each weight: Block-AP's start
     for (const TensorId& id : linears) {
       if (id.layer != l) continue;
       std::vector<float>& weights = w.Linear(id.kind);
       LayerReport report;
-      ASSIGN_OR_RETURN(W2Matrix m, quantizer->Quantize(id, weights, needs_stats ? &stats.For(l, id.kind) : nullptr, {}, &report));
+      std::span<float> layer_positions;
+      if (refiner) layer_positions = positions.emplace_back(weights.size());
+      ASSIGN_OR_RETURN(W2Matrix m, quantizer->Quantize(id, weights, needs_stats ? &stats.For(l, id.kind) : nullptr,
+                                                       layer_positions, &report));
       if (options.sequential) {  // the next layer reads what this one computes quantized
         for (int r = 0; r < m.shape.rows; ++r) {
           DequantizeW2Row(m.view(), r, std::span<float>(weights.data() + static_cast<int64_t>(r) * m.shape.cols, m.shape.cols));
         }
       }
       out.linears.emplace_back(id, std::move(m));
-      if (on_layer) on_layer(report, ++done, static_cast<int>(linears.size()));
+      if (progress.on_linear) progress.on_linear(report, ++done, static_cast<int>(linears.size()));
+    }
+    if (refiner) {
+      // The slots are this layer's, in the order Block-AP takes them; so are the positions.
+      ASSIGN_OR_RETURN(std::vector<std::size_t> slots, LayerLinearSlots(out, l));
+      std::vector<W2Matrix*> matrices;
+      std::vector<const std::vector<float>*> starts;
+      for (std::size_t slot : slots) {
+        matrices.push_back(&out.linears[slot].second);
+        starts.push_back(&positions[slot - (out.linears.size() - positions.size())]);
+      }
+      std::vector<float> att_gain = w.rms_att, ffn_gain = w.rms_ffn;  // trained when asked
+      const BlockApReport report = refiner->Refine(l, w.view(), hidden, matrices, starts, att_gain, ffn_gain);
+      w.rms_att = std::move(att_gain);
+      w.rms_ffn = std::move(ffn_gain);
+      if (progress.on_refined) progress.on_refined(report);
     }
     if (options.sequential && needs_stats) {
       for (std::size_t s = 0; s < sequences.size(); ++s) {

@@ -6,8 +6,8 @@
 // its Gram matrices and Hessians, the hidden states of every calibration token (tokens x dim,
 // twice), one sequence's activations inside the layer, the embedding, and the packed result.
 //
-// It computes what Calibrate + QuantizeModel compute (the residual-stream rotation applied
-// tensor by tensor, with the same arithmetic), up to the order of the float sums in calibration.
+// It computes what Calibrate + QuantizeModel (+ RefineBlocks) compute, the residual-stream rotation
+// applied tensor by tensor with the same arithmetic, up to the order of calibration's float sums.
 #pragma once
 
 #include <cstdint>
@@ -18,6 +18,7 @@
 #include "runtime/model/model.h"
 #include "runtime/model/packed_model.h"
 #include "runtime/quant/quantize_model.h"
+#include "runtime/quant/train/block_ap.h"
 
 namespace accllm {
 
@@ -29,13 +30,22 @@ struct LayerByLayerOptions {
   // Each layer calibrated on the hidden states the quantized layers before it produce (GPTQ's
   // reference does this), at one more forward pass per layer; otherwise on the fp32 model's.
   bool sequential = false;
+  // After GPTQ, each layer's block-wise reconstruction (RefineBlocks' Block-AP, layer by layer;
+  // GPTQ only, not with `sequential`).
+  bool block_ap = false;
+  BlockApOptions block_ap_options;
 };
 
-// `sequences`: token ids, each starting with BOS and at most the model's context. `on_layer` as
-// for QuantizeModel; `on_calibrated(layer, seconds)` after each layer's calibration pass.
-absl::StatusOr<PackedContents> QuantizeLayerByLayer(
-    const WeightSource& source, const std::vector<std::vector<int>>& sequences, const LayerByLayerOptions& options,
-    const std::function<void(const LayerReport&, int done, int total)>& on_layer,
-    const std::function<void(int layer, double seconds)>& on_calibrated = nullptr);
+struct LayerByLayerProgress {
+  std::function<void(const LayerReport&, int done, int total)> on_linear;  // as QuantizeModel's on_layer
+  std::function<void(int layer, double seconds)> on_calibrated;             // after each layer's calibration pass
+  std::function<void(const BlockApReport&)> on_refined;                      // after each layer's Block-AP
+};
+
+// `sequences`: token ids, each starting with BOS and at most the model's context.
+absl::StatusOr<PackedContents> QuantizeLayerByLayer(const WeightSource& source,
+                                                    const std::vector<std::vector<int>>& sequences,
+                                                    const LayerByLayerOptions& options,
+                                                    const LayerByLayerProgress& progress = {});
 
 }  // namespace accllm

@@ -56,8 +56,8 @@ double PeakResidentGb() {
   return static_cast<double>(usage.ru_maxrss) / (1024.0 * 1024.0);  // kB
 }
 
-// --pipeline: the quantize command's own layer-by-layer pipeline (`quantize --layer-by-layer
-// --no-block-ap`: rotation, calibration through each layer, GPTQ, the report) over the first
+// --pipeline: the quantize command's own layer-by-layer pipeline without block reconstruction
+// (`quantize --layer-by-layer --no-block-ap`: rotation, calibration through each layer, GPTQ, the report) over the first
 // --layers layers of a synthesized model, with calibration sequences of random token ids; what it
 // holds is what a real checkpoint of the shape needs (one layer in fp32, the hidden states).
 int RunPipelineBench(const QuantizeBenchFlags& flags, LlamaConfig c) {
@@ -84,19 +84,19 @@ int RunPipelineBench(const QuantizeBenchFlags& flags, LlamaConfig c) {
   std::vector<double> calibrated(c.n_layers), quantized(c.n_layers), peak(c.n_layers);
   auto mark = Clock::now();
   const auto start = mark;
-  absl::StatusOr<PackedContents> packed = QuantizeLayerByLayer(
-      weights, sequences, options,
-      [&](const LayerReport& r, int done, int total) {
-        if (done % 7 != 0) return;  // a layer's last linear
-        quantized[r.id.layer] = Since(mark);
-        peak[r.id.layer] = PeakResidentGb();
-        mark = Clock::now();
-        std::fprintf(stderr, "layer %d quantized (%d/%d)\n", r.id.layer, done, total);
-      },
-      [&](int layer, double) {  // since the last layer's end: reading, rotating and calibrating this one
-        calibrated[layer] = Since(mark);
-        mark = Clock::now();
-      });
+  LayerByLayerProgress progress;
+  progress.on_linear = [&](const LayerReport& r, int done, int total) {
+    if (done % 7 != 0) return;  // a layer's last linear
+    quantized[r.id.layer] = Since(mark);
+    peak[r.id.layer] = PeakResidentGb();
+    mark = Clock::now();
+    std::fprintf(stderr, "layer %d quantized (%d/%d)\n", r.id.layer, done, total);
+  };
+  progress.on_calibrated = [&](int layer, double) {  // since the last layer's end: reading, rotating, calibrating
+    calibrated[layer] = Since(mark);
+    mark = Clock::now();
+  };
+  absl::StatusOr<PackedContents> packed = QuantizeLayerByLayer(weights, sequences, options, progress);
   if (!packed.ok()) return ReportError(packed.status());
   const double total = Since(start);
   std::printf("\n| layer | read + rotate + calibrate s | GPTQ%s + report s | peak RSS GB |\n|---:|---:|---:|---:|\n",

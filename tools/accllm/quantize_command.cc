@@ -73,14 +73,20 @@ void PrintLayerReport(const LayerReport& r, int done, int total) {
                r.weight_error, r.output_error < 0 ? "-" : std::to_string(r.output_error).c_str(), done, total);
 }
 
+void PrintBlockApReport(const BlockApReport& r) {
+  std::fprintf(stderr, "%-6d %14.6g %14.6g %9.3f%% %8.1f   (epochs:", r.layer, r.error_before, r.error_after,
+               100.0 * r.error_after / r.target_energy, r.seconds);
+  for (double e : r.epoch_error) std::fprintf(stderr, " %.6g", e);
+  std::fprintf(stderr, ")%s\n", r.kept_original ? "  no better: kept as quantized" : "");
+}
+
+std::string BlockApMethodSuffix(const BlockApOptions& options) {
+  return absl::StrCat(" + block-ap (", options.epochs, " epochs", options.schedule == LrSchedule::kCosine ? ", cosine" : "", ")");
+}
+
 // --layer-by-layer: the weights read one layer at a time (QuantizeLayerByLayer), so the model's
 // fp32 copy never has to fit in memory.
 int RunQuantizeLayerByLayer(const QuantizeFlags& flags, const std::string& model_path) {
-  if (flags.block_ap && flags.method == "gptq") {
-    return ReportError(absl::InvalidArgumentError(
-        "--layer-by-layer quantizes with rotation and GPTQ only: block reconstruction needs the whole fp32 model "
-        "(add --no-block-ap)"));
-  }
   if (flags.e2e_options.epochs > 0) {
     return ReportError(absl::InvalidArgumentError("--layer-by-layer cannot train end to end (that needs the whole model)"));
   }
@@ -109,6 +115,12 @@ int RunQuantizeLayerByLayer(const QuantizeFlags& flags, const std::string& model
   options.rotation_seed = flags.rotation_seed;
   options.ffn_block = flags.rotate_ffn ? FfnHadamardBlock(config) : 0;
   options.sequential = flags.sequential;
+  options.block_ap = flags.block_ap && flags.method == "gptq";
+  options.block_ap_options = flags.block_ap_options;
+  options.block_ap_options.threads = flags.threads;
+  if (options.block_ap && options.sequential) {
+    return ReportError(absl::InvalidArgumentError("--layer-by-layer --sequential runs without block reconstruction (add --no-block-ap)"));
+  }
   std::vector<std::vector<int>> calibration;
   if (options.quantize.method == QuantMethod::kGptq || options.quantize.prune == PruneMethod::kWanda) {
     absl::StatusOr<std::vector<std::vector<int>>> sequences = ReadCalibrationSequences(
@@ -117,14 +129,20 @@ int RunQuantizeLayerByLayer(const QuantizeFlags& flags, const std::string& model
     calibration = *std::move(sequences);
   }
   const auto start = std::chrono::steady_clock::now();
+  if (options.block_ap) {
+    std::fprintf(stderr, "block reconstruction after each layer's GPTQ: %d epochs over %zu sequences (--no-block-ap skips it)\n",
+                 options.block_ap_options.epochs, calibration.size());
+  }
   std::fprintf(stderr, "%-44s %-6s %12s %12s\n", "layer", "2:4", "weight err", "output err");
-  absl::StatusOr<PackedContents> packed =
-      QuantizeLayerByLayer(*source, calibration, options, PrintLayerReport, [](int layer, double seconds) {
-        std::fprintf(stderr, "layer %d: calibrated in %.1f s\n", layer, seconds);
-      });
+  LayerByLayerProgress progress;
+  progress.on_linear = PrintLayerReport;
+  progress.on_calibrated = [](int layer, double seconds) { std::fprintf(stderr, "layer %d: calibrated in %.1f s\n", layer, seconds); };
+  progress.on_refined = PrintBlockApReport;
+  absl::StatusOr<PackedContents> packed = QuantizeLayerByLayer(*source, calibration, options, progress);
   if (!packed.ok()) return ReportError(packed.status());
   std::fprintf(stderr, "quantized layer by layer in %.1f s\n",
                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  if (options.block_ap) packed->metadata["quant_method"] += BlockApMethodSuffix(options.block_ap_options);
   if (options.rotate) {
     packed->metadata["rotation"] = absl::StrCat("hadamard residual (seed ", flags.rotation_seed, "), ffn input blocks of ",
                                                 packed->config.ffn_hadamard_block);
@@ -209,15 +227,9 @@ int RunQuantize(const QuantizeFlags& flags) {
     std::fprintf(stderr, "block reconstruction: %d epochs over %zu sequences (--no-block-ap skips it)\n",
                  block_ap_options.epochs, calibration.size());
     std::fprintf(stderr, "%-6s %14s %14s %10s %8s\n", "layer", "error before", "error after", "of output", "seconds");
-    const absl::Status refined = RefineBlocks(**model, calibration, block_ap_options, *packed, positions, [](const BlockApReport& r) {
-      std::fprintf(stderr, "%-6d %14.6g %14.6g %9.3f%% %8.1f   (epochs:", r.layer, r.error_before, r.error_after,
-                   100.0 * r.error_after / r.target_energy, r.seconds);
-      for (double e : r.epoch_error) std::fprintf(stderr, " %.6g", e);
-      std::fprintf(stderr, ")%s\n", r.kept_original ? "  no better: kept as quantized" : "");
-    });
+    const absl::Status refined = RefineBlocks(**model, calibration, block_ap_options, *packed, positions, PrintBlockApReport);
     if (!refined.ok()) return ReportError(refined);
-    packed->metadata["quant_method"] += absl::StrCat(" + block-ap (", block_ap_options.epochs, " epochs",
-                                                     block_ap_options.schedule == LrSchedule::kCosine ? ", cosine" : "", ")");
+    packed->metadata["quant_method"] += BlockApMethodSuffix(block_ap_options);
   }
   if (flags.e2e_options.epochs > 0) {
     EndToEndOptions e2e = flags.e2e_options;
@@ -298,7 +310,7 @@ void AddQuantizeCommand(CLI::App& app, int* exit_code) {
       ->check(CLI::PositiveNumber)->capture_default_str();
   cmd->add_flag("--layer-by-layer", flags->layer_by_layer,
                 "Read and quantize one layer at a time: memory for one layer in fp32 and the calibration tokens' hidden "
-                "states, not the whole model (Llama-2-7B: 27 GB in fp32). Rotation and GPTQ (with --no-block-ap)");
+                "states, not the whole model (Llama-2-7B: 27 GB in fp32). The same recipe, without end-to-end training");
   cmd->add_option("--rotation-seed", flags->rotation_seed, "Seed of the rotation's random signs")->capture_default_str();
   cmd->add_option("--threads", flags->threads, "Threads for calibration and GPTQ; 0 = one per hardware thread")
       ->check(CLI::NonNegativeNumber);

@@ -11,11 +11,13 @@
 #pragma once
 
 #include <functional>
+#include <random>
 #include <span>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "runtime/model/model.h"
+#include "runtime/cpu/thread_pool.h"
 #include "runtime/model/packed_model.h"
 #include "runtime/quant/train/trainable_w2.h"
 
@@ -39,6 +41,43 @@ struct BlockApReport {
   bool kept_original = false;       // training did worse than the matrices it started from
   double seconds = 0;
 };
+
+using Activations = std::vector<std::vector<float>>;  // one (tokens x dim) matrix per sequence
+
+// Block-AP one layer at a time, for callers that hold one layer's weights at a time
+// (QuantizeLayerByLayer); RefineBlocks runs it over a whole model. It keeps the quantized model's
+// input to the next layer; the fp32 model's is the caller's.
+class BlockRefiner {
+ public:
+  // Checks what Refine assumes of the sequences and options.
+  static absl::Status Validate(const LlamaConfig& config, std::span<const std::vector<int>> sequences,
+                               const BlockApOptions& options);
+  // `q_in`: each sequence's input to the first layer in the quantized model (EmbedQuantized).
+  // `sequences` must outlive the refiner.
+  BlockRefiner(const LlamaConfig& config, std::span<const std::vector<int>> sequences, const BlockApOptions& options,
+               Activations q_in);
+  // Layers in order. Trains `linears` (the layer's seven W2 matrices, in LayerLinearSlots' order)
+  // and, when asked, the norm gains in place against the fp32 layer `fp` (its linears and gains)
+  // fed `fp_in`; `positions` (empty, or one per matrix) as for RefineBlocks. Then `fp_in` becomes
+  // the fp32 layer's output, and the quantized input moves one layer on.
+  BlockApReport Refine(int layer, const LayerWeights& fp, Activations& fp_in, std::span<W2Matrix* const> linears,
+                       std::span<const std::vector<float>* const> positions, std::vector<float>& att_gain,
+                       std::vector<float>& ffn_gain);
+
+ private:
+  LlamaConfig c_;
+  std::span<const std::vector<int>> sequences_;
+  BlockApOptions options_;
+  Activations q_in_, q_out_ = Activations(sequences_.size()), target_ = Activations(sequences_.size());
+  std::mt19937_64 rng_;  // the order sequences are visited in, continued from layer to layer
+  std::vector<std::size_t> order_;
+  ThreadPool pool_;
+  std::vector<float> y_, dy_;
+};
+
+// The tokens' rows of an fp32 embedding (tokens x dim), and of a packed model's fp16 one.
+std::vector<float> EmbedSequence(const float* embedding, int dim, const std::vector<int>& tokens);
+Activations EmbedQuantized(const PackedContents& packed, std::span<const std::vector<int>> sequences);
 
 // Refines `packed`, the quantized form of `model` (same configuration), in place. `sequences`
 // are token ids, each starting at position 0. `positions` (optional, one per packed linear): where
