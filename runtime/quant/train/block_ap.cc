@@ -92,6 +92,7 @@ BlockApReport BlockRefiner::Refine(int layer, const LayerWeights& fp, Activation
     report.error_before += SquaredError(y, target[i]);
   }
   report.error_before /= elements;
+
   const bool train_norms = options.adam.norm_lr > 0;
   LayerGradients grads(c, train_norms);
   AdamState att_adam(c.dim), ffn_adam(c.dim);
