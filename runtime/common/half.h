@@ -3,6 +3,8 @@
 
 #include <bit>
 #include <cstdint>
+#include <span>
+#include <vector>
 
 namespace accllm {
 
@@ -42,6 +44,12 @@ inline uint16_t FloatToFp16(float f) {
   uint32_t v = abs - (112u << 23);                              // rebias exponent
   v += 0xfffu + ((v >> 13) & 1u);                               // round to nearest even
   return sign | static_cast<uint16_t>(v >> 13);
+}
+
+inline std::vector<uint16_t> FloatsToFp16(std::span<const float> x) {
+  std::vector<uint16_t> out(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) out[i] = FloatToFp16(x[i]);
+  return out;
 }
 
 }  // namespace accllm

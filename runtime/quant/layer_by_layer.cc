@@ -20,12 +20,6 @@ using Input = ForwardObserver::Input;
 // Calibration's Gram products take at most this many tokens at a time (InputStats::AddLower).
 constexpr int kGramRows = 512;
 
-std::vector<uint16_t> ToFp16(std::span<const float> x) {
-  std::vector<uint16_t> out(x.size());
-  for (std::size_t i = 0; i < x.size(); ++i) out[i] = FloatToFp16(x[i]);
-  return out;
-}
-
 std::vector<float> Read(const WeightSource& source, const TensorId& id) {
   std::vector<float> t(static_cast<std::size_t>(TensorElements(source.config(), id.kind)));
   source.Fill(id, t);
@@ -146,13 +140,8 @@ absl::StatusOr<PackedContents> QuantizeLayerByLayer(const WeightSource& source,
     if (rotation != nullptr) {
       for (int v = 0; v < c.vocab_size; ++v) rotation->Rotate(embedding.data() + static_cast<int64_t>(v) * c.dim);
     }
-    for (std::size_t s = 0; s < sequences.size(); ++s) {
-      hidden[s].resize(sequences[s].size() * c.dim);
-      for (std::size_t t = 0; t < sequences[s].size(); ++t) {
-        std::copy_n(embedding.data() + static_cast<int64_t>(sequences[s][t]) * c.dim, c.dim, hidden[s].data() + t * c.dim);
-      }
-    }
-    out.embedding = ToFp16(embedding);
+    for (std::size_t s = 0; s < sequences.size(); ++s) hidden[s] = EmbedSequence(embedding.data(), c.dim, sequences[s]);
+    out.embedding = FloatsToFp16(embedding);
   }
   std::unique_ptr<BlockRefiner> refiner;
   if (options.block_ap) {
@@ -242,10 +231,10 @@ absl::StatusOr<PackedContents> QuantizeLayerByLayer(const WeightSource& source,
     const std::vector<float> classifier = Read(source, {TensorKind::kClassifier, -1});
     std::vector<float> rotated(classifier.size());
     rotation->Reader(classifier.data(), final_norm.data(), c.vocab_size, rotated.data());
-    out.classifier = ToFp16(rotated);
+    out.classifier = FloatsToFp16(rotated);
     std::fill(final_norm.begin(), final_norm.end(), 1.0f);
   } else if (!c.shared_classifier) {
-    out.classifier = ToFp16(Read(source, {TensorKind::kClassifier, -1}));
+    out.classifier = FloatsToFp16(Read(source, {TensorKind::kClassifier, -1}));
   }
   out.norms.push_back(std::move(final_norm));
   SetPackedMetadata(options.quantize, out);

@@ -14,12 +14,6 @@
 namespace accllm {
 namespace {
 
-std::vector<uint16_t> ToFp16(const float* x, int64_t n) {
-  std::vector<uint16_t> out(static_cast<std::size_t>(n));
-  for (int64_t i = 0; i < n; ++i) out[i] = FloatToFp16(x[i]);
-  return out;
-}
-
 // `model` as layer `layer` of its quantized form sees it: the linear layers before it
 // dequantized from `done`, the layers after it left out (their weights are not read).
 absl::StatusOr<Model> PrefixModel(const Model& model, const std::vector<std::pair<TensorId, W2Matrix>>& done, int layer) {
@@ -157,8 +151,8 @@ absl::StatusOr<PackedContents> QuantizeModel(const Model& model, const QuantizeO
   PackedContents out;
   out.config = c;
   const int64_t table = int64_t{c.vocab_size} * c.dim;
-  out.embedding = ToFp16(model.weights.token_embedding, table);
-  if (!c.shared_classifier) out.classifier = ToFp16(model.weights.classifier, table);
+  out.embedding = FloatsToFp16({model.weights.token_embedding, static_cast<std::size_t>(table)});
+  if (!c.shared_classifier) out.classifier = FloatsToFp16({model.weights.classifier, static_cast<std::size_t>(table)});
   for (const LayerWeights& lw : model.weights.layers) {
     out.norms.emplace_back(lw.rms_att, lw.rms_att + c.dim);
     out.norms.emplace_back(lw.rms_ffn, lw.rms_ffn + c.dim);
