@@ -71,11 +71,12 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
 
   ACCLLM_REACTOR_DESTRUCTOR ~GenerateReactor() override {}
 
-  // Starts the call: the prompt is prepared (encoded, checked) on `executor`, then placed.
+  // Starts the call: once gRPC has bound it (see OnSendInitialMetadataDone), the prompt is
+  // prepared (encoded, checked) on `executor`, then placed.
   GenerateReactor(const GenerationService& service, const ServingRuntime& runtime, CallExecutor& executor,
                   ServerMetrics& metrics, spdlog::logger& log, const GenerateRequest& proto, Clock::time_point arrived,
                   Clock::time_point call_deadline, std::shared_ptr<std::atomic<int>> open)
-      : shared_(std::make_shared<Shared>()), open_(std::move(open)) {
+      : shared_(std::make_shared<Shared>()), open_(std::move(open)), executor_(executor) {
     open_->fetch_add(1);
     shared_->reactor = this;
     shared_->return_ids = proto.return_token_ids();
@@ -88,10 +89,20 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
     shared_->cancel = std::make_shared<std::atomic<bool>>(false);
     shared_->arrived = arrived;
     shared_->call_deadline = call_deadline;
-    std::shared_ptr<Shared> shared = shared_;
-    HandedToGrpc(this);  // before the task can run: it may call Finish at once
-    const bool posted = executor.Post([shared, &service, &runtime, proto] { Place(shared, service, runtime, proto); });
-    if (!posted) Refuse(*shared, absl::UnavailableError("the server is shutting down"));
+    place_ = [shared = shared_, &service, &runtime, proto] { Place(shared, service, runtime, proto); };
+    HandedToGrpc(this);
+    StartSendInitialMetadata();
+  }
+
+  // gRPC binds the call to this reactor after Generate returns. A write or Finish from another
+  // thread that came before the bind would be kept and run by gRPC on its own thread, reading the
+  // message the other thread wrote, in an order (an abseil mutex) that ThreadSanitizer cannot see:
+  // Debian's abseil is not built with it. The headers' completion comes after the bind, so no
+  // work starts before it.
+  void OnSendInitialMetadataDone(bool ok) override {
+    CalledBackByGrpc(this);
+    if (!ok) return Refuse(*shared_, absl::CancelledError("the client went away"));
+    if (!executor_.Post(std::move(place_))) Refuse(*shared_, absl::UnavailableError("the server is shutting down"));
   }
 
   // Prepares the request and hands it to the device pool, or ends the call with the reason.
@@ -306,7 +317,9 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
 
   std::shared_ptr<Shared> shared_;
   std::shared_ptr<std::atomic<int>> open_;
-  std::atomic<int> refs_{2};  // one for EndCall, one for OnDone
+  CallExecutor& executor_;
+  std::function<void()> place_;  // posted to executor_ once the call is bound
+  std::atomic<int> refs_{2};     // one for EndCall, one for OnDone
 };
 
 // A stream refused before any work: it ends with the status and no messages.
@@ -323,14 +336,22 @@ class RefusedStream final : public grpc::ServerWriteReactor<GenerateResponse> {
   }
 };
 
-// A unary call answered from the call executor: EndCall from there, deleted by whichever of
-// EndCall and OnDone comes last (see GenerateReactor::EndCall).
+// A unary call answered by `task` on the call executor, posted once gRPC has bound the call (see
+// GenerateReactor::OnSendInitialMetadataDone). Deleted by whichever of EndCall and OnDone comes
+// last (see GenerateReactor::EndCall).
 class ExecutorUnaryReactor final : public grpc::ServerUnaryReactor {
  public:
-  void EndCall(const grpc::Status& status) {
+  ExecutorUnaryReactor(CallExecutor& executor, std::function<grpc::Status()> task)
+      : executor_(executor), task_(std::move(task)) {
     HandedToGrpc(this);
-    Finish(status);
-    Unref();
+    StartSendInitialMetadata();
+  }
+  void OnSendInitialMetadataDone(bool ok) override {
+    CalledBackByGrpc(this);
+    if (!ok) return EndCall(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
+    if (!executor_.Post([this] { EndCall(task_()); })) {
+      EndCall(ToGrpcStatus(absl::UnavailableError("the server is shutting down")));
+    }
   }
   void OnDone() override {
     CalledBackByGrpc(this);
@@ -338,10 +359,18 @@ class ExecutorUnaryReactor final : public grpc::ServerUnaryReactor {
   }
 
  private:
+  void EndCall(const grpc::Status& status) {
+    HandedToGrpc(this);
+    Finish(status);
+    Unref();
+  }
+
   ACCLLM_REACTOR_DESTRUCTOR ~ExecutorUnaryReactor() override {}
   void Unref() {
     if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
   }
+  CallExecutor& executor_;
+  std::function<grpc::Status()> task_;
   std::atomic<int> refs_{2};
 };
 
@@ -511,19 +540,16 @@ grpc::ServerUnaryReactor* GenerationService::Tokenize(grpc::CallbackServerContex
   if (absl::Status s = CheckModel(request->model()); !s.ok()) return Reply(context, s);
   if (absl::Status s = CheckTextLength(**runtime, request->text(), "text"); !s.ok()) return Reply(context, s);
   if (!IsValidUtf8(request->text())) return Reply(context, absl::InvalidArgumentError("the text is not valid UTF-8"));
-  auto* reactor = new ExecutorUnaryReactor();
   const Tokenizer& tokenizer = *(*runtime)->tokenizer;
-  const bool posted = executor_.Post([reactor, &tokenizer, request, response] {
+  return new ExecutorUnaryReactor(executor_, [&tokenizer, request, response] {
     absl::StatusOr<std::vector<int>> ids = tokenizer.Encode(request->text(), request->add_bos());
-    if (!ids.ok()) return reactor->EndCall(ToGrpcStatus(ids.status()));
+    if (!ids.ok()) return ToGrpcStatus(ids.status());
     for (int id : *ids) {
       response->add_ids(id);
       response->add_pieces(tokenizer.TokenBytes(id));
     }
-    reactor->EndCall(grpc::Status::OK);
+    return grpc::Status::OK;
   });
-  if (!posted) reactor->EndCall(ToGrpcStatus(absl::UnavailableError("the server is shutting down")));
-  return reactor;
 }
 
 grpc::ServerUnaryReactor* GenerationService::ModelInfo(grpc::CallbackServerContext* context,
