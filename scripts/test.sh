@@ -46,12 +46,12 @@ echo "== ASan + UBSan build + tests"
 grep -qs "^CMAKE_CXX_COMPILER:.*clang" build-asan/CMakeCache.txt || rm -rf build-asan
 CC=clang CXX=clang++ scripts/build.sh build-asan -DCMAKE_BUILD_TYPE=Debug -DACCLLM_WERROR=ON -DACCLLM_BUILD_TESTS=ON \
   -DACCLLM_BUILD_BENCH=OFF -DWITH_FPGA=ON -DACCLLM_SANITIZE=address,undefined -DACCLLM_FUZZ=ON
-# The quality guard, the real-model logits tests and the unit-cycle check run gutenberg30M (30M
+# The quality guard, the real-model logits tests, the unit-cycle checks and the sequencer's tests run gutenberg30M (30M
 # parameters) through many configurations: minutes under the sanitizers; their code paths run
 # under them in QuantizePipelineTest, ChunkedPerplexityTest, BlockApTest, the kernel tests,
 # FpgaStoriesTest and XrtBackendTest's stories260K tests.
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  ctest --test-dir build-asan --output-on-failure --parallel "$jobs" -E 'QualityGuard|CrossDeviceLogits|RealModelLogits|SimulatedUnitCycles'
+  ctest --test-dir build-asan --output-on-failure --parallel "$jobs" -E 'QualityGuard|CrossDeviceLogits|RealModelLogits|SimulatedUnitCycles|SequencerTest'
 
 echo "== fuzz targets (libFuzzer, ASan+UBSan): a short fixed run of each on its seed corpus"
 FUZZ_BUILD_DIR=build-asan scripts/fuzz.sh 2000

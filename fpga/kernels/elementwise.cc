@@ -2,6 +2,29 @@
 
 #include <cmath>
 
+namespace {
+
+// A8 codes of `size` values whose absolute maximum is `amax`, zero-padded to cols_padded, and the
+// sum of each group's codes: the CPU's A8Batch::Quantize, value for value.
+void QuantizeA8(const float* values, float amax, int size, int cols_padded, int group_size, int8_t* codes,
+                float* act_scale, int32_t* group_sums) {
+  const float inverse = amax > 0.0f ? 127.0f / amax : 0.0f;
+  *act_scale = amax / 127.0f;
+  int32_t sum = 0;
+  for (int j = 0; j < cols_padded; j++) {
+#pragma HLS PIPELINE II = 1
+    const int8_t q = j < size ? static_cast<int8_t>(std::nearbyint(values[j] * inverse)) : int8_t{0};
+    codes[j] = q;
+    sum += q;
+    if ((j + 1) % group_size == 0) {
+      group_sums[j / group_size] = sum;
+      sum = 0;
+    }
+  }
+}
+
+}  // namespace
+
 extern "C" void accllm_rmsnorm_a8(const float* x, const float* weight, int size, float eps, int cols_padded,
                                   int group_size, int8_t* codes, float* act_scale, int32_t* group_sums) {
 #pragma HLS INTERFACE m_axi port = x offset = slave bundle = gmem0
@@ -23,19 +46,25 @@ extern "C" void accllm_rmsnorm_a8(const float* x, const float* weight, int size,
     normalized[j] = weight[j] * (ss * x[j]);
     amax = std::fmax(amax, std::fabs(normalized[j]));
   }
-  const float inverse = amax > 0.0f ? 127.0f / amax : 0.0f;
-  *act_scale = amax / 127.0f;
-  int32_t sum = 0;
-  for (int j = 0; j < cols_padded; j++) {
+  QuantizeA8(normalized, amax, size, cols_padded, group_size, codes, act_scale, group_sums);
+}
+
+extern "C" void accllm_a8(const float* x, int size, int cols_padded, int group_size, int8_t* codes, float* act_scale,
+                          int32_t* group_sums) {
+#pragma HLS INTERFACE m_axi port = x offset = slave bundle = gmem0
+#pragma HLS INTERFACE m_axi port = codes offset = slave bundle = gmem0
+#pragma HLS INTERFACE m_axi port = act_scale offset = slave bundle = gmem0
+#pragma HLS INTERFACE m_axi port = group_sums offset = slave bundle = gmem0
+#pragma HLS INTERFACE s_axilite port = return
+  using accllm::hls::kMaxDim;
+  float staged[kMaxDim];
+  float amax = 0.0f;
+  for (int j = 0; j < size; j++) {
 #pragma HLS PIPELINE II = 1
-    const int8_t q = j < size ? static_cast<int8_t>(std::nearbyint(normalized[j] * inverse)) : int8_t{0};
-    codes[j] = q;
-    sum += q;
-    if ((j + 1) % group_size == 0) {
-      group_sums[j / group_size] = sum;
-      sum = 0;
-    }
+    staged[j] = x[j];
+    amax = std::fmax(amax, std::fabs(staged[j]));
   }
+  QuantizeA8(staged, amax, size, cols_padded, group_size, codes, act_scale, group_sums);
 }
 
 extern "C" void accllm_rope(float* vec, int n, int head_size, int pos, float theta) {

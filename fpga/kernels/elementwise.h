@@ -16,6 +16,9 @@ inline constexpr int kMaxDim = 16384;
 
 extern "C" void accllm_rmsnorm_a8(const float* x, const float* weight, int size, float eps, int cols_padded,
                                   int group_size, int8_t* codes, float* act_scale, int32_t* group_sums);
+// A8 alone (the attention output and the FFN's hidden vector, which no norm precedes).
+extern "C" void accllm_a8(const float* x, int size, int cols_padded, int group_size, int8_t* codes, float* act_scale,
+                          int32_t* group_sums);
 extern "C" void accllm_rope(float* vec, int n, int head_size, int pos, float theta);
 extern "C" void accllm_swiglu(float* gate, const float* up, int size);
 // Rotates `count` vectors of `n` values (n a power of two, at most 256) in place.

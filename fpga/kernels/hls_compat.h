@@ -80,4 +80,26 @@ inline float HalfToFloat(uint16_t h) {
   return f;
 }
 
+// float → fp16 bits, rounded to nearest even (runtime/common/half.h's FloatToFp16, bit for bit).
+inline uint16_t FloatToHalf(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
+  const uint32_t abs = u & 0x7fffffffu;
+  if (abs > 0x7f800000u) return sign | 0x7e00u;   // NaN
+  if (abs >= 0x477ff000u) return sign | 0x7c00u;  // overflows to inf
+  if (abs < 0x38800000u) {                        // subnormal or zero in fp16
+    float magnitude;
+    std::memcpy(&magnitude, &abs, sizeof magnitude);
+    const float scaled = magnitude * 0x1p24f;  // exact: below 1024
+    uint32_t m = static_cast<uint32_t>(scaled);
+    const float rem = scaled - static_cast<float>(m);
+    if (rem > 0.5f || (rem == 0.5f && (m & 1u))) ++m;
+    return sign | static_cast<uint16_t>(m);
+  }
+  uint32_t v = abs - (112u << 23);          // rebias the exponent
+  v += 0xfffu + ((v >> 13) & 1u);           // round to nearest even
+  return sign | static_cast<uint16_t>(v >> 13);
+}
+
 }  // namespace accllm::hls

@@ -4,7 +4,7 @@
 
 #include "fpga/device_limits.h"
 #include "fpga/kernels/kv4_attention.h"
-#include "fpga/sim/sim_kernels.h"
+#include "fpga/sim/sequenced_step.h"
 #include "runtime/common/aligned_buffer.h"
 
 namespace accllm::fpga {
@@ -64,26 +64,19 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeFpgaSimBackend(const BackendOptions
   sim.kv_pages = *kv_pages;
   sim.max_attention_span = kMaxAttentionSpan;
   sim.engine = "cpu";
-  sim.kernels = &FpgaSimKernels();
   sim.label = "fpga-sim";
-  // The KV cache lives in the simulated card's memory, and each layer's attention runs on the
-  // C-simulated attention unit, one call per layer as on a card.
+  // The KV cache lives in the simulated card's memory, and each step runs there whole: one start
+  // of the C-simulated layer sequencer (sequenced_step.h).
   auto memory = std::make_shared<SimKvMemory>();
   sim.kv_allocator = [memory](KvRegion region, int64_t bytes) {
     AlignedBuffer& buffer = memory->regions[static_cast<int>(region)];
     buffer = AlignedBuffer(static_cast<std::size_t>(bytes));
     return buffer.data();
   };
-  sim.attention_offload = [memory](const AttentionBatch& b, float* out) {
-    if (absl::Status fits = FitsAttentionUnit(b); !fits.ok()) return fits;
-    const auto region = [&](KvRegion r) { return memory->regions[static_cast<int>(r)].data(); };
-    accllm_kv4_attention(b.q.data(), b.q_sink.data(), b.item_runs.data(), b.item_sink_runs.data(), b.items,
-                         reinterpret_cast<const uint8_t*>(region(KvRegion::kKeyCodes)),
-                         reinterpret_cast<const hls::Kv4Param*>(region(KvRegion::kKeyParams)),
-                         reinterpret_cast<const uint8_t*>(region(KvRegion::kValueCodes)),
-                         reinterpret_cast<const hls::Kv4Param*>(region(KvRegion::kValueParams)), b.run_start.data(),
-                         b.run_count.data(), b.head_size, out);
-    return absl::OkStatus();
+  auto step = std::make_shared<SimSequencedStep>(model.packed->config, options.max_step_tokens);
+  sim.step_offload = [memory, step](const StepPlan& plan, std::span<float> logits) {
+    if (absl::Status fits = FitsAttentionUnit(*plan.attention); !fits.ok()) return fits;
+    return step->Run(plan, logits);
   };
   absl::StatusOr<std::unique_ptr<Backend>> backend = MakeBackend(sim, model);
   if (!backend.ok() || options.sim_fault_after_steps <= 0) return backend;

@@ -248,15 +248,13 @@ void CpuEngine::PlanPageRuns(int n) {
   });
 }
 
-void CpuEngine::BuildAttentionBatch(int layer, int n) {
+void CpuEngine::BuildAttentionRuns(int layer, int n) {
   const LlamaConfig& c = weights_.config;
   const int hs = c.head_size();
   AttentionBatch& b = attention_;
   b.layer = layer;
   b.head_size = hs;
   b.items = n * c.n_heads;
-  b.q.resize(static_cast<std::size_t>(b.items) * hs);
-  b.q_sink.resize(b.q.size());
   b.item_runs.resize(b.items + 1);
   b.item_sink_runs.resize(b.items);
   b.item_runs[0] = 0;
@@ -274,12 +272,24 @@ void CpuEngine::BuildAttentionBatch(int layer, int n) {
   b.run_count.resize(b.run_start.size());
   PerToken(n, [&](int t) {
     for (int h = 0; h < c.n_heads; ++h) {
-      const int item = t * c.n_heads + h;
-      int32_t r = b.item_runs[item];
+      int32_t r = b.item_runs[t * c.n_heads + h];
       for (const PageRun& run : token_runs_[t]) {
         b.run_start[r] = static_cast<int32_t>(kv_.VectorIndex(layer, run.page, h / c.kv_mul(), run.slot));
         b.run_count[r++] = run.count;
       }
+    }
+  });
+}
+
+void CpuEngine::BuildAttentionQueries(int n) {
+  const LlamaConfig& c = weights_.config;
+  const int hs = c.head_size();
+  AttentionBatch& b = attention_;
+  b.q.resize(static_cast<std::size_t>(b.items) * hs);
+  b.q_sink.resize(b.q.size());
+  PerToken(n, [&](int t) {
+    for (int h = 0; h < c.n_heads; ++h) {
+      const int item = t * c.n_heads + h;
       float* q = &b.q[static_cast<std::size_t>(item) * hs];
       std::memcpy(q, &q_[int64_t{t} * c.dim + h * hs], hs * sizeof(float));
       if (rotate_kv_) Hadamard(q, hs);  // into the cache's basis
@@ -294,7 +304,8 @@ void CpuEngine::BuildAttentionBatch(int layer, int n) {
 }
 
 void CpuEngine::Attention(int layer, int n) {
-  BuildAttentionBatch(layer, n);
+  BuildAttentionRuns(layer, n);
+  BuildAttentionQueries(n);
   if (options_.attention_offload) {
     if (offload_status_.ok()) offload_status_ = options_.attention_offload(attention_, att_.data());
   } else {
@@ -348,12 +359,26 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
   for (const Entry& e : entries) RETURN_IF_ERROR(e.seq->Reserve(static_cast<int>(e.tokens.size())));
 
   stage_clock_ = StageClock(profile_);
-  // Token embeddings, and each token's sequence and position.
+  // Each token's sequence and position, and the page runs its queries read.
   int i = 0;
   for (const Entry& e : entries) {
     for (std::size_t j = 0; j < e.tokens.size(); ++j, ++i) {
       token_seq_[i] = e.seq;
       positions_[i] = e.seq->length() + static_cast<int64_t>(j);
+    }
+  }
+  PlanPageRuns(n);
+  written_pages_.clear();
+  for (int t = 0; t < n; ++t) {
+    const int page = token_seq_[t]->PageOf(positions_[t]);
+    if (std::find(written_pages_.begin(), written_pages_.end(), page) == written_pages_.end()) written_pages_.push_back(page);
+  }
+  if (options_.step_offload) return OffloadStep(entries, n, logits, every_token);
+
+  // Token embeddings.
+  i = 0;
+  for (const Entry& e : entries) {
+    for (std::size_t j = 0; j < e.tokens.size(); ++j, ++i) {
       float* x = x_.data() + int64_t{i} * c.dim;
       const int64_t row = int64_t{e.tokens[j]} * c.dim;
       if (weights_.embedding_f32 != nullptr) {
@@ -363,14 +388,7 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
       }
     }
   }
-
   PerToken(n, [&](int t) { rope_[t].Compute(c.head_size(), static_cast<int>(positions_[t]), c.rope_theta); });
-  PlanPageRuns(n);
-  written_pages_.clear();
-  for (int t = 0; t < n; ++t) {
-    const int page = token_seq_[t]->PageOf(positions_[t]);
-    if (std::find(written_pages_.begin(), written_pages_.end(), page) == written_pages_.end()) written_pages_.push_back(page);
-  }
   stage_clock_.Mark(StepStage::kEmbedding);
 
   const int kv_dim = c.kv_dim();
@@ -470,6 +488,46 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
   if (!offload_status_.ok()) return offload_status_;
   if (profile_ != nullptr) ++profile_->steps;
 
+  for (const Entry& e : entries) {
+    e.seq->Advance(static_cast<int>(e.tokens.size()));
+    e.seq->Evict(e.seq->length());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuEngine::OffloadStep(std::span<const Entry> entries, int n, std::span<float> logits, bool every_token) {
+  const LlamaConfig& c = weights_.config;
+  std::vector<int> tokens;
+  tokens.reserve(n);
+  for (const Entry& e : entries) tokens.insert(tokens.end(), e.tokens.begin(), e.tokens.end());
+  std::vector<int32_t> positions(n), kv_vectors(n), sink_positions(n), logit_tokens;
+  for (int t = 0; t < n; ++t) {
+    positions[t] = static_cast<int32_t>(positions_[t]);
+    const int page = token_seq_[t]->PageOf(positions_[t]);
+    kv_vectors[t] = static_cast<int32_t>(kv_.VectorIndex(0, page, 0, static_cast<int>(positions_[t] % options_.page_tokens)));
+    sink_positions[t] =
+        token_sink_runs_[t] > 0 ? static_cast<int32_t>(options_.lambda.SinkQueryPosition(positions_[t])) : -1;
+  }
+  if (every_token) {
+    for (int t = 0; t < n; ++t) logit_tokens.push_back(t);
+  } else {
+    int last = -1;
+    for (const Entry& e : entries) logit_tokens.push_back(last += static_cast<int>(e.tokens.size()));
+  }
+  BuildAttentionRuns(0, n);
+  StepPlan plan;
+  plan.weights = &weights_;
+  plan.kv = &kv_;
+  plan.rotate_kv = rotate_kv_;
+  plan.tokens = tokens;
+  plan.positions = positions;
+  plan.kv_vectors = kv_vectors;
+  plan.sink_positions = sink_positions;
+  plan.attention = &attention_;
+  plan.layer_vectors = kv_.VectorIndex(1, 0, 0, 0);
+  plan.logit_tokens = logit_tokens;
+  RETURN_IF_ERROR(options_.step_offload(plan, logits.first(logit_tokens.size() * static_cast<std::size_t>(c.vocab_size))));
+  if (profile_ != nullptr) ++profile_->steps;
   for (const Entry& e : entries) {
     e.seq->Advance(static_cast<int>(e.tokens.size()));
     e.seq->Evict(e.seq->length());

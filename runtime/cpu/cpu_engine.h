@@ -22,6 +22,7 @@
 #include "runtime/engine/backend.h"
 #include "runtime/engine/engine_weights.h"
 #include "runtime/kv/attention_batch.h"
+#include "runtime/cpu/step_plan.h"
 #include "runtime/kv/kv_storage.h"
 #include "runtime/reference/forward.h"
 
@@ -73,6 +74,10 @@ struct CpuEngineOptions {
   std::function<void(const float* w, int rows, int cols, const float* x, int tokens, int64_t ldx, float* y, int64_t ldy)>
       f32_gemm;
   int f32_gemm_min_tokens = 32;
+  // When set, every step runs here whole (a device with a layer sequencer), after the engine has
+  // checked it, reserved its pages and planned its attention; it writes the logits the step
+  // returns. The KV cache must be the device's (kv_allocator). An error fails the step.
+  std::function<absl::Status(const StepPlan&, std::span<float> logits)> step_offload;
 };
 
 class CpuEngine final : public Backend {
@@ -141,7 +146,11 @@ class CpuEngine final : public Backend {
   // The page runs each token sees (the same in every layer), once per step.
   void PlanPageRuns(int n);
   void Attention(int layer, int n);
-  void BuildAttentionBatch(int layer, int n);
+  // The attention batch's runs for `layer` (the same page runs in every layer), then its queries.
+  void BuildAttentionRuns(int layer, int n);
+  void BuildAttentionQueries(int n);
+  // The step on step_offload: the plan from the tokens' positions and page runs.
+  absl::Status OffloadStep(std::span<const Entry> entries, int n, std::span<float> logits, bool every_token);
   // After a layer's attention: the KIVI round trip of every group the step completed.
   void RoundTripCompletedKiviGroups(int layer, int n);
   // fn(t) for every token t < n, spread over the thread pool.

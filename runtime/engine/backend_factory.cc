@@ -64,6 +64,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const BackendOptions& flags
   options.kv_allocator = flags.kv_allocator;
   options.attention_offload = flags.attention_offload;
   options.max_attention_span = flags.max_attention_span;
+  options.step_offload = flags.step_offload;
   if (flags.w2_as_f32 && !model.packed) return absl::InvalidArgumentError("--w2-as-f32 needs a packed model");
   EngineWeights weights = model.packed ? model.packed->ToEngineWeights() : EngineWeightsFromModel(*model.fp32);
   if (flags.w2_as_f32) weights = DequantizeW2Layers(std::move(weights));

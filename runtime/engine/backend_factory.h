@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "runtime/cpu/step_plan.h"
 #include "runtime/engine/backend.h"
 #include "runtime/kv/attention_batch.h"
 #include "runtime/kv/kv_storage.h"
@@ -47,6 +48,8 @@ struct BackendOptions {
   KvAllocator kv_allocator;
   std::function<absl::Status(const AttentionBatch&, float*)> attention_offload;
   int max_attention_span = 0;           // with attention_offload: most tokens one query may see
+  // cpu engine: run each whole step on a device (see CpuEngineOptions::step_offload).
+  std::function<absl::Status(const StepPlan&, std::span<float>)> step_offload;
   std::string xclbin;                   // fpga devices: the accelerator image
   int device_index = 0;                 // fpga devices: which card
   int sim_fault_after_steps = 0;        // fpga-sim: fail like a faulted card after this many steps (0: never)

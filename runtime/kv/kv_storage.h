@@ -62,12 +62,12 @@ class KvStorage {
   KvPrecision precision() const { return precision_; }
   int pages() const { return pages_; }
   int page_tokens() const { return page_tokens_; }
+  int64_t vector_bytes(KvRegion r) const;  // one vector's share of a region
   int64_t region_bytes(KvRegion r) const { return vectors_ * vector_bytes(r); }
   int64_t total_bytes() const;
   bool ok() const { return ok_; }
 
  private:
-  int64_t vector_bytes(KvRegion r) const;
 
   KvPrecision precision_;
   int kv_heads_, head_size_;

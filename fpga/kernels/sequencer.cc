@@ -1,0 +1,260 @@
+#include "fpga/kernels/sequencer.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+
+#include "fpga/kernels/elementwise.h"
+#include "fpga/kernels/hls_compat.h"
+#include "fpga/kernels/kv4_attention.h"
+#include "fpga/kernels/w2a8_engine.h"
+#include "runtime/common/lane_sum.h"
+
+namespace accllm::hls {
+namespace {
+
+#ifndef ACCLLM_VITIS_HLS
+std::atomic<int64_t> sequencer_starts{0};
+#endif
+
+// A buffer named by its device address (see sequencer.h).
+template <typename T>
+T* At(uint64_t address) {
+  return reinterpret_cast<T*>(static_cast<uintptr_t>(address));
+}
+
+constexpr int kRowTile = 16;  // rows per W2/W8 row tile (runtime/quant/w2.h kW2RowTile)
+
+void Embed(const StepDescriptor& d) {
+  const int dim = d.n[0];
+  const uint16_t* table = At<const uint16_t>(d.p[0]);
+  const int32_t* tokens = At<const int32_t>(d.p[1]);
+  float* x = At<float>(d.p[2]);
+  for (int t = 0; t < d.tokens; ++t) {
+    const uint16_t* row = table + static_cast<int64_t>(tokens[t]) * dim;
+    for (int j = 0; j < dim; ++j) x[static_cast<int64_t>(t) * dim + j] = HalfToFloat(row[j]);
+  }
+}
+
+// RMSNorm into floats, as runtime/common/nn_ops.h computes it (the fp16 classifier's input).
+void RmsNormFloats(const float* x, const float* weight, int size, float eps, float* out) {
+  float ss = 0.0f;
+  for (int j = 0; j < size; j++) ss += x[j] * x[j];
+  ss /= size;
+  ss += eps;
+  ss = 1.0f / std::sqrt(ss);
+  for (int j = 0; j < size; j++) out[j] = weight[j] * (ss * x[j]);
+}
+
+void ResidualNormA8(const StepDescriptor& d) {
+  const int dim = d.n[0], cols_padded = d.n[1], group_size = d.n[2];
+  const int groups = group_size > 0 ? cols_padded / group_size : 0;
+  for (int t = 0; t < d.tokens; ++t) {
+    float* x = At<float>(d.p[0]) + static_cast<int64_t>(t) * dim;
+    if (d.p[1] != 0) {
+      const float* y = At<const float>(d.p[1]) + static_cast<int64_t>(t) * dim;
+      for (int j = 0; j < dim; ++j) x[j] += y[j];
+    }
+    const float* weight = At<const float>(d.p[2]);
+    if (d.p[6] != 0) {
+      RmsNormFloats(x, weight, dim, d.f, At<float>(d.p[6]) + static_cast<int64_t>(t) * dim);
+    } else {
+      accllm_rmsnorm_a8(x, weight, dim, d.f, cols_padded, group_size, At<int8_t>(d.p[3]) + static_cast<int64_t>(t) * cols_padded,
+                        At<float>(d.p[5]) + t, At<int32_t>(d.p[4]) + static_cast<int64_t>(t) * groups);
+    }
+  }
+}
+
+void A8(const StepDescriptor& d) {
+  const int width = d.n[0], cols_padded = d.n[1], group_size = d.n[2], groups = cols_padded / group_size;
+  for (int t = 0; t < d.tokens; ++t) {
+    accllm_a8(At<const float>(d.p[0]) + static_cast<int64_t>(t) * width, width, cols_padded, group_size,
+              At<int8_t>(d.p[1]) + static_cast<int64_t>(t) * cols_padded, At<float>(d.p[3]) + t,
+              At<int32_t>(d.p[2]) + static_cast<int64_t>(t) * groups);
+  }
+}
+
+// Every compute unit runs its stripe of the layer's row tiles (fpga/host/stripe_plan.h), in calls
+// of at most kW2A8TokenLanes tokens.
+void W2A8(const StepDescriptor& d) {
+  const int rows = d.n[0], cols_padded = d.n[1], group_size = d.n[2], sparse24 = d.n[3], ldy = d.n[4];
+  const int tiles = (rows + kRowTile - 1) / kRowTile;
+  const int units = std::max(1, std::min(d.n[5], tiles));
+  const int groups = cols_padded / group_size;
+  for (int u = 0; u < units; ++u) {
+    const int tile_begin = static_cast<int>(static_cast<int64_t>(tiles) * u / units);
+    const int tile_end = static_cast<int>(static_cast<int64_t>(tiles) * (u + 1) / units);
+    for (int t0 = 0; t0 < d.tokens; t0 += kW2A8TokenLanes) {
+      const int n = std::min(kW2A8TokenLanes, d.tokens - t0);
+      accllm_w2a8(At<const Beat>(d.p[0]), At<const Beat>(d.p[1]), At<const uint16_t>(d.p[2]), At<const uint8_t>(d.p[3]),
+                  At<const int8_t>(d.p[4]) + static_cast<int64_t>(t0) * cols_padded,
+                  At<const int32_t>(d.p[5]) + static_cast<int64_t>(t0) * groups, At<const float>(d.p[6]) + t0,
+                  At<float>(d.p[7]) + static_cast<int64_t>(t0) * ldy, rows, cols_padded, group_size, sparse24, n, ldy,
+                  tile_begin, tile_end);
+    }
+  }
+}
+
+// W8 codes are tiled as the CPU keeps them (runtime/quant/w8.h W8CodeIndex): sub-blocks of 16
+// rows x 4 columns; one float scale per row and group, [row tile][group][16].
+void W8A8(const StepDescriptor& d) {
+  const int rows = d.n[0], cols_padded = d.n[1], group_size = d.n[2], ldy = d.n[3];
+  const int groups = cols_padded / group_size;
+  const int8_t* codes = At<const int8_t>(d.p[0]);
+  const float* scales = At<const float>(d.p[1]);
+  for (int row = 0; row < rows; ++row) {
+    for (int t = 0; t < d.tokens; ++t) {
+      const int8_t* a = At<const int8_t>(d.p[2]) + static_cast<int64_t>(t) * cols_padded;
+      float acc = 0.0f;
+      for (int g = 0; g < groups; ++g) {
+        int32_t dot = 0;
+        for (int c = g * group_size; c < (g + 1) * group_size; ++c) {
+          const int64_t sub_block = static_cast<int64_t>(row / kRowTile) * (cols_padded / 4) + c / 4;
+          dot += int32_t{codes[sub_block * 64 + (row % kRowTile) * 4 + c % 4]} * a[c];
+        }
+        const int64_t param = (static_cast<int64_t>(row / kRowTile) * groups + g) * kRowTile + row % kRowTile;
+        acc = std::fma(scales[param], static_cast<float>(dot), acc);
+      }
+      At<float>(d.p[4])[static_cast<int64_t>(t) * ldy + row] = acc * At<const float>(d.p[3])[t];
+    }
+  }
+}
+
+void F16(const StepDescriptor& d) {
+  const int rows = d.n[0], cols = d.n[1], ldy = d.n[2];
+  for (int r = 0; r < rows; ++r) {
+    const uint16_t* row = At<const uint16_t>(d.p[0]) + static_cast<int64_t>(r) * cols;
+    for (int t = 0; t < d.tokens; ++t) {
+      const float* x = At<const float>(d.p[1]) + static_cast<int64_t>(t) * cols;
+      At<float>(d.p[2])[static_cast<int64_t>(t) * ldy + r] =
+          LaneDot([&](int j) { return HalfToFloat(row[j]); }, [&](int j) { return x[j]; }, cols);
+    }
+  }
+}
+
+// One vector into the KV4 cache: 4-bit codes (low nibble first) with an fp16 scale and minimum,
+// as runtime/kv/kv_storage.h's QuantizeKv4.
+void Kv4Write(const float* x, int head_size, uint8_t* codes, Kv4Param* param) {
+  float lo = x[0], hi = x[0];
+  for (int i = 1; i < head_size; ++i) {
+    lo = std::min(lo, x[i]);
+    hi = std::max(hi, x[i]);
+  }
+  const uint16_t min16 = FloatToHalf(lo);
+  const float min = HalfToFloat(min16);
+  const uint16_t scale16 = FloatToHalf((hi - min) / 15.0f);
+  const float scale = HalfToFloat(scale16);
+  const float inverse = scale > 0.0f ? 1.0f / scale : 0.0f;
+  for (int i = 0; i < head_size; i += 2) {
+    uint8_t pair = 0;
+    for (int j = 0; j < 2; ++j) {
+      const float q = std::clamp(std::nearbyint((x[i + j] - min) * inverse), 0.0f, 15.0f);
+      pair |= static_cast<uint8_t>(q) << (4 * j);
+    }
+    codes[i / 2] = pair;
+  }
+  *param = {scale16, min16};
+}
+
+void RopeKvWrite(const StepDescriptor& d) {
+  const int dim = d.n[0], kv_heads = d.n[1], hs = d.n[2], kv_mul = d.n[3], rotate = d.n[4], page_tokens = d.n[5];
+  const int kv_dim = kv_heads * hs, q_width = kv_mul * hs;
+  const int32_t* positions = At<const int32_t>(d.p[4]);
+  const int32_t* vectors = At<const int32_t>(d.p[5]);
+  for (int t = 0; t < d.tokens; ++t) {
+    for (int h = 0; h < kv_heads; ++h) {
+      float* q = At<float>(d.p[0]) + static_cast<int64_t>(t) * dim + static_cast<int64_t>(h) * q_width;
+      std::memcpy(At<float>(d.p[1]) + static_cast<int64_t>(t) * dim + static_cast<int64_t>(h) * q_width, q,
+                  sizeof(float) * q_width);
+      accllm_rope(q, q_width, hs, positions[t], d.f);
+      float* k = At<float>(d.p[2]) + static_cast<int64_t>(t) * kv_dim + static_cast<int64_t>(h) * hs;
+      float* v = At<float>(d.p[3]) + static_cast<int64_t>(t) * kv_dim + static_cast<int64_t>(h) * hs;
+      accllm_rope(k, hs, hs, positions[t], d.f);
+      if (rotate) {
+        accllm_hadamard(k, hs, 1);
+        accllm_hadamard(v, hs, 1);
+      }
+      const int64_t vector = vectors[t] + static_cast<int64_t>(h) * page_tokens;
+      Kv4Write(k, hs, At<uint8_t>(d.p[6]) + vector * (hs / 2), At<Kv4Param>(d.p[7]) + vector);
+      Kv4Write(v, hs, At<uint8_t>(d.p[8]) + vector * (hs / 2), At<Kv4Param>(d.p[9]) + vector);
+    }
+  }
+}
+
+void Attention(const StepDescriptor& d) {
+  const int heads = d.n[0], hs = d.n[1], rotate = d.n[2];
+  const int dim = heads * hs, items = d.tokens * heads;
+  const float* q = At<const float>(d.p[0]);
+  const float* q_raw = At<const float>(d.p[1]);
+  const int32_t* sink_positions = At<const int32_t>(d.p[2]);
+  float* queries = At<float>(d.p[11]);
+  float* sink_queries = At<float>(d.p[12]);
+  float* out = At<float>(d.p[13]);
+  std::memcpy(queries, q, sizeof(float) * d.tokens * dim);  // item t * heads + h is q's head h of token t
+  if (rotate) accllm_hadamard(queries, hs, items);
+  for (int t = 0; t < d.tokens; ++t) {
+    if (sink_positions[t] < 0) continue;
+    float* sink = sink_queries + static_cast<int64_t>(t) * dim;
+    std::memcpy(sink, q_raw + static_cast<int64_t>(t) * dim, sizeof(float) * dim);
+    for (int h = 0; h < heads; ++h) accllm_rope(sink + h * hs, hs, hs, sink_positions[t], d.f);
+    if (rotate) accllm_hadamard(sink, hs, heads);
+  }
+  accllm_kv4_attention(queries, sink_queries, At<const int32_t>(d.p[3]), At<const int32_t>(d.p[4]), items,
+                       At<const uint8_t>(d.p[7]), At<const Kv4Param>(d.p[8]), At<const uint8_t>(d.p[9]),
+                       At<const Kv4Param>(d.p[10]), At<const int32_t>(d.p[5]), At<const int32_t>(d.p[6]), hs, out);
+  if (rotate) accllm_hadamard(out, hs, items);  // back from the cache's basis
+}
+
+void SwiGlu(const StepDescriptor& d) {
+  const int hidden = d.n[0], segment = d.n[1], block = d.n[2];
+  for (int t = 0; t < d.tokens; ++t) {
+    for (int first = 0; first < hidden; first += segment) {
+      const int size = std::min(segment, hidden - first);
+      float* h = At<float>(d.p[0]) + static_cast<int64_t>(t) * hidden + first;
+      accllm_swiglu(h, At<const float>(d.p[1]) + static_cast<int64_t>(t) * hidden + first, size);
+      if (block > 0) accllm_hadamard(h, size, 1);
+    }
+  }
+}
+
+void GatherRows(const StepDescriptor& d) {
+  const int width = d.n[0];
+  float* x = At<float>(d.p[0]);
+  const int32_t* rows = At<const int32_t>(d.p[1]);
+  for (int r = 0; r < d.tokens; ++r) {
+    if (rows[r] != r) std::memcpy(x + static_cast<int64_t>(r) * width, x + static_cast<int64_t>(rows[r]) * width, sizeof(float) * width);
+  }
+}
+
+}  // namespace
+
+#ifndef ACCLLM_VITIS_HLS
+int64_t SequencerStarts() { return sequencer_starts.load(); }
+#endif
+
+}  // namespace accllm::hls
+
+extern "C" void accllm_sequencer(const accllm::hls::StepDescriptor* program, int count) {
+#pragma HLS INTERFACE m_axi port = program offset = slave bundle = gmem0
+#pragma HLS INTERFACE s_axilite port = return
+  using accllm::hls::StepOp;
+#ifndef ACCLLM_VITIS_HLS
+  accllm::hls::sequencer_starts.fetch_add(1);
+#endif
+  for (int i = 0; i < count; ++i) {
+    const accllm::hls::StepDescriptor& d = program[i];
+    switch (d.op) {
+      case StepOp::kEmbed: accllm::hls::Embed(d); break;
+      case StepOp::kResidualNormA8: accllm::hls::ResidualNormA8(d); break;
+      case StepOp::kA8: accllm::hls::A8(d); break;
+      case StepOp::kW2A8: accllm::hls::W2A8(d); break;
+      case StepOp::kW8A8: accllm::hls::W8A8(d); break;
+      case StepOp::kF16: accllm::hls::F16(d); break;
+      case StepOp::kRopeKvWrite: accllm::hls::RopeKvWrite(d); break;
+      case StepOp::kAttention: accllm::hls::Attention(d); break;
+      case StepOp::kSwiGlu: accllm::hls::SwiGlu(d); break;
+      case StepOp::kGatherRows: accllm::hls::GatherRows(d); break;
+    }
+  }
+}

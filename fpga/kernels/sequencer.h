@@ -1,0 +1,70 @@
+// The layer sequencer: one kernel start runs a whole step. The host writes the step's descriptor
+// list (fpga/host/step_program.h builds it) and starts the sequencer once; the sequencer walks the
+// list and runs each descriptor on its unit (the W2A8 engine over every compute unit's stripe,
+// the attention unit, the element-wise units), so the logits are the only read-back. A descriptor
+// names its buffers by device address: on a card the 64-bit address XRT gives each buffer object,
+// reached through the HBM switch; in C simulation the host address of the buffer.
+//
+// Fields by op (n: integers, p: addresses; `tokens` rows, row-major [token][width]):
+//   kEmbed            n = {dim};  p = {fp16 table, int32 token ids, x}
+//   kResidualNormA8   x += y when p[1] != 0, then RMSNorm(x) * weight as A8 codes (or, when p[6]
+//                     != 0, as floats there); n = {dim, cols_padded, group_size}, f = eps;
+//                     p = {x, y, weight, codes, group sums, scales, floats}
+//   kA8               n = {width, cols_padded, group_size};  p = {x, codes, group sums, scales}
+//   kW2A8             y[t * ldy + r] = W x_t, the rows split over the compute units' stripes;
+//                     n = {rows, cols_padded, group_size, sparse24, ldy, units};
+//                     p = {codes, 2:4 index, scales, zeros, codes, group sums, scales, y}
+//   kW8A8             the classifier in 8 bits; n = {rows, cols_padded, group_size, ldy};
+//                     p = {codes, scales, A8 codes, A8 scales, y}
+//   kF16              the classifier in fp16; n = {rows, cols, ldy};  p = {weights, x, y}
+//   kRopeKvWrite      per (token, KV head): q saved unrotated, RoPE on q and k, the Hadamard
+//                     rotation (n[5]), k and v quantized into the KV4 cache;
+//                     n = {dim, n_kv_heads, head_size, kv_mul, rotate, page_tokens}, f = theta;
+//                     p = {q, q_raw, k, v, int32 positions, int32 KV vectors, key codes, key
+//                     params, value codes, value params} (the cache addresses of this layer)
+//   kAttention        per (token, head): the query (and, for sink runs, the query at its capped
+//                     position) into the cache's basis, Λ attention, the output back;
+//                     n = {n_heads, head_size, rotate, runs};  f = theta;
+//                     p = {q, q_raw, int32 sink positions (-1: none), item runs, item sink runs,
+//                     run starts, run counts, key codes, key params, value codes, value params,
+//                     query scratch, sink query scratch, out}
+//   kSwiGlu           h = silu(h) * h2 per token, then a block Hadamard (n[2] > 0);
+//                     n = {hidden, segment, hadamard block};  p = {h, h2}
+//   kGatherRows       row r = row rows[r] for r < tokens (rows[r] <= r, in order);
+//                     n = {width};  p = {x, int32 rows}
+#pragma once
+
+#include <cstdint>
+
+namespace accllm::hls {
+
+enum class StepOp : int32_t {
+  kEmbed,
+  kResidualNormA8,
+  kA8,
+  kW2A8,
+  kW8A8,
+  kF16,
+  kRopeKvWrite,
+  kAttention,
+  kSwiGlu,
+  kGatherRows,
+};
+
+struct StepDescriptor {
+  StepOp op = StepOp::kEmbed;
+  int32_t tokens = 0;
+  int32_t n[6] = {};
+  float f = 0.0f;
+  uint64_t p[14] = {};
+};
+
+#ifndef ACCLLM_VITIS_HLS
+// Sequencer starts in C simulation since the process began, all threads together.
+int64_t SequencerStarts();
+#endif
+
+}  // namespace accllm::hls
+
+// The sequencer's top function: runs `count` descriptors in order.
+extern "C" void accllm_sequencer(const accllm::hls::StepDescriptor* program, int count);

@@ -1,0 +1,37 @@
+// fpga-sim's steps on the C-simulated card: the engine plans each step (block tables, Λ runs),
+// this writes the plan's tables into the card's memory, builds the step's descriptor list
+// (fpga/step_program.h) and starts the C-simulated sequencer once; the logits are the only
+// read-back. In C simulation a device address is a host address, so the weights are used where
+// the model keeps them.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "runtime/cpu/step_plan.h"
+#include "runtime/model/llama_config.h"
+
+namespace accllm::fpga {
+
+class SimSequencedStep {
+ public:
+  // Scratch for steps of up to max_step_tokens tokens of a model of this shape; the KV cache is
+  // the engine's (its memory the simulated card's).
+  SimSequencedStep(const LlamaConfig& config, int max_step_tokens);
+
+  absl::Status Run(const StepPlan& plan, std::span<float> logits);
+
+ private:
+  LlamaConfig config_;
+  // The card's activation buffers, [token][width].
+  std::vector<float> x_, y_, q_, q_raw_, k_, v_, att_, h_, h2_, queries_, sink_queries_, normalized_, logits_;
+  std::vector<int8_t> a8_codes_;
+  std::vector<int32_t> a8_group_sums_;
+  std::vector<float> a8_scales_;
+  // The step's tables.
+  std::vector<int32_t> tokens_, logit_rows_;
+};
+
+}  // namespace accllm::fpga
