@@ -13,7 +13,8 @@
 //   * element-wise units (RMSNorm+A8, RoPE, SwiGLU, softmax): `elementwise_lanes` per cycle
 //     (modelled: the host runs them between layers today).
 //   * host control: as built, the host starts every unit of every layer and waits (`launch_us`
-//     per layer-wide start, assumed); with the layer sequencer (not built), one start per step.
+//     per layer-wide start, assumed); with the layer sequencer (fpga/kernels/sequencer.h, run by
+//     fpga-sim; not yet by the XRT driver), one start per step.
 // Power = static + HBM energy per bit moved + MAC energy + clocked logic, all assumed constants
 // (docs/FPGA.md).
 #pragma once
@@ -46,7 +47,7 @@ struct AcceleratorDesign {
   int attention_lanes = 128;   // fp32 multiply-adds unrolled per unit (DSP count): a head vector
   int elementwise_lanes = 64;
   int dsp_per_fp32_lane = 5;   // fp32 multiply (3) + add (2)
-  bool sequencer = false;          // one start per step (not built) instead of the host's per-layer starts
+  bool sequencer = false;          // one start per step (the layer sequencer) instead of the host's per-layer starts
   double launch_us = 15;           // host: start a layer's units, wait, sync (assumed)
   double step_overhead_us = 10;    // sequencer: one start and the logits read back (assumed)
   double mac_pj = 0.5;             // int2 x int8 MAC with its local data movement (assumed)

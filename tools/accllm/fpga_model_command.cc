@@ -102,10 +102,10 @@ int Run(const FpgaModelFlags& f) {
   work.cards = 1;
   work.batch = 1;
   // Decode tokens/s over contexts and batches, as the host drives the card today and with the
-  // layer sequencer (one start per step; not built).
+  // layer sequencer (one start per step; run by fpga-sim in C simulation, not yet by the XRT driver).
   absl::StatusOr<std::vector<int>> contexts = ParseList(f.contexts, "context");
   if (!contexts.ok()) return ReportError(contexts.status());
-  std::printf("\nDecode tokens/s on one card%s, host-driven (as built) / with the layer sequencer (not built):\n\n| context |",
+  std::printf("\nDecode tokens/s on one card%s, XRT driver as built (host-driven) / with the layer sequencer (fpga-sim's step; C simulation):\n\n| context |",
               f.window > 0 ? (" (Λ: " + std::to_string(f.sinks) + " sinks, window " + std::to_string(f.window) + ")").c_str() : "");
   for (int b : *batches) std::printf(" batch %d |", b);
   std::printf("\n|---:|");
@@ -152,7 +152,7 @@ void AddFpgaModelCommand(CLI::App& app, int* exit_code) {
       ->check(CLI::Range(1, 32))->capture_default_str();
   cmd->add_option("--token-lanes", flags->design.token_lanes, "Tokens each weight beat is applied to per cycle")
       ->check(CLI::Range(1, 64))->capture_default_str();
-  cmd->add_flag("--sequencer", flags->design.sequencer, "Model the layer sequencer (one start per step; not built)");
+  cmd->add_flag("--sequencer", flags->design.sequencer, "Model the layer sequencer (one start per step, as fpga-sim runs it; the XRT driver is host-driven)");
   cmd->callback([flags, exit_code] { *exit_code = Run(*flags); });
 }
 
