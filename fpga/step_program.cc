@@ -16,8 +16,8 @@ constexpr int kSwiGluSegment = 512;    // as the CPU engine cuts a token's hidde
 
 class ProgramBuilder {
  public:
-  ProgramBuilder(const StepPlan& plan, const StepBuffers& b, const WeightAddress& weight_address, int units)
-      : plan_(plan), w_(*plan.weights), c_(w_.config), b_(b), address_(weight_address), units_(units),
+  ProgramBuilder(const StepPlan& plan, const StepBuffers& b, const WeightAddresses& addresses, int units)
+      : plan_(plan), w_(*plan.weights), c_(w_.config), b_(b), address_(addresses.of), stripe_table_(addresses.stripe_table), units_(units),
         n_(static_cast<int>(plan.tokens.size())) {}
 
   absl::StatusOr<std::vector<StepDescriptor>> Build() {
@@ -185,14 +185,11 @@ class ProgramBuilder {
     d.n[3] = w.shape.sparse24 ? 1 : 0;
     d.n[4] = o.ldy;
     d.n[5] = units_;
-    d.p[0] = address_(w.codes);
-    d.p[1] = w.sparse_index != nullptr ? address_(w.sparse_index) : 0;
-    d.p[2] = address_(w.scales);
-    d.p[3] = address_(w.zeros);
-    d.p[4] = b_.a8_codes;
-    d.p[5] = b_.a8_group_sums;
-    d.p[6] = b_.a8_scales;
-    d.p[7] = o.y;
+    d.p[0] = stripe_table_(w);
+    d.p[1] = b_.a8_codes;
+    d.p[2] = b_.a8_group_sums;
+    d.p[3] = b_.a8_scales;
+    d.p[4] = o.y;
     program_.push_back(d);
   }
 
@@ -242,7 +239,8 @@ class ProgramBuilder {
   const EngineWeights& w_;
   const LlamaConfig& c_;
   const StepBuffers& b_;
-  const WeightAddress& address_;
+  const std::function<uint64_t(const void*)>& address_;
+  const std::function<uint64_t(const W2View&)>& stripe_table_;
   const int units_;
   const int n_;
   std::vector<StepDescriptor> program_;
@@ -251,8 +249,8 @@ class ProgramBuilder {
 }  // namespace
 
 absl::StatusOr<std::vector<hls::StepDescriptor>> BuildStepProgram(const StepPlan& plan, const StepBuffers& buffers,
-                                                                  const WeightAddress& weight_address, int w2a8_units) {
-  return ProgramBuilder(plan, buffers, weight_address, w2a8_units).Build();
+                                                                  const WeightAddresses& weights, int w2a8_units) {
+  return ProgramBuilder(plan, buffers, weights, w2a8_units).Build();
 }
 
 }  // namespace accllm::fpga

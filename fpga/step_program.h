@@ -29,12 +29,17 @@ struct StepBuffers {
   uint64_t kv[4] = {};  // by KvRegion: the cache's base
 };
 
-// The device address of a host-side weight buffer (its copy on the card).
-using WeightAddress = std::function<uint64_t(const void* host)>;
+// Where the weights are on the device: the address of a host-side buffer's copy (norm weights,
+// the embedding, the classifier), and of a W2 layer's stripe table (see sequencer.h, kW2A8) for
+// `units` compute units.
+struct WeightAddresses {
+  std::function<uint64_t(const void* host)> of;
+  std::function<uint64_t(const W2View& layer)> stripe_table;
+};
 
 // INVALID_ARGUMENT for what the sequencer's units cannot run: linear layers that are not W2, an
 // fp32 embedding or classifier, an FFN Hadamard block wider than the Hadamard unit.
 absl::StatusOr<std::vector<hls::StepDescriptor>> BuildStepProgram(const StepPlan& plan, const StepBuffers& buffers,
-                                                                  const WeightAddress& weight_address, int w2a8_units);
+                                                                  const WeightAddresses& weights, int w2a8_units);
 
 }  // namespace accllm::fpga

@@ -140,7 +140,8 @@ TEST(SequencerTest, WhatTheUnitsCannotRunIsRefused) {
   plan.weights = &weights;
   plan.attention = &runs;
   const auto build = [&] {
-    return fpga::BuildStepProgram(plan, {}, [](const void*) { return uint64_t{0}; }, 24).status();
+    const fpga::WeightAddresses nowhere{[](const void*) { return uint64_t{0}; }, [](const W2View&) { return uint64_t{0}; }};
+    return fpga::BuildStepProgram(plan, {}, nowhere, 24).status();
   };
   weights.config.ffn_hadamard_block = 512;
   EXPECT_THAT(std::string(build().message()), ::testing::HasSubstr("wider than the Hadamard unit"));

@@ -11,9 +11,12 @@
 //                     != 0, as floats there); n = {dim, cols_padded, group_size}, f = eps;
 //                     p = {x, y, weight, codes, group sums, scales, floats}
 //   kA8               n = {width, cols_padded, group_size};  p = {x, codes, group sums, scales}
-//   kW2A8             y[t * ldy + r] = W x_t, the rows split over the compute units' stripes;
+//   kW2A8             y[t * ldy + r] = W x_t on every compute unit, each over its stripe of the
+//                     layer's row tiles (fpga/host/stripe_plan.h) in its own HBM channel;
 //                     n = {rows, cols_padded, group_size, sparse24, ldy, units};
-//                     p = {codes, 2:4 index, scales, zeros, codes, group sums, scales, y}
+//                     p = {stripe table, A8 codes, group sums, scales, y}; the stripe table holds
+//                     per unit the addresses of its stripe's codes, 2:4 index (0: dense), scales
+//                     and zeros, each starting at the stripe's first tile
 //   kW8A8             the classifier in 8 bits; n = {rows, cols_padded, group_size, ldy};
 //                     p = {codes, scales, A8 codes, A8 scales, y}
 //   kF16              the classifier in fp16; n = {rows, cols, ldy};  p = {weights, x, y}

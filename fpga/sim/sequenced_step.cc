@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "fpga/host/stripe_plan.h"
 #include "fpga/kernels/sequencer.h"
 #include "fpga/step_program.h"
 #include "runtime/common/status_macros.h"
@@ -39,6 +40,19 @@ SimSequencedStep::SimSequencedStep(const LlamaConfig& c, int max_step_tokens) : 
   a8_scales_.resize(n);
 }
 
+uint64_t SimSequencedStep::StripeTable(const W2View& w) {
+  std::vector<uint64_t>& table = stripe_tables_[w.codes];
+  if (table.empty()) {
+    for (const Stripe& s : PlanStripes(w.shape, kW2A8Units)) {
+      table.push_back(Address(w.codes + s.code_offset));
+      table.push_back(w.sparse_index != nullptr ? Address(w.sparse_index + s.code_offset) : 0);
+      table.push_back(Address(w.scales + s.param_offset));
+      table.push_back(Address(w.zeros + s.param_offset));
+    }
+  }
+  return Address(table.data());
+}
+
 absl::Status SimSequencedStep::Run(const StepPlan& plan, std::span<float> logits) {
   const int n = static_cast<int>(plan.tokens.size());
   if (static_cast<std::size_t>(n) * config_.dim > x_.size()) return absl::InvalidArgumentError("the step has too many tokens");
@@ -73,7 +87,10 @@ absl::Status SimSequencedStep::Run(const StepPlan& plan, std::span<float> logits
   b.run_count = Address(runs.run_count.data());
   for (int r = 0; r < 4; ++r) b.kv[r] = Address(plan.kv->region(static_cast<KvRegion>(r)));
   ASSIGN_OR_RETURN(std::vector<hls::StepDescriptor> program,
-                   BuildStepProgram(plan, b, [](const void* host) { return Address(host); }, kW2A8Units));
+                   BuildStepProgram(plan, b,
+                                    {[](const void* host) { return Address(host); },
+                                     [this](const W2View& layer) { return StripeTable(layer); }},
+                                    kW2A8Units));
   accllm_sequencer(program.data(), static_cast<int>(program.size()));
   const std::size_t values = logit_rows_.size() * static_cast<std::size_t>(config_.vocab_size);
   std::memcpy(logits.data(), logits_.data(), values * sizeof(float));

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <span>
 #include <vector>
 
@@ -24,6 +25,10 @@ class SimSequencedStep {
   absl::Status Run(const StepPlan& plan, std::span<float> logits);
 
  private:
+  // A W2 layer's stripe table (sequencer.h, kW2A8), made on first use: every unit's stripe read
+  // in place from the model's arrays, where a card has its own copy in each unit's channel.
+  uint64_t StripeTable(const W2View& layer);
+
   LlamaConfig config_;
   // The card's activation buffers, [token][width].
   std::vector<float> x_, y_, q_, q_raw_, k_, v_, att_, h_, h2_, queries_, sink_queries_, normalized_, logits_;
@@ -32,6 +37,7 @@ class SimSequencedStep {
   std::vector<float> a8_scales_;
   // The step's tables.
   std::vector<int32_t> tokens_, logit_rows_;
+  std::map<const uint8_t*, std::vector<uint64_t>> stripe_tables_;  // by the layer's codes
 };
 
 }  // namespace accllm::fpga
