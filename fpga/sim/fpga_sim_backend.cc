@@ -74,7 +74,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeFpgaSimBackend(const BackendOptions
     return buffer.data();
   };
   auto step = std::make_shared<SimSequencedStep>(model.packed->config, options.max_step_tokens);
-  sim.step_offload = [memory, step](const StepPlan& plan, std::span<float> logits) {
+  sim.step_offload = [step](const StepPlan& plan, std::span<float> logits) {
     if (absl::Status fits = FitsAttentionUnit(*plan.attention); !fits.ok()) return fits;
     return step->Run(plan, logits);
   };
