@@ -124,6 +124,9 @@ void CpuEngine::RoundTripCompletedKiviGroups(int layer, int n) {
 }
 
 std::string CpuEngine::name() const {
+  if (options_.step_offload) {  // the device runs the steps; the host only plans them
+    return absl::StrCat(options_.label, "(sequenced steps, ", KvPrecisionName(options_.kv_precision), ")");
+  }
   return absl::StrCat(options_.label, "(", kernels_->name, ", ", pool_threads_.threads(), " threads, ",
                       KvPrecisionName(options_.kv_precision), ")");
 }
