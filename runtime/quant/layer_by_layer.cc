@@ -165,6 +165,7 @@ absl::StatusOr<PackedContents> QuantizeLayerByLayer(const WeightSource& source,
       if (needs_stats) s.gram.assign(static_cast<std::size_t>(s.cols) * s.cols, 0.0);
     }
     LayerActivations saved;
+    saved.keep_probs = false;  // the linear layers' inputs only
     for (std::size_t s = 0; s < sequences.size() && needs_stats; ++s) {
       const int tokens = static_cast<int>(sequences[s].size());
       y.resize(hidden[s].size());

@@ -95,7 +95,7 @@ void LayerForward(const LlamaConfig& c, const LayerWeights& w, const float* x, i
   s.q.resize(td);
   s.k.resize(static_cast<std::size_t>(T) * KV);
   s.v.resize(static_cast<std::size_t>(T) * KV);
-  s.probs.resize(static_cast<std::size_t>(c.n_heads) * T * T);
+  s.probs.resize(static_cast<std::size_t>(s.keep_probs ? c.n_heads : 1) * T * T);
   s.o.resize(td);
   s.x2.resize(td);
   s.ffn_rms.resize(T);
@@ -116,7 +116,7 @@ void LayerForward(const LlamaConfig& c, const LayerWeights& w, const float* x, i
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
   for (int h = 0; h < c.n_heads; ++h) {
     const int kvh = h / c.kv_mul();
-    float* p = s.probs.data() + static_cast<std::size_t>(h) * T * T;
+    float* p = s.probs.data() + static_cast<std::size_t>(s.keep_probs ? h : 0) * T * T;
     Gemm(Trans::kNo, Trans::kYes, T, T, hs, scale, s.q.data() + h * hs, D, s.k.data() + kvh * hs, KV, 0.0f, p, T);
     for (int i = 0; i < T; ++i) {
       float* row = p + static_cast<std::size_t>(i) * T;
