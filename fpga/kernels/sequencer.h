@@ -21,7 +21,7 @@
 //                     p = {codes, scales, A8 codes, A8 scales, y}
 //   kF16              the classifier in fp16; n = {rows, cols, ldy};  p = {weights, x, y}
 //   kRopeKvWrite      per (token, KV head): q saved unrotated, RoPE on q and k, the Hadamard
-//                     rotation (n[5]), k and v quantized into the KV4 cache;
+//                     rotation (when n[4]), k and v quantized into the KV4 cache;
 //                     n = {dim, n_kv_heads, head_size, kv_mul, rotate, page_tokens}, f = theta;
 //                     p = {q, q_raw, k, v, int32 positions, int32 KV vectors, key codes, key
 //                     params, value codes, value params} (the cache addresses of this layer)
