@@ -10,6 +10,7 @@
 #include "fpga/kernels/kv4_attention.h"
 #include "fpga/kernels/w2a8_engine.h"
 #include "runtime/common/lane_sum.h"
+#include "runtime/common/nn_ops.h"
 
 namespace accllm::hls {
 namespace {
@@ -37,16 +38,6 @@ void Embed(const StepDescriptor& d) {
   }
 }
 
-// RMSNorm into floats, as runtime/common/nn_ops.h computes it (the fp16 classifier's input).
-void RmsNormFloats(const float* x, const float* weight, int size, float eps, float* out) {
-  float ss = 0.0f;
-  for (int j = 0; j < size; j++) ss += x[j] * x[j];
-  ss /= size;
-  ss += eps;
-  ss = 1.0f / std::sqrt(ss);
-  for (int j = 0; j < size; j++) out[j] = weight[j] * (ss * x[j]);
-}
-
 void ResidualNormA8(const StepDescriptor& d) {
   const int dim = d.n[0], cols_padded = d.n[1], group_size = d.n[2];
   const int groups = group_size > 0 ? cols_padded / group_size : 0;
@@ -58,7 +49,7 @@ void ResidualNormA8(const StepDescriptor& d) {
     }
     const float* weight = At<const float>(d.p[2]);
     if (d.p[6] != 0) {
-      RmsNormFloats(x, weight, dim, d.f, At<float>(d.p[6]) + static_cast<int64_t>(t) * dim);
+      RmsNorm(At<float>(d.p[6]) + static_cast<int64_t>(t) * dim, x, weight, dim, d.f);  // the fp16 classifier's input
     } else {
       accllm_rmsnorm_a8(x, weight, dim, d.f, cols_padded, group_size, At<int8_t>(d.p[3]) + static_cast<int64_t>(t) * cols_padded,
                         At<float>(d.p[5]) + t, At<int32_t>(d.p[4]) + static_cast<int64_t>(t) * groups);

@@ -489,13 +489,16 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
   LinearInput head_in{xb_.data(), static_cast<int>(logit_rows), c.dim, kClassifierInput};
   Linear(weights_.classifier, head_in, logits.data(), c.vocab_size);
   if (!offload_status_.ok()) return offload_status_;
-  if (profile_ != nullptr) ++profile_->steps;
+  EndStep(entries);
+  return absl::OkStatus();
+}
 
+void CpuEngine::EndStep(std::span<const Entry> entries) {
+  if (profile_ != nullptr) ++profile_->steps;
   for (const Entry& e : entries) {
     e.seq->Advance(static_cast<int>(e.tokens.size()));
     e.seq->Evict(e.seq->length());
   }
-  return absl::OkStatus();
 }
 
 absl::Status CpuEngine::OffloadStep(std::span<const Entry> entries, int n, std::span<float> logits, bool every_token) {
@@ -530,11 +533,7 @@ absl::Status CpuEngine::OffloadStep(std::span<const Entry> entries, int n, std::
   plan.layer_vectors = kv_.VectorIndex(1, 0, 0, 0);
   plan.logit_tokens = logit_tokens;
   RETURN_IF_ERROR(options_.step_offload(plan, logits.first(logit_tokens.size() * static_cast<std::size_t>(c.vocab_size))));
-  if (profile_ != nullptr) ++profile_->steps;
-  for (const Entry& e : entries) {
-    e.seq->Advance(static_cast<int>(e.tokens.size()));
-    e.seq->Evict(e.seq->length());
-  }
+  EndStep(entries);
   return absl::OkStatus();
 }
 

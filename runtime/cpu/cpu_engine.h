@@ -151,6 +151,9 @@ class CpuEngine final : public Backend {
   void BuildAttentionQueries(int n);
   // The step on step_offload: the plan from the tokens' positions and page runs.
   absl::Status OffloadStep(std::span<const Entry> entries, int n, std::span<float> logits, bool every_token);
+  // After a step that succeeded: the sequences advance past its tokens, and pages that left the
+  // window go back to the pool.
+  void EndStep(std::span<const Entry> entries);
   // After a layer's attention: the KIVI round trip of every group the step completed.
   void RoundTripCompletedKiviGroups(int layer, int n);
   // fn(t) for every token t < n, spread over the thread pool.
