@@ -79,8 +79,8 @@ TEST(XclbinWriterTest, DescribesTheLinkConfiguration) {
   for (const auto& k : xclbin.get_kernels()) units[k.get_name()] = static_cast<int>(k.get_cus().size());
   EXPECT_EQ(units["accllm_w2a8"], 24);
   EXPECT_EQ(units["accllm_kv4_attention"], 2);
-  EXPECT_EQ(units["accllm_swiglu"], 1);
-  EXPECT_EQ(units["accllm_hadamard"], 1);
+  EXPECT_EQ(units["accllm_sequencer"], 1);  // the element-wise units are the sequencer's
+  EXPECT_EQ(units.size(), 3u);
   for (const auto& k : xclbin.get_kernels()) {
     const KernelSignature* sig = FindKernel(k.get_name());
     ASSERT_NE(sig, nullptr) << k.get_name();
@@ -128,7 +128,13 @@ TEST(LinkConfigTest, ShippedConfigurationIsGeneratedAndLinkable) {
   }
   const std::map<int, int> masters = HbmPortMasters(design);
   for (int port = 0; port < 24; ++port) EXPECT_EQ(masters.at(port), 1) << "weight channel " << port;
-  for (int port = 24; port < 28; ++port) EXPECT_EQ(masters.at(port), 8) << "shared channel " << port;
+  // The shared channels: each W2A8 unit's activation master, each attention unit's, the sequencer's.
+  int shared = 0;
+  for (int port = 24; port < 28; ++port) {
+    EXPECT_LE(masters.at(port), 7) << "shared channel " << port;
+    shared += masters.at(port);
+  }
+  EXPECT_EQ(shared, 24 + 2 + 1);
   for (int port = 28; port < 32; ++port) EXPECT_EQ(masters.at(port), 1) << "KV channel " << port;
 }
 
@@ -223,6 +229,18 @@ TEST(XrtCardTest, AnXclbinWithoutW2A8UnitsIsRefused) {
   auto card = XrtCard::Open(0, (dir / "small.xclbin").string());
   EXPECT_EQ(card.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(card.status().message()), HasSubstr("no accllm_w2a8 compute units"));
+  // The card runs its steps on the layer sequencer: an image without one is refused too.
+  std::string cfg = ReadFile(fs::path(ACCLLM_SOURCE_DIR) / "fpga/build/u280.cfg");
+  for (std::size_t at; (at = cfg.find("accllm_sequencer_1")) != std::string::npos;) {
+    const std::size_t line = cfg.rfind('\n', at) + 1;
+    cfg.erase(line, cfg.find('\n', at) - line);
+  }
+  auto without = ParseLinkConfig(cfg);
+  ASSERT_TRUE(without.ok()) << without.status();
+  WriteFile(dir / "no-sequencer.xclbin", *BuildXclbin(*without));
+  card = XrtCard::Open(0, (dir / "no-sequencer.xclbin").string());
+  EXPECT_EQ(card.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(card.status().message()), HasSubstr("no accllm_sequencer compute units"));
 }
 
 // The whole host flow on stories260K: every layer uploaded and striped, prefill and decode
@@ -264,19 +282,17 @@ TEST(XrtBackendTest, GeneratesTheCpuEnginesTokensThroughXrt) {
   g.sampling.temperature = 0.0f;
   g.max_new_tokens = 60;
   g.ignore_eos = true;
-  const int runs_before = ::accllm::testing::NoopComputedRuns();
-  const int attention_before = ::accllm::testing::NoopComputedAttentionRuns();
+  const int unit_starts_before = ::accllm::testing::NoopComputedRuns();
+  const int steps_before = ::accllm::testing::NoopComputedSequencerRuns();
   auto on_card = (*Generator::Create(**card, **tokenizer))->Generate("Once upon a time", g);
   auto on_cpu = (*Generator::Create(**cpu, **tokenizer))->Generate("Once upon a time", g);
   ASSERT_TRUE(on_card.ok()) << on_card.status();
   ASSERT_TRUE(on_cpu.ok());
   EXPECT_EQ(on_card->generated_ids, on_cpu->generated_ids);
-  // 7 linear layers x 5 layers x (1 prefill + 59 decode steps), each over every unit with rows.
-  EXPECT_GT(::accllm::testing::NoopComputedRuns() - runs_before, 7 * 5 * 60);
-  // Attention on the card over the KV cache in its HBM, a layer's (token, head) items split
-  // between the 2 attention units in whole groups of 8 lanes: the prompt's step uses both, a
-  // decode step's 8 heads are one group on one unit (5 layers each).
-  EXPECT_EQ(::accllm::testing::NoopComputedAttentionRuns() - attention_before, 5 * (2 + 59));
+  // One sequencer start per step (1 prefill + 59 decode steps), each running the whole forward
+  // pass on the card; the host starts no unit itself.
+  EXPECT_EQ(::accllm::testing::NoopComputedSequencerRuns() - steps_before, 60);
+  EXPECT_EQ(::accllm::testing::NoopComputedRuns() - unit_starts_before, 0);
   // The same logits as the CPU engine, bit for bit, past the window (sinks included).
   std::vector<int> tokens(80);
   for (int i = 0; i < 80; ++i) tokens[i] = 1 + (i * 37) % 500;
@@ -316,9 +332,9 @@ TEST(XrtBackendTest, RealModelLogitsAreTheCpuEnginesBitForBit) {
 }
 
 // The performance model's unit cycles come from the kernels' loops: a prefill step and a decode
-// step of gutenberg30M through the host driver (24 W2A8 stripes, calls of T tokens, the attention
-// units over the Λ page runs), counted in C simulation, equal what fpga/model/unit_cycles.h
-// derives from the same shapes.
+// step of gutenberg30M through the XRT driver (one sequencer start each: 24 W2A8 stripes, calls of
+// T tokens, the attention unit over the Λ page runs), counted in C simulation, equal what
+// fpga/model/unit_cycles.h derives from the same shapes.
 TEST(XrtBackendTest, SimulatedUnitCyclesAreTheModels) {
   ScratchDir dir;
   auto any = ::accllm::testing::PackedGutenberg30M(dir.path());
@@ -422,16 +438,15 @@ TEST(XrtBackendTest, AFaultingRunIsAStepError) {
   ASSERT_TRUE(card.ok()) << card.status();
   std::vector<float> logits((*any).config().vocab_size);
   const std::vector<int> prompt = {1, 400, 20, 33};
-  for (const char* kernel : {"accllm_w2a8", "accllm_kv4_attention"}) {
-    SequenceKv seq((*card)->page_pool(), (*card)->page_tokens(), (*card)->lambda());
-    ::accllm::testing::NoopFailNextRuns(kernel, 1);
-    const absl::Status failed = (*card)->Prefill(seq, prompt, logits);
-    ::accllm::testing::NoopFailNextRuns("", 0);
-    EXPECT_EQ(failed.code(), absl::StatusCode::kInternal) << kernel << ": " << failed;
-    EXPECT_THAT(std::string(failed.message()), HasSubstr("ended in state")) << kernel;
-    EXPECT_THAT(std::string(failed.message()),
-                HasSubstr(std::string(kernel) == "accllm_w2a8" ? "W2A8 unit" : "attention unit"));
-  }
+  SequenceKv seq((*card)->page_pool(), (*card)->page_tokens(), (*card)->lambda());
+  ::accllm::testing::NoopFailNextRuns("accllm_sequencer", 1);
+  const absl::Status failed = (*card)->Prefill(seq, prompt, logits);
+  ::accllm::testing::NoopFailNextRuns("", 0);
+  EXPECT_EQ(failed.code(), absl::StatusCode::kInternal) << failed;
+  EXPECT_THAT(std::string(failed.message()), HasSubstr("the sequencer ended in state"));
+  // The step is lost, not the card's state: the same prefill on a fresh sequence then succeeds.
+  SequenceKv again((*card)->page_pool(), (*card)->page_tokens(), (*card)->lambda());
+  EXPECT_TRUE((*card)->Prefill(again, prompt, logits).ok());
 }
 
 // On a card (and here) data written to a buffer reaches the device only through sync: a run over

@@ -1,7 +1,8 @@
 // The layer sequencer in C simulation (fpga/kernels/sequencer.h, fpga/step_program.h): fpga-sim
 // runs every step as one sequencer start, gives the CPU engine's logits bit for bit (prefill with
-// every logit, batched decode, past a Λ window with sinks), and its units spend the cycles the
-// performance model derives from the same shapes.
+// every logit, batched decode, past a Λ window with sinks), and its units (W2A8, attention,
+// element-wise, classifier, the sequencer's own reading) spend the cycles the performance model
+// derives from the same shapes.
 #include <algorithm>
 
 #include "fpga/host/stripe_plan.h"
@@ -9,6 +10,8 @@
 #include "fpga/kernels/kv4_attention.h"
 #include "fpga/kernels/sequencer.h"
 #include "fpga/kernels/w2a8_engine.h"
+#include "fpga/model/perf_model.h"
+#include "fpga/model/step_shapes.h"
 #include "fpga/model/unit_cycles.h"
 #include "fpga/sim/fpga_sim_backend.h"
 #include "fpga/step_program.h"
@@ -108,19 +111,50 @@ std::pair<int64_t, int64_t> ModelledCycles(const EngineWeights& weights, const B
   return {w2a8, attention};
 }
 
+// What unit_cycles.h's CyclesOf gives for the descriptor list of a step of `n` tokens of
+// gutenberg30M (from the shapes alone, step_shapes.h), `sink_tokens` of them with sink queries:
+// the element-wise units with the sequencer's reading, and the classifier unit.
+std::pair<int64_t, int64_t> ModelledSequencedCycles(const AnyModel& model, int n, int sink_tokens) {
+  fpga::StepShape shape;
+  shape.config = model.config();
+  shape.group_size = model.packed->linears.begin()->second.shape.group_size;
+  shape.w8_classifier = true;  // the engine's default
+  shape.tokens = n;
+  auto program = fpga::ShapeOnlyProgram(shape);
+  EXPECT_TRUE(program.ok()) << program.status();
+  int64_t elementwise = fpga::SequencerCycles(static_cast<int64_t>(program->size())), classifier = 0;
+  for (const hls::StepDescriptor& d : *program) {
+    elementwise += fpga::CyclesOf(d, sink_tokens).elementwise;
+    classifier += fpga::CyclesOf(d, sink_tokens).classifier;
+  }
+  return {elementwise, classifier};
+}
+
 TEST(SequencerTest, SequencedStepsSpendTheModelsUnitCycles) {
   ScratchDir dir;
   ASSERT_OK_AND_ASSIGN(AnyModel model, ::accllm::testing::PackedGutenberg30M(dir.path()));
   ASSERT_OK_AND_ASSIGN(std::vector<int> prompt, ::accllm::testing::GutenbergDevPrompt(40));
-  ASSERT_OK_AND_ASSIGN(auto fpga, fpga::MakeFpgaSimBackend(Options(), model));
+  const BackendOptions options = Options();
+  ASSERT_OK_AND_ASSIGN(auto fpga, fpga::MakeFpgaSimBackend(options, model));
   const EngineWeights weights = model.packed->ToEngineWeights();
+  const auto elementwise_and_sequencer = [] {
+    return hls::SimulatedCycles(hls::CycleUnit::kElementwise) + hls::SimulatedCycles(hls::CycleUnit::kSequencer);
+  };
   auto seq = fpga->NewSequence();
   std::vector<float> logits(model.config().vocab_size);
   hls::ResetSimulatedCycles();
   ASSERT_TRUE(fpga->Prefill(*seq, prompt, logits).ok());
-  const auto [prefill_w2a8, prefill_attention] = ModelledCycles(weights, *fpga, 0, static_cast<int>(prompt.size()));
+  const int n = static_cast<int>(prompt.size());
+  const auto [prefill_w2a8, prefill_attention] = ModelledCycles(weights, *fpga, 0, n);
   EXPECT_EQ(hls::SimulatedCycles(hls::CycleUnit::kW2A8), prefill_w2a8);
   EXPECT_EQ(hls::SimulatedCycles(hls::CycleUnit::kAttention), prefill_attention);
+  int sink_tokens = 0;  // the prompt's tokens past the window (32) whose queries also meet the sinks
+  for (int pos = 0; pos < n; ++pos) sink_tokens += fpga->lambda().SinkEnd(pos) > 0 ? 1 : 0;
+  EXPECT_GT(sink_tokens, 0);
+  const auto [prefill_elementwise, prefill_classifier] = ModelledSequencedCycles(model, n, sink_tokens);
+  EXPECT_EQ(elementwise_and_sequencer(), prefill_elementwise);
+  EXPECT_EQ(hls::SimulatedCycles(hls::CycleUnit::kClassifier), prefill_classifier);
+
   hls::ResetSimulatedCycles();
   SequenceKv* seqs[] = {seq.get()};
   const int next[] = {5};
@@ -129,6 +163,19 @@ TEST(SequencerTest, SequencedStepsSpendTheModelsUnitCycles) {
   EXPECT_EQ(hls::SimulatedCycles(hls::CycleUnit::kW2A8), decode_w2a8);
   EXPECT_EQ(hls::SimulatedCycles(hls::CycleUnit::kAttention), decode_attention);
   EXPECT_GT(decode_w2a8, 0);
+
+  // The performance model's decode step, from the same shapes, counts what the C simulation did.
+  fpga::Workload work;
+  work.config = model.config();
+  work.group_size = model.packed->linears.begin()->second.shape.group_size;
+  work.context = n + 1;
+  work.window = options.window;
+  work.sinks = options.sinks;
+  work.w8_classifier = true;
+  const fpga::Estimate e = fpga::EstimateAccelerator({}, {}, work);
+  EXPECT_EQ(e.elementwise_cycles, elementwise_and_sequencer());
+  EXPECT_EQ(e.classifier_unit_cycles, hls::SimulatedCycles(hls::CycleUnit::kClassifier));
+  EXPECT_GT(e.elementwise_cycles, 0);
 }
 
 TEST(SequencerTest, WhatTheUnitsCannotRunIsRefused) {

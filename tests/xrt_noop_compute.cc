@@ -17,7 +17,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "fpga/host/kernel_signatures.h"
-#include "fpga/kernels/kv4_attention.h"
+#include "fpga/kernels/sequencer.h"
 #include "fpga/kernels/w2a8_engine.h"
 
 namespace accllm::testing {
@@ -57,7 +57,7 @@ struct State {
   std::vector<std::string> cu_kernels;  // kernel of each CU index
   xrt::device device;  // keeps the patched device object alive
   std::atomic<int> runs{0};
-  std::atomic<int> attention_runs{0};
+  std::atomic<int> sequencer_runs{0};
   std::string fail_kernel;  // the next fail_runs starts of this kernel fault
   int fail_runs = 0;
 };
@@ -66,6 +66,7 @@ State& S() {
   return *state;
 }
 
+// The shadow bytes at a device address (null when no buffer holds it). Called with the mutex held.
 uint8_t* DevicePointer(uint64_t address) {
   auto it = S().by_address.upper_bound(address);
   if (it == S().by_address.begin()) return nullptr;
@@ -157,18 +158,12 @@ void HookExec(void* self, unsigned int command) {
                   n(fpga::kW2A8Rows), n(fpga::kW2A8ColsPadded), n(fpga::kW2A8GroupSize), n(fpga::kW2A8Sparse24),
                   n(fpga::kW2A8Tokens), n(fpga::kW2A8Ldy), n(fpga::kW2A8TileBegin), n(fpga::kW2A8TileEnd));
       S().runs.fetch_add(1);
-    } else if (kernel == "accllm_kv4_attention") {
-      auto p = [&](int i) { return DevicePointer(args[static_cast<std::size_t>(i)]); };
-      auto n = [&](int i) { return static_cast<int>(args[static_cast<std::size_t>(i)]); };
-      accllm_kv4_attention(reinterpret_cast<const float*>(p(fpga::kAttnQ)), reinterpret_cast<const float*>(p(fpga::kAttnQSink)),
-                           reinterpret_cast<const int32_t*>(p(fpga::kAttnItemRuns)),
-                           reinterpret_cast<const int32_t*>(p(fpga::kAttnItemSinkRuns)), n(fpga::kAttnItems),
-                           p(fpga::kAttnKeyCodes), reinterpret_cast<const hls::Kv4Param*>(p(fpga::kAttnKeyParams)),
-                           p(fpga::kAttnValueCodes), reinterpret_cast<const hls::Kv4Param*>(p(fpga::kAttnValueParams)),
-                           reinterpret_cast<const int32_t*>(p(fpga::kAttnRunStart)),
-                           reinterpret_cast<const int32_t*>(p(fpga::kAttnRunCount)), n(fpga::kAttnHeadSize),
-                           reinterpret_cast<float*>(p(fpga::kAttnOut)));
-      S().attention_runs.fetch_add(1);
+    } else if (kernel == "accllm_sequencer") {
+      // The descriptors name buffers by device address: the sequencer reaches them in the shadows.
+      const hls::ScopedDeviceMemory memory([](uint64_t address) -> void* { return DevicePointer(address); });
+      accllm_sequencer(reinterpret_cast<const hls::StepDescriptor*>(DevicePointer(args[fpga::kSequencerProgram])),
+                       static_cast<int>(args[fpga::kSequencerCount]));
+      S().sequencer_runs.fetch_add(1);
     }
   }
   S().exec(self, command);
@@ -238,7 +233,7 @@ absl::Status InstallNoopComputeHook(const std::string& xclbin_path) {
 }
 
 int NoopComputedRuns() { return S().runs.load(); }
-int NoopComputedAttentionRuns() { return S().attention_runs.load(); }
+int NoopComputedSequencerRuns() { return S().sequencer_runs.load(); }
 void NoopFailNextRuns(const std::string& kernel, int runs) {
   std::lock_guard<std::mutex> lock(S().mutex);
   S().fail_kernel = kernel;

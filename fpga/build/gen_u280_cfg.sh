@@ -27,7 +27,7 @@ HEADER
 echo "[clock]"
 for i in $(seq 1 $W2A8_UNITS); do echo "freqHz=${FREQ_HZ}:accllm_w2a8_$i"; done
 for i in $(seq 1 $ATTENTION_UNITS); do echo "freqHz=${FREQ_HZ}:accllm_kv4_attention_$i"; done
-for k in accllm_rmsnorm_a8 accllm_rope accllm_swiglu accllm_hadamard; do echo "freqHz=${FREQ_HZ}:${k}_1"; done
+echo "freqHz=${FREQ_HZ}:accllm_sequencer_1"
 echo
 echo "[connectivity]"
 
@@ -37,10 +37,7 @@ echo "nk=accllm_w2a8:${W2A8_UNITS}:${units}"
 units=""
 for i in $(seq 1 $ATTENTION_UNITS); do units="${units:+$units.}accllm_kv4_attention_$i"; done
 echo "nk=accllm_kv4_attention:${ATTENTION_UNITS}:${units}"
-echo "nk=accllm_rmsnorm_a8:1:accllm_rmsnorm_a8_1"
-echo "nk=accllm_rope:1:accllm_rope_1"
-echo "nk=accllm_swiglu:1:accllm_swiglu_1"
-echo "nk=accllm_hadamard:1:accllm_hadamard_1"
+echo "nk=accllm_sequencer:1:accllm_sequencer_1"
 echo
 for i in $(seq 1 $W2A8_UNITS); do
   channel=$((i - 1))
@@ -62,14 +59,12 @@ for i in $(seq 1 $ATTENTION_UNITS); do
   echo "slr=accllm_kv4_attention_$i:SLR1"
 done
 echo
-next_shared  # rmsnorm's gmem0
-for port in x codes act_scale group_sums; do echo "sp=accllm_rmsnorm_a8_1.$port:$bank"; done
-next_shared; echo "sp=accllm_rmsnorm_a8_1.weight:$bank"
-next_shared; echo "sp=accllm_rope_1.vec:$bank"
-next_shared; echo "sp=accllm_swiglu_1.gate:$bank"
-next_shared; echo "sp=accllm_swiglu_1.up:$bank"
-next_shared; echo "sp=accllm_hadamard_1.vectors:$bank"
-for k in accllm_rmsnorm_a8_1 accllm_rope_1 accllm_swiglu_1 accllm_hadamard_1; do echo "slr=$k:SLR2"; done
+# The layer sequencer (fpga/kernels/sequencer.h) reads each step's descriptor list here; its
+# element-wise units (norm+A8, RoPE and the KV4 write, SwiGLU, Hadamard, the classifier) work on
+# the activations in the shared channels.
+next_shared
+echo "sp=accllm_sequencer_1.program:$bank"
+echo "slr=accllm_sequencer_1:SLR0"
 cat <<FOOTER
 
 [vivado]

@@ -4,6 +4,7 @@ namespace accllm::fpga {
 
 const std::vector<KernelSignature>& AcceleratorKernels() {
   static const std::vector<KernelSignature> kernels = {
+      {"accllm_sequencer", {{"program", true, "gmem0", 8}, {"count", false, "", 4}}},
       {"accllm_w2a8",
        {{"codes", true, "gmem0", 8}, {"sparse_index", true, "gmem0", 8}, {"scales", true, "gmem0", 8},
         {"zeros", true, "gmem0", 8}, {"activations", true, "gmem1", 8}, {"group_sums", true, "gmem1", 8},

@@ -24,6 +24,9 @@ const std::vector<KernelSignature>& AcceleratorKernels();
 const KernelSignature* FindKernel(const std::string& name);
 int ArgIndex(const KernelSignature& kernel, const std::string& arg);  // -1 if absent
 
+// Argument indices of accllm_sequencer (fpga/kernels/sequencer.h): the step's descriptor list.
+enum SequencerArg { kSequencerProgram, kSequencerCount };
+
 // Argument indices of accllm_w2a8, as the host sets them.
 enum W2A8Arg {
   kW2A8Codes, kW2A8SparseIndex, kW2A8Scales, kW2A8Zeros, kW2A8Activations, kW2A8GroupSums, kW2A8ActScales, kW2A8Out,

@@ -10,13 +10,15 @@
 #include "absl/strings/str_cat.h"
 #include "fpga/host/kernel_signatures.h"
 #include "fpga/kernels/kv4_attention.h"
-#include "fpga/kernels/w2a8_engine.h"
+#include "fpga/step_program.h"
+#include "runtime/common/status_macros.h"
 
 namespace accllm::fpga {
 namespace {
 
 constexpr const char* kW2A8 = "accllm_w2a8";
 constexpr const char* kAttention = "accllm_kv4_attention";
+constexpr const char* kSequencer = "accllm_sequencer";
 
 // A buffer in `bank`, in whole 4 KiB pages: XRT refuses empty buffers, and backs each with
 // aligned_alloc(4096, size), which C requires to be a multiple of the alignment.
@@ -46,6 +48,7 @@ absl::StatusOr<std::unique_ptr<XrtCard>> XrtCard::Open(int index, const std::str
   } catch (const std::exception& e) {
     return absl::UnavailableError(absl::StrCat("cannot open FPGA card ", index, ": ", e.what()));
   }
+  std::vector<xrt::kernel> attention_units, sequencers;
   try {
     const xrt::xclbin xclbin(xclbin_path);
     card->platform_ = xclbin.get_xsa_name();
@@ -62,7 +65,8 @@ absl::StatusOr<std::unique_ptr<XrtCard>> XrtCard::Open(int index, const std::str
     const xrt::uuid uuid = card->device_.load_xclbin(xclbin);
     for (const xrt::xclbin::kernel& k : xclbin.get_kernels()) {
       std::vector<xrt::kernel>* units = k.get_name() == kW2A8        ? &card->units_
-                                        : k.get_name() == kAttention ? &card->attention_units_
+                                        : k.get_name() == kAttention ? &attention_units
+                                        : k.get_name() == kSequencer ? &sequencers
                                                                      : nullptr;
       if (units == nullptr) continue;
       for (const xrt::xclbin::ip& cu : k.get_cus()) {
@@ -71,24 +75,29 @@ absl::StatusOr<std::unique_ptr<XrtCard>> XrtCard::Open(int index, const std::str
         units->emplace_back(card->device_, uuid, absl::StrCat(k.get_name(), ":{", instance, "}"));
       }
     }
-    card->attention_buffers_.resize(card->attention_units_.size());
   } catch (const std::exception& e) {
     return absl::UnavailableError(absl::StrCat("cannot load '", xclbin_path, "' on card ", index, ": ", e.what()));
   }
-  if (card->units_.empty()) {
-    return absl::FailedPreconditionError(absl::StrCat("'", xclbin_path, "' has no ", kW2A8, " compute units"));
+  for (const auto& [units, kernel] : {std::pair{&card->units_, kW2A8}, {&attention_units, kAttention}, {&sequencers, kSequencer}}) {
+    if (units->empty()) {
+      return absl::FailedPreconditionError(absl::StrCat("'", xclbin_path, "' has no ", kernel, " compute units"));
+    }
   }
+  card->sequencer_ = sequencers[0];
+  card->step_bank_ = card->sequencer_.group_id(kSequencerProgram);
+  card->kv_key_bank_ = attention_units[0].group_id(kAttnKeyCodes);
+  card->kv_value_bank_ = attention_units[0].group_id(kAttnValueCodes);
   return card;
 }
 
 absl::Status XrtCard::Upload(const W2View& w) {
   std::lock_guard<std::mutex> lock(mutex_);
   const W2Shape& s = w.shape;
-  std::vector<StripeBuffers> stripes;
+  LayerOnCard layer;
+  std::vector<uint64_t> table;  // per unit: codes, 2:4 index (0: dense), scales, zeros
   try {
     for (const Stripe& plan : PlanStripes(s, units())) {
       StripeBuffers st;
-      st.plan = plan;
       const xrt::kernel& k = units_[plan.unit];
       st.codes = Buffer(device_, plan.code_bytes, k.group_id(kW2A8Codes));
       st.index = Buffer(device_, s.sparse24 ? plan.code_bytes : 0, k.group_id(kW2A8SparseIndex));
@@ -99,173 +108,151 @@ absl::Status XrtCard::Upload(const W2View& w) {
       st.scales.write(w.scales + plan.param_offset, plan.param_count * 2, 0);
       st.zeros.write(w.zeros + plan.param_offset, plan.param_count, 0);
       for (xrt::bo* bo : {&st.codes, &st.index, &st.scales, &st.zeros}) bo->sync(XCL_BO_SYNC_BO_TO_DEVICE);
-      stripes.push_back(std::move(st));
+      table.insert(table.end(), {st.codes.address(), s.sparse24 ? st.index.address() : 0, st.scales.address(),
+                                 st.zeros.address()});
+      layer.stripes.push_back(std::move(st));
     }
+    const int64_t table_bytes = static_cast<int64_t>(table.size() * sizeof(uint64_t));
+    layer.stripe_table = Buffer(device_, table_bytes, step_bank_);
+    layer.stripe_table.write(table.data(), table_bytes, 0);
+    layer.stripe_table.sync(XCL_BO_SYNC_BO_TO_DEVICE);
   } catch (const std::exception& e) {
     return absl::ResourceExhaustedError(absl::StrCat("cannot place a ", s.rows, "x", s.cols, " layer on the card: ", e.what()));
   }
-  layers_[w.codes] = std::move(stripes);
-  return absl::OkStatus();
-}
-
-// Room for one call's tokens (at most T) of the widest layer seen so far.
-absl::Status XrtCard::EnsureActivationBuffers(const A8Batch& x) {
-  constexpr int64_t kTokens = hls::kW2A8TokenLanes;
-  const int64_t bytes = kTokens * x.cols_padded();
-  if (bytes <= activation_bytes_) return absl::OkStatus();
-  const xrt::kernel& k = units_[0];  // every unit shares the activation bank (fpga/build/u280.cfg)
-  activations_ = Buffer(device_, bytes, k.group_id(kW2A8Activations));
-  group_sums_ = Buffer(device_, kTokens * (x.cols_padded() / x.group_size()) * 4, k.group_id(kW2A8GroupSums));
-  act_scales_ = Buffer(device_, kTokens * 4, k.group_id(kW2A8ActScales));
-  activation_bytes_ = bytes;
-  return absl::OkStatus();
-}
-
-absl::Status XrtCard::MatMul(const W2View& w, const A8Batch& x, float* y, int64_t ldy) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  auto layer = layers_.find(w.codes);
-  if (layer == layers_.end()) return absl::InternalError("a layer was not uploaded to the card");
-  const W2Shape& s = w.shape;
-  const int groups = s.cols_padded() / s.group_size;
-  try {
-    if (absl::Status st = EnsureActivationBuffers(x); !st.ok()) return st;
-    // The engine takes at most T tokens per call (each weight beat meets all of them): a step of
-    // more runs as several calls, each reading the layer's weights once.
-    for (int t0 = 0; t0 < x.tokens(); t0 += hls::kW2A8TokenLanes) {
-      const int tokens = std::min(hls::kW2A8TokenLanes, x.tokens() - t0);
-      const auto stage = [](xrt::bo& bo, const void* from, int64_t bytes) {
-        bo.write(from, bytes, 0);
-        bo.sync(XCL_BO_SYNC_BO_TO_DEVICE, bytes, 0);
-      };
-      stage(activations_, x.codes(t0), int64_t{tokens} * x.cols_padded());
-      stage(group_sums_, x.group_sums(t0), int64_t{tokens} * groups * 4);
-      stage(act_scales_, x.scales() + t0, int64_t{tokens} * 4);
-
-      std::vector<xrt::run> runs;
-      for (StripeBuffers& st : layer->second) {
-        const int rows = st.plan.rows;
-        if (st.out_bytes < int64_t{tokens} * rows * 4) {
-          st.out_bytes = int64_t{hls::kW2A8TokenLanes} * rows * 4;
-          st.out = Buffer(device_, st.out_bytes, units_[st.plan.unit].group_id(kW2A8Out));
-        }
-        // The stripe's buffers start at its first tile: the unit sees tiles [0, count) of `rows` rows.
-        runs.push_back(units_[st.plan.unit](st.codes, st.index, st.scales, st.zeros, activations_, group_sums_,
-                                            act_scales_, st.out, rows, s.cols_padded(), s.group_size,
-                                            s.sparse24 ? 1 : 0, tokens, rows, 0, st.plan.tile_end - st.plan.tile_begin));
-      }
-      for (std::size_t i = 0; i < runs.size(); ++i) {
-        const ert_cmd_state state = runs[i].wait(run_timeout_);
-        if (state != ERT_CMD_STATE_COMPLETED) {
-          return absl::InternalError(
-              absl::StrCat("W2A8 unit ", layer->second[i].plan.unit, " ended in state ", static_cast<int>(state)));
-        }
-      }
-      for (StripeBuffers& st : layer->second) {
-        const int rows = st.plan.rows;
-        st.out.sync(XCL_BO_SYNC_BO_FROM_DEVICE, int64_t{tokens} * rows * 4, 0);
-        const float* out = st.out.map<const float*>();
-        for (int t = 0; t < tokens; ++t) {
-          std::memcpy(y + (t0 + t) * ldy + st.plan.row0, out + int64_t{t} * rows, rows * sizeof(float));
-        }
-      }
-    }
-  } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat("card failure during a W2A8 step: ", e.what()));
-  }
+  layers_[w.codes] = std::move(layer);
   return absl::OkStatus();
 }
 
 std::byte* XrtCard::AllocateKv(KvRegion region, int64_t bytes) {
-  if (attention_units_.empty()) return nullptr;
   std::lock_guard<std::mutex> lock(mutex_);
   const bool values = region == KvRegion::kValueCodes || region == KvRegion::kValueParams;
-  const int bank = attention_units_[0].group_id(values ? kAttnValueCodes : kAttnKeyCodes);
   try {
     xrt::bo& bo = kv_[static_cast<int>(region)];
-    bo = Buffer(device_, bytes, bank);
-    auto* host = bo.map<std::byte*>();
-    std::memset(host, 0, static_cast<std::size_t>(bytes));
-    return host;
+    bo = Buffer(device_, bytes, values ? kv_value_bank_ : kv_key_bank_);
+    return bo.map<std::byte*>();
   } catch (const std::exception&) {
     return nullptr;
   }
 }
 
-void XrtCard::EnsureAttentionBuffers(AttentionBuffers& b, int items, int runs, int head_size, int bank) {
-  if (items > b.item_capacity || head_size > b.head_size) {
-    b.item_capacity = std::max<int64_t>(items, 2 * b.item_capacity);
-    b.head_size = std::max<int64_t>(head_size, b.head_size);
-    const int64_t vectors = b.item_capacity * b.head_size * 4;
-    b.q = Buffer(device_, vectors, bank);
-    b.q_sink = Buffer(device_, vectors, bank);
-    b.out = Buffer(device_, vectors, bank);
-    b.item_runs = Buffer(device_, (b.item_capacity + 1) * 4, bank);
-    b.item_sink_runs = Buffer(device_, b.item_capacity * 4, bank);
+uint64_t XrtCard::Reserve(DeviceArray& array, int64_t bytes) {
+  if (bytes > array.capacity || array.capacity == 0) {
+    array.capacity = std::max({bytes, 2 * array.capacity, int64_t{4096}});
+    array.bo = Buffer(device_, array.capacity, step_bank_);
   }
-  if (runs > b.run_capacity) {
-    b.run_capacity = std::max<int64_t>(runs, 2 * b.run_capacity);
-    b.run_start = Buffer(device_, b.run_capacity * 4, bank);
-    b.run_count = Buffer(device_, b.run_capacity * 4, bank);
-  }
+  return array.bo.address();
 }
 
-absl::Status XrtCard::Attention(const AttentionBatch& batch, float* out) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  if (attention_units_.empty() || !kv_[0]) return absl::InternalError("the KV cache is not on the card");
-  const int hs = batch.head_size;
+uint64_t XrtCard::Stage(DeviceArray& array, const void* data, int64_t bytes) {
+  const uint64_t address = Reserve(array, bytes);
+  if (bytes > 0) {
+    array.bo.write(data, static_cast<std::size_t>(bytes), 0);
+    array.bo.sync(XCL_BO_SYNC_BO_TO_DEVICE, static_cast<std::size_t>(bytes), 0);
+  }
+  return address;
+}
+
+absl::Status XrtCard::EnsureStepWeights(const EngineWeights& w) {
+  const LlamaConfig& c = w.config;
+  std::vector<std::pair<const void*, int64_t>> tensors = {
+      {w.embedding_f16, int64_t{c.vocab_size} * c.dim * 2}, {w.rms_final, int64_t{c.dim} * 4}};
+  for (const EngineLayer& layer : w.layers) {
+    tensors.emplace_back(layer.rms_att, int64_t{c.dim} * 4);
+    tensors.emplace_back(layer.rms_ffn, int64_t{c.dim} * 4);
+  }
+  if (w.classifier.w8) {
+    const W8Shape& s = w.classifier.w8->shape;
+    tensors.emplace_back(w.classifier.w8->codes, int64_t{s.row_tiles()} * kW2RowTile * s.cols_padded());
+    tensors.emplace_back(w.classifier.w8->scales, int64_t{s.row_tiles()} * (s.cols_padded() / s.group_size) * kW2RowTile * 4);
+  } else {
+    tensors.emplace_back(w.classifier.f16, int64_t{w.classifier.out} * w.classifier.in * 2);
+  }
   try {
-    // The vectors this step wrote, from the host mapping to HBM.
-    for (const auto& [first, count] : batch.written_spans) {
-      for (int r = 0; r < 4; ++r) {
-        const bool params = r == static_cast<int>(KvRegion::kKeyParams) || r == static_cast<int>(KvRegion::kValueParams);
-        const int64_t vector_bytes = params ? int64_t{sizeof(Kv4Params)} : hs / 2;
-        kv_[r].sync(XCL_BO_SYNC_BO_TO_DEVICE, count * vector_bytes, first * vector_bytes);
-      }
-    }
-    // Items split evenly between the units in whole groups of the unit's query lanes (a unit
-    // interleaves a group's queries); each unit gets its share of the arrays, its run offsets
-    // rebased to its first run.
-    const int lanes = hls::kAttentionQueryLanes;
-    const int groups = std::max(1, (batch.items + lanes - 1) / lanes);
-    const int units = std::min<int>(attention_units(), groups);
-    std::vector<xrt::run> runs;
-    std::vector<std::pair<int, int>> shares;
-    for (int u = 0; u < units; ++u) {
-      const int begin = std::min(batch.items, static_cast<int>(int64_t{groups} * u / units) * lanes);
-      const int end = std::min(batch.items, static_cast<int>(int64_t{groups} * (u + 1) / units) * lanes);
-      const int first_run = batch.item_runs[begin], run_total = batch.item_runs[end] - first_run;
-      xrt::kernel& unit = attention_units_[u];
-      AttentionBuffers& b = attention_buffers_[u];
-      EnsureAttentionBuffers(b, end - begin, std::max(1, run_total), hs, unit.group_id(kAttnQ));
-      std::vector<int32_t> item_runs(batch.item_runs.begin() + begin, batch.item_runs.begin() + end + 1);
-      for (int32_t& r : item_runs) r -= first_run;
-      const int64_t vector_bytes = int64_t{end - begin} * hs * 4;
-      b.q.write(batch.q.data() + int64_t{begin} * hs, vector_bytes, 0);
-      b.q_sink.write(batch.q_sink.data() + int64_t{begin} * hs, vector_bytes, 0);
-      b.item_runs.write(item_runs.data(), item_runs.size() * 4, 0);
-      b.item_sink_runs.write(batch.item_sink_runs.data() + begin, int64_t{end - begin} * 4, 0);
-      b.run_start.write(batch.run_start.data() + first_run, int64_t{run_total} * 4, 0);
-      b.run_count.write(batch.run_count.data() + first_run, int64_t{run_total} * 4, 0);
-      for (xrt::bo* bo : {&b.q, &b.q_sink, &b.item_runs, &b.item_sink_runs, &b.run_start, &b.run_count}) {
-        bo->sync(XCL_BO_SYNC_BO_TO_DEVICE);
-      }
-      runs.push_back(unit(b.q, b.q_sink, b.item_runs, b.item_sink_runs, end - begin, kv_[0], kv_[1], kv_[2], kv_[3],
-                          b.run_start, b.run_count, hs, b.out));
-      shares.emplace_back(begin, end);
-    }
-    for (int u = 0; u < units; ++u) {
-      const ert_cmd_state state = runs[u].wait(run_timeout_);
-      if (state != ERT_CMD_STATE_COMPLETED) {
-        return absl::InternalError(absl::StrCat("attention unit ", u, " ended in state ", static_cast<int>(state)));
-      }
-      const auto [begin, end] = shares[u];
-      AttentionBuffers& b = attention_buffers_[u];
-      const int64_t bytes = int64_t{end - begin} * hs * 4;
-      b.out.sync(XCL_BO_SYNC_BO_FROM_DEVICE, bytes, 0);
-      std::memcpy(out + int64_t{begin} * hs, b.out.map<const float*>(), bytes);
+    for (const auto& [host, bytes] : tensors) {
+      if (host == nullptr || step_weights_.contains(host)) continue;
+      xrt::bo bo = Buffer(device_, bytes, step_bank_);
+      bo.write(host, static_cast<std::size_t>(bytes), 0);
+      bo.sync(XCL_BO_SYNC_BO_TO_DEVICE);
+      step_weights_.emplace(host, std::move(bo));
     }
   } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat("card failure during attention: ", e.what()));
+    return absl::ResourceExhaustedError(absl::StrCat("cannot place the embedding, norms and classifier on the card: ", e.what()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status XrtCard::RunStep(const StepPlan& plan, std::span<float> logits) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!kv_[0]) return absl::InternalError("the KV cache is not on the card");
+  const LlamaConfig& c = plan.weights->config;
+  const int64_t n = static_cast<int64_t>(plan.tokens.size());
+  const AttentionBatch& runs = *plan.attention;
+  try {
+    RETURN_IF_ERROR(EnsureStepWeights(*plan.weights));
+    // Scratch as fpga/sim/sequenced_step.cc sizes it: the widest A8 input padded to the largest
+    // group (1024), a group sum per 32 columns (the smallest group).
+    const int64_t a8_cols = (std::max(c.dim, c.hidden_dim) + 1023) / 1024 * 1024;
+    const auto scratch = [&](const char* name, int64_t bytes) { return Reserve(step_arrays_[name], bytes); };
+    const auto table = [&](const char* name, const auto& values) {
+      return Stage(step_arrays_[name], values.data(), static_cast<int64_t>(values.size() * sizeof(values[0])));
+    };
+    StepBuffers b;
+    b.x = scratch("x", n * c.dim * 4);
+    b.y = scratch("y", n * c.dim * 4);
+    b.q = scratch("q", n * c.dim * 4);
+    b.q_raw = scratch("q_raw", n * c.dim * 4);
+    b.k = scratch("k", n * c.kv_dim() * 4);
+    b.v = scratch("v", n * c.kv_dim() * 4);
+    b.att = scratch("att", n * c.dim * 4);
+    b.h = scratch("h", n * c.hidden_dim * 4);
+    b.h2 = scratch("h2", n * c.hidden_dim * 4);
+    b.queries = scratch("queries", n * c.dim * 4);
+    b.sink_queries = scratch("sink_queries", n * c.dim * 4);
+    b.normalized = scratch("normalized", n * c.dim * 4);
+    b.logits = scratch("logits", n * c.vocab_size * 4);
+    b.a8_codes = scratch("a8_codes", n * a8_cols);
+    b.a8_group_sums = scratch("a8_group_sums", n * a8_cols / 32 * 4);
+    b.a8_scales = scratch("a8_scales", n * 4);
+    const std::vector<int32_t> tokens(plan.tokens.begin(), plan.tokens.end());
+    b.tokens = table("tokens", tokens);
+    b.positions = table("positions", plan.positions);
+    b.kv_vectors = table("kv_vectors", plan.kv_vectors);
+    b.sink_positions = table("sink_positions", plan.sink_positions);
+    b.logit_rows = table("logit_rows", plan.logit_tokens);
+    b.item_runs = table("item_runs", runs.item_runs);
+    b.item_sink_runs = table("item_sink_runs", runs.item_sink_runs);
+    b.run_start = table("run_start", runs.run_start);
+    b.run_count = table("run_count", runs.run_count);
+    for (int r = 0; r < 4; ++r) b.kv[r] = kv_[r].address();
+
+    bool placed = true;  // every weight the program names is on the card
+    const WeightAddresses weights{
+        [&](const void* host) -> uint64_t {
+          const auto it = step_weights_.find(host);
+          placed = placed && it != step_weights_.end();
+          return it == step_weights_.end() ? 0 : it->second.address();
+        },
+        [&](const W2View& layer) -> uint64_t {
+          const auto it = layers_.find(layer.codes);
+          placed = placed && it != layers_.end();
+          return it == layers_.end() ? 0 : it->second.stripe_table.address();
+        }};
+    ASSIGN_OR_RETURN(std::vector<hls::StepDescriptor> program, BuildStepProgram(plan, b, weights, units()));
+    if (!placed) return absl::InternalError("a weight the step reads was not uploaded to the card");
+    const uint64_t program_bytes = program.size() * sizeof(hls::StepDescriptor);
+    Stage(step_arrays_["program"], program.data(), static_cast<int64_t>(program_bytes));
+
+    xrt::run run = sequencer_(step_arrays_["program"].bo, static_cast<int>(program.size()));
+    const ert_cmd_state state = run.wait(run_timeout_);
+    if (state != ERT_CMD_STATE_COMPLETED) {
+      return absl::InternalError(absl::StrCat("the sequencer ended in state ", static_cast<int>(state)));
+    }
+    const std::size_t logit_bytes = plan.logit_tokens.size() * static_cast<std::size_t>(c.vocab_size) * sizeof(float);
+    xrt::bo& out = step_arrays_["logits"].bo;
+    out.sync(XCL_BO_SYNC_BO_FROM_DEVICE, logit_bytes, 0);
+    std::memcpy(logits.data(), out.map<const float*>(), logit_bytes);
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("card failure during a step: ", e.what()));
   }
   return absl::OkStatus();
 }

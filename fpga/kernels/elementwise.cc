@@ -2,28 +2,73 @@
 
 #include <cmath>
 
+#include "fpga/kernels/cycle_count.h"
+#include "runtime/common/lane_sum.h"
+
+namespace accllm::hls {
 namespace {
 
+// A pipelined loop over n elements, a beat of kElementLanes per cycle.
+int64_t BeatLoopCycles(int64_t n) { return (n + kElementLanes - 1) / kElementLanes + kLoopDepth; }
+
 // A8 codes of `size` values whose absolute maximum is `amax`, zero-padded to cols_padded, and the
-// sum of each group's codes: the CPU's A8Batch::Quantize, value for value.
+// sum of each group's codes: the CPU's A8Batch::Quantize, value for value. Groups are whole beats
+// (group sizes are powers of two from 32).
 void QuantizeA8(const float* values, float amax, int size, int cols_padded, int group_size, int8_t* codes,
-                float* act_scale, int32_t* group_sums) {
+                float* act_scale, int32_t* group_sums, CycleTally& tally) {
   const float inverse = amax > 0.0f ? 127.0f / amax : 0.0f;
   *act_scale = amax / 127.0f;
+  tally.Add(kDivideLatency);
   int32_t sum = 0;
-  for (int j = 0; j < cols_padded; j++) {
+  for (int j0 = 0; j0 < cols_padded; j0 += kElementLanes) {
 #pragma HLS PIPELINE II = 1
-    const int8_t q = j < size ? static_cast<int8_t>(std::nearbyint(values[j] * inverse)) : int8_t{0};
-    codes[j] = q;
-    sum += q;
-    if ((j + 1) % group_size == 0) {
-      group_sums[j / group_size] = sum;
+    int32_t beat = 0;
+    for (int l = 0; l < kElementLanes; ++l) {
+#pragma HLS UNROLL
+      const int j = j0 + l;
+      const int8_t q = j < size ? static_cast<int8_t>(std::nearbyint(values[j] * inverse)) : int8_t{0};
+      codes[j] = q;
+      beat += q;
+    }
+    sum += beat;
+    if ((j0 + kElementLanes) % group_size == 0) {
+      group_sums[j0 / group_size] = sum;
       sum = 0;
     }
+  }
+  tally.Add(BeatLoopCycles(cols_padded));
+}
+
+// The Hadamard butterflies of one vector in place (n a power of two, at most 256): per stage, its
+// n / 2 independent butterflies, a beat's worth (8) per cycle, each as runtime/common/hadamard.h
+// computes it.
+constexpr int kButterfliesPerCycle = kElementLanes / 2;
+void Butterflies(float* x, int n, CycleTally& tally) {
+  for (int len = 1; len < n; len <<= 1) {
+    for (int b0 = 0; b0 < n / 2; b0 += kButterfliesPerCycle) {
+#pragma HLS PIPELINE II = 1
+      for (int u = 0; u < kButterfliesPerCycle; ++u) {
+#pragma HLS UNROLL
+        const int b = b0 + u;
+        if (b < n / 2) {
+          const int j = b / len * 2 * len + b % len;
+          const float a = x[j], c = x[j + len];
+          x[j] = a + c;
+          x[j + len] = a - c;
+        }
+      }
+    }
+    tally.Add(BeatLoopCycles(n));  // n / 2 butterflies, kButterfliesPerCycle a cycle
   }
 }
 
 }  // namespace
+}  // namespace accllm::hls
+
+using accllm::hls::BeatLoopCycles;
+using accllm::hls::CycleTally;
+using accllm::hls::CycleUnit;
+using accllm::hls::kElementLanes;
 
 extern "C" void accllm_rmsnorm_a8(const float* x, const float* weight, int size, float eps, int cols_padded,
                                   int group_size, int8_t* codes, float* act_scale, int32_t* group_sums) {
@@ -33,20 +78,55 @@ extern "C" void accllm_rmsnorm_a8(const float* x, const float* weight, int size,
 #pragma HLS INTERFACE m_axi port = act_scale offset = slave bundle = gmem0
 #pragma HLS INTERFACE m_axi port = group_sums offset = slave bundle = gmem0
 #pragma HLS INTERFACE s_axilite port = return
+  using accllm::kNormLanes;
+  using accllm::hls::kDivideLatency;
+  using accllm::hls::kFaddLatency;
+  using accllm::hls::kLoopDepth;
   using accllm::hls::kMaxDim;
-  float normalized[kMaxDim];
-  float ss = 0.0f;
-  for (int j = 0; j < size; j++) ss += x[j] * x[j];
+  CycleTally tally;
+  // The sum of squares in lane_sum.h's order (SquareSum): 64 partial sums, each chunk of 64
+  // squares in the interval of one add (a beat per cycle), the halving tree, the tail in order.
+  float lane[kNormLanes];
+#pragma HLS ARRAY_PARTITION variable = lane complete
+  for (int l = 0; l < kNormLanes; ++l) lane[l] = 0.0f;
+  const int n64 = size / kNormLanes * kNormLanes;
+  for (int i = 0; i < n64; i += kNormLanes) {
+#pragma HLS PIPELINE II = 4
+    for (int l = 0; l < kNormLanes; ++l) {
+#pragma HLS UNROLL
+      lane[l] += x[i + l] * x[i + l];
+    }
+  }
+  tally.Add(static_cast<int64_t>(n64 / kNormLanes) * kFaddLatency + kLoopDepth);
+  for (int width = kNormLanes / 2; width >= 1; width /= 2) {
+#pragma HLS UNROLL
+    for (int l = 0; l < width; ++l) lane[l] += lane[l + width];
+    tally.Add(kFaddLatency);
+  }
+  float ss = lane[0];
+  for (int i = n64; i < size; ++i) ss += x[i] * x[i];
+  tally.Add(static_cast<int64_t>(size - n64) * kFaddLatency);
   ss /= size;
   ss += eps;
   ss = 1.0f / std::sqrt(ss);
-  float amax = 0.0f;
-  for (int j = 0; j < size; j++) {
+  tally.Add(3 * kDivideLatency);
+  float normalized[kMaxDim];
+#pragma HLS ARRAY_PARTITION variable = normalized cyclic factor = 16
+  float amax = 0.0f;  // a maximum: the same in any order
+  for (int j0 = 0; j0 < size; j0 += kElementLanes) {
 #pragma HLS PIPELINE II = 1
-    normalized[j] = weight[j] * (ss * x[j]);
-    amax = std::fmax(amax, std::fabs(normalized[j]));
+    for (int l = 0; l < kElementLanes; ++l) {
+#pragma HLS UNROLL
+      const int j = j0 + l;
+      if (j < size) {
+        normalized[j] = weight[j] * (ss * x[j]);
+        amax = std::fmax(amax, std::fabs(normalized[j]));
+      }
+    }
   }
-  QuantizeA8(normalized, amax, size, cols_padded, group_size, codes, act_scale, group_sums);
+  tally.Add(BeatLoopCycles(size));
+  accllm::hls::QuantizeA8(normalized, amax, size, cols_padded, group_size, codes, act_scale, group_sums, tally);
+  tally.Commit(CycleUnit::kElementwise);
 }
 
 extern "C" void accllm_a8(const float* x, int size, int cols_padded, int group_size, int8_t* codes, float* act_scale,
@@ -57,64 +137,99 @@ extern "C" void accllm_a8(const float* x, int size, int cols_padded, int group_s
 #pragma HLS INTERFACE m_axi port = group_sums offset = slave bundle = gmem0
 #pragma HLS INTERFACE s_axilite port = return
   using accllm::hls::kMaxDim;
+  CycleTally tally;
   float staged[kMaxDim];
+#pragma HLS ARRAY_PARTITION variable = staged cyclic factor = 16
   float amax = 0.0f;
-  for (int j = 0; j < size; j++) {
+  for (int j0 = 0; j0 < size; j0 += kElementLanes) {
 #pragma HLS PIPELINE II = 1
-    staged[j] = x[j];
-    amax = std::fmax(amax, std::fabs(staged[j]));
+    for (int l = 0; l < kElementLanes; ++l) {
+#pragma HLS UNROLL
+      const int j = j0 + l;
+      if (j < size) {
+        staged[j] = x[j];
+        amax = std::fmax(amax, std::fabs(staged[j]));
+      }
+    }
   }
-  QuantizeA8(staged, amax, size, cols_padded, group_size, codes, act_scale, group_sums);
+  tally.Add(BeatLoopCycles(size));
+  accllm::hls::QuantizeA8(staged, amax, size, cols_padded, group_size, codes, act_scale, group_sums, tally);
+  tally.Commit(CycleUnit::kElementwise);
 }
 
 extern "C" void accllm_rope(float* vec, int n, int head_size, int pos, float theta) {
 #pragma HLS INTERFACE m_axi port = vec offset = slave bundle = gmem0
 #pragma HLS INTERFACE s_axilite port = return
-  for (int i = 0; i < n; i += 2) {
+  CycleTally tally;
+  for (int i0 = 0; i0 < n; i0 += kElementLanes) {
 #pragma HLS PIPELINE II = 1
-    const int head_dim = i % head_size;
-    const float freq = 1.0f / std::pow(theta, head_dim / static_cast<float>(head_size));
-    const float val = pos * freq;
-    const float fcr = std::cos(val);
-    const float fci = std::sin(val);
-    const float v0 = vec[i];
-    const float v1 = vec[i + 1];
-    vec[i] = v0 * fcr - v1 * fci;
-    vec[i + 1] = v0 * fci + v1 * fcr;
+    for (int p = 0; p < kElementLanes; p += 2) {
+#pragma HLS UNROLL
+      const int i = i0 + p;
+      if (i < n) {
+        const int head_dim = i % head_size;
+        const float freq = 1.0f / std::pow(theta, head_dim / static_cast<float>(head_size));
+        const float val = pos * freq;
+        const float fcr = std::cos(val);
+        const float fci = std::sin(val);
+        const float v0 = vec[i];
+        const float v1 = vec[i + 1];
+        vec[i] = v0 * fcr - v1 * fci;
+        vec[i + 1] = v0 * fci + v1 * fcr;
+      }
+    }
   }
+  tally.Add(BeatLoopCycles(n));
+  tally.Commit(CycleUnit::kElementwise);
 }
 
 extern "C" void accllm_swiglu(float* gate, const float* up, int size) {
 #pragma HLS INTERFACE m_axi port = gate offset = slave bundle = gmem0
 #pragma HLS INTERFACE m_axi port = up offset = slave bundle = gmem1
 #pragma HLS INTERFACE s_axilite port = return
-  for (int i = 0; i < size; i++) {
+  CycleTally tally;
+  for (int i0 = 0; i0 < size; i0 += kElementLanes) {
 #pragma HLS PIPELINE II = 1
-    float val = gate[i];
-    val *= 1.0f / (1.0f + std::exp(-val));
-    gate[i] = val * up[i];
+    for (int l = 0; l < kElementLanes; ++l) {
+#pragma HLS UNROLL
+      const int i = i0 + l;
+      if (i < size) {
+        float val = gate[i];
+        val *= 1.0f / (1.0f + std::exp(-val));
+        gate[i] = val * up[i];
+      }
+    }
   }
+  tally.Add(BeatLoopCycles(size));
+  tally.Commit(CycleUnit::kElementwise);
 }
 
 extern "C" void accllm_hadamard(float* vectors, int n, int count) {
 #pragma HLS INTERFACE m_axi port = vectors offset = slave bundle = gmem0
 #pragma HLS INTERFACE s_axilite port = return
+  CycleTally tally;
   const float scale = 1.0f / std::sqrt(static_cast<float>(n));
   for (int v = 0; v < count; ++v) {
     float x[256];
 #pragma HLS ARRAY_PARTITION variable = x cyclic factor = 16
-    for (int i = 0; i < n; ++i) x[i] = vectors[static_cast<int64_t>(v) * n + i];
-    // Butterflies in the same order as runtime/common/hadamard.h, then the normalization.
-    for (int len = 1; len < n; len <<= 1) {
-      for (int i = 0; i < n; i += 2 * len) {
-        for (int j = i; j < i + len; ++j) {
-#pragma HLS UNROLL factor = 8
-          const float a = x[j], b = x[j + len];
-          x[j] = a + b;
-          x[j + len] = a - b;
-        }
+    float* vector = vectors + static_cast<int64_t>(v) * n;
+    for (int i0 = 0; i0 < n; i0 += kElementLanes) {
+#pragma HLS PIPELINE II = 1
+      for (int l = 0; l < kElementLanes; ++l) {
+#pragma HLS UNROLL
+        if (i0 + l < n) x[i0 + l] = vector[i0 + l];
       }
     }
-    for (int i = 0; i < n; ++i) vectors[static_cast<int64_t>(v) * n + i] = x[i] * scale;
+    tally.Add(BeatLoopCycles(n));
+    accllm::hls::Butterflies(x, n, tally);
+    for (int i0 = 0; i0 < n; i0 += kElementLanes) {
+#pragma HLS PIPELINE II = 1
+      for (int l = 0; l < kElementLanes; ++l) {
+#pragma HLS UNROLL
+        if (i0 + l < n) vector[i0 + l] = x[i0 + l] * scale;
+      }
+    }
+    tally.Add(BeatLoopCycles(n));
   }
+  tally.Commit(CycleUnit::kElementwise);
 }

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "fpga/kernels/cycle_count.h"
 #include "fpga/kernels/elementwise.h"
 #include "fpga/kernels/hls_compat.h"
 #include "fpga/kernels/kv4_attention.h"
@@ -17,44 +18,86 @@ namespace {
 
 #ifndef ACCLLM_VITIS_HLS
 std::atomic<int64_t> sequencer_starts{0};
+thread_local ScopedDeviceMemory::Map device_memory = nullptr;
 #endif
 
 // A buffer named by its device address (see sequencer.h).
 template <typename T>
 T* At(uint64_t address) {
+#ifndef ACCLLM_VITIS_HLS
+  if (device_memory != nullptr) return static_cast<T*>(device_memory(address));
+#endif
   return reinterpret_cast<T*>(static_cast<uintptr_t>(address));
 }
 
 constexpr int kRowTile = 16;  // rows per W2/W8 row tile (runtime/quant/w2.h kW2RowTile)
+
+// A pipelined loop over n elements, a beat of kElementLanes per cycle.
+int64_t BeatLoopCycles(int64_t n) { return (n + kElementLanes - 1) / kElementLanes + kLoopDepth; }
+
+// dst[0, n) = src[0, n), a beat per cycle (src == dst: a row that stays).
+void CopyBeats(float* dst, const float* src, int n, CycleTally& tally) {
+  for (int i0 = 0; i0 < n; i0 += kElementLanes) {
+#pragma HLS PIPELINE II = 1
+    for (int l = 0; l < kElementLanes; ++l) {
+#pragma HLS UNROLL
+      if (i0 + l < n) dst[i0 + l] = src[i0 + l];
+    }
+  }
+  tally.Add(BeatLoopCycles(n));
+}
 
 void Embed(const StepDescriptor& d) {
   const int dim = d.n[0];
   const uint16_t* table = At<const uint16_t>(d.p[0]);
   const int32_t* tokens = At<const int32_t>(d.p[1]);
   float* x = At<float>(d.p[2]);
+  CycleTally tally;
   for (int t = 0; t < d.tokens; ++t) {
     const uint16_t* row = table + static_cast<int64_t>(tokens[t]) * dim;
-    for (int j = 0; j < dim; ++j) x[static_cast<int64_t>(t) * dim + j] = HalfToFloat(row[j]);
+    for (int j0 = 0; j0 < dim; j0 += kElementLanes) {
+#pragma HLS PIPELINE II = 1
+      for (int l = 0; l < kElementLanes; ++l) {
+#pragma HLS UNROLL
+        const int j = j0 + l;
+        if (j < dim) x[static_cast<int64_t>(t) * dim + j] = HalfToFloat(row[j]);
+      }
+    }
+    tally.Add(BeatLoopCycles(dim));
   }
+  tally.Commit(CycleUnit::kElementwise);
 }
 
 void ResidualNormA8(const StepDescriptor& d) {
   const int dim = d.n[0], cols_padded = d.n[1], group_size = d.n[2];
   const int groups = group_size > 0 ? cols_padded / group_size : 0;
+  CycleTally tally;
   for (int t = 0; t < d.tokens; ++t) {
     float* x = At<float>(d.p[0]) + static_cast<int64_t>(t) * dim;
     if (d.p[1] != 0) {
       const float* y = At<const float>(d.p[1]) + static_cast<int64_t>(t) * dim;
-      for (int j = 0; j < dim; ++j) x[j] += y[j];
+      for (int j0 = 0; j0 < dim; j0 += kElementLanes) {
+#pragma HLS PIPELINE II = 1
+        for (int l = 0; l < kElementLanes; ++l) {
+#pragma HLS UNROLL
+          if (j0 + l < dim) x[j0 + l] += y[j0 + l];
+        }
+      }
+      tally.Add(BeatLoopCycles(dim));
     }
     const float* weight = At<const float>(d.p[2]);
     if (d.p[6] != 0) {
-      RmsNorm(At<float>(d.p[6]) + static_cast<int64_t>(t) * dim, x, weight, dim, d.f);  // the fp16 classifier's input
+      // The fp16 classifier's input: accllm_rmsnorm_a8's loops without the quantizer.
+      RmsNorm(At<float>(d.p[6]) + static_cast<int64_t>(t) * dim, x, weight, dim, d.f);
+      const int chunks = dim / accllm::kNormLanes, tail = dim - chunks * accllm::kNormLanes;
+      tally.Add(int64_t{chunks} * kFaddLatency + kLoopDepth + 6 * kFaddLatency + int64_t{tail} * kFaddLatency +
+                3 * kDivideLatency + BeatLoopCycles(dim));
     } else {
       accllm_rmsnorm_a8(x, weight, dim, d.f, cols_padded, group_size, At<int8_t>(d.p[3]) + static_cast<int64_t>(t) * cols_padded,
                         At<float>(d.p[5]) + t, At<int32_t>(d.p[4]) + static_cast<int64_t>(t) * groups);
     }
   }
+  tally.Commit(CycleUnit::kElementwise);
 }
 
 void A8(const StepDescriptor& d) {
@@ -98,6 +141,10 @@ void W8A8(const StepDescriptor& d) {
   const int groups = cols_padded / group_size;
   const int8_t* codes = At<const int8_t>(d.p[0]);
   const float* scales = At<const float>(d.p[1]);
+  // A functional unit: one multiply-add per cycle, a group's scale fma at its latency.
+  CycleTally tally;
+  tally.Add(int64_t{rows} * d.tokens * (int64_t{cols_padded} + int64_t{groups} * kFmaLatency) + kLoopDepth);
+  tally.Commit(CycleUnit::kClassifier);
   for (int row = 0; row < rows; ++row) {
     for (int t = 0; t < d.tokens; ++t) {
       const int8_t* a = At<const int8_t>(d.p[2]) + static_cast<int64_t>(t) * cols_padded;
@@ -118,6 +165,11 @@ void W8A8(const StepDescriptor& d) {
 
 void F16(const StepDescriptor& d) {
   const int rows = d.n[0], cols = d.n[1], ldy = d.n[2];
+  // A functional unit: per row and token, LaneDot's 8 lanes at the fma's latency, then its tail.
+  CycleTally tally;
+  const int64_t row_cycles = int64_t{cols / accllm::kSumLanes} * kFmaLatency + int64_t{cols % accllm::kSumLanes} * kFmaLatency;
+  tally.Add(int64_t{rows} * d.tokens * row_cycles + kLoopDepth);
+  tally.Commit(CycleUnit::kClassifier);
   for (int r = 0; r < rows; ++r) {
     const uint16_t* row = At<const uint16_t>(d.p[0]) + static_cast<int64_t>(r) * cols;
     for (int t = 0; t < d.tokens; ++t) {
@@ -130,25 +182,41 @@ void F16(const StepDescriptor& d) {
 
 // One vector into the KV4 cache: 4-bit codes (low nibble first) with an fp16 scale and minimum,
 // as runtime/kv/kv_storage.h's QuantizeKv4.
-void Kv4Write(const float* x, int head_size, uint8_t* codes, Kv4Param* param) {
-  float lo = x[0], hi = x[0];
-  for (int i = 1; i < head_size; ++i) {
-    lo = std::min(lo, x[i]);
-    hi = std::max(hi, x[i]);
+void Kv4Write(const float* x, int head_size, uint8_t* codes, Kv4Param* param, CycleTally& tally) {
+  float lo = x[0], hi = x[0];  // extremes: the same in any order
+  for (int i0 = 0; i0 < head_size; i0 += kElementLanes) {
+#pragma HLS PIPELINE II = 1
+    for (int l = 0; l < kElementLanes; ++l) {
+#pragma HLS UNROLL
+      if (i0 + l < head_size) {
+        lo = std::min(lo, x[i0 + l]);
+        hi = std::max(hi, x[i0 + l]);
+      }
+    }
   }
+  tally.Add(BeatLoopCycles(head_size));
   const uint16_t min16 = FloatToHalf(lo);
   const float min = HalfToFloat(min16);
   const uint16_t scale16 = FloatToHalf((hi - min) / 15.0f);
   const float scale = HalfToFloat(scale16);
   const float inverse = scale > 0.0f ? 1.0f / scale : 0.0f;
-  for (int i = 0; i < head_size; i += 2) {
-    uint8_t pair = 0;
-    for (int j = 0; j < 2; ++j) {
-      const float q = std::clamp(std::nearbyint((x[i + j] - min) * inverse), 0.0f, 15.0f);
-      pair |= static_cast<uint8_t>(q) << (4 * j);
+  tally.Add(2 * kDivideLatency);
+  for (int i0 = 0; i0 < head_size; i0 += kElementLanes) {
+#pragma HLS PIPELINE II = 1
+    for (int p = 0; p < kElementLanes; p += 2) {
+#pragma HLS UNROLL
+      const int i = i0 + p;
+      if (i < head_size) {
+        uint8_t pair = 0;
+        for (int j = 0; j < 2; ++j) {
+          const float q = std::clamp(std::nearbyint((x[i + j] - min) * inverse), 0.0f, 15.0f);
+          pair |= static_cast<uint8_t>(q) << (4 * j);
+        }
+        codes[i / 2] = pair;
+      }
     }
-    codes[i / 2] = pair;
   }
+  tally.Add(BeatLoopCycles(head_size));
   *param = {scale16, min16};
 }
 
@@ -157,11 +225,11 @@ void RopeKvWrite(const StepDescriptor& d) {
   const int kv_dim = kv_heads * hs, q_width = kv_mul * hs;
   const int32_t* positions = At<const int32_t>(d.p[4]);
   const int32_t* vectors = At<const int32_t>(d.p[5]);
+  CycleTally tally;
   for (int t = 0; t < d.tokens; ++t) {
     for (int h = 0; h < kv_heads; ++h) {
       float* q = At<float>(d.p[0]) + static_cast<int64_t>(t) * dim + static_cast<int64_t>(h) * q_width;
-      std::memcpy(At<float>(d.p[1]) + static_cast<int64_t>(t) * dim + static_cast<int64_t>(h) * q_width, q,
-                  sizeof(float) * q_width);
+      CopyBeats(At<float>(d.p[1]) + static_cast<int64_t>(t) * dim + static_cast<int64_t>(h) * q_width, q, q_width, tally);
       accllm_rope(q, q_width, hs, positions[t], d.f);
       float* k = At<float>(d.p[2]) + static_cast<int64_t>(t) * kv_dim + static_cast<int64_t>(h) * hs;
       float* v = At<float>(d.p[3]) + static_cast<int64_t>(t) * kv_dim + static_cast<int64_t>(h) * hs;
@@ -171,10 +239,11 @@ void RopeKvWrite(const StepDescriptor& d) {
         accllm_hadamard(v, hs, 1);
       }
       const int64_t vector = vectors[t] + static_cast<int64_t>(h) * page_tokens;
-      Kv4Write(k, hs, At<uint8_t>(d.p[6]) + vector * (hs / 2), At<Kv4Param>(d.p[7]) + vector);
-      Kv4Write(v, hs, At<uint8_t>(d.p[8]) + vector * (hs / 2), At<Kv4Param>(d.p[9]) + vector);
+      Kv4Write(k, hs, At<uint8_t>(d.p[6]) + vector * (hs / 2), At<Kv4Param>(d.p[7]) + vector, tally);
+      Kv4Write(v, hs, At<uint8_t>(d.p[8]) + vector * (hs / 2), At<Kv4Param>(d.p[9]) + vector, tally);
     }
   }
+  tally.Commit(CycleUnit::kElementwise);
 }
 
 void Attention(const StepDescriptor& d) {
@@ -186,12 +255,13 @@ void Attention(const StepDescriptor& d) {
   float* queries = At<float>(d.p[11]);
   float* sink_queries = At<float>(d.p[12]);
   float* out = At<float>(d.p[13]);
-  std::memcpy(queries, q, sizeof(float) * d.tokens * dim);  // item t * heads + h is q's head h of token t
+  CycleTally tally;
+  CopyBeats(queries, q, d.tokens * dim, tally);  // item t * heads + h is q's head h of token t
   if (rotate) accllm_hadamard(queries, hs, items);
   for (int t = 0; t < d.tokens; ++t) {
     if (sink_positions[t] < 0) continue;
     float* sink = sink_queries + static_cast<int64_t>(t) * dim;
-    std::memcpy(sink, q_raw + static_cast<int64_t>(t) * dim, sizeof(float) * dim);
+    CopyBeats(sink, q_raw + static_cast<int64_t>(t) * dim, dim, tally);
     for (int h = 0; h < heads; ++h) accllm_rope(sink + h * hs, hs, hs, sink_positions[t], d.f);
     if (rotate) accllm_hadamard(sink, hs, heads);
   }
@@ -199,6 +269,7 @@ void Attention(const StepDescriptor& d) {
                        At<const uint8_t>(d.p[7]), At<const Kv4Param>(d.p[8]), At<const uint8_t>(d.p[9]),
                        At<const Kv4Param>(d.p[10]), At<const int32_t>(d.p[5]), At<const int32_t>(d.p[6]), hs, out);
   if (rotate) accllm_hadamard(out, hs, items);  // back from the cache's basis
+  tally.Commit(CycleUnit::kElementwise);
 }
 
 void SwiGlu(const StepDescriptor& d) {
@@ -217,15 +288,20 @@ void GatherRows(const StepDescriptor& d) {
   const int width = d.n[0];
   float* x = At<float>(d.p[0]);
   const int32_t* rows = At<const int32_t>(d.p[1]);
+  CycleTally tally;
   for (int r = 0; r < d.tokens; ++r) {
-    if (rows[r] != r) std::memcpy(x + static_cast<int64_t>(r) * width, x + static_cast<int64_t>(rows[r]) * width, sizeof(float) * width);
+    CopyBeats(x + static_cast<int64_t>(r) * width, x + static_cast<int64_t>(rows[r]) * width, width, tally);
   }
+  tally.Commit(CycleUnit::kElementwise);
 }
 
 }  // namespace
 
 #ifndef ACCLLM_VITIS_HLS
 int64_t SequencerStarts() { return sequencer_starts.load(); }
+
+ScopedDeviceMemory::ScopedDeviceMemory(Map memory) : previous_(device_memory) { device_memory = memory; }
+ScopedDeviceMemory::~ScopedDeviceMemory() { device_memory = previous_; }
 #endif
 
 }  // namespace accllm::hls
@@ -237,6 +313,10 @@ extern "C" void accllm_sequencer(const accllm::hls::StepDescriptor* program, int
 #ifndef ACCLLM_VITIS_HLS
   accllm::hls::sequencer_starts.fetch_add(1);
 #endif
+  // Each descriptor: its beats read, then its op dispatched.
+  accllm::hls::CycleTally tally;
+  tally.Add(static_cast<int64_t>(count) * ((sizeof(accllm::hls::StepDescriptor) + 63) / 64 + accllm::hls::kLoopDepth));
+  tally.Commit(accllm::hls::CycleUnit::kSequencer);
   for (int i = 0; i < count; ++i) {
     const accllm::hls::StepDescriptor& d = program[i];
     switch (d.op) {

@@ -65,6 +65,22 @@ struct StepDescriptor {
 #ifndef ACCLLM_VITIS_HLS
 // Sequencer starts in C simulation since the process began, all threads together.
 int64_t SequencerStarts();
+
+// C simulation of a card whose device addresses are not host addresses (XRT's noop flow keeps a
+// shadow of each buffer): while one of these lives, the sequencer starts on this thread reach a
+// descriptor's address through `memory` (null for an address no buffer holds). Without one, an
+// address is the host address (fpga-sim).
+class ScopedDeviceMemory {
+ public:
+  using Map = void* (*)(uint64_t address);
+  explicit ScopedDeviceMemory(Map memory);
+  ~ScopedDeviceMemory();
+  ScopedDeviceMemory(const ScopedDeviceMemory&) = delete;
+  ScopedDeviceMemory& operator=(const ScopedDeviceMemory&) = delete;
+
+ private:
+  Map previous_;
+};
 #endif
 
 }  // namespace accllm::hls

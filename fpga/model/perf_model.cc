@@ -4,7 +4,9 @@
 #include <cmath>
 
 #include "fpga/device_limits.h"
+#include "fpga/kernels/cycle_count.h"
 #include "fpga/kernels/kv4_attention.h"
+#include "fpga/model/step_shapes.h"
 #include "fpga/model/unit_cycles.h"
 #include "runtime/kv/sequence_kv.h"
 
@@ -24,6 +26,32 @@ struct LinearShape {
 std::vector<LinearShape> Linears(const LlamaConfig& c) {
   return {{c.dim, c.dim}, {c.kv_dim(), c.dim}, {c.kv_dim(), c.dim}, {c.dim, c.dim},
           {c.hidden_dim, c.dim}, {c.hidden_dim, c.dim}, {c.dim, c.hidden_dim}};
+}
+
+struct SequencedStepCycles {
+  int64_t elementwise = 0, classifier = 0, sequencer = 0, descriptors = 0;
+};
+
+// A step of `tokens` tokens through the sequencer, `sink_tokens` of them with sink queries.
+SequencedStepCycles SequencedCycles(const Workload& w, int tokens, int logit_rows, int sink_tokens) {
+  StepShape shape;
+  shape.config = w.config;
+  shape.group_size = w.group_size;
+  shape.w8_classifier = w.w8_classifier;
+  shape.page_tokens = w.page_tokens;
+  shape.tokens = tokens;
+  shape.logit_rows = logit_rows;
+  SequencedStepCycles cycles;
+  absl::StatusOr<std::vector<hls::StepDescriptor>> program = ShapeOnlyProgram(shape);
+  if (!program.ok()) return cycles;  // a shape the sequencer refuses: counted as nothing
+  for (const hls::StepDescriptor& d : *program) {
+    const DescriptorCycles c = CyclesOf(d, sink_tokens);
+    cycles.elementwise += c.elementwise;
+    cycles.classifier += c.classifier;
+  }
+  cycles.descriptors = static_cast<int64_t>(program->size());
+  cycles.sequencer = SequencerCycles(cycles.descriptors);
+  return cycles;
 }
 
 }  // namespace
@@ -52,7 +80,6 @@ Estimate EstimateAccelerator(const U280Platform& p, const AcceleratorDesign& d, 
   struct LinearTime {
     double seconds = 0, compute_s = 0, read_s = 0;
     int64_t all_unit_cycles = 0;  // every unit's calls together
-    int64_t launches = 0;         // unit starts the host makes (one per unit per call)
   };
   const auto linear_time = [&](int tokens) {
     LinearTime t;
@@ -74,7 +101,6 @@ Estimate EstimateAccelerator(const U280Platform& p, const AcceleratorDesign& d, 
       t.compute_s += compute_s * c.n_layers;
       t.read_s += read_s * c.n_layers;
       t.seconds += std::max(compute_s, read_s) * c.n_layers;
-      t.launches += units * calls * c.n_layers;
     }
     t.all_unit_cycles *= c.n_layers;
     return t;
@@ -82,7 +108,8 @@ Estimate EstimateAccelerator(const U280Platform& p, const AcceleratorDesign& d, 
   const LinearTime linear = linear_time(batch);
   e.linear_ms = 1e3 * linear.seconds;
   e.w2a8_cycles = linear.all_unit_cycles;
-  const double classifier_bytes = 2.0 * c.vocab_size * c.dim;
+  // fp16 rows, or 8-bit codes with a float scale per 128 columns.
+  const double classifier_bytes = w.w8_classifier ? c.vocab_size * (c.dim + 4.0 * c.dim / 128) : 2.0 * c.vocab_size * c.dim;
   e.weight_bytes = linear_bytes + classifier_bytes;
   const double unit_bytes_per_s = std::min(channel_bytes_per_s, kBeatBytes * hz);
   e.classifier_ms = 1e3 * classifier_bytes / (d.w2a8_units * unit_bytes_per_s);
@@ -109,13 +136,15 @@ Estimate EstimateAccelerator(const U280Platform& p, const AcceleratorDesign& d, 
   e.attention_ms = 1e3 * std::max(kv_read_s, attention_compute_s);
   const double attention_macs = 2.0 * c.n_layers * c.dim * static_cast<double>(span.visible) * batch;
 
-  const double elementwise = static_cast<double>(c.n_layers) * (6.0 * c.dim + 3.0 * c.hidden_dim) * batch;
-  e.elementwise_ms = 1e3 * elementwise / (static_cast<double>(d.elementwise_lanes) * hz);
-  // The host starts every unit of every layer (and each layer's attention units) and waits, or,
-  // with the layer sequencer, starts the step once.
-  e.launches = d.sequencer ? 1 : linear.launches + int64_t{c.n_layers} * d.attention_units;
-  e.overhead_ms = d.sequencer ? 1e-3 * d.step_overhead_us
-                              : 1e-3 * d.launch_us * c.n_layers * (7.0 * std::ceil(static_cast<double>(batch) / d.token_lanes) + 1);
+  // The element-wise units and the sequencer, from the step's descriptor list (one decode token
+  // per sequence, each with sink queries once its window has moved past the sinks).
+  const bool sinks = lambda.SinkEnd(std::max(0, w.context - 1)) > 0;
+  const SequencedStepCycles decode = SequencedCycles(w, batch, batch, sinks ? batch : 0);
+  e.elementwise_cycles = decode.elementwise + decode.sequencer;
+  e.classifier_unit_cycles = decode.classifier;
+  e.descriptors = decode.descriptors;
+  e.elementwise_ms = 1e3 * static_cast<double>(e.elementwise_cycles) / hz;
+  e.overhead_ms = 1e-3 * d.step_overhead_us;
   // The W2A8 engine, attention and element-wise units of one layer work in sequence.
   e.step_ms = e.linear_ms + e.classifier_ms + e.attention_ms + e.elementwise_ms + e.overhead_ms;
   e.tokens_per_s = w.cards * batch / (e.step_ms * 1e-3);
@@ -135,7 +164,12 @@ Estimate EstimateAccelerator(const U280Platform& p, const AcceleratorDesign& d, 
   const double prefill_attention_s =
       static_cast<double>(prefill_attention_cycles) * (c.n_heads / static_cast<double>(lanes)) * c.n_layers /
       d.attention_units / hz;
-  e.prefill_tokens_per_s = prompt / (prefill_linear.seconds + prefill_attention_s + 1e-3 * e.classifier_ms);
+  int sink_tokens = 0;
+  for (int pos = 0; pos < prompt; ++pos) sink_tokens += lambda.SinkEnd(pos) > 0 ? 1 : 0;
+  const SequencedStepCycles prefill = SequencedCycles(w, prompt, 1, sink_tokens);
+  const double prefill_elementwise_s = static_cast<double>(prefill.elementwise + prefill.sequencer) / hz;
+  e.prefill_tokens_per_s =
+      prompt / (prefill_linear.seconds + prefill_attention_s + prefill_elementwise_s + 1e-3 * e.classifier_ms);
 
   // Power at this step's rates.
   const double step_s = e.step_ms * 1e-3;
@@ -148,7 +182,7 @@ Estimate EstimateAccelerator(const U280Platform& p, const AcceleratorDesign& d, 
   // streams its tiles and keeps none), per attention unit its lanes' scores (kv4_attention.cc).
   // LUTs and BRAM are not estimated: that needs synthesis.
   e.dsp_used = d.w2a8_units * static_cast<int>(kWeightsPerBeat) * d.token_lanes / d.macs_per_dsp +
-               (d.attention_units * d.attention_lanes + d.elementwise_lanes) * d.dsp_per_fp32_lane;
+               (d.attention_units * d.attention_lanes + d.elementwise_units * hls::kElementLanes) * d.dsp_per_fp32_lane;
   const double activation_bytes = static_cast<double>(d.token_lanes) * static_cast<double>(widest_cols);
   const double score_bytes = 4.0 * hls::kAttentionQueryLanes * hls::kKv4MaxVisible;
   e.uram_used = d.w2a8_units * static_cast<int>(std::ceil(activation_bytes / kUramBytes)) +

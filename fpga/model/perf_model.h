@@ -6,15 +6,17 @@
 //   * W2A8 units: `w2a8_units` compute units, each holding a stripe of every linear layer's row
 //     tiles in its HBM channel; a layer takes its slowest unit's call cycles or that unit's bytes
 //     at the channel's sustained rate (`hbm_efficiency`, assumed), whichever is longer.
-//   * classifier: streamed over all weight channels at their bandwidth (modelled: the classifier
-//     runs on the host today).
 //   * attention: each query's cycles over its Λ page runs, a layer's queries split between the
 //     `attention_units`, or the KV bytes at the KV channels' rate if longer.
-//   * element-wise units (RMSNorm+A8, RoPE, SwiGLU, softmax): `elementwise_lanes` per cycle
-//     (modelled: the host runs them between layers today).
-//   * host control: as built, the host starts every unit of every layer and waits (`launch_us`
-//     per layer-wide start, assumed); with the layer sequencer (fpga/kernels/sequencer.h, run by
-//     fpga-sim; not yet by the XRT driver), one start per step.
+//   * element-wise units (norm+A8, A8, RoPE and the KV4 write, the queries' preparation, SwiGLU,
+//     Hadamard, embedding, gathers) and the sequencer's own reading of descriptors: the step's
+//     descriptor list as BuildStepProgram makes it (step_shapes.h), each descriptor's cycles from
+//     the loops that run it (unit_cycles.h CyclesOf), one after another.
+//   * classifier: streamed over all weight channels at their bandwidth. Not the code's: the
+//     sequencer's classifier units are functional loops (one multiply-add per cycle), whose
+//     cycles are reported apart (`classifier_unit_cycles`).
+//   * control: one sequencer start per step and the logits read back (`step_overhead_us`,
+//     assumed), as the XRT driver and fpga-sim run it.
 // Power = static + HBM energy per bit moved + MAC energy + clocked logic, all assumed constants
 // (docs/FPGA.md).
 #pragma once
@@ -45,11 +47,9 @@ struct AcceleratorDesign {
   int kv_channels = 4;
   int attention_units = 2;
   int attention_lanes = 128;   // fp32 multiply-adds unrolled per unit (DSP count): a head vector
-  int elementwise_lanes = 64;
+  int elementwise_units = 4;   // norm+A8, RoPE, SwiGLU, Hadamard: 16 fp32 lanes each (DSP count)
   int dsp_per_fp32_lane = 5;   // fp32 multiply (3) + add (2)
-  bool sequencer = false;          // one start per step (the layer sequencer) instead of the host's per-layer starts
-  double launch_us = 15;           // host: start a layer's units, wait, sync (assumed)
-  double step_overhead_us = 10;    // sequencer: one start and the logits read back (assumed)
+  double step_overhead_us = 10;    // one sequencer start and the logits read back (assumed)
   double mac_pj = 0.5;             // int2 x int8 MAC with its local data movement (assumed)
   double logic_watts = 3.0;        // clock tree and control at 225 MHz (assumed)
 };
@@ -65,6 +65,7 @@ struct Workload {
   int cards = 1;               // data parallel: each card holds the whole model
   int page_tokens = 16;        // KV pages as the server sizes them
   int prefill_chunk = 64;
+  bool w8_classifier = false;  // the classifier in 8 bits (else fp16)
 };
 
 struct Estimate {
@@ -73,7 +74,9 @@ struct Estimate {
   double linear_ms = 0, classifier_ms = 0, attention_ms = 0, elementwise_ms = 0, overhead_ms = 0;
   int64_t w2a8_cycles = 0;        // every W2A8 unit's cycles in the step, added up (the C simulation's count)
   int64_t attention_cycles = 0;   // every attention query's cycles in the step, added up
-  int64_t launches = 0;           // unit starts per step
+  int64_t elementwise_cycles = 0; // the element-wise units' and the sequencer's, as the C simulation counts them
+  int64_t classifier_unit_cycles = 0;  // the sequencer's classifier unit as written (not in step_ms)
+  int64_t descriptors = 0;        // in the step's descriptor list
   double step_ms = 0;
   double tokens_per_s = 0;        // decode, all cards together
   double hbm_roofline_tokens_per_s = 0;  // weights + KV at the full 460 GB/s, per card x cards

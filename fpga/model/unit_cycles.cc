@@ -4,11 +4,40 @@
 
 #include "fpga/kernels/cycle_count.h"
 #include "fpga/kernels/kv4_attention.h"
+#include "runtime/common/lane_sum.h"
 
 namespace accllm::fpga {
 
+using hls::kDivideLatency;
+using hls::kElementLanes;
+using hls::kFaddLatency;
 using hls::kFmaLatency;
 using hls::kLoopDepth;
+using hls::StepOp;
+
+namespace {
+
+int64_t Beats(int64_t n) { return (n + kElementLanes - 1) / kElementLanes + kLoopDepth; }
+
+// RMSNorm's sum of squares, tree and reciprocal square root, then the normalizing pass.
+int64_t NormCycles(int64_t dim) {
+  const int64_t chunks = dim / kNormLanes, tail = dim - chunks * kNormLanes;
+  int levels = 0;
+  for (int width = kNormLanes / 2; width >= 1; width /= 2) ++levels;
+  return chunks * kFaddLatency + kLoopDepth + levels * kFaddLatency + tail * kFaddLatency + 3 * kDivideLatency + Beats(dim);
+}
+
+int64_t QuantizeA8Cycles(int64_t cols_padded) { return kDivideLatency + Beats(cols_padded); }
+
+int64_t HadamardCycles(int64_t n, int64_t count) {
+  int64_t stages = 0;
+  for (int64_t len = 1; len < n; len <<= 1) ++stages;
+  return count * (2 + stages) * Beats(n);
+}
+
+int64_t Kv4WriteCycles(int64_t head_size) { return Beats(head_size) + 2 * kDivideLatency + Beats(head_size); }
+
+}  // namespace
 
 int64_t W2A8StagingCycles(const W2A8Call& c) {
   // Activations and group sums, a beat per cycle, per token.
@@ -45,6 +74,66 @@ int64_t AttentionGroupCycles(int head_size, std::span<const QuerySpan> lanes) {
          + q * longest + kLoopDepth                        // exponentials and sums
          + q * longest + runs + kLoopDepth                 // values
          + q * head_size + kLoopDepth;                     // the outputs
+}
+
+DescriptorCycles CyclesOf(const hls::StepDescriptor& d, int sink_tokens) {
+  DescriptorCycles c;
+  const int64_t tokens = d.tokens;
+  switch (d.op) {
+    case StepOp::kEmbed:
+      c.elementwise = tokens * Beats(d.n[0]);
+      break;
+    case StepOp::kResidualNormA8: {
+      const int64_t residual = d.p[1] != 0 ? Beats(d.n[0]) : 0;
+      const int64_t quantize = d.p[6] != 0 ? 0 : QuantizeA8Cycles(d.n[1]);
+      c.elementwise = tokens * (residual + NormCycles(d.n[0]) + quantize);
+      break;
+    }
+    case StepOp::kA8:
+      c.elementwise = tokens * (Beats(d.n[0]) + QuantizeA8Cycles(d.n[1]));
+      break;
+    case StepOp::kW2A8:
+      break;  // the W2A8 units (W2A8CallCycles)
+    case StepOp::kW8A8: {
+      const int64_t rows = d.n[0], cols_padded = d.n[1], groups = d.n[1] / d.n[2];
+      c.classifier = rows * tokens * (cols_padded + groups * kFmaLatency) + kLoopDepth;
+      break;
+    }
+    case StepOp::kF16: {
+      const int64_t rows = d.n[0], cols = d.n[1];
+      c.classifier = rows * tokens * (cols / kSumLanes + cols % kSumLanes) * kFmaLatency + kLoopDepth;
+      break;
+    }
+    case StepOp::kRopeKvWrite: {
+      const int64_t kv_heads = d.n[1], hs = d.n[2], q_width = d.n[3] * hs;
+      const int64_t rotate = d.n[4] != 0 ? 2 * HadamardCycles(hs, 1) : 0;
+      c.elementwise = tokens * kv_heads * (2 * Beats(q_width) + Beats(hs) + rotate + 2 * Kv4WriteCycles(hs));
+      break;
+    }
+    case StepOp::kAttention: {  // the queries' preparation and the outputs' rotation back
+      const int64_t heads = d.n[0], hs = d.n[1], dim = heads * hs, items = tokens * heads;
+      const bool rotate = d.n[2] != 0;
+      c.elementwise = Beats(tokens * dim) + (rotate ? 2 * HadamardCycles(hs, items) : 0) +
+                      int64_t{sink_tokens} * (Beats(dim) + heads * Beats(hs) + (rotate ? HadamardCycles(hs, heads) : 0));
+      break;
+    }
+    case StepOp::kSwiGlu: {
+      const int64_t hidden = d.n[0], segment = d.n[1], block = d.n[2];
+      for (int64_t first = 0; first < hidden; first += segment) {
+        const int64_t size = std::min(segment, hidden - first);
+        c.elementwise += tokens * (Beats(size) + (block > 0 ? HadamardCycles(size, 1) : 0));
+      }
+      break;
+    }
+    case StepOp::kGatherRows:
+      c.elementwise = tokens * Beats(d.n[0]);
+      break;
+  }
+  return c;
+}
+
+int64_t SequencerCycles(int64_t count) {
+  return count * ((static_cast<int64_t>(sizeof(hls::StepDescriptor)) + 63) / 64 + kLoopDepth);
 }
 
 }  // namespace accllm::fpga

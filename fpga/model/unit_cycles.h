@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <span>
 
+#include "fpga/kernels/sequencer.h"
 #include "runtime/kv/lambda_attention.h"
 
 namespace accllm::fpga {
@@ -38,5 +39,18 @@ QuerySpan QuerySpanAt(int64_t position, const LambdaConfig& lambda, int page_tok
 // A group of up to hls::kAttentionQueryLanes (token, head) queries through the attention unit,
 // interleaved: its cycles follow its longest lane.
 int64_t AttentionGroupCycles(int head_size, std::span<const QuerySpan> lanes);
+
+// The cycles one descriptor of the layer sequencer spends outside the W2A8 and attention units,
+// from its fields as sequencer.cc and elementwise.cc loop over them (a beat of 16 floats per
+// cycle; RMSNorm's sum of squares at one 64-wide chunk per add latency). `sink_tokens`: how many
+// of the step's tokens have sink queries to prepare (kAttention; it reads that from device
+// memory, not from the descriptor).
+struct DescriptorCycles {
+  int64_t elementwise = 0;  // norms, A8, RoPE, KV4 writes, SwiGLU, Hadamard, embedding, gathers
+  int64_t classifier = 0;   // the W8 or fp16 classifier unit
+};
+DescriptorCycles CyclesOf(const hls::StepDescriptor& d, int sink_tokens);
+// Reading and dispatching `count` descriptors.
+int64_t SequencerCycles(int64_t count);
 
 }  // namespace accllm::fpga

@@ -11,6 +11,12 @@
 // holds the lanes in one register; a 512-bit path holds two such sums (two rows, or two keys)
 // side by side; the scalar path and the HLS units keep an array of eight.
 //
+// A sum of squares (RMSNorm's) is wider, so that a unit can take a 512-bit beat (16 floats) per
+// cycle while each partial sum waits out its add's latency: kNormLanes = 64 partial sums, lane l
+// adding (a product, then an add) the squares at i < n64 = n / 64 * 64 with i % 64 == l in index
+// order; then the upper half of the lanes is added onto the lower half until one is left
+// (lane[l] += lane[l + 32], then + 16, ..., + 1), and the tail i >= n64 in index order.
+//
 // Element-wise accumulations (out[d] += p_i * v_i over i) are fused multiply-adds in i order.
 // The build turns off the compiler's own contraction of a * b + c (-ffp-contract=off), so that
 // only these written-out fmas fuse, on every path.
@@ -49,6 +55,23 @@ inline float LaneDotN(const A& a, const B& b) {
   }
   float sum = CombineLanes(lane);
   for (int i = kFull; i < N; ++i) sum = std::fma(a(i), b(i), sum);
+  return sum;
+}
+
+inline constexpr int kNormLanes = 64;
+
+// sum x[i] * x[i] for i < n in the order above.
+inline float SquareSum(const float* x, int n) {
+  float lane[kNormLanes] = {};
+  const int n64 = n / kNormLanes * kNormLanes;
+  for (int i = 0; i < n64; i += kNormLanes) {
+    for (int l = 0; l < kNormLanes; ++l) lane[l] += x[i + l] * x[i + l];
+  }
+  for (int width = kNormLanes / 2; width >= 1; width /= 2) {
+    for (int l = 0; l < width; ++l) lane[l] += lane[l + width];
+  }
+  float sum = lane[0];
+  for (int i = n64; i < n; ++i) sum += x[i] * x[i];
   return sum;
 }
 

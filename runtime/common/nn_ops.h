@@ -6,6 +6,8 @@
 #include <cmath>
 #include <vector>
 
+#include "runtime/common/lane_sum.h"
+
 namespace accllm {
 
 // sum a[i] * b[i], in order (the fp32 paths' dot product).
@@ -15,10 +17,9 @@ inline float Dot(const float* a, const float* b, int n) {
   return acc;
 }
 
-// o = weight * x / rms(x)
+// o = weight * x / rms(x), the squares summed in lane_sum.h's order (every device's)
 inline void RmsNorm(float* o, const float* x, const float* weight, int size, float eps) {
-  float ss = 0.0f;
-  for (int j = 0; j < size; j++) ss += x[j] * x[j];
+  float ss = SquareSum(x, size);
   ss /= size;
   ss += eps;
   ss = 1.0f / std::sqrt(ss);

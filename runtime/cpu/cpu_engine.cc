@@ -157,13 +157,13 @@ void CpuEngine::Linears(std::span<const LinearOutput> outputs, LinearInput& in) 
     return o.w->w2 && o.w->w2->shape.cols_padded() == first.w2->shape.cols_padded() &&
            o.w->w2->shape.group_size == first.w2->shape.group_size;
   };
-  const bool w2_on_cpu = outputs[0].w->w2 && !options_.w2a8_offload;
-  if (outputs.size() > 1 && !(w2_on_cpu && std::all_of(outputs.begin(), outputs.end(), one_loop))) {
+  const bool w2 = outputs[0].w->w2.has_value();
+  if (outputs.size() > 1 && !(w2 && std::all_of(outputs.begin(), outputs.end(), one_loop))) {
     for (const LinearOutput& o : outputs) Linears({&o, 1}, in);
     return;
   }
   const StepStage stage = in.slot == kClassifierInput ? StepStage::kClassifier : StepStage::kLinear;
-  if (w2_on_cpu) {
+  if (w2) {
     const W2Shape& shape = outputs[0].w->w2->shape;
     const A8Batch& batch = QuantizedInput(shape.cols_padded(), shape.group_size, outputs[0].w->in, in);
     // Row tiles of all the layers, one after another.
@@ -181,13 +181,10 @@ void CpuEngine::Linears(std::span<const LinearOutput> outputs, LinearInput& in) 
     stage_clock_.Mark(stage);
     return;
   }
-  // One layer, offloaded or not quantized.
+  // One layer that is not W2.
   const LinearOutput& o = outputs[0];
   const LinearWeights& w = *o.w;
-  if (w.w2) {
-    const A8Batch& batch = QuantizedInput(w.w2->shape.cols_padded(), w.w2->shape.group_size, w.in, in);
-    if (offload_status_.ok()) offload_status_ = options_.w2a8_offload(*w.w2, batch, o.y, o.ldy);
-  } else if (w.w8) {
+  if (w.w8) {
     const A8Batch& batch = QuantizedInput(w.w8->shape.cols_padded(), w.w8->shape.group_size, w.in, in);
     pool_threads_.ParallelFor(w.w8->shape.row_tiles(), [&](int64_t begin, int64_t end) {
       kernels_->matmul_w8a8(*w.w8, batch, static_cast<int>(begin), static_cast<int>(end), o.y, o.ldy);
@@ -309,11 +306,7 @@ void CpuEngine::BuildAttentionQueries(int n) {
 void CpuEngine::Attention(int layer, int n) {
   BuildAttentionRuns(layer, n);
   BuildAttentionQueries(n);
-  if (options_.attention_offload) {
-    if (offload_status_.ok()) offload_status_ = options_.attention_offload(attention_, att_.data());
-  } else {
-    RunAttentionOnCpu(attention_, kv_, *kernels_, pool_threads_, att_.data());
-  }
+  RunAttentionOnCpu(attention_, kv_, *kernels_, pool_threads_, att_.data());
   if (rotate_kv_) {  // back from the cache's basis
     const int hs = weights_.config.head_size();
     PerToken(n, [&](int t) {
@@ -354,7 +347,6 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
   if (n > options_.max_step_tokens) {
     return absl::InvalidArgumentError(absl::StrCat(n, " tokens exceed the step limit of ", options_.max_step_tokens));
   }
-  offload_status_ = absl::OkStatus();
   const std::size_t logit_rows = every_token ? static_cast<std::size_t>(n) : entries.size();
   if (logits.size() < logit_rows * static_cast<std::size_t>(c.vocab_size)) {
     return absl::InvalidArgumentError("the logits buffer is too small");
@@ -472,7 +464,6 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
     stage_clock_.Mark(StepStage::kElementwise);
     LinearInput down_in{hb_.data(), n, c.hidden_dim, kFfnDownInput};
     Linear(w.w2, down_in, xb_.data(), c.dim);  // its residual is added by the next norm
-    if (!offload_status_.ok()) return offload_status_;
   }
 
   // The last layer's FFN residual and the final norm; logits for every token, or for the last token
@@ -488,7 +479,6 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
   stage_clock_.Mark(StepStage::kNorms);
   LinearInput head_in{xb_.data(), static_cast<int>(logit_rows), c.dim, kClassifierInput};
   Linear(weights_.classifier, head_in, logits.data(), c.vocab_size);
-  if (!offload_status_.ok()) return offload_status_;
   EndStep(entries);
   return absl::OkStatus();
 }

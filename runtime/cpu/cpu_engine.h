@@ -37,7 +37,7 @@ struct CpuEngineOptions {
   int page_tokens = 16;
   int kv_pages = 0;          // 0: enough for one sequence of the model's full trained context
   int max_step_tokens = 256;
-  int max_attention_span = 0;  // reported by max_attention_span(): the attention offload's limit
+  int max_attention_span = 0;  // reported by max_attention_span(): the step offload's limit
   int threads = 0;           // 0: one per hardware thread
   bool pin_threads = false;  // each thread on its own CPU, one per physical core first (cpu_placement.h)
   // Round-trip the inputs of fp32 linear layers through A8 (to measure A8's effect on quality
@@ -54,18 +54,12 @@ struct CpuEngineOptions {
   // supplies its own (fpga/sim).
   const CpuKernels* kernels = nullptr;
   std::string label = "cpu";  // how name() introduces the engine
-  // When set, W2 linear layers run here instead of on the kernel table (a card driven through
-  // XRT): y[t * ldy + r] = W x_t for every row and token. An error fails the step.
-  std::function<absl::Status(const W2View&, const A8Batch&, float* y, int64_t ldy)> w2a8_offload;
   // Where the KV cache lives (null: the heap). A card supplies host-visible HBM buffers.
   KvAllocator kv_allocator;
   // When set, sees the input of every linear layer (once for q/k/v, once for gate/up) of every
   // step: x[t * ld + j] for the step's tokens. Calibration collects its statistics here.
   std::function<void(int layer, ForwardObserver::Input input, const float* x, int tokens, int64_t ld)>
       observe_linear_input;
-  // When set, each layer's attention runs here (on the device that holds the KV cache) instead of
-  // on the kernel table: out[item][head_size] for every item of the batch. An error fails the step.
-  std::function<absl::Status(const AttentionBatch&, float* out)> attention_offload;
   // When set, fp32 linear layers (unquantized models) in steps of at least
   // f32_gemm_min_tokens tokens run here instead of on the kernel table: y[t * ldy + r] =
   // sum_j w[r * cols + j] x[t * ldx + j]. A BLAS sgemm (calibration, perplexity) packs the weights
@@ -161,7 +155,6 @@ class CpuEngine final : public Backend {
 
   EngineWeights weights_;
   CpuEngineOptions options_;
-  absl::Status offload_status_;  // the first offload failure of the current step
   StepProfile* profile_ = nullptr;
   StageClock stage_clock_{nullptr};  // the current step's, when profiling
   bool rotate_kv_ = false;       // KV4 with Hadamard-rotated heads

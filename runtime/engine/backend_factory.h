@@ -42,12 +42,9 @@ struct BackendOptions {
   bool w2_as_f32 = false;  // cpu engine, packed models: W2 layers dequantized, fp32 activations
   const CpuKernels* kernels = nullptr;  // cpu engine: null = the best this CPU runs
   std::string label = "cpu";            // cpu engine: the name it reports
-  // cpu engine: run W2 linear layers on a device instead (see CpuEngineOptions::w2a8_offload).
-  std::function<absl::Status(const W2View&, const A8Batch&, float*, int64_t)> w2a8_offload;
-  // cpu engine: keep the KV cache and run attention on a device (see CpuEngineOptions).
+  // cpu engine: keep the KV cache on a device (see CpuEngineOptions).
   KvAllocator kv_allocator;
-  std::function<absl::Status(const AttentionBatch&, float*)> attention_offload;
-  int max_attention_span = 0;           // with attention_offload: most tokens one query may see
+  int max_attention_span = 0;           // with step_offload: most tokens one query may see
   // cpu engine: run each whole step on a device (see CpuEngineOptions::step_offload).
   std::function<absl::Status(const StepPlan&, std::span<float>)> step_offload;
   std::string xclbin;                   // fpga devices: the accelerator image

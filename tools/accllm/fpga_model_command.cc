@@ -21,6 +21,7 @@ struct FpgaModelFlags {
   int sinks = 4;
   int group_size = 128;
   double sparse_fraction = 0;
+  bool w8_classifier = false;
   fpga::AcceleratorDesign design;
 };
 
@@ -53,6 +54,7 @@ int Run(const FpgaModelFlags& f) {
   work.context = f.context;
   work.window = f.window;
   work.sinks = f.sinks;
+  work.w8_classifier = f.w8_classifier;
   const fpga::Estimate one = fpga::EstimateAccelerator(platform, f.design, work);
 
   std::printf("## %s on one U280, batch 1, context %d%s\n\n", f.shape.c_str(), f.context,
@@ -101,30 +103,32 @@ int Run(const FpgaModelFlags& f) {
   }
   work.cards = 1;
   work.batch = 1;
-  // Decode tokens/s over contexts and batches, as the host drives the card today and with the
-  // layer sequencer (one start per step; run by fpga-sim in C simulation, not yet by the XRT driver).
+  // Decode tokens/s over contexts and batches.
   absl::StatusOr<std::vector<int>> contexts = ParseList(f.contexts, "context");
   if (!contexts.ok()) return ReportError(contexts.status());
-  std::printf("\nDecode tokens/s on one card%s, XRT driver as built (host-driven) / with the layer sequencer (fpga-sim's step; C simulation):\n\n| context |",
+  std::printf("\nDecode tokens/s on one card%s:\n\n| context |",
               f.window > 0 ? (" (Λ: " + std::to_string(f.sinks) + " sinks, window " + std::to_string(f.window) + ")").c_str() : "");
   for (int b : *batches) std::printf(" batch %d |", b);
   std::printf("\n|---:|");
   for (std::size_t i = 0; i < batches->size(); ++i) std::printf("---:|");
   std::printf("\n");
-  fpga::AcceleratorDesign sequenced = f.design;
-  sequenced.sequencer = true;
   for (int ctx : *contexts) {
     std::printf("| %d |", ctx);
     for (int b : *batches) {
       fpga::Workload at = work;
       at.context = ctx;
       at.batch = b;
-      const fpga::Estimate host = fpga::EstimateAccelerator(platform, f.design, at);
-      const fpga::Estimate one = fpga::EstimateAccelerator(platform, sequenced, at);
-      std::printf(" %.1f / %.1f%s |", host.tokens_per_s, one.tokens_per_s, host.fits ? "" : " (KV does not fit)");
+      const fpga::Estimate e = fpga::EstimateAccelerator(platform, f.design, at);
+      std::printf(" %.1f%s |", e.tokens_per_s, e.fits ? "" : " (KV does not fit)");
     }
     std::printf("\n");
   }
+  std::printf("\nThe step at batch 1, from its %lld descriptors: element-wise units and sequencer %lld cycles "
+              "(%.2f ms); the classifier unit as written (a multiply-add per cycle) would take %lld cycles (%.1f ms) "
+              "where the table streams it over the weight channels.\n",
+              static_cast<long long>(one.descriptors), static_cast<long long>(one.elementwise_cycles), one.elementwise_ms,
+              static_cast<long long>(one.classifier_unit_cycles),
+              1e3 * static_cast<double>(one.classifier_unit_cycles) / (f.design.clock_mhz * 1e6));
   std::printf("\nPrefill of a %d-token prompt: %.1f tokens/s\n", f.context,
               fpga::EstimateAccelerator(platform, f.design, work).prefill_tokens_per_s);
   return 0;
@@ -152,7 +156,7 @@ void AddFpgaModelCommand(CLI::App& app, int* exit_code) {
       ->check(CLI::Range(1, 32))->capture_default_str();
   cmd->add_option("--token-lanes", flags->design.token_lanes, "Tokens each weight beat is applied to per cycle")
       ->check(CLI::Range(1, 64))->capture_default_str();
-  cmd->add_flag("--sequencer", flags->design.sequencer, "Model the layer sequencer (one start per step, as fpga-sim runs it; the XRT driver is host-driven)");
+  cmd->add_flag("--w8-classifier", flags->w8_classifier, "The classifier in 8 bits (else fp16)");
   cmd->callback([flags, exit_code] { *exit_code = Run(*flags); });
 }
 

@@ -42,9 +42,7 @@ float Sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 void RmsNormRows(const float* x, const float* gain, int rows, int cols, float eps, float* out, float* inv_rms) {
   for (int t = 0; t < rows; ++t) {
     const float* xr = x + static_cast<int64_t>(t) * cols;
-    float ss = 0.0f;
-    for (int j = 0; j < cols; ++j) ss += xr[j] * xr[j];
-    const float r = 1.0f / std::sqrt(ss / cols + eps);
+    const float r = 1.0f / std::sqrt(SquareSum(xr, cols) / cols + eps);
     inv_rms[t] = r;
     float* o = out + static_cast<int64_t>(t) * cols;
     for (int j = 0; j < cols; ++j) o[j] = gain[j] * (r * xr[j]);
