@@ -105,6 +105,10 @@ class ProgramBuilder {
       return absl::InvalidArgumentError(absl::StrCat("an FFN Hadamard block of ", c_.ffn_hadamard_block,
                                                      " is wider than the Hadamard unit's ", kHadamardUnitMax));
     }
+    if (c_.n_kv_heads > hls::kMaxKvHeads) {
+      return absl::InvalidArgumentError(absl::StrCat(c_.n_kv_heads, " KV heads are more than the KV4 write unit's ",
+                                                     hls::kMaxKvHeads));
+    }
     if (plan_.rotate_kv && c_.head_size() > kHadamardUnitMax) {
       return absl::InvalidArgumentError("the head size is wider than the Hadamard unit");
     }

@@ -39,26 +39,28 @@ void QuantizeA8(const float* values, float amax, int size, int cols_padded, int 
   tally.Add(BeatLoopCycles(cols_padded));
 }
 
-// The Hadamard butterflies of one vector in place (n a power of two, at most 256): per stage, its
-// n / 2 independent butterflies, a beat's worth (8) per cycle, each as runtime/common/hadamard.h
-// computes it.
+// The Hadamard butterflies of m vectors of n values, back to back in x (n a power of two, at
+// most 256), in place: per stage, all m * n / 2 of its independent butterflies, a beat's worth (8)
+// per cycle, each as runtime/common/hadamard.h computes it.
 constexpr int kButterfliesPerCycle = kElementLanes / 2;
-void Butterflies(float* x, int n, CycleTally& tally) {
+void Butterflies(float* x, int n, int m, CycleTally& tally) {
+  const int half = n / 2, butterflies = m * half;
   for (int len = 1; len < n; len <<= 1) {
-    for (int b0 = 0; b0 < n / 2; b0 += kButterfliesPerCycle) {
+    for (int b0 = 0; b0 < butterflies; b0 += kButterfliesPerCycle) {
 #pragma HLS PIPELINE II = 1
       for (int u = 0; u < kButterfliesPerCycle; ++u) {
 #pragma HLS UNROLL
         const int b = b0 + u;
-        if (b < n / 2) {
-          const int j = b / len * 2 * len + b % len;
+        if (b < butterflies) {
+          const int in_vector = b % half;
+          const int j = b / half * n + in_vector / len * 2 * len + in_vector % len;
           const float a = x[j], c = x[j + len];
           x[j] = a + c;
           x[j + len] = a - c;
         }
       }
     }
-    tally.Add(BeatLoopCycles(n));  // n / 2 butterflies, kButterfliesPerCycle a cycle
+    tally.Add(BeatLoopCycles(int64_t{m} * n));  // m * n / 2 butterflies, kButterfliesPerCycle a cycle
   }
 }
 
@@ -207,29 +209,33 @@ extern "C" void accllm_swiglu(float* gate, const float* up, int size) {
 extern "C" void accllm_hadamard(float* vectors, int n, int count) {
 #pragma HLS INTERFACE m_axi port = vectors offset = slave bundle = gmem0
 #pragma HLS INTERFACE s_axilite port = return
+  using accllm::hls::kHadamardBlock;
   CycleTally tally;
   const float scale = 1.0f / std::sqrt(static_cast<float>(n));
-  for (int v = 0; v < count; ++v) {
-    float x[256];
+  // Up to kHadamardBlock vectors at a time on chip, each loop running over all of them.
+  for (int v0 = 0; v0 < count; v0 += kHadamardBlock) {
+    const int m = count - v0 < kHadamardBlock ? count - v0 : kHadamardBlock;
+    const int total = m * n;
+    float* block = vectors + static_cast<int64_t>(v0) * n;
+    float x[kHadamardBlock * 256];
 #pragma HLS ARRAY_PARTITION variable = x cyclic factor = 16
-    float* vector = vectors + static_cast<int64_t>(v) * n;
-    for (int i0 = 0; i0 < n; i0 += kElementLanes) {
+    for (int i0 = 0; i0 < total; i0 += kElementLanes) {
 #pragma HLS PIPELINE II = 1
       for (int l = 0; l < kElementLanes; ++l) {
 #pragma HLS UNROLL
-        if (i0 + l < n) x[i0 + l] = vector[i0 + l];
+        if (i0 + l < total) x[i0 + l] = block[i0 + l];
       }
     }
-    tally.Add(BeatLoopCycles(n));
-    accllm::hls::Butterflies(x, n, tally);
-    for (int i0 = 0; i0 < n; i0 += kElementLanes) {
+    tally.Add(BeatLoopCycles(total));
+    accllm::hls::Butterflies(x, n, m, tally);
+    for (int i0 = 0; i0 < total; i0 += kElementLanes) {
 #pragma HLS PIPELINE II = 1
       for (int l = 0; l < kElementLanes; ++l) {
 #pragma HLS UNROLL
-        if (i0 + l < n) vector[i0 + l] = x[i0 + l] * scale;
+        if (i0 + l < total) block[i0 + l] = x[i0 + l] * scale;
       }
     }
-    tally.Add(BeatLoopCycles(n));
+    tally.Add(BeatLoopCycles(total));
   }
   tally.Commit(CycleUnit::kElementwise);
 }

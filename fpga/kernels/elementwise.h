@@ -11,6 +11,8 @@
 namespace accllm::hls {
 
 inline constexpr int kMaxDim = 16384;
+// Vectors the Hadamard unit rotates together (its loops run over all of them at once).
+inline constexpr int kHadamardBlock = 32;
 
 }  // namespace accllm::hls
 

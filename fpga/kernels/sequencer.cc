@@ -180,68 +180,79 @@ void F16(const StepDescriptor& d) {
   }
 }
 
-// One vector into the KV4 cache: 4-bit codes (low nibble first) with an fp16 scale and minimum,
-// as runtime/kv/kv_storage.h's QuantizeKv4.
-void Kv4Write(const float* x, int head_size, uint8_t* codes, Kv4Param* param, CycleTally& tally) {
-  float lo = x[0], hi = x[0];  // extremes: the same in any order
-  for (int i0 = 0; i0 < head_size; i0 += kElementLanes) {
+// `heads` vectors of head_size values into the KV4 cache (head h at vector first + h *
+// page_tokens): 4-bit codes (low nibble first) with an fp16 scale and minimum per vector, as
+// runtime/kv/kv_storage.h's QuantizeKv4. Each loop runs over all the heads: their extremes, their
+// scales (a head per cycle through the divider chain), their codes.
+void Kv4WriteHeads(const float* x, int head_size, int heads, int64_t first, int page_tokens, uint8_t* codes,
+                   Kv4Param* params, CycleTally& tally) {
+  const int beats = (head_size + kElementLanes - 1) / kElementLanes;  // per head
+  float lo[kMaxKvHeads], hi[kMaxKvHeads], min[kMaxKvHeads], inverse[kMaxKvHeads];
+  for (int s = 0; s < heads * beats; ++s) {  // extremes: the same in any order
 #pragma HLS PIPELINE II = 1
+    const int h = s / beats, i0 = s % beats * kElementLanes;
     for (int l = 0; l < kElementLanes; ++l) {
 #pragma HLS UNROLL
-      if (i0 + l < head_size) {
-        lo = std::min(lo, x[i0 + l]);
-        hi = std::max(hi, x[i0 + l]);
+      const int i = i0 + l;
+      if (i < head_size) {
+        const float value = x[h * head_size + i];
+        lo[h] = i == 0 ? value : std::min(lo[h], value);
+        hi[h] = i == 0 ? value : std::max(hi[h], value);
       }
     }
   }
-  tally.Add(BeatLoopCycles(head_size));
-  const uint16_t min16 = FloatToHalf(lo);
-  const float min = HalfToFloat(min16);
-  const uint16_t scale16 = FloatToHalf((hi - min) / 15.0f);
-  const float scale = HalfToFloat(scale16);
-  const float inverse = scale > 0.0f ? 1.0f / scale : 0.0f;
-  tally.Add(2 * kDivideLatency);
-  for (int i0 = 0; i0 < head_size; i0 += kElementLanes) {
+  tally.Add(static_cast<int64_t>(heads) * beats + kLoopDepth);
+  for (int h = 0; h < heads; ++h) {
 #pragma HLS PIPELINE II = 1
+    const uint16_t min16 = FloatToHalf(lo[h]);
+    min[h] = HalfToFloat(min16);
+    const uint16_t scale16 = FloatToHalf((hi[h] - min[h]) / 15.0f);
+    const float scale = HalfToFloat(scale16);
+    inverse[h] = scale > 0.0f ? 1.0f / scale : 0.0f;
+    params[first + static_cast<int64_t>(h) * page_tokens] = {scale16, min16};
+  }
+  tally.Add(heads + 2 * kDivideLatency + kLoopDepth);
+  for (int s = 0; s < heads * beats; ++s) {
+#pragma HLS PIPELINE II = 1
+    const int h = s / beats, i0 = s % beats * kElementLanes;
+    uint8_t* out = codes + (first + static_cast<int64_t>(h) * page_tokens) * (head_size / 2);
     for (int p = 0; p < kElementLanes; p += 2) {
 #pragma HLS UNROLL
       const int i = i0 + p;
       if (i < head_size) {
         uint8_t pair = 0;
         for (int j = 0; j < 2; ++j) {
-          const float q = std::clamp(std::nearbyint((x[i + j] - min) * inverse), 0.0f, 15.0f);
+          const float q = std::clamp(std::nearbyint((x[h * head_size + i + j] - min[h]) * inverse[h]), 0.0f, 15.0f);
           pair |= static_cast<uint8_t>(q) << (4 * j);
         }
-        codes[i / 2] = pair;
+        out[i / 2] = pair;
       }
     }
   }
-  tally.Add(BeatLoopCycles(head_size));
-  *param = {scale16, min16};
+  tally.Add(static_cast<int64_t>(heads) * beats + kLoopDepth);
 }
 
+// Per token, over all its heads at once: q saved unrotated, RoPE on q and k, the Hadamard
+// rotation of k and v, both written to the cache.
 void RopeKvWrite(const StepDescriptor& d) {
-  const int dim = d.n[0], kv_heads = d.n[1], hs = d.n[2], kv_mul = d.n[3], rotate = d.n[4], page_tokens = d.n[5];
-  const int kv_dim = kv_heads * hs, q_width = kv_mul * hs;
+  const int dim = d.n[0], kv_heads = d.n[1], hs = d.n[2], rotate = d.n[4], page_tokens = d.n[5];
+  const int kv_dim = kv_heads * hs;
   const int32_t* positions = At<const int32_t>(d.p[4]);
   const int32_t* vectors = At<const int32_t>(d.p[5]);
   CycleTally tally;
   for (int t = 0; t < d.tokens; ++t) {
-    for (int h = 0; h < kv_heads; ++h) {
-      float* q = At<float>(d.p[0]) + static_cast<int64_t>(t) * dim + static_cast<int64_t>(h) * q_width;
-      CopyBeats(At<float>(d.p[1]) + static_cast<int64_t>(t) * dim + static_cast<int64_t>(h) * q_width, q, q_width, tally);
-      accllm_rope(q, q_width, hs, positions[t], d.f);
-      float* k = At<float>(d.p[2]) + static_cast<int64_t>(t) * kv_dim + static_cast<int64_t>(h) * hs;
-      float* v = At<float>(d.p[3]) + static_cast<int64_t>(t) * kv_dim + static_cast<int64_t>(h) * hs;
-      accllm_rope(k, hs, hs, positions[t], d.f);
-      if (rotate) {
-        accllm_hadamard(k, hs, 1);
-        accllm_hadamard(v, hs, 1);
-      }
-      const int64_t vector = vectors[t] + static_cast<int64_t>(h) * page_tokens;
-      Kv4Write(k, hs, At<uint8_t>(d.p[6]) + vector * (hs / 2), At<Kv4Param>(d.p[7]) + vector, tally);
-      Kv4Write(v, hs, At<uint8_t>(d.p[8]) + vector * (hs / 2), At<Kv4Param>(d.p[9]) + vector, tally);
+    float* q = At<float>(d.p[0]) + static_cast<int64_t>(t) * dim;
+    CopyBeats(At<float>(d.p[1]) + static_cast<int64_t>(t) * dim, q, dim, tally);
+    accllm_rope(q, dim, hs, positions[t], d.f);
+    float* k = At<float>(d.p[2]) + static_cast<int64_t>(t) * kv_dim;
+    float* v = At<float>(d.p[3]) + static_cast<int64_t>(t) * kv_dim;
+    accllm_rope(k, kv_dim, hs, positions[t], d.f);
+    if (rotate) {
+      accllm_hadamard(k, hs, kv_heads);
+      accllm_hadamard(v, hs, kv_heads);
     }
+    Kv4WriteHeads(k, hs, kv_heads, vectors[t], page_tokens, At<uint8_t>(d.p[6]), At<Kv4Param>(d.p[7]), tally);
+    Kv4WriteHeads(v, hs, kv_heads, vectors[t], page_tokens, At<uint8_t>(d.p[8]), At<Kv4Param>(d.p[9]), tally);
   }
   tally.Commit(CycleUnit::kElementwise);
 }
@@ -262,7 +273,7 @@ void Attention(const StepDescriptor& d) {
     if (sink_positions[t] < 0) continue;
     float* sink = sink_queries + static_cast<int64_t>(t) * dim;
     CopyBeats(sink, q_raw + static_cast<int64_t>(t) * dim, dim, tally);
-    for (int h = 0; h < heads; ++h) accllm_rope(sink + h * hs, hs, hs, sink_positions[t], d.f);
+    accllm_rope(sink, dim, hs, sink_positions[t], d.f);
     if (rotate) accllm_hadamard(sink, hs, heads);
   }
   accllm_kv4_attention(queries, sink_queries, At<const int32_t>(d.p[3]), At<const int32_t>(d.p[4]), items,

@@ -20,7 +20,7 @@
 //   kW8A8             the classifier in 8 bits; n = {rows, cols_padded, group_size, ldy};
 //                     p = {codes, scales, A8 codes, A8 scales, y}
 //   kF16              the classifier in fp16; n = {rows, cols, ldy};  p = {weights, x, y}
-//   kRopeKvWrite      per (token, KV head): q saved unrotated, RoPE on q and k, the Hadamard
+//   kRopeKvWrite      per token, over its heads: q saved unrotated, RoPE on q and k, the Hadamard
 //                     rotation (when n[4]), k and v quantized into the KV4 cache;
 //                     n = {dim, n_kv_heads, head_size, kv_mul, rotate, page_tokens}, f = theta;
 //                     p = {q, q_raw, k, v, int32 positions, int32 KV vectors, key codes, key
@@ -40,6 +40,9 @@
 #include <cstdint>
 
 namespace accllm::hls {
+
+// The most KV heads the KV4 write unit takes per token (fpga/step_program.h refuses more).
+inline constexpr int kMaxKvHeads = 256;
 
 enum class StepOp : int32_t {
   kEmbed,

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "fpga/kernels/cycle_count.h"
+#include "fpga/kernels/elementwise.h"
 #include "fpga/kernels/kv4_attention.h"
 #include "runtime/common/lane_sum.h"
 
@@ -29,13 +30,22 @@ int64_t NormCycles(int64_t dim) {
 
 int64_t QuantizeA8Cycles(int64_t cols_padded) { return kDivideLatency + Beats(cols_padded); }
 
+// Blocks of up to kHadamardBlock vectors: a load, the stages, a store, each over the whole block.
 int64_t HadamardCycles(int64_t n, int64_t count) {
   int64_t stages = 0;
   for (int64_t len = 1; len < n; len <<= 1) ++stages;
-  return count * (2 + stages) * Beats(n);
+  int64_t cycles = 0;
+  for (int64_t v0 = 0; v0 < count; v0 += hls::kHadamardBlock) {
+    cycles += (2 + stages) * Beats(std::min<int64_t>(hls::kHadamardBlock, count - v0) * n);
+  }
+  return cycles;
 }
 
-int64_t Kv4WriteCycles(int64_t head_size) { return Beats(head_size) + 2 * kDivideLatency + Beats(head_size); }
+// All of a token's heads: their extremes, their scales (a head per cycle), their codes.
+int64_t Kv4WriteCycles(int64_t head_size, int64_t heads) {
+  const int64_t beats = heads * ((head_size + kElementLanes - 1) / kElementLanes);
+  return 2 * (beats + kLoopDepth) + heads + 2 * kDivideLatency + kLoopDepth;
+}
 
 }  // namespace
 
@@ -105,16 +115,16 @@ DescriptorCycles CyclesOf(const hls::StepDescriptor& d, int sink_tokens) {
       break;
     }
     case StepOp::kRopeKvWrite: {
-      const int64_t kv_heads = d.n[1], hs = d.n[2], q_width = d.n[3] * hs;
-      const int64_t rotate = d.n[4] != 0 ? 2 * HadamardCycles(hs, 1) : 0;
-      c.elementwise = tokens * kv_heads * (2 * Beats(q_width) + Beats(hs) + rotate + 2 * Kv4WriteCycles(hs));
+      const int64_t dim = d.n[0], kv_heads = d.n[1], hs = d.n[2];
+      const int64_t rotate = d.n[4] != 0 ? 2 * HadamardCycles(hs, kv_heads) : 0;
+      c.elementwise = tokens * (2 * Beats(dim) + Beats(kv_heads * hs) + rotate + 2 * Kv4WriteCycles(hs, kv_heads));
       break;
     }
     case StepOp::kAttention: {  // the queries' preparation and the outputs' rotation back
       const int64_t heads = d.n[0], hs = d.n[1], dim = heads * hs, items = tokens * heads;
       const bool rotate = d.n[2] != 0;
       c.elementwise = Beats(tokens * dim) + (rotate ? 2 * HadamardCycles(hs, items) : 0) +
-                      int64_t{sink_tokens} * (Beats(dim) + heads * Beats(hs) + (rotate ? HadamardCycles(hs, heads) : 0));
+                      int64_t{sink_tokens} * (2 * Beats(dim) + (rotate ? HadamardCycles(hs, heads) : 0));
       break;
     }
     case StepOp::kSwiGlu: {
