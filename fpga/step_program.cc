@@ -17,7 +17,8 @@ constexpr int kSwiGluSegment = 512;    // as the CPU engine cuts a token's hidde
 class ProgramBuilder {
  public:
   ProgramBuilder(const StepPlan& plan, const StepBuffers& b, const WeightAddresses& addresses, int units)
-      : plan_(plan), w_(*plan.weights), c_(w_.config), b_(b), address_(addresses.of), stripe_table_(addresses.stripe_table), units_(units),
+      : plan_(plan), w_(*plan.weights), c_(w_.config), b_(b), address_(addresses.of), stripe_table_(addresses.stripe_table),
+        w8_stripe_table_(addresses.w8_stripe_table), units_(units),
         n_(static_cast<int>(plan.tokens.size())) {}
 
   absl::StatusOr<std::vector<StepDescriptor>> Build() {
@@ -218,11 +219,11 @@ class ProgramBuilder {
       d.n[1] = w.shape.cols_padded();
       d.n[2] = w.shape.group_size;
       d.n[3] = c_.vocab_size;
-      d.p[0] = address_(w.codes);
-      d.p[1] = address_(w.scales);
-      d.p[2] = b_.a8_codes;
-      d.p[3] = b_.a8_scales;
-      d.p[4] = b_.logits;
+      d.n[4] = units_;
+      d.p[0] = w8_stripe_table_(w);
+      d.p[1] = b_.a8_codes;
+      d.p[2] = b_.a8_scales;
+      d.p[3] = b_.logits;
       program_.push_back(d);
       return;
     }
@@ -245,6 +246,7 @@ class ProgramBuilder {
   const StepBuffers& b_;
   const std::function<uint64_t(const void*)>& address_;
   const std::function<uint64_t(const W2View&)>& stripe_table_;
+  const std::function<uint64_t(const W8View&)>& w8_stripe_table_;
   const int units_;
   const int n_;
   std::vector<StepDescriptor> program_;

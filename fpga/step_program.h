@@ -30,11 +30,12 @@ struct StepBuffers {
 };
 
 // Where the weights are on the device: the address of a host-side buffer's copy (norm weights,
-// the embedding, the classifier), and of a W2 layer's stripe table (see sequencer.h, kW2A8) for
-// `units` compute units.
+// the embedding, the fp16 classifier), of a W2 layer's stripe table (see sequencer.h, kW2A8) and
+// of the W8 classifier's (kW8A8), for `units` compute units.
 struct WeightAddresses {
   std::function<uint64_t(const void* host)> of;
   std::function<uint64_t(const W2View& layer)> stripe_table;
+  std::function<uint64_t(const W8View& classifier)> w8_stripe_table;
 };
 
 // INVALID_ARGUMENT for what the sequencer's units cannot run: linear layers that are not W2, an

@@ -187,7 +187,8 @@ TEST(SequencerTest, WhatTheUnitsCannotRunIsRefused) {
   plan.weights = &weights;
   plan.attention = &runs;
   const auto build = [&] {
-    const fpga::WeightAddresses nowhere{[](const void*) { return uint64_t{0}; }, [](const W2View&) { return uint64_t{0}; }};
+    const fpga::WeightAddresses nowhere{[](const void*) { return uint64_t{0}; }, [](const W2View&) { return uint64_t{0}; },
+                                        [](const W8View&) { return uint64_t{0}; }};
     return fpga::BuildStepProgram(plan, {}, nowhere, 24).status();
   };
   weights.config.ffn_hadamard_block = 512;

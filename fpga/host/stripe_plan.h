@@ -1,4 +1,4 @@
-// How a W2 tensor is split over the W2A8 compute units: contiguous runs of row tiles, one per
+// How a W2 (or W8) tensor is split over the W2A8 compute units: contiguous runs of row tiles, one per
 // unit, each uploaded to that unit's HBM bank as its own buffers. The unit then sees a tensor of
 // `rows` rows starting at tile 0, and its outputs land at rows [row0, row0 + rows) of the layer.
 #pragma once
@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "runtime/quant/w2.h"
+#include "runtime/quant/w8.h"
 
 namespace accllm::fpga {
 
@@ -19,11 +20,9 @@ struct Stripe {
   int64_t param_offset, param_count;  // into scales and zeros: elements
 };
 
-inline std::vector<Stripe> PlanStripes(const W2Shape& s, int units) {
-  const int tiles = s.row_tiles();
+// `tiles` row tiles of `rows` rows, each of tile_code_bytes and tile_params.
+inline std::vector<Stripe> PlanStripes(int rows, int tiles, int64_t tile_code_bytes, int64_t tile_params, int units) {
   const int n = std::max(1, std::min(units, tiles));
-  const int64_t tile_code_bytes = s.code_bytes() / tiles;
-  const int64_t tile_params = int64_t{s.groups()} * kW2RowTile;
   std::vector<Stripe> plan;
   for (int u = 0; u < n; ++u) {
     Stripe st;
@@ -31,7 +30,7 @@ inline std::vector<Stripe> PlanStripes(const W2Shape& s, int units) {
     st.tile_begin = static_cast<int>(int64_t{tiles} * u / n);
     st.tile_end = static_cast<int>(int64_t{tiles} * (u + 1) / n);
     st.row0 = st.tile_begin * kW2RowTile;
-    st.rows = std::min(s.rows, st.tile_end * kW2RowTile) - st.row0;
+    st.rows = std::min(rows, st.tile_end * kW2RowTile) - st.row0;
     st.code_offset = st.tile_begin * tile_code_bytes;
     st.code_bytes = (st.tile_end - st.tile_begin) * tile_code_bytes;
     st.param_offset = st.tile_begin * tile_params;
@@ -39,6 +38,16 @@ inline std::vector<Stripe> PlanStripes(const W2Shape& s, int units) {
     plan.push_back(st);
   }
   return plan;
+}
+
+inline std::vector<Stripe> PlanStripes(const W2Shape& s, int units) {
+  return PlanStripes(s.rows, s.row_tiles(), s.code_bytes() / s.row_tiles(), int64_t{s.groups()} * kW2RowTile, units);
+}
+
+// The 8-bit classifier over the same units (their 8-bit mode): codes and one float scale per row
+// and group (`param` counts scales).
+inline std::vector<Stripe> PlanStripes(const W8Shape& s, int units) {
+  return PlanStripes(s.rows, s.row_tiles(), int64_t{kW2RowTile} * s.cols_padded(), int64_t{s.groups()} * kW2RowTile, units);
 }
 
 }  // namespace accllm::fpga

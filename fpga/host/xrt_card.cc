@@ -160,13 +160,7 @@ absl::Status XrtCard::EnsureStepWeights(const EngineWeights& w) {
     tensors.emplace_back(layer.rms_att, int64_t{c.dim} * 4);
     tensors.emplace_back(layer.rms_ffn, int64_t{c.dim} * 4);
   }
-  if (w.classifier.w8) {
-    const W8Shape& s = w.classifier.w8->shape;
-    tensors.emplace_back(w.classifier.w8->codes, int64_t{s.row_tiles()} * kW2RowTile * s.cols_padded());
-    tensors.emplace_back(w.classifier.w8->scales, int64_t{s.row_tiles()} * (s.cols_padded() / s.group_size) * kW2RowTile * 4);
-  } else {
-    tensors.emplace_back(w.classifier.f16, int64_t{w.classifier.out} * w.classifier.in * 2);
-  }
+  if (!w.classifier.w8) tensors.emplace_back(w.classifier.f16, int64_t{w.classifier.out} * w.classifier.in * 2);
   try {
     for (const auto& [host, bytes] : tensors) {
       if (host == nullptr || step_weights_.contains(host)) continue;
@@ -174,6 +168,28 @@ absl::Status XrtCard::EnsureStepWeights(const EngineWeights& w) {
       bo.write(host, static_cast<std::size_t>(bytes), 0);
       bo.sync(XCL_BO_SYNC_BO_TO_DEVICE);
       step_weights_.emplace(host, std::move(bo));
+    }
+    // The W8 classifier striped over the units' weight channels, as the W2 layers are.
+    if (w.classifier.w8 && !layers_.contains(reinterpret_cast<const uint8_t*>(w.classifier.w8->codes))) {
+      const W8View& c8 = *w.classifier.w8;
+      LayerOnCard layer;
+      std::vector<uint64_t> table;  // per unit: codes, scales
+      for (const Stripe& plan : PlanStripes(c8.shape, units())) {
+        StripeBuffers st;
+        const xrt::kernel& k = units_[plan.unit];
+        st.codes = Buffer(device_, plan.code_bytes, k.group_id(kW2A8Codes));
+        st.scales = Buffer(device_, plan.param_count * 4, k.group_id(kW2A8Scales));
+        st.codes.write(c8.codes + plan.code_offset, plan.code_bytes, 0);
+        st.scales.write(c8.scales + plan.param_offset, plan.param_count * 4, 0);
+        for (xrt::bo* bo : {&st.codes, &st.scales}) bo->sync(XCL_BO_SYNC_BO_TO_DEVICE);
+        table.insert(table.end(), {st.codes.address(), st.scales.address()});
+        layer.stripes.push_back(std::move(st));
+      }
+      const int64_t table_bytes = static_cast<int64_t>(table.size() * sizeof(uint64_t));
+      layer.stripe_table = Buffer(device_, table_bytes, step_bank_);
+      layer.stripe_table.write(table.data(), table_bytes, 0);
+      layer.stripe_table.sync(XCL_BO_SYNC_BO_TO_DEVICE);
+      layers_[reinterpret_cast<const uint8_t*>(c8.codes)] = std::move(layer);
     }
   } catch (const std::exception& e) {
     return absl::ResourceExhaustedError(absl::StrCat("cannot place the embedding, norms and classifier on the card: ", e.what()));
@@ -234,6 +250,11 @@ absl::Status XrtCard::RunStep(const StepPlan& plan, std::span<float> logits) {
         },
         [&](const W2View& layer) -> uint64_t {
           const auto it = layers_.find(layer.codes);
+          placed = placed && it != layers_.end();
+          return it == layers_.end() ? 0 : it->second.stripe_table.address();
+        },
+        [&](const W8View& classifier) -> uint64_t {
+          const auto it = layers_.find(reinterpret_cast<const uint8_t*>(classifier.codes));
           placed = placed && it != layers_.end();
           return it == layers_.end() ? 0 : it->second.stripe_table.address();
         }};

@@ -44,7 +44,8 @@ class XrtCard {
   std::byte* AllocateKv(KvRegion region, int64_t bytes);
 
   // One step on the layer sequencer (the engine has planned it). The weights the step names that
-  // are not W2 layers (embedding, norms, classifier) are copied to the card on first use.
+  // are not W2 layers (embedding, norms, classifier: a W8 one striped like the W2 layers) are
+  // copied to the card on first use.
   absl::Status RunStep(const StepPlan& plan, std::span<float> logits);
 
   int units() const { return static_cast<int>(units_.size()); }
@@ -54,7 +55,7 @@ class XrtCard {
   int BankOf(int unit, int arg) const { return units_.at(unit).group_id(arg); }
 
  private:
-  struct StripeBuffers {  // one unit's share of a layer, on the card
+  struct StripeBuffers {  // one unit's share of a layer, on the card (W8: codes and scales)
     xrt::bo codes, index, scales, zeros;
   };
   struct LayerOnCard {
@@ -78,7 +79,7 @@ class XrtCard {
   xrt::kernel sequencer_;
   int kv_key_bank_ = 0, kv_value_bank_ = 0, step_bank_ = 0;
   xrt::bo kv_[4];  // by KvRegion
-  std::map<const uint8_t*, LayerOnCard> layers_;  // by the host copy's code pointer
+  std::map<const uint8_t*, LayerOnCard> layers_;  // W2 layers and the W8 classifier, by the host copy's codes
   std::map<const void*, xrt::bo> step_weights_;   // embedding, norms, classifier, by host pointer
   // The step's activations, tables and descriptor list.
   std::map<std::string, DeviceArray> step_arrays_;

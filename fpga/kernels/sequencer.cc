@@ -10,6 +10,7 @@
 #include "fpga/kernels/hls_compat.h"
 #include "fpga/kernels/kv4_attention.h"
 #include "fpga/kernels/w2a8_engine.h"
+#include "fpga/kernels/w8a8_engine.h"
 #include "runtime/common/lane_sum.h"
 #include "runtime/common/nn_ops.h"
 
@@ -134,31 +135,24 @@ void W2A8(const StepDescriptor& d) {
   }
 }
 
-// W8 codes are tiled as the CPU keeps them (runtime/quant/w8.h W8CodeIndex): sub-blocks of 16
-// rows x 4 columns; one float scale per row and group, [row tile][group][16].
+// The classifier in 8 bits on every unit's 8-bit mode, each over its stripe of row tiles (a
+// stripe table like W2A8's: per unit its codes and scales), in calls of at most T tokens.
 void W8A8(const StepDescriptor& d) {
   const int rows = d.n[0], cols_padded = d.n[1], group_size = d.n[2], ldy = d.n[3];
-  const int groups = cols_padded / group_size;
-  const int8_t* codes = At<const int8_t>(d.p[0]);
-  const float* scales = At<const float>(d.p[1]);
-  // A functional unit: one multiply-add per cycle, a group's scale fma at its latency.
-  CycleTally tally;
-  tally.Add(int64_t{rows} * d.tokens * (int64_t{cols_padded} + int64_t{groups} * kFmaLatency) + kLoopDepth);
-  tally.Commit(CycleUnit::kClassifier);
-  for (int row = 0; row < rows; ++row) {
-    for (int t = 0; t < d.tokens; ++t) {
-      const int8_t* a = At<const int8_t>(d.p[2]) + static_cast<int64_t>(t) * cols_padded;
-      float acc = 0.0f;
-      for (int g = 0; g < groups; ++g) {
-        int32_t dot = 0;
-        for (int c = g * group_size; c < (g + 1) * group_size; ++c) {
-          const int64_t sub_block = static_cast<int64_t>(row / kRowTile) * (cols_padded / 4) + c / 4;
-          dot += int32_t{codes[sub_block * 64 + (row % kRowTile) * 4 + c % 4]} * a[c];
-        }
-        const int64_t param = (static_cast<int64_t>(row / kRowTile) * groups + g) * kRowTile + row % kRowTile;
-        acc = std::fma(scales[param], static_cast<float>(dot), acc);
-      }
-      At<float>(d.p[4])[static_cast<int64_t>(t) * ldy + row] = acc * At<const float>(d.p[3])[t];
+  const int tiles = (rows + kRowTile - 1) / kRowTile;
+  const int units = std::max(1, std::min(d.n[4], tiles));
+  const uint64_t* stripes = At<const uint64_t>(d.p[0]);
+  for (int u = 0; u < units; ++u) {
+    const int tile_begin = static_cast<int>(static_cast<int64_t>(tiles) * u / units);
+    const int tile_end = static_cast<int>(static_cast<int64_t>(tiles) * (u + 1) / units);
+    const int row0 = tile_begin * kRowTile, stripe_rows = std::min(rows, tile_end * kRowTile) - row0;
+    const uint64_t* stripe = stripes + 2 * u;
+    for (int t0 = 0; t0 < d.tokens; t0 += kW2A8TokenLanes) {
+      const int n = std::min(kW2A8TokenLanes, d.tokens - t0);
+      W8A8Engine<kW2A8TokenLanes>(At<const Beat>(stripe[0]), At<const float>(stripe[1]),
+                                  At<const int8_t>(d.p[1]) + static_cast<int64_t>(t0) * cols_padded,
+                                  At<const float>(d.p[2]) + t0, At<float>(d.p[3]) + static_cast<int64_t>(t0) * ldy + row0,
+                                  stripe_rows, cols_padded, group_size, n, ldy, 0, tile_end - tile_begin);
     }
   }
 }

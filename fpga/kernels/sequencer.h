@@ -17,8 +17,10 @@
 //                     p = {stripe table, A8 codes, group sums, scales, y}; the stripe table holds
 //                     per unit the addresses of its stripe's codes, 2:4 index (0: dense), scales
 //                     and zeros, each starting at the stripe's first tile
-//   kW8A8             the classifier in 8 bits; n = {rows, cols_padded, group_size, ldy};
-//                     p = {codes, scales, A8 codes, A8 scales, y}
+//   kW8A8             the classifier in 8 bits on every unit's 8-bit mode (w8a8_engine.h), each
+//                     over its stripe; n = {rows, cols_padded, group_size, ldy, units};
+//                     p = {stripe table, A8 codes, A8 scales, y}; the stripe table holds per unit
+//                     the addresses of its stripe's codes and scales
 //   kF16              the classifier in fp16; n = {rows, cols, ldy};  p = {weights, x, y}
 //   kRopeKvWrite      per token, over its heads: q saved unrotated, RoPE on q and k, the Hadamard
 //                     rotation (when n[4]), k and v quantized into the KV4 cache;

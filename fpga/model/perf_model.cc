@@ -13,7 +13,6 @@
 namespace accllm::fpga {
 namespace {
 
-constexpr double kBeatBytes = 64;
 constexpr double kWeightsPerBeat = 256;  // 16 x 16 two-bit codes
 constexpr double kUramBytes = 288.0 * 1024 / 8;
 
@@ -111,8 +110,6 @@ Estimate EstimateAccelerator(const U280Platform& p, const AcceleratorDesign& d, 
   // fp16 rows, or 8-bit codes with a float scale per 128 columns.
   const double classifier_bytes = w.w8_classifier ? c.vocab_size * (c.dim + 4.0 * c.dim / 128) : 2.0 * c.vocab_size * c.dim;
   e.weight_bytes = linear_bytes + classifier_bytes;
-  const double unit_bytes_per_s = std::min(channel_bytes_per_s, kBeatBytes * hz);
-  e.classifier_ms = 1e3 * classifier_bytes / (d.w2a8_units * unit_bytes_per_s);
 
   // Attention, from the attention unit's loops: each (sequence, head) query of the new token (at
   // position context - 1) over its Λ page runs; a layer's queries split between the units.
@@ -145,6 +142,20 @@ Estimate EstimateAccelerator(const U280Platform& p, const AcceleratorDesign& d, 
   e.descriptors = decode.descriptors;
   e.elementwise_ms = 1e3 * static_cast<double>(e.elementwise_cycles) / hz;
   e.overhead_ms = 1e-3 * d.step_overhead_us;
+  // The classifier: in 8 bits on the units' 8-bit mode, striped like a linear layer (its slowest
+  // unit's cycles or bytes); in fp16 on the sequencer's functional unit, as written.
+  const auto classifier_seconds = [&](int tokens, int64_t fp16_unit_cycles) {
+    if (!w.w8_classifier) return static_cast<double>(fp16_unit_cycles) / hz;
+    const int64_t tiles = Pad(c.vocab_size, 16) / 16, cols = Pad(c.dim, 128);
+    const int64_t units = std::min<int64_t>(d.w2a8_units, tiles), slowest = (tiles + units - 1) / units;
+    const double tile_bytes = 16.0 * cols + 16.0 * (cols / 128) * 4;
+    int64_t cycles = 0, calls = 0;
+    for (int t0 = 0; t0 < tokens; t0 += d.token_lanes, ++calls) {
+      cycles += W8A8CallCycles({static_cast<int>(cols), 128, std::min(d.token_lanes, tokens - t0), slowest});
+    }
+    return std::max(cycles / hz, calls * slowest * tile_bytes / channel_bytes_per_s);
+  };
+  e.classifier_ms = 1e3 * classifier_seconds(batch, decode.classifier);
   // The W2A8 engine, attention and element-wise units of one layer work in sequence.
   e.step_ms = e.linear_ms + e.classifier_ms + e.attention_ms + e.elementwise_ms + e.overhead_ms;
   e.tokens_per_s = w.cards * batch / (e.step_ms * 1e-3);
@@ -168,8 +179,8 @@ Estimate EstimateAccelerator(const U280Platform& p, const AcceleratorDesign& d, 
   for (int pos = 0; pos < prompt; ++pos) sink_tokens += lambda.SinkEnd(pos) > 0 ? 1 : 0;
   const SequencedStepCycles prefill = SequencedCycles(w, prompt, 1, sink_tokens);
   const double prefill_elementwise_s = static_cast<double>(prefill.elementwise + prefill.sequencer) / hz;
-  e.prefill_tokens_per_s =
-      prompt / (prefill_linear.seconds + prefill_attention_s + prefill_elementwise_s + 1e-3 * e.classifier_ms);
+  e.prefill_tokens_per_s = prompt / (prefill_linear.seconds + prefill_attention_s + prefill_elementwise_s +
+                                     classifier_seconds(1, prefill.classifier));
 
   // Power at this step's rates.
   const double step_s = e.step_ms * 1e-3;

@@ -12,9 +12,9 @@
 //     Hadamard, embedding, gathers) and the sequencer's own reading of descriptors: the step's
 //     descriptor list as BuildStepProgram makes it (step_shapes.h), each descriptor's cycles from
 //     the loops that run it (unit_cycles.h CyclesOf), one after another.
-//   * classifier: streamed over all weight channels at their bandwidth. Not the code's: the
-//     sequencer's classifier units are functional loops (one multiply-add per cycle), whose
-//     cycles are reported apart (`classifier_unit_cycles`).
+//   * classifier: in 8 bits (the default), on every W2A8 unit's 8-bit mode over its stripe of the
+//     classifier's rows, as a linear layer (W8A8CallCycles, or the stripe's bytes); in fp16, the
+//     sequencer's functional unit as written (8 fma lanes per cycle: slow, for bit-exact tests).
 //   * control: one sequencer start per step and the logits read back (`step_overhead_us`,
 //     assumed), as the XRT driver and fpga-sim run it.
 // Power = static + HBM energy per bit moved + MAC energy + clocked logic, all assumed constants
@@ -65,7 +65,7 @@ struct Workload {
   int cards = 1;               // data parallel: each card holds the whole model
   int page_tokens = 16;        // KV pages as the server sizes them
   int prefill_chunk = 64;
-  bool w8_classifier = false;  // the classifier in 8 bits (else fp16)
+  bool w8_classifier = true;   // the classifier in 8 bits (the engine's default), else fp16
 };
 
 struct Estimate {
@@ -75,7 +75,7 @@ struct Estimate {
   int64_t w2a8_cycles = 0;        // every W2A8 unit's cycles in the step, added up (the C simulation's count)
   int64_t attention_cycles = 0;   // every attention query's cycles in the step, added up
   int64_t elementwise_cycles = 0; // the element-wise units' and the sequencer's, as the C simulation counts them
-  int64_t classifier_unit_cycles = 0;  // the sequencer's classifier unit as written (not in step_ms)
+  int64_t classifier_unit_cycles = 0;  // the classifier's, all units together (the C simulation's count)
   int64_t descriptors = 0;        // in the step's descriptor list
   double step_ms = 0;
   double tokens_per_s = 0;        // decode, all cards together

@@ -72,7 +72,8 @@ absl::StatusOr<std::vector<hls::StepDescriptor>> ShapeOnlyProgram(const StepShap
     *b = 1;
   }
   return BuildStepProgram(plan, buffers,
-                          {[](const void*) { return uint64_t{0}; }, [](const W2View&) { return uint64_t{0}; }},
+                          {[](const void*) { return uint64_t{0}; }, [](const W2View&) { return uint64_t{0}; },
+                           [](const W8View&) { return uint64_t{0}; }},
                           /*w2a8_units=*/24);
 }
 

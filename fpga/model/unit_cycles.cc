@@ -5,6 +5,7 @@
 #include "fpga/kernels/cycle_count.h"
 #include "fpga/kernels/elementwise.h"
 #include "fpga/kernels/kv4_attention.h"
+#include "fpga/kernels/w2a8_engine.h"
 #include "runtime/common/lane_sum.h"
 
 namespace accllm::fpga {
@@ -63,6 +64,13 @@ int64_t W2A8TileCycles(const W2A8Call& c) {
   return groups * group + c.tokens + kLoopDepth;
 }
 
+int64_t W8A8CallCycles(const W8A8Call& c) {
+  const int64_t groups = c.cols_padded / c.group_size;
+  const int64_t staging = c.tokens * ((c.cols_padded + 63) / 64 + 1) + kLoopDepth;
+  const int64_t group = std::max<int64_t>(1 + c.group_size / 4, kFmaLatency);
+  return staging + c.tiles * (groups * group + c.tokens + kLoopDepth);
+}
+
 QuerySpan QuerySpanAt(int64_t position, const LambdaConfig& lambda, int page_tokens) {
   const int64_t window_start = lambda.VisibleWindowStart(position), sink_end = lambda.SinkEnd(position);
   const auto pages = [&](int64_t begin, int64_t end) {
@@ -104,9 +112,15 @@ DescriptorCycles CyclesOf(const hls::StepDescriptor& d, int sink_tokens) {
       break;
     case StepOp::kW2A8:
       break;  // the W2A8 units (W2A8CallCycles)
-    case StepOp::kW8A8: {
-      const int64_t rows = d.n[0], cols_padded = d.n[1], groups = d.n[1] / d.n[2];
-      c.classifier = rows * tokens * (cols_padded + groups * kFmaLatency) + kLoopDepth;
+    case StepOp::kW8A8: {  // every unit over its stripe, in calls of T tokens
+      const int64_t tiles = (d.n[0] + 15) / 16, units = std::max<int64_t>(1, std::min<int64_t>(d.n[4], tiles));
+      for (int64_t u = 0; u < units; ++u) {
+        const int64_t stripe = tiles * (u + 1) / units - tiles * u / units;
+        for (int64_t t0 = 0; t0 < tokens; t0 += hls::kW2A8TokenLanes) {
+          const int n = static_cast<int>(std::min<int64_t>(hls::kW2A8TokenLanes, tokens - t0));
+          c.classifier += W8A8CallCycles({d.n[1], d.n[2], n, stripe});
+        }
+      }
       break;
     }
     case StepOp::kF16: {

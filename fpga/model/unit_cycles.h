@@ -27,6 +27,17 @@ inline int64_t W2A8CallCycles(const W2A8Call& call) {
   return W2A8StagingCycles(call) + call.tiles * W2A8TileCycles(call);
 }
 
+// One call of a unit's 8-bit mode (the W8 classifier, w8a8_engine.h): staging the tokens, then
+// `tiles` row tiles, per group its scales and then its sub-blocks (16 rows x 4 columns) a beat per
+// cycle.
+struct W8A8Call {
+  int cols_padded = 0;
+  int group_size = 128;
+  int tokens = 1;
+  int64_t tiles = 0;
+};
+int64_t W8A8CallCycles(const W8A8Call& call);
+
 // What one query reads: its page runs and the tokens in them.
 struct QuerySpan {
   int64_t runs = 0;
@@ -47,7 +58,7 @@ int64_t AttentionGroupCycles(int head_size, std::span<const QuerySpan> lanes);
 // memory, not from the descriptor).
 struct DescriptorCycles {
   int64_t elementwise = 0;  // norms, A8, RoPE, KV4 writes, SwiGLU, Hadamard, embedding, gathers
-  int64_t classifier = 0;   // the W8 or fp16 classifier unit
+  int64_t classifier = 0;   // the W8 classifier on every unit's 8-bit mode (all units' cycles), or the fp16 unit
 };
 DescriptorCycles CyclesOf(const hls::StepDescriptor& d, int sink_tokens);
 // Reading and dispatching `count` descriptors.

@@ -53,6 +53,17 @@ uint64_t SimSequencedStep::StripeTable(const W2View& w) {
   return Address(table.data());
 }
 
+uint64_t SimSequencedStep::StripeTable(const W8View& w) {
+  std::vector<uint64_t>& table = stripe_tables_[reinterpret_cast<const uint8_t*>(w.codes)];
+  if (table.empty()) {
+    for (const Stripe& s : PlanStripes(w.shape, kW2A8Units)) {
+      table.push_back(Address(w.codes + s.code_offset));
+      table.push_back(Address(w.scales + s.param_offset));
+    }
+  }
+  return Address(table.data());
+}
+
 absl::Status SimSequencedStep::Run(const StepPlan& plan, std::span<float> logits) {
   const int n = static_cast<int>(plan.tokens.size());
   if (static_cast<std::size_t>(n) * config_.dim > x_.size()) return absl::InvalidArgumentError("the step has too many tokens");
@@ -89,7 +100,8 @@ absl::Status SimSequencedStep::Run(const StepPlan& plan, std::span<float> logits
   ASSIGN_OR_RETURN(std::vector<hls::StepDescriptor> program,
                    BuildStepProgram(plan, b,
                                     {[](const void* host) { return Address(host); },
-                                     [this](const W2View& layer) { return StripeTable(layer); }},
+                                     [this](const W2View& layer) { return StripeTable(layer); },
+                                     [this](const W8View& classifier) { return StripeTable(classifier); }},
                                     kW2A8Units));
   accllm_sequencer(program.data(), static_cast<int>(program.size()));
   const std::size_t values = logit_rows_.size() * static_cast<std::size_t>(config_.vocab_size);

@@ -28,6 +28,7 @@ class SimSequencedStep {
   // A W2 layer's stripe table (sequencer.h, kW2A8), made on first use: every unit's stripe read
   // in place from the model's arrays, where a card has its own copy in each unit's channel.
   uint64_t StripeTable(const W2View& layer);
+  uint64_t StripeTable(const W8View& classifier);  // the same for the W8 classifier (kW8A8)
 
   LlamaConfig config_;
   // The card's activation buffers, [token][width].
@@ -37,7 +38,7 @@ class SimSequencedStep {
   std::vector<float> a8_scales_;
   // The step's tables.
   std::vector<int32_t> tokens_, logit_rows_;
-  std::map<const uint8_t*, std::vector<uint64_t>> stripe_tables_;  // by the layer's codes
+  std::map<const uint8_t*, std::vector<uint64_t>> stripe_tables_;  // by the tensor's codes
 };
 
 }  // namespace accllm::fpga
