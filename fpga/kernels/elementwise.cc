@@ -39,29 +39,50 @@ void QuantizeA8(const float* values, float amax, int size, int cols_padded, int 
   tally.Add(BeatLoopCycles(cols_padded));
 }
 
-// The Hadamard butterflies of m vectors of n values, back to back in x (n a power of two, at
-// most 256), in place: per stage, all m * n / 2 of its independent butterflies, a beat's worth (8)
-// per cycle, each as runtime/common/hadamard.h computes it.
-constexpr int kButterfliesPerCycle = kElementLanes / 2;
-void Butterflies(float* x, int n, int m, CycleTally& tally) {
-  const int half = n / 2, butterflies = m * half;
-  for (int len = 1; len < n; len <<= 1) {
-    for (int b0 = 0; b0 < butterflies; b0 += kButterfliesPerCycle) {
+// One pass of the Hadamard unit over m vectors of n values: butterfly stages [stage, stage +
+// stages) of each (len = 2^stage, ..., stages <= kPassStages), src to dst (either may be the
+// on-chip block or memory), the results times `scale`. The values a pass's stages combine form
+// groups of 2^stages (spaced len apart) that it holds in registers, a beat (16 values) per
+// cycle; each butterfly is runtime/common/hadamard.h's, in its stage's turn.
+constexpr int kPassStages = 3;
+constexpr int kPassValues = 1 << kPassStages;             // a group of the deepest pass
+constexpr int kGroupsPerBeatMax = kElementLanes / 2;      // groups of 2 (a one-stage pass)
+void HadamardPass(const float* src, float* dst, int n, int m, int stage, int stages, float scale,
+                  CycleTally& tally) {
+  const int len = 1 << stage, group = 1 << stages;
+  const int groups_per_vector = n / group, groups = m * groups_per_vector;
+  const int groups_per_beat = kElementLanes / group;
+  for (int g0 = 0; g0 < groups; g0 += groups_per_beat) {
 #pragma HLS PIPELINE II = 1
-      for (int u = 0; u < kButterfliesPerCycle; ++u) {
+    for (int u = 0; u < kGroupsPerBeatMax; ++u) {
 #pragma HLS UNROLL
-        const int b = b0 + u;
-        if (b < butterflies) {
-          const int in_vector = b % half;
-          const int j = b / half * n + in_vector / len * 2 * len + in_vector % len;
-          const float a = x[j], c = x[j + len];
-          x[j] = a + c;
-          x[j + len] = a - c;
+      if (u >= groups_per_beat || g0 + u >= groups) continue;
+      const int g = g0 + u, r = g % groups_per_vector;
+      const int first = g / groups_per_vector * n + r / len * len * group + r % len;
+      float x[kPassValues];
+#pragma HLS ARRAY_PARTITION variable = x complete
+      for (int k = 0; k < kPassValues; ++k) {
+#pragma HLS UNROLL
+        if (k < group) x[k] = src[first + k * len];
+      }
+      for (int s = 0; s < kPassStages; ++s) {
+#pragma HLS UNROLL
+        for (int k = 0; k < kPassValues; ++k) {
+#pragma HLS UNROLL
+          if (s < stages && k < group && (k >> s & 1) == 0) {
+            const float a = x[k], b = x[k + (1 << s)];
+            x[k] = a + b;
+            x[k + (1 << s)] = a - b;
+          }
         }
       }
+      for (int k = 0; k < kPassValues; ++k) {
+#pragma HLS UNROLL
+        if (k < group) dst[first + k * len] = scale == 1.0f ? x[k] : x[k] * scale;
+      }
     }
-    tally.Add(BeatLoopCycles(int64_t{m} * n));  // m * n / 2 butterflies, kButterfliesPerCycle a cycle
   }
+  tally.Add(BeatLoopCycles(int64_t{m} * n));
 }
 
 }  // namespace
@@ -210,32 +231,24 @@ extern "C" void accllm_hadamard(float* vectors, int n, int count) {
 #pragma HLS INTERFACE m_axi port = vectors offset = slave bundle = gmem0
 #pragma HLS INTERFACE s_axilite port = return
   using accllm::hls::kHadamardBlock;
+  using accllm::hls::kPassStages;
   CycleTally tally;
   const float scale = 1.0f / std::sqrt(static_cast<float>(n));
-  // Up to kHadamardBlock vectors at a time on chip, each loop running over all of them.
+  int log2n = 0;
+  while ((1 << log2n) < n) ++log2n;
+  // Up to kHadamardBlock vectors at a time, in passes of up to kPassStages butterfly stages: the
+  // first reads the block from memory, the last writes it back normalized.
   for (int v0 = 0; v0 < count; v0 += kHadamardBlock) {
     const int m = count - v0 < kHadamardBlock ? count - v0 : kHadamardBlock;
-    const int total = m * n;
     float* block = vectors + static_cast<int64_t>(v0) * n;
     float x[kHadamardBlock * 256];
 #pragma HLS ARRAY_PARTITION variable = x cyclic factor = 16
-    for (int i0 = 0; i0 < total; i0 += kElementLanes) {
-#pragma HLS PIPELINE II = 1
-      for (int l = 0; l < kElementLanes; ++l) {
-#pragma HLS UNROLL
-        if (i0 + l < total) x[i0 + l] = block[i0 + l];
-      }
+    for (int stage = 0; stage < log2n; stage += kPassStages) {
+      const int stages = log2n - stage < kPassStages ? log2n - stage : kPassStages;
+      const bool last = stage + stages == log2n;
+      accllm::hls::HadamardPass(stage == 0 ? block : x, last ? block : x, n, m, stage, stages, last ? scale : 1.0f,
+                                tally);
     }
-    tally.Add(BeatLoopCycles(total));
-    accllm::hls::Butterflies(x, n, m, tally);
-    for (int i0 = 0; i0 < total; i0 += kElementLanes) {
-#pragma HLS PIPELINE II = 1
-      for (int l = 0; l < kElementLanes; ++l) {
-#pragma HLS UNROLL
-        if (i0 + l < total) block[i0 + l] = x[i0 + l] * scale;
-      }
-    }
-    tally.Add(BeatLoopCycles(total));
   }
   tally.Commit(CycleUnit::kElementwise);
 }
