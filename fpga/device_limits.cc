@@ -6,6 +6,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_format.h"
 #include "fpga/kernels/kv4_attention.h"
+#include "fpga/kernels/kv_channels.h"
 #include "fpga/kernels/w2a8_engine.h"
 #include "runtime/kv/sequence_kv.h"
 
@@ -17,29 +18,40 @@ double MiB(int64_t bytes) { return static_cast<double>(bytes) / (1 << 20); }
 
 }  // namespace
 
-int64_t KvBankBytes(const LlamaConfig& c, int page_tokens, int64_t pages) {
-  const int64_t vectors = int64_t{c.n_layers} * pages * c.n_kv_heads * page_tokens;
-  return AlignUp(vectors * (c.head_size() / 2)) + AlignUp(vectors * 4);
+KvPlacement PlaceKv(const LlamaConfig& c, int page_tokens, int64_t pages) {
+  const int64_t blocks = int64_t{c.n_layers} * pages * c.n_kv_heads;
+  const int64_t channel_vectors = (blocks + hls::kKvChannels - 1) / hls::kKvChannels * page_tokens;
+  KvPlacement p;
+  p.page_tokens = page_tokens;
+  for (int r = 0; r < 4; ++r) {
+    p.region_offset[r] = p.channel_bytes;
+    p.channel_bytes += AlignUp(channel_vectors * hls::KvVectorBytes(r, c.head_size()));
+  }
+  return p;
+}
+
+hls::KvChannelTable KvPlacement::Table(const uint64_t (&channels)[hls::kKvChannels]) const {
+  hls::KvChannelTable table{};
+  for (int c = 0; c < hls::kKvChannels; ++c) table.channel[c] = channels[c];
+  for (int r = 0; r < 4; ++r) table.region_offset[r] = region_offset[r];
+  table.page_tokens = page_tokens;
+  return table;
 }
 
 int KvPagesThatFit(const LlamaConfig& c, int page_tokens) {
-  const int64_t bank = std::min(kKeyBank.bytes, kValueBank.bytes);
-  // Bytes per page without the rounding, then step down past the rounding.
-  const int64_t per_page = int64_t{c.n_layers} * c.n_kv_heads * page_tokens * (c.head_size() / 2 + 4);
-  int64_t pages = per_page > 0 ? bank / per_page : 0;
-  while (pages > 0 && KvBankBytes(c, page_tokens, pages) > bank) --pages;
+  // Bytes per page over the four channels without the rounding, then step down past the rounding.
+  const int64_t per_page = int64_t{c.n_layers} * c.n_kv_heads * page_tokens * (c.head_size() + 8);
+  int64_t pages = per_page > 0 ? hls::kKvChannels * kHbmPseudoChannelBytes / per_page : 0;
+  while (pages > 0 && PlaceKv(c, page_tokens, pages).channel_bytes > kHbmPseudoChannelBytes) --pages;
   return static_cast<int>(std::min<int64_t>(pages, INT32_MAX));
 }
 
 absl::Status CheckKvPagesFit(const LlamaConfig& c, int page_tokens, int64_t pages) {
-  const int64_t need = KvBankBytes(c, page_tokens, pages);
-  for (const auto& [bank, what] : {std::pair{kKeyBank, "keys"}, std::pair{kValueBank, "values"}}) {
-    if (need > bank.bytes) {
-      return absl::ResourceExhaustedError(absl::StrFormat(
-          "%d KV pages of %d tokens need %.1f MiB of %s in %s, which holds %.0f MiB; at most %d pages fit", pages,
-          page_tokens, MiB(need), what, bank.name,
-          MiB(bank.bytes), KvPagesThatFit(c, page_tokens)));
-    }
+  const int64_t need = PlaceKv(c, page_tokens, pages).channel_bytes;
+  if (need > kHbmPseudoChannelBytes) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "%d KV pages of %d tokens need %.1f MiB in each KV channel (%s), which holds %.0f MiB; at most %d pages fit",
+        pages, page_tokens, MiB(need), kKvChannelNames, MiB(kHbmPseudoChannelBytes), KvPagesThatFit(c, page_tokens)));
   }
   return absl::OkStatus();
 }

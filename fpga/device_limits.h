@@ -1,7 +1,7 @@
 // What the accelerator's fixed hardware can hold, checked where each limit is known:
 //   * when a device is made: the model's widths against the W2A8 unit's on-chip activation buffers and
 //     the head size against the attention unit (CheckModelFitsUnits), the KV pool against the
-//     U280's KV banks (KvPagesForCard);
+//     U280's KV channels (KvPagesForCard);
 //   * at admission: how many tokens one query may attend to (kMaxAttentionSpan, reported by the
 //     device as Backend::max_attention_span);
 //   * before each run, defensively: the attention batch (FitsAttentionUnit).
@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "fpga/kernels/kv4_attention.h"
+#include "fpga/kernels/kv_channels.h"
 #include "runtime/engine/backend_factory.h"
 #include "runtime/kv/attention_batch.h"
 #include "runtime/model/llama_config.h"
@@ -26,24 +27,28 @@ namespace accllm::fpga {
 // Tokens one query may see: the attention unit keeps every score of a query on chip.
 inline constexpr int kMaxAttentionSpan = hls::kKv4MaxVisible;
 
-// The U280's HBM as the design uses it for the KV cache (fpga/build/u280.cfg): keys (codes and
-// their fp16 scale/min) in pseudo-channels 28-29, values in 30-31, 256 MiB each.
+// The U280's HBM as the design uses it for the KV cache (fpga/build/u280.cfg,
+// fpga/kernels/kv_channels.h): striped over pseudo-channels 28-31 by page block, 256 MiB each.
 inline constexpr int64_t kHbmPseudoChannelBytes = int64_t{256} << 20;
-struct KvBank {
-  const char* name;
-  int64_t bytes;
-};
-inline constexpr KvBank kKeyBank{"HBM[28:29]", 2 * kHbmPseudoChannelBytes};
-inline constexpr KvBank kValueBank{"HBM[30:31]", 2 * kHbmPseudoChannelBytes};
+inline constexpr const char* kKvChannelNames = "HBM[28], HBM[29], HBM[30], HBM[31]";
 // XRT backs every buffer with whole 4 KiB pages.
 inline constexpr int64_t kBufferAlignment = 4096;
 
-// Bytes one KV region pair (codes + params, keys or values alike) takes in its bank for `pages`
-// pages, each region rounded up to whole buffer pages.
-int64_t KvBankBytes(const LlamaConfig& config, int page_tokens, int64_t pages);
-// The most KV pages the banks hold for this model.
+// How a card lays out a KV cache of `pages` pages in each KV channel's buffer: the four regions
+// (key codes, key params, value codes, value params) of its quarter of the page blocks, each
+// region rounded up to whole buffer pages.
+struct KvPlacement {
+  int64_t region_offset[4] = {};
+  int64_t channel_bytes = 0;
+  int page_tokens = 0;
+
+  // The table the units read, for channel buffers at these device addresses.
+  hls::KvChannelTable Table(const uint64_t (&channels)[hls::kKvChannels]) const;
+};
+KvPlacement PlaceKv(const LlamaConfig& config, int page_tokens, int64_t pages);
+// The most KV pages the channels hold for this model.
 int KvPagesThatFit(const LlamaConfig& config, int page_tokens);
-// OK, or RESOURCE_EXHAUSTED naming the bank and the numbers.
+// OK, or RESOURCE_EXHAUSTED naming the channels and the numbers.
 absl::Status CheckKvPagesFit(const LlamaConfig& config, int page_tokens, int64_t pages);
 // The pages a card's KV pool gets: options.kv_pages (0: one full-length sequence, as the CPU
 // engine sizes it), capped to what fits when options.kv_pages_fit_device, else refused if it

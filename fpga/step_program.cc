@@ -1,5 +1,6 @@
 #include "fpga/step_program.h"
 
+#include <climits>
 #include <initializer_list>
 
 #include "absl/strings/str_cat.h"
@@ -38,9 +39,8 @@ class ProgramBuilder {
       rope.n[0] = c_.dim;
       rope.n[1] = c_.n_kv_heads;
       rope.n[2] = hs;
-      rope.n[3] = c_.kv_mul();
+      rope.n[3] = static_cast<int32_t>(layer_vectors);
       rope.n[4] = plan_.rotate_kv ? 1 : 0;
-      rope.n[5] = plan_.kv->page_tokens();
       rope.f = c_.rope_theta;
       rope.p[0] = b_.q;
       rope.p[1] = b_.q_raw;
@@ -48,7 +48,7 @@ class ProgramBuilder {
       rope.p[3] = b_.v;
       rope.p[4] = b_.positions;
       rope.p[5] = b_.kv_vectors;
-      SetCache(rope, 6, layer_vectors);
+      rope.p[6] = b_.kv_table;
       program_.push_back(rope);
 
       StepDescriptor attention = Op(StepOp::kAttention, n_);
@@ -56,6 +56,7 @@ class ProgramBuilder {
       attention.n[1] = hs;
       attention.n[2] = plan_.rotate_kv ? 1 : 0;
       attention.n[3] = static_cast<int32_t>(plan_.attention->run_start.size());
+      attention.n[4] = static_cast<int32_t>(layer_vectors);
       attention.f = c_.rope_theta;
       attention.p[0] = b_.q;
       attention.p[1] = b_.q_raw;
@@ -64,7 +65,7 @@ class ProgramBuilder {
       attention.p[4] = b_.item_sink_runs;
       attention.p[5] = b_.run_start;
       attention.p[6] = b_.run_count;
-      SetCache(attention, 7, layer_vectors);
+      attention.p[7] = b_.kv_table;
       attention.p[11] = b_.queries;
       attention.p[12] = b_.sink_queries;
       attention.p[13] = b_.att;
@@ -106,6 +107,9 @@ class ProgramBuilder {
       return absl::InvalidArgumentError(absl::StrCat("an FFN Hadamard block of ", c_.ffn_hadamard_block,
                                                      " is wider than the Hadamard unit's ", kHadamardUnitMax));
     }
+    if (plan_.layer_vectors * c_.n_layers > INT32_MAX) {
+      return absl::InvalidArgumentError("the KV cache has more vectors than the sequencer numbers");
+    }
     if (c_.n_kv_heads > hls::kMaxKvHeads) {
       return absl::InvalidArgumentError(absl::StrCat(c_.n_kv_heads, " KV heads are more than the KV4 write unit's ",
                                                      hls::kMaxKvHeads));
@@ -121,15 +125,6 @@ class ProgramBuilder {
     d.op = op;
     d.tokens = tokens;
     return d;
-  }
-
-  // The layer's share of the KV cache: key codes, key params, value codes, value params.
-  void SetCache(StepDescriptor& d, int first, int64_t layer_vectors) const {
-    const KvStorage& kv = *plan_.kv;
-    for (int r = 0; r < 4; ++r) {
-      const auto region = static_cast<KvRegion>(r);
-      d.p[first + r] = b_.kv[r] + static_cast<uint64_t>(layer_vectors * kv.vector_bytes(region));
-    }
   }
 
   // A8 of the norm of x (after x += y when add_residual), then each linear; the A8 codes are made

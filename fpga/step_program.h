@@ -26,7 +26,7 @@ struct StepBuffers {
   uint64_t a8_codes = 0, a8_group_sums = 0, a8_scales = 0;
   uint64_t tokens = 0, positions = 0, kv_vectors = 0, sink_positions = 0, logit_rows = 0;
   uint64_t item_runs = 0, item_sink_runs = 0, run_start = 0, run_count = 0;
-  uint64_t kv[4] = {};  // by KvRegion: the cache's base
+  uint64_t kv_table = 0;  // where the KV cache is: its channels and regions (hls::KvChannelTable)
 };
 
 // Where the weights are on the device: the address of a host-side buffer's copy (norm weights,

@@ -63,8 +63,8 @@ TEST(DeviceLimitsTest, ShippedConfigFitsAU280ForLlama2_7b) {
   options.kv_pages_fit_device = true;
   ASSERT_OK_AND_ASSIGN(const int pages, KvPagesForCard(options, llama));
   ASSERT_OK(CheckKvPagesFit(llama, options.page_tokens, pages));
-  EXPECT_LE(KvBankBytes(llama, options.page_tokens, pages), kKeyBank.bytes);
-  EXPECT_GT(KvBankBytes(llama, options.page_tokens, pages + 1), kKeyBank.bytes);  // all of it
+  EXPECT_LE(PlaceKv(llama, options.page_tokens, pages).channel_bytes, kHbmPseudoChannelBytes);
+  EXPECT_GT(PlaceKv(llama, options.page_tokens, pages + 1).channel_bytes, kHbmPseudoChannelBytes);  // all of it
   const int streams = pages / per_stream;
   EXPECT_GE(streams, 4) << "a U280 should hold several full-window Llama-2-7B streams";
   EXPECT_LT(pages, options.kv_pages) << "the shipped config no longer overflows the banks; retune this test";
@@ -72,7 +72,7 @@ TEST(DeviceLimitsTest, ShippedConfigFitsAU280ForLlama2_7b) {
   options.kv_pages_fit_device = false;  // the same number given as --kv-pages
   absl::StatusOr<int> refused = KvPagesForCard(options, llama);
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("of keys in HBM[28:29], which holds 512 MiB"));
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("in each KV channel (HBM[28], HBM[29], HBM[30], HBM[31]), which holds 256 MiB"));
   EXPECT_THAT(std::string(refused.status().message()), HasSubstr(absl::StrCat("at most ", pages, " pages fit")));
 
   Workload work;

@@ -135,7 +135,8 @@ TEST(LinkConfigTest, ShippedConfigurationIsGeneratedAndLinkable) {
     shared += masters.at(port);
   }
   EXPECT_EQ(shared, 24 + 2 + 1);
-  for (int port = 28; port < 32; ++port) EXPECT_EQ(masters.at(port), 1) << "KV channel " << port;
+  // Both attention units on every KV channel: the cache is striped over all four.
+  for (int port = 28; port < 32; ++port) EXPECT_EQ(masters.at(port), 2) << "KV channel " << port;
 }
 
 TEST(LinkConfigTest, RefusesWhatVppOrTheCardWouldNot) {
@@ -218,6 +219,8 @@ TEST(XrtCardTest, OpensLoadsAndPlacesBuffersByConnectivity) {
     EXPECT_EQ((*card)->BankOf(unit, kW2A8Activations), 24);
     EXPECT_EQ((*card)->BankOf(unit, kW2A8Out), 24);
   }
+  // The KV cache over the four KV pseudo-channels.
+  for (int c = 0; c < 4; ++c) EXPECT_EQ((*card)->KvBankOf(c), 28 + c);
   EXPECT_EQ(XrtCard::Open(0, "/nonexistent.xclbin").status().code(), absl::StatusCode::kUnavailable);
 }
 
@@ -405,7 +408,7 @@ TEST(XrtBackendTest, SimulatedUnitCyclesAreTheModels) {
   EXPECT_EQ(e.attention_cycles, decode_attention);
 }
 
-// The KV pool against the card's KV banks: more pages than HBM[28:29] holds are refused, naming
+// The KV pool against the card's KV channels: more pages than HBM 28-31 hold are refused, naming
 // the bank, before any buffer is made (the capping of the server's default sizing is
 // device_limits_test.cc's).
 TEST(XrtBackendTest, KvPoolsAreSizedToTheCardsKvBanks) {
@@ -418,7 +421,7 @@ TEST(XrtBackendTest, KvPoolsAreSizedToTheCardsKvBanks) {
   options.kv_pages = 50'000'000;
   auto refused = MakeXrtBackend(options, *any);
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("HBM[28:29], which holds 512 MiB"));
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("in each KV channel (HBM[28], HBM[29], HBM[30], HBM[31]), which holds 256 MiB"));
   options.kv_pages = 64;
   auto card = MakeXrtBackend(options, *any);
   ASSERT_TRUE(card.ok()) << card.status();

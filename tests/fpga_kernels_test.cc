@@ -152,11 +152,12 @@ TEST(FpgaKernelTest, Kv4UnitsAndAttentionBitExact) {
     EXPECT_TRUE(SameBits(cpu_out, fpga_out));
     EXPECT_EQ(std::memcmp(&cpu_min, &fpga_min, sizeof cpu_min), 0);
 
-    // The batched kernel, two items against the CPU engine's composition of the same steps:
-    // item 0 has a sink run (vectors 0-3) and two window runs (10-19, 25-36), item 1 the window
-    // runs only.
-    const std::vector<int32_t> start = {0, 10, 25, 10, 25}, run = {4, 10, 12, 10, 12};
-    const std::vector<int32_t> item_runs = {0, 3, 5}, item_sinks = {1, 0};
+    // The batched kernel, two items against the CPU engine's composition of the same steps, over
+    // the cache as a card places it: pages of 8 vectors striped over the four KV channels, this
+    // layer's vectors from 40 on. Item 0 has a sink run (vectors 0-3) and four window runs, one
+    // in each channel; item 1 the window runs only.
+    const std::vector<int32_t> start = {0, 10, 16, 25, 32, 10, 16, 25, 32}, run = {4, 6, 8, 7, 5, 6, 8, 7, 5};
+    const std::vector<int32_t> item_runs = {0, 5, 9}, item_sinks = {1, 0};
     std::vector<float> expected;
     for (int item = 0; item < 2; ++item) {
       const int first = item_runs[item], sinks = item_sinks[item];
@@ -177,11 +178,34 @@ TEST(FpgaKernelTest, Kv4UnitsAndAttentionBitExact) {
       }
       for (float& e : out) expected.push_back(e + min_sum);
     }
+    constexpr int kPageTokens = 8, kFirstVector = 40, kChannelVectors = 3 * kPageTokens;  // 10 blocks over 4
+    hls::KvChannels kv{};
+    std::vector<uint8_t> channels[hls::kKvChannels];
+    int64_t offset = 0;
+    for (int r = 0; r < 4; ++r) {
+      kv.region_offset[r] = offset;
+      offset += kChannelVectors * hls::KvVectorBytes(r, head_size);
+    }
+    for (int c = 0; c < hls::kKvChannels; ++c) {
+      channels[c].assign(static_cast<std::size_t>(offset), 0xAB);
+      kv.channel[c] = channels[c].data();
+    }
+    kv.page_tokens = kPageTokens;
+    kv.first_vector = kFirstVector;
+    for (int i = 0; i < count; ++i) {
+      std::memcpy(kv.Vector<uint8_t>(0, head_size, i), key_codes.data() + i * head_size / 2, head_size / 2);
+      std::memcpy(kv.Vector<uint8_t>(1, head_size, i), &key_params[i], 4);
+      std::memcpy(kv.Vector<uint8_t>(2, head_size, i), value_codes.data() + i * head_size / 2, head_size / 2);
+      std::memcpy(kv.Vector<uint8_t>(3, head_size, i), &value_params[i], 4);
+    }
     std::vector<float> queries = q, sink_queries = q_sink, got(2 * head_size);
     queries.insert(queries.end(), q.begin(), q.end());
     sink_queries.insert(sink_queries.end(), q_sink.begin(), q_sink.end());
-    accllm_kv4_attention(queries.data(), sink_queries.data(), item_runs.data(), item_sinks.data(), 2,
-                         key_codes.data(), hk, value_codes.data(), hv, start.data(), run.data(), head_size, got.data());
+    accllm_kv4_attention(queries.data(), sink_queries.data(), item_runs.data(), item_sinks.data(), 2, kv.channel[0],
+                         kv.channel[1], kv.channel[2], kv.channel[3], static_cast<int>(kv.region_offset[1]),
+                         static_cast<int>(kv.region_offset[2]), static_cast<int>(kv.region_offset[3]), kPageTokens,
+                         kFirstVector, start.data(), run.data(), head_size, got.data());
+    EXPECT_TRUE(SameBits(got, expected)) << head_size;
   }
 }
 

@@ -33,10 +33,11 @@ enum W2A8Arg {
   kW2A8Rows, kW2A8ColsPadded, kW2A8GroupSize, kW2A8Sparse24, kW2A8Tokens, kW2A8Ldy, kW2A8TileBegin, kW2A8TileEnd,
 };
 
-// Argument indices of accllm_kv4_attention.
+// Argument indices of accllm_kv4_attention (kAttnKv0 + c: KV channel c's buffer).
 enum Kv4AttentionArg {
-  kAttnQ, kAttnQSink, kAttnItemRuns, kAttnItemSinkRuns, kAttnItems, kAttnKeyCodes, kAttnKeyParams, kAttnValueCodes,
-  kAttnValueParams, kAttnRunStart, kAttnRunCount, kAttnHeadSize, kAttnOut,
+  kAttnQ, kAttnQSink, kAttnItemRuns, kAttnItemSinkRuns, kAttnItems, kAttnKv0, kAttnKv1, kAttnKv2, kAttnKv3,
+  kAttnKeyParamsOffset, kAttnValueCodesOffset, kAttnValueParamsOffset, kAttnPageTokens, kAttnFirstVector,
+  kAttnRunStart, kAttnRunCount, kAttnHeadSize, kAttnOut,
 };
 
 }  // namespace accllm::fpga

@@ -14,14 +14,15 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeXrtBackend(const BackendOptions& op
   if (options.xclbin.empty()) return absl::InvalidArgumentError("an FPGA device needs --xclbin (the accelerator image)");
   if (options.kv != "kv4") return absl::InvalidArgumentError("the FPGA keeps its KV cache in KV4 (not --kv f32)");
   if (absl::Status s = CheckModelFitsUnits(model.packed->config, model.packed->linears); !s.ok()) return s;
+  absl::StatusOr<int> kv_pages = KvPagesForCard(options, model.packed->config);
+  if (!kv_pages.ok()) return kv_pages.status();
   absl::StatusOr<std::unique_ptr<XrtCard>> opened = XrtCard::Open(options.device_index, options.xclbin);
   if (!opened.ok()) return opened.status();
   std::shared_ptr<XrtCard> card = std::move(*opened);
   for (const auto& [id, w2] : model.packed->linears) {
     if (absl::Status s = card->Upload(w2); !s.ok()) return s;
   }
-  absl::StatusOr<int> kv_pages = KvPagesForCard(options, model.packed->config);
-  if (!kv_pages.ok()) return kv_pages.status();
+  if (absl::Status s = card->PlaceKv(model.packed->config, options.page_tokens, *kv_pages); !s.ok()) return s;
   BackendOptions engine = options;
   engine.engine = "cpu";
   engine.label = absl::StrCat("fpga", options.device_index, "/xrt");
@@ -29,7 +30,6 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeXrtBackend(const BackendOptions& op
   // engine plans the steps (block tables, Λ runs) and checks them.
   engine.kv_pages = *kv_pages;
   engine.max_attention_span = kMaxAttentionSpan;
-  engine.kv_allocator = [card](KvRegion region, int64_t bytes) { return card->AllocateKv(region, bytes); };
   engine.step_offload = [card](const StepPlan& plan, std::span<float> logits) -> absl::Status {
     if (absl::Status fits = FitsAttentionUnit(*plan.attention); !fits.ok()) return fits;
     return card->RunStep(plan, logits);

@@ -8,6 +8,7 @@
 #include <exception>
 
 #include "absl/strings/str_cat.h"
+#include "fpga/device_limits.h"
 #include "fpga/host/kernel_signatures.h"
 #include "fpga/kernels/kv4_attention.h"
 #include "fpga/step_program.h"
@@ -85,8 +86,7 @@ absl::StatusOr<std::unique_ptr<XrtCard>> XrtCard::Open(int index, const std::str
   }
   card->sequencer_ = sequencers[0];
   card->step_bank_ = card->sequencer_.group_id(kSequencerProgram);
-  card->kv_key_bank_ = attention_units[0].group_id(kAttnKeyCodes);
-  card->kv_value_bank_ = attention_units[0].group_id(kAttnValueCodes);
+  for (int c = 0; c < 4; ++c) card->kv_banks_[c] = attention_units[0].group_id(kAttnKv0 + c);
   return card;
 }
 
@@ -123,16 +123,23 @@ absl::Status XrtCard::Upload(const W2View& w) {
   return absl::OkStatus();
 }
 
-std::byte* XrtCard::AllocateKv(KvRegion region, int64_t bytes) {
+absl::Status XrtCard::PlaceKv(const LlamaConfig& config, int page_tokens, int pages) {
   std::lock_guard<std::mutex> lock(mutex_);
-  const bool values = region == KvRegion::kValueCodes || region == KvRegion::kValueParams;
+  const KvPlacement placement = fpga::PlaceKv(config, page_tokens, pages);
   try {
-    xrt::bo& bo = kv_[static_cast<int>(region)];
-    bo = Buffer(device_, bytes, values ? kv_value_bank_ : kv_key_bank_);
-    return bo.map<std::byte*>();
-  } catch (const std::exception&) {
-    return nullptr;
+    uint64_t channels[hls::kKvChannels];
+    for (int c = 0; c < hls::kKvChannels; ++c) {
+      kv_channels_[c] = Buffer(device_, placement.channel_bytes, kv_banks_[c]);
+      channels[c] = kv_channels_[c].address();
+    }
+    const hls::KvChannelTable table = placement.Table(channels);
+    kv_table_ = Buffer(device_, sizeof table, step_bank_);
+    kv_table_.write(&table, sizeof table, 0);
+    kv_table_.sync(XCL_BO_SYNC_BO_TO_DEVICE);
+  } catch (const std::exception& e) {
+    return absl::ResourceExhaustedError(absl::StrCat("cannot place the KV cache (", pages, " pages) on the card: ", e.what()));
   }
+  return absl::OkStatus();
 }
 
 uint64_t XrtCard::Reserve(DeviceArray& array, int64_t bytes) {
@@ -199,7 +206,7 @@ absl::Status XrtCard::EnsureStepWeights(const EngineWeights& w) {
 
 absl::Status XrtCard::RunStep(const StepPlan& plan, std::span<float> logits) {
   std::lock_guard<std::mutex> lock(mutex_);
-  if (!kv_[0]) return absl::InternalError("the KV cache is not on the card");
+  if (!kv_table_) return absl::InternalError("the KV cache is not on the card");
   const LlamaConfig& c = plan.weights->config;
   const int64_t n = static_cast<int64_t>(plan.tokens.size());
   const AttentionBatch& runs = *plan.attention;
@@ -239,7 +246,7 @@ absl::Status XrtCard::RunStep(const StepPlan& plan, std::span<float> logits) {
     b.item_sink_runs = table("item_sink_runs", runs.item_sink_runs);
     b.run_start = table("run_start", runs.run_start);
     b.run_count = table("run_count", runs.run_count);
-    for (int r = 0; r < 4; ++r) b.kv[r] = kv_[r].address();
+    b.kv_table = kv_table_.address();
 
     bool placed = true;  // every weight the program names is on the card
     const WeightAddresses weights{

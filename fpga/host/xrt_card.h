@@ -22,7 +22,6 @@
 #include "absl/status/statusor.h"
 #include "fpga/host/stripe_plan.h"
 #include "runtime/cpu/step_plan.h"
-#include "runtime/kv/kv_storage.h"
 #include "runtime/quant/w2.h"
 
 namespace accllm::fpga {
@@ -38,10 +37,9 @@ class XrtCard {
   // buffer addresses, fpga/kernels/sequencer.h kW2A8) to the sequencer's bank.
   absl::Status Upload(const W2View& w);
 
-  // KV cache region `region` as a buffer in the attention units' bank. The sequencer writes and
-  // reads it on the card; the host mapping returned (for the engine's KvStorage) is never synced.
-  // Null when the bank is full.
-  std::byte* AllocateKv(KvRegion region, int64_t bytes);
+  // The KV cache of `pages` pages, placed over the attention units' four KV channels (a buffer in
+  // each, fpga/kernels/kv_channels.h) with the table the sequencer reads. Only the card touches it.
+  absl::Status PlaceKv(const LlamaConfig& config, int page_tokens, int pages);
 
   // One step on the layer sequencer (the engine has planned it). The weights the step names that
   // are not W2 layers (embedding, norms, classifier: a W8 one striped like the W2 layers) are
@@ -51,8 +49,9 @@ class XrtCard {
   int units() const { return static_cast<int>(units_.size()); }
   const std::string& platform() const { return platform_; }
 
-  // Exposed for tests: the memory bank (group id) of a unit's argument.
+  // Exposed for tests: the memory bank (group id) of a unit's argument, and of KV channel c.
   int BankOf(int unit, int arg) const { return units_.at(unit).group_id(arg); }
+  int KvBankOf(int channel) const { return kv_banks_[channel]; }
 
  private:
   struct StripeBuffers {  // one unit's share of a layer, on the card (W8: codes and scales)
@@ -77,8 +76,8 @@ class XrtCard {
   std::string platform_;
   std::vector<xrt::kernel> units_;  // one per accllm_w2a8 compute unit
   xrt::kernel sequencer_;
-  int kv_key_bank_ = 0, kv_value_bank_ = 0, step_bank_ = 0;
-  xrt::bo kv_[4];  // by KvRegion
+  int kv_banks_[4] = {}, step_bank_ = 0;
+  xrt::bo kv_channels_[4], kv_table_;
   std::map<const uint8_t*, LayerOnCard> layers_;  // W2 layers and the W8 classifier, by the host copy's codes
   std::map<const void*, xrt::bo> step_weights_;   // embedding, norms, classifier, by host pointer
   // The step's activations, tables and descriptor list.

@@ -50,8 +50,7 @@ float AccumulateUnit(float* out, const float* p, const uint8_t* codes, const Kv4
 // the longest lane, plus a cycle per page run where a pass reads keys; the outputs, Q per element.
 template <int kHeadSize>
 void AttendGroup(const float* q, const float* q_sink, const int32_t* item_runs, const int32_t* item_sink_runs,
-                 int lanes, const uint8_t* key_codes, const Kv4Param* key_params, const uint8_t* value_codes,
-                 const Kv4Param* value_params, const int32_t* run_start, const int32_t* run_count, float* out) {
+                 int lanes, const KvChannels& kv, const int32_t* run_start, const int32_t* run_count, float* out) {
   constexpr int Q = kAttentionQueryLanes;
   CycleTally tally;
   float query[Q][kHeadSize], sink_query[Q][kHeadSize], acc[Q][kHeadSize];
@@ -124,12 +123,13 @@ void AttendGroup(const float* q, const float* q_sink, const int32_t* item_runs, 
 #pragma HLS PIPELINE II = 1
       if (l >= lanes || i >= visible[l]) continue;
       const int64_t v = next_vector(l);
-      const uint8_t* c = key_codes + v * (kHeadSize / 2);
+      const uint8_t* c = kv.Vector<const uint8_t>(0, kHeadSize, v);
+      const Kv4Param& key = *kv.Vector<const Kv4Param>(1, kHeadSize, v);
       const bool sink = i < sink_visible[l];
       // Eight lanes and the fixed tree of lane_sum.h: the CPU paths' order.
       const float dot = sink ? LaneDotN<kHeadSize>([&](int d) { return sink_query[l][d]; }, [&](int d) { return Code(c, d); })
                              : LaneDotN<kHeadSize>([&](int d) { return query[l][d]; }, [&](int d) { return Code(c, d); });
-      const float s = scale * (HalfToFloat(key_params[v].scale) * dot + HalfToFloat(key_params[v].min) * (sink ? sink_sum[l] : q_sum[l]));
+      const float s = scale * (HalfToFloat(key.scale) * dot + HalfToFloat(key.min) * (sink ? sink_sum[l] : q_sum[l]));
       scores[l][i] = s;
       max_score[l] = i == 0 ? s : std::fmax(max_score[l], s);
     }
@@ -152,15 +152,16 @@ void AttendGroup(const float* q, const float* q_sink, const int32_t* item_runs, 
       if (l >= lanes || i >= visible[l]) continue;
       const bool run_ends = offset[l] + 1 == run_count[run[l]];
       const int64_t v = next_vector(l);
-      const uint8_t* c = value_codes + v * (kHeadSize / 2);
+      const uint8_t* c = kv.Vector<const uint8_t>(2, kHeadSize, v);
+      const Kv4Param& value = *kv.Vector<const Kv4Param>(3, kHeadSize, v);
       const float p = scores[l][i] / sum[l];
-      const float ps = p * HalfToFloat(value_params[v].scale);
+      const float ps = p * HalfToFloat(value.scale);
       for (int d = 0; d < kHeadSize; ++d) {
 #pragma HLS UNROLL
         acc[l][d] = std::fma(ps, Code(c, d), acc[l][d]);
       }
       // Per run, then into the lane's total: the CPU kernels' order (one accumulate call per run).
-      run_min[l] += p * HalfToFloat(value_params[v].min);
+      run_min[l] += p * HalfToFloat(value.min);
       if (run_ends) {
         min_sum[l] += run_min[l];
         run_min[l] = 0.0f;
@@ -216,29 +217,34 @@ float Kv4Accumulate(float* out, const float* p, const uint8_t* codes, const Kv4P
 }  // namespace accllm::hls
 
 extern "C" void accllm_kv4_attention(const float* q, const float* q_sink, const int32_t* item_runs,
-                                     const int32_t* item_sink_runs, int items, const uint8_t* key_codes,
-                                     const accllm::hls::Kv4Param* key_params, const uint8_t* value_codes,
-                                     const accllm::hls::Kv4Param* value_params, const int32_t* run_start,
-                                     const int32_t* run_count, int head_size, float* out) {
+                                     const int32_t* item_sink_runs, int items, uint8_t* kv0, uint8_t* kv1,
+                                     uint8_t* kv2, uint8_t* kv3, int key_params_offset, int value_codes_offset,
+                                     int value_params_offset, int page_tokens, int first_vector,
+                                     const int32_t* run_start, const int32_t* run_count, int head_size, float* out) {
 #pragma HLS INTERFACE m_axi port = q offset = slave bundle = gmem0
 #pragma HLS INTERFACE m_axi port = q_sink offset = slave bundle = gmem0
 #pragma HLS INTERFACE m_axi port = item_runs offset = slave bundle = gmem0
 #pragma HLS INTERFACE m_axi port = item_sink_runs offset = slave bundle = gmem0
-#pragma HLS INTERFACE m_axi port = key_codes offset = slave bundle = gmem1
-#pragma HLS INTERFACE m_axi port = key_params offset = slave bundle = gmem1
-#pragma HLS INTERFACE m_axi port = value_codes offset = slave bundle = gmem2
-#pragma HLS INTERFACE m_axi port = value_params offset = slave bundle = gmem2
+// One master per KV pseudo-channel (HBM 28-31).
+#pragma HLS INTERFACE m_axi port = kv0 offset = slave bundle = gmem1
+#pragma HLS INTERFACE m_axi port = kv1 offset = slave bundle = gmem2
+#pragma HLS INTERFACE m_axi port = kv2 offset = slave bundle = gmem3
+#pragma HLS INTERFACE m_axi port = kv3 offset = slave bundle = gmem4
 #pragma HLS INTERFACE m_axi port = run_start offset = slave bundle = gmem0
 #pragma HLS INTERFACE m_axi port = run_count offset = slave bundle = gmem0
 #pragma HLS INTERFACE m_axi port = out offset = slave bundle = gmem0
 #pragma HLS INTERFACE s_axilite port = return
+  const accllm::hls::KvChannels kv{{kv0, kv1, kv2, kv3},
+                                   {0, key_params_offset, value_codes_offset, value_params_offset},
+                                   page_tokens,
+                                   first_vector};
   // Queries in groups of kAttentionQueryLanes, interleaved within a group.
   for (int i = 0; i < items; i += accllm::hls::kAttentionQueryLanes) {
     const int lanes = items - i < accllm::hls::kAttentionQueryLanes ? items - i : accllm::hls::kAttentionQueryLanes;
     accllm::hls::WithHeadSize(head_size, [&]<int N>() {
       accllm::hls::AttendGroup<N>(q + static_cast<int64_t>(i) * N, q_sink + static_cast<int64_t>(i) * N, item_runs + i,
-                                  item_sink_runs + i, lanes, key_codes, key_params, value_codes, value_params,
-                                  run_start, run_count, out + static_cast<int64_t>(i) * N);
+                                  item_sink_runs + i, lanes, kv, run_start, run_count,
+                                  out + static_cast<int64_t>(i) * N);
     });
   }
 }

@@ -9,6 +9,8 @@
 
 #include <cstdint>
 
+#include "fpga/kernels/kv_channels.h"
+
 namespace accllm::hls {
 
 struct Kv4Param {
@@ -43,10 +45,11 @@ inline constexpr int kAttentionQueryLanes = 8;
 // item i reads its query from q[i] (and q_sink[i]), owns runs [item_runs[i], item_runs[i + 1]),
 // the first item_sink_runs[i] of which are sink tokens outside the window that meet q_sink (the
 // query rotated at the capped position, LM-Infinite style); the rest meet q. Run r covers
-// run_count[r] vectors starting at vector run_start[r] of the key/value arrays, which hold the
-// KV cache as runtime/kv/kv_storage.h lays it out. Writes head_size outputs per item.
+// run_count[r] vectors starting at vector first_vector + run_start[r] of the KV cache, striped
+// over the four KV channels kv0..kv3 (kv_channels.h; key codes at offset 0 of each channel's
+// buffer, the other regions at the offsets given). Writes head_size outputs per item.
 extern "C" void accllm_kv4_attention(const float* q, const float* q_sink, const int32_t* item_runs,
-                                     const int32_t* item_sink_runs, int items, const uint8_t* key_codes,
-                                     const accllm::hls::Kv4Param* key_params, const uint8_t* value_codes,
-                                     const accllm::hls::Kv4Param* value_params, const int32_t* run_start,
-                                     const int32_t* run_count, int head_size, float* out);
+                                     const int32_t* item_sink_runs, int items, uint8_t* kv0, uint8_t* kv1,
+                                     uint8_t* kv2, uint8_t* kv3, int key_params_offset, int value_codes_offset,
+                                     int value_params_offset, int page_tokens, int first_vector,
+                                     const int32_t* run_start, const int32_t* run_count, int head_size, float* out);

@@ -174,12 +174,25 @@ void F16(const StepDescriptor& d) {
   }
 }
 
-// `heads` vectors of head_size values into the KV4 cache (head h at vector first + h *
-// page_tokens): 4-bit codes (low nibble first) with an fp16 scale and minimum per vector, as
-// runtime/kv/kv_storage.h's QuantizeKv4. Each loop runs over all the heads: their extremes, their
-// scales (a head per cycle through the divider chain), their codes.
-void Kv4WriteHeads(const float* x, int head_size, int heads, int64_t first, int page_tokens, uint8_t* codes,
-                   Kv4Param* params, CycleTally& tally) {
+// The KV channels of a descriptor: the card's table, the layer's first vector.
+KvChannels ChannelsOf(uint64_t table_address, int64_t first_vector) {
+  const KvChannelTable& table = *At<const KvChannelTable>(table_address);
+  KvChannels kv{};
+  for (int c = 0; c < kKvChannels; ++c) kv.channel[c] = At<uint8_t>(table.channel[c]);
+  for (int r = 0; r < 4; ++r) kv.region_offset[r] = table.region_offset[r];
+  kv.page_tokens = table.page_tokens;
+  kv.first_vector = first_vector;
+  return kv;
+}
+
+// `heads` vectors of head_size values into the KV4 cache's `region` (key or value codes; their
+// params the region after), head h at vector first + h * page_tokens: 4-bit codes (low nibble
+// first) with an fp16 scale and minimum per vector, as runtime/kv/kv_storage.h's QuantizeKv4.
+// Each loop runs over all the heads: their extremes, their scales (a head per cycle through the
+// divider chain), their codes.
+void Kv4WriteHeads(const float* x, int head_size, int heads, int64_t first, const KvChannels& kv, int region,
+                   CycleTally& tally) {
+  const int64_t page_tokens = kv.page_tokens;
   const int beats = (head_size + kElementLanes - 1) / kElementLanes;  // per head
   float lo[kMaxKvHeads], hi[kMaxKvHeads], min[kMaxKvHeads], inverse[kMaxKvHeads];
   for (int s = 0; s < heads * beats; ++s) {  // extremes: the same in any order
@@ -203,13 +216,13 @@ void Kv4WriteHeads(const float* x, int head_size, int heads, int64_t first, int 
     const uint16_t scale16 = FloatToHalf((hi[h] - min[h]) / 15.0f);
     const float scale = HalfToFloat(scale16);
     inverse[h] = scale > 0.0f ? 1.0f / scale : 0.0f;
-    params[first + static_cast<int64_t>(h) * page_tokens] = {scale16, min16};
+    *kv.Vector<Kv4Param>(region + 1, head_size, first + h * page_tokens) = {scale16, min16};
   }
   tally.Add(heads + 2 * kDivideLatency + kLoopDepth);
   for (int s = 0; s < heads * beats; ++s) {
 #pragma HLS PIPELINE II = 1
     const int h = s / beats, i0 = s % beats * kElementLanes;
-    uint8_t* out = codes + (first + static_cast<int64_t>(h) * page_tokens) * (head_size / 2);
+    uint8_t* out = kv.Vector<uint8_t>(region, head_size, first + h * page_tokens);
     for (int p = 0; p < kElementLanes; p += 2) {
 #pragma HLS UNROLL
       const int i = i0 + p;
@@ -229,8 +242,9 @@ void Kv4WriteHeads(const float* x, int head_size, int heads, int64_t first, int 
 // Per token, over all its heads at once: q saved unrotated, RoPE on q and k, the Hadamard
 // rotation of k and v, both written to the cache.
 void RopeKvWrite(const StepDescriptor& d) {
-  const int dim = d.n[0], kv_heads = d.n[1], hs = d.n[2], rotate = d.n[4], page_tokens = d.n[5];
+  const int dim = d.n[0], kv_heads = d.n[1], hs = d.n[2], rotate = d.n[4];
   const int kv_dim = kv_heads * hs;
+  const KvChannels kv = ChannelsOf(d.p[6], d.n[3]);
   const int32_t* positions = At<const int32_t>(d.p[4]);
   const int32_t* vectors = At<const int32_t>(d.p[5]);
   CycleTally tally;
@@ -245,8 +259,8 @@ void RopeKvWrite(const StepDescriptor& d) {
       accllm_hadamard(k, hs, kv_heads);
       accllm_hadamard(v, hs, kv_heads);
     }
-    Kv4WriteHeads(k, hs, kv_heads, vectors[t], page_tokens, At<uint8_t>(d.p[6]), At<Kv4Param>(d.p[7]), tally);
-    Kv4WriteHeads(v, hs, kv_heads, vectors[t], page_tokens, At<uint8_t>(d.p[8]), At<Kv4Param>(d.p[9]), tally);
+    Kv4WriteHeads(k, hs, kv_heads, vectors[t], kv, /*key codes*/ 0, tally);
+    Kv4WriteHeads(v, hs, kv_heads, vectors[t], kv, /*value codes*/ 2, tally);
   }
   tally.Commit(CycleUnit::kElementwise);
 }
@@ -270,9 +284,12 @@ void Attention(const StepDescriptor& d) {
     accllm_rope(sink, dim, hs, sink_positions[t], d.f);
     if (rotate) accllm_hadamard(sink, hs, heads);
   }
-  accllm_kv4_attention(queries, sink_queries, At<const int32_t>(d.p[3]), At<const int32_t>(d.p[4]), items,
-                       At<const uint8_t>(d.p[7]), At<const Kv4Param>(d.p[8]), At<const uint8_t>(d.p[9]),
-                       At<const Kv4Param>(d.p[10]), At<const int32_t>(d.p[5]), At<const int32_t>(d.p[6]), hs, out);
+  const KvChannels kv = ChannelsOf(d.p[7], d.n[4]);
+  accllm_kv4_attention(queries, sink_queries, At<const int32_t>(d.p[3]), At<const int32_t>(d.p[4]), items, kv.channel[0],
+                       kv.channel[1], kv.channel[2], kv.channel[3], static_cast<int>(kv.region_offset[1]),
+                       static_cast<int>(kv.region_offset[2]), static_cast<int>(kv.region_offset[3]),
+                       static_cast<int>(kv.page_tokens), static_cast<int>(kv.first_vector), At<const int32_t>(d.p[5]),
+                       At<const int32_t>(d.p[6]), hs, out);
   if (rotate) accllm_hadamard(out, hs, items);  // back from the cache's basis
   tally.Commit(CycleUnit::kElementwise);
 }

@@ -24,15 +24,15 @@
 //   kF16              the classifier in fp16; n = {rows, cols, ldy};  p = {weights, x, y}
 //   kRopeKvWrite      per token, over its heads: q saved unrotated, RoPE on q and k, the Hadamard
 //                     rotation (when n[4]), k and v quantized into the KV4 cache;
-//                     n = {dim, n_kv_heads, head_size, kv_mul, rotate, page_tokens}, f = theta;
-//                     p = {q, q_raw, k, v, int32 positions, int32 KV vectors, key codes, key
-//                     params, value codes, value params} (the cache addresses of this layer)
+//                     n = {dim, n_kv_heads, head_size, the layer's first KV vector, rotate},
+//                     f = theta; p = {q, q_raw, k, v, int32 positions, int32 KV vectors (layer
+//                     0's), the card's KV channel table (kv_channels.h)}
 //   kAttention        per (token, head): the query (and, for sink runs, the query at its capped
 //                     position) into the cache's basis, Λ attention, the output back;
-//                     n = {n_heads, head_size, rotate, runs};  f = theta;
-//                     p = {q, q_raw, int32 sink positions (-1: none), item runs, item sink runs,
-//                     run starts, run counts, key codes, key params, value codes, value params,
-//                     query scratch, sink query scratch, out}
+//                     n = {n_heads, head_size, rotate, runs, the layer's first KV vector};
+//                     f = theta; p = {q, q_raw, int32 sink positions (-1: none), item runs, item
+//                     sink runs, run starts, run counts (layer 0's), the KV channel table, -, -,
+//                     -, query scratch, sink query scratch, out}
 //   kSwiGlu           h = silu(h) * h2 per token, then a block Hadamard (n[2] > 0);
 //                     n = {hidden, segment, hadamard block};  p = {h, h2}
 //   kGatherRows       row r = row rows[r] for r < tokens (rows[r] <= r, in order);
@@ -40,6 +40,8 @@
 #pragma once
 
 #include <cstdint>
+
+#include "fpga/kernels/kv_channels.h"
 
 namespace accllm::hls {
 

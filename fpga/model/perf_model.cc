@@ -37,7 +37,6 @@ SequencedStepCycles SequencedCycles(const Workload& w, int tokens, int logit_row
   shape.config = w.config;
   shape.group_size = w.group_size;
   shape.w8_classifier = w.w8_classifier;
-  shape.page_tokens = w.page_tokens;
   shape.tokens = tokens;
   shape.logit_rows = logit_rows;
   SequencedStepCycles cycles;

@@ -3,7 +3,6 @@
 #include <numeric>
 
 #include "fpga/step_program.h"
-#include "runtime/kv/kv_storage.h"
 
 namespace accllm::fpga {
 
@@ -45,7 +44,6 @@ absl::StatusOr<std::vector<hls::StepDescriptor>> ShapeOnlyProgram(const StepShap
     weights.classifier.f16 = kNoData;
   }
 
-  const KvStorage kv(c, /*pages=*/1, s.page_tokens, KvPrecision::kKv4);
   AttentionBatch runs;
   const std::vector<int> tokens(static_cast<std::size_t>(s.tokens), 0);
   const std::vector<int32_t> per_token(static_cast<std::size_t>(s.tokens), 0);
@@ -53,7 +51,6 @@ absl::StatusOr<std::vector<hls::StepDescriptor>> ShapeOnlyProgram(const StepShap
   std::iota(logit_tokens.begin(), logit_tokens.end(), s.tokens - s.logit_rows);
   StepPlan plan;
   plan.weights = &weights;
-  plan.kv = &kv;
   plan.rotate_kv = s.rotate_kv;
   plan.tokens = tokens;
   plan.positions = per_token;

@@ -17,7 +17,6 @@ struct StepShape {
   int group_size = 128;        // every W2 layer's
   bool w8_classifier = false;  // else fp16
   bool rotate_kv = true;       // KV4 heads stored Hadamard-rotated (the engine's default)
-  int page_tokens = 16;
   int tokens = 1;              // in the step
   int logit_rows = 1;          // tokens whose logits it returns
 };

@@ -5,7 +5,6 @@
 #include "fpga/device_limits.h"
 #include "fpga/kernels/kv4_attention.h"
 #include "fpga/sim/sequenced_step.h"
-#include "runtime/common/aligned_buffer.h"
 
 namespace accllm::fpga {
 namespace {
@@ -43,11 +42,6 @@ class FaultAfter final : public Backend {
 
 static_assert(sizeof(hls::Kv4Param) == sizeof(Kv4Params), "KV4 parameters differ between host and kernel");
 
-// The simulated card's memory: the KV cache regions its attention unit reads.
-struct SimKvMemory {
-  AlignedBuffer regions[4];
-};
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Backend>> MakeFpgaSimBackend(const BackendOptions& options, const AnyModel& model) {
@@ -67,13 +61,8 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeFpgaSimBackend(const BackendOptions
   sim.label = "fpga-sim";
   // The KV cache lives in the simulated card's memory, and each step runs there whole: one start
   // of the C-simulated layer sequencer (sequenced_step.h).
-  auto memory = std::make_shared<SimKvMemory>();
-  sim.kv_allocator = [memory](KvRegion region, int64_t bytes) {
-    AlignedBuffer& buffer = memory->regions[static_cast<int>(region)];
-    buffer = AlignedBuffer(static_cast<std::size_t>(bytes));
-    return buffer.data();
-  };
-  auto step = std::make_shared<SimSequencedStep>(model.packed->config, options.max_step_tokens);
+  auto step = std::make_shared<SimSequencedStep>(model.packed->config, options.max_step_tokens, sim.kv_pages,
+                                                 options.page_tokens);
   sim.step_offload = [step](const StepPlan& plan, std::span<float> logits) {
     if (absl::Status fits = FitsAttentionUnit(*plan.attention); !fits.ok()) return fits;
     return step->Run(plan, logits);

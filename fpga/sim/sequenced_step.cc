@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "fpga/device_limits.h"
 #include "fpga/host/stripe_plan.h"
 #include "fpga/kernels/sequencer.h"
 #include "fpga/step_program.h"
@@ -22,7 +23,15 @@ uint64_t Address(const T* p) {
 
 }  // namespace
 
-SimSequencedStep::SimSequencedStep(const LlamaConfig& c, int max_step_tokens) : config_(c) {
+SimSequencedStep::SimSequencedStep(const LlamaConfig& c, int max_step_tokens, int kv_pages, int page_tokens)
+    : config_(c) {
+  const KvPlacement placement = PlaceKv(c, page_tokens, kv_pages);
+  uint64_t channels[hls::kKvChannels];
+  for (int ch = 0; ch < hls::kKvChannels; ++ch) {
+    kv_channels_[ch] = AlignedBuffer(static_cast<std::size_t>(placement.channel_bytes));
+    channels[ch] = Address(kv_channels_[ch].data());
+  }
+  kv_table_ = placement.Table(channels);
   const std::size_t n = static_cast<std::size_t>(max_step_tokens);
   for (std::vector<float>* buffer : {&x_, &y_, &q_, &q_raw_, &att_, &queries_, &sink_queries_, &normalized_}) {
     buffer->resize(n * c.dim);
@@ -96,7 +105,7 @@ absl::Status SimSequencedStep::Run(const StepPlan& plan, std::span<float> logits
   b.item_sink_runs = Address(runs.item_sink_runs.data());
   b.run_start = Address(runs.run_start.data());
   b.run_count = Address(runs.run_count.data());
-  for (int r = 0; r < 4; ++r) b.kv[r] = Address(plan.kv->region(static_cast<KvRegion>(r)));
+  b.kv_table = Address(&kv_table_);
   ASSIGN_OR_RETURN(std::vector<hls::StepDescriptor> program,
                    BuildStepProgram(plan, b,
                                     {[](const void* host) { return Address(host); },

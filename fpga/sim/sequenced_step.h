@@ -11,6 +11,8 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "fpga/kernels/kv_channels.h"
+#include "runtime/common/aligned_buffer.h"
 #include "runtime/cpu/step_plan.h"
 #include "runtime/model/llama_config.h"
 
@@ -18,9 +20,9 @@ namespace accllm::fpga {
 
 class SimSequencedStep {
  public:
-  // Scratch for steps of up to max_step_tokens tokens of a model of this shape; the KV cache is
-  // the engine's (its memory the simulated card's).
-  SimSequencedStep(const LlamaConfig& config, int max_step_tokens);
+  // Scratch for steps of up to max_step_tokens tokens of a model of this shape, and a KV cache of
+  // kv_pages pages placed over the simulated card's four KV channels as a card places it.
+  SimSequencedStep(const LlamaConfig& config, int max_step_tokens, int kv_pages, int page_tokens);
 
   absl::Status Run(const StepPlan& plan, std::span<float> logits);
 
@@ -31,6 +33,8 @@ class SimSequencedStep {
   uint64_t StripeTable(const W8View& classifier);  // the same for the W8 classifier (kW8A8)
 
   LlamaConfig config_;
+  AlignedBuffer kv_channels_[hls::kKvChannels];
+  hls::KvChannelTable kv_table_{};
   // The card's activation buffers, [token][width].
   std::vector<float> x_, y_, q_, q_raw_, k_, v_, att_, h_, h2_, queries_, sink_queries_, normalized_, logits_;
   std::vector<int8_t> a8_codes_;

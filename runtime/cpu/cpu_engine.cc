@@ -81,7 +81,8 @@ CpuEngine::CpuEngine(EngineWeights weights, const CpuEngineOptions& options, con
       pool_(options.kv_pages > 0 ? options.kv_pages
                                  : SequenceKv::MaxPages(options.lambda, options.page_tokens, options.max_step_tokens,
                                                         weights_.config.max_seq_len)),
-      kv_(weights_.config, pool_.total(), options.page_tokens, options.kv_precision, options.kv_allocator) {
+      kv_(weights_.config, pool_.total(), options.page_tokens, options.kv_precision,
+          /*allocate=*/!options.step_offload) {
   rotate_kv_ = options.kv_precision == KvPrecision::kKv4 && options.kv4_rotation &&
                IsPowerOfTwo(weights_.config.head_size());
   const LlamaConfig& c = weights_.config;
@@ -513,7 +514,6 @@ absl::Status CpuEngine::OffloadStep(std::span<const Entry> entries, int n, std::
   BuildAttentionRuns(0, n);
   StepPlan plan;
   plan.weights = &weights_;
-  plan.kv = &kv_;
   plan.rotate_kv = rotate_kv_;
   plan.tokens = tokens;
   plan.positions = positions;

@@ -54,8 +54,6 @@ struct CpuEngineOptions {
   // supplies its own (fpga/sim).
   const CpuKernels* kernels = nullptr;
   std::string label = "cpu";  // how name() introduces the engine
-  // Where the KV cache lives (null: the heap). A card supplies host-visible HBM buffers.
-  KvAllocator kv_allocator;
   // When set, sees the input of every linear layer (once for q/k/v, once for gate/up) of every
   // step: x[t * ld + j] for the step's tokens. Calibration collects its statistics here.
   std::function<void(int layer, ForwardObserver::Input input, const float* x, int tokens, int64_t ld)>
@@ -70,7 +68,8 @@ struct CpuEngineOptions {
   int f32_gemm_min_tokens = 32;
   // When set, every step runs here whole (a device with a layer sequencer), after the engine has
   // checked it, reserved its pages and planned its attention; it writes the logits the step
-  // returns. The KV cache must be the device's (kv_allocator). An error fails the step.
+  // returns. The device keeps the KV cache (the engine only numbers its vectors). An error fails
+  // the step.
   std::function<absl::Status(const StepPlan&, std::span<float> logits)> step_offload;
 };
 

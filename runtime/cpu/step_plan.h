@@ -9,13 +9,11 @@
 
 #include "runtime/engine/engine_weights.h"
 #include "runtime/kv/attention_batch.h"
-#include "runtime/kv/kv_storage.h"
 
 namespace accllm {
 
 struct StepPlan {
   const EngineWeights* weights = nullptr;  // as the engine serves them (its W8 classifier included)
-  const KvStorage* kv = nullptr;           // the cache's layout and memory
   bool rotate_kv = false;                  // KV4 heads stored Hadamard-rotated
   std::span<const int> tokens;
   std::span<const int32_t> positions;

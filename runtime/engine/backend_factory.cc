@@ -60,7 +60,6 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const BackendOptions& flags
   options.max_step_tokens = flags.max_step_tokens;
   options.kernels = flags.kernels;
   options.label = flags.label;
-  options.kv_allocator = flags.kv_allocator;
   options.max_attention_span = flags.max_attention_span;
   options.step_offload = flags.step_offload;
   if (flags.w2_as_f32 && !model.packed) return absl::InvalidArgumentError("--w2-as-f32 needs a packed model");

@@ -42,8 +42,6 @@ struct BackendOptions {
   bool w2_as_f32 = false;  // cpu engine, packed models: W2 layers dequantized, fp32 activations
   const CpuKernels* kernels = nullptr;  // cpu engine: null = the best this CPU runs
   std::string label = "cpu";            // cpu engine: the name it reports
-  // cpu engine: keep the KV cache on a device (see CpuEngineOptions).
-  KvAllocator kv_allocator;
   int max_attention_span = 0;           // with step_offload: most tokens one query may see
   // cpu engine: run each whole step on a device (see CpuEngineOptions::step_offload).
   std::function<absl::Status(const StepPlan&, std::span<float>)> step_offload;

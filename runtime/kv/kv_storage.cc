@@ -32,7 +32,7 @@ Kv4Params QuantizeKv4(std::span<const float> x, uint8_t* codes) {
 }
 
 KvStorage::KvStorage(const LlamaConfig& config, int pages, int page_tokens, KvPrecision precision,
-                     const KvAllocator& allocator)
+                     bool allocate)
     : precision_(precision),
       kv_heads_(config.n_kv_heads),
       head_size_(config.head_size()),
@@ -43,13 +43,9 @@ KvStorage::KvStorage(const LlamaConfig& config, int pages, int page_tokens, KvPr
   for (int i = 0; i < 4; ++i) {
     const auto r = static_cast<KvRegion>(i);
     const int64_t bytes = region_bytes(r);
-    if (bytes == 0) continue;  // fp32 has no params
-    if (allocator) {
-      regions_[i] = allocator(r, bytes);
-    } else {
-      owned_[i] = AlignedBuffer(static_cast<std::size_t>(bytes));
-      regions_[i] = owned_[i].data();
-    }
+    if (bytes == 0 || !allocate) continue;  // fp32 has no params
+    owned_[i] = AlignedBuffer(static_cast<std::size_t>(bytes));
+    regions_[i] = owned_[i].data();
     ok_ = ok_ && regions_[i] != nullptr;
   }
 }

@@ -11,10 +11,10 @@
 //   key codes   [v][head_size / 2]  (fp32: [v][head_size] floats)     key params   [v]
 //   value codes [v][head_size / 2]                                     value params [v]
 //
-// so that an attention unit given the four base addresses reads any run of consecutive slots of
-// one (layer, page, head) from its vector number alone: the same layout on the CPU and in a
-// card's HBM (where the regions are device buffers). Quantization happens once, when a token is
-// written.
+// so that an attention kernel given the four base addresses reads any run of consecutive slots of
+// one (layer, page, head) from its vector number alone. A card numbers its vectors the same way
+// and places them over its KV channels (fpga/kernels/kv_channels.h). Quantization happens once,
+// when a token is written.
 #pragma once
 
 #include <cstdint>
@@ -40,14 +40,11 @@ Kv4Params QuantizeKv4(std::span<const float> x, uint8_t* codes);
 
 enum class KvRegion { kKeyCodes, kKeyParams, kValueCodes, kValueParams };
 
-// Memory for one region (64-byte aligned, zeroed), or null if there is none. The default
-// allocator takes it from the heap; a device supplies host-visible device buffers.
-using KvAllocator = std::function<std::byte*(KvRegion region, int64_t bytes)>;
-
 class KvStorage {
  public:
-  KvStorage(const LlamaConfig& config, int pages, int page_tokens, KvPrecision precision,
-            const KvAllocator& allocator = nullptr);
+  // With allocate false the storage is a layout only (vector numbers and sizes, no memory): the
+  // cache of a device that keeps it itself (an FPGA card places it over its own channels).
+  KvStorage(const LlamaConfig& config, int pages, int page_tokens, KvPrecision precision, bool allocate = true);
 
   // Stores token `slot` of `page` in `layer` for one KV head: k and v hold head_size floats each.
   void WriteHead(int layer, int page, int slot, int head, const float* k, const float* v);

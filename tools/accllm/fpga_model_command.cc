@@ -74,9 +74,8 @@ int Run(const FpgaModelFlags& f) {
               one.weight_bytes / 1e9,
               one.kv_bytes / 1e9, one.dsp_used, platform.dsp, one.uram_used, platform.uram,
               one.fits ? "fits" : "DOES NOT FIT");
-  std::printf("KV cache: %d pages of %d tokens per %d-token stream; the KV banks (%s, %s) hold %d such streams\n\n",
-              one.kv_pages_per_stream, work.page_tokens, f.context, fpga::kKeyBank.name, fpga::kValueBank.name,
-              one.kv_streams);
+  std::printf("KV cache: %d pages of %d tokens per %d-token stream; the KV channels (%s) hold %d such streams\n\n",
+              one.kv_pages_per_stream, work.page_tokens, f.context, fpga::kKvChannelNames, one.kv_streams);
 
   std::printf("| batch | step ms | linear | classifier | attention | element-wise | bound | tokens/s | W | J/token | fits |\n"
               "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|\n");
