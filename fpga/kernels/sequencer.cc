@@ -110,51 +110,49 @@ void A8(const StepDescriptor& d) {
   }
 }
 
-// Every compute unit runs its stripe of the layer (the tiles fpga/host/stripe_plan.h gives it),
-// from the buffers in its own channel, in calls of at most kW2A8TokenLanes tokens; its rows land
-// at their place in y.
-void W2A8(const StepDescriptor& d) {
-  const int rows = d.n[0], cols_padded = d.n[1], group_size = d.n[2], sparse24 = d.n[3], ldy = d.n[4];
+// Every compute unit over its stripe of a layer's row tiles (as fpga/host/stripe_plan.h splits
+// them), from the buffers in its own channel, in calls of at most kW2A8TokenLanes tokens:
+// call(unit, first row, rows, tiles, first token, tokens); the unit's rows land at their place.
+template <typename Call>
+void ForEachUnitCall(int rows, int units_wanted, int tokens, const Call& call) {
   const int tiles = (rows + kRowTile - 1) / kRowTile;
-  const int units = std::max(1, std::min(d.n[5], tiles));
-  const int groups = cols_padded / group_size;
-  const uint64_t* stripes = At<const uint64_t>(d.p[0]);
+  const int units = std::max(1, std::min(units_wanted, tiles));
   for (int u = 0; u < units; ++u) {
     const int tile_begin = static_cast<int>(static_cast<int64_t>(tiles) * u / units);
     const int tile_end = static_cast<int>(static_cast<int64_t>(tiles) * (u + 1) / units);
-    const int row0 = tile_begin * kRowTile, stripe_rows = std::min(rows, tile_end * kRowTile) - row0;
-    const uint64_t* stripe = stripes + 4 * u;
-    for (int t0 = 0; t0 < d.tokens; t0 += kW2A8TokenLanes) {
-      const int n = std::min(kW2A8TokenLanes, d.tokens - t0);
-      accllm_w2a8(At<const Beat>(stripe[0]), At<const Beat>(stripe[1]), At<const uint16_t>(stripe[2]),
-                  At<const uint8_t>(stripe[3]), At<const int8_t>(d.p[1]) + static_cast<int64_t>(t0) * cols_padded,
-                  At<const int32_t>(d.p[2]) + static_cast<int64_t>(t0) * groups, At<const float>(d.p[3]) + t0,
-                  At<float>(d.p[4]) + static_cast<int64_t>(t0) * ldy + row0, stripe_rows, cols_padded, group_size,
-                  sparse24, n, ldy, 0, tile_end - tile_begin);
+    const int row0 = tile_begin * kRowTile;
+    for (int t0 = 0; t0 < tokens; t0 += kW2A8TokenLanes) {
+      call(u, row0, std::min(rows, tile_end * kRowTile) - row0, tile_end - tile_begin, t0,
+           std::min(kW2A8TokenLanes, tokens - t0));
     }
   }
 }
 
-// The classifier in 8 bits on every unit's 8-bit mode, each over its stripe of row tiles (a
-// stripe table like W2A8's: per unit its codes and scales), in calls of at most T tokens.
+void W2A8(const StepDescriptor& d) {
+  const int rows = d.n[0], cols_padded = d.n[1], group_size = d.n[2], sparse24 = d.n[3], ldy = d.n[4];
+  const int groups = cols_padded / group_size;
+  const uint64_t* stripes = At<const uint64_t>(d.p[0]);  // per unit: codes, 2:4 index, scales, zeros
+  ForEachUnitCall(rows, d.n[5], d.tokens, [&](int u, int row0, int stripe_rows, int stripe_tiles, int t0, int n) {
+    const uint64_t* stripe = stripes + 4 * u;
+    accllm_w2a8(At<const Beat>(stripe[0]), At<const Beat>(stripe[1]), At<const uint16_t>(stripe[2]),
+                At<const uint8_t>(stripe[3]), At<const int8_t>(d.p[1]) + static_cast<int64_t>(t0) * cols_padded,
+                At<const int32_t>(d.p[2]) + static_cast<int64_t>(t0) * groups, At<const float>(d.p[3]) + t0,
+                At<float>(d.p[4]) + static_cast<int64_t>(t0) * ldy + row0, stripe_rows, cols_padded, group_size,
+                sparse24, n, ldy, 0, stripe_tiles);
+  });
+}
+
+// The classifier in 8 bits on every unit's 8-bit mode.
 void W8A8(const StepDescriptor& d) {
   const int rows = d.n[0], cols_padded = d.n[1], group_size = d.n[2], ldy = d.n[3];
-  const int tiles = (rows + kRowTile - 1) / kRowTile;
-  const int units = std::max(1, std::min(d.n[4], tiles));
-  const uint64_t* stripes = At<const uint64_t>(d.p[0]);
-  for (int u = 0; u < units; ++u) {
-    const int tile_begin = static_cast<int>(static_cast<int64_t>(tiles) * u / units);
-    const int tile_end = static_cast<int>(static_cast<int64_t>(tiles) * (u + 1) / units);
-    const int row0 = tile_begin * kRowTile, stripe_rows = std::min(rows, tile_end * kRowTile) - row0;
+  const uint64_t* stripes = At<const uint64_t>(d.p[0]);  // per unit: codes, scales
+  ForEachUnitCall(rows, d.n[4], d.tokens, [&](int u, int row0, int stripe_rows, int stripe_tiles, int t0, int n) {
     const uint64_t* stripe = stripes + 2 * u;
-    for (int t0 = 0; t0 < d.tokens; t0 += kW2A8TokenLanes) {
-      const int n = std::min(kW2A8TokenLanes, d.tokens - t0);
-      W8A8Engine<kW2A8TokenLanes>(At<const Beat>(stripe[0]), At<const float>(stripe[1]),
-                                  At<const int8_t>(d.p[1]) + static_cast<int64_t>(t0) * cols_padded,
-                                  At<const float>(d.p[2]) + t0, At<float>(d.p[3]) + static_cast<int64_t>(t0) * ldy + row0,
-                                  stripe_rows, cols_padded, group_size, n, ldy, 0, tile_end - tile_begin);
-    }
-  }
+    W8A8Engine<kW2A8TokenLanes>(At<const Beat>(stripe[0]), At<const float>(stripe[1]),
+                                At<const int8_t>(d.p[1]) + static_cast<int64_t>(t0) * cols_padded,
+                                At<const float>(d.p[2]) + t0, At<float>(d.p[3]) + static_cast<int64_t>(t0) * ldy + row0,
+                                stripe_rows, cols_padded, group_size, n, ldy, 0, stripe_tiles);
+  });
 }
 
 void F16(const StepDescriptor& d) {

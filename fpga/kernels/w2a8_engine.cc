@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "fpga/kernels/cycle_count.h"
+#include "fpga/kernels/unit_io.h"
 
 namespace accllm::hls {
 namespace {
@@ -66,14 +67,7 @@ void W2A8Engine(const Beat* codes, const Beat* sparse_index, const uint16_t* sca
 #pragma HLS ARRAY_PARTITION variable = act_scale complete
   const int act_beats = (cols_padded + 63) / 64, sum_beats = (groups + 15) / 16;
   for (int t = 0; t < tokens; ++t) {
-    for (int b = 0; b < act_beats; ++b) {
-#pragma HLS PIPELINE II = 1
-      for (int k = 0; k < 64; ++k) {
-#pragma HLS UNROLL
-        const int j = 64 * b + k;
-        if (j < cols_padded) act[t][j] = activations[static_cast<int64_t>(t) * cols_padded + j];
-      }
-    }
+    StageActivationCodes(activations + static_cast<int64_t>(t) * cols_padded, cols_padded, act[t]);
     for (int b = 0; b < sum_beats; ++b) {
 #pragma HLS PIPELINE II = 1
       for (int k = 0; k < 16; ++k) {
@@ -136,16 +130,7 @@ void W2A8Engine(const Beat* codes, const Beat* sparse_index, const uint16_t* sca
       }
       tally.Add(std::max(2 + sub_blocks_per_group * beat_interval, kFmaLatency));
     }
-    // A token's 16 outputs are one 64-byte beat.
-    for (int t = 0; t < tokens; ++t) {
-#pragma HLS PIPELINE II = 1
-      for (int r = 0; r < kLanes; ++r) {
-#pragma HLS UNROLL
-        const int row = tile * kLanes + r;
-        if (row < rows) out[static_cast<int64_t>(t) * ldy + row] = acc[t][r] * act_scale[t];
-      }
-    }
-    tally.Add(tokens + kLoopDepth);
+    StoreTileOutputs<T>(acc, act_scale, tokens, tile, rows, out, ldy, tally);
   }
   tally.Commit(CycleUnit::kW2A8);
 }

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "fpga/kernels/cycle_count.h"
+#include "fpga/kernels/unit_io.h"
 #include "fpga/kernels/w2a8_engine.h"
 
 namespace accllm::hls {
@@ -31,18 +32,10 @@ void W8A8Engine(const Beat* codes, const float* scales, const int8_t* activation
 #pragma HLS ARRAY_PARTITION variable = act dim = 1 complete
 #pragma HLS ARRAY_PARTITION variable = act dim = 2 cyclic factor = 64
 #pragma HLS ARRAY_PARTITION variable = act_scale complete
-  const int act_beats = (cols_padded + 63) / 64;
   for (int t = 0; t < tokens; ++t) {
-    for (int b = 0; b < act_beats; ++b) {
-#pragma HLS PIPELINE II = 1
-      for (int k = 0; k < 64; ++k) {
-#pragma HLS UNROLL
-        const int j = 64 * b + k;
-        if (j < cols_padded) act[t][j] = activations[static_cast<int64_t>(t) * cols_padded + j];
-      }
-    }
+    const int beats = StageActivationCodes(activations + static_cast<int64_t>(t) * cols_padded, cols_padded, act[t]);
     act_scale[t] = act_scales[t];
-    tally.Add(act_beats + 1);
+    tally.Add(beats + 1);
   }
   tally.Add(kLoopDepth);
 
@@ -88,15 +81,7 @@ void W8A8Engine(const Beat* codes, const float* scales, const int8_t* activation
       }
       tally.Add(std::max(1 + sub_blocks_per_group, kFmaLatency));
     }
-    for (int t = 0; t < tokens; ++t) {
-#pragma HLS PIPELINE II = 1
-      for (int r = 0; r < kLanes; ++r) {
-#pragma HLS UNROLL
-        const int row = tile * kLanes + r;
-        if (row < rows) out[static_cast<int64_t>(t) * ldy + row] = acc[t][r] * act_scale[t];
-      }
-    }
-    tally.Add(tokens + kLoopDepth);
+    StoreTileOutputs<T>(acc, act_scale, tokens, tile, rows, out, ldy, tally);
   }
   tally.Commit(CycleUnit::kClassifier);
 }
