@@ -9,6 +9,7 @@
 #include "fpga/kernels/hls_compat.h"
 #include "fpga/kernels/kv4_attention.h"
 #include "fpga/kernels/w2a8_engine.h"
+#include "fpga/kernels/w8a8_engine.h"
 #include "fpga/sim/fpga_sim_backend.h"
 #include "gmock/gmock.h"
 #include "runtime/common/hadamard.h"
@@ -20,6 +21,7 @@
 #include "runtime/quant/a8.h"
 #include "runtime/quant/quantize_model.h"
 #include "runtime/quant/w2.h"
+#include "runtime/quant/w8.h"
 #include "tests/test_support.h"
 
 namespace accllm {
@@ -118,6 +120,34 @@ INSTANTIATE_TEST_SUITE_P(RandomShapes, W2A8EngineTest,
                                            EngineCase{130, 512, 128, 1, true}, EngineCase{48, 1000, 256, 4, false},
                                            EngineCase{33, 64, 32, 64, false}, EngineCase{40, 256, 64, 8, true},
                                            EngineCase{17, 128, 128, 13, false}));
+
+// The units' 8-bit mode (the W8 classifier) against the CPU's W8A8 kernel, with 4 and 8 token
+// lanes, ragged rows, in calls of at most T tokens.
+TEST(FpgaKernelTest, W8A8ModeBitExactAgainstTheCpuKernels) {
+  std::mt19937 rng(9);
+  for (const auto& [rows, cols, tokens] : {std::tuple{37, 256, 1}, {64, 512, 5}, {300, 384, 13}}) {
+    const W8Shape shape{rows, cols, 128};
+    std::vector<uint16_t> f16;
+    for (float v : Normal(static_cast<std::size_t>(rows) * cols, 0.05f, rng)) f16.push_back(FloatToFp16(v));
+    ASSERT_OK_AND_ASSIGN(W8Matrix m, QuantizeW8(f16, shape));
+    A8Batch x(shape.cols_padded(), shape.group_size, tokens);
+    for (int t = 0; t < tokens; ++t) x.Quantize(t, Normal(cols, 1.0f, rng));
+    const int64_t ldy = rows + 3;
+    std::vector<float> cpu(static_cast<std::size_t>(ldy) * tokens, -7.0f), four = cpu, eight = cpu;
+    kScalarKernels.matmul_w8a8(m.view(), x, 0, shape.row_tiles(), cpu.data(), ldy);
+    const auto run = [&]<int T>(std::vector<float>& y) {
+      for (int t0 = 0; t0 < tokens; t0 += T) {
+        hls::W8A8Engine<T>(reinterpret_cast<const hls::Beat*>(m.codes.data()), m.scales.data(), x.codes(t0),
+                           x.scales() + t0, y.data() + t0 * ldy, rows, shape.cols_padded(), shape.group_size,
+                           std::min(T, tokens - t0), static_cast<int>(ldy), 0, shape.row_tiles());
+      }
+    };
+    run.operator()<4>(four);
+    run.operator()<8>(eight);
+    EXPECT_TRUE(SameBits(cpu, four)) << rows << "x" << cols << " t" << tokens;
+    EXPECT_TRUE(SameBits(cpu, eight)) << rows << "x" << cols << " t" << tokens;
+  }
+}
 
 TEST(FpgaKernelTest, Kv4UnitsAndAttentionBitExact) {
   std::mt19937 rng(5);
