@@ -90,6 +90,15 @@ absl::StatusOr<std::unique_ptr<XrtCard>> XrtCard::Open(int index, const std::str
   return card;
 }
 
+xrt::bo XrtCard::CopyToCard(const void* data, int64_t bytes, int bank) {
+  xrt::bo bo = Buffer(device_, bytes, bank);
+  if (bytes > 0) {
+    bo.write(data, static_cast<std::size_t>(bytes), 0);
+    bo.sync(XCL_BO_SYNC_BO_TO_DEVICE);
+  }
+  return bo;
+}
+
 absl::Status XrtCard::Upload(const W2View& w) {
   std::lock_guard<std::mutex> lock(mutex_);
   const W2Shape& s = w.shape;
@@ -97,25 +106,17 @@ absl::Status XrtCard::Upload(const W2View& w) {
   std::vector<uint64_t> table;  // per unit: codes, 2:4 index (0: dense), scales, zeros
   try {
     for (const Stripe& plan : PlanStripes(s, units())) {
-      StripeBuffers st;
       const xrt::kernel& k = units_[plan.unit];
-      st.codes = Buffer(device_, plan.code_bytes, k.group_id(kW2A8Codes));
-      st.index = Buffer(device_, s.sparse24 ? plan.code_bytes : 0, k.group_id(kW2A8SparseIndex));
-      st.scales = Buffer(device_, plan.param_count * 2, k.group_id(kW2A8Scales));
-      st.zeros = Buffer(device_, plan.param_count, k.group_id(kW2A8Zeros));
-      st.codes.write(w.codes + plan.code_offset, plan.code_bytes, 0);
-      if (s.sparse24) st.index.write(w.sparse_index + plan.code_offset, plan.code_bytes, 0);
-      st.scales.write(w.scales + plan.param_offset, plan.param_count * 2, 0);
-      st.zeros.write(w.zeros + plan.param_offset, plan.param_count, 0);
-      for (xrt::bo* bo : {&st.codes, &st.index, &st.scales, &st.zeros}) bo->sync(XCL_BO_SYNC_BO_TO_DEVICE);
+      StripeBuffers st;
+      st.codes = CopyToCard(w.codes + plan.code_offset, plan.code_bytes, k.group_id(kW2A8Codes));
+      if (s.sparse24) st.index = CopyToCard(w.sparse_index + plan.code_offset, plan.code_bytes, k.group_id(kW2A8SparseIndex));
+      st.scales = CopyToCard(w.scales + plan.param_offset, plan.param_count * 2, k.group_id(kW2A8Scales));
+      st.zeros = CopyToCard(w.zeros + plan.param_offset, plan.param_count, k.group_id(kW2A8Zeros));
       table.insert(table.end(), {st.codes.address(), s.sparse24 ? st.index.address() : 0, st.scales.address(),
                                  st.zeros.address()});
       layer.stripes.push_back(std::move(st));
     }
-    const int64_t table_bytes = static_cast<int64_t>(table.size() * sizeof(uint64_t));
-    layer.stripe_table = Buffer(device_, table_bytes, step_bank_);
-    layer.stripe_table.write(table.data(), table_bytes, 0);
-    layer.stripe_table.sync(XCL_BO_SYNC_BO_TO_DEVICE);
+    layer.stripe_table = CopyToCard(table.data(), static_cast<int64_t>(table.size() * sizeof(uint64_t)), step_bank_);
   } catch (const std::exception& e) {
     return absl::ResourceExhaustedError(absl::StrCat("cannot place a ", s.rows, "x", s.cols, " layer on the card: ", e.what()));
   }
@@ -133,9 +134,7 @@ absl::Status XrtCard::PlaceKv(const LlamaConfig& config, int page_tokens, int pa
       channels[c] = kv_channels_[c].address();
     }
     const hls::KvChannelTable table = placement.Table(channels);
-    kv_table_ = Buffer(device_, sizeof table, step_bank_);
-    kv_table_.write(&table, sizeof table, 0);
-    kv_table_.sync(XCL_BO_SYNC_BO_TO_DEVICE);
+    kv_table_ = CopyToCard(&table, sizeof table, step_bank_);
   } catch (const std::exception& e) {
     return absl::ResourceExhaustedError(absl::StrCat("cannot place the KV cache (", pages, " pages) on the card: ", e.what()));
   }
@@ -171,10 +170,7 @@ absl::Status XrtCard::EnsureStepWeights(const EngineWeights& w) {
   try {
     for (const auto& [host, bytes] : tensors) {
       if (host == nullptr || step_weights_.contains(host)) continue;
-      xrt::bo bo = Buffer(device_, bytes, step_bank_);
-      bo.write(host, static_cast<std::size_t>(bytes), 0);
-      bo.sync(XCL_BO_SYNC_BO_TO_DEVICE);
-      step_weights_.emplace(host, std::move(bo));
+      step_weights_.emplace(host, CopyToCard(host, bytes, step_bank_));
     }
     // The W8 classifier striped over the units' weight channels, as the W2 layers are.
     if (w.classifier.w8 && !layers_.contains(reinterpret_cast<const uint8_t*>(w.classifier.w8->codes))) {
@@ -182,20 +178,14 @@ absl::Status XrtCard::EnsureStepWeights(const EngineWeights& w) {
       LayerOnCard layer;
       std::vector<uint64_t> table;  // per unit: codes, scales
       for (const Stripe& plan : PlanStripes(c8.shape, units())) {
-        StripeBuffers st;
         const xrt::kernel& k = units_[plan.unit];
-        st.codes = Buffer(device_, plan.code_bytes, k.group_id(kW2A8Codes));
-        st.scales = Buffer(device_, plan.param_count * 4, k.group_id(kW2A8Scales));
-        st.codes.write(c8.codes + plan.code_offset, plan.code_bytes, 0);
-        st.scales.write(c8.scales + plan.param_offset, plan.param_count * 4, 0);
-        for (xrt::bo* bo : {&st.codes, &st.scales}) bo->sync(XCL_BO_SYNC_BO_TO_DEVICE);
+        StripeBuffers st;
+        st.codes = CopyToCard(c8.codes + plan.code_offset, plan.code_bytes, k.group_id(kW2A8Codes));
+        st.scales = CopyToCard(c8.scales + plan.param_offset, plan.param_count * 4, k.group_id(kW2A8Scales));
         table.insert(table.end(), {st.codes.address(), st.scales.address()});
         layer.stripes.push_back(std::move(st));
       }
-      const int64_t table_bytes = static_cast<int64_t>(table.size() * sizeof(uint64_t));
-      layer.stripe_table = Buffer(device_, table_bytes, step_bank_);
-      layer.stripe_table.write(table.data(), table_bytes, 0);
-      layer.stripe_table.sync(XCL_BO_SYNC_BO_TO_DEVICE);
+      layer.stripe_table = CopyToCard(table.data(), static_cast<int64_t>(table.size() * sizeof(uint64_t)), step_bank_);
       layers_[reinterpret_cast<const uint8_t*>(c8.codes)] = std::move(layer);
     }
   } catch (const std::exception& e) {

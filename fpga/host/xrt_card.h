@@ -54,7 +54,7 @@ class XrtCard {
   int KvBankOf(int channel) const { return kv_banks_[channel]; }
 
  private:
-  struct StripeBuffers {  // one unit's share of a layer, on the card (W8: codes and scales)
+  struct StripeBuffers {  // one unit's share of a layer, on the card (dense: no index; W8: codes and scales)
     xrt::bo codes, index, scales, zeros;
   };
   struct LayerOnCard {
@@ -66,6 +66,8 @@ class XrtCard {
     int64_t capacity = 0;
   };
   XrtCard() = default;
+  // A buffer in `bank` holding `bytes` from `data`, synced to the card.
+  xrt::bo CopyToCard(const void* data, int64_t bytes, int bank);
   // The device address of `array`, grown to `bytes` (its contents are undefined).
   uint64_t Reserve(DeviceArray& array, int64_t bytes);
   // The device address of `array` holding `bytes` from `data`, synced to the card.
