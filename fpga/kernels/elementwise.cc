@@ -44,7 +44,7 @@ void QuantizeA8(const float* values, float amax, int size, int cols_padded, int 
 // on-chip block or memory), the results times `scale`. The values a pass's stages combine form
 // groups of 2^stages (spaced len apart) that it holds in registers, a beat (16 values) per
 // cycle; each butterfly is runtime/common/hadamard.h's, in its stage's turn.
-constexpr int kPassStages = 3;
+constexpr int kPassStages = kHadamardPassStages;
 constexpr int kPassValues = 1 << kPassStages;             // a group of the deepest pass
 constexpr int kGroupsPerBeatMax = kElementLanes / 2;      // groups of 2 (a one-stage pass)
 void HadamardPass(const float* src, float* dst, int n, int m, int stage, int stages, float scale,

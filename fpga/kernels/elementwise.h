@@ -11,8 +11,10 @@
 namespace accllm::hls {
 
 inline constexpr int kMaxDim = 16384;
-// Vectors the Hadamard unit rotates together (its loops run over all of them at once).
+// Vectors the Hadamard unit rotates together (its loops run over all of them at once), and the
+// butterfly stages one of its passes over them takes.
 inline constexpr int kHadamardBlock = 32;
+inline constexpr int kHadamardPassStages = 3;
 
 }  // namespace accllm::hls
 

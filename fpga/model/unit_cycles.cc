@@ -31,12 +31,12 @@ int64_t NormCycles(int64_t dim) {
 
 int64_t QuantizeA8Cycles(int64_t cols_padded) { return kDivideLatency + Beats(cols_padded); }
 
-// Blocks of up to kHadamardBlock vectors, each in passes of up to 3 butterfly stages over the
-// whole block (the first reading it from memory, the last writing it back).
+// Blocks of up to kHadamardBlock vectors, each in passes of up to kHadamardPassStages butterfly
+// stages over the whole block (the first reading it from memory, the last writing it back).
 int64_t HadamardCycles(int64_t n, int64_t count) {
   int64_t stages = 0;
   for (int64_t len = 1; len < n; len <<= 1) ++stages;
-  const int64_t passes = (stages + 2) / 3;
+  const int64_t passes = (stages + hls::kHadamardPassStages - 1) / hls::kHadamardPassStages;
   int64_t cycles = 0;
   for (int64_t v0 = 0; v0 < count; v0 += hls::kHadamardBlock) {
     cycles += passes * Beats(std::min<int64_t>(hls::kHadamardBlock, count - v0) * n);
