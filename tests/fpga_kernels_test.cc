@@ -125,7 +125,9 @@ INSTANTIATE_TEST_SUITE_P(RandomShapes, W2A8EngineTest,
 // lanes, ragged rows, in calls of at most T tokens.
 TEST(FpgaKernelTest, W8A8ModeBitExactAgainstTheCpuKernels) {
   std::mt19937 rng(9);
-  for (const auto& [rows, cols, tokens] : {std::tuple{37, 256, 1}, {64, 512, 5}, {300, 384, 13}}) {
+  for (const auto& c : {std::tuple{37, 256, 1}, {64, 512, 5}, {300, 384, 13}}) {
+    // Plain locals, not a structured binding: clang before 16 cannot capture bindings in lambdas.
+    const int rows = std::get<0>(c), cols = std::get<1>(c), tokens = std::get<2>(c);
     const W8Shape shape{rows, cols, 128};
     std::vector<uint16_t> f16;
     for (float v : Normal(static_cast<std::size_t>(rows) * cols, 0.05f, rng)) f16.push_back(FloatToFp16(v));
