@@ -51,14 +51,17 @@ void ExpandGroup(const W2View& w, int tile, int g, uint8_t* b_rows) {
   const int64_t pi = W2ParamIndex(tile * kW2RowTile, g, s.groups());
   const __m512i zero_bytes = _mm512_mullo_epi32(
       _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.zeros + pi))), _mm512_set1_epi32(0x01010101));
-  const __m512i three = _mm512_set1_epi8(3);
+  // 2q straight from the field: shifted so that code k lands on bits 1-2 of its byte (16-bit
+  // shifts: no bit crosses into a byte's bits 1-2 from its neighbour), then masked with 6.
+  const __m512i six = _mm512_set1_epi8(6);
   const int subs_per_group = s.group_size / kW2ColTile;
   const uint8_t* first = w.codes + (int64_t{tile} * (s.cols_padded() / kW2ColTile) + int64_t{g} * subs_per_group) * kW2SubBlockBytes;
   for (int sb = 0; sb < subs_per_group; ++sb) {
     const __m512i v = _mm512_loadu_si512(first + sb * kW2SubBlockBytes);
+    const __m512i twice[4] = {_mm512_and_si512(_mm512_slli_epi16(v, 1), six), _mm512_and_si512(_mm512_srli_epi16(v, 1), six),
+                              _mm512_and_si512(_mm512_srli_epi16(v, 3), six), _mm512_and_si512(_mm512_srli_epi16(v, 5), six)};
     for (int k = 0; k < 4; ++k) {
-      const __m512i code = _mm512_and_si512(_mm512_srli_epi16(v, 2 * k), three);
-      _mm512_store_si512(b_rows + (4 * sb + k) * kTileBytes, _mm512_sub_epi8(_mm512_add_epi8(code, code), zero_bytes));
+      _mm512_store_si512(b_rows + (4 * sb + k) * kTileBytes, _mm512_sub_epi8(twice[k], zero_bytes));
     }
   }
 }

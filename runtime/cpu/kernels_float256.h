@@ -87,20 +87,39 @@ inline __m256 Lane256(__m256i bytes) {
   return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(I % 2 == 0 ? half : _mm_srli_si128(half, 8)));
 }
 
+// NK keys side by side, each in its own register and in its own order: one key's sum is a chain
+// of dependent fused multiply-adds, so one key at a time waits out their latency.
+template <int NK>
+inline void Kv4ScoreKeys256(const float* q, float q_sum, const uint8_t* codes, const Kv4Params* params, int head_size,
+                            float scale, float* scores) {
+  __m256 acc[NK];
+  for (int k = 0; k < NK; ++k) acc[k] = _mm256_setzero_ps();
+  for (int d = 0; d < head_size; d += 32) {
+    const __m256 q0 = _mm256_loadu_ps(q + d), q1 = _mm256_loadu_ps(q + d + 8);
+    const __m256 q2 = _mm256_loadu_ps(q + d + 16), q3 = _mm256_loadu_ps(q + d + 24);
+    for (int k = 0; k < NK; ++k) {
+      const __m256i bytes = UnpackNibbles256(codes + int64_t{k} * (head_size / 2) + d / 2);
+      acc[k] = _mm256_fmadd_ps(q0, Lane256<0>(bytes), acc[k]);
+      acc[k] = _mm256_fmadd_ps(q1, Lane256<1>(bytes), acc[k]);
+      acc[k] = _mm256_fmadd_ps(q2, Lane256<2>(bytes), acc[k]);
+      acc[k] = _mm256_fmadd_ps(q3, Lane256<3>(bytes), acc[k]);
+    }
+  }
+  for (int k = 0; k < NK; ++k) {
+    scores[k] = scale * (_cvtsh_ss(params[k].scale) * HorizontalSum(acc[k]) + _cvtsh_ss(params[k].min) * q_sum);
+  }
+}
+
 inline void Kv4Score256(const float* q, float q_sum, const uint8_t* codes, const Kv4Params* params, int count, int head_size,
                   float scale, float* scores) {
   if (head_size % 32 != 0) return Kv4ScoreScalar(q, q_sum, codes, params, count, head_size, scale, scores);
-  for (int i = 0; i < count; ++i) {
-    const uint8_t* c = codes + int64_t{i} * (head_size / 2);
-    __m256 acc = _mm256_setzero_ps();
-    for (int d = 0; d < head_size; d += 32) {
-      const __m256i bytes = UnpackNibbles256(c + d / 2);
-      acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), Lane256<0>(bytes), acc);
-      acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + d + 8), Lane256<1>(bytes), acc);
-      acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + d + 16), Lane256<2>(bytes), acc);
-      acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + d + 24), Lane256<3>(bytes), acc);
-    }
-    scores[i] = scale * (_cvtsh_ss(params[i].scale) * HorizontalSum(acc) + _cvtsh_ss(params[i].min) * q_sum);
+  constexpr int kKeys = 4;
+  int i = 0;
+  for (; i + kKeys <= count; i += kKeys) {
+    Kv4ScoreKeys256<kKeys>(q, q_sum, codes + int64_t{i} * (head_size / 2), params + i, head_size, scale, scores + i);
+  }
+  for (; i < count; ++i) {
+    Kv4ScoreKeys256<1>(q, q_sum, codes + int64_t{i} * (head_size / 2), params + i, head_size, scale, scores + i);
   }
 }
 
