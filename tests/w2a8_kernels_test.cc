@@ -1,11 +1,13 @@
 // Every kernel path gives bit-identical results to the scalar path, and the scalar path computes
 // the product of the dequantized weights and activations.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
 #include <tuple>
 
 #include "gmock/gmock.h"
+#include "runtime/common/hadamard.h"
 #include "runtime/common/half.h"
 #include "runtime/cpu/kernels.h"
 #include "runtime/kv/kv_storage.h"
@@ -389,6 +391,44 @@ TEST(ReadSumKernelTest, EveryPathSumsTheWords) {
     expected += word;
   }
   for (const CpuKernels* k : AvailableKernels()) EXPECT_EQ(k->read_sum(data.data(), 4096), expected) << k->name;
+}
+
+TEST(HadamardKernelTest, EveryPathMatchesScalarAndIsItsOwnInverse) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (int n : {1, 2, 4, 8, 16, 32, 64, 128, 512}) {
+    std::vector<float> x(n);
+    for (float& v : x) v = normal(rng);
+    std::vector<float> expected = x;
+    Hadamard(expected.data(), n);
+    for (const CpuKernels* k : AvailableKernels()) {
+      std::vector<float> y = x;
+      k->hadamard(y.data(), n);
+      EXPECT_EQ(std::memcmp(y.data(), expected.data(), n * sizeof(float)), 0) << k->name << " n=" << n;
+      k->hadamard(y.data(), n);
+      for (int i = 0; i < n; ++i) EXPECT_NEAR(y[i], x[i], 1e-5f) << k->name << " n=" << n << " i=" << i;
+    }
+  }
+}
+
+TEST(Kv4QuantizeTest, CodesSpanTheVectorsRange) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (int trial = 0; trial < 50; ++trial) {
+    std::vector<float> x(64);
+    for (float& v : x) v = normal(rng);
+    uint8_t codes[32];
+    const Kv4Params p = QuantizeKv4(x, codes);
+    const auto [lo, hi] = std::minmax_element(x.begin(), x.end());
+    EXPECT_EQ(p.min, FloatToFp16(*lo));
+    const float min = Fp16ToFloat(p.min), scale = Fp16ToFloat(p.scale);
+    EXPECT_EQ(p.scale, FloatToFp16((*hi - min) / 15.0f));
+    for (int i = 0; i < 64; ++i) {
+      const int code = (codes[i / 2] >> (4 * (i % 2))) & 15;
+      const float nearest = std::clamp(std::nearbyint((x[i] - min) * (1.0f / scale)), 0.0f, 15.0f);
+      EXPECT_EQ(code, static_cast<int>(nearest)) << "trial " << trial << " element " << i;
+    }
+  }
 }
 
 }  // namespace

@@ -293,12 +293,12 @@ void CpuEngine::BuildAttentionQueries(int n) {
       const int item = t * c.n_heads + h;
       float* q = &b.q[static_cast<std::size_t>(item) * hs];
       std::memcpy(q, &q_[int64_t{t} * c.dim + h * hs], hs * sizeof(float));
-      if (rotate_kv_) Hadamard(q, hs);  // into the cache's basis
+      if (rotate_kv_) kernels_->hadamard(q, hs);  // into the cache's basis
       if (token_sink_runs_[t] > 0) {
         float* q_sink = &b.q_sink[static_cast<std::size_t>(item) * hs];
         std::memcpy(q_sink, &q_raw_[int64_t{t} * c.dim + h * hs], hs * sizeof(float));
         Rope(q_sink, hs, hs, static_cast<int>(options_.lambda.SinkQueryPosition(positions_[t])), c.rope_theta);
-        if (rotate_kv_) Hadamard(q_sink, hs);
+        if (rotate_kv_) kernels_->hadamard(q_sink, hs);
       }
     }
   });
@@ -311,7 +311,9 @@ void CpuEngine::Attention(int layer, int n) {
   if (rotate_kv_) {  // back from the cache's basis
     const int hs = weights_.config.head_size();
     PerToken(n, [&](int t) {
-      for (int h = 0; h < weights_.config.n_heads; ++h) Hadamard(&att_[(int64_t{t} * weights_.config.n_heads + h) * hs], hs);
+      for (int h = 0; h < weights_.config.n_heads; ++h) {
+        kernels_->hadamard(&att_[(int64_t{t} * weights_.config.n_heads + h) * hs], hs);
+      }
     });
   }
   stage_clock_.Mark(StepStage::kAttention);
@@ -420,8 +422,8 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
         float* v = &v_[int64_t{t} * kv_dim + int64_t{h} * hs];
         rope_[t].Apply(k, hs);
         if (rotate_kv_) {
-          Hadamard(k, hs);
-          Hadamard(v, hs);
+          kernels_->hadamard(k, hs);
+          kernels_->hadamard(v, hs);
         }
         if (options_.kivi_group > 0 && !options_.kivi_exact_open_group) {
           RoundTripKv4({k, static_cast<std::size_t>(hs)});
@@ -457,7 +459,7 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
         const int size = static_cast<int>(std::min<int64_t>(segment, c.hidden_dim - first));
         float* h = &hb_[t * c.hidden_dim + first];
         SwiGlu(h, &hb2_[t * c.hidden_dim + first], size);
-        if (c.ffn_hadamard_block > 0) Hadamard(h, size);
+        if (c.ffn_hadamard_block > 0) kernels_->hadamard(h, size);
       }
     });
     maybe_fake_a8(hb_.data(), c.hidden_dim);

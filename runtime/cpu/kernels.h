@@ -55,6 +55,11 @@ using Kv4AccumulateFn = float (*)(float* out, const float* p, const uint8_t* cod
 using F32ScoreFn = void (*)(const float* q, const float* keys, int count, int head_size, float scale, float* scores);
 using F32AccumulateFn = void (*)(float* out, const float* p, const float* values, int count, int head_size);
 
+// x <- the normalized Walsh-Hadamard transform of its n values (n a power of two), with the
+// butterflies of runtime/common/hadamard.h's Hadamard in the same order: the KV cache's head
+// rotation (keys, values, queries and attention outputs of every head of every token).
+using HadamardFn = void (*)(float* x, int n);
+
 // Sums `bytes` bytes (a multiple of 256) as 64-bit words with the widest loads the path has: the
 // memory read-bandwidth probe that speed is held against.
 using ReadSumFn = uint64_t (*)(const uint8_t* data, int64_t bytes);
@@ -74,6 +79,7 @@ struct CpuKernels {
   Kv4AccumulateFn kv4_accumulate;
   F32ScoreFn f32_score;
   F32AccumulateFn f32_accumulate;
+  HadamardFn hadamard;
   ReadSumFn read_sum;
 };
 
@@ -87,6 +93,7 @@ float Kv4AccumulateScalar(float* out, const float* p, const uint8_t* codes, cons
 // The scalar fp32-cache attention, which SIMD paths fall back to for odd head sizes.
 void F32ScoreScalar(const float* q, const float* keys, int count, int head_size, float scale, float* scores);
 void F32AccumulateScalar(float* out, const float* p, const float* values, int count, int head_size);
+void HadamardScalar(float* x, int n);
 
 absl::StatusOr<const CpuKernels*> KernelsFor(CpuPath path);
 

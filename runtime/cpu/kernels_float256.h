@@ -12,6 +12,7 @@
 
 #include <cmath>
 
+#include "runtime/common/hadamard.h"
 #include "runtime/common/lane_sum.h"
 #include "runtime/cpu/kernels.h"
 
@@ -163,6 +164,37 @@ inline void F32Accumulate256(float* out, const float* p, const float* values, in
     }
     _mm256_storeu_ps(out + d, acc);
   }
+}
+
+// Hadamard butterflies within each 8-lane register: lanes with the `upper` bit set hold x[j + len]
+// and become a - b (partner - self); the others hold x[j] and become a + b (self + partner).
+template <int kUpperLanes>
+inline __m256 InRegisterButterfly(__m256 self, __m256 partner) {
+  return _mm256_blend_ps(_mm256_add_ps(self, partner), _mm256_sub_ps(partner, self), kUpperLanes);
+}
+
+// Hadamard (runtime/common/hadamard.h) eight lanes at a time: every pass in the same order, every
+// element through the same adds (a + b is b + a in IEEE arithmetic), so bit-identical with it.
+inline void Hadamard256(float* x, int n) {
+  if (n < 8 || !IsPowerOfTwo(n)) return Hadamard(x, n);
+  for (int i = 0; i < n; i += 8) {  // passes of length 1, 2, 4
+    __m256 v = _mm256_loadu_ps(x + i);
+    v = InRegisterButterfly<0xAA>(v, _mm256_permute_ps(v, 0xB1));
+    v = InRegisterButterfly<0xCC>(v, _mm256_permute_ps(v, 0x4E));
+    v = InRegisterButterfly<0xF0>(v, _mm256_permute2f128_ps(v, v, 0x01));
+    _mm256_storeu_ps(x + i, v);
+  }
+  for (int len = 8; len < n; len <<= 1) {
+    for (int i = 0; i < n; i += 2 * len) {
+      for (int j = i; j < i + len; j += 8) {
+        const __m256 a = _mm256_loadu_ps(x + j), b = _mm256_loadu_ps(x + j + len);
+        _mm256_storeu_ps(x + j, _mm256_add_ps(a, b));
+        _mm256_storeu_ps(x + j + len, _mm256_sub_ps(a, b));
+      }
+    }
+  }
+  const __m256 scale = _mm256_set1_ps(1.0f / std::sqrt(static_cast<float>(n)));
+  for (int i = 0; i < n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), scale));
 }
 
 }  // namespace

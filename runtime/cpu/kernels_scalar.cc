@@ -2,6 +2,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "runtime/common/hadamard.h"
 #include "runtime/common/half.h"
 #include "runtime/common/lane_sum.h"
 #include "runtime/cpu/kernels.h"
@@ -142,7 +143,10 @@ uint64_t ReadSumScalar(const uint8_t* data, int64_t bytes) {
 
 }  // namespace
 
+void HadamardScalar(float* x, int n) { Hadamard(x, n); }
+
 const CpuKernels kScalarKernels = {CpuPath::kScalar, "scalar", MatMulW2A8Scalar, MatMulW8A8Scalar, MatMulF16Scalar, MatMulF32Scalar,
-                                   Kv4ScoreScalar, Kv4AccumulateScalar, F32ScoreScalar, F32AccumulateScalar, ReadSumScalar};
+                                   Kv4ScoreScalar, Kv4AccumulateScalar, F32ScoreScalar, F32AccumulateScalar, HadamardScalar,
+                                   ReadSumScalar};
 
 }  // namespace accllm
