@@ -1,14 +1,18 @@
 // Every kernel path gives bit-identical results to the scalar path, and the scalar path computes
 // the product of the dequantized weights and activations.
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <tuple>
 
 #include "gmock/gmock.h"
+#include "runtime/common/exp.h"
 #include "runtime/common/hadamard.h"
 #include "runtime/common/half.h"
+#include "runtime/common/nn_ops.h"
 #include "runtime/cpu/kernels.h"
 #include "runtime/kv/kv_storage.h"
 #include "runtime/quant/a8.h"
@@ -427,6 +431,69 @@ TEST(Kv4QuantizeTest, CodesSpanTheVectorsRange) {
       const int code = (codes[i / 2] >> (4 * (i % 2))) & 15;
       const float nearest = std::clamp(std::nearbyint((x[i] - min) * (1.0f / scale)), 0.0f, 15.0f);
       EXPECT_EQ(code, static_cast<int>(nearest)) << "trial " << trial << " element " << i;
+    }
+  }
+}
+
+TEST(ExpTest, WithinOneUlpOfTheLibraryAndExactAtTheEdges) {
+  const auto ulps = [](float a, float b) {
+    int32_t ia, ib;
+    std::memcpy(&ia, &a, 4);
+    std::memcpy(&ib, &b, 4);
+    return std::abs(ia - ib);
+  };
+  int worst = 0;
+  for (float x = kExpMinArgument; x <= kExpMaxArgument; x += 0.0137f) worst = std::max(worst, ulps(Exp(x), std::exp(x)));
+  EXPECT_LE(worst, 1);
+  EXPECT_EQ(Exp(0.0f), 1.0f);
+  EXPECT_EQ(Exp(-1000.0f), 0.0f);
+  EXPECT_EQ(Exp(1000.0f), std::numeric_limits<float>::infinity());
+  EXPECT_TRUE(std::isnan(Exp(std::numeric_limits<float>::quiet_NaN())));
+}
+
+// Scores and gate values over the whole range: underflowing and overflowing exponentials, NaN.
+std::vector<float> WideValues(int n, std::mt19937& rng) {
+  std::normal_distribution<float> normal(0.0f, 8.0f);
+  std::vector<float> x(n);
+  for (float& v : x) v = normal(rng);
+  if (n > 3) {
+    x[1] = -200.0f;
+    x[2] = 120.0f;
+  }
+  return x;
+}
+
+TEST(SoftmaxKernelTest, EveryPathMatchesScalar) {
+  std::mt19937 rng(3);
+  for (int n : {1, 3, 8, 15, 64, 100, 257}) {
+    const std::vector<float> x = WideValues(n, rng);
+    std::vector<float> expected = x;
+    Softmax(expected.data(), n);
+    for (const CpuKernels* k : AvailableKernels()) {
+      std::vector<float> y = x;
+      k->softmax(y.data(), n);
+      EXPECT_EQ(std::memcmp(y.data(), expected.data(), n * sizeof(float)), 0) << k->name << " n=" << n;
+    }
+  }
+}
+
+TEST(SwiGluKernelTest, EveryPathMatchesScalar) {
+  std::mt19937 rng(5);
+  for (int n : {1, 7, 8, 64, 100, 512}) {
+    std::vector<float> h = WideValues(n, rng), h2 = WideValues(n, rng);
+    if (n > 4) h[3] = std::numeric_limits<float>::quiet_NaN();
+    std::vector<float> expected = h;
+    SwiGlu(expected.data(), h2.data(), n);
+    for (const CpuKernels* k : AvailableKernels()) {
+      std::vector<float> y = h;
+      k->swiglu(y.data(), h2.data(), n);
+      for (int i = 0; i < n; ++i) {  // a NaN's sign and payload depend on the operand order the compiler picked
+        if (std::isnan(expected[i])) {
+          EXPECT_TRUE(std::isnan(y[i])) << k->name << " n=" << n << " i=" << i;
+        } else {
+          EXPECT_EQ(std::bit_cast<uint32_t>(y[i]), std::bit_cast<uint32_t>(expected[i])) << k->name << " n=" << n << " i=" << i;
+        }
+      }
     }
   }
 }

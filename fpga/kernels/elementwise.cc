@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "fpga/kernels/cycle_count.h"
+#include "runtime/common/exp.h"
 #include "runtime/common/lane_sum.h"
 
 namespace accllm::hls {
@@ -218,7 +219,7 @@ extern "C" void accllm_swiglu(float* gate, const float* up, int size) {
       const int i = i0 + l;
       if (i < size) {
         float val = gate[i];
-        val *= 1.0f / (1.0f + std::exp(-val));
+        val *= 1.0f / (1.0f + accllm::Exp(-val));
         gate[i] = val * up[i];
       }
     }

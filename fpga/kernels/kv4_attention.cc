@@ -4,6 +4,7 @@
 
 #include "fpga/kernels/cycle_count.h"
 #include "fpga/kernels/hls_compat.h"
+#include "runtime/common/exp.h"
 #include "runtime/common/lane_sum.h"
 
 namespace accllm::hls {
@@ -140,7 +141,7 @@ void AttendGroup(const float* q, const float* q_sink, const int32_t* item_runs, 
     for (int l = 0; l < Q; ++l) {
 #pragma HLS PIPELINE II = 1
       if (l >= lanes || i >= visible[l]) continue;
-      scores[l][i] = std::exp(scores[l][i] - max_score[l]);
+      scores[l][i] = Exp(scores[l][i] - max_score[l]);
       sum[l] += scores[l][i];
     }
   }

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <vector>
 
+#include "runtime/common/exp.h"
 #include "runtime/common/lane_sum.h"
 
 namespace accllm {
@@ -26,12 +27,14 @@ inline void RmsNorm(float* o, const float* x, const float* weight, int size, flo
   for (int j = 0; j < size; j++) o[j] = weight[j] * (ss * x[j]);
 }
 
+// The maximum, e^(x - max) (exp.h: every device's e^x) and their sum in index order, then each
+// divided by the sum.
 inline void Softmax(float* x, int size) {
   float max_val = x[0];
   for (int i = 1; i < size; i++) max_val = std::max(max_val, x[i]);
   float sum = 0.0f;
   for (int i = 0; i < size; i++) {
-    x[i] = std::exp(x[i] - max_val);
+    x[i] = Exp(x[i] - max_val);
     sum += x[i];
   }
   for (int i = 0; i < size; i++) x[i] /= sum;
@@ -79,7 +82,7 @@ inline void Rope(float* vec, int n, int head_size, int pos, float theta) {
 inline void SwiGlu(float* hb, const float* hb2, int size) {
   for (int i = 0; i < size; i++) {
     float val = hb[i];
-    val *= 1.0f / (1.0f + std::exp(-val));  // silu(x) = x * sigmoid(x)
+    val *= 1.0f / (1.0f + Exp(-val));  // silu(x) = x * sigmoid(x)
     hb[i] = val * hb2[i];
   }
 }

@@ -43,7 +43,7 @@ void RunAttentionOnCpu(const AttentionBatch& b, const KvStorage& kv, const CpuKe
                             &scores[index]);
         }
       }
-      Softmax(scores.data(), count);
+      kernels.softmax(scores.data(), count);
 
       float* out = out_all + item * hs;
       std::memset(out, 0, hs * sizeof(float));

@@ -458,7 +458,7 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
         const int64_t t = item / segments, first = item % segments * segment;
         const int size = static_cast<int>(std::min<int64_t>(segment, c.hidden_dim - first));
         float* h = &hb_[t * c.hidden_dim + first];
-        SwiGlu(h, &hb2_[t * c.hidden_dim + first], size);
+        kernels_->swiglu(h, &hb2_[t * c.hidden_dim + first], size);
         if (c.ffn_hadamard_block > 0) kernels_->hadamard(h, size);
       }
     });

@@ -60,6 +60,13 @@ using F32AccumulateFn = void (*)(float* out, const float* p, const float* values
 // rotation (keys, values, queries and attention outputs of every head of every token).
 using HadamardFn = void (*)(float* x, int n);
 
+// Softmax of n scores in place (n >= 1), as runtime/common/nn_ops.h's Softmax: the maximum,
+// e^(x - max) (exp.h) and their sum in index order, then each divided by the sum.
+using SoftmaxFn = void (*)(float* x, int n);
+
+// h = silu(h) * h2, element by element, as nn_ops.h's SwiGlu.
+using SwiGluFn = void (*)(float* h, const float* h2, int n);
+
 // Sums `bytes` bytes (a multiple of 256) as 64-bit words with the widest loads the path has: the
 // memory read-bandwidth probe that speed is held against.
 using ReadSumFn = uint64_t (*)(const uint8_t* data, int64_t bytes);
@@ -80,6 +87,8 @@ struct CpuKernels {
   F32ScoreFn f32_score;
   F32AccumulateFn f32_accumulate;
   HadamardFn hadamard;
+  SoftmaxFn softmax;
+  SwiGluFn swiglu;
   ReadSumFn read_sum;
 };
 
@@ -94,6 +103,8 @@ float Kv4AccumulateScalar(float* out, const float* p, const uint8_t* codes, cons
 void F32ScoreScalar(const float* q, const float* keys, int count, int head_size, float scale, float* scores);
 void F32AccumulateScalar(float* out, const float* p, const float* values, int count, int head_size);
 void HadamardScalar(float* x, int n);
+void SoftmaxScalar(float* x, int n);
+void SwiGluScalar(float* h, const float* h2, int n);
 
 absl::StatusOr<const CpuKernels*> KernelsFor(CpuPath path);
 

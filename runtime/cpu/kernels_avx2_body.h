@@ -240,6 +240,6 @@ uint64_t ReadSumAvx2(const uint8_t* data, int64_t bytes) {
 
 const CpuKernels ACCLLM_AVX2_TABLE = {ACCLLM_AVX2_PATH, ACCLLM_AVX2_NAME, MatMulW2A8Avx2, MatMulW8A8Avx2, MatMulF16Avx2, MatMulF32Avx2,
                                       Kv4Score256, Kv4Accumulate256, F32Score256, F32Accumulate256, Hadamard256,
-                                      ReadSumAvx2};
+                                      Softmax256, SwiGlu256, ReadSumAvx2};
 
 }  // namespace accllm

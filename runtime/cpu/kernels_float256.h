@@ -10,10 +10,14 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 
+#include "runtime/common/exp.h"
 #include "runtime/common/hadamard.h"
 #include "runtime/common/lane_sum.h"
+#include "runtime/common/nn_ops.h"
 #include "runtime/cpu/kernels.h"
 
 namespace accllm {
@@ -195,6 +199,57 @@ inline void Hadamard256(float* x, int n) {
   }
   const __m256 scale = _mm256_set1_ps(1.0f / std::sqrt(static_cast<float>(n)));
   for (int i = 0; i < n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), scale));
+}
+
+// exp.h's Exp on eight lanes: the same operations (vfnmadd is fma(-n, c, x): negation is exact;
+// vmaxps returns its second operand for a NaN, as fmax does).
+inline __m256 Exp256(__m256 x) {
+  const __m256 xc = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(kExpMinArgument)), _mm256_set1_ps(kExpMaxArgument));
+  const __m256 shifter = _mm256_set1_ps(kExpRoundShifter);
+  const __m256 n = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(xc, _mm256_set1_ps(kExpLog2e)), shifter), shifter);
+  const __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kExpLn2Lo), _mm256_fnmadd_ps(n, _mm256_set1_ps(kExpLn2Hi), xc));
+  __m256 p = _mm256_set1_ps(kExpPoly[0]);
+  for (int i = 1; i < 6; ++i) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kExpPoly[i]));
+  const __m256 e_r = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
+  const __m256i exponent = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  __m256 y = _mm256_mul_ps(e_r, _mm256_castsi256_ps(exponent));
+  y = _mm256_blendv_ps(y, _mm256_set1_ps(std::numeric_limits<float>::infinity()),
+                       _mm256_cmp_ps(x, _mm256_set1_ps(kExpMaxArgument), _CMP_GT_OQ));
+  y = _mm256_blendv_ps(y, _mm256_setzero_ps(), _mm256_cmp_ps(x, _mm256_set1_ps(kExpMinArgument), _CMP_LT_OQ));
+  return _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+}
+
+// nn_ops.h's Softmax with the exponentials eight at a time; the sum stays in index order.
+inline void Softmax256(float* x, int n) {
+  __m256 max8 = _mm256_set1_ps(x[0]);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) max8 = _mm256_max_ps(_mm256_loadu_ps(x + i), max8);  // a NaN element is skipped, as std::max skips it
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, max8);
+  float max_val = x[0];
+  for (float v : lanes) max_val = std::max(max_val, v);
+  for (; i < n; ++i) max_val = std::max(max_val, x[i]);
+  const __m256 max_b = _mm256_set1_ps(max_val);
+  i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, Exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), max_b)));
+  for (; i < n; ++i) x[i] = Exp(x[i] - max_val);
+  float sum = 0.0f;
+  for (i = 0; i < n; ++i) sum += x[i];
+  const __m256 sum_b = _mm256_set1_ps(sum);
+  for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_div_ps(_mm256_loadu_ps(x + i), sum_b));
+  for (; i < n; ++i) x[i] /= sum;
+}
+
+// nn_ops.h's SwiGlu eight at a time.
+inline void SwiGlu256(float* h, const float* h2, int n) {
+  const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 val = _mm256_loadu_ps(h + i);
+    const __m256 silu = _mm256_mul_ps(val, _mm256_div_ps(one, _mm256_add_ps(one, Exp256(_mm256_xor_ps(val, sign)))));
+    _mm256_storeu_ps(h + i, _mm256_mul_ps(silu, _mm256_loadu_ps(h2 + i)));
+  }
+  SwiGlu(h + i, h2 + i, n - i);
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include "runtime/common/hadamard.h"
 #include "runtime/common/half.h"
 #include "runtime/common/lane_sum.h"
+#include "runtime/common/nn_ops.h"
 #include "runtime/cpu/kernels.h"
 
 namespace accllm {
@@ -144,9 +145,11 @@ uint64_t ReadSumScalar(const uint8_t* data, int64_t bytes) {
 }  // namespace
 
 void HadamardScalar(float* x, int n) { Hadamard(x, n); }
+void SoftmaxScalar(float* x, int n) { Softmax(x, n); }
+void SwiGluScalar(float* h, const float* h2, int n) { SwiGlu(h, h2, n); }
 
 const CpuKernels kScalarKernels = {CpuPath::kScalar, "scalar", MatMulW2A8Scalar, MatMulW8A8Scalar, MatMulF16Scalar, MatMulF32Scalar,
                                    Kv4ScoreScalar, Kv4AccumulateScalar, F32ScoreScalar, F32AccumulateScalar, HadamardScalar,
-                                   ReadSumScalar};
+                                   SoftmaxScalar, SwiGluScalar, ReadSumScalar};
 
 }  // namespace accllm

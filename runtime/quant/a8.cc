@@ -53,18 +53,21 @@ A8Batch::A8Batch(int cols_padded, int group_size, int capacity)
 }
 
 void A8Batch::Quantize(int t, std::span<const float> x) {
+  // The members in locals: the byte stores below may alias any object as far as the compiler
+  // knows, so loops bounded by a member would re-read it per byte and stay scalar.
+  const int cols = cols_, group_size = group_size_, groups = groups_;
   const float amax = AbsMax(x);
   const float inverse = amax > 0.0f ? 127.0f / amax : 0.0f;
   scales_[t] = amax / 127.0f;
-  int8_t* q = codes_.as<int8_t>() + static_cast<std::size_t>(t) * cols_;
+  int8_t* q = codes_.as<int8_t>() + static_cast<std::size_t>(t) * cols;
   for (std::size_t i = 0; i < x.size(); ++i) q[i] = static_cast<int8_t>(RoundHalfEven(x[i] * inverse));
-  std::fill(q + x.size(), q + cols_, int8_t{0});
-  uint8_t* biased = biased_codes_.as<uint8_t>() + static_cast<std::size_t>(t) * cols_;
-  for (int i = 0; i < cols_; ++i) biased[i] = static_cast<uint8_t>(q[i] + 128);
-  int32_t* sums = group_sums_.data() + static_cast<std::size_t>(t) * groups_;
-  for (int g = 0; g < groups_; ++g) {
+  std::fill(q + x.size(), q + cols, int8_t{0});
+  uint8_t* biased = biased_codes_.as<uint8_t>() + static_cast<std::size_t>(t) * cols;
+  for (int i = 0; i < cols; ++i) biased[i] = static_cast<uint8_t>(q[i] + 128);
+  int32_t* sums = group_sums_.data() + static_cast<std::size_t>(t) * groups;
+  for (int g = 0; g < groups; ++g) {
     int32_t s = 0;
-    for (int i = 0; i < group_size_; ++i) s += q[g * group_size_ + i];
+    for (int i = 0; i < group_size; ++i) s += q[g * group_size + i];
     sums[g] = s;
   }
   if (t >= tokens_) tokens_ = t + 1;
