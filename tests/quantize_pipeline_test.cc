@@ -2,6 +2,8 @@
 // engine against the reference forward pass, GPTQ over threads against one thread, and the
 // residual-stream rotation against the model it rewrites.
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
 #include "gmock/gmock.h"
 #include "runtime/common/half.h"
@@ -10,6 +12,7 @@
 #include "runtime/model/load_model.h"
 #include "runtime/quant/calibration.h"
 #include "runtime/quant/gptq.h"
+#include "runtime/quant/linalg.h"
 #include "runtime/quant/quantize_model.h"
 #include "runtime/quant/rotation.h"
 #include "runtime/reference/forward.h"
@@ -20,6 +23,19 @@ namespace {
 
 using ::accllm::testing::RequireModelFile;
 using ::accllm::testing::RequireSharedFile;
+
+// What `accllm quantize` reports about its products: the library, its kernels for this CPU, and
+// whether the environment chose them.
+TEST(GemmLibraryTest, NamesTheLibraryAndWhoChoseItsKernels) {
+  const std::string name = GemmLibrary();
+  EXPECT_THAT(name, ::testing::HasSubstr("OpenBLAS"));
+  const char* forced = std::getenv("OPENBLAS_CORETYPE");
+  if (forced != nullptr && *forced != '\0') {
+    EXPECT_THAT(name, ::testing::HasSubstr(std::string("chosen by OPENBLAS_CORETYPE=") + forced));
+  } else {
+    EXPECT_THAT(name, ::testing::Not(::testing::HasSubstr("OPENBLAS_CORETYPE")));
+  }
+}
 
 class QuantizePipelineTest : public ::testing::Test {
  protected:

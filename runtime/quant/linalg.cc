@@ -3,7 +3,11 @@
 #include <cblas.h>
 
 #include <cstddef>
+#include <cstdlib>
 #include <thread>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
 
 // LAPACK's Fortran entry points, which OpenBLAS exports; Debian's libopenblas-dev ships no C
 // header for them (lapacke.h is another package and another library).
@@ -69,5 +73,13 @@ void SetGemmThreads(int threads) {
 }
 
 int GemmThreads() { return openblas_get_num_threads(); }
+
+std::string GemmLibrary() {
+  std::string name(absl::StripAsciiWhitespace(openblas_get_config()));  // version, build options, kernels
+  if (const char* forced = std::getenv("OPENBLAS_CORETYPE"); forced != nullptr && *forced != '\0') {
+    absl::StrAppend(&name, " (chosen by OPENBLAS_CORETYPE=", forced, ")");
+  }
+  return name;
+}
 
 }  // namespace accllm

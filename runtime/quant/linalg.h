@@ -6,6 +6,8 @@
 // with op(X) = X or X^T, and leading dimensions (row strides) lda, ldb, ldc.
 #pragma once
 
+#include <string>
+
 namespace accllm {
 
 enum class Trans { kNo, kYes };
@@ -32,6 +34,12 @@ bool InvertUpper(float* a, int n);
 // from several threads at once need 1 here.
 void SetGemmThreads(int threads);
 int GemmThreads();
+
+// The BLAS the products run on and the kernels it picked for this CPU ("OpenBLAS 0.3.21
+// DYNAMIC_ARCH NO_AFFINITY Cooperlake MAX_THREADS=64"), and whether $OPENBLAS_CORETYPE chose them:
+// on a Zen 5, Debian's 0.3.21 picks its AVX-512 kernels by itself, and calibration runs 1.4x
+// faster on them than on the Haswell ones an environment may force.
+std::string GemmLibrary();
 
 // Sets the products' threads for the rest of a scope, then restores them.
 class ScopedGemmThreads {

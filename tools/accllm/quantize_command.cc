@@ -13,6 +13,7 @@
 #include "runtime/model/hf_checkpoint.h"
 #include "runtime/model/load_model.h"
 #include "runtime/quant/layer_by_layer.h"
+#include "runtime/quant/linalg.h"
 #include "runtime/quant/quantize_model.h"
 #include "runtime/quant/rotation.h"
 #include "runtime/quant/train/block_ap.h"
@@ -171,6 +172,7 @@ int RunQuantize(const QuantizeFlags& flags) {
   if (!flags.refit_scales && flags.method != "gptq") {
     return ReportError(absl::InvalidArgumentError("--no-scale-refit needs --method gptq"));
   }
+  std::fprintf(stderr, "products on %s\n", GemmLibrary().c_str());
   const std::string model_path = ResolveModelPath(flags.model);
   if (flags.layer_by_layer) return RunQuantizeLayerByLayer(flags, model_path);
   absl::StatusOr<std::unique_ptr<Model>> model = LoadModel(model_path);
