@@ -10,12 +10,13 @@
 //   e^x = e^r * 2^n                 (2^n built from its exponent bits)
 //
 // Above kExpMaxArgument the result is +inf (the true value overflows from 88.72), below
-// kExpMinArgument 0 (where e^x is no longer a normal float); NaN stays NaN.
+// kExpMinArgument 0 (where e^x is no longer a normal float); NaN stays NaN. C++17 (the HLS units
+// include it): no std::bit_cast.
 #pragma once
 
-#include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 
 namespace accllm {
@@ -36,7 +37,10 @@ inline float Exp(float x) {
   float p = kExpPoly[0];
   for (int i = 1; i < 6; ++i) p = std::fma(p, r, kExpPoly[i]);
   const float e_r = std::fma(p, r * r, r) + 1.0f;
-  const float y = e_r * std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
+  const int32_t exponent_bits = (static_cast<int32_t>(n) + 127) << 23;
+  float two_n;
+  std::memcpy(&two_n, &exponent_bits, sizeof two_n);
+  const float y = e_r * two_n;
   if (x > kExpMaxArgument) return std::numeric_limits<float>::infinity();
   if (x < kExpMinArgument) return 0.0f;
   return x != x ? x : y;

@@ -223,7 +223,8 @@ inline __m256 Exp256(__m256 x) {
 inline void Softmax256(float* x, int n) {
   __m256 max8 = _mm256_set1_ps(x[0]);
   int i = 0;
-  for (; i + 8 <= n; i += 8) max8 = _mm256_max_ps(_mm256_loadu_ps(x + i), max8);  // a NaN element is skipped, as std::max skips it
+  // vmaxps returns its second operand for a NaN: a NaN element is skipped, as std::max skips it.
+  for (; i + 8 <= n; i += 8) max8 = _mm256_max_ps(_mm256_loadu_ps(x + i), max8);
   alignas(32) float lanes[8];
   _mm256_store_ps(lanes, max8);
   float max_val = x[0];
