@@ -406,11 +406,12 @@ TEST(HadamardKernelTest, EveryPathMatchesScalarAndIsItsOwnInverse) {
     std::vector<float> expected = x;
     Hadamard(expected.data(), n);
     for (const CpuKernels* k : AvailableKernels()) {
+      SCOPED_TRACE(std::string(k->name) + " n=" + std::to_string(n));
       std::vector<float> y = x;
       k->hadamard(y.data(), n);
-      EXPECT_EQ(std::memcmp(y.data(), expected.data(), n * sizeof(float)), 0) << k->name << " n=" << n;
+      ExpectBitIdentical(y, expected);
       k->hadamard(y.data(), n);
-      for (int i = 0; i < n; ++i) EXPECT_NEAR(y[i], x[i], 1e-5f) << k->name << " n=" << n << " i=" << i;
+      for (int i = 0; i < n; ++i) EXPECT_NEAR(y[i], x[i], 1e-5f) << "i=" << i;
     }
   }
 }
@@ -470,9 +471,10 @@ TEST(SoftmaxKernelTest, EveryPathMatchesScalar) {
     std::vector<float> expected = x;
     Softmax(expected.data(), n);
     for (const CpuKernels* k : AvailableKernels()) {
+      SCOPED_TRACE(std::string(k->name) + " n=" + std::to_string(n));
       std::vector<float> y = x;
       k->softmax(y.data(), n);
-      EXPECT_EQ(std::memcmp(y.data(), expected.data(), n * sizeof(float)), 0) << k->name << " n=" << n;
+      ExpectBitIdentical(y, expected);
     }
   }
 }

@@ -1,5 +1,5 @@
-// e^x as one fixed sequence of float operations, so that every CPU path (scalar, and 8 or 16
-// lanes at a time) and the accelerator's units compute the same value for every input: the
+// e^x as one fixed sequence of float operations, so that every CPU path (scalar, and eight lanes
+// at a time) and the accelerator's units compute the same value for every input: the
 // softmax of attention and the SiLU of the FFN. (std::exp is the C library's, which differs
 // between libraries and cannot be vectorized to the same bits; an HLS build's hls::exp is another
 // function again.) Within 1 ulp of a correctly rounded e^x over the range below (checked in

@@ -58,6 +58,7 @@ using F32AccumulateFn = void (*)(float* out, const float* p, const float* values
 // x <- the normalized Walsh-Hadamard transform of its n values (n a power of two), with the
 // butterflies of runtime/common/hadamard.h's Hadamard in the same order: the KV cache's head
 // rotation (keys, values, queries and attention outputs of every head of every token).
+// The scalar path's are the shared functions themselves (Hadamard, Softmax, SwiGlu).
 using HadamardFn = void (*)(float* x, int n);
 
 // Softmax of n scores in place (n >= 1), as runtime/common/nn_ops.h's Softmax: the maximum,
@@ -102,9 +103,6 @@ float Kv4AccumulateScalar(float* out, const float* p, const uint8_t* codes, cons
 // The scalar fp32-cache attention, which SIMD paths fall back to for odd head sizes.
 void F32ScoreScalar(const float* q, const float* keys, int count, int head_size, float scale, float* scores);
 void F32AccumulateScalar(float* out, const float* p, const float* values, int count, int head_size);
-void HadamardScalar(float* x, int n);
-void SoftmaxScalar(float* x, int n);
-void SwiGluScalar(float* h, const float* h2, int n);
 
 absl::StatusOr<const CpuKernels*> KernelsFor(CpuPath path);
 

@@ -144,12 +144,8 @@ uint64_t ReadSumScalar(const uint8_t* data, int64_t bytes) {
 
 }  // namespace
 
-void HadamardScalar(float* x, int n) { Hadamard(x, n); }
-void SoftmaxScalar(float* x, int n) { Softmax(x, n); }
-void SwiGluScalar(float* h, const float* h2, int n) { SwiGlu(h, h2, n); }
-
 const CpuKernels kScalarKernels = {CpuPath::kScalar, "scalar", MatMulW2A8Scalar, MatMulW8A8Scalar, MatMulF16Scalar, MatMulF32Scalar,
-                                   Kv4ScoreScalar, Kv4AccumulateScalar, F32ScoreScalar, F32AccumulateScalar, HadamardScalar,
-                                   SoftmaxScalar, SwiGluScalar, ReadSumScalar};
+                                   Kv4ScoreScalar, Kv4AccumulateScalar, F32ScoreScalar, F32AccumulateScalar, Hadamard,
+                                   Softmax, SwiGlu, ReadSumScalar};
 
 }  // namespace accllm
