@@ -306,6 +306,43 @@ TEST(BlockApTest, TrainsTheNormGainsWhenAsked) {
   EXPECT_EQ(q.packed.norms.back(), gptq.norms.back()) << "the final norm is no layer's";
 }
 
+// Two threads run a step's sequences side by side, one thread runs them one after the other
+// (both on single-threaded products); each sequence's gradients are kept apart and summed in the
+// step's order, so the trained layers come out the same bit for bit, norm gains included.
+TEST(BlockApTest, SequencesSideBySideTrainWhatOneThreadTrains) {
+  QuantizedStories q = QuantizeStories(6);
+  ASSERT_NE(q.model, nullptr);
+  BlockApOptions options;
+  options.epochs = 2;
+  options.batch_sequences = 2;
+  options.adam.weight_lr = 2e-3f;
+  options.adam.scale_lr = 2e-3f;
+  options.adam.norm_lr = 1e-2f;
+  std::vector<PackedContents> results;
+  std::vector<std::vector<double>> errors;
+  for (int threads : {1, 2}) {
+    options.threads = threads;
+    PackedContents packed = q.packed;
+    std::vector<double> layer_errors;
+    ASSERT_OK(RefineBlocks(*q.model, q.lines, options, packed, {},
+                           [&](const BlockApReport& r) { layer_errors.push_back(r.error_after); }));
+    results.push_back(std::move(packed));
+    errors.push_back(std::move(layer_errors));
+  }
+  EXPECT_EQ(errors[0], errors[1]);
+  ASSERT_EQ(results[0].linears.size(), results[1].linears.size());
+  bool trained = false;
+  for (std::size_t i = 0; i < results[0].linears.size(); ++i) {
+    const W2Matrix& a = results[0].linears[i].second;
+    const W2Matrix& b = results[1].linears[i].second;
+    EXPECT_EQ(a.codes, b.codes) << "linear " << i;
+    EXPECT_EQ(a.scales, b.scales) << "linear " << i;
+    trained |= a.codes != q.packed.linears[i].second.codes;
+  }
+  EXPECT_TRUE(trained) << "training changed no code: the comparison shows nothing";
+  EXPECT_EQ(results[0].norms, results[1].norms);
+}
+
 TEST(EndToEndTest, TrainedScalesLowerTheDivergenceFromTheFp32Model) {
   QuantizedStories q = QuantizeStories(4);
   ASSERT_NE(q.model, nullptr);

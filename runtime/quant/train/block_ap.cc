@@ -1,6 +1,7 @@
 #include "runtime/quant/train/block_ap.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <numeric>
 #include <random>
@@ -46,6 +47,24 @@ absl::Status BlockRefiner::Validate(const LlamaConfig& c, std::span<const std::v
   return absl::OkStatus();
 }
 
+void BlockRefiner::ForEachSequence(std::size_t count, const std::function<void(int, std::size_t)>& fn) {
+  const int threads = pool_.threads();
+  if (threads > 1 && count >= static_cast<std::size_t>(threads)) {
+    // Products this small leave threaded BLAS waiting on itself (half the time on 2 cores);
+    // a sequence per thread keeps every core in its own products. Sequences differ in length,
+    // so each thread takes the next one when it is done.
+    const ScopedGemmThreads single_threaded_products(1);
+    std::atomic<std::size_t> next{0};
+    pool_.ParallelFor(threads, [&](int64_t begin, int64_t end) {
+      for (int64_t thread = begin; thread < end; ++thread) {
+        for (std::size_t i; (i = next.fetch_add(1)) < count;) fn(static_cast<int>(thread), i);
+      }
+    });
+    return;
+  }
+  for (std::size_t i = 0; i < count; ++i) fn(0, i);
+}
+
 BlockApReport BlockRefiner::Refine(int layer, const LayerWeights& fp, Activations& fp_in, std::span<W2Matrix* const> linears,
                                    std::span<const std::vector<float>* const> positions, std::vector<float>& att_gain,
                                    std::vector<float>& ffn_gain) {
@@ -53,24 +72,29 @@ BlockApReport BlockRefiner::Refine(int layer, const LayerWeights& fp, Activation
   const std::span<const std::vector<int>> sequences = sequences_;
   const BlockApOptions& options = options_;
   const std::size_t n = sequences.size();
-  // The seven matrices' updates between products (gradient, Adam step, dequantization) run side
-  // by side: one thread did them while the BLAS threads waited, 14% of the time on 2 cores.
-  ThreadPool& pool = pool_;
   SetGemmThreads(options.threads);
   Activations& q_in = q_in_;
-  std::vector<float>& y = y_;
-  std::vector<float>& dy = dy_;
+  const auto tokens_of = [&](std::size_t i) { return static_cast<int>(sequences[i].size()); };
   const auto start = std::chrono::steady_clock::now();
   BlockApReport report;
   report.layer = layer;
+  // Every sequence's figures are summed in sequence order, whichever thread computed them.
+  std::vector<double> per_sequence(n);
+  const auto sum = [&] { return std::accumulate(per_sequence.begin(), per_sequence.end(), 0.0); };
   double elements = 0;
   for (std::size_t i = 0; i < n; ++i) {
     target_[i].resize(fp_in[i].size());
-    LayerForward(c, fp, fp_in[i].data(), static_cast<int>(sequences[i].size()), target_[i].data());
-    for (float v : target_[i]) report.target_energy += double{v} * v;
     elements += static_cast<double>(target_[i].size());
   }
-  report.target_energy /= elements;
+  scratch_.resize(pool_.threads());
+  for (LayerActivations& a : scratch_) a.keep_probs = false;
+  ForEachSequence(n, [&](int thread, std::size_t i) {
+    LayerForward(c, fp, fp_in[i].data(), tokens_of(i), target_[i].data(), &scratch_[thread]);
+    double energy = 0;
+    for (float v : target_[i]) energy += double{v} * v;
+    per_sequence[i] = energy;
+  });
+  report.target_energy = sum() / elements;
   const Activations& target = target_;
 
   std::vector<TrainableW2> trainable;
@@ -86,50 +110,71 @@ BlockApReport BlockRefiner::Refine(int layer, const LayerWeights& fp, Activation
   LayerWeights w = WithLinears(fp, dense);
   w.rms_att = att_gain.data();
   w.rms_ffn = ffn_gain.data();
-  for (std::size_t i = 0; i < n; ++i) {
-    y.resize(q_in[i].size());
-    LayerForward(c, w, q_in[i].data(), static_cast<int>(sequences[i].size()), y.data());
-    report.error_before += SquaredError(y, target[i]);
-  }
-  report.error_before /= elements;
+  // The layer's output error over all sequences; q_out_ holds the outputs.
+  const auto output_error = [&] {
+    ForEachSequence(n, [&](int thread, std::size_t i) {
+      q_out_[i].resize(q_in[i].size());
+      LayerForward(c, w, q_in[i].data(), tokens_of(i), q_out_[i].data(), &scratch_[thread]);
+      per_sequence[i] = SquaredError(q_out_[i], target[i]);
+    });
+    return sum() / elements;
+  };
+  report.error_before = output_error();
 
   const bool train_norms = options.adam.norm_lr > 0;
-  LayerGradients grads(c, train_norms);
+  while (work_.size() < static_cast<std::size_t>(options.batch_sequences)) work_.emplace_back(c, train_norms);
   AdamState att_adam(c.dim), ffn_adam(c.dim);
-  LayerActivations saved;
-  std::vector<float>* grad_of[] = {&grads.wq, &grads.wk, &grads.wv, &grads.wo, &grads.w1, &grads.w2, &grads.w3};
+  const auto grad_of = [](LayerGradients& g, std::size_t m) {
+    std::vector<float>* of[] = {&g.wq, &g.wk, &g.wv, &g.wo, &g.w1, &g.w2, &g.w3};
+    return of[m];
+  };
   const std::size_t total_steps = (n + options.batch_sequences - 1) / options.batch_sequences * options.epochs;
   std::size_t step = 0;
   for (int epoch = 0; epoch < options.epochs; ++epoch) {
     std::shuffle(order_.begin(), order_.end(), rng_);
     double epoch_error = 0;
     for (std::size_t first = 0; first < n; first += options.batch_sequences) {
-      const std::size_t last = std::min(n, first + options.batch_sequences);
+      const std::size_t count = std::min(n, first + options.batch_sequences) - first;
       double batch_elements = 0;
-      for (std::size_t b = first; b < last; ++b) batch_elements += static_cast<double>(target[order_[b]].size());
-      grads.Zero();
-      for (std::size_t b = first; b < last; ++b) {
-        const std::size_t i = order_[b];
-        const int tokens = static_cast<int>(sequences[i].size());
-        y.resize(q_in[i].size());
-        dy.resize(q_in[i].size());
-        LayerForward(c, w, q_in[i].data(), tokens, y.data(), &saved);
-        const float k = static_cast<float>(2.0 / batch_elements);  // d/dy of the batch's mean squared error
-        for (std::size_t j = 0; j < y.size(); ++j) dy[j] = k * (y[j] - target[i][j]);
-        epoch_error += SquaredError(y, target[i]);
-        LayerBackward(c, w, saved, dy.data(), grads, nullptr);
-      }
+      for (std::size_t b = 0; b < count; ++b) batch_elements += static_cast<double>(target[order_[first + b]].size());
+      const float k = static_cast<float>(2.0 / batch_elements);  // d/dy of the batch's mean squared error
+      ForEachSequence(count, [&](int, std::size_t b) {
+        SequenceWork& s = work_[b];
+        const std::size_t i = order_[first + b];
+        s.y.resize(q_in[i].size());
+        s.dy.resize(q_in[i].size());
+        LayerForward(c, w, q_in[i].data(), tokens_of(i), s.y.data(), &s.saved);
+        for (std::size_t j = 0; j < s.y.size(); ++j) s.dy[j] = k * (s.y[j] - target[i][j]);
+        s.error = SquaredError(s.y, target[i]);
+        s.grads.Zero();
+        LayerBackward(c, w, s.saved, s.dy.data(), s.grads, nullptr);
+      });
+      for (std::size_t b = 0; b < count; ++b) epoch_error += work_[b].error;
       const float lr_factor = LrFactor(options.schedule, step++, total_steps);
-      pool.ParallelFor(static_cast<int64_t>(trainable.size()), [&](int64_t begin, int64_t end) {
+      // The seven matrices' updates (gradients summed over the batch in its order, gradient,
+      // Adam step, dequantization) run side by side.
+      pool_.ParallelFor(static_cast<int64_t>(trainable.size()), [&](int64_t begin, int64_t end) {
         for (int64_t m = begin; m < end; ++m) {
-          trainable[m].AccumulateGradient(*grad_of[m]);
+          std::vector<float>& g = *grad_of(work_[0].grads, m);
+          for (std::size_t b = 1; b < count; ++b) {
+            const std::vector<float>& more = *grad_of(work_[b].grads, m);
+            for (std::size_t j = 0; j < g.size(); ++j) g[j] += more[j];
+          }
+          trainable[m].AccumulateGradient(g);
           trainable[m].Step(options.adam, lr_factor);
           trainable[m].Dequantize(dense[m]);
         }
       });
       if (train_norms) {
-        att_adam.Step(att_gain, grads.rms_att, options.adam.norm_lr * lr_factor, options.adam);
-        ffn_adam.Step(ffn_gain, grads.rms_ffn, options.adam.norm_lr * lr_factor, options.adam);
+        LayerGradients& g = work_[0].grads;
+        for (std::size_t b = 1; b < count; ++b) {
+          for (int j = 0; j < c.dim; ++j) {
+            g.rms_att[j] += work_[b].grads.rms_att[j];
+            g.rms_ffn[j] += work_[b].grads.rms_ffn[j];
+          }
+        }
+        att_adam.Step(att_gain, g.rms_att, options.adam.norm_lr * lr_factor, options.adam);
+        ffn_adam.Step(ffn_gain, g.rms_ffn, options.adam.norm_lr * lr_factor, options.adam);
       }
     }
     report.epoch_error.push_back(epoch_error / elements);
@@ -150,14 +195,7 @@ BlockApReport BlockRefiner::Refine(int layer, const LayerWeights& fp, Activation
         DequantizeW2Row(out.view(), r, std::span<float>(dense[m].data() + static_cast<std::size_t>(r) * out.shape.cols, out.shape.cols));
       }
     }
-    double error = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-      y.resize(q_in[i].size());
-      LayerForward(c, w, q_in[i].data(), static_cast<int>(sequences[i].size()), y.data());
-      error += SquaredError(y, target[i]);
-      q_out_[i].swap(y);
-    }
-    return error / elements;
+    return output_error();
   };
   std::vector<W2Matrix> trained;
   for (const TrainableW2& t : trainable) trained.push_back(t.Export());

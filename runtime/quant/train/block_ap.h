@@ -19,6 +19,7 @@
 #include "runtime/model/model.h"
 #include "runtime/cpu/thread_pool.h"
 #include "runtime/model/packed_model.h"
+#include "runtime/quant/train/layer_backprop.h"
 #include "runtime/quant/train/trainable_w2.h"
 
 namespace accllm {
@@ -72,7 +73,20 @@ class BlockRefiner {
   std::mt19937_64 rng_;  // the order sequences are visited in, continued from layer to layer
   std::vector<std::size_t> order_;
   ThreadPool pool_;
-  std::vector<float> y_, dy_;
+  // One per sequence of a step: what its forward and backward pass need, and its gradients.
+  struct SequenceWork {
+    LayerActivations saved;
+    std::vector<float> y, dy;
+    LayerGradients grads;
+    double error = 0;
+    explicit SequenceWork(const LlamaConfig& c, bool norm_gains) : grads(c, norm_gains) {}
+  };
+  std::vector<SequenceWork> work_;
+  std::vector<LayerActivations> scratch_;  // one per thread, for forward passes alone
+  // Runs fn(thread, i) for i in [0, count): side by side, each on one thread with single-threaded
+  // products, when every thread has a sequence; otherwise one at a time on threaded products.
+  // `thread` < pool_.threads() is used by one call at a time.
+  void ForEachSequence(std::size_t count, const std::function<void(int, std::size_t)>& fn);
 };
 
 // The tokens' rows of an fp32 embedding (tokens x dim), and of a packed model's fp16 one.

@@ -6,6 +6,7 @@
 
 #include "runtime/common/hadamard.h"
 #include "runtime/common/nn_ops.h"
+#include "runtime/cpu/kernels.h"
 #include "runtime/quant/linalg.h"
 
 namespace accllm {
@@ -110,7 +111,12 @@ void LayerForward(const LlamaConfig& c, const LayerWeights& w, const float* x, i
   RopeRows(s.q.data(), T, D, c, false);
   RopeRows(s.k.data(), T, KV, c, false);
 
-  // each head: causal softmax of q k^T / sqrt(head_size), then the weighted sum of values
+  // each head: causal softmax of q k^T / sqrt(head_size), then the weighted sum of values (the
+  // CPU's own softmax kernel: every path gives nn_ops.h's Softmax bit for bit)
+  static const SoftmaxFn softmax = [] {
+    const absl::StatusOr<const CpuKernels*> kernels = SelectedKernels();
+    return kernels.ok() ? (*kernels)->softmax : &Softmax;
+  }();
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
   for (int h = 0; h < c.n_heads; ++h) {
     const int kvh = h / c.kv_mul();
@@ -118,7 +124,7 @@ void LayerForward(const LlamaConfig& c, const LayerWeights& w, const float* x, i
     Gemm(Trans::kNo, Trans::kYes, T, T, hs, scale, s.q.data() + h * hs, D, s.k.data() + kvh * hs, KV, 0.0f, p, T);
     for (int i = 0; i < T; ++i) {
       float* row = p + static_cast<std::size_t>(i) * T;
-      Softmax(row, i + 1);
+      softmax(row, i + 1);
       std::fill(row + i + 1, row + T, 0.0f);
     }
     Gemm(Trans::kNo, Trans::kNo, T, hs, T, 1.0f, p, T, s.v.data() + kvh * hs, KV, 0.0f, s.o.data() + h * hs, D);
