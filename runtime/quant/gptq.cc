@@ -57,10 +57,13 @@ absl::StatusOr<GptqHessian> PrepareGptqHessian(std::span<const double> gram, int
     if (d == 0.0) d = 1.0;
     d += options.damp * mean_diag;
   }
-  // GPTQ walks U, the upper Cholesky factor of H^-1 (H^-1 = U^T U), row by row. With J the
-  // order reversal, chol(J H J) = L gives H = V V^T with V = J L J upper, so U = V^-1: one
-  // Cholesky and one triangular inverse.
-  std::vector<float> reversed(h.size()), upper(h.size());
+  hessian.damping.resize(n);
+  for (int i = 0; i < n; ++i) {
+    const int j = hessian.order.empty() ? i : hessian.order[i];
+    hessian.damping[i] = static_cast<float>(h[static_cast<std::size_t>(i) * n + i] - gram[static_cast<std::size_t>(j) * n + j]);
+  }
+  // With J the order reversal, chol(J H J) = L gives H = V V^T with V = J L J upper.
+  std::vector<float> reversed(h.size()), factor(h.size());
   for (int i = 0; i < n; ++i) {
     for (int j = 0; j < n; ++j) {
       reversed[static_cast<std::size_t>(i) * n + j] = static_cast<float>(h[static_cast<std::size_t>(n - 1 - i) * n + (n - 1 - j)]);
@@ -68,10 +71,9 @@ absl::StatusOr<GptqHessian> PrepareGptqHessian(std::span<const double> gram, int
   }
   if (!CholeskyLower(reversed.data(), n)) return absl::FailedPreconditionError("GPTQ: the Hessian is not positive definite");
   for (int i = 0; i < n; ++i) {
-    for (int j = 0; j < n; ++j) upper[static_cast<std::size_t>(i) * n + j] = reversed[static_cast<std::size_t>(n - 1 - i) * n + (n - 1 - j)];
+    for (int j = 0; j < n; ++j) factor[static_cast<std::size_t>(i) * n + j] = reversed[static_cast<std::size_t>(n - 1 - i) * n + (n - 1 - j)];
   }
-  if (!InvertUpper(upper.data(), n)) return absl::FailedPreconditionError("GPTQ: the Hessian's factor is singular");
-  hessian.upper = std::move(upper);
+  hessian.factor = std::move(factor);
   return hessian;
 }
 
@@ -81,18 +83,19 @@ constexpr uint8_t kNoCode = 255;
 
 // Refits the group scales s of rows [r0, r0 + count) (zeros and codes fixed) to the least
 // (w - C s)^T H (w - C s) per row, where column g of C holds each code's level (W2Level) on group
-// g's kept columns: a G x G least-squares problem per row, A s = b with A = C^T H C, b = C^T H w.
-// A and b come from products over the whole tile: HW = W H, and per group g, V_g = C_g H_g (the
-// group's columns of C times its rows of H), A[k][g] = sum over k's columns of C V_g.
-// `codes` holds each weight's code (kNoCode for pruned ones), `w_in` the weights GPTQ saw. Since
-// (w - q)^T H (w - q) = w^T H w + s^T A s - 2 s^T b, each row's output error with the scales it
-// keeps comes free: into error[r] and its reference w^T H w into energy[r] (rows r0...).
-void RefitScales(W2Matrix& m, int r0, int count, std::span<const float> w_in, std::span<const uint8_t> codes,
-                 std::span<const W2GroupParams> params, const GptqHessian& hessian, std::span<double> error_out,
-                 std::span<double> energy_out) {
+// g's kept columns: a G x G least-squares problem per row, A s = b with A = C^T H C and
+// b = C^T H w = A s0 + C^T H d (s0 the scales GPTQ chose, d = w - C s0 its rounding errors).
+// A comes from products over the whole tile: per group g, V_g = C_g H_g (the group's columns of C
+// times its rows of H), A[k][g] = sum over k's columns of C V_g. `h_delta` holds H d per row
+// (count x n, column order) and `delta_error` d^T H d, GPTQ's own output error per row; `codes`
+// holds each weight's code (kNoCode for pruned ones). Each row's output error with the scales it
+// keeps goes into error[r] and its reference w^T H w into energy[r] (rows r0...).
+void RefitScales(W2Matrix& m, int r0, int count, std::span<const uint8_t> codes, std::span<const W2GroupParams> params,
+                 const GptqHessian& hessian, std::span<const float> h_delta, std::span<const double> delta_error,
+                 std::span<double> error_out, std::span<double> energy_out) {
   const int n = hessian.n, group = m.shape.group_size, groups = m.shape.groups();
   const auto at = [n](int r, int j) { return static_cast<std::size_t>(r) * n + j; };
-  std::vector<float> c(static_cast<std::size_t>(count) * n, 0.0f), hw(c.size()), v(c.size());
+  std::vector<float> c(static_cast<std::size_t>(count) * n, 0.0f), v(c.size());
   for (int r = 0; r < count; ++r) {
     for (int j = 0; j < n; ++j) {
       const uint8_t code = codes[at(r0 + r, j)];
@@ -100,11 +103,10 @@ void RefitScales(W2Matrix& m, int r0, int count, std::span<const float> w_in, st
     }
   }
   const float* h = hessian.gram.data();
-  Gemm(Trans::kNo, Trans::kNo, count, n, n, 1.0f, w_in.data() + at(r0, 0), n, h, n, 0.0f, hw.data(), n);
   const std::size_t gg = static_cast<std::size_t>(groups) * groups;
-  std::vector<double> a(count * gg), b(static_cast<std::size_t>(count) * groups, 0.0);
+  std::vector<double> a(count * gg), u(static_cast<std::size_t>(count) * groups, 0.0);
   // A is symmetric (so is H): for group g only the blocks k >= g, from V_g's columns from g's
-  // first one on, each mirrored. Half of the V products' work, a quarter of the refit's.
+  // first one on, each mirrored. Half of the V products' work.
   for (int g = 0; g < groups; ++g) {
     const int begin = g * group, width = std::min(n, begin + group) - begin;
     Gemm(Trans::kNo, Trans::kNo, count, n - begin, width, 1.0f, c.data() + begin, n,
@@ -116,37 +118,48 @@ void RefitScales(W2Matrix& m, int r0, int count, std::span<const float> w_in, st
         a[r * gg + static_cast<std::size_t>(k) * groups + g] = sum;
         a[r * gg + static_cast<std::size_t>(g) * groups + k] = sum;
       }
-      for (int i = begin; i < begin + width; ++i) b[static_cast<std::size_t>(r) * groups + g] += double{c[at(r, i)]} * hw[at(r, i)];
+      for (int i = begin; i < begin + width; ++i) u[static_cast<std::size_t>(r) * groups + g] += double{c[at(r, i)]} * h_delta[at(r, i)];
     }
   }
-  std::vector<double> chol(gg), s_new(groups), old_s(groups);
+  std::vector<double> chol(gg), b(groups), s_new(groups), old_s(groups);
   for (int r = 0; r < count; ++r) {
     const double* ar = a.data() + r * gg;
-    const double* br = b.data() + static_cast<std::size_t>(r) * groups;
+    const double* ur = u.data() + static_cast<std::size_t>(r) * groups;
     const W2GroupParams* pr = params.data() + static_cast<std::size_t>(r0 + r) * groups;
-    // The error, up to the constant w^T H w, for scales s.
-    const auto error = [&](std::span<const double> s) {
+    const auto quadratic = [&](std::span<const double> s) {  // s^T A s
       double e = 0;
       for (int g = 0; g < groups; ++g) {
         double as = 0;
         for (int k = 0; k < groups; ++k) as += ar[static_cast<std::size_t>(g) * groups + k] * s[k];
-        e += s[g] * as - 2 * s[g] * br[g];
+        e += s[g] * as;
       }
       return e;
     };
     for (int g = 0; g < groups; ++g) old_s[g] = pr[g].scale;
-    double energy = 0;
-    for (int j = 0; j < n; ++j) energy += double{w_in[at(r0 + r, j)]} * hw[at(r, j)];
-    const double old_error = error(old_s);
+    // w^T H w = s0^T A s0 + 2 s0^T C^T H d + d^T H d, and b = A s0 + C^T H d.
+    double s_u = 0;
+    for (int g = 0; g < groups; ++g) s_u += old_s[g] * ur[g];
+    const double energy = quadratic(old_s) + 2 * s_u + delta_error[r];
+    for (int g = 0; g < groups; ++g) {
+      double as = 0;
+      for (int k = 0; k < groups; ++k) as += ar[static_cast<std::size_t>(g) * groups + k] * old_s[k];
+      b[g] = as + ur[g];
+    }
+    // The output error for scales s: w^T H w + s^T A s - 2 s^T b.
+    const auto error = [&](std::span<const double> s) {
+      double sb = 0;
+      for (int g = 0; g < groups; ++g) sb += s[g] * b[g];
+      return energy + quadratic(s) - 2 * sb;
+    };
     energy_out[r0 + r] = energy;
-    error_out[r0 + r] = energy + old_error;
+    error_out[r0 + r] = delta_error[r];
     double trace = 0;
     for (int g = 0; g < groups; ++g) trace += ar[static_cast<std::size_t>(g) * groups + g];
     chol.assign(ar, ar + gg);
     for (int g = 0; g < groups; ++g) chol[static_cast<std::size_t>(g) * groups + g] += 1e-9 * trace / groups + 1e-30;
     if (!CholeskyLower(chol.data(), groups)) continue;
     // Solve L L^T s = b.
-    s_new.assign(br, br + groups);
+    s_new = b;
     for (int i = 0; i < groups; ++i) {
       for (int k = 0; k < i; ++k) s_new[i] -= chol[static_cast<std::size_t>(i) * groups + k] * s_new[k];
       s_new[i] /= chol[static_cast<std::size_t>(i) * groups + i];
@@ -164,8 +177,8 @@ void RefitScales(W2Matrix& m, int r0, int count, std::span<const float> w_in, st
     }
     if (!usable) continue;
     const double new_error = error(s_new);
-    if (new_error >= old_error) continue;
-    error_out[r0 + r] = energy + new_error;
+    if (new_error >= error(old_s)) continue;
+    error_out[r0 + r] = new_error;
     for (int g = 0; g < groups; ++g) SetW2Params(m, r0 + r, g, {static_cast<float>(s_new[g]), pr[g].zero});
   }
 }
@@ -218,21 +231,26 @@ absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape&
   W2Matrix m(shape);
   const bool static_groups = !hessian.order.empty();
   const auto column = [&](int i) { return static_groups ? hessian.order[i] : i; };
-  const int block = GptqBlock(shape.group_size);
+  const int block = GptqBlock(shape.group_size), group_size = shape.group_size;
   const bool refit = !hessian.gram.empty();
-  std::vector<uint8_t> codes(refit ? w.size() : 0, kNoCode);        // by column
-  std::vector<float> w_in(refit ? w.size() : 0);                     // by column, dead inputs zeroed
+  const float* v = hessian.factor.data();
+  const auto v_at = [&](int k, int i) { return v[static_cast<std::size_t>(k) * n + i]; };
+  std::vector<uint8_t> codes(refit ? w.size() : 0, kNoCode);  // by column
   std::vector<W2GroupParams> params(static_cast<std::size_t>(rows) * groups);
   std::vector<double> row_error(refit ? rows : 0), row_energy(refit ? rows : 0);
   const ScopedGemmThreads single_threaded_products(1);
   ForEachRowTile(rows, pool, [&](int r0, int count) {
-    std::vector<float> work(static_cast<std::size_t>(count) * n);  // in the order columns are quantized
-    std::vector<float> errors(static_cast<std::size_t>(count) * block);
-    std::vector<float> values, importance;
+    // In the order columns are quantized: the weights GPTQ starts from (dead inputs zeroed) and
+    // each one's rounding error d = w - q.
+    std::vector<float> start(static_cast<std::size_t>(count) * n), delta(start.size());
+    // Per row and column i of the block: the sum over the columns k rounded so far of V[k][i] d_k.
+    std::vector<float> sums(static_cast<std::size_t>(count) * block);
+    std::vector<float> v_delta(refit ? start.size() : 0);  // V^T d, each entry once its column is rounded
+    std::vector<float> values, importance, updated(group_size);
     const auto choose = [&](int r, int g, const auto& value_of) {
       values.clear();
       importance.clear();
-      for (int c = g * shape.group_size; c < std::min(n, (g + 1) * shape.group_size); ++c) {
+      for (int c = g * group_size; c < std::min(n, (g + 1) * group_size); ++c) {
         if (keep.empty() || keep[static_cast<std::size_t>(r) * n + c]) {
           values.push_back(static_cast<float>(value_of(c)));
           importance.push_back(hessian.importance[c]);
@@ -244,33 +262,49 @@ absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape&
     for (int t = 0; t < count; ++t) {
       const int r = r0 + t;
       const float* wr = w.data() + static_cast<std::size_t>(r) * n;
-      float* row = work.data() + static_cast<std::size_t>(t) * n;
+      float* row = start.data() + static_cast<std::size_t>(t) * n;
       for (int i = 0; i < n; ++i) row[i] = hessian.dead[column(i)] ? 0.0f : wr[column(i)];
-      if (refit) {
-        for (int j = 0; j < n; ++j) w_in[static_cast<std::size_t>(r) * n + j] = hessian.dead[j] ? 0.0f : wr[j];
-      }
       if (static_groups) {
         for (int g = 0; g < groups; ++g) choose(r, g, [&](int c) { return hessian.dead[c] ? 0.0f : wr[c]; });
       }
     }
     for (int b0 = 0; b0 < n; b0 += block) {
       const int b1 = std::min(n, b0 + block);
+      // The earlier blocks' share of the sums, in one product.
+      if (b0 == 0) {
+        std::fill(sums.begin(), sums.end(), 0.0f);
+      } else {
+        Gemm(Trans::kNo, Trans::kNo, count, b1 - b0, b0, 1.0f, delta.data(), n, v + b0, n, 0.0f, sums.data(), block);
+      }
       for (int t = 0; t < count; ++t) {
         const int r = r0 + t;
-        float* row = work.data() + static_cast<std::size_t>(t) * n;
-        float* row_errors = errors.data() + static_cast<std::size_t>(t) * block;
+        const float* w0 = start.data() + static_cast<std::size_t>(t) * n;
+        float* d = delta.data() + static_cast<std::size_t>(t) * n;
+        float* sum = sums.data() + static_cast<std::size_t>(t) * block - b0;  // sum[i], i in [b0, b1)
         const uint8_t* row_keep = keep.empty() ? nullptr : keep.data() + static_cast<std::size_t>(r) * n;
         for (int i = b0; i < b1; ++i) {
-          const int j = column(i), g = j / shape.group_size;
+          const int j = column(i), g = j / group_size;
+          if (!static_groups && j % group_size == 0) {
+            // Column order (i == j; blocks hold whole groups): the group's parameters come from its
+            // weights as the earlier columns' errors left them, w + V_gg^-T sum (forward
+            // substitution with the group's diagonal block of V, transposed).
+            const int width = std::min(n, i + group_size) - i;
+            for (int c = 0; c < width; ++c) updated[c] = sum[i + c];
+            for (int k = 0; k < width; ++k) {
+              updated[k] /= v_at(i + k, i + k);
+              for (int c = k + 1; c < width; ++c) updated[c] -= v_at(i + k, i + c) * updated[k];
+            }
+            for (int c = 0; c < width; ++c) updated[c] += w0[i + c];
+            choose(r, g, [&](int c) { return updated[c - i]; });
+          }
           const W2GroupParams& p = params[static_cast<std::size_t>(r) * groups + g];
-          // Column order: a group's parameters come from its weights as updated so far (i == j).
-          if (!static_groups && j % shape.group_size == 0) choose(r, g, [&](int c) { return row[c]; });
+          const float value = w0[i] + sum[i] / v_at(i, i);
           float quantized = 0.0f;
           float* position = positions.empty() ? nullptr : &positions[static_cast<std::size_t>(r) * n + j];
           if (position != nullptr) *position = 0.0f;
           if (row_keep == nullptr || row_keep[j]) {
-            const uint8_t code = QuantizeW2Value(row[i], p);
-            if (position != nullptr) *position = row[i] / p.scale;
+            const uint8_t code = QuantizeW2Value(value, p);
+            if (position != nullptr) *position = value / p.scale;
             if (refit) codes[static_cast<std::size_t>(r) * n + j] = code;
             quantized = DequantizeW2Value(code, p);
             if (shape.sparse24) {
@@ -281,20 +315,31 @@ absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape&
               SetW2Code(m, r, j, code);
             }
           }
-          const float* u = hessian.upper.data() + static_cast<std::size_t>(i) * n;
-          const float err = (row[i] - quantized) / u[i];
-          for (int k = i + 1; k < b1; ++k) row[k] -= err * u[k];
-          row[i] = quantized;
-          row_errors[i - b0] = err;
+          d[i] = w0[i] - quantized;
+          if (refit) v_delta[static_cast<std::size_t>(t) * n + i] = sum[i] + v_at(i, i) * d[i];
+          const float* v_row = v + static_cast<std::size_t>(i) * n;
+          for (int k = i + 1; k < b1; ++k) sum[k] += v_row[k] * d[i];
         }
       }
-      // work[:, b1:] -= errors (count x block) * U[b0:b1, b1:]
-      if (b1 < n) {
-        Gemm(Trans::kNo, Trans::kNo, count, n - b1, b1 - b0, -1.0f, errors.data(), block,
-             hessian.upper.data() + static_cast<std::size_t>(b0) * n + b1, n, 1.0f, work.data() + b1, n);
-      }
     }
-    if (refit) RefitScales(m, r0, count, w_in, codes, params, hessian, row_error, row_energy);
+    if (!refit) return;
+    // H d = V (V^T d) minus the damping's share, and d^T H d = |V^T d|^2 minus the same: GPTQ's own
+    // output error per row, in column order for the refit.
+    std::vector<float> h_delta(v_delta);
+    TimesUpperTransposed(count, n, v, h_delta.data());
+    std::vector<float> h_delta_by_column(h_delta.size());
+    std::vector<double> delta_error(count);
+    for (int t = 0; t < count; ++t) {
+      double e = 0;
+      for (int i = 0; i < n; ++i) {
+        const std::size_t ti = static_cast<std::size_t>(t) * n + i;
+        const double vd = v_delta[ti], dd = delta[ti];
+        e += vd * vd - double{hessian.damping[i]} * dd * dd;
+        h_delta_by_column[static_cast<std::size_t>(t) * n + column(i)] = h_delta[ti] - hessian.damping[i] * delta[ti];
+      }
+      delta_error[t] = e;
+    }
+    RefitScales(m, r0, count, codes, params, hessian, h_delta_by_column, delta_error, row_error, row_energy);
   });
   if (output_error != nullptr && refit) {
     double error = 0, energy = 0;

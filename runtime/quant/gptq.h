@@ -29,16 +29,28 @@ struct GptqOptions {
 };
 
 // What GPTQ needs of a layer's inputs, computed once for the layers that share them (q/k/v,
-// gate/up): the upper Cholesky factor of the damped inverse Hessian, row-major, and which inputs
-// never fire.
+// gate/up): the Cholesky factor of the damped Hessian and which inputs never fire.
+//
+// GPTQ is usually written with U, the upper Cholesky factor of H^-1, pushing each column's error
+// onto the later columns (right-looking). With V upper and H = V V^T (so U = V^-1) the same
+// algorithm reads the earlier columns' errors d_k = w_k - q_k instead: column i is rounded at
+//   w_i + (sum over k < i of V[k][i] d_k) / V[i][i],
+// and a group's columns, when its first is reached, stand at w + V_gg^-T (the same sums), V_gg
+// the group's diagonal block: the values the right-looking updates give them. One factorization,
+// no triangular inverse; and V^T d, which the sums build anyway, gives the output error
+// d^T H d = |V^T d|^2 and H d = V (V^T d) for the scale refit.
 struct GptqHessian {
   int n = 0;
-  std::vector<float> upper;  // in float, as GPTQ's reference keeps it: twice the speed of double products
+  // V (n x n, row-major, upper) in the order columns are quantized, in float as GPTQ's reference
+  // keeps its factor: twice the speed of double products.
+  std::vector<float> factor;
+  // What damping added to each diagonal entry of the Gram matrix (quantization order).
+  std::vector<float> damping;
   std::vector<uint8_t> dead;
   // sum of x_j^2: how much each input's error costs, which weighs the choice of a group's scale
   // (what llama.cpp's importance matrix does).
   std::vector<float> importance;
-  // act-order: the column quantized at step i (upper is in that order); empty: column order.
+  // act-order: the column quantized at step i (factor is in that order); empty: column order.
   std::vector<int> order;
   // With refit_scales: the Gram matrix in column order (n x n), without damping.
   std::vector<float> gram;

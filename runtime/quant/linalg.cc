@@ -14,7 +14,6 @@
 extern "C" {
 void dpotrf_(const char* uplo, const int* n, double* a, const int* lda, int* info);
 void spotrf_(const char* uplo, const int* n, float* a, const int* lda, int* info);
-void strtri_(const char* uplo, const char* diag, const int* n, float* a, const int* lda, int* info);
 }
 
 namespace accllm {
@@ -58,14 +57,8 @@ bool CholeskyLowerWith(Factor factor, T* a, int n) {
 bool CholeskyLower(double* a, int n) { return CholeskyLowerWith(dpotrf_, a, n); }
 bool CholeskyLower(float* a, int n) { return CholeskyLowerWith(spotrf_, a, n); }
 
-bool InvertUpper(float* a, int n) {
-  int info = 0;
-  strtri_("L", "N", &n, a, &n, &info);
-  if (info != 0) return false;
-  for (int i = 0; i < n; ++i) {
-    for (int j = 0; j < i; ++j) a[static_cast<std::size_t>(i) * n + j] = 0.0f;
-  }
-  return true;
+void TimesUpperTransposed(int m, int n, const float* u, float* b) {
+  cblas_strmm(CblasRowMajor, CblasRight, CblasUpper, CblasTrans, CblasNonUnit, m, n, 1.0f, u, n, b, n);
 }
 
 void SetGemmThreads(int threads) {

@@ -26,9 +26,9 @@ void GramLower(int n, int k, const float* a, int lda, float* c, int ldc);
 bool CholeskyLower(double* a, int n);
 bool CholeskyLower(float* a, int n);
 
-// In place, the inverse of an upper triangular n x n matrix (nonzero diagonal); the strict lower
-// triangle is set to zero. False if the matrix is singular.
-bool InvertUpper(float* a, int n);
+// B (m x n) := B U^T in place, for an upper triangular n x n U (its strict lower triangle is not
+// read): half the work of a general product.
+void TimesUpperTransposed(int m, int n, const float* u, float* b);
 
 // Threads the products may use (OpenBLAS's own pool); 0: one per hardware thread. Products called
 // from several threads at once need 1 here.
