@@ -20,6 +20,7 @@
 #include "runtime/quant/linalg.h"
 #include "runtime/common/hadamard.h"
 #include "tools/accllm/commands.h"
+#include "tools/accllm/heap_reuse.h"
 
 namespace accllm::cli {
 namespace {
@@ -114,6 +115,7 @@ int RunPipelineBench(const QuantizeBenchFlags& flags, LlamaConfig c) {
 }
 
 int RunQuantizeBench(const QuantizeBenchFlags& flags) {
+  ReuseFreedMemory();
   absl::StatusOr<LlamaConfig> config = ParseShape(flags.shape);
   if (!config.ok()) return ReportError(config.status());
   const LlamaConfig& c = *config;

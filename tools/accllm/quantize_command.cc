@@ -21,6 +21,7 @@
 #include "tools/accllm/calibration_text.h"
 #include "tools/accllm/commands.h"
 #include "tools/accllm/end_to_end_report.h"
+#include "tools/accllm/heap_reuse.h"
 
 namespace accllm::cli {
 namespace {
@@ -154,6 +155,7 @@ int RunQuantizeLayerByLayer(const QuantizeFlags& flags, const std::string& model
 }
 
 int RunQuantize(const QuantizeFlags& flags) {
+  ReuseFreedMemory();
   if (flags.rotate_ffn && !flags.rotate) return ReportError(absl::InvalidArgumentError("--rotate-ffn needs --rotate"));
   if (flags.act_order && flags.method != "gptq") return ReportError(absl::InvalidArgumentError("--act-order needs --method gptq"));
   if (flags.sequential && flags.method != "gptq") return ReportError(absl::InvalidArgumentError("--sequential needs --method gptq"));

@@ -11,6 +11,7 @@
 #include "tools/accllm/calibration_text.h"
 #include "tools/accllm/commands.h"
 #include "tools/accllm/end_to_end_report.h"
+#include "tools/accllm/heap_reuse.h"
 
 namespace accllm::cli {
 
@@ -34,6 +35,7 @@ struct RefineFlags {
 };
 
 int RunRefine(const RefineFlags& flags) {
+  ReuseFreedMemory();
   const std::string model_path = ResolveModelPath(flags.model);
   absl::StatusOr<std::unique_ptr<Model>> model = LoadModel(model_path);
   if (!model.ok()) return ReportError(model.status());
