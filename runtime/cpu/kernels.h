@@ -68,9 +68,11 @@ using SoftmaxFn = void (*)(float* x, int n);
 // h = silu(h) * h2, element by element, as nn_ops.h's SwiGlu.
 using SwiGluFn = void (*)(float* h, const float* h2, int n);
 
-// Sums `bytes` bytes (a multiple of 256) as 64-bit words with the widest loads the path has: the
+// Sums `bytes` bytes (a multiple of 256) as 64-bit words with the widest loads the path has,
+// prefetching kReadSumAhead bytes ahead as the W2 kernels prefetch their next row tile: the
 // memory read-bandwidth probe that speed is held against.
 using ReadSumFn = uint64_t (*)(const uint8_t* data, int64_t bytes);
+inline constexpr int64_t kReadSumAhead = 16384;  // a 4096-column row tile
 
 enum class CpuPath { kScalar, kAvx2, kAvx2Vnni, kAvx512, kAmx };
 inline constexpr CpuPath kAllCpuPaths[] = {CpuPath::kScalar, CpuPath::kAvx2, CpuPath::kAvx2Vnni, CpuPath::kAvx512,

@@ -76,6 +76,8 @@ void DenseHalf(const W2View& w, const A8Batch& x, int tile, int half, int t0, fl
     for (int j = 0; j < NT; ++j) dot[j][0] = dot[j][1] = _mm256_setzero_si256();
     const uint8_t* block = w.codes + (int64_t{tile} * subs_per_tile + int64_t{g} * subs_per_group) * kW2SubBlockBytes + 32 * half;
     for (int sb = 0; sb < subs_per_group; ++sb) {
+      // The next row tile, as kernels_avx512.cc's DenseTile does (the second half finds it cached).
+      if (half == 0) _mm_prefetch(reinterpret_cast<const char*>(block + (sb + subs_per_tile) * kW2SubBlockBytes), _MM_HINT_T1);
       const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + sb * kW2SubBlockBytes));
       const __m256i q0 = _mm256_and_si256(v, three);
       const __m256i q1 = _mm256_and_si256(_mm256_srli_epi16(v, 2), three);
@@ -226,6 +228,7 @@ void MatMulF32Avx2(const float* w, int cols, const float* x, int tokens, int64_t
 uint64_t ReadSumAvx2(const uint8_t* data, int64_t bytes) {
   __m256i sum[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
   for (int64_t i = 0; i < bytes; i += 128) {
+    for (int j = 0; j < 2; ++j) _mm_prefetch(reinterpret_cast<const char*>(data + i + kReadSumAhead + 64 * j), _MM_HINT_T1);
     for (int j = 0; j < 4; ++j) {
       sum[j] = _mm256_add_epi64(sum[j], _mm256_loadu_si256(reinterpret_cast<const __m256i*>(data + i + 32 * j)));
     }
