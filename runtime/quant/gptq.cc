@@ -85,8 +85,8 @@ constexpr uint8_t kNoCode = 255;
 // (w - C s)^T H (w - C s) per row, where column g of C holds each code's level (W2Level) on group
 // g's kept columns: a G x G least-squares problem per row, A s = b with A = C^T H C and
 // b = C^T H w = A s0 + C^T H d (s0 the scales GPTQ chose, d = w - C s0 its rounding errors).
-// A comes from products over the whole tile: per group g, V_g = C_g H_g (the group's columns of C
-// times its rows of H), A[k][g] = sum over k's columns of C V_g. `h_delta` holds H d per row
+// A comes from products over the whole tile: per group g, P_g = C_g H_g (the group's columns of C
+// times its rows of H), A[k][g] = sum over k's columns of C P_g. `h_delta` holds H d per row
 // (count x n, column order) and `delta_error` d^T H d, GPTQ's own output error per row; `codes`
 // holds each weight's code (kNoCode for pruned ones). Each row's output error with the scales it
 // keeps goes into error[r] and its reference w^T H w into energy[r] (rows r0...).
@@ -95,7 +95,7 @@ void RefitScales(W2Matrix& m, int r0, int count, std::span<const uint8_t> codes,
                  std::span<double> error_out, std::span<double> energy_out) {
   const int n = hessian.n, group = m.shape.group_size, groups = m.shape.groups();
   const auto at = [n](int r, int j) { return static_cast<std::size_t>(r) * n + j; };
-  std::vector<float> c(static_cast<std::size_t>(count) * n, 0.0f), v(c.size());
+  std::vector<float> c(static_cast<std::size_t>(count) * n, 0.0f), p(c.size());
   for (int r = 0; r < count; ++r) {
     for (int j = 0; j < n; ++j) {
       const uint8_t code = codes[at(r0 + r, j)];
@@ -105,16 +105,16 @@ void RefitScales(W2Matrix& m, int r0, int count, std::span<const uint8_t> codes,
   const float* h = hessian.gram.data();
   const std::size_t gg = static_cast<std::size_t>(groups) * groups;
   std::vector<double> a(count * gg), u(static_cast<std::size_t>(count) * groups, 0.0);
-  // A is symmetric (so is H): for group g only the blocks k >= g, from V_g's columns from g's
-  // first one on, each mirrored. Half of the V products' work.
+  // A is symmetric (so is H): for group g only the blocks k >= g, from P_g's columns from g's
+  // first one on, each mirrored. Half of the P products' work.
   for (int g = 0; g < groups; ++g) {
     const int begin = g * group, width = std::min(n, begin + group) - begin;
     Gemm(Trans::kNo, Trans::kNo, count, n - begin, width, 1.0f, c.data() + begin, n,
-         h + static_cast<std::size_t>(begin) * n + begin, n, 0.0f, v.data() + begin, n);
+         h + static_cast<std::size_t>(begin) * n + begin, n, 0.0f, p.data() + begin, n);
     for (int r = 0; r < count; ++r) {
       for (int k = g; k < groups; ++k) {
         double sum = 0;
-        for (int i = k * group; i < std::min(n, (k + 1) * group); ++i) sum += double{c[at(r, i)]} * v[at(r, i)];
+        for (int i = k * group; i < std::min(n, (k + 1) * group); ++i) sum += double{c[at(r, i)]} * p[at(r, i)];
         a[r * gg + static_cast<std::size_t>(k) * groups + g] = sum;
         a[r * gg + static_cast<std::size_t>(g) * groups + k] = sum;
       }
