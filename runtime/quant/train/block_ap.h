@@ -30,7 +30,8 @@ struct BlockApOptions {
   AdamOptions adam;
   LrSchedule schedule = LrSchedule::kCosine;
   uint64_t seed = 1;        // the order sequences are visited in
-  int threads = 0;          // matrix-product threads; 0: one per hardware thread
+  int threads = 0;          // 0: one per hardware thread; with at least as many sequences as
+                            // threads, a sequence per thread, else threaded matrix products
 };
 
 struct BlockApReport {
