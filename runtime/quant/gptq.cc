@@ -280,7 +280,7 @@ absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape&
         const int r = r0 + t;
         const float* w0 = start.data() + static_cast<std::size_t>(t) * n;
         float* d = delta.data() + static_cast<std::size_t>(t) * n;
-        float* sum = sums.data() + static_cast<std::size_t>(t) * block - b0;  // sum[i], i in [b0, b1)
+        float* sum = sums.data() + static_cast<std::size_t>(t) * block;  // column i's at sum[i - b0]
         const uint8_t* row_keep = keep.empty() ? nullptr : keep.data() + static_cast<std::size_t>(r) * n;
         for (int i = b0; i < b1; ++i) {
           const int j = column(i), g = j / group_size;
@@ -289,7 +289,7 @@ absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape&
             // weights as the earlier columns' errors left them, w + V_gg^-T sum (forward
             // substitution with the group's diagonal block of V, transposed).
             const int width = std::min(n, i + group_size) - i;
-            for (int c = 0; c < width; ++c) updated[c] = sum[i + c];
+            for (int c = 0; c < width; ++c) updated[c] = sum[i - b0 + c];
             for (int k = 0; k < width; ++k) {
               updated[k] /= v_at(i + k, i + k);
               for (int c = k + 1; c < width; ++c) updated[c] -= v_at(i + k, i + c) * updated[k];
@@ -298,7 +298,7 @@ absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape&
             choose(r, g, [&](int c) { return updated[c - i]; });
           }
           const W2GroupParams& p = params[static_cast<std::size_t>(r) * groups + g];
-          const float value = w0[i] + sum[i] / v_at(i, i);
+          const float value = w0[i] + sum[i - b0] / v_at(i, i);
           float quantized = 0.0f;
           float* position = positions.empty() ? nullptr : &positions[static_cast<std::size_t>(r) * n + j];
           if (position != nullptr) *position = 0.0f;
@@ -316,9 +316,9 @@ absl::StatusOr<W2Matrix> QuantizeW2Gptq(std::span<const float> w, const W2Shape&
             }
           }
           d[i] = w0[i] - quantized;
-          if (refit) v_delta[static_cast<std::size_t>(t) * n + i] = sum[i] + v_at(i, i) * d[i];
+          if (refit) v_delta[static_cast<std::size_t>(t) * n + i] = sum[i - b0] + v_at(i, i) * d[i];
           const float* v_row = v + static_cast<std::size_t>(i) * n;
-          for (int k = i + 1; k < b1; ++k) sum[k] += v_row[k] * d[i];
+          for (int k = i + 1; k < b1; ++k) sum[k - b0] += v_row[k] * d[i];
         }
       }
     }
