@@ -17,15 +17,28 @@
 namespace accllm {
 namespace {
 
-constexpr int kTileRows = 16;            // tokens per A/C tile
-constexpr int kTileBytes = 64;           // bytes per tile row (K = 64 activation bytes)
-constexpr int kMaxTokenTiles = 4;        // C tiles 0-3: up to 64 tokens share each B tile
-// Tile registers (GCC's tile intrinsics paste the number into the instruction: literals only):
-// 0-3 C for full token tiles, 4 C for the remainder, 5 A, 6 A for the remainder, 7 B.
+constexpr int kTileRows = 16;       // tokens per A/C tile
+constexpr int kTileBytes = 64;      // bytes per tile row (K = 64 activation bytes)
+constexpr int kMaxGroupSize = 1024;
+
+// Two ways through a row tile, by the step's size (measured on a 16-core Xeon, Llama-2-7B):
+// - narrow (decode batches of 16-32 tokens): one or two token tiles, software pipelined by a group
+//   (NarrowBlock); 1.1x the wide way's batch-16 decode;
+// - wide (prefill, larger batches): up to 64 tokens share each expanded group (WideBlock); 1.1x
+//   the narrow way's prefill.
+constexpr int kNarrowMaxTokens = 32;
+constexpr int kWideTokenTiles = 4;
+
+// Tile registers, narrow: C 0-3 (token tile t of group g in (g & 1) * 2 + t, so that a group's
+// products need not wait for the previous group's sums to be stored), A 4-5 by token tile, B 6-7
+// by K step (a load need not wait for the product still reading the register).
+// Wide: C 0-3 for full token tiles, 4 for the remainder; A 5, 6 for the remainder; B 7.
+// GCC pastes the number into the instruction: literals only, hence the switches below.
 constexpr int kRemainderC = 4, kRemainderA = 6;
 
-// The tile configuration (palette 1): C tiles 0-3 and A tile 5 are 16 rows; the remainder's C
-// (4) and A (6) tiles have `remainder` rows; B (7) is 16 rows of 64 bytes.
+// Palette 1, every tile 16 rows of 64 bytes, except (wide) the remainder's C and A tiles, which
+// have `remainder` rows. The narrow way reads whole 16-token A tiles: A8Batch keeps its codes
+// readable to a multiple of 16 tokens, and the rows past the step's tokens are never stored.
 struct alignas(64) TileConfig {
   uint8_t palette = 1;
   uint8_t start_row = 0;
@@ -40,13 +53,67 @@ void Configure(int remainder) {
     c.colsb[t] = kTileBytes;
     c.rows[t] = kTileRows;
   }
-  c.rows[kRemainderC] = c.rows[kRemainderA] = static_cast<uint8_t>(std::max(remainder, 1));
+  if (remainder > 0) c.rows[kRemainderC] = c.rows[kRemainderA] = static_cast<uint8_t>(remainder);
   _tile_loadconfig(&c);
 }
 
+void ZeroC(int c) {
+  switch (c) {
+    case 0: _tile_zero(0); break;
+    case 1: _tile_zero(1); break;
+    case 2: _tile_zero(2); break;
+    default: _tile_zero(3); break;
+  }
+}
+
+void StoreC(int c, int32_t* sums) {
+  switch (c) {
+    case 0: _tile_stored(0, sums, kTileBytes); break;
+    case 1: _tile_stored(1, sums, kTileBytes); break;
+    case 2: _tile_stored(2, sums, kTileBytes); break;
+    default: _tile_stored(3, sums, kTileBytes); break;
+  }
+}
+
+// C[c] += A[a] x B[b] for A in tile 4 + a_odd, B in tile 6 + b_odd, after loading them.
+void LoadB(int b_odd, const uint8_t* rows) {
+  if (b_odd) {
+    _tile_loadd(7, rows, kTileBytes);
+  } else {
+    _tile_loadd(6, rows, kTileBytes);
+  }
+}
+
+void LoadAndMultiply(int c, int a_odd, int b_odd, const int8_t* a, int64_t stride) {
+  if (a_odd) {
+    _tile_loadd(5, a, stride);
+  } else {
+    _tile_loadd(4, a, stride);
+  }
+  switch (c * 4 + a_odd * 2 + b_odd) {
+    case 0: _tile_dpbssd(0, 4, 6); break;
+    case 1: _tile_dpbssd(0, 4, 7); break;
+    case 2: _tile_dpbssd(0, 5, 6); break;
+    case 3: _tile_dpbssd(0, 5, 7); break;
+    case 4: _tile_dpbssd(1, 4, 6); break;
+    case 5: _tile_dpbssd(1, 4, 7); break;
+    case 6: _tile_dpbssd(1, 5, 6); break;
+    case 7: _tile_dpbssd(1, 5, 7); break;
+    case 8: _tile_dpbssd(2, 4, 6); break;
+    case 9: _tile_dpbssd(2, 4, 7); break;
+    case 10: _tile_dpbssd(2, 5, 6); break;
+    case 11: _tile_dpbssd(2, 5, 7); break;
+    case 12: _tile_dpbssd(3, 4, 6); break;
+    case 13: _tile_dpbssd(3, 4, 7); break;
+    case 14: _tile_dpbssd(3, 5, 6); break;
+    default: _tile_dpbssd(3, 5, 7); break;
+  }
+}
+
 // Group g's levels for the 16 rows of `tile`, as the 64-byte rows of the group's B tiles (one
-// tile of 16 rows per 64 columns).
-void ExpandGroup(const W2View& w, int tile, int g, uint8_t* b_rows) {
+// tile of 16 rows per 64 columns). With `prefetch`, the next row tile's group is fetched while
+// this one computes, as the AVX-512 kernels do: a decode batch waits on its weights.
+void ExpandGroup(const W2View& w, int tile, int g, bool prefetch, uint8_t* b_rows) {
   const W2Shape& s = w.shape;
   const int64_t pi = W2ParamIndex(tile * kW2RowTile, g, s.groups());
   const __m512i zero_bytes = _mm512_mullo_epi32(
@@ -55,8 +122,10 @@ void ExpandGroup(const W2View& w, int tile, int g, uint8_t* b_rows) {
   // shifts: no bit crosses into a byte's bits 1-2 from its neighbour), then masked with 6.
   const __m512i six = _mm512_set1_epi8(6);
   const int subs_per_group = s.group_size / kW2ColTile;
-  const uint8_t* first = w.codes + (int64_t{tile} * (s.cols_padded() / kW2ColTile) + int64_t{g} * subs_per_group) * kW2SubBlockBytes;
+  const int64_t subs_per_tile = s.cols_padded() / kW2ColTile;
+  const uint8_t* first = w.codes + (int64_t{tile} * subs_per_tile + int64_t{g} * subs_per_group) * kW2SubBlockBytes;
   for (int sb = 0; sb < subs_per_group; ++sb) {
+    if (prefetch) _mm_prefetch(reinterpret_cast<const char*>(first + (sb + subs_per_tile) * kW2SubBlockBytes), _MM_HINT_T1);
     const __m512i v = _mm512_loadu_si512(first + sb * kW2SubBlockBytes);
     const __m512i twice[4] = {_mm512_and_si512(_mm512_slli_epi16(v, 1), six), _mm512_and_si512(_mm512_srli_epi16(v, 1), six),
                               _mm512_and_si512(_mm512_srli_epi16(v, 3), six), _mm512_and_si512(_mm512_srli_epi16(v, 5), six)};
@@ -66,31 +135,74 @@ void ExpandGroup(const W2View& w, int tile, int g, uint8_t* b_rows) {
   }
 }
 
-// Adds one group's sums (tile `c`, `rows` tokens) into the float accumulators.
-inline void Epilogue(int c, int rows, __m512 scales, int32_t* sums, float* acc) {
-  switch (c) {  // the tile number must be a constant
-    case 0: _tile_stored(0, sums, kTileBytes); break;
-    case 1: _tile_stored(1, sums, kTileBytes); break;
-    case 2: _tile_stored(2, sums, kTileBytes); break;
-    case 3: _tile_stored(3, sums, kTileBytes); break;
-    default: _tile_stored(4, sums, kTileBytes); break;
-  }
+// Adds one group's sums (`rows` tokens of 16 rows each) into the float accumulators.
+inline void AddGroup(int rows, __m512 scales, const int32_t* sums, float* acc) {
   for (int m = 0; m < rows; ++m) {
     float* y = acc + m * kW2RowTile;
     _mm512_store_ps(y, _mm512_fmadd_ps(scales, _mm512_cvtepi32_ps(_mm512_load_si512(sums + m * kW2RowTile)), _mm512_load_ps(y)));
   }
 }
 
-// Tokens [t0, t0 + 16 * full + remainder) of one row tile.
-void TokenBlock(const W2View& w, const A8Batch& x, int tile, int t0, int full, int remainder, float* y, int64_t ldy) {
+__m512 GroupScales(const W2View& w, int tile, int g) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(
+      reinterpret_cast<const __m256i*>(w.scales + W2ParamIndex(tile * kW2RowTile, g, w.shape.groups()))));
+}
+
+// All `tokens` (at most 32) of one row tile, in one or two token tiles. Software pipelined by one
+// group: group g's products are issued, then group g - 1's sums (stored one group earlier: a tile
+// store does not forward to loads) are added, then group g's sums are stored. Every token's groups
+// still reach its accumulators in order, so the results are the other paths' bit for bit.
+void NarrowBlock(const W2View& w, const A8Batch& x, int tile, int tokens, float* y, int64_t ldy) {
+  constexpr int kMaxTokenTiles = kNarrowMaxTokens / kTileRows;
+  const W2Shape& s = w.shape;
+  const int token_tiles = (tokens + kTileRows - 1) / kTileRows;
+  const auto c_tile = [](int g, int t) { return (g & 1) * 2 + t; };
+  alignas(64) float acc[kMaxTokenTiles * kTileRows][kW2RowTile] = {};
+  // Each group's loads and the other group's stores are never a multiple of 4 KiB apart (the CPU
+  // would take them for the same address and hold the loads): each token tile's two sets of sums
+  // side by side, and the two sets of B rows side by side at the group's size.
+  alignas(64) int32_t sums[kMaxTokenTiles][2][kTileRows][kW2RowTile];
+  alignas(64) uint8_t b_rows[2 * kMaxGroupSize / 4][kTileBytes];
+  const int b_set_rows = s.group_size / 4;
+  const int64_t stride = x.cols_padded();
+  __m512 previous_scales = _mm512_setzero_ps();
+  for (int g = 0; g < s.groups(); ++g) {
+    const int set = g & 1;
+    ExpandGroup(w, tile, g, /*prefetch=*/true, b_rows[set * b_set_rows]);
+    for (int t = 0; t < token_tiles; ++t) ZeroC(c_tile(g, t));
+    for (int kk = 0; kk < s.group_size / kTileBytes; ++kk) {
+      LoadB(kk & 1, b_rows[set * b_set_rows + kTileRows * kk]);
+      const int col = g * s.group_size + kk * kTileBytes;
+      for (int t = 0; t < token_tiles; ++t) {
+        LoadAndMultiply(c_tile(g, t), t & 1, kk & 1, x.codes(kTileRows * t) + col, stride);
+      }
+    }
+    if (g > 0) {
+      for (int t = 0; t < token_tiles; ++t) AddGroup(kTileRows, previous_scales, &sums[t][set ^ 1][0][0], acc[kTileRows * t]);
+    }
+    for (int t = 0; t < token_tiles; ++t) StoreC(c_tile(g, t), &sums[t][set][0][0]);
+    previous_scales = GroupScales(w, tile, g);
+  }
+  const int last = (s.groups() - 1) & 1;
+  for (int t = 0; t < token_tiles; ++t) AddGroup(kTileRows, previous_scales, &sums[t][last][0][0], acc[kTileRows * t]);
+  const int valid = std::min(kW2RowTile, s.rows - tile * kW2RowTile);
+  const __mmask16 mask = valid >= 16 ? __mmask16(0xffff) : __mmask16((1u << valid) - 1);
+  for (int m = 0; m < tokens; ++m) {
+    _mm512_mask_storeu_ps(y + m * ldy + tile * kW2RowTile, mask, _mm512_mul_ps(_mm512_load_ps(acc[m]), _mm512_set1_ps(x.scale(m))));
+  }
+}
+
+// Tokens [t0, t0 + 16 * full + remainder) of one row tile (full <= 4): each group expanded once
+// for all of them.
+void WideBlock(const W2View& w, const A8Batch& x, int tile, int t0, int full, int remainder, float* y, int64_t ldy) {
   const W2Shape& s = w.shape;
   const int tokens = kTileRows * full + remainder;
-  alignas(64) float acc[kTileRows * (kMaxTokenTiles + 1)][kW2RowTile] = {};
+  alignas(64) float acc[kTileRows * (kWideTokenTiles + 1)][kW2RowTile] = {};
   alignas(64) int32_t sums[kTileRows][kW2RowTile];
-  alignas(64) uint8_t b_rows[1024 / 4][kTileBytes];  // group / 4 rows: up to group 1024
+  alignas(64) uint8_t b_rows[kMaxGroupSize / 4][kTileBytes];
   const int64_t stride = x.cols_padded();
   for (int g = 0; g < s.groups(); ++g) {
-    ExpandGroup(w, tile, g, &b_rows[0][0]);
+    ExpandGroup(w, tile, g, /*prefetch=*/false, &b_rows[0][0]);
     _tile_zero(0);
     _tile_zero(1);
     _tile_zero(2);
@@ -106,10 +218,15 @@ void TokenBlock(const W2View& w, const A8Batch& x, int tile, int t0, int full, i
       if (full > 3) { _tile_loadd(5, a(3), stride); _tile_dpbssd(3, 5, 7); }
       if (remainder > 0) { _tile_loadd(6, a(full), stride); _tile_dpbssd(4, 6, 7); }
     }
-    const __m512 scales = _mm512_cvtph_ps(
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.scales + W2ParamIndex(tile * kW2RowTile, g, s.groups()))));
-    for (int c = 0; c < full; ++c) Epilogue(c, kTileRows, scales, &sums[0][0], acc[kTileRows * c]);
-    if (remainder > 0) Epilogue(kRemainderC, remainder, scales, &sums[0][0], acc[kTileRows * full]);
+    const __m512 scales = GroupScales(w, tile, g);
+    for (int c = 0; c < full; ++c) {
+      StoreC(c, &sums[0][0]);
+      AddGroup(kTileRows, scales, &sums[0][0], acc[kTileRows * c]);
+    }
+    if (remainder > 0) {
+      _tile_stored(4, &sums[0][0], kTileBytes);
+      AddGroup(remainder, scales, &sums[0][0], acc[kTileRows * full]);
+    }
   }
   const int valid = std::min(kW2RowTile, s.rows - tile * kW2RowTile);
   const __mmask16 mask = valid >= 16 ? __mmask16(0xffff) : __mmask16((1u << valid) - 1);
@@ -124,18 +241,26 @@ void TokenBlock(const W2View& w, const A8Batch& x, int tile, int t0, int full, i
 // The table (kAmxKernels) is in kernels_avx512.cc: a constant aggregate, so that no code of this
 // file runs before the dispatcher has checked the CPU.
 void MatMulW2A8Amx(const W2View& w, const A8Batch& x, int tile_begin, int tile_end, float* y, int64_t ldy) {
-  // 2:4 layers, steps too small to fill a tile, and group sizes below a B tile stay on AVX-512.
-  if (w.shape.sparse24 || x.tokens() < kTileRows || w.shape.group_size % kTileBytes != 0) {
+  // 2:4 layers, steps too small to fill a tile, and group sizes below a B tile or above the
+  // buffers stay on AVX-512.
+  if (w.shape.sparse24 || x.tokens() < kTileRows || w.shape.group_size % kTileBytes != 0 ||
+      w.shape.group_size > kMaxGroupSize) {
     kAvx512Kernels.matmul_w2a8(w, x, tile_begin, tile_end, y, ldy);
     return;
   }
   const int n = x.tokens();
-  const int blocks = n / (kTileRows * kMaxTokenTiles);
-  const int rest = n - blocks * kTileRows * kMaxTokenTiles;
-  Configure(rest % kTileRows);
-  for (int tile = tile_begin; tile < tile_end; ++tile) {
-    for (int b = 0; b < blocks; ++b) TokenBlock(w, x, tile, b * kTileRows * kMaxTokenTiles, kMaxTokenTiles, 0, y, ldy);
-    if (rest > 0) TokenBlock(w, x, tile, blocks * kTileRows * kMaxTokenTiles, rest / kTileRows, rest % kTileRows, y, ldy);
+  if (n <= kNarrowMaxTokens) {
+    Configure(0);
+    for (int tile = tile_begin; tile < tile_end; ++tile) NarrowBlock(w, x, tile, n, y, ldy);
+  } else {
+    constexpr int kBlock = kTileRows * kWideTokenTiles;
+    const int blocks = n / kBlock;
+    const int rest = n - blocks * kBlock;
+    Configure(rest % kTileRows);
+    for (int tile = tile_begin; tile < tile_end; ++tile) {
+      for (int b = 0; b < blocks; ++b) WideBlock(w, x, tile, b * kBlock, kWideTokenTiles, 0, y, ldy);
+      if (rest > 0) WideBlock(w, x, tile, blocks * kBlock, rest / kTileRows, rest % kTileRows, y, ldy);
+    }
   }
   _tile_release();
 }

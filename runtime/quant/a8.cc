@@ -44,7 +44,7 @@ A8Batch::A8Batch(int cols_padded, int group_size, int capacity)
       group_size_(group_size),
       groups_(cols_padded / group_size),
       capacity_(capacity),
-      codes_(static_cast<std::size_t>(cols_padded) * capacity + 64),  // zeros; +64: SIMD over-read
+      codes_(static_cast<std::size_t>(cols_padded) * ReadableTokens(capacity) + 64),  // zeros; +64: SIMD over-read
       biased_codes_(codes_.size()),
       scales_(capacity, 0.0f),
       group_sums_(static_cast<std::size_t>(groups_) * capacity, 0) {

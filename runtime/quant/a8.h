@@ -14,6 +14,11 @@ namespace accllm {
 // kernels use to apply zero points once per group instead of once per weight.
 class A8Batch {
  public:
+  // Codes can be read for this many tokens (capacity rounded up to whole 16-token tiles: the AMX
+  // kernels load 16 tokens at a time and ignore those past tokens()).
+  static int ReadableTokens(int capacity) { return (capacity + 15) / 16 * 16; }
+
+
   A8Batch(int cols_padded, int group_size, int capacity);
 
   // Quantizes `x` (at most cols_padded values; the rest are zero) as token `t`.
