@@ -268,7 +268,7 @@ TEST(FpgaKernelTest, ElementwiseUnitsBitExact) {
     SwiGlu(a.data(), weight.data(), size);
     accllm_swiglu(b.data(), weight.data(), size);
     EXPECT_TRUE(SameBits(a, b));
-    for (int n : {2, 4, 8, 16, 32, 64, 128, 256}) {  // one pass of 1-3 stages up to three passes
+    for (int n : {2, 4, 8, 16, 32, 64, 128, 256}) {  // one pass of 1-4 stages up to two passes
       a = x;
       b = x;
       for (int v = 0; v < size / n; ++v) Hadamard(&a[v * n], n);

@@ -12,9 +12,10 @@ namespace accllm::hls {
 
 inline constexpr int kMaxDim = 16384;
 // Vectors the Hadamard unit rotates together (its loops run over all of them at once), and the
-// butterfly stages one of its passes over them takes.
+// butterfly stages one of its passes over them takes: four, so that a pass's deepest group of
+// values is one beat (16), and a head of 128 or an FFN block of 256 takes two passes, not three.
 inline constexpr int kHadamardBlock = 32;
-inline constexpr int kHadamardPassStages = 3;
+inline constexpr int kHadamardPassStages = 4;
 
 }  // namespace accllm::hls
 
