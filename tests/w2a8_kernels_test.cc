@@ -133,6 +133,23 @@ INSTANTIATE_TEST_SUITE_P(RandomShapes, W2A8KernelTest, ::testing::ValuesIn(Cases
 
 // Every grid the format has (zero points 0..6: one-sided, holding 0, symmetric about 0) is found
 // by the parameter search when a group lies on it, and round-trips exactly.
+// The AMX kernels load activations a whole 16-token tile at a time, past tokens(): those rows
+// must be memory of the batch (AddressSanitizer checks every byte read here).
+TEST(A8QuantizeTest, CodesAreReadableToWholeSixteenTokenTiles) {
+  for (int capacity : {1, 16, 21, 40}) {
+    A8Batch batch(256, 128, capacity);
+    const int readable = A8Batch::ReadableTokens(capacity);
+    EXPECT_EQ(readable % 16, 0);
+    EXPECT_GE(readable, capacity);
+    EXPECT_LT(readable, capacity + 16);
+    int64_t sum = 0;
+    for (int t = 0; t < readable; ++t) {
+      for (int c = 0; c < batch.cols_padded(); ++c) sum += batch.codes(t)[c];
+    }
+    EXPECT_EQ(sum, 0) << capacity;  // nothing quantized yet: all zero
+  }
+}
+
 // A8's scale is max |x| / 127 exactly (the integer-bits maximum gives the float maximum), for
 // widths that are and are not multiples of its 16 lanes, signed zeros and subnormals included;
 // codes round half to even and the padding is zero.
