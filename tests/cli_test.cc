@@ -228,6 +228,7 @@ TEST(CliTest, FpgaModelReportsContextsAndBatches) {
   EXPECT_THAT(r.out, HasSubstr("| AccLLM (paper, W2A8KV4, 2:4, Λ) | 164.0 |"));
   EXPECT_THAT(r.out, HasSubstr("Decode tokens/s on one card"));
   EXPECT_THAT(r.out, HasSubstr("from its 453 descriptors"));
+  EXPECT_THAT(r.out, HasSubstr("| RoPE + K/V rotation + KV4 write | 32 |"));
   EXPECT_THAT(r.out, HasSubstr("| 4096 |"));
   const RunResult bad = RunCli("fpga-model --contexts 128,x");
   EXPECT_NE(bad.exit_code, 0);

@@ -42,6 +42,15 @@ TEST(FpgaModelTest, TheSequencedStepsElementwiseWorkIsCounted) {
   EXPECT_EQ(b4.descriptors, b1.descriptors);
   EXPECT_GT(b4.elementwise_cycles, 3 * b1.elementwise_cycles);
   EXPECT_NEAR(b1.elementwise_ms, b1.elementwise_cycles / 225e3, 1e-9);
+  // By op: every descriptor counted once, the cycles adding up to the whole.
+  int64_t by_op = b1.sequencer_cycles, counted = 0;
+  for (const Estimate::OpCycles& c : b1.elementwise_by_op) {
+    by_op += c.cycles;
+    counted += c.descriptors;
+  }
+  EXPECT_EQ(by_op, b1.elementwise_cycles);
+  EXPECT_EQ(counted, b1.descriptors);
+  EXPECT_GT(b1.sequencer_cycles, 0);
   EXPECT_GT(b1.classifier_unit_cycles, int64_t{32000} * 4096 / 64);  // at most a beat of 64 weights per cycle
   EXPECT_NEAR(b1.step_ms, b1.linear_ms + b1.classifier_ms + b1.attention_ms + b1.elementwise_ms + 0.010, 1e-9);
   EXPECT_LT(b1.tokens_per_s, b1.hbm_roofline_tokens_per_s);

@@ -29,6 +29,7 @@ std::vector<LinearShape> Linears(const LlamaConfig& c) {
 
 struct SequencedStepCycles {
   int64_t elementwise = 0, classifier = 0, sequencer = 0, descriptors = 0;
+  std::vector<Estimate::OpCycles> by_op;
 };
 
 // A step of `tokens` tokens through the sequencer, `sink_tokens` of them with sink queries.
@@ -45,6 +46,10 @@ SequencedStepCycles SequencedCycles(const Workload& w, int tokens, int logit_row
   for (const hls::StepDescriptor& d : *program) {
     const DescriptorCycles c = CyclesOf(d, sink_tokens);
     cycles.elementwise += c.elementwise;
+    const auto op = static_cast<std::size_t>(d.op);
+    if (cycles.by_op.size() <= op) cycles.by_op.resize(op + 1);
+    ++cycles.by_op[op].descriptors;
+    cycles.by_op[op].cycles += c.elementwise;
     cycles.classifier += c.classifier;
   }
   cycles.descriptors = static_cast<int64_t>(program->size());
@@ -137,6 +142,8 @@ Estimate EstimateAccelerator(const U280Platform& p, const AcceleratorDesign& d, 
   const bool sinks = lambda.SinkEnd(std::max(0, w.context - 1)) > 0;
   const SequencedStepCycles decode = SequencedCycles(w, batch, batch, sinks ? batch : 0);
   e.elementwise_cycles = decode.elementwise + decode.sequencer;
+  e.elementwise_by_op = decode.by_op;
+  e.sequencer_cycles = decode.sequencer;
   e.classifier_unit_cycles = decode.classifier;
   e.descriptors = decode.descriptors;
   e.elementwise_ms = 1e3 * static_cast<double>(e.elementwise_cycles) / hz;

@@ -77,6 +77,13 @@ struct Estimate {
   int64_t elementwise_cycles = 0; // the element-wise units' and the sequencer's, as the C simulation counts them
   int64_t classifier_unit_cycles = 0;  // the classifier's, all units together (the C simulation's count)
   int64_t descriptors = 0;        // in the step's descriptor list
+  // `elementwise_cycles` by where they go: per descriptor op (indexed by hls::StepOp), and the
+  // sequencer's own reading and dispatching of the descriptors.
+  struct OpCycles {
+    int64_t descriptors = 0, cycles = 0;
+  };
+  std::vector<OpCycles> elementwise_by_op;
+  int64_t sequencer_cycles = 0;
   double step_ms = 0;
   double tokens_per_s = 0;        // decode, all cards together
   double hbm_roofline_tokens_per_s = 0;  // weights + KV at the full 460 GB/s, per card x cards

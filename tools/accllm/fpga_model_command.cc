@@ -1,15 +1,47 @@
 // accllm fpga-model: the estimated speed and power of the accelerator on a U280 for a model shape,
 // held against the published figures and the HBM roofline.
+#include <algorithm>
 #include <cstdio>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "fpga/device_limits.h"
+#include "fpga/kernels/sequencer.h"
 #include "fpga/model/perf_model.h"
 #include "tools/accllm/commands.h"
 
 namespace accllm::cli {
 namespace {
+
+const char* StepOpName(hls::StepOp op) {
+  switch (op) {
+    case hls::StepOp::kEmbed: return "embedding";
+    case hls::StepOp::kResidualNormA8: return "residual + RMSNorm + A8";
+    case hls::StepOp::kA8: return "A8";
+    case hls::StepOp::kW2A8: return "W2A8 (staging on its units)";
+    case hls::StepOp::kW8A8: return "W8 classifier";
+    case hls::StepOp::kF16: return "fp16 classifier";
+    case hls::StepOp::kRopeKvWrite: return "RoPE + K/V rotation + KV4 write";
+    case hls::StepOp::kAttention: return "attention (query and output rotations)";
+    case hls::StepOp::kSwiGlu: return "SwiGLU (+ FFN Hadamard)";
+    case hls::StepOp::kGatherRows: return "row gathers";
+  }
+  return "?";
+}
+
+// Where the element-wise units' time goes in a step: which descriptors to make faster first.
+void PrintElementwiseByOp(const fpga::Estimate& e) {
+  std::printf("\n| element-wise work (batch 1) | descriptors | cycles | share |\n|---|---:|---:|---:|\n");
+  const auto row = [&](const char* name, int64_t count, int64_t cycles) {
+    std::printf("| %s | %lld | %lld | %.1f%% |\n", name, static_cast<long long>(count), static_cast<long long>(cycles),
+                100.0 * static_cast<double>(cycles) / static_cast<double>(std::max<int64_t>(1, e.elementwise_cycles)));
+  };
+  for (std::size_t op = 0; op < e.elementwise_by_op.size(); ++op) {
+    const fpga::Estimate::OpCycles& c = e.elementwise_by_op[op];
+    if (c.cycles > 0) row(StepOpName(static_cast<hls::StepOp>(op)), c.descriptors, c.cycles);
+  }
+  row("the sequencer (reading, dispatching)", e.descriptors, e.sequencer_cycles);
+}
 
 struct FpgaModelFlags {
   std::string shape = "llama2-7b";
@@ -126,6 +158,7 @@ int Run(const FpgaModelFlags& f) {
               "(%.2f ms), the %s classifier %lld unit cycles in all (%.2f ms).\n",
               static_cast<long long>(one.descriptors), static_cast<long long>(one.elementwise_cycles), one.elementwise_ms,
               f.f16_classifier ? "fp16" : "W8", static_cast<long long>(one.classifier_unit_cycles), one.classifier_ms);
+  PrintElementwiseByOp(one);
   std::printf("\nPrefill of a %d-token prompt: %.1f tokens/s\n", f.context,
               fpga::EstimateAccelerator(platform, f.design, work).prefill_tokens_per_s);
   return 0;
