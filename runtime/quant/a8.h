@@ -18,7 +18,6 @@ class A8Batch {
   // kernels load 16 tokens at a time and ignore those past tokens()).
   static int ReadableTokens(int capacity) { return (capacity + 15) / 16 * 16; }
 
-
   A8Batch(int cols_padded, int group_size, int capacity);
 
   // Quantizes `x` (at most cols_padded values; the rest are zero) as token `t`.
