@@ -18,6 +18,7 @@ using ::accllm::testing::RequireModelFile;
 using ::accllm::testing::RequireSharedFile;
 using ::accllm::testing::ScratchDir;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 struct RunResult {
   int exit_code;
@@ -233,6 +234,26 @@ TEST(CliTest, FpgaModelReportsContextsAndBatches) {
   const RunResult bad = RunCli("fpga-model --contexts 128,x");
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_THAT(bad.err, HasSubstr("bad context 'x'"));
+}
+
+// Lists of sizes: a clear error before any run for what is not a list of positive integers;
+// --prefills 0 means no prefill runs.
+TEST(CliTest, BenchChecksItsListsFirst) {
+  const std::string tiny = "bench --shapes 'dim=64,ffn=160,layers=2,heads=4,vocab=300' --threads 1 ";
+  for (const auto& [flags, message] : {std::pair{"--batches 1,x --no-long", "bad batch size 'x'"},
+                                       {"--batches '' --no-long", "no batch size given"},
+                                       {"--batches 0 --no-long", "bad batch size '0'"},
+                                       {"--batches 1 --prefills 8,-8 --no-long", "bad prefill length '-8'"},
+                                       {"--batches 1 --prefills 0 --long-points 1024,2k", "bad long-run point '2k'"}}) {
+    const RunResult r = RunCli(tiny + flags);
+    EXPECT_NE(r.exit_code, 0) << flags;
+    EXPECT_THAT(r.err, HasSubstr(message)) << flags;
+    EXPECT_THAT(r.out, Not(HasSubstr("| decode batch"))) << flags;  // refused before running anything
+  }
+  const RunResult none = RunCli(tiny + "--batches 2 --prefills 0 --no-long");
+  ASSERT_EQ(none.exit_code, 0) << none.err;
+  EXPECT_THAT(none.out, HasSubstr("| decode batch 2 |"));
+  EXPECT_THAT(none.out, Not(HasSubstr("| prefill")));
 }
 
 TEST(CliTest, BenchProfilesEveryStage) {

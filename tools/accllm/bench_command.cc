@@ -17,6 +17,7 @@
 #include "runtime/eval/weight_variants.h"
 #include "runtime/model/synthesize.h"
 #include "tools/accllm/commands.h"
+#include "tools/accllm/int_list.h"
 
 namespace accllm::cli {
 namespace {
@@ -109,7 +110,7 @@ int64_t WeightBytesPerToken(const PackedContents& p, bool w8_classifier) {
 }
 
 struct BenchFlags;
-int RunLongSequence(const BenchFlags& flags);
+int RunLongSequence(const BenchFlags& flags, const std::vector<int64_t>& points);
 
 struct BenchFlags {
   std::string shapes = "llama2-7b,tinyllama-1.1b";
@@ -150,11 +151,9 @@ void PrintProfile(const std::vector<std::string>& rows) {
 }
 
 // Decodes one sequence far past its window: time per token and resident memory must not grow.
-int RunLongSequence(const BenchFlags& flags) {
+int RunLongSequence(const BenchFlags& flags, const std::vector<int64_t>& points) {
   absl::StatusOr<LlamaConfig> config = ParseShape(flags.long_shape);
   if (!config.ok()) return ReportError(config.status());
-  std::vector<int64_t> points;
-  for (absl::string_view p : absl::StrSplit(flags.long_points, ',', absl::SkipEmpty())) points.push_back(std::stoll(std::string(p)));
   const PackedContents packed = SynthesizePacked(*config, 2, flags.group_size, flags.sparse);
   CpuEngineOptions options;
   options.threads = flags.threads;
@@ -189,9 +188,16 @@ int RunLongSequence(const BenchFlags& flags) {
 }
 
 int RunBench(const BenchFlags& flags) {
-  std::vector<int> batches, prefills;
-  for (absl::string_view b : absl::StrSplit(flags.batches, ',', absl::SkipEmpty())) batches.push_back(std::stoi(std::string(b)));
-  for (absl::string_view p : absl::StrSplit(flags.prefills, ',', absl::SkipEmpty())) prefills.push_back(std::stoi(std::string(p)));
+  constexpr int64_t kMaxBatch = 1024, kMaxPrefill = 1 << 16;
+  absl::StatusOr<std::vector<int64_t>> batch_list = ParsePositiveList(flags.batches, "batch size", kMaxBatch);
+  if (!batch_list.ok()) return ReportError(batch_list.status());
+  absl::StatusOr<std::vector<int64_t>> prefill_list =
+      ParsePositiveList(flags.prefills, "prefill length", kMaxPrefill, /*zero_means_none=*/true);
+  if (!prefill_list.ok()) return ReportError(prefill_list.status());
+  const std::vector<int> batches(batch_list->begin(), batch_list->end()), prefills(prefill_list->begin(), prefill_list->end());
+  // Checked before any run, so that a typo does not surface after minutes of benchmarks.
+  absl::StatusOr<std::vector<int64_t>> long_points = ParsePositiveList(flags.long_points, "long-run point", int64_t{1} << 30);
+  if (flags.long_run && !long_points.ok()) return ReportError(long_points.status());
 
   // Named shapes are separated by commas; shapes spelled out (dim=...,ffn=...) by semicolons.
   const char separator = absl::StrContains(flags.shapes, '=') ? ';' : ',';
@@ -312,7 +318,7 @@ int RunBench(const BenchFlags& flags) {
     }
     PrintProfile(profile_rows);
   }
-  if (flags.long_run) return RunLongSequence(flags);
+  if (flags.long_run) return RunLongSequence(flags, *long_points);
   return 0;
 }
 
@@ -325,7 +331,7 @@ void AddBenchCommand(CLI::App& app, int* exit_code) {
                   "Shapes (see synth --shape): names separated by commas, or specs (dim=...,ffn=...) by semicolons")
       ->capture_default_str();
   cmd->add_option("--batches", flags->batches, "Decode batch sizes")->capture_default_str();
-  cmd->add_option("--prefills", flags->prefills, "Prefill lengths")->capture_default_str();
+  cmd->add_option("--prefills", flags->prefills, "Prefill lengths (0: none)")->capture_default_str();
   cmd->add_option("--threads", flags->threads, "Worker threads; 0 = one per hardware thread");
   cmd->add_flag("--pin-threads", flags->pin_threads, "Pin each thread to its own CPU, one per physical core first");
   cmd->add_option("--decode-steps", flags->decode_steps, "Decode steps to time per batch size; 0 = automatic");

@@ -9,6 +9,7 @@
 #include "fpga/kernels/sequencer.h"
 #include "fpga/model/perf_model.h"
 #include "tools/accllm/commands.h"
+#include "tools/accllm/int_list.h"
 
 namespace accllm::cli {
 namespace {
@@ -57,17 +58,12 @@ struct FpgaModelFlags {
   fpga::AcceleratorDesign design;
 };
 
+// The batch sizes, card counts and contexts the tables are made for.
 absl::StatusOr<std::vector<int>> ParseList(const std::string& text, const char* what) {
-  std::vector<int> out;
-  for (absl::string_view item : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
-    int v = 0;
-    if (!absl::SimpleAtoi(item, &v) || v < 1) {
-      return absl::InvalidArgumentError(absl::StrCat("bad ", what, " '", std::string(item), "': want positive integers"));
-    }
-    out.push_back(v);
-  }
-  if (out.empty()) return absl::InvalidArgumentError(absl::StrCat("no ", what, " given"));
-  return out;
+  constexpr int64_t kMax = 1 << 20;
+  absl::StatusOr<std::vector<int64_t>> values = ParsePositiveList(text, what, kMax);
+  if (!values.ok()) return values.status();
+  return std::vector<int>(values->begin(), values->end());
 }
 
 int Run(const FpgaModelFlags& f) {
