@@ -250,6 +250,9 @@ TEST(CliTest, BenchChecksItsListsFirst) {
     EXPECT_THAT(r.err, HasSubstr(message)) << flags;
     EXPECT_THAT(r.out, Not(HasSubstr("| decode batch"))) << flags;  // refused before running anything
   }
+  const RunResult no_shape = RunCli("bench --shapes '' --batches 1 --no-long");
+  EXPECT_NE(no_shape.exit_code, 0);
+  EXPECT_THAT(no_shape.err, HasSubstr("no shape given"));
   const RunResult none = RunCli(tiny + "--batches 2 --prefills 0 --no-long");
   ASSERT_EQ(none.exit_code, 0) << none.err;
   EXPECT_THAT(none.out, HasSubstr("| decode batch 2 |"));

@@ -201,7 +201,9 @@ int RunBench(const BenchFlags& flags) {
 
   // Named shapes are separated by commas; shapes spelled out (dim=...,ffn=...) by semicolons.
   const char separator = absl::StrContains(flags.shapes, '=') ? ';' : ',';
-  for (absl::string_view shape_name : absl::StrSplit(flags.shapes, separator, absl::SkipEmpty())) {
+  const std::vector<std::string> shape_names = absl::StrSplit(flags.shapes, separator, absl::SkipWhitespace());
+  if (shape_names.empty() && !flags.long_run) return ReportError(absl::InvalidArgumentError("no shape given"));
+  for (const std::string& shape_name : shape_names) {
     absl::StatusOr<LlamaConfig> config = ParseShape(std::string(shape_name));
     if (!config.ok()) return ReportError(config.status());
     const auto build_start = Clock::now();
