@@ -75,7 +75,7 @@ void StoreC(int c, int32_t* sums) {
   }
 }
 
-// C[c] += A[a] x B[b] for A in tile 4 + a_odd, B in tile 6 + b_odd, after loading them.
+// B tile 6 + b_odd from 16 rows of 64 bytes.
 void LoadB(int b_odd, const uint8_t* rows) {
   if (b_odd) {
     _tile_loadd(7, rows, kTileBytes);
@@ -84,6 +84,7 @@ void LoadB(int b_odd, const uint8_t* rows) {
   }
 }
 
+// A tile 4 + a_odd from 16 tokens' rows at `a`, then C tile c += A x B tile 6 + b_odd.
 void LoadAndMultiply(int c, int a_odd, int b_odd, const int8_t* a, int64_t stride) {
   if (a_odd) {
     _tile_loadd(5, a, stride);
