@@ -204,7 +204,7 @@ int RunBench(const BenchFlags& flags) {
   const std::vector<std::string> shape_names = absl::StrSplit(flags.shapes, separator, absl::SkipWhitespace());
   if (shape_names.empty() && !flags.long_run) return ReportError(absl::InvalidArgumentError("no shape given"));
   for (const std::string& shape_name : shape_names) {
-    absl::StatusOr<LlamaConfig> config = ParseShape(std::string(shape_name));
+    absl::StatusOr<LlamaConfig> config = ParseShape(shape_name);
     if (!config.ok()) return ReportError(config.status());
     const auto build_start = Clock::now();
     const PackedContents packed = SynthesizePacked(*config, 1, flags.group_size, flags.sparse);
@@ -230,7 +230,7 @@ int RunBench(const BenchFlags& flags) {
     const auto measure_bandwidth = [&] { return ReadBandwidth(bandwidth_pool, e.kernels(), int64_t{1} << 30, 3); };
     double bandwidth = measure_bandwidth();
     std::printf("\n## %s (%s%s, group %d): %.2f GB of weights read per decode step, KV pool %.2f GB\n",
-                std::string(shape_name).c_str(), flags.sparse ? "W2 2:4" : "W2 dense", ", A8, KV4", flags.group_size,
+                shape_name.c_str(), flags.sparse ? "W2 2:4" : "W2 dense", ", A8, KV4", flags.group_size,
                 weight_bytes / 1e9, e.kv_bytes() / 1e9);
     std::printf("engine %s; synthesized in %.1f s; read bandwidth (same run, %d threads, best of 5) %.1f GB/s; "
                 "bandwidth roofline %.1f tokens/s at batch 1\n",
