@@ -17,7 +17,7 @@ constexpr int kSwiGluSegment = 512;    // as the CPU engine cuts a token's hidde
 
 class ProgramBuilder {
  public:
-  ProgramBuilder(const StepPlan& plan, const StepBuffers& b, const WeightAddresses& addresses, int units)
+  ProgramBuilder(const StepPlan& plan, const StepBuffers& b, const WeightAddresses& addresses, CardUnits units)
       : plan_(plan), w_(*plan.weights), c_(w_.config), b_(b), address_(addresses.of), stripe_table_(addresses.stripe_table),
         w8_stripe_table_(addresses.w8_stripe_table), units_(units),
         n_(static_cast<int>(plan.tokens.size())) {}
@@ -57,6 +57,7 @@ class ProgramBuilder {
       attention.n[2] = plan_.rotate_kv ? 1 : 0;
       attention.n[3] = static_cast<int32_t>(plan_.attention->run_start.size());
       attention.n[4] = static_cast<int32_t>(layer_vectors);
+      attention.n[5] = units_.attention;
       attention.f = c_.rope_theta;
       attention.p[0] = b_.q;
       attention.p[1] = b_.q_raw;
@@ -184,7 +185,7 @@ class ProgramBuilder {
     d.n[2] = w.shape.group_size;
     d.n[3] = w.shape.sparse24 ? 1 : 0;
     d.n[4] = o.ldy;
-    d.n[5] = units_;
+    d.n[5] = units_.w2a8;
     d.p[0] = stripe_table_(w);
     d.p[1] = b_.a8_codes;
     d.p[2] = b_.a8_group_sums;
@@ -214,7 +215,7 @@ class ProgramBuilder {
       d.n[1] = w.shape.cols_padded();
       d.n[2] = w.shape.group_size;
       d.n[3] = c_.vocab_size;
-      d.n[4] = units_;
+      d.n[4] = units_.w2a8;
       d.p[0] = w8_stripe_table_(w);
       d.p[1] = b_.a8_codes;
       d.p[2] = b_.a8_scales;
@@ -242,7 +243,7 @@ class ProgramBuilder {
   const std::function<uint64_t(const void*)>& address_;
   const std::function<uint64_t(const W2View&)>& stripe_table_;
   const std::function<uint64_t(const W8View&)>& w8_stripe_table_;
-  const int units_;
+  const CardUnits units_;
   const int n_;
   std::vector<StepDescriptor> program_;
 };
@@ -250,8 +251,16 @@ class ProgramBuilder {
 }  // namespace
 
 absl::StatusOr<std::vector<hls::StepDescriptor>> BuildStepProgram(const StepPlan& plan, const StepBuffers& buffers,
-                                                                  const WeightAddresses& weights, int w2a8_units) {
-  return ProgramBuilder(plan, buffers, weights, w2a8_units).Build();
+                                                                  const WeightAddresses& weights, CardUnits units) {
+  return ProgramBuilder(plan, buffers, weights, units).Build();
+}
+
+hls::StepDescriptor StopDescriptor(CardUnits units) {
+  hls::StepDescriptor d;
+  d.op = hls::StepOp::kStop;
+  d.n[0] = units.w2a8;
+  d.n[1] = units.attention;
+  return d;
 }
 
 }  // namespace accllm::fpga

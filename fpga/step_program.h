@@ -31,16 +31,26 @@ struct StepBuffers {
 
 // Where the weights are on the device: the address of a host-side buffer's copy (norm weights,
 // the embedding, the fp16 classifier), of a W2 layer's stripe table (see sequencer.h, kW2A8) and
-// of the W8 classifier's (kW8A8), for `units` compute units.
+// of the W8 classifier's (kW8A8), for the card's W2A8 units.
 struct WeightAddresses {
   std::function<uint64_t(const void* host)> of;
   std::function<uint64_t(const W2View& layer)> stripe_table;
   std::function<uint64_t(const W8View& classifier)> w8_stripe_table;
 };
 
+// The compute units of the card the list is for: each chain's length (fpga/kernels/unit_chain.h).
+struct CardUnits {
+  int w2a8 = 24;
+  int attention = 2;
+};
+
 // INVALID_ARGUMENT for what the sequencer's units cannot run: linear layers that are not W2, an
 // fp32 embedding or classifier, an FFN Hadamard block wider than the Hadamard unit.
 absl::StatusOr<std::vector<hls::StepDescriptor>> BuildStepProgram(const StepPlan& plan, const StepBuffers& buffers,
-                                                                  const WeightAddresses& weights, int w2a8_units);
+                                                                  const WeightAddresses& weights, CardUnits units);
+
+// The one-descriptor program that stops the card's unit chains (and the sequencer) before the
+// card is closed.
+hls::StepDescriptor StopDescriptor(CardUnits units);
 
 }  // namespace accllm::fpga

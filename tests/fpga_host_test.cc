@@ -5,9 +5,11 @@
 #include <cstdlib>
 #include <filesystem>
 #include <random>
+#include <set>
 
 #include <experimental/xrt_xclbin.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "fpga/host/kernel_signatures.h"
 #include "fpga/host/link_config_check.h"
@@ -17,6 +19,7 @@
 #include "fpga/host/xrt_card.h"
 #include "fpga/kernels/cycle_count.h"
 #include "fpga/kernels/kv4_attention.h"
+#include "fpga/kernels/step_descriptor.h"
 #include "fpga/kernels/w2a8_engine.h"
 #include "fpga/model/perf_model.h"
 #include "fpga/model/unit_cycles.h"
@@ -128,15 +131,68 @@ TEST(LinkConfigTest, ShippedConfigurationIsGeneratedAndLinkable) {
   }
   const std::map<int, int> masters = HbmPortMasters(design);
   for (int port = 0; port < 24; ++port) EXPECT_EQ(masters.at(port), 1) << "weight channel " << port;
-  // The shared channels: each W2A8 unit's activation master, each attention unit's, the sequencer's.
+  // The shared channels: each W2A8 unit's shared master, each attention unit's, the sequencer's two
+  // (its program; its element-wise units' buffers).
   int shared = 0;
   for (int port = 24; port < 28; ++port) {
     EXPECT_LE(masters.at(port), 7) << "shared channel " << port;
     shared += masters.at(port);
   }
-  EXPECT_EQ(shared, 24 + 2 + 1);
-  // Both attention units on every KV channel: the cache is striped over all four.
-  for (int port = 28; port < 32; ++port) EXPECT_EQ(masters.at(port), 2) << "KV channel " << port;
+  EXPECT_EQ(shared, 24 + 2 + 2);
+  // Both attention units and the sequencer (its KV4 writes) on every KV channel: the cache is
+  // striped over all four.
+  for (int port = 28; port < 32; ++port) EXPECT_EQ(masters.at(port), 3) << "KV channel " << port;
+
+  // Each chain leaves the sequencer, passes every unit of its kind once, and returns.
+  for (const auto& [kernel, prefix, units] : {std::tuple{"accllm_w2a8", "w2a8", 24},
+                                              std::tuple{"accllm_kv4_attention", "attention", 2}}) {
+    for (const auto& [out, in, back] : {std::tuple{"_commands", "commands_in", "_returned"},
+                                        std::tuple{"_seed", "done_in", "_done"}}) {
+      std::string unit = "accllm_sequencer_1", port = std::string(prefix) + out;
+      std::set<std::string> visited;
+      for (int hop = 0; hop <= units; ++hop) {
+        const auto next = std::find_if(design.streams.begin(), design.streams.end(), [&](const StreamConnection& c) {
+          return c.from_unit == unit && c.from_port == port;
+        });
+        ASSERT_NE(next, design.streams.end()) << unit << "." << port;
+        unit = next->to_unit;
+        if (hop < units) {
+          EXPECT_EQ(next->to_port, in);
+          EXPECT_TRUE(absl::StartsWith(unit, kernel)) << unit;
+          EXPECT_TRUE(visited.insert(unit).second) << unit;
+          port = std::string(in) == "commands_in" ? "commands_out" : "done_out";
+        } else {
+          EXPECT_EQ(unit, "accllm_sequencer_1");
+          EXPECT_EQ(next->to_port, std::string(prefix) + back);
+        }
+      }
+    }
+  }
+}
+
+// The unit chains' streams: each connected once, output to input, of one width.
+TEST(LinkConfigTest, StreamsAreConnectedOnceAndMatch) {
+  const std::string shipped = ReadFile(fs::path(ACCLLM_SOURCE_DIR) / "fpga/build/u280.cfg");
+  const auto check = [](const std::string& cfg) -> absl::Status {
+    absl::StatusOr<XclbinDesign> design = ParseLinkConfig(cfg);
+    return design.ok() ? CheckU280LinkConfig(*design) : design.status();
+  };
+  const std::string line = "sc=accllm_w2a8_3.done_out:accllm_w2a8_4.done_in\n";
+  ASSERT_NE(shipped.find(line), std::string::npos);
+  std::string missing = shipped;
+  missing.erase(missing.find(line), line.size());
+  EXPECT_THAT(check(missing).message(), HasSubstr("accllm_w2a8_3.done_out is not connected (sc=)"));
+  EXPECT_THAT(check(shipped + line).message(), HasSubstr("connected more than once"));
+  EXPECT_THAT(check(shipped + "sc=accllm_w2a8_4.done_in:accllm_w2a8_3.done_out\n").message(),
+              HasSubstr("has no output stream 'done_in'"));
+  EXPECT_THAT(check(shipped + "sc=accllm_w2a8_4.weights:accllm_w2a8_3.done_in\n").message(),
+              HasSubstr("has no output stream 'weights'"));
+  EXPECT_THAT(check(shipped + "sc=accllm_w2a8_4.done_out\n").message(), HasSubstr("bad sc="));
+  std::string crossed = missing;
+  const std::string seed = "sc=accllm_sequencer_1.w2a8_seed:accllm_w2a8_1.done_in\n";
+  crossed.erase(crossed.find(seed), seed.size());
+  EXPECT_THAT(check(crossed + "sc=accllm_w2a8_3.commands_out:accllm_w2a8_4.done_in\n").message(),
+              HasSubstr("sends "));
 }
 
 TEST(LinkConfigTest, RefusesWhatVppOrTheCardWouldNot) {
@@ -197,9 +253,10 @@ TEST(StripePlanTest, StripesReproduceTheLayer) {
     EXPECT_EQ(plan.back().tile_end, shape.row_tiles());
     for (const Stripe& st : plan) {
       std::vector<float> out(3 * st.rows);
-      accllm_w2a8(reinterpret_cast<const hls::Beat*>(v.codes + st.code_offset), nullptr, v.scales + st.param_offset,
-                  v.zeros + st.param_offset, x.codes(0), x.group_sums(0), x.scales(), out.data(), st.rows,
-                  shape.cols_padded(), shape.group_size, 0, 3, st.rows, 0, st.tile_end - st.tile_begin);
+      hls::W2A8Engine<hls::kW2A8TokenLanes>(reinterpret_cast<const hls::Beat*>(v.codes + st.code_offset), nullptr,
+                                            v.scales + st.param_offset, v.zeros + st.param_offset, x.codes(0),
+                                            x.group_sums(0), x.scales(), out.data(), st.rows, shape.cols_padded(),
+                                            shape.group_size, 0, 3, st.rows, 0, st.tile_end - st.tile_begin);
       for (int t = 0; t < 3; ++t) std::copy_n(&out[t * st.rows], st.rows, &got[t * rows + st.row0]);
     }
     EXPECT_EQ(got, expected) << rows << "x" << cols << " over " << units;
@@ -214,10 +271,10 @@ TEST(XrtCardTest, OpensLoadsAndPlacesBuffersByConnectivity) {
   EXPECT_EQ((*card)->platform(), "xilinx_u280_gen3x16_xdma_1_202211_1");
   // Unit i's weights sit in HBM[i], its activations and outputs in the shared HBM[24].
   for (int unit : {0, 5, 23}) {
-    EXPECT_EQ((*card)->BankOf(unit, kW2A8Codes), unit);
-    EXPECT_EQ((*card)->BankOf(unit, kW2A8Scales), unit);
-    EXPECT_EQ((*card)->BankOf(unit, kW2A8Activations), 24);
-    EXPECT_EQ((*card)->BankOf(unit, kW2A8Out), 24);
+    EXPECT_EQ((*card)->BankOf(unit, kW2A8Weights), unit);
+    EXPECT_EQ((*card)->BankOf(unit, kW2A8WeightHalves), unit);
+    EXPECT_EQ((*card)->BankOf(unit, kW2A8SharedCodes), 24);
+    EXPECT_EQ((*card)->BankOf(unit, kW2A8SharedFloats), 24);
   }
   // The KV cache over the four KV pseudo-channels.
   for (int c = 0; c < 4; ++c) EXPECT_EQ((*card)->KvBankOf(c), 28 + c);
@@ -293,9 +350,10 @@ TEST(XrtBackendTest, GeneratesTheCpuEnginesTokensThroughXrt) {
   ASSERT_TRUE(on_cpu.ok());
   EXPECT_EQ(on_card->generated_ids, on_cpu->generated_ids);
   // One sequencer start per step (1 prefill + 59 decode steps), each running the whole forward
-  // pass on the card; the host starts no unit itself.
+  // pass on the card; the 24 W2A8 and 2 attention units are started once, at the first step, and
+  // serve the sequencer's commands from then on.
   EXPECT_EQ(::accllm::testing::NoopComputedSequencerRuns() - steps_before, 60);
-  EXPECT_EQ(::accllm::testing::NoopComputedRuns() - unit_starts_before, 0);
+  EXPECT_EQ(::accllm::testing::NoopComputedRuns() - unit_starts_before, 26);
   // The same logits as the CPU engine, bit for bit, past the window (sinks included).
   std::vector<int> tokens(80);
   for (int i = 0; i < 80; ++i) tokens[i] = 1 + (i * 37) % 500;
@@ -452,50 +510,48 @@ TEST(XrtBackendTest, AFaultingRunIsAStepError) {
   EXPECT_TRUE((*card)->Prefill(again, prompt, logits).ok());
 }
 
-// On a card (and here) data written to a buffer reaches the device only through sync: a run over
-// activations that were written but not synced sees stale memory.
+// On a card (and here) data written to a buffer reaches the device only through sync: a
+// sequencer start over activations that were written but not synced sees stale memory.
 TEST(XrtCardTest, AMissingSyncIsCaught) {
-  const W2Shape shape{16, 128, 128, false};
   std::mt19937 rng(4);
-  std::normal_distribution<float> normal(0.0f, 0.05f);
-  std::vector<float> w(16 * 128);
-  for (float& v : w) v = normal(rng);
-  auto m = QuantizeW2(w, shape);
-  ASSERT_TRUE(m.ok());
-  A8Batch x(128, 128, 1);
-  std::vector<float> a(128);
-  for (float& v : a) v = normal(rng) * 10;
-  x.Quantize(0, a);
-  std::vector<float> expected(16);
-  kScalarKernels.matmul_w2a8(m->view(), x, 0, 1, expected.data(), 16);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(128);
+  for (float& v : x) v = normal(rng);
+  A8Batch expected(128, 128, 1);
+  expected.Quantize(0, x);
 
   xrt::device device(0);
   const xrt::uuid uuid = device.load_xclbin(NoopXrt::xclbin_);
-  xrt::kernel unit(device, uuid, "accllm_w2a8:{accllm_w2a8_1}");
-  const auto bo = [&](std::size_t bytes, int arg, const void* data) {
-    xrt::bo b(device, 4096, unit.group_id(arg));  // whole pages, as XrtCard allocates
-    b.write(data, bytes, 0);
-    return b;
-  };
-  xrt::bo codes = bo(m->codes.size(), kW2A8Codes, m->codes.data());
-  xrt::bo index = bo(64, kW2A8SparseIndex, m->codes.data());
-  xrt::bo scales = bo(m->scales.size() * 2, kW2A8Scales, m->scales.data());
-  xrt::bo zeros = bo(m->zeros.size(), kW2A8Zeros, m->zeros.data());
-  xrt::bo acts = bo(128, kW2A8Activations, x.codes(0));
-  xrt::bo sums = bo(4, kW2A8GroupSums, x.group_sums(0));
-  xrt::bo act_scales = bo(4, kW2A8ActScales, x.scales());
-  xrt::bo out(device, 4096, unit.group_id(kW2A8Out));
-  for (xrt::bo* b : {&codes, &index, &scales, &zeros, &sums, &act_scales}) b->sync(XCL_BO_SYNC_BO_TO_DEVICE);
+  xrt::kernel sequencer(device, uuid, "accllm_sequencer:{accllm_sequencer_1}");
+  const int bank = sequencer.group_id(kSequencerProgram);
+  xrt::bo input(device, 4096, bank), codes(device, 4096, bank), sums(device, 4096, bank), scale(device, 4096, bank);
+  xrt::bo program(device, 4096, bank);
+  hls::StepDescriptor a8;  // one A8 descriptor: x -> codes, group sums, scale
+  a8.op = hls::StepOp::kA8;
+  a8.tokens = 1;
+  a8.n[0] = a8.n[1] = a8.n[2] = 128;
+  a8.p[0] = input.address();
+  a8.p[1] = codes.address();
+  a8.p[2] = sums.address();
+  a8.p[3] = scale.address();
+  program.write(&a8, sizeof a8, 0);
+  program.sync(XCL_BO_SYNC_BO_TO_DEVICE);
+  input.write(x.data(), x.size() * sizeof(float), 0);
   const auto run_and_read = [&] {
-    unit(codes, index, scales, zeros, acts, sums, act_scales, out, 16, 128, 128, 0, 1, 16, 0, 1).wait();
-    out.sync(XCL_BO_SYNC_BO_FROM_DEVICE);
-    std::vector<float> y(16);
-    out.read(y.data(), y.size() * sizeof(float), 0);
+    xrt::run run(sequencer);
+    run.set_arg(kSequencerProgram, program);
+    run.set_arg(kSequencerCount, 1);
+    run.start();
+    run.wait();
+    codes.sync(XCL_BO_SYNC_BO_FROM_DEVICE);
+    std::vector<int8_t> y(128);
+    codes.read(y.data(), y.size(), 0);
     return y;
   };
-  EXPECT_NE(run_and_read(), expected);  // the activations never reached the device
-  acts.sync(XCL_BO_SYNC_BO_TO_DEVICE);
-  EXPECT_EQ(run_and_read(), expected);
+  const std::vector<int8_t> want(expected.codes(0), expected.codes(0) + 128);
+  EXPECT_NE(run_and_read(), want);  // the activations never reached the device
+  input.sync(XCL_BO_SYNC_BO_TO_DEVICE);
+  EXPECT_EQ(run_and_read(), want);
 }
 
 }  // namespace

@@ -8,7 +8,9 @@
 #include "fpga/kernels/elementwise.h"
 #include "fpga/kernels/hls_compat.h"
 #include "fpga/kernels/kv4_attention.h"
+#include "fpga/host/stripe_plan.h"
 #include "fpga/kernels/w2a8_engine.h"
+#include "fpga/kernels/w2a8_unit.h"
 #include "fpga/kernels/w8a8_engine.h"
 #include "fpga/sim/fpga_sim_backend.h"
 #include "gmock/gmock.h"
@@ -54,14 +56,44 @@ void RunEngineWithLanes(const W2View& w, const A8Batch& x, float* y, int64_t ldy
   }
 }
 
-// The top function (the build's T), likewise.
+template <typename T>
+uint64_t Address(const T* p) {
+  return static_cast<uint64_t>(reinterpret_cast<uintptr_t>(p));
+}
+
+// The compute units as the sequencer drives them (the build's T): one kW2A8 command down a chain
+// of three units, each over its stripe of the layer (fpga/host/stripe_plan.h's split).
 void RunEngine(const W2View& w, const A8Batch& x, float* y, int64_t ldy) {
-  for (int t0 = 0; t0 < x.tokens(); t0 += hls::kW2A8TokenLanes) {
-    accllm_w2a8(reinterpret_cast<const hls::Beat*>(w.codes), reinterpret_cast<const hls::Beat*>(w.sparse_index),
-                w.scales, w.zeros, x.codes(t0), x.group_sums(t0), x.scales() + t0, y + t0 * ldy, w.shape.rows,
-                w.shape.cols_padded(), w.shape.group_size, w.shape.sparse24,
-                std::min(hls::kW2A8TokenLanes, x.tokens() - t0), static_cast<int>(ldy), 0, w.shape.row_tiles());
+  constexpr int kUnits = 3;
+  std::vector<uint64_t> table;  // per unit: codes, 2:4 index, scales, zeros
+  for (const fpga::Stripe& s : fpga::PlanStripes(w.shape, kUnits)) {
+    table.insert(table.end(), {Address(w.codes + s.code_offset),
+                               w.sparse_index != nullptr ? Address(w.sparse_index + s.code_offset) : 0,
+                               Address(w.scales + s.param_offset), Address(w.zeros + s.param_offset)});
   }
+  hls::StepDescriptor d;
+  d.op = hls::StepOp::kW2A8;
+  d.tokens = x.tokens();
+  d.n[0] = w.shape.rows;
+  d.n[1] = w.shape.cols_padded();
+  d.n[2] = w.shape.group_size;
+  d.n[3] = w.shape.sparse24 ? 1 : 0;
+  d.n[4] = static_cast<int32_t>(ldy);
+  d.n[5] = kUnits;
+  d.p[0] = Address(table.data());
+  d.p[1] = Address(x.codes(0));
+  d.p[2] = Address(x.group_sums(0));
+  d.p[3] = Address(x.scales());
+  d.p[4] = Address(y);
+  hls::CommandStream commands, returned;
+  hls::TokenStream seed, done;
+  hls::ChainEnds ends{commands, returned, seed, done};
+  const int units_done = hls::RunOnChain(
+      d, kUnits, ends, [](hls::CommandStream& in, hls::CommandStream& out, hls::TokenStream& done_in,
+                          hls::TokenStream& done_out) {
+        EXPECT_TRUE(hls::ServeW2A8Command(hls::W2A8UnitPorts{}, in, out, done_in, done_out));
+      });
+  EXPECT_EQ(units_done, kUnits);
 }
 
 TEST(FpgaKernelTest, HalfConverterIsExactForEveryValue) {
@@ -233,10 +265,8 @@ TEST(FpgaKernelTest, Kv4UnitsAndAttentionBitExact) {
     std::vector<float> queries = q, sink_queries = q_sink, got(2 * head_size);
     queries.insert(queries.end(), q.begin(), q.end());
     sink_queries.insert(sink_queries.end(), q_sink.begin(), q_sink.end());
-    accllm_kv4_attention(queries.data(), sink_queries.data(), item_runs.data(), item_sinks.data(), 2, kv.channel[0],
-                         kv.channel[1], kv.channel[2], kv.channel[3], static_cast<int>(kv.region_offset[1]),
-                         static_cast<int>(kv.region_offset[2]), static_cast<int>(kv.region_offset[3]), kPageTokens,
-                         kFirstVector, start.data(), run.data(), head_size, got.data());
+    hls::Kv4Attention(queries.data(), sink_queries.data(), item_runs.data(), item_sinks.data(), 2, kv, start.data(),
+                      run.data(), head_size, got.data());
     EXPECT_TRUE(SameBits(got, expected)) << head_size;
   }
 }

@@ -113,7 +113,8 @@ std::pair<int64_t, int64_t> ModelledCycles(const EngineWeights& weights, const B
 
 // What unit_cycles.h's CyclesOf gives for the descriptor list of a step of `n` tokens of
 // gutenberg30M (from the shapes alone, step_shapes.h), `sink_tokens` of them with sink queries:
-// the element-wise units with the sequencer's reading, and the classifier unit.
+// the element-wise units with the sequencer's reading and chain round trips, and the classifier
+// unit.
 std::pair<int64_t, int64_t> ModelledSequencedCycles(const AnyModel& model, int n, int sink_tokens) {
   fpga::StepShape shape;
   shape.config = model.config();
@@ -122,10 +123,11 @@ std::pair<int64_t, int64_t> ModelledSequencedCycles(const AnyModel& model, int n
   shape.tokens = n;
   auto program = fpga::ShapeOnlyProgram(shape);
   EXPECT_TRUE(program.ok()) << program.status();
-  int64_t elementwise = fpga::SequencerCycles(static_cast<int64_t>(program->size())), classifier = 0;
+  int64_t elementwise = 0, classifier = 0;
   for (const hls::StepDescriptor& d : *program) {
-    elementwise += fpga::CyclesOf(d, sink_tokens).elementwise;
-    classifier += fpga::CyclesOf(d, sink_tokens).classifier;
+    const fpga::DescriptorCycles c = fpga::CyclesOf(d, sink_tokens);
+    elementwise += c.elementwise + c.sequencer;
+    classifier += c.classifier;
   }
   return {elementwise, classifier};
 }
@@ -189,7 +191,7 @@ TEST(SequencerTest, WhatTheUnitsCannotRunIsRefused) {
   const auto build = [&] {
     const fpga::WeightAddresses nowhere{[](const void*) { return uint64_t{0}; }, [](const W2View&) { return uint64_t{0}; },
                                         [](const W8View&) { return uint64_t{0}; }};
-    return fpga::BuildStepProgram(plan, {}, nowhere, 24).status();
+    return fpga::BuildStepProgram(plan, {}, nowhere, fpga::CardUnits{}).status();
   };
   weights.config.ffn_hadamard_block = 512;
   EXPECT_THAT(std::string(build().message()), ::testing::HasSubstr("wider than the Hadamard unit"));

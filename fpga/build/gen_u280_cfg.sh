@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Writes u280.cfg, the v++ link configuration: compute units, the HBM pseudo-channel each port
-# reads, SLR placement and the clock. Edit the counts here and regenerate:
+# reads, the unit chains' stream connections, SLR placement and the clock. Edit the counts here and regenerate:
 #   fpga/build/gen_u280_cfg.sh > fpga/build/u280.cfg
 set -euo pipefail
 W2A8_UNITS=24       # one per weight channel, HBM[0..23]: each holds its stripe of every layer
@@ -41,17 +41,15 @@ echo "nk=accllm_sequencer:1:accllm_sequencer_1"
 echo
 for i in $(seq 1 $W2A8_UNITS); do
   channel=$((i - 1))
-  for port in codes sparse_index scales zeros; do echo "sp=accllm_w2a8_$i.$port:HBM[$channel]"; done
+  for port in weights weight_halves weight_bytes weight_floats; do echo "sp=accllm_w2a8_$i.$port:HBM[$channel]"; done
   next_shared  # one AXI master (gmem1) for these four
-  for port in activations group_sums act_scales out; do echo "sp=accllm_w2a8_$i.$port:$bank"; done
+  for port in shared_words shared_codes shared_ints shared_floats; do echo "sp=accllm_w2a8_$i.$port:$bank"; done
   if [ "$i" -le $((W2A8_UNITS / 2)) ]; then echo "slr=accllm_w2a8_$i:SLR0"; else echo "slr=accllm_w2a8_$i:SLR1"; fi
 done
 echo
 for i in $(seq 1 $ATTENTION_UNITS); do
   next_shared
-  for port in q q_sink item_runs item_sink_runs run_start run_count out; do
-    echo "sp=accllm_kv4_attention_$i.$port:$bank"
-  done
+  for port in shared_floats shared_ints shared_words; do echo "sp=accllm_kv4_attention_$i.$port:$bank"; done
   # Every unit reaches the whole KV cache, a master on each KV pseudo-channel (the cache is
   # striped over all four by page block: fpga/kernels/kv_channels.h).
   for c in 0 1 2 3; do echo "sp=accllm_kv4_attention_$i.kv$c:HBM[$((28 + c))]"; done
@@ -59,11 +57,32 @@ for i in $(seq 1 $ATTENTION_UNITS); do
 done
 echo
 # The layer sequencer (fpga/kernels/sequencer.h) reads each step's descriptor list here; its
-# element-wise units (norm+A8, RoPE and the KV4 write, SwiGLU, Hadamard, the classifier) work on
-# the activations in the shared channels.
+# element-wise units (norm+A8, RoPE and the KV4 write, SwiGLU, Hadamard, the fp16 classifier) work
+# on the activations in the shared channels and write new keys and values to the KV channels.
 next_shared
 echo "sp=accllm_sequencer_1.program:$bank"
+next_shared
+for port in shared_floats shared_ints shared_codes shared_bytes shared_halves shared_words; do
+  echo "sp=accllm_sequencer_1.$port:$bank"
+done
+for c in 0 1 2 3; do echo "sp=accllm_sequencer_1.kv$c:HBM[$((28 + c))]"; done
 echo "slr=accllm_sequencer_1:SLR0"
+echo
+# The unit chains (fpga/kernels/unit_chain.h): sequencer -> unit 1 -> ... -> unit n -> sequencer,
+# one chain for commands and one for done tokens, per kind of unit.
+chain() {  # kernel, units, the sequencer's port prefix
+  local kernel=$1 units=$2 prefix=$3
+  echo "sc=accllm_sequencer_1.${prefix}_commands:${kernel}_1.commands_in"
+  echo "sc=accllm_sequencer_1.${prefix}_seed:${kernel}_1.done_in"
+  for i in $(seq 1 $((units - 1))); do
+    echo "sc=${kernel}_$i.commands_out:${kernel}_$((i + 1)).commands_in"
+    echo "sc=${kernel}_$i.done_out:${kernel}_$((i + 1)).done_in"
+  done
+  echo "sc=${kernel}_${units}.commands_out:accllm_sequencer_1.${prefix}_returned"
+  echo "sc=${kernel}_${units}.done_out:accllm_sequencer_1.${prefix}_done"
+}
+chain accllm_w2a8 $W2A8_UNITS w2a8
+chain accllm_kv4_attention $ATTENTION_UNITS attention
 cat <<FOOTER
 
 [vivado]

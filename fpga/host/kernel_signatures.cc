@@ -1,24 +1,37 @@
 #include "fpga/host/kernel_signatures.h"
 
+#include "fpga/kernels/unit_chain.h"
+
 namespace accllm::fpga {
+namespace {
+
+constexpr int kCommand = sizeof(hls::UnitCommand), kToken = sizeof(hls::UnitToken);
+KernelArg In(const char* name, int bytes) { return {name, false, "", bytes, StreamDirection::kIn}; }
+KernelArg Out(const char* name, int bytes) { return {name, false, "", bytes, StreamDirection::kOut}; }
+
+}  // namespace
 
 const std::vector<KernelSignature>& AcceleratorKernels() {
   static const std::vector<KernelSignature> kernels = {
-      {"accllm_sequencer", {{"program", true, "gmem0", 8}, {"count", false, "", 4}}},
+      {"accllm_sequencer",
+       {{"program", true, "gmem0", 8}, {"count", false, "", 4}, {"shared_floats", true, "gmem1", 8},
+        {"shared_ints", true, "gmem1", 8}, {"shared_codes", true, "gmem1", 8}, {"shared_bytes", true, "gmem1", 8},
+        {"shared_halves", true, "gmem1", 8}, {"shared_words", true, "gmem1", 8}, {"shared_base", false, "", 8},
+        {"kv0", true, "gmem2", 8}, {"kv1", true, "gmem3", 8}, {"kv2", true, "gmem4", 8}, {"kv3", true, "gmem5", 8},
+        Out("w2a8_commands", kCommand), In("w2a8_returned", kCommand), Out("w2a8_seed", kToken),
+        In("w2a8_done", kToken), Out("attention_commands", kCommand), In("attention_returned", kCommand),
+        Out("attention_seed", kToken), In("attention_done", kToken)}},
       {"accllm_w2a8",
-       {{"codes", true, "gmem0", 8}, {"sparse_index", true, "gmem0", 8}, {"scales", true, "gmem0", 8},
-        {"zeros", true, "gmem0", 8}, {"activations", true, "gmem1", 8}, {"group_sums", true, "gmem1", 8},
-        {"act_scales", true, "gmem1", 8}, {"out", true, "gmem1", 8}, {"rows", false, "", 4},
-        {"cols_padded", false, "", 4}, {"group_size", false, "", 4}, {"sparse24", false, "", 4},
-        {"tokens", false, "", 4}, {"ldy", false, "", 4}, {"tile_begin", false, "", 4}, {"tile_end", false, "", 4}}},
+       {{"weights", true, "gmem0", 8}, {"weight_halves", true, "gmem0", 8}, {"weight_bytes", true, "gmem0", 8},
+        {"weight_floats", true, "gmem0", 8}, {"weight_base", false, "", 8}, {"shared_words", true, "gmem1", 8},
+        {"shared_codes", true, "gmem1", 8}, {"shared_ints", true, "gmem1", 8}, {"shared_floats", true, "gmem1", 8},
+        {"shared_base", false, "", 8}, In("commands_in", kCommand), Out("commands_out", kCommand),
+        In("done_in", kToken), Out("done_out", kToken)}},
       {"accllm_kv4_attention",
-       {{"q", true, "gmem0", 8}, {"q_sink", true, "gmem0", 8}, {"item_runs", true, "gmem0", 8},
-        {"item_sink_runs", true, "gmem0", 8}, {"items", false, "", 4}, {"kv0", true, "gmem1", 8},
-        {"kv1", true, "gmem2", 8}, {"kv2", true, "gmem3", 8}, {"kv3", true, "gmem4", 8},
-        {"key_params_offset", false, "", 4}, {"value_codes_offset", false, "", 4},
-        {"value_params_offset", false, "", 4}, {"page_tokens", false, "", 4}, {"first_vector", false, "", 4},
-        {"run_start", true, "gmem0", 8}, {"run_count", true, "gmem0", 8}, {"head_size", false, "", 4},
-        {"out", true, "gmem0", 8}}},
+       {{"shared_floats", true, "gmem0", 8}, {"shared_ints", true, "gmem0", 8}, {"shared_words", true, "gmem0", 8},
+        {"shared_base", false, "", 8}, {"kv0", true, "gmem1", 8}, {"kv1", true, "gmem2", 8},
+        {"kv2", true, "gmem3", 8}, {"kv3", true, "gmem4", 8}, In("commands_in", kCommand),
+        Out("commands_out", kCommand), In("done_in", kToken), Out("done_out", kToken)}},
       {"accllm_rmsnorm_a8",
        {{"x", true, "gmem0", 8}, {"weight", true, "gmem1", 8}, {"size", false, "", 4}, {"eps", false, "", 4},
         {"cols_padded", false, "", 4}, {"group_size", false, "", 4}, {"codes", true, "gmem0", 8},

@@ -8,11 +8,18 @@
 
 namespace accllm::fpga {
 
+// AXI4-Stream arguments connect compute units to each other at link time (stream_connect); the
+// host sets none of them, and every kernel lists them last.
+enum class StreamDirection { kNone, kIn, kOut };
+
 struct KernelArg {
   const char* name;
-  bool buffer;         // a pointer (AXI master) rather than a scalar (AXI-Lite)
-  const char* bundle;  // AXI master bundle of a buffer ("gmem0", ...); "" for scalars
-  int bytes;           // scalar size (buffers: 8, the device address)
+  bool buffer;         // a pointer (AXI master) rather than a scalar (AXI-Lite) or a stream
+  const char* bundle;  // AXI master bundle of a buffer ("gmem0", ...); "" otherwise
+  int bytes;           // scalar size (buffers: 8, the device address; streams: an element's)
+  StreamDirection stream = StreamDirection::kNone;
+
+  bool is_stream() const { return stream != StreamDirection::kNone; }
 };
 
 struct KernelSignature {
@@ -24,20 +31,23 @@ const std::vector<KernelSignature>& AcceleratorKernels();
 const KernelSignature* FindKernel(const std::string& name);
 int ArgIndex(const KernelSignature& kernel, const std::string& arg);  // -1 if absent
 
-// Argument indices of accllm_sequencer (fpga/kernels/sequencer.h): the step's descriptor list.
-enum SequencerArg { kSequencerProgram, kSequencerCount };
-
-// Argument indices of accllm_w2a8, as the host sets them.
-enum W2A8Arg {
-  kW2A8Codes, kW2A8SparseIndex, kW2A8Scales, kW2A8Zeros, kW2A8Activations, kW2A8GroupSums, kW2A8ActScales, kW2A8Out,
-  kW2A8Rows, kW2A8ColsPadded, kW2A8GroupSize, kW2A8Sparse24, kW2A8Tokens, kW2A8Ldy, kW2A8TileBegin, kW2A8TileEnd,
+// Argument indices, as the host sets them (the arguments before the streams).
+// accllm_sequencer (fpga/kernels/sequencer.h): the step's descriptor list, the shared masters (all
+// set to one buffer, whose address is kSequencerSharedBase), the KV channels' buffers.
+enum SequencerArg {
+  kSequencerProgram, kSequencerCount, kSequencerSharedFloats, kSequencerSharedInts, kSequencerSharedCodes,
+  kSequencerSharedBytes, kSequencerSharedHalves, kSequencerSharedWords, kSequencerSharedBase, kSequencerKv0,
+  kSequencerHostArgs = kSequencerKv0 + 4,
 };
-
-// Argument indices of accllm_kv4_attention (kAttnKv0 + c: KV channel c's buffer).
+// accllm_w2a8 (fpga/kernels/w2a8_unit.h): the weight masters (one buffer in the unit's channel),
+// the shared masters.
+enum W2A8Arg {
+  kW2A8Weights, kW2A8WeightHalves, kW2A8WeightBytes, kW2A8WeightFloats, kW2A8WeightBase, kW2A8SharedWords,
+  kW2A8SharedCodes, kW2A8SharedInts, kW2A8SharedFloats, kW2A8SharedBase, kW2A8HostArgs,
+};
+// accllm_kv4_attention (fpga/kernels/kv4_attention.h; kAttnKv0 + c: KV channel c's buffer).
 enum Kv4AttentionArg {
-  kAttnQ, kAttnQSink, kAttnItemRuns, kAttnItemSinkRuns, kAttnItems, kAttnKv0, kAttnKv1, kAttnKv2, kAttnKv3,
-  kAttnKeyParamsOffset, kAttnValueCodesOffset, kAttnValueParamsOffset, kAttnPageTokens, kAttnFirstVector,
-  kAttnRunStart, kAttnRunCount, kAttnHeadSize, kAttnOut,
+  kAttnSharedFloats, kAttnSharedInts, kAttnSharedWords, kAttnSharedBase, kAttnKv0, kAttnHostArgs = kAttnKv0 + 4,
 };
 
 }  // namespace accllm::fpga

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "fpga/host/kernel_signatures.h"
+#include "runtime/common/status_macros.h"
 
 namespace accllm::fpga {
 namespace {
@@ -19,6 +20,41 @@ std::map<std::string, MemoryBinding> BundleBindings(const ComputeUnit& u) {
     if (a.buffer && u.bindings.contains(a.name)) bundles.emplace(a.bundle, u.bindings.at(a.name));
   }
   return bundles;
+}
+
+const KernelArg& ArgOf(const XclbinDesign& design, const std::string& instance, const std::string& port) {
+  for (const ComputeUnit& u : design.units) {
+    if (u.instance == instance) {
+      const KernelSignature& k = *FindKernel(u.kernel);
+      return k.args[ArgIndex(k, port)];
+    }
+  }
+  __builtin_trap();  // ParseLinkConfig resolved every connection's ends
+}
+
+// Every stream argument of every unit on exactly one connection, both ends of the same width.
+absl::Status CheckStreams(const XclbinDesign& design) {
+  std::map<std::string, int> uses;
+  for (const StreamConnection& c : design.streams) {
+    ++uses[c.from_unit + "." + c.from_port];
+    ++uses[c.to_unit + "." + c.to_port];
+    const int from = ArgOf(design, c.from_unit, c.from_port).bytes, to = ArgOf(design, c.to_unit, c.to_port).bytes;
+    if (from != to) {
+      return absl::FailedPreconditionError(absl::StrCat(c.from_unit, ".", c.from_port, " sends ", from,
+                                                        "-byte words but ", c.to_unit, ".", c.to_port, " takes ", to));
+    }
+  }
+  for (const ComputeUnit& u : design.units) {
+    for (const KernelArg& a : FindKernel(u.kernel)->args) {
+      if (!a.is_stream()) continue;
+      const int n = uses[u.instance + "." + a.name];
+      if (n != 1) {
+        return absl::FailedPreconditionError(
+            absl::StrCat(u.instance, ".", a.name, n == 0 ? " is not connected (sc=)" : " is connected more than once"));
+      }
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -57,6 +93,7 @@ absl::Status CheckU280LinkConfig(const XclbinDesign& design) {
       }
     }
   }
+  RETURN_IF_ERROR(CheckStreams(design));
   for (const auto& [port, masters] : HbmPortMasters(design)) {
     if (port < 0 || port >= kU280HbmPorts) return absl::FailedPreconditionError(absl::StrCat("no HBM port ", port));
     if (masters > kMaxMastersPerHbmPort) {

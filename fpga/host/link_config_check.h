@@ -6,6 +6,8 @@
 //  - the arguments of one AXI master bundle share one binding: a master connects to one memory port;
 //  - an HBM range names the slave port its master uses (HBM[a:b].p, a <= p <= b), so that the
 //    traffic on each of the 32 HBM ports is decided here rather than by the linker;
+//  - every AXI4-Stream argument is on exactly one stream_connect (sc=), output to input, both ends
+//    of one width (the unit chains: fpga/kernels/unit_chain.h);
 //  - at most 15 AXI masters share one HBM port (UG1393: up to 15 kernel interfaces per memory
 //    port; v++ inserts one SmartConnect of up to 16 inputs per port).
 #pragma once

@@ -41,15 +41,31 @@ int MemoryIndex(const std::string& tag) {
 }
 
 // The AXI-Lite register offset of each argument: HLS puts arguments from 0x10, 64-bit pointers
-// in 12-byte slots and 32-bit scalars in 8-byte slots.
+// and scalars in 12-byte slots, 32-bit scalars in 8-byte slots; streams have none (0).
 std::vector<int> RegisterOffsets(const KernelSignature& k) {
   std::vector<int> offsets;
   int offset = 0x10;
   for (const KernelArg& a : k.args) {
-    offsets.push_back(offset);
-    offset += a.buffer ? 12 : 8;
+    offsets.push_back(a.is_stream() ? 0 : offset);
+    if (!a.is_stream()) offset += a.bytes == 8 ? 12 : 8;
   }
   return offsets;
+}
+
+// An argument's XML: a buffer (addressQualifier 1) on its master's port, a scalar (0) in the
+// control registers, a stream (4) on an AXI4-Stream port of its own name.
+std::string ArgXml(const KernelArg& a, std::size_t id, int offset) {
+  if (a.is_stream()) {
+    return absl::StrFormat(
+        "          <arg name=\"%s\" addressQualifier=\"4\" id=\"%d\" port=\"%s\" size=\"0x0\" offset=\"0x0\" "
+        "hostOffset=\"0x0\" hostSize=\"0x0\" type=\"stream<unit_command>&\"/>\n",
+        a.name, id, a.name);
+  }
+  return absl::StrFormat(
+      "          <arg name=\"%s\" addressQualifier=\"%d\" id=\"%d\" port=\"%s\" size=\"0x%x\" offset=\"0x%x\" "
+      "hostOffset=\"0x0\" hostSize=\"0x%x\" type=\"%s\"/>\n",
+      a.name, a.buffer ? 1 : 0, id, a.buffer ? "M_AXI_" + absl::AsciiStrToUpper(a.bundle) : "S_AXI_CONTROL", a.bytes,
+      offset, a.bytes, a.buffer ? "void*" : a.bytes == 8 ? "unsigned long" : "int");
 }
 
 std::string KernelXml(const KernelSignature& k, const std::vector<const ComputeUnit*>& units,
@@ -68,15 +84,15 @@ std::string KernelXml(const KernelSignature& k, const std::vector<const ComputeU
           absl::AsciiStrToUpper(a.bundle));
     }
   }
-  const std::vector<int> offsets = RegisterOffsets(k);
-  for (std::size_t i = 0; i < k.args.size(); ++i) {
-    const KernelArg& a = k.args[i];
-    xml += absl::StrFormat(
-        "          <arg name=\"%s\" addressQualifier=\"%d\" id=\"%d\" port=\"%s\" size=\"0x%x\" offset=\"0x%x\" "
-        "hostOffset=\"0x0\" hostSize=\"0x%x\" type=\"%s\"/>\n",
-        a.name, a.buffer ? 1 : 0, i, a.buffer ? "M_AXI_" + absl::AsciiStrToUpper(a.bundle) : "S_AXI_CONTROL",
-        a.bytes, offsets[i], a.bytes, a.buffer ? "void*" : "int");
+  for (const KernelArg& a : k.args) {
+    if (a.is_stream()) {
+      xml += absl::StrFormat(
+          "          <port name=\"%s\" mode=\"%s\" dataWidth=\"%d\" portType=\"stream\"/>\n", a.name,
+          a.stream == StreamDirection::kIn ? "read_only" : "write_only", 8 * a.bytes);
+    }
   }
+  const std::vector<int> offsets = RegisterOffsets(k);
+  for (std::size_t i = 0; i < k.args.size(); ++i) xml += ArgXml(k.args[i], i, offsets[i]);
   for (const ComputeUnit* u : units) {
     xml += absl::StrFormat("          <instance name=\"%s\">\n            <addrRemap base=\"0x%x\" port=\"S_AXI_CONTROL\"/>\n"
                            "          </instance>\n",
@@ -124,7 +140,7 @@ absl::StatusOr<XclbinDesign> ParseLinkConfig(const std::string& cfg_text) {
   std::map<std::string, ComputeUnit*> by_instance;
   int line_number = 0;
   // Lines that name units, read once every nk= line is known.
-  std::vector<std::pair<int, std::string>> sp_lines, clock_lines, slr_lines;
+  std::vector<std::pair<int, std::string>> sp_lines, sc_lines, clock_lines, slr_lines;
   std::string section;
   for (absl::string_view raw : absl::StrSplit(cfg_text, '\n')) {
     ++line_number;
@@ -146,6 +162,8 @@ absl::StatusOr<XclbinDesign> ParseLinkConfig(const std::string& cfg_text) {
       for (const std::string& n : names) design.units.push_back({parts[0], n, {}, 0, ""});
     } else if (absl::StartsWith(line, "sp=")) {
       sp_lines.emplace_back(line_number, line.substr(3));
+    } else if (absl::StartsWith(line, "sc=") || absl::StartsWith(line, "stream_connect=")) {
+      sc_lines.emplace_back(line_number, line.substr(line.find('=') + 1));
     } else if (absl::StartsWith(line, "slr=")) {
       slr_lines.emplace_back(line_number, line.substr(4));
     } else if (section == "[clock]" && absl::StartsWith(line, "freqHz=")) {
@@ -184,6 +202,39 @@ absl::StatusOr<XclbinDesign> ParseLinkConfig(const std::string& cfg_text) {
           absl::StrCat("link config line ", number, ": unknown memory '", sp.substr(colon + 1), "'"));
     }
     u->bindings[arg] = *binding;
+  }
+  for (const auto& sc_line : sc_lines) {
+    // sc=from_unit.port:to_unit.port[:depth], the first an output stream, the second an input.
+    // (Not a structured binding: clang 14 cannot capture one in the lambda below.)
+    const int number = sc_line.first;
+    const std::string& sc = sc_line.second;
+    const std::vector<std::string> parts = absl::StrSplit(sc, ':');
+    StreamConnection c;
+    const auto end = [&](const std::string& text, StreamDirection direction, std::string& instance,
+                         std::string& port) -> absl::Status {
+      const std::size_t dot = text.find('.');
+      if (dot == std::string::npos) {
+        return absl::InvalidArgumentError(absl::StrCat("link config line ", number, ": bad sc= '", sc, "'"));
+      }
+      instance = text.substr(0, dot);
+      port = text.substr(dot + 1);
+      ASSIGN_OR_RETURN(ComputeUnit* const u, unit(number, instance));
+      const KernelSignature& k = *FindKernel(u->kernel);
+      const int i = ArgIndex(k, port);
+      if (i < 0 || k.args[i].stream != direction) {
+        return absl::InvalidArgumentError(absl::StrCat("link config line ", number, ": ", k.name, " has no ",
+                                                       direction == StreamDirection::kOut ? "output" : "input",
+                                                       " stream '", port, "'"));
+      }
+      return absl::OkStatus();
+    };
+    const bool depth_ok = parts.size() == 2 || (parts.size() == 3 && absl::SimpleAtoi(parts[2], &c.depth) && c.depth >= 1);
+    if (!depth_ok) {
+      return absl::InvalidArgumentError(absl::StrCat("link config line ", number, ": bad sc= '", sc, "'"));
+    }
+    RETURN_IF_ERROR(end(parts[0], StreamDirection::kOut, c.from_unit, c.from_port));
+    RETURN_IF_ERROR(end(parts[1], StreamDirection::kIn, c.to_unit, c.to_port));
+    design.streams.push_back(c);
   }
   for (const auto& [number, text] : clock_lines) {
     // freqHz=hz:instance

@@ -31,14 +31,21 @@ struct ComputeUnit {
   std::string slr;       // slr=instance:SLRn; empty if none
 };
 
+// One stream_connect= (sc=) line: an AXI4-Stream output of one unit to an input of another.
+struct StreamConnection {
+  std::string from_unit, from_port, to_unit, to_port;
+  int depth = 0;  // FIFO depth; 0 if not given
+};
+
 struct XclbinDesign {
   std::string platform = "xilinx_u280_gen3x16_xdma_1_202211_1";
   int clock_mhz = 225;
   std::vector<ComputeUnit> units;
+  std::vector<StreamConnection> streams;
 };
 
-// The compute units, bank bindings, clocks and SLRs of a v++ link configuration (its nk=, sp=,
-// [clock] freqHz= and slr= lines; for the xclbin, a bank range such as HBM[24:27] binds to its
+// The compute units, bank bindings, stream connections, clocks and SLRs of a v++ link
+// configuration (its nk=, sp=, sc= (stream_connect=), [clock] freqHz= and slr= lines; for the xclbin, a bank range such as HBM[24:27] binds to its
 // first bank). Errors name the line.
 absl::StatusOr<XclbinDesign> ParseLinkConfig(const std::string& cfg_text);
 

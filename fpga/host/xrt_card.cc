@@ -49,7 +49,7 @@ absl::StatusOr<std::unique_ptr<XrtCard>> XrtCard::Open(int index, const std::str
   } catch (const std::exception& e) {
     return absl::UnavailableError(absl::StrCat("cannot open FPGA card ", index, ": ", e.what()));
   }
-  std::vector<xrt::kernel> attention_units, sequencers;
+  std::vector<xrt::kernel> sequencers;
   try {
     const xrt::xclbin xclbin(xclbin_path);
     card->platform_ = xclbin.get_xsa_name();
@@ -66,7 +66,7 @@ absl::StatusOr<std::unique_ptr<XrtCard>> XrtCard::Open(int index, const std::str
     const xrt::uuid uuid = card->device_.load_xclbin(xclbin);
     for (const xrt::xclbin::kernel& k : xclbin.get_kernels()) {
       std::vector<xrt::kernel>* units = k.get_name() == kW2A8        ? &card->units_
-                                        : k.get_name() == kAttention ? &attention_units
+                                        : k.get_name() == kAttention ? &card->attention_units_
                                         : k.get_name() == kSequencer ? &sequencers
                                                                      : nullptr;
       if (units == nullptr) continue;
@@ -79,15 +79,73 @@ absl::StatusOr<std::unique_ptr<XrtCard>> XrtCard::Open(int index, const std::str
   } catch (const std::exception& e) {
     return absl::UnavailableError(absl::StrCat("cannot load '", xclbin_path, "' on card ", index, ": ", e.what()));
   }
-  for (const auto& [units, kernel] : {std::pair{&card->units_, kW2A8}, {&attention_units, kAttention}, {&sequencers, kSequencer}}) {
+  for (const auto& [units, kernel] : {std::pair{&card->units_, kW2A8}, {&card->attention_units_, kAttention}, {&sequencers, kSequencer}}) {
     if (units->empty()) {
       return absl::FailedPreconditionError(absl::StrCat("'", xclbin_path, "' has no ", kernel, " compute units"));
     }
   }
   card->sequencer_ = sequencers[0];
   card->step_bank_ = card->sequencer_.group_id(kSequencerProgram);
-  for (int c = 0; c < 4; ++c) card->kv_banks_[c] = attention_units[0].group_id(kAttnKv0 + c);
+  for (int c = 0; c < 4; ++c) card->kv_banks_[c] = card->attention_units_[0].group_id(kAttnKv0 + c);
+  try {
+    card->shared_anchor_ = Buffer(card->device_, 4096, card->step_bank_);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(absl::StrCat("cannot allocate on card ", index, ": ", e.what()));
+  }
   return card;
+}
+
+XrtCard::~XrtCard() {
+  if (unit_runs_.empty()) return;
+  // The units run until told to stop: one sequencer start whose program is a stop.
+  try {
+    const hls::StepDescriptor stop = StopDescriptor(card_units());
+    xrt::bo program = CopyToCard(&stop, sizeof stop, step_bank_);
+    xrt::run run = StartSequencer(program, 1);
+    run.wait(run_timeout_);
+    for (xrt::run& unit : unit_runs_) unit.wait(run_timeout_);
+  } catch (const std::exception&) {
+    // A card that cannot be stopped is being closed anyway; the driver resets it on the next load.
+  }
+}
+
+void XrtCard::SetShared(xrt::run& run, std::initializer_list<int> masters, int base_arg) {
+  for (int arg : masters) run.set_arg(arg, shared_anchor_);
+  run.set_arg(base_arg, shared_anchor_.address());
+}
+
+void XrtCard::StartUnits() {
+  // Each unit's masters point at an anchor buffer in the bank they are connected to; the commands
+  // carry device addresses, reached from there (fpga/kernels/device_memory.h).
+  for (xrt::kernel& unit : units_) {
+    xrt::bo& anchor = weight_anchors_.emplace_back(Buffer(device_, 4096, unit.group_id(kW2A8Weights)));
+    xrt::run run(unit);
+    for (int arg : {kW2A8Weights, kW2A8WeightHalves, kW2A8WeightBytes, kW2A8WeightFloats}) run.set_arg(arg, anchor);
+    run.set_arg(kW2A8WeightBase, anchor.address());
+    SetShared(run, {kW2A8SharedWords, kW2A8SharedCodes, kW2A8SharedInts, kW2A8SharedFloats}, kW2A8SharedBase);
+    run.start();
+    unit_runs_.push_back(std::move(run));
+  }
+  for (xrt::kernel& unit : attention_units_) {
+    xrt::run run(unit);
+    SetShared(run, {kAttnSharedFloats, kAttnSharedInts, kAttnSharedWords}, kAttnSharedBase);
+    for (int c = 0; c < hls::kKvChannels; ++c) run.set_arg(kAttnKv0 + c, kv_channels_[c]);
+    run.start();
+    unit_runs_.push_back(std::move(run));
+  }
+}
+
+xrt::run XrtCard::StartSequencer(const xrt::bo& program, int count) {
+  xrt::run run(sequencer_);
+  run.set_arg(kSequencerProgram, program);
+  run.set_arg(kSequencerCount, count);
+  SetShared(run,
+            {kSequencerSharedFloats, kSequencerSharedInts, kSequencerSharedCodes, kSequencerSharedBytes,
+             kSequencerSharedHalves, kSequencerSharedWords},
+            kSequencerSharedBase);
+  for (int c = 0; c < hls::kKvChannels; ++c) run.set_arg(kSequencerKv0 + c, kv_channels_[c]);
+  run.start();
+  return run;
 }
 
 xrt::bo XrtCard::CopyToCard(const void* data, int64_t bytes, int bank) {
@@ -108,10 +166,10 @@ absl::Status XrtCard::Upload(const W2View& w) {
     for (const Stripe& plan : PlanStripes(s, units())) {
       const xrt::kernel& k = units_[plan.unit];
       StripeBuffers st;
-      st.codes = CopyToCard(w.codes + plan.code_offset, plan.code_bytes, k.group_id(kW2A8Codes));
-      if (s.sparse24) st.index = CopyToCard(w.sparse_index + plan.code_offset, plan.code_bytes, k.group_id(kW2A8SparseIndex));
-      st.scales = CopyToCard(w.scales + plan.param_offset, plan.param_count * 2, k.group_id(kW2A8Scales));
-      st.zeros = CopyToCard(w.zeros + plan.param_offset, plan.param_count, k.group_id(kW2A8Zeros));
+      st.codes = CopyToCard(w.codes + plan.code_offset, plan.code_bytes, k.group_id(kW2A8Weights));
+      if (s.sparse24) st.index = CopyToCard(w.sparse_index + plan.code_offset, plan.code_bytes, k.group_id(kW2A8Weights));
+      st.scales = CopyToCard(w.scales + plan.param_offset, plan.param_count * 2, k.group_id(kW2A8WeightHalves));
+      st.zeros = CopyToCard(w.zeros + plan.param_offset, plan.param_count, k.group_id(kW2A8WeightBytes));
       table.insert(table.end(), {st.codes.address(), s.sparse24 ? st.index.address() : 0, st.scales.address(),
                                  st.zeros.address()});
       layer.stripes.push_back(std::move(st));
@@ -180,8 +238,8 @@ absl::Status XrtCard::EnsureStepWeights(const EngineWeights& w) {
       for (const Stripe& plan : PlanStripes(c8.shape, units())) {
         const xrt::kernel& k = units_[plan.unit];
         StripeBuffers st;
-        st.codes = CopyToCard(c8.codes + plan.code_offset, plan.code_bytes, k.group_id(kW2A8Codes));
-        st.scales = CopyToCard(c8.scales + plan.param_offset, plan.param_count * 4, k.group_id(kW2A8Scales));
+        st.codes = CopyToCard(c8.codes + plan.code_offset, plan.code_bytes, k.group_id(kW2A8Weights));
+        st.scales = CopyToCard(c8.scales + plan.param_offset, plan.param_count * 4, k.group_id(kW2A8WeightFloats));
         table.insert(table.end(), {st.codes.address(), st.scales.address()});
         layer.stripes.push_back(std::move(st));
       }
@@ -255,12 +313,13 @@ absl::Status XrtCard::RunStep(const StepPlan& plan, std::span<float> logits) {
           placed = placed && it != layers_.end();
           return it == layers_.end() ? 0 : it->second.stripe_table.address();
         }};
-    ASSIGN_OR_RETURN(std::vector<hls::StepDescriptor> program, BuildStepProgram(plan, b, weights, units()));
+    ASSIGN_OR_RETURN(std::vector<hls::StepDescriptor> program, BuildStepProgram(plan, b, weights, card_units()));
     if (!placed) return absl::InternalError("a weight the step reads was not uploaded to the card");
     const uint64_t program_bytes = program.size() * sizeof(hls::StepDescriptor);
     Stage(step_arrays_["program"], program.data(), static_cast<int64_t>(program_bytes));
 
-    xrt::run run = sequencer_(step_arrays_["program"].bo, static_cast<int>(program.size()));
+    if (unit_runs_.empty()) StartUnits();
+    xrt::run run = StartSequencer(step_arrays_["program"].bo, static_cast<int>(program.size()));
     const ert_cmd_state state = run.wait(run_timeout_);
     if (state != ERT_CMD_STATE_COMPLETED) {
       return absl::InternalError(absl::StrCat("the sequencer ended in state ", static_cast<int>(state)));

@@ -12,6 +12,7 @@
 #include <xrt/xrt_kernel.h>
 
 #include <chrono>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -21,6 +22,7 @@
 
 #include "absl/status/statusor.h"
 #include "fpga/host/stripe_plan.h"
+#include "fpga/step_program.h"
 #include "runtime/cpu/step_plan.h"
 #include "runtime/quant/w2.h"
 
@@ -32,6 +34,8 @@ int CountCards();
 class XrtCard {
  public:
   static absl::StatusOr<std::unique_ptr<XrtCard>> Open(int index, const std::string& xclbin_path);
+  // Stops the W2A8 and attention units (a sequencer start whose program is a stop).
+  ~XrtCard();
 
   // Copies a W2 tensor to the card, striped over the W2A8 units, and its stripe table (the units'
   // buffer addresses, fpga/kernels/sequencer.h kW2A8) to the sequencer's bank.
@@ -47,6 +51,7 @@ class XrtCard {
   absl::Status RunStep(const StepPlan& plan, std::span<float> logits);
 
   int units() const { return static_cast<int>(units_.size()); }
+  CardUnits card_units() const { return {units(), static_cast<int>(attention_units_.size())}; }
   const std::string& platform() const { return platform_; }
 
   // Exposed for tests: the memory bank (group id) of a unit's argument, and of KV channel c.
@@ -73,11 +78,22 @@ class XrtCard {
   // The device address of `array` holding `bytes` from `data`, synced to the card.
   uint64_t Stage(DeviceArray& array, const void* data, int64_t bytes);
   absl::Status EnsureStepWeights(const EngineWeights& weights);
+  // Starts the W2A8 and attention units, which then serve the sequencer's commands until a stop
+  // (fpga/kernels/unit_chain.h); at the first step, when the KV channels exist.
+  void StartUnits();
+  // A start of the sequencer on `count` descriptors.
+  xrt::run StartSequencer(const xrt::bo& program, int count);
+  // The shared masters `masters` of `run` set to the shared anchor, and its address at `base_arg`.
+  void SetShared(xrt::run& run, std::initializer_list<int> masters, int base_arg);
 
   xrt::device device_;
   std::string platform_;
   std::vector<xrt::kernel> units_;  // one per accllm_w2a8 compute unit
+  std::vector<xrt::kernel> attention_units_;
   xrt::kernel sequencer_;
+  std::vector<xrt::run> unit_runs_;     // the units, running from the first step to the stop
+  std::vector<xrt::bo> weight_anchors_;  // per W2A8 unit, the buffer its weight masters are set to
+  xrt::bo shared_anchor_;               // the buffer every shared master is set to
   int kv_banks_[4] = {}, step_bank_ = 0;
   xrt::bo kv_channels_[4], kv_table_;
   std::map<const uint8_t*, LayerOnCard> layers_;  // W2 layers and the W8 classifier, by the host copy's codes

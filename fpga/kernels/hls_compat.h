@@ -17,8 +17,8 @@ inline constexpr int kBeatBytes = 64;  // one 512-bit HBM beat
 
 #ifdef ACCLLM_VITIS_HLS
 using Beat = ap_uint<512>;
-template <typename T>
-using Stream = ::hls::stream<T>;
+template <typename T, int kDepth = 2>
+using Stream = ::hls::stream<T, kDepth>;
 inline uint8_t BeatByte(const Beat& beat, int i) { return beat.range(8 * i + 7, 8 * i); }
 #else
 // One 512-bit beat: 64 bytes, as the AXI port delivers them.
@@ -27,9 +27,9 @@ struct Beat {
 };
 inline uint8_t BeatByte(const Beat& beat, int i) { return beat.bytes[i]; }
 
-// A FIFO between dataflow stages. C simulation runs stages one after another, so the FIFO must
-// be deep enough for everything one stage writes before the next reads (checked).
-template <typename T, int kDepth = 4096>
+// A FIFO between stages or kernels. C simulation runs them one after another, so the FIFO must
+// be deep enough for everything one writes before the next reads (checked).
+template <typename T, int kDepth = 2>
 class Stream {
  public:
   void write(const T& v) {

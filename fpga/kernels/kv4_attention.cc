@@ -215,37 +215,71 @@ float Kv4Accumulate(float* out, const float* p, const uint8_t* codes, const Kv4P
   return min_sum;
 }
 
+void Kv4Attention(const float* q, const float* q_sink, const int32_t* item_runs, const int32_t* item_sink_runs,
+                  int items, const KvChannels& kv, const int32_t* run_start, const int32_t* run_count, int head_size,
+                  float* out) {
+  // Queries in groups of kAttentionQueryLanes, interleaved within a group.
+  for (int i = 0; i < items; i += kAttentionQueryLanes) {
+    const int lanes = items - i < kAttentionQueryLanes ? items - i : kAttentionQueryLanes;
+    WithHeadSize(head_size, [&]<int N>() {
+      AttendGroup<N>(q + static_cast<int64_t>(i) * N, q_sink + static_cast<int64_t>(i) * N, item_runs + i,
+                     item_sink_runs + i, lanes, kv, run_start, run_count, out + static_cast<int64_t>(i) * N);
+    });
+  }
+}
+
+AttentionShare AttentionShareOf(int items, int units, int place) {
+  const int64_t groups = (items + kAttentionQueryLanes - 1) / kAttentionQueryLanes;
+  const int64_t first = groups * place / units, last = groups * (place + 1) / units;
+  const int64_t begin = first * kAttentionQueryLanes, end = last * kAttentionQueryLanes;
+  return {static_cast<int>(begin), static_cast<int>(end < items ? end : items)};
+}
+
+bool ServeAttentionCommand(const AttentionUnitPorts& ports, CommandStream& in, CommandStream& out, TokenStream& done_in,
+                           TokenStream& done_out) {
+  return ServeChainCommand(in, out, done_in, done_out, [&](const StepDescriptor& d, int place) {
+    const int hs = d.n[1], items = d.tokens * d.n[0];
+    const AttentionShare share = AttentionShareOf(items, d.n[5], place);
+    if (share.end <= share.begin) return;
+    const SharedPorts& shared = ports.shared;
+    const KvChannels kv = KvChannelsAt(shared, ports.kv, d.p[7], d.n[4]);
+    const int64_t first = share.begin;
+    Kv4Attention(shared.At<const float>(d.p[11]) + first * hs, shared.At<const float>(d.p[12]) + first * hs,
+                 shared.At<const int32_t>(d.p[3]) + first, shared.At<const int32_t>(d.p[4]) + first,
+                 share.end - share.begin, kv, shared.At<const int32_t>(d.p[5]), shared.At<const int32_t>(d.p[6]), hs,
+                 shared.At<float>(d.p[13]) + first * hs);
+  });
+}
+
 }  // namespace accllm::hls
 
-extern "C" void accllm_kv4_attention(const float* q, const float* q_sink, const int32_t* item_runs,
-                                     const int32_t* item_sink_runs, int items, uint8_t* kv0, uint8_t* kv1,
-                                     uint8_t* kv2, uint8_t* kv3, int key_params_offset, int value_codes_offset,
-                                     int value_params_offset, int page_tokens, int first_vector,
-                                     const int32_t* run_start, const int32_t* run_count, int head_size, float* out) {
-#pragma HLS INTERFACE m_axi port = q offset = slave bundle = gmem0
-#pragma HLS INTERFACE m_axi port = q_sink offset = slave bundle = gmem0
-#pragma HLS INTERFACE m_axi port = item_runs offset = slave bundle = gmem0
-#pragma HLS INTERFACE m_axi port = item_sink_runs offset = slave bundle = gmem0
-// One master per KV pseudo-channel (HBM 28-31).
+
+extern "C" void accllm_kv4_attention(const float* shared_floats, const int32_t* shared_ints,
+                                     const uint64_t* shared_words, uint64_t shared_base, uint8_t* kv0, uint8_t* kv1,
+                                     uint8_t* kv2, uint8_t* kv3, accllm::hls::CommandStream& commands_in,
+                                     accllm::hls::CommandStream& commands_out, accllm::hls::TokenStream& done_in,
+                                     accllm::hls::TokenStream& done_out) {
+// The shared channels (queries, runs, outputs, the KV channel table) and one master per KV
+// pseudo-channel (HBM 28-31). Started once; returns at a stop command.
+#pragma HLS INTERFACE m_axi port = shared_floats offset = slave bundle = gmem0
+#pragma HLS INTERFACE m_axi port = shared_ints offset = slave bundle = gmem0
+#pragma HLS INTERFACE m_axi port = shared_words offset = slave bundle = gmem0
 #pragma HLS INTERFACE m_axi port = kv0 offset = slave bundle = gmem1
 #pragma HLS INTERFACE m_axi port = kv1 offset = slave bundle = gmem2
 #pragma HLS INTERFACE m_axi port = kv2 offset = slave bundle = gmem3
 #pragma HLS INTERFACE m_axi port = kv3 offset = slave bundle = gmem4
-#pragma HLS INTERFACE m_axi port = run_start offset = slave bundle = gmem0
-#pragma HLS INTERFACE m_axi port = run_count offset = slave bundle = gmem0
-#pragma HLS INTERFACE m_axi port = out offset = slave bundle = gmem0
+#pragma HLS INTERFACE axis port = commands_in
+#pragma HLS INTERFACE axis port = commands_out
+#pragma HLS INTERFACE axis port = done_in
+#pragma HLS INTERFACE axis port = done_out
 #pragma HLS INTERFACE s_axilite port = return
-  const accllm::hls::KvChannels kv{{kv0, kv1, kv2, kv3},
-                                   {0, key_params_offset, value_codes_offset, value_params_offset},
-                                   page_tokens,
-                                   first_vector};
-  // Queries in groups of kAttentionQueryLanes, interleaved within a group.
-  for (int i = 0; i < items; i += accllm::hls::kAttentionQueryLanes) {
-    const int lanes = items - i < accllm::hls::kAttentionQueryLanes ? items - i : accllm::hls::kAttentionQueryLanes;
-    accllm::hls::WithHeadSize(head_size, [&]<int N>() {
-      accllm::hls::AttendGroup<N>(q + static_cast<int64_t>(i) * N, q_sink + static_cast<int64_t>(i) * N, item_runs + i,
-                                  item_sink_runs + i, lanes, kv, run_start, run_count,
-                                  out + static_cast<int64_t>(i) * N);
-    });
+  using namespace accllm::hls;
+  AttentionUnitPorts ports;
+  ports.shared.f32 = {const_cast<float*>(shared_floats), shared_base};
+  ports.shared.i32 = {const_cast<int32_t*>(shared_ints), shared_base};
+  ports.shared.u64 = {const_cast<uint64_t*>(shared_words), shared_base};
+  uint8_t* const kv[kKvChannels] = {kv0, kv1, kv2, kv3};
+  for (int c = 0; c < kKvChannels; ++c) ports.kv[c] = kv[c];
+  while (ServeAttentionCommand(ports, commands_in, commands_out, done_in, done_out)) {
   }
 }

@@ -9,7 +9,9 @@
 
 #include <cstdint>
 
+#include "fpga/kernels/device_memory.h"
 #include "fpga/kernels/kv_channels.h"
+#include "fpga/kernels/unit_chain.h"
 
 namespace accllm::hls {
 
@@ -39,17 +41,37 @@ inline constexpr int kKv4MaxVisible = 8192;  // sinks + window tokens one query 
 // Queries one attention unit interleaves: at least the latency of an add carried per query.
 inline constexpr int kAttentionQueryLanes = 8;
 
-}  // namespace accllm::hls
-
 // One layer's attention for a batch of (token, head) queries (runtime/kv/attention_batch.h):
 // item i reads its query from q[i] (and q_sink[i]), owns runs [item_runs[i], item_runs[i + 1]),
 // the first item_sink_runs[i] of which are sink tokens outside the window that meet q_sink (the
 // query rotated at the capped position, LM-Infinite style); the rest meet q. Run r covers
-// run_count[r] vectors starting at vector first_vector + run_start[r] of the KV cache, striped
-// over the four KV channels kv0..kv3 (kv_channels.h; key codes at offset 0 of each channel's
-// buffer, the other regions at the offsets given). Writes head_size outputs per item.
-extern "C" void accllm_kv4_attention(const float* q, const float* q_sink, const int32_t* item_runs,
-                                     const int32_t* item_sink_runs, int items, uint8_t* kv0, uint8_t* kv1,
-                                     uint8_t* kv2, uint8_t* kv3, int key_params_offset, int value_codes_offset,
-                                     int value_params_offset, int page_tokens, int first_vector,
-                                     const int32_t* run_start, const int32_t* run_count, int head_size, float* out);
+// run_count[r] vectors starting at vector kv.first_vector + run_start[r] of the KV cache, striped
+// over the four KV channels (kv_channels.h). Writes head_size outputs per item.
+void Kv4Attention(const float* q, const float* q_sink, const int32_t* item_runs, const int32_t* item_sink_runs,
+                  int items, const KvChannels& kv, const int32_t* run_start, const int32_t* run_count, int head_size,
+                  float* out);
+
+// An attention unit as the card runs it: started once, it serves the kAttention commands of its
+// chain (unit_chain.h) until a stop, unit u of n over query groups [G u / n, G (u + 1) / n) of the
+// layer's G groups of kAttentionQueryLanes (token, head) items.
+struct AttentionUnitPorts {
+  SharedPorts shared;                  // queries, runs, outputs, the KV channel table
+  uint8_t* kv[kKvChannels] = {};       // each KV channel's buffer
+};
+struct AttentionShare {
+  int begin = 0, end = 0;  // items
+};
+AttentionShare AttentionShareOf(int items, int units, int place);
+bool ServeAttentionCommand(const AttentionUnitPorts& ports, CommandStream& in, CommandStream& out, TokenStream& done_in,
+                           TokenStream& done_out);
+
+}  // namespace accllm::hls
+
+
+// The unit's top function: shared masters set to one buffer in the shared channels (shared_base),
+// kv0..kv3 to the KV channels' buffers; streams last.
+extern "C" void accllm_kv4_attention(const float* shared_floats, const int32_t* shared_ints,
+                                     const uint64_t* shared_words, uint64_t shared_base, uint8_t* kv0, uint8_t* kv1,
+                                     uint8_t* kv2, uint8_t* kv3, accllm::hls::CommandStream& commands_in,
+                                     accllm::hls::CommandStream& commands_out, accllm::hls::TokenStream& done_in,
+                                     accllm::hls::TokenStream& done_out);

@@ -9,8 +9,7 @@
 #include "fpga/kernels/elementwise.h"
 #include "fpga/kernels/hls_compat.h"
 #include "fpga/kernels/kv4_attention.h"
-#include "fpga/kernels/w2a8_engine.h"
-#include "fpga/kernels/w8a8_engine.h"
+#include "fpga/kernels/w2a8_unit.h"
 #include "runtime/common/lane_sum.h"
 #include "runtime/common/nn_ops.h"
 
@@ -19,19 +18,33 @@ namespace {
 
 #ifndef ACCLLM_VITIS_HLS
 std::atomic<int64_t> sequencer_starts{0};
-thread_local ScopedDeviceMemory::Map device_memory = nullptr;
 #endif
 
-// A buffer named by its device address (see sequencer.h).
-template <typename T>
-T* At(uint64_t address) {
-#ifndef ACCLLM_VITIS_HLS
-  if (device_memory != nullptr) return static_cast<T*>(device_memory(address));
-#endif
-  return reinterpret_cast<T*>(static_cast<uintptr_t>(address));
+// One unit of a chain serving one command. On a card the units are kernels of their own and
+// nothing runs them here; in C simulation the sequencer runs them (unit_chain.h's RunOnChain).
+#ifdef ACCLLM_VITIS_HLS
+void W2A8UnitInCSim(CommandStream&, CommandStream&, TokenStream&, TokenStream&) {}
+void AttentionUnitInCSim(CommandStream&, CommandStream&, TokenStream&, TokenStream&) {}
+#else
+void W2A8UnitInCSim(CommandStream& in, CommandStream& out, TokenStream& done_in, TokenStream& done_out) {
+  ServeW2A8Command(W2A8UnitPorts{}, in, out, done_in, done_out);
 }
+void AttentionUnitInCSim(CommandStream& in, CommandStream& out, TokenStream& done_in, TokenStream& done_out) {
+  ServeAttentionCommand(AttentionUnitPorts{}, in, out, done_in, done_out);
+}
+#endif
 
-constexpr int kRowTile = 16;  // rows per W2/W8 row tile (runtime/quant/w2.h kW2RowTile)
+// What the sequencer reaches: buffers through its masters, and the two unit chains.
+struct Card {
+  SharedPorts shared;
+  uint8_t* kv[kKvChannels] = {};
+  ChainEnds w2a8, attention;
+
+  template <typename T>
+  T* At(uint64_t address) const {
+    return shared.At<T>(address);
+  }
+};
 
 // A pipelined loop over n elements, a beat of kElementLanes per cycle.
 int64_t BeatLoopCycles(int64_t n) { return (n + kElementLanes - 1) / kElementLanes + kLoopDepth; }
@@ -48,11 +61,11 @@ void CopyBeats(float* dst, const float* src, int n, CycleTally& tally) {
   tally.Add(BeatLoopCycles(n));
 }
 
-void Embed(const StepDescriptor& d) {
+void Embed(const StepDescriptor& d, Card& card) {
   const int dim = d.n[0];
-  const uint16_t* table = At<const uint16_t>(d.p[0]);
-  const int32_t* tokens = At<const int32_t>(d.p[1]);
-  float* x = At<float>(d.p[2]);
+  const uint16_t* table = card.At<const uint16_t>(d.p[0]);
+  const int32_t* tokens = card.At<const int32_t>(d.p[1]);
+  float* x = card.At<float>(d.p[2]);
   CycleTally tally;
   for (int t = 0; t < d.tokens; ++t) {
     const uint16_t* row = table + static_cast<int64_t>(tokens[t]) * dim;
@@ -69,14 +82,14 @@ void Embed(const StepDescriptor& d) {
   tally.Commit(CycleUnit::kElementwise);
 }
 
-void ResidualNormA8(const StepDescriptor& d) {
+void ResidualNormA8(const StepDescriptor& d, Card& card) {
   const int dim = d.n[0], cols_padded = d.n[1], group_size = d.n[2];
   const int groups = group_size > 0 ? cols_padded / group_size : 0;
   CycleTally tally;
   for (int t = 0; t < d.tokens; ++t) {
-    float* x = At<float>(d.p[0]) + static_cast<int64_t>(t) * dim;
+    float* x = card.At<float>(d.p[0]) + static_cast<int64_t>(t) * dim;
     if (d.p[1] != 0) {
-      const float* y = At<const float>(d.p[1]) + static_cast<int64_t>(t) * dim;
+      const float* y = card.At<const float>(d.p[1]) + static_cast<int64_t>(t) * dim;
       for (int j0 = 0; j0 < dim; j0 += kElementLanes) {
 #pragma HLS PIPELINE II = 1
         for (int l = 0; l < kElementLanes; ++l) {
@@ -86,76 +99,38 @@ void ResidualNormA8(const StepDescriptor& d) {
       }
       tally.Add(BeatLoopCycles(dim));
     }
-    const float* weight = At<const float>(d.p[2]);
+    const float* weight = card.At<const float>(d.p[2]);
     if (d.p[6] != 0) {
       // The fp16 classifier's input: accllm_rmsnorm_a8's loops without the quantizer.
-      RmsNorm(At<float>(d.p[6]) + static_cast<int64_t>(t) * dim, x, weight, dim, d.f);
+      RmsNorm(card.At<float>(d.p[6]) + static_cast<int64_t>(t) * dim, x, weight, dim, d.f);
       const int chunks = dim / accllm::kNormLanes, tail = dim - chunks * accllm::kNormLanes;
       tally.Add(int64_t{chunks} * kFaddLatency + kLoopDepth + 6 * kFaddLatency + int64_t{tail} * kFaddLatency +
                 3 * kDivideLatency + BeatLoopCycles(dim));
     } else {
-      accllm_rmsnorm_a8(x, weight, dim, d.f, cols_padded, group_size, At<int8_t>(d.p[3]) + static_cast<int64_t>(t) * cols_padded,
-                        At<float>(d.p[5]) + t, At<int32_t>(d.p[4]) + static_cast<int64_t>(t) * groups);
+      accllm_rmsnorm_a8(x, weight, dim, d.f, cols_padded, group_size,
+                        card.At<int8_t>(d.p[3]) + static_cast<int64_t>(t) * cols_padded,
+                        card.At<float>(d.p[5]) + t, card.At<int32_t>(d.p[4]) + static_cast<int64_t>(t) * groups);
     }
   }
   tally.Commit(CycleUnit::kElementwise);
 }
 
-void A8(const StepDescriptor& d) {
+void A8(const StepDescriptor& d, Card& card) {
   const int width = d.n[0], cols_padded = d.n[1], group_size = d.n[2], groups = cols_padded / group_size;
   for (int t = 0; t < d.tokens; ++t) {
-    accllm_a8(At<const float>(d.p[0]) + static_cast<int64_t>(t) * width, width, cols_padded, group_size,
-              At<int8_t>(d.p[1]) + static_cast<int64_t>(t) * cols_padded, At<float>(d.p[3]) + t,
-              At<int32_t>(d.p[2]) + static_cast<int64_t>(t) * groups);
+    accllm_a8(card.At<const float>(d.p[0]) + static_cast<int64_t>(t) * width, width, cols_padded, group_size,
+              card.At<int8_t>(d.p[1]) + static_cast<int64_t>(t) * cols_padded, card.At<float>(d.p[3]) + t,
+              card.At<int32_t>(d.p[2]) + static_cast<int64_t>(t) * groups);
   }
 }
 
-// Every compute unit over its stripe of a layer's row tiles (as fpga/host/stripe_plan.h splits
-// them), from the buffers in its own channel, in calls of at most kW2A8TokenLanes tokens:
-// call(unit, first row, rows, tiles, first token, tokens); the unit's rows land at their place.
-template <typename Call>
-void ForEachUnitCall(int rows, int units_wanted, int tokens, const Call& call) {
-  const int tiles = (rows + kRowTile - 1) / kRowTile;
-  const int units = std::max(1, std::min(units_wanted, tiles));
-  for (int u = 0; u < units; ++u) {
-    const int tile_begin = static_cast<int>(static_cast<int64_t>(tiles) * u / units);
-    const int tile_end = static_cast<int>(static_cast<int64_t>(tiles) * (u + 1) / units);
-    const int row0 = tile_begin * kRowTile;
-    for (int t0 = 0; t0 < tokens; t0 += kW2A8TokenLanes) {
-      call(u, row0, std::min(rows, tile_end * kRowTile) - row0, tile_end - tile_begin, t0,
-           std::min(kW2A8TokenLanes, tokens - t0));
-    }
-  }
+// A linear descriptor on the W2A8 units' chain (kW2A8, or kW8A8 on their 8-bit mode).
+void Linear(const StepDescriptor& d, Card& card) {
+  const int units = d.op == StepOp::kW8A8 ? d.n[4] : d.n[5];
+  RunOnChain(d, units, card.w2a8, W2A8UnitInCSim);
 }
 
-void W2A8(const StepDescriptor& d) {
-  const int rows = d.n[0], cols_padded = d.n[1], group_size = d.n[2], sparse24 = d.n[3], ldy = d.n[4];
-  const int groups = cols_padded / group_size;
-  const uint64_t* stripes = At<const uint64_t>(d.p[0]);  // per unit: codes, 2:4 index, scales, zeros
-  ForEachUnitCall(rows, d.n[5], d.tokens, [&](int u, int row0, int stripe_rows, int stripe_tiles, int t0, int n) {
-    const uint64_t* stripe = stripes + 4 * u;
-    accllm_w2a8(At<const Beat>(stripe[0]), At<const Beat>(stripe[1]), At<const uint16_t>(stripe[2]),
-                At<const uint8_t>(stripe[3]), At<const int8_t>(d.p[1]) + static_cast<int64_t>(t0) * cols_padded,
-                At<const int32_t>(d.p[2]) + static_cast<int64_t>(t0) * groups, At<const float>(d.p[3]) + t0,
-                At<float>(d.p[4]) + static_cast<int64_t>(t0) * ldy + row0, stripe_rows, cols_padded, group_size,
-                sparse24, n, ldy, 0, stripe_tiles);
-  });
-}
-
-// The classifier in 8 bits on every unit's 8-bit mode.
-void W8A8(const StepDescriptor& d) {
-  const int rows = d.n[0], cols_padded = d.n[1], group_size = d.n[2], ldy = d.n[3];
-  const uint64_t* stripes = At<const uint64_t>(d.p[0]);  // per unit: codes, scales
-  ForEachUnitCall(rows, d.n[4], d.tokens, [&](int u, int row0, int stripe_rows, int stripe_tiles, int t0, int n) {
-    const uint64_t* stripe = stripes + 2 * u;
-    W8A8Engine<kW2A8TokenLanes>(At<const Beat>(stripe[0]), At<const float>(stripe[1]),
-                                At<const int8_t>(d.p[1]) + static_cast<int64_t>(t0) * cols_padded,
-                                At<const float>(d.p[2]) + t0, At<float>(d.p[3]) + static_cast<int64_t>(t0) * ldy + row0,
-                                stripe_rows, cols_padded, group_size, n, ldy, 0, stripe_tiles);
-  });
-}
-
-void F16(const StepDescriptor& d) {
+void F16(const StepDescriptor& d, Card& card) {
   const int rows = d.n[0], cols = d.n[1], ldy = d.n[2];
   // A functional unit: per row and token, LaneDot's 8 lanes at the fma's latency, then its tail.
   CycleTally tally;
@@ -163,24 +138,13 @@ void F16(const StepDescriptor& d) {
   tally.Add(int64_t{rows} * d.tokens * row_cycles + kLoopDepth);
   tally.Commit(CycleUnit::kClassifier);
   for (int r = 0; r < rows; ++r) {
-    const uint16_t* row = At<const uint16_t>(d.p[0]) + static_cast<int64_t>(r) * cols;
+    const uint16_t* row = card.At<const uint16_t>(d.p[0]) + static_cast<int64_t>(r) * cols;
     for (int t = 0; t < d.tokens; ++t) {
-      const float* x = At<const float>(d.p[1]) + static_cast<int64_t>(t) * cols;
-      At<float>(d.p[2])[static_cast<int64_t>(t) * ldy + r] =
+      const float* x = card.At<const float>(d.p[1]) + static_cast<int64_t>(t) * cols;
+      card.At<float>(d.p[2])[static_cast<int64_t>(t) * ldy + r] =
           LaneDot([&](int j) { return HalfToFloat(row[j]); }, [&](int j) { return x[j]; }, cols);
     }
   }
-}
-
-// The KV channels of a descriptor: the card's table, the layer's first vector.
-KvChannels ChannelsOf(uint64_t table_address, int64_t first_vector) {
-  const KvChannelTable& table = *At<const KvChannelTable>(table_address);
-  KvChannels kv{};
-  for (int c = 0; c < kKvChannels; ++c) kv.channel[c] = At<uint8_t>(table.channel[c]);
-  for (int r = 0; r < 4; ++r) kv.region_offset[r] = table.region_offset[r];
-  kv.page_tokens = table.page_tokens;
-  kv.first_vector = first_vector;
-  return kv;
 }
 
 // `heads` vectors of head_size values into the KV4 cache's `region` (key or value codes; their
@@ -239,19 +203,19 @@ void Kv4WriteHeads(const float* x, int head_size, int heads, int64_t first, cons
 
 // Per token, over all its heads at once: q saved unrotated, RoPE on q and k, the Hadamard
 // rotation of k and v, both written to the cache.
-void RopeKvWrite(const StepDescriptor& d) {
+void RopeKvWrite(const StepDescriptor& d, Card& card) {
   const int dim = d.n[0], kv_heads = d.n[1], hs = d.n[2], rotate = d.n[4];
   const int kv_dim = kv_heads * hs;
-  const KvChannels kv = ChannelsOf(d.p[6], d.n[3]);
-  const int32_t* positions = At<const int32_t>(d.p[4]);
-  const int32_t* vectors = At<const int32_t>(d.p[5]);
+  const KvChannels kv = KvChannelsAt(card.shared, card.kv, d.p[6], d.n[3]);
+  const int32_t* positions = card.At<const int32_t>(d.p[4]);
+  const int32_t* vectors = card.At<const int32_t>(d.p[5]);
   CycleTally tally;
   for (int t = 0; t < d.tokens; ++t) {
-    float* q = At<float>(d.p[0]) + static_cast<int64_t>(t) * dim;
-    CopyBeats(At<float>(d.p[1]) + static_cast<int64_t>(t) * dim, q, dim, tally);
+    float* q = card.At<float>(d.p[0]) + static_cast<int64_t>(t) * dim;
+    CopyBeats(card.At<float>(d.p[1]) + static_cast<int64_t>(t) * dim, q, dim, tally);
     accllm_rope(q, dim, hs, positions[t], d.f);
-    float* k = At<float>(d.p[2]) + static_cast<int64_t>(t) * kv_dim;
-    float* v = At<float>(d.p[3]) + static_cast<int64_t>(t) * kv_dim;
+    float* k = card.At<float>(d.p[2]) + static_cast<int64_t>(t) * kv_dim;
+    float* v = card.At<float>(d.p[3]) + static_cast<int64_t>(t) * kv_dim;
     accllm_rope(k, kv_dim, hs, positions[t], d.f);
     if (rotate) {
       accllm_hadamard(k, hs, kv_heads);
@@ -263,15 +227,15 @@ void RopeKvWrite(const StepDescriptor& d) {
   tally.Commit(CycleUnit::kElementwise);
 }
 
-void Attention(const StepDescriptor& d) {
+void Attention(const StepDescriptor& d, Card& card) {
   const int heads = d.n[0], hs = d.n[1], rotate = d.n[2];
   const int dim = heads * hs, items = d.tokens * heads;
-  const float* q = At<const float>(d.p[0]);
-  const float* q_raw = At<const float>(d.p[1]);
-  const int32_t* sink_positions = At<const int32_t>(d.p[2]);
-  float* queries = At<float>(d.p[11]);
-  float* sink_queries = At<float>(d.p[12]);
-  float* out = At<float>(d.p[13]);
+  const float* q = card.At<const float>(d.p[0]);
+  const float* q_raw = card.At<const float>(d.p[1]);
+  const int32_t* sink_positions = card.At<const int32_t>(d.p[2]);
+  float* queries = card.At<float>(d.p[11]);
+  float* sink_queries = card.At<float>(d.p[12]);
+  float* out = card.At<float>(d.p[13]);
   CycleTally tally;
   CopyBeats(queries, q, d.tokens * dim, tally);  // item t * heads + h is q's head h of token t
   if (rotate) accllm_hadamard(queries, hs, items);
@@ -282,32 +246,28 @@ void Attention(const StepDescriptor& d) {
     accllm_rope(sink, dim, hs, sink_positions[t], d.f);
     if (rotate) accllm_hadamard(sink, hs, heads);
   }
-  const KvChannels kv = ChannelsOf(d.p[7], d.n[4]);
-  accllm_kv4_attention(queries, sink_queries, At<const int32_t>(d.p[3]), At<const int32_t>(d.p[4]), items, kv.channel[0],
-                       kv.channel[1], kv.channel[2], kv.channel[3], static_cast<int>(kv.region_offset[1]),
-                       static_cast<int>(kv.region_offset[2]), static_cast<int>(kv.region_offset[3]),
-                       static_cast<int>(kv.page_tokens), static_cast<int>(kv.first_vector), At<const int32_t>(d.p[5]),
-                       At<const int32_t>(d.p[6]), hs, out);
+  RunOnChain(d, d.n[5], card.attention,
+             AttentionUnitInCSim);
   if (rotate) accllm_hadamard(out, hs, items);  // back from the cache's basis
   tally.Commit(CycleUnit::kElementwise);
 }
 
-void SwiGlu(const StepDescriptor& d) {
+void SwiGlu(const StepDescriptor& d, Card& card) {
   const int hidden = d.n[0], segment = d.n[1], block = d.n[2];
   for (int t = 0; t < d.tokens; ++t) {
     for (int first = 0; first < hidden; first += segment) {
       const int size = std::min(segment, hidden - first);
-      float* h = At<float>(d.p[0]) + static_cast<int64_t>(t) * hidden + first;
-      accllm_swiglu(h, At<const float>(d.p[1]) + static_cast<int64_t>(t) * hidden + first, size);
+      float* h = card.At<float>(d.p[0]) + static_cast<int64_t>(t) * hidden + first;
+      accllm_swiglu(h, card.At<const float>(d.p[1]) + static_cast<int64_t>(t) * hidden + first, size);
       if (block > 0) accllm_hadamard(h, size, 1);
     }
   }
 }
 
-void GatherRows(const StepDescriptor& d) {
+void GatherRows(const StepDescriptor& d, Card& card) {
   const int width = d.n[0];
-  float* x = At<float>(d.p[0]);
-  const int32_t* rows = At<const int32_t>(d.p[1]);
+  float* x = card.At<float>(d.p[0]);
+  const int32_t* rows = card.At<const int32_t>(d.p[1]);
   CycleTally tally;
   for (int r = 0; r < d.tokens; ++r) {
     CopyBeats(x + static_cast<int64_t>(r) * width, x + static_cast<int64_t>(rows[r]) * width, width, tally);
@@ -320,36 +280,84 @@ void GatherRows(const StepDescriptor& d) {
 #ifndef ACCLLM_VITIS_HLS
 int64_t SequencerStarts() { return sequencer_starts.load(); }
 
-ScopedDeviceMemory::ScopedDeviceMemory(Map memory) : previous_(device_memory) { device_memory = memory; }
-ScopedDeviceMemory::~ScopedDeviceMemory() { device_memory = previous_; }
+void RunSequencerInCSim(const StepDescriptor* program, int count) {
+  CommandStream w2a8_commands, w2a8_returned, attention_commands, attention_returned;
+  TokenStream w2a8_seed, w2a8_done, attention_seed, attention_done;
+  accllm_sequencer(program, count, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 0, nullptr, nullptr, nullptr,
+                   nullptr, w2a8_commands, w2a8_returned, w2a8_seed, w2a8_done, attention_commands, attention_returned,
+                   attention_seed, attention_done);
+}
 #endif
 
 }  // namespace accllm::hls
 
-extern "C" void accllm_sequencer(const accllm::hls::StepDescriptor* program, int count) {
+extern "C" void accllm_sequencer(const accllm::hls::StepDescriptor* program, int count, float* shared_floats,
+                                 int32_t* shared_ints, int8_t* shared_codes, uint8_t* shared_bytes,
+                                 uint16_t* shared_halves, uint64_t* shared_words, uint64_t shared_base,
+                                 uint8_t* kv0, uint8_t* kv1, uint8_t* kv2, uint8_t* kv3,
+                                 accllm::hls::CommandStream& w2a8_commands, accllm::hls::CommandStream& w2a8_returned,
+                                 accllm::hls::TokenStream& w2a8_seed, accllm::hls::TokenStream& w2a8_done,
+                                 accllm::hls::CommandStream& attention_commands,
+                                 accllm::hls::CommandStream& attention_returned,
+                                 accllm::hls::TokenStream& attention_seed, accllm::hls::TokenStream& attention_done) {
+// The descriptor list; the shared channels (activations, tables, norms, the embedding, the fp16
+// classifier), one master per element type; one master per KV pseudo-channel (the KV4 writes).
 #pragma HLS INTERFACE m_axi port = program offset = slave bundle = gmem0
+#pragma HLS INTERFACE m_axi port = shared_floats offset = slave bundle = gmem1
+#pragma HLS INTERFACE m_axi port = shared_ints offset = slave bundle = gmem1
+#pragma HLS INTERFACE m_axi port = shared_codes offset = slave bundle = gmem1
+#pragma HLS INTERFACE m_axi port = shared_bytes offset = slave bundle = gmem1
+#pragma HLS INTERFACE m_axi port = shared_halves offset = slave bundle = gmem1
+#pragma HLS INTERFACE m_axi port = shared_words offset = slave bundle = gmem1
+#pragma HLS INTERFACE m_axi port = kv0 offset = slave bundle = gmem2
+#pragma HLS INTERFACE m_axi port = kv1 offset = slave bundle = gmem3
+#pragma HLS INTERFACE m_axi port = kv2 offset = slave bundle = gmem4
+#pragma HLS INTERFACE m_axi port = kv3 offset = slave bundle = gmem5
+#pragma HLS INTERFACE axis port = w2a8_commands
+#pragma HLS INTERFACE axis port = w2a8_returned
+#pragma HLS INTERFACE axis port = w2a8_seed
+#pragma HLS INTERFACE axis port = w2a8_done
+#pragma HLS INTERFACE axis port = attention_commands
+#pragma HLS INTERFACE axis port = attention_returned
+#pragma HLS INTERFACE axis port = attention_seed
+#pragma HLS INTERFACE axis port = attention_done
 #pragma HLS INTERFACE s_axilite port = return
-  using accllm::hls::StepOp;
+  using namespace accllm::hls;
 #ifndef ACCLLM_VITIS_HLS
-  accllm::hls::sequencer_starts.fetch_add(1);
+  sequencer_starts.fetch_add(1);
 #endif
-  // Each descriptor: its beats read, then its op dispatched.
-  accllm::hls::CycleTally tally;
-  tally.Add(static_cast<int64_t>(count) * ((sizeof(accllm::hls::StepDescriptor) + 63) / 64 + accllm::hls::kLoopDepth));
-  tally.Commit(accllm::hls::CycleUnit::kSequencer);
+  Card card{{}, {kv0, kv1, kv2, kv3}, {w2a8_commands, w2a8_returned, w2a8_seed, w2a8_done},
+            {attention_commands, attention_returned, attention_seed, attention_done}};
+  card.shared.f32 = {shared_floats, shared_base};
+  card.shared.i32 = {shared_ints, shared_base};
+  card.shared.i8 = {shared_codes, shared_base};
+  card.shared.u8 = {shared_bytes, shared_base};
+  card.shared.u16 = {shared_halves, shared_base};
+  card.shared.u64 = {shared_words, shared_base};
   for (int i = 0; i < count; ++i) {
-    const accllm::hls::StepDescriptor& d = program[i];
+    const StepDescriptor& d = program[i];
+    // Each descriptor: its beats read, then its op run here or sent down a chain (a round trip).
+    CycleTally tally;
+    tally.Add(DescriptorReadCycles());
+    tally.Add(ChainCycles(d));
+    tally.Commit(CycleUnit::kSequencer);
     switch (d.op) {
-      case StepOp::kEmbed: accllm::hls::Embed(d); break;
-      case StepOp::kResidualNormA8: accllm::hls::ResidualNormA8(d); break;
-      case StepOp::kA8: accllm::hls::A8(d); break;
-      case StepOp::kW2A8: accllm::hls::W2A8(d); break;
-      case StepOp::kW8A8: accllm::hls::W8A8(d); break;
-      case StepOp::kF16: accllm::hls::F16(d); break;
-      case StepOp::kRopeKvWrite: accllm::hls::RopeKvWrite(d); break;
-      case StepOp::kAttention: accllm::hls::Attention(d); break;
-      case StepOp::kSwiGlu: accllm::hls::SwiGlu(d); break;
-      case StepOp::kGatherRows: accllm::hls::GatherRows(d); break;
+      case StepOp::kEmbed: Embed(d, card); break;
+      case StepOp::kResidualNormA8: ResidualNormA8(d, card); break;
+      case StepOp::kA8: A8(d, card); break;
+      case StepOp::kW2A8:
+      case StepOp::kW8A8: Linear(d, card); break;
+      case StepOp::kF16: F16(d, card); break;
+      case StepOp::kRopeKvWrite: RopeKvWrite(d, card); break;
+      case StepOp::kAttention: Attention(d, card); break;
+      case StepOp::kSwiGlu: SwiGlu(d, card); break;
+      case StepOp::kGatherRows: GatherRows(d, card); break;
+      case StepOp::kStop: {
+        // Both chains' units return; so does the sequencer.
+        RunOnChain(d, d.n[0], card.w2a8, W2A8UnitInCSim);
+        RunOnChain(d, d.n[1], card.attention, AttentionUnitInCSim);
+        return;
+      }
     }
   }
 }

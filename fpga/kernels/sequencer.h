@@ -1,96 +1,54 @@
 // The layer sequencer: one kernel start runs a whole step. The host writes the step's descriptor
-// list (fpga/host/step_program.h builds it) and starts the sequencer once; the sequencer walks the
-// list and runs each descriptor on its unit (the W2A8 engine over every compute unit's stripe,
-// the attention unit, the element-wise units), so the logits are the only read-back. A descriptor
-// names its buffers by device address: on a card the 64-bit address XRT gives each buffer object,
-// reached through the HBM switch; in C simulation the host address of the buffer.
-//
-// Fields by op (n: integers, p: addresses; `tokens` rows, row-major [token][width]):
-//   kEmbed            n = {dim};  p = {fp16 table, int32 token ids, x}
-//   kResidualNormA8   x += y when p[1] != 0, then RMSNorm(x) * weight as A8 codes (or, when p[6]
-//                     != 0, as floats there); n = {dim, cols_padded, group_size}, f = eps;
-//                     p = {x, y, weight, codes, group sums, scales, floats}
-//   kA8               n = {width, cols_padded, group_size};  p = {x, codes, group sums, scales}
-//   kW2A8             y[t * ldy + r] = W x_t on every compute unit, each over its stripe of the
-//                     layer's row tiles (fpga/host/stripe_plan.h) in its own HBM channel;
-//                     n = {rows, cols_padded, group_size, sparse24, ldy, units};
-//                     p = {stripe table, A8 codes, group sums, scales, y}; the stripe table holds
-//                     per unit the addresses of its stripe's codes, 2:4 index (0: dense), scales
-//                     and zeros, each starting at the stripe's first tile
-//   kW8A8             the classifier in 8 bits on every unit's 8-bit mode (w8a8_engine.h), each
-//                     over its stripe; n = {rows, cols_padded, group_size, ldy, units};
-//                     p = {stripe table, A8 codes, A8 scales, y}; the stripe table holds per unit
-//                     the addresses of its stripe's codes and scales
-//   kF16              the classifier in fp16; n = {rows, cols, ldy};  p = {weights, x, y}
-//   kRopeKvWrite      per token, over its heads: q saved unrotated, RoPE on q and k, the Hadamard
-//                     rotation (when n[4]), k and v quantized into the KV4 cache;
-//                     n = {dim, n_kv_heads, head_size, the layer's first KV vector, rotate},
-//                     f = theta; p = {q, q_raw, k, v, int32 positions, int32 KV vectors (layer
-//                     0's), the card's KV channel table (kv_channels.h)}
-//   kAttention        per (token, head): the query (and, for sink runs, the query at its capped
-//                     position) into the cache's basis, Λ attention, the output back;
-//                     n = {n_heads, head_size, rotate, runs, the layer's first KV vector};
-//                     f = theta; p = {q, q_raw, int32 sink positions (-1: none), item runs, item
-//                     sink runs, run starts, run counts (layer 0's), the KV channel table, -, -,
-//                     -, query scratch, sink query scratch, out}
-//   kSwiGlu           h = silu(h) * h2 per token, then a block Hadamard (n[2] > 0);
-//                     n = {hidden, segment, hadamard block};  p = {h, h2}
-//   kGatherRows       row r = row rows[r] for r < tokens (rows[r] <= r, in order);
-//                     n = {width};  p = {x, int32 rows}
+// list (step_descriptor.h; fpga/step_program.h builds it) and starts the sequencer once; the
+// sequencer walks the list, runs the element-wise descriptors on its own units (norm+A8, A8,
+// RoPE and the KV4 write, SwiGLU, Hadamard, embedding, row gathers, the fp16 classifier) and
+// sends each linear and attention descriptor down the chain of units that runs it (unit_chain.h),
+// waiting for its done token; so the logits are the only read-back. It reaches buffers through
+// its masters on the shared channels and on the four KV channels (device_memory.h).
 #pragma once
 
 #include <cstdint>
 
-#include "fpga/kernels/kv_channels.h"
+#include "fpga/kernels/cycle_count.h"
+#include "fpga/kernels/device_memory.h"
+#include "fpga/kernels/step_descriptor.h"
+#include "fpga/kernels/unit_chain.h"
 
 namespace accllm::hls {
 
-// The most KV heads the KV4 write unit takes per token (fpga/step_program.h refuses more).
-inline constexpr int kMaxKvHeads = 256;
-
-enum class StepOp : int32_t {
-  kEmbed,
-  kResidualNormA8,
-  kA8,
-  kW2A8,
-  kW8A8,
-  kF16,
-  kRopeKvWrite,
-  kAttention,
-  kSwiGlu,
-  kGatherRows,
-};
-
-struct StepDescriptor {
-  StepOp op = StepOp::kEmbed;
-  int32_t tokens = 0;
-  int32_t n[6] = {};
-  float f = 0.0f;
-  uint64_t p[14] = {};
-};
+// Cycles the sequencer spends on a descriptor besides running it: reading its beats, and for one
+// it sends down a chain, the chain's round trip (a kStop goes down both chains).
+inline int64_t DescriptorReadCycles() { return (static_cast<int64_t>(sizeof(StepDescriptor)) + 63) / 64 + kLoopDepth; }
+inline int64_t ChainCycles(const StepDescriptor& d) {
+  switch (d.op) {
+    case StepOp::kW2A8:
+    case StepOp::kAttention: return ChainRoundTripCycles(d.n[5]);
+    case StepOp::kW8A8: return ChainRoundTripCycles(d.n[4]);
+    case StepOp::kStop: return ChainRoundTripCycles(d.n[0]) + ChainRoundTripCycles(d.n[1]);
+    default: return 0;
+  }
+}
 
 #ifndef ACCLLM_VITIS_HLS
 // Sequencer starts in C simulation since the process began, all threads together.
 int64_t SequencerStarts();
 
-// C simulation of a card whose device addresses are not host addresses (XRT's noop flow keeps a
-// shadow of each buffer): while one of these lives, the sequencer starts on this thread reach a
-// descriptor's address through `memory` (null for an address no buffer holds). Without one, an
-// address is the host address (fpga-sim).
-class ScopedDeviceMemory {
- public:
-  using Map = void* (*)(uint64_t address);
-  explicit ScopedDeviceMemory(Map memory);
-  ~ScopedDeviceMemory();
-  ScopedDeviceMemory(const ScopedDeviceMemory&) = delete;
-  ScopedDeviceMemory& operator=(const ScopedDeviceMemory&) = delete;
-
- private:
-  Map previous_;
-};
+// A sequencer start in C simulation, the unit chains run in it: addresses are host addresses, or
+// what a ScopedDeviceMemory maps them to.
+void RunSequencerInCSim(const StepDescriptor* program, int count);
 #endif
 
 }  // namespace accllm::hls
 
-// The sequencer's top function: runs `count` descriptors in order.
-extern "C" void accllm_sequencer(const accllm::hls::StepDescriptor* program, int count);
+// The sequencer's top function: runs `count` descriptors in order (or up to a kStop). The shared
+// masters are all set to one buffer in the shared channels, whose device address is shared_base;
+// kv0..kv3 to the KV channels' buffers (kv_channels.h). Streams last: the host sets none of them.
+extern "C" void accllm_sequencer(const accllm::hls::StepDescriptor* program, int count, float* shared_floats,
+                                 int32_t* shared_ints, int8_t* shared_codes, uint8_t* shared_bytes,
+                                 uint16_t* shared_halves, uint64_t* shared_words, uint64_t shared_base,
+                                 uint8_t* kv0, uint8_t* kv1, uint8_t* kv2, uint8_t* kv3,
+                                 accllm::hls::CommandStream& w2a8_commands, accllm::hls::CommandStream& w2a8_returned,
+                                 accllm::hls::TokenStream& w2a8_seed, accllm::hls::TokenStream& w2a8_done,
+                                 accllm::hls::CommandStream& attention_commands,
+                                 accllm::hls::CommandStream& attention_returned,
+                                 accllm::hls::TokenStream& attention_seed, accllm::hls::TokenStream& attention_done);

@@ -141,25 +141,3 @@ template void W2A8Engine<8>(const Beat*, const Beat*, const uint16_t*, const uin
                             const float*, float*, int, int, int, int, int, int, int, int);
 
 }  // namespace accllm::hls
-
-extern "C" void accllm_w2a8(const accllm::hls::Beat* codes, const accllm::hls::Beat* sparse_index,
-                            const uint16_t* scales, const uint8_t* zeros, const int8_t* activations,
-                            const int32_t* group_sums, const float* act_scales, float* out, int rows,
-                            int cols_padded, int group_size, int sparse24, int tokens, int ldy, int tile_begin,
-                            int tile_end) {
-// Two AXI masters per unit: one on the unit's own weight channel (tiles are read one after another:
-// codes, then 2:4 positions, scales and zeros), one on the shared channels (the call's activations,
-// read once into on-chip buffers, and the outputs).
-#pragma HLS INTERFACE m_axi port = codes offset = slave bundle = gmem0 max_read_burst_length = 64
-#pragma HLS INTERFACE m_axi port = sparse_index offset = slave bundle = gmem0 max_read_burst_length = 64
-#pragma HLS INTERFACE m_axi port = scales offset = slave bundle = gmem0
-#pragma HLS INTERFACE m_axi port = zeros offset = slave bundle = gmem0
-#pragma HLS INTERFACE m_axi port = activations offset = slave bundle = gmem1
-#pragma HLS INTERFACE m_axi port = group_sums offset = slave bundle = gmem1
-#pragma HLS INTERFACE m_axi port = act_scales offset = slave bundle = gmem1
-#pragma HLS INTERFACE m_axi port = out offset = slave bundle = gmem1
-#pragma HLS INTERFACE s_axilite port = return
-  accllm::hls::W2A8Engine<accllm::hls::kW2A8TokenLanes>(codes, sparse_index, scales, zeros, activations,
-                                                          group_sums, act_scales, out, rows, cols_padded, group_size,
-                                                          sparse24, tokens, ldy, tile_begin, tile_end);
-}

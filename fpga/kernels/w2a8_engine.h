@@ -30,29 +30,11 @@ inline constexpr int kW2MaxGroups = 512;
 inline constexpr int kW2A8TokenLanes = ACCLLM_W2A8_TOKEN_LANES;
 static_assert(kW2A8TokenLanes == 4 || kW2A8TokenLanes == 8, "the engine is built with 4 or 8 token lanes");
 
-struct W2A8Args {
-  const Beat* codes;            // [row_tiles][stored_cols / 16] beats
-  const Beat* sparse_index;     // same layout; 2-bit positions within each group of 4 (2:4 only)
-  const uint16_t* scales;       // fp16 [row_tiles][groups][16]
-  const uint8_t* zeros;         // [row_tiles][groups][16]
-  const int8_t* activations;    // [tokens][cols_padded], tokens in [1, kW2A8TokenLanes]
-  const int32_t* group_sums;    // [tokens][groups]: sum of each group's activation codes
-  const float* act_scales;      // [tokens]
-  float* out;                   // [tokens][ldy]
-  int rows, cols_padded, group_size, sparse24, tokens, ldy, tile_begin, tile_end;
-};
-
-// The engine with T token lanes (instantiated for 4 and 8); the top function runs the build's.
+// The engine with T token lanes (instantiated for 4 and 8); the compute unit (w2a8_unit.h) runs
+// the build's.
 template <int T>
 void W2A8Engine(const Beat* codes, const Beat* sparse_index, const uint16_t* scales, const uint8_t* zeros,
                 const int8_t* activations, const int32_t* group_sums, const float* act_scales, float* out, int rows,
                 int cols_padded, int group_size, int sparse24, int tokens, int ldy, int tile_begin, int tile_end);
 
 }  // namespace accllm::hls
-
-// The top function (one compute unit). Scalars arrive over AXI-Lite, pointers over AXI masters.
-extern "C" void accllm_w2a8(const accllm::hls::Beat* codes, const accllm::hls::Beat* sparse_index,
-                            const uint16_t* scales, const uint8_t* zeros, const int8_t* activations,
-                            const int32_t* group_sums, const float* act_scales, float* out, int rows,
-                            int cols_padded, int group_size, int sparse24, int tokens, int ldy, int tile_begin,
-                            int tile_end);

@@ -33,27 +33,30 @@ struct SequencedStepCycles {
 };
 
 // A step of `tokens` tokens through the sequencer, `sink_tokens` of them with sink queries.
-SequencedStepCycles SequencedCycles(const Workload& w, int tokens, int logit_rows, int sink_tokens) {
+SequencedStepCycles SequencedCycles(const AcceleratorDesign& d, const Workload& w, int tokens, int logit_rows,
+                                    int sink_tokens) {
   StepShape shape;
   shape.config = w.config;
   shape.group_size = w.group_size;
   shape.w8_classifier = w.w8_classifier;
   shape.tokens = tokens;
   shape.logit_rows = logit_rows;
+  shape.w2a8_units = d.w2a8_units;
+  shape.attention_units = d.attention_units;
   SequencedStepCycles cycles;
   absl::StatusOr<std::vector<hls::StepDescriptor>> program = ShapeOnlyProgram(shape);
   if (!program.ok()) return cycles;  // a shape the sequencer refuses: counted as nothing
-  for (const hls::StepDescriptor& d : *program) {
-    const DescriptorCycles c = CyclesOf(d, sink_tokens);
+  for (const hls::StepDescriptor& op_descriptor : *program) {
+    const DescriptorCycles c = CyclesOf(op_descriptor, sink_tokens);
     cycles.elementwise += c.elementwise;
-    const auto op = static_cast<std::size_t>(d.op);
+    const auto op = static_cast<std::size_t>(op_descriptor.op);
     if (cycles.by_op.size() <= op) cycles.by_op.resize(op + 1);
     ++cycles.by_op[op].descriptors;
     cycles.by_op[op].cycles += c.elementwise;
     cycles.classifier += c.classifier;
+    cycles.sequencer += c.sequencer;
   }
   cycles.descriptors = static_cast<int64_t>(program->size());
-  cycles.sequencer = SequencerCycles(cycles.descriptors);
   return cycles;
 }
 
@@ -140,7 +143,7 @@ Estimate EstimateAccelerator(const U280Platform& p, const AcceleratorDesign& d, 
   // The element-wise units and the sequencer, from the step's descriptor list (one decode token
   // per sequence, each with sink queries once its window has moved past the sinks).
   const bool sinks = lambda.SinkEnd(std::max(0, w.context - 1)) > 0;
-  const SequencedStepCycles decode = SequencedCycles(w, batch, batch, sinks ? batch : 0);
+  const SequencedStepCycles decode = SequencedCycles(d, w, batch, batch, sinks ? batch : 0);
   e.elementwise_cycles = decode.elementwise + decode.sequencer;
   e.elementwise_by_op = decode.by_op;
   e.sequencer_cycles = decode.sequencer;
@@ -183,7 +186,7 @@ Estimate EstimateAccelerator(const U280Platform& p, const AcceleratorDesign& d, 
       d.attention_units / hz;
   int sink_tokens = 0;
   for (int pos = 0; pos < prompt; ++pos) sink_tokens += lambda.SinkEnd(pos) > 0 ? 1 : 0;
-  const SequencedStepCycles prefill = SequencedCycles(w, prompt, 1, sink_tokens);
+  const SequencedStepCycles prefill = SequencedCycles(d, w, prompt, 1, sink_tokens);
   const double prefill_elementwise_s = static_cast<double>(prefill.elementwise + prefill.sequencer) / hz;
   e.prefill_tokens_per_s = prompt / (prefill_linear.seconds + prefill_attention_s + prefill_elementwise_s +
                                      classifier_seconds(1, prefill.classifier));

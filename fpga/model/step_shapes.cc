@@ -71,7 +71,7 @@ absl::StatusOr<std::vector<hls::StepDescriptor>> ShapeOnlyProgram(const StepShap
   return BuildStepProgram(plan, buffers,
                           {[](const void*) { return uint64_t{0}; }, [](const W2View&) { return uint64_t{0}; },
                            [](const W8View&) { return uint64_t{0}; }},
-                          /*w2a8_units=*/24);
+                          {s.w2a8_units, s.attention_units});
 }
 
 }  // namespace accllm::fpga

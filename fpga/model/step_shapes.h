@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "fpga/kernels/sequencer.h"
+#include "fpga/kernels/step_descriptor.h"
 #include "runtime/model/llama_config.h"
 
 namespace accllm::fpga {
@@ -19,6 +19,8 @@ struct StepShape {
   bool rotate_kv = true;       // KV4 heads stored Hadamard-rotated (the engine's default)
   int tokens = 1;              // in the step
   int logit_rows = 1;          // tokens whose logits it returns
+  int w2a8_units = 24;         // the card's unit chains
+  int attention_units = 2;
 };
 
 absl::StatusOr<std::vector<hls::StepDescriptor>> ShapeOnlyProgram(const StepShape& shape);

@@ -98,6 +98,7 @@ int64_t AttentionGroupCycles(int head_size, std::span<const QuerySpan> lanes) {
 
 DescriptorCycles CyclesOf(const hls::StepDescriptor& d, int sink_tokens) {
   DescriptorCycles c;
+  c.sequencer = hls::DescriptorReadCycles() + hls::ChainCycles(d);
   const int64_t tokens = d.tokens;
   switch (d.op) {
     case StepOp::kEmbed:
@@ -154,12 +155,11 @@ DescriptorCycles CyclesOf(const hls::StepDescriptor& d, int sink_tokens) {
     case StepOp::kGatherRows:
       c.elementwise = tokens * Beats(d.n[0]);
       break;
+    case StepOp::kStop:
+      break;
   }
   return c;
 }
 
-int64_t SequencerCycles(int64_t count) {
-  return count * ((static_cast<int64_t>(sizeof(hls::StepDescriptor)) + 63) / 64 + kLoopDepth);
-}
 
 }  // namespace accllm::fpga

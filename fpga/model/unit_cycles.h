@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <span>
 
-#include "fpga/kernels/sequencer.h"
+#include "fpga/kernels/sequencer.h"  // DescriptorReadCycles, ChainCycles
 #include "runtime/kv/lambda_attention.h"
 
 namespace accllm::fpga {
@@ -59,9 +59,8 @@ int64_t AttentionGroupCycles(int head_size, std::span<const QuerySpan> lanes);
 struct DescriptorCycles {
   int64_t elementwise = 0;  // norms, A8, RoPE, KV4 writes, SwiGLU, Hadamard, embedding, gathers
   int64_t classifier = 0;   // the W8 classifier on every unit's 8-bit mode (all units' cycles), or the fp16 unit
+  int64_t sequencer = 0;    // the sequencer reading it and, for a chain's descriptor, the chain's round trip
 };
 DescriptorCycles CyclesOf(const hls::StepDescriptor& d, int sink_tokens);
-// Reading and dispatching `count` descriptors.
-int64_t SequencerCycles(int64_t count);
 
 }  // namespace accllm::fpga

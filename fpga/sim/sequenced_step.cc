@@ -13,8 +13,10 @@
 namespace accllm::fpga {
 namespace {
 
-// The W2A8 compute units each linear layer is striped over (fpga/build/u280.cfg).
+// The W2A8 compute units each linear layer is striped over, and the attention units
+// (fpga/build/u280.cfg).
 constexpr int kW2A8Units = 24;
+constexpr int kAttentionUnits = 2;
 
 template <typename T>
 uint64_t Address(const T* p) {
@@ -111,8 +113,8 @@ absl::Status SimSequencedStep::Run(const StepPlan& plan, std::span<float> logits
                                     {[](const void* host) { return Address(host); },
                                      [this](const W2View& layer) { return StripeTable(layer); },
                                      [this](const W8View& classifier) { return StripeTable(classifier); }},
-                                    kW2A8Units));
-  accllm_sequencer(program.data(), static_cast<int>(program.size()));
+                                    {kW2A8Units, kAttentionUnits}));
+  hls::RunSequencerInCSim(program.data(), static_cast<int>(program.size()));
   const std::size_t values = logit_rows_.size() * static_cast<std::size_t>(config_.vocab_size);
   std::memcpy(logits.data(), logits_.data(), values * sizeof(float));
   return absl::OkStatus();

@@ -26,6 +26,7 @@ const char* StepOpName(hls::StepOp op) {
     case hls::StepOp::kAttention: return "attention (query and output rotations)";
     case hls::StepOp::kSwiGlu: return "SwiGLU (+ FFN Hadamard)";
     case hls::StepOp::kGatherRows: return "row gathers";
+    case hls::StepOp::kStop: return "stop";
   }
   return "?";
 }
@@ -41,7 +42,7 @@ void PrintElementwiseByOp(const fpga::Estimate& e) {
     const fpga::Estimate::OpCycles& c = e.elementwise_by_op[op];
     if (c.cycles > 0) row(StepOpName(static_cast<hls::StepOp>(op)), c.descriptors, c.cycles);
   }
-  row("the sequencer (reading, dispatching)", e.descriptors, e.sequencer_cycles);
+  row("the sequencer (reading; the unit chains' round trips)", e.descriptors, e.sequencer_cycles);
 }
 
 struct FpgaModelFlags {
