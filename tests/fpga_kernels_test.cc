@@ -15,6 +15,7 @@
 #include "fpga/sim/fpga_sim_backend.h"
 #include "gmock/gmock.h"
 #include "runtime/common/hadamard.h"
+#include "runtime/common/lane_sum.h"
 #include "runtime/common/half.h"
 #include "runtime/common/nn_ops.h"
 #include "runtime/cpu/kernels.h"
@@ -195,11 +196,8 @@ TEST(FpgaKernelTest, Kv4UnitsAndAttentionBitExact) {
       value_params[i] = QuantizeKv4(Normal(head_size, 1.0f, rng), value_codes.data() + i * head_size / 2);
     }
     const std::vector<float> q = Normal(head_size, 1.0f, rng), q_sink = Normal(head_size, 1.0f, rng);
-    float q_sum = 0, sink_sum = 0;
-    for (int d = 0; d < head_size; ++d) {
-      q_sum += q[d];
-      sink_sum += q_sink[d];
-    }
+    // The queries' sums as the CPU engine takes them (cpu_attention.cc).
+    const float q_sum = LaneSum(q.data(), head_size), sink_sum = LaneSum(q_sink.data(), head_size);
     const auto* hk = reinterpret_cast<const hls::Kv4Param*>(key_params.data());
     const auto* hv = reinterpret_cast<const hls::Kv4Param*>(value_params.data());
     const float scale = 1.0f / std::sqrt(static_cast<float>(head_size));

@@ -46,9 +46,10 @@ float AccumulateUnit(float* out, const float* p, const uint8_t* codes, const Kv4
 // pipelined loop below runs key-major with the lanes innermost, so a sum one lane carries from key
 // to key is next touched Q cycles later (Q >= the add's latency) and every loop issues one (query,
 // key) per cycle. Each lane keeps its own order, the one the CPU kernels use, so the results are
-// theirs bit for bit. Cycles (cycle_count.h): the queries and their sums, Q per element; the
-// lanes' run counts, one per cycle; each key pass (scores, exponentials, values), Q per key of
-// the longest lane, plus a cycle per page run where a pass reads keys; the outputs, Q per element.
+// theirs bit for bit. Cycles (cycle_count.h): the queries and their sums, Q per beat of 16 values
+// (and the sums' tree); the lanes' run counts, one per cycle; each key pass (scores, exponentials,
+// values), Q per key of the longest lane, plus a cycle per page run where a pass reads keys; the
+// outputs, Q per beat.
 template <int kHeadSize>
 void AttendGroup(const float* q, const float* q_sink, const int32_t* item_runs, const int32_t* item_sink_runs,
                  int lanes, const KvChannels& kv, const int32_t* run_start, const int32_t* run_count, float* out) {
@@ -75,18 +76,44 @@ void AttendGroup(const float* q, const float* q_sink, const int32_t* item_runs, 
     q_sum[l] = sink_sum[l] = max_score[l] = sum[l] = min_sum[l] = run_min[l] = 0.0f;
     visible[l] = sink_visible[l] = 0;
   }
-  for (int d = 0; d < kHeadSize; ++d) {
+  // The queries a beat (16 values) per cycle, lane by lane, and their sums in lane_sum.h's order:
+  // a beat adds two values into each of a lane's 8 partial sums, which that lane touches again Q
+  // cycles later (Q >= two adds' latency).
+  static_assert(kHeadSize % kSumLanes == 0, "a query's sum has no tail");
+  constexpr int kBeats = (kHeadSize + kElementLanes - 1) / kElementLanes;
+  float q_part[Q][kSumLanes], sink_part[Q][kSumLanes];
+#pragma HLS ARRAY_PARTITION variable = q_part complete dim = 0
+#pragma HLS ARRAY_PARTITION variable = sink_part complete dim = 0
+  for (int l = 0; l < Q; ++l) {
+#pragma HLS UNROLL
+    for (int j = 0; j < kSumLanes; ++j) {
+#pragma HLS UNROLL
+      q_part[l][j] = sink_part[l][j] = 0.0f;
+    }
+  }
+  for (int b = 0; b < kBeats; ++b) {
     for (int l = 0; l < Q; ++l) {
 #pragma HLS PIPELINE II = 1
       const bool live = l < lanes, sinks = live && item_sink_runs[l] > 0;
-      query[l][d] = live ? q[static_cast<int64_t>(l) * kHeadSize + d] : 0.0f;
-      sink_query[l][d] = sinks ? q_sink[static_cast<int64_t>(l) * kHeadSize + d] : 0.0f;
-      acc[l][d] = 0.0f;
-      q_sum[l] += query[l][d];
-      sink_sum[l] += sink_query[l][d];
+      for (int j = 0; j < kElementLanes; ++j) {
+#pragma HLS UNROLL
+        const int d = b * kElementLanes + j;
+        if (d < kHeadSize) {
+          query[l][d] = live ? q[static_cast<int64_t>(l) * kHeadSize + d] : 0.0f;
+          sink_query[l][d] = sinks ? q_sink[static_cast<int64_t>(l) * kHeadSize + d] : 0.0f;
+          acc[l][d] = 0.0f;
+          q_part[l][d % kSumLanes] += query[l][d];
+          sink_part[l][d % kSumLanes] += sink_query[l][d];
+        }
+      }
     }
   }
-  tally.Add(Q * kHeadSize + kLoopDepth);
+  for (int l = 0; l < Q; ++l) {
+#pragma HLS UNROLL
+    q_sum[l] = CombineLanes(q_part[l]);
+    sink_sum[l] = CombineLanes(sink_part[l]);
+  }
+  tally.Add(Q * kBeats + kLoopDepth + kQuerySumTreeCycles);
   int longest = 0, runs = 0;
   for (int l = 0; l < lanes; ++l) {
     for (int r = item_runs[l]; r < item_runs[l + 1]; ++r) {
@@ -170,13 +197,19 @@ void AttendGroup(const float* q, const float* q_sink, const int32_t* item_runs, 
     }
   }
   tally.Add(static_cast<int64_t>(Q) * longest + runs + kLoopDepth);
-  for (int d = 0; d < kHeadSize; ++d) {
+  for (int b = 0; b < kBeats; ++b) {
     for (int l = 0; l < Q; ++l) {
 #pragma HLS PIPELINE II = 1
-      if (l < lanes) out[static_cast<int64_t>(l) * kHeadSize + d] = min_sum[l] != 0.0f ? acc[l][d] + min_sum[l] : acc[l][d];
+      for (int j = 0; j < kElementLanes; ++j) {
+#pragma HLS UNROLL
+        const int d = b * kElementLanes + j;
+        if (l < lanes && d < kHeadSize) {
+          out[static_cast<int64_t>(l) * kHeadSize + d] = min_sum[l] != 0.0f ? acc[l][d] + min_sum[l] : acc[l][d];
+        }
+      }
     }
   }
-  tally.Add(Q * kHeadSize + kLoopDepth);
+  tally.Add(Q * kBeats + kLoopDepth);
   tally.Commit(CycleUnit::kAttention);
 }
 

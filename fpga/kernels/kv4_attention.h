@@ -9,6 +9,7 @@
 
 #include <cstdint>
 
+#include "fpga/kernels/cycle_count.h"
 #include "fpga/kernels/device_memory.h"
 #include "fpga/kernels/kv_channels.h"
 #include "fpga/kernels/unit_chain.h"
@@ -38,8 +39,12 @@ constexpr bool Kv4HeadSizeSupported(int head_size) {
   return false;
 }
 inline constexpr int kKv4MaxVisible = 8192;  // sinks + window tokens one query may see
-// Queries one attention unit interleaves: at least the latency of an add carried per query.
+// Queries one attention unit interleaves: at least the latency of an add carried per query (two,
+// where a beat adds two values into each partial sum of a query's sum).
 inline constexpr int kAttentionQueryLanes = 8;
+static_assert(kAttentionQueryLanes >= 2 * kFaddLatency, "a query's partial sums take two adds a beat");
+// The tree that combines a query's 8 partial sums (lane_sum.h): three adds deep.
+inline constexpr int kQuerySumTreeCycles = 3 * kFaddLatency;
 
 // One layer's attention for a batch of (token, head) queries (runtime/kv/attention_batch.h):
 // item i reads its query from q[i] (and q_sink[i]), owns runs [item_runs[i], item_runs[i + 1]),

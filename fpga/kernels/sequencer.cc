@@ -61,7 +61,7 @@ void CopyBeats(float* dst, const float* src, int n, CycleTally& tally) {
   tally.Add(BeatLoopCycles(n));
 }
 
-void Embed(const StepDescriptor& d, Card& card) {
+void Embed(const StepDescriptor& d, const Card& card) {
   const int dim = d.n[0];
   const uint16_t* table = card.At<const uint16_t>(d.p[0]);
   const int32_t* tokens = card.At<const int32_t>(d.p[1]);
@@ -82,7 +82,7 @@ void Embed(const StepDescriptor& d, Card& card) {
   tally.Commit(CycleUnit::kElementwise);
 }
 
-void ResidualNormA8(const StepDescriptor& d, Card& card) {
+void ResidualNormA8(const StepDescriptor& d, const Card& card) {
   const int dim = d.n[0], cols_padded = d.n[1], group_size = d.n[2];
   const int groups = group_size > 0 ? cols_padded / group_size : 0;
   CycleTally tally;
@@ -115,7 +115,7 @@ void ResidualNormA8(const StepDescriptor& d, Card& card) {
   tally.Commit(CycleUnit::kElementwise);
 }
 
-void A8(const StepDescriptor& d, Card& card) {
+void A8(const StepDescriptor& d, const Card& card) {
   const int width = d.n[0], cols_padded = d.n[1], group_size = d.n[2], groups = cols_padded / group_size;
   for (int t = 0; t < d.tokens; ++t) {
     accllm_a8(card.At<const float>(d.p[0]) + static_cast<int64_t>(t) * width, width, cols_padded, group_size,
@@ -130,7 +130,7 @@ void Linear(const StepDescriptor& d, Card& card) {
   RunOnChain(d, units, card.w2a8, W2A8UnitInCSim);
 }
 
-void F16(const StepDescriptor& d, Card& card) {
+void F16(const StepDescriptor& d, const Card& card) {
   const int rows = d.n[0], cols = d.n[1], ldy = d.n[2];
   // A functional unit: per row and token, LaneDot's 8 lanes at the fma's latency, then its tail.
   CycleTally tally;
@@ -203,7 +203,7 @@ void Kv4WriteHeads(const float* x, int head_size, int heads, int64_t first, cons
 
 // Per token, over all its heads at once: q saved unrotated, RoPE on q and k, the Hadamard
 // rotation of k and v, both written to the cache.
-void RopeKvWrite(const StepDescriptor& d, Card& card) {
+void RopeKvWrite(const StepDescriptor& d, const Card& card) {
   const int dim = d.n[0], kv_heads = d.n[1], hs = d.n[2], rotate = d.n[4];
   const int kv_dim = kv_heads * hs;
   const KvChannels kv = KvChannelsAt(card.shared, card.kv, d.p[6], d.n[3]);
@@ -252,7 +252,7 @@ void Attention(const StepDescriptor& d, Card& card) {
   tally.Commit(CycleUnit::kElementwise);
 }
 
-void SwiGlu(const StepDescriptor& d, Card& card) {
+void SwiGlu(const StepDescriptor& d, const Card& card) {
   const int hidden = d.n[0], segment = d.n[1], block = d.n[2];
   for (int t = 0; t < d.tokens; ++t) {
     for (int first = 0; first < hidden; first += segment) {
@@ -264,7 +264,7 @@ void SwiGlu(const StepDescriptor& d, Card& card) {
   }
 }
 
-void GatherRows(const StepDescriptor& d, Card& card) {
+void GatherRows(const StepDescriptor& d, const Card& card) {
   const int width = d.n[0];
   float* x = card.At<float>(d.p[0]);
   const int32_t* rows = card.At<const int32_t>(d.p[1]);

@@ -88,12 +88,13 @@ int64_t AttentionGroupCycles(int head_size, std::span<const QuerySpan> lanes) {
     longest = std::max(longest, s.visible);
     runs += s.runs;
   }
-  return q * head_size + kLoopDepth                       // the queries and their sums
-         + runs + kLoopDepth                               // the lanes' run counts
-         + q * longest + runs + kLoopDepth                 // scores
-         + q * longest + kLoopDepth                        // exponentials and sums
-         + q * longest + runs + kLoopDepth                 // values
-         + q * head_size + kLoopDepth;                     // the outputs
+  const int64_t beats = (head_size + hls::kElementLanes - 1) / hls::kElementLanes;
+  return q * beats + kLoopDepth + hls::kQuerySumTreeCycles  // the queries and their sums
+         + runs + kLoopDepth                                // the lanes' run counts
+         + q * longest + runs + kLoopDepth                  // scores
+         + q * longest + kLoopDepth                         // exponentials and sums
+         + q * longest + runs + kLoopDepth                  // values
+         + q * beats + kLoopDepth;                          // the outputs
 }
 
 DescriptorCycles CyclesOf(const hls::StepDescriptor& d, int sink_tokens) {

@@ -11,6 +11,9 @@
 // holds the lanes in one register; a 512-bit path holds two such sums (two rows, or two keys)
 // side by side; the scalar path and the HLS units keep an array of eight.
 //
+// A plain sum (a query's sum, which KV4 scores use) keeps the same lanes and tree, with adds:
+// lane l adds the elements at i < n8 with i % 8 == l in index order, then the tail in order.
+//
 // A sum of squares (RMSNorm's) is wider, so that a unit can take a 512-bit beat (16 floats) per
 // cycle while each partial sum waits out its add's latency: kNormLanes = 64 partial sums, lane l
 // adding (a product, then an add) the squares at i < n64 = n / 64 * 64 with i % 64 == l in index
@@ -55,6 +58,18 @@ inline float LaneDotN(const A& a, const B& b) {
   }
   float sum = CombineLanes(lane);
   for (int i = kFull; i < N; ++i) sum = std::fma(a(i), b(i), sum);
+  return sum;
+}
+
+// sum x[i] for i < n in the order above.
+inline float LaneSum(const float* x, int n) {
+  float lane[kSumLanes] = {};
+  const int n8 = n / kSumLanes * kSumLanes;
+  for (int i = 0; i < n8; i += kSumLanes) {
+    for (int l = 0; l < kSumLanes; ++l) lane[l] += x[i + l];
+  }
+  float sum = CombineLanes(lane);
+  for (int i = n8; i < n; ++i) sum += x[i];
   return sum;
 }
 

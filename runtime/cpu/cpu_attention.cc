@@ -4,6 +4,7 @@
 #include <cstring>
 #include <vector>
 
+#include "runtime/common/lane_sum.h"
 #include "runtime/common/nn_ops.h"
 
 namespace accllm {
@@ -26,11 +27,9 @@ void RunAttentionOnCpu(const AttentionBatch& b, const KvStorage& kv, const CpuKe
       if (static_cast<int>(scores.size()) < count) scores.resize(count);
       const float* q = &b.q[item * hs];
       const float* q_sink = &b.q_sink[item * hs];
-      float q_sum = 0.0f, q_sink_sum = 0.0f;
-      for (int d = 0; d < hs; ++d) q_sum += q[d];
-      if (b.item_sink_runs[item] > 0) {
-        for (int d = 0; d < hs; ++d) q_sink_sum += q_sink[d];
-      }
+      // In lane_sum.h's order, which the accelerator's attention unit takes a beat at a time.
+      const float q_sum = LaneSum(q, hs);
+      const float q_sink_sum = b.item_sink_runs[item] > 0 ? LaneSum(q_sink, hs) : 0.0f;
       for (int r = first_run, index = 0; r < last_run; index += b.run_count[r++]) {
         const bool sink = r - first_run < b.item_sink_runs[item];
         const float* query = sink ? q_sink : q;
