@@ -76,7 +76,7 @@ void Register() {
         if (p == CpuPath::kScalar) {
           b->Arg(1);
         } else {
-          b->Arg(1)->Arg(4)->Arg(16)->Arg(64);
+          b->Arg(1)->Arg(4)->Arg(16)->Arg(64)->Arg(128);
         }
         b->Unit(benchmark::kMicrosecond);
       }

@@ -121,6 +121,10 @@ std::vector<Case> Cases() {
       }
     }
     cases.push_back({256, 1024, 128, 64, sparse});  // a full continuous batch
+    // Steps of several of AMX's 64-token blocks: 130 tokens (two, and a partial tile of 2), 300
+    // (four, then 2 full tiles and a partial one of 12).
+    cases.push_back({64, 172, 128, 130, sparse});
+    cases.push_back({37, 300, 64, 300, sparse});
   }
   return cases;
 }
