@@ -107,6 +107,31 @@ TEST_P(W2A8KernelTest, AllPathsBitExactAndScalarMatchesDequantizedProduct) {
   }
 }
 
+// The largest sums the integer kernels meet: every code 3 against activations of +-127, in groups
+// of every size up to 1024 columns (the AVX2 path adds pair sums in int16 and must widen them
+// before they overflow).
+TEST(W2A8KernelExtremesTest, TopCodesAgainstFullScaleActivations) {
+  std::mt19937 rng(5);
+  for (int group : {32, 128, 256, 512, 1024}) {
+    SCOPED_TRACE(group);
+    const W2Shape shape{32, 2048, group, false};
+    ASSERT_OK_AND_ASSIGN(W2Matrix m, QuantizeW2(RandomMatrix(32, 2048, rng), shape, {}));
+    std::fill(m.codes.begin(), m.codes.end(), uint8_t{0xFF});
+    A8Batch x(shape.cols_padded(), group, 2);
+    x.Quantize(0, std::vector<float>(2048, 1.0f));
+    x.Quantize(1, std::vector<float>(2048, -1.0f));
+    ASSERT_EQ(x.codes(0)[0], 127);
+    ASSERT_EQ(x.codes(1)[0], -127);
+    std::vector<float> reference(2 * 32), got(2 * 32);
+    kScalarKernels.matmul_w2a8(m.view(), x, 0, shape.row_tiles(), reference.data(), 32);
+    for (const CpuKernels* k : AvailableKernels()) {
+      SCOPED_TRACE(k->name);
+      k->matmul_w2a8(m.view(), x, 0, shape.row_tiles(), got.data(), 32);
+      ::accllm::testing::ExpectSameBits(got, reference);
+    }
+  }
+}
+
 std::vector<Case> Cases() {
   std::vector<Case> cases;
   for (bool sparse : {false, true}) {
