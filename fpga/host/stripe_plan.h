@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "fpga/kernels/w2a8_unit.h"
 #include "runtime/quant/w2.h"
 #include "runtime/quant/w8.h"
 
@@ -20,15 +21,17 @@ struct Stripe {
   int64_t param_offset, param_count;  // into scales and zeros: elements
 };
 
-// `tiles` row tiles of `rows` rows, each of tile_code_bytes and tile_params.
-inline std::vector<Stripe> PlanStripes(int rows, int tiles, int64_t tile_code_bytes, int64_t tile_params, int units) {
-  const int n = std::max(1, std::min(units, tiles));
+// The row tiles of `rows` rows, each of tile_code_bytes and tile_params, split as the units split
+// them when they run (hls::StripeOfUnit): the host uploads to each unit what it will read.
+inline std::vector<Stripe> PlanStripes(int rows, int64_t tile_code_bytes, int64_t tile_params, int units) {
   std::vector<Stripe> plan;
-  for (int u = 0; u < n; ++u) {
+  for (int u = 0; u < units; ++u) {
+    const hls::UnitStripe tiles = hls::StripeOfUnit(rows, units, u);
+    if (tiles.tile_end == tiles.tile_begin) break;  // a layer of fewer tiles than units
     Stripe st;
     st.unit = u;
-    st.tile_begin = static_cast<int>(int64_t{tiles} * u / n);
-    st.tile_end = static_cast<int>(int64_t{tiles} * (u + 1) / n);
+    st.tile_begin = tiles.tile_begin;
+    st.tile_end = tiles.tile_end;
     st.row0 = st.tile_begin * kW2RowTile;
     st.rows = std::min(rows, st.tile_end * kW2RowTile) - st.row0;
     st.code_offset = st.tile_begin * tile_code_bytes;
@@ -41,13 +44,13 @@ inline std::vector<Stripe> PlanStripes(int rows, int tiles, int64_t tile_code_by
 }
 
 inline std::vector<Stripe> PlanStripes(const W2Shape& s, int units) {
-  return PlanStripes(s.rows, s.row_tiles(), s.code_bytes() / s.row_tiles(), int64_t{s.groups()} * kW2RowTile, units);
+  return PlanStripes(s.rows, s.code_bytes() / s.row_tiles(), int64_t{s.groups()} * kW2RowTile, units);
 }
 
 // The 8-bit classifier over the same units (their 8-bit mode): codes and one float scale per row
 // and group (`param` counts scales).
 inline std::vector<Stripe> PlanStripes(const W8Shape& s, int units) {
-  return PlanStripes(s.rows, s.row_tiles(), int64_t{kW2RowTile} * s.cols_padded(), int64_t{s.groups()} * kW2RowTile, units);
+  return PlanStripes(s.rows, int64_t{kW2RowTile} * s.cols_padded(), int64_t{s.groups()} * kW2RowTile, units);
 }
 
 }  // namespace accllm::fpga

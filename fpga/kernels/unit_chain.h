@@ -10,6 +10,9 @@
 #pragma once
 
 #include <cstdint>
+#ifndef ACCLLM_VITIS_HLS
+#include <vector>
+#endif
 
 #include "fpga/kernels/hls_compat.h"
 #include "fpga/kernels/step_descriptor.h"
@@ -68,14 +71,12 @@ int RunOnChain(const StepDescriptor& d, int units, ChainEnds& ends, const Serve&
   ends.seed.write({0});
 #ifndef ACCLLM_VITIS_HLS
   // Links between the units (none before the first or after the last).
-  CommandStream* commands = new CommandStream[units > 1 ? units - 1 : 1];
-  TokenStream* tokens = new TokenStream[units > 1 ? units - 1 : 1];
+  std::vector<CommandStream> commands(units > 1 ? units - 1 : 0);
+  std::vector<TokenStream> tokens(commands.size());
   for (int u = 0; u < units; ++u) {
     serve(u == 0 ? ends.commands : commands[u - 1], u == units - 1 ? ends.returned : commands[u],
           u == 0 ? ends.seed : tokens[u - 1], u == units - 1 ? ends.done : tokens[u]);
   }
-  delete[] commands;
-  delete[] tokens;
 #endif
   ends.returned.read();
   return ends.done.read().units;

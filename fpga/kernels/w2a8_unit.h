@@ -1,8 +1,8 @@
 // A W2A8 compute unit as the card runs it: started once when the card is opened, it serves the
 // kW2A8 and kW8A8 commands of its chain (unit_chain.h) until a stop, each over its stripe of the
-// layer's row tiles (stripe_plan.h's split: unit u of n takes tiles [T u / n, T (u + 1) / n))
-// from its own weight channel, in calls of kW2A8TokenLanes tokens through the engine
-// (w2a8_engine.h, w8a8_engine.h).
+// layer's row tiles from its own weight channel, in calls of kW2A8TokenLanes tokens through the
+// engine (w2a8_engine.h, w8a8_engine.h). StripeOfUnit is the split (unit u of n takes tiles
+// [T u / n, T (u + 1) / n)); the host uploads each unit's stripe by it (fpga/host/stripe_plan.h).
 #pragma once
 
 #include <cstdint>

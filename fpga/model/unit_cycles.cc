@@ -6,6 +6,7 @@
 #include "fpga/kernels/elementwise.h"
 #include "fpga/kernels/kv4_attention.h"
 #include "fpga/kernels/w2a8_engine.h"
+#include "fpga/kernels/w2a8_unit.h"
 #include "runtime/common/lane_sum.h"
 
 namespace accllm::fpga {
@@ -117,9 +118,9 @@ DescriptorCycles CyclesOf(const hls::StepDescriptor& d, int sink_tokens) {
     case StepOp::kW2A8:
       break;  // the W2A8 units (W2A8CallCycles)
     case StepOp::kW8A8: {  // every unit over its stripe, in calls of T tokens
-      const int64_t tiles = (d.n[0] + 15) / 16, units = std::max<int64_t>(1, std::min<int64_t>(d.n[4], tiles));
-      for (int64_t u = 0; u < units; ++u) {
-        const int64_t stripe = tiles * (u + 1) / units - tiles * u / units;
+      for (int u = 0; u < d.n[4]; ++u) {
+        const hls::UnitStripe s = hls::StripeOfUnit(d.n[0], d.n[4], u);
+        const int64_t stripe = s.tile_end - s.tile_begin;
         for (int64_t t0 = 0; t0 < tokens; t0 += hls::kW2A8TokenLanes) {
           const int n = static_cast<int>(std::min<int64_t>(hls::kW2A8TokenLanes, tokens - t0));
           c.classifier += W8A8CallCycles({d.n[1], d.n[2], n, stripe});
