@@ -136,8 +136,7 @@ std::vector<Case> Cases() {
   std::vector<Case> cases;
   for (bool sparse : {false, true}) {
     for (int group : {32, 64, 128, 256}) {
-      // 13 = token blocks of 8, 4 and 1; 21, 40 and 67: AMX's 16-token tiles (two tiles alternate
-      // their accumulator tiles by group, three or more do not), 64-token blocks and remainders.
+      // 13 = token blocks of 8, 4 and 1; 21, 40 and 67: AMX's 16-token tiles, whole and partial.
       for (int tokens : {1, 3, 4, 9, 13, 21, 40, 67}) {
         cases.push_back({64, 64, group, tokens, sparse});
         cases.push_back({172, 64, group, tokens, sparse});     // stories260K w1 (ragged rows)
@@ -146,8 +145,14 @@ std::vector<Case> Cases() {
       }
     }
     cases.push_back({256, 1024, 128, 64, sparse});  // a full continuous batch
-    // Steps of several of AMX's 64-token blocks: 130 tokens (two, and a partial tile of 2), 300
-    // (four, then 2 full tiles and a partial one of 12).
+    // AMX prepares its B rows a chunk of groups at a time (K = 1024) and runs up to 256 tokens per
+    // pass: several chunks, the last one short (18 groups of 128: 8 + 8 + 2; 5 of 256: 4 + 1; 17
+    // of 64, one K step each: 16 + 1; one group of 1024 per chunk), and several passes (300 tokens:
+    // 256 + 44).
+    cases.push_back({48, 2304, 128, 20, sparse});
+    cases.push_back({32, 1280, 256, 33, sparse});
+    cases.push_back({40, 1088, 64, 17, sparse});
+    cases.push_back({16, 2048, 1024, 16, sparse});
     cases.push_back({64, 172, 128, 130, sparse});
     cases.push_back({37, 300, 64, 300, sparse});
   }

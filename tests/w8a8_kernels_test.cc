@@ -83,14 +83,18 @@ TEST_P(W8A8KernelTest, AllPathsBitExactAndScalarMatchesDequantizedProduct) {
 
 std::vector<Case> Cases() {
   std::vector<Case> cases;
-  for (int group : {32, 128}) {
-    for (int tokens : {1, 3, 4, 9, 13}) {  // token blocks of 8, 4 and 1
+  for (int group : {32, 64, 128}) {
+    // 13: token blocks of 8, 4 and 1; 16 and more: AMX's 16-token tiles, whole and partial.
+    for (int tokens : {1, 3, 4, 9, 13, 16, 21, 40}) {
       cases.push_back({64, 64, group, tokens});
       cases.push_back({37, 300, group, tokens});   // ragged rows and columns
       cases.push_back({512, 64, group, tokens});   // stories260K's classifier
     }
   }
   cases.push_back({4096, 512, 128, 16});  // gutenberg30M's classifier, a batch
+  // AMX: several chunks of groups (K = 1024 each, the last one short) and passes of 256 tokens.
+  cases.push_back({48, 2304, 128, 20});
+  cases.push_back({37, 300, 64, 300});
   return cases;
 }
 

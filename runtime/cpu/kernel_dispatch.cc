@@ -20,6 +20,7 @@ bool CpuidBit(unsigned leaf, unsigned subleaf, int reg, int bit) {
 }
 bool HasF16c() { return CpuidBit(1, 0, /*ecx=*/2, 29); }
 bool HasAvxVnni() { return CpuidBit(7, 1, /*eax=*/0, 4); }
+bool HasGfni() { return CpuidBit(7, 0, /*ecx=*/2, 8); }  // every AMX CPU so far has it
 
 // AMX-TILE and AMX-INT8 (leaf 7 EDX bits 24, 25), the OS saving the tile state (XCR0 bits 17, 18),
 // and Linux's per-process permission to use it (arch_prctl ARCH_REQ_XCOMP_PERM for
@@ -51,7 +52,7 @@ bool Supports(CpuPath path) {
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
     case CpuPath::kAmx:
-      return Supports(CpuPath::kAvx512) && HasAmx();
+      return Supports(CpuPath::kAvx512) && HasGfni() && HasAmx();
   }
   return false;
 }
