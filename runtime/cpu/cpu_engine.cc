@@ -90,7 +90,6 @@ CpuEngine::CpuEngine(EngineWeights weights, const CpuEngineOptions& options, con
   x_.resize(n * c.dim);
   xb_.resize(n * c.dim);
   q_.resize(n * c.dim);
-  q_raw_.resize(n * c.dim);
   k_.resize(n * c.kv_dim());
   v_.resize(n * c.kv_dim());
   att_.resize(n * c.dim);
@@ -132,19 +131,31 @@ std::string CpuEngine::name() const {
                       KvPrecisionName(options_.kv_precision), ")");
 }
 
-const A8Batch& CpuEngine::QuantizedInput(int cols_padded, int group_size, int in_features, LinearInput& in) {
-  auto& batch = a8_[{in.slot, cols_padded, group_size}];
+A8Batch& CpuEngine::A8Buffer(InputSlot slot, int cols_padded, int group_size) {
+  auto& batch = a8_[{slot, cols_padded, group_size}];
   if (!batch || batch->capacity() < options_.max_step_tokens) {
     batch = std::make_unique<A8Batch>(cols_padded, group_size, options_.max_step_tokens);
   }
-  if (!in.quantized || batch->tokens() != in.n) {
-    // Sized first: the threads then write only their own tokens (not the count).
-    batch->Resize(in.n);
-    PerToken(in.n, [&](int t) { batch->Quantize(t, {in.x + t * in.ld, static_cast<std::size_t>(in_features)}); });
-  }
-  in.quantized = true;
-  stage_clock_.Mark(StepStage::kA8Quantize);
   return *batch;
+}
+
+A8Batch* CpuEngine::QuantizeWhereMade(const LinearWeights& w, LinearInput& in) {
+  if (!w.w2 || options_.fake_quantize_activations || options_.observe_linear_input) return nullptr;
+  A8Batch& batch = A8Buffer(in.slot, w.w2->shape.cols_padded(), w.w2->shape.group_size);
+  batch.Resize(in.n);  // sized first: the threads then write only their own tokens (not the count)
+  in.quantized_into = &batch;
+  return &batch;
+}
+
+const A8Batch& CpuEngine::QuantizedInput(int cols_padded, int group_size, int in_features, LinearInput& in) {
+  A8Batch& batch = A8Buffer(in.slot, cols_padded, group_size);
+  if (in.quantized_into != &batch) {  // a layer of another shape may have quantized it already
+    batch.Resize(in.n);
+    PerToken(in.n, [&](int t) { batch.Quantize(t, {in.x + t * in.ld, static_cast<std::size_t>(in_features)}); });
+    in.quantized_into = &batch;
+  }
+  stage_clock_.Mark(StepStage::kA8Quantize);
+  return batch;
 }
 
 void CpuEngine::Linear(const LinearWeights& w, LinearInput& in, float* y, int64_t ldy) {
@@ -204,7 +215,7 @@ void CpuEngine::Linears(std::span<const LinearOutput> outputs, LinearInput& in) 
   stage_clock_.Mark(stage);
 }
 
-void CpuEngine::ResidualThenNorm(int n, bool add_residual, const float* weight) {
+void CpuEngine::ResidualThenNorm(int n, bool add_residual, const float* weight, A8Batch* a8) {
   const LlamaConfig& c = weights_.config;
   PerToken(n, [&](int t) {
     float* x = &x_[int64_t{t} * c.dim];
@@ -213,6 +224,7 @@ void CpuEngine::ResidualThenNorm(int n, bool add_residual, const float* weight) 
       for (int d = 0; d < c.dim; ++d) x[d] += xb[d];
     }
     RmsNorm(xb, x, weight, c.dim, c.norm_eps);
+    if (a8 != nullptr) a8->Quantize(t, {xb, static_cast<std::size_t>(c.dim)});
   });
 }
 
@@ -249,7 +261,7 @@ void CpuEngine::PlanPageRuns(int n) {
   });
 }
 
-void CpuEngine::BuildAttentionRuns(int layer, int n) {
+void CpuEngine::PrepareAttention(int layer, int n) {
   const LlamaConfig& c = weights_.config;
   const int hs = c.head_size();
   AttentionBatch& b = attention_;
@@ -271,49 +283,54 @@ void CpuEngine::BuildAttentionRuns(int layer, int n) {
   }
   b.run_start.resize(b.item_runs[b.items]);
   b.run_count.resize(b.run_start.size());
-  PerToken(n, [&](int t) {
-    for (int h = 0; h < c.n_heads; ++h) {
-      int32_t r = b.item_runs[t * c.n_heads + h];
-      for (const PageRun& run : token_runs_[t]) {
-        b.run_start[r] = static_cast<int32_t>(kv_.VectorIndex(layer, run.page, h / c.kv_mul(), run.slot));
-        b.run_count[r++] = run.count;
-      }
-    }
-  });
-}
-
-void CpuEngine::BuildAttentionQueries(int n) {
-  const LlamaConfig& c = weights_.config;
-  const int hs = c.head_size();
-  AttentionBatch& b = attention_;
   b.q.resize(static_cast<std::size_t>(b.items) * hs);
   b.q_sink.resize(b.q.size());
-  PerToken(n, [&](int t) {
-    for (int h = 0; h < c.n_heads; ++h) {
-      const int item = t * c.n_heads + h;
-      float* q = &b.q[static_cast<std::size_t>(item) * hs];
-      std::memcpy(q, &q_[int64_t{t} * c.dim + h * hs], hs * sizeof(float));
-      if (rotate_kv_) kernels_->hadamard(q, hs);  // into the cache's basis
-      if (token_sink_runs_[t] > 0) {
-        float* q_sink = &b.q_sink[static_cast<std::size_t>(item) * hs];
-        std::memcpy(q_sink, &q_raw_[int64_t{t} * c.dim + h * hs], hs * sizeof(float));
-        Rope(q_sink, hs, hs, static_cast<int>(options_.lambda.SinkQueryPosition(positions_[t])), c.rope_theta);
-        if (rotate_kv_) kernels_->hadamard(q_sink, hs);
-      }
-    }
-  });
 }
 
-void CpuEngine::Attention(int layer, int n) {
-  BuildAttentionRuns(layer, n);
-  BuildAttentionQueries(n);
+void CpuEngine::FillAttentionRuns(int t, int kv_head) {
+  const LlamaConfig& c = weights_.config;
+  AttentionBatch& b = attention_;
+  for (int h = kv_head * c.kv_mul(); h < (kv_head + 1) * c.kv_mul(); ++h) {
+    int32_t r = b.item_runs[t * c.n_heads + h];
+    for (const PageRun& run : token_runs_[t]) {
+      b.run_start[r] = static_cast<int32_t>(kv_.VectorIndex(b.layer, run.page, kv_head, run.slot));
+      b.run_count[r++] = run.count;
+    }
+  }
+}
+
+void CpuEngine::RopeQueries(int t, int kv_head) {
+  const LlamaConfig& c = weights_.config;
+  const int hs = c.head_size(), q_width = c.kv_mul() * hs;
+  AttentionBatch& b = attention_;
+  float* q = &q_[int64_t{t} * c.dim + int64_t{kv_head} * q_width];
+  const std::size_t first_item = static_cast<std::size_t>(t) * c.n_heads + static_cast<std::size_t>(kv_head) * c.kv_mul();
+  if (token_sink_runs_[t] > 0) {  // sinks outside the window meet the query at a capped position
+    for (int j = 0; j < c.kv_mul(); ++j) {
+      float* q_sink = &b.q_sink[(first_item + j) * hs];
+      std::memcpy(q_sink, q + j * hs, hs * sizeof(float));
+      Rope(q_sink, hs, hs, static_cast<int>(options_.lambda.SinkQueryPosition(positions_[t])), c.rope_theta);
+      if (rotate_kv_) kernels_->hadamard(q_sink, hs);
+    }
+  }
+  rope_[t].Apply(q, q_width);
+  for (int j = 0; j < c.kv_mul(); ++j) {
+    float* query = &b.q[(first_item + j) * hs];
+    std::memcpy(query, q + j * hs, hs * sizeof(float));
+    if (rotate_kv_) kernels_->hadamard(query, hs);  // into the cache's basis
+  }
+}
+
+void CpuEngine::Attention(int n, A8Batch* a8) {
   RunAttentionOnCpu(attention_, kv_, *kernels_, pool_threads_, att_.data());
-  if (rotate_kv_) {  // back from the cache's basis
-    const int hs = weights_.config.head_size();
+  const int dim = weights_.config.dim, hs = weights_.config.head_size();
+  if (rotate_kv_ || a8 != nullptr) {
     PerToken(n, [&](int t) {
-      for (int h = 0; h < weights_.config.n_heads; ++h) {
-        kernels_->hadamard(&att_[(int64_t{t} * weights_.config.n_heads + h) * hs], hs);
+      float* out = &att_[int64_t{t} * dim];
+      if (rotate_kv_) {  // back from the cache's basis
+        for (int h = 0; h < weights_.config.n_heads; ++h) kernels_->hadamard(out + h * hs, hs);
       }
+      if (a8 != nullptr) a8->Quantize(t, {out, static_cast<std::size_t>(dim)});
     });
   }
   stage_clock_.Mark(StepStage::kAttention);
@@ -403,21 +420,22 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
 
     // attention: (the previous layer's FFN residual), rmsnorm, q/k/v, RoPE, cache write, Λ
     // attention, output projection
-    ResidualThenNorm(n, /*add_residual=*/l > 0, w.rms_att);
+    LinearInput attn_in{xb_.data(), n, c.dim, kAttentionInput};
+    ResidualThenNorm(n, /*add_residual=*/l > 0, w.rms_att, QuantizeWhereMade(w.wq, attn_in));
     maybe_fake_a8(xb_.data(), c.dim);
     observe(l, ForwardObserver::Input::kAttention, xb_.data(), c.dim);
     stage_clock_.Mark(StepStage::kNorms);
-    LinearInput attn_in{xb_.data(), n, c.dim, kAttentionInput};
     const LinearOutput qkv[] = {{&w.wq, q_.data(), c.dim}, {&w.wk, k_.data(), kv_dim}, {&w.wv, v_.data(), kv_dim}};
     Linears(qkv, attn_in);
-    // Per (token, KV head): its query heads and its key through RoPE, then into the cache.
-    const int hs = c.head_size(), q_width = c.kv_mul() * hs;
+    // Per (token, KV head): its query heads through RoPE into the attention batch with their page
+    // runs, and its key through RoPE, then into the cache.
+    const int hs = c.head_size();
+    PrepareAttention(l, n);
     pool_threads_.ParallelFor(int64_t{n} * c.n_kv_heads, [&](int64_t begin, int64_t end) {
       for (int64_t item = begin; item < end; ++item) {
         const int t = static_cast<int>(item / c.n_kv_heads), h = static_cast<int>(item % c.n_kv_heads);
-        float* q = &q_[int64_t{t} * c.dim + int64_t{h} * q_width];
-        std::memcpy(&q_raw_[int64_t{t} * c.dim + int64_t{h} * q_width], q, sizeof(float) * q_width);
-        rope_[t].Apply(q, q_width);
+        RopeQueries(t, h);
+        FillAttentionRuns(t, h);
         float* k = &k_[int64_t{t} * kv_dim + int64_t{h} * hs];
         float* v = &v_[int64_t{t} * kv_dim + int64_t{h} * hs];
         rope_[t].Apply(k, hs);
@@ -434,38 +452,48 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
       }
     });
     stage_clock_.Mark(StepStage::kRopeKvWrite);
-    Attention(l, n);
+    LinearInput wo_in{att_.data(), n, c.dim, kAttentionOutput};
+    // (The KIVI simulation changes the cache after attention, not its output.)
+    Attention(n, QuantizeWhereMade(w.wo, wo_in));
     if (options_.kivi_group > 0) RoundTripCompletedKiviGroups(l, n);
     maybe_fake_a8(att_.data(), c.dim);
     observe(l, ForwardObserver::Input::kAttentionOutput, att_.data(), c.dim);
-    LinearInput wo_in{att_.data(), n, c.dim, kAttentionOutput};
     Linear(w.wo, wo_in, xb_.data(), c.dim);
 
     // feed-forward: the attention residual, rmsnorm, SwiGLU
-    ResidualThenNorm(n, /*add_residual=*/true, w.rms_ffn);
+    LinearInput ffn_in{xb_.data(), n, c.dim, kFfnInput};
+    ResidualThenNorm(n, /*add_residual=*/true, w.rms_ffn, QuantizeWhereMade(w.w1, ffn_in));
     maybe_fake_a8(xb_.data(), c.dim);
     observe(l, ForwardObserver::Input::kFfn, xb_.data(), c.dim);
     stage_clock_.Mark(StepStage::kNorms);
-    LinearInput ffn_in{xb_.data(), n, c.dim, kFfnInput};
     const LinearOutput gate_up[] = {{&w.w1, hb_.data(), c.hidden_dim}, {&w.w3, hb2_.data(), c.hidden_dim}};
     Linears(gate_up, ffn_in);
-    // In segments of each token's hidden vector (whole Hadamard blocks), so that a single token's
-    // SwiGLU is spread over the threads too.
+    // In segments of each token's hidden vector (whole Hadamard blocks). With fewer tokens than
+    // threads, a segment is a loop item, so that a single token's SwiGLU is spread over the
+    // threads too; otherwise a token is, and it is quantized for the down projection right there.
     const int segment = c.ffn_hadamard_block > 0 ? c.ffn_hadamard_block : 512;
     const int segments = (c.hidden_dim + segment - 1) / segment;
-    pool_threads_.ParallelFor(int64_t{n} * segments, [&](int64_t begin, int64_t end) {
-      for (int64_t item = begin; item < end; ++item) {
-        const int64_t t = item / segments, first = item % segments * segment;
-        const int size = static_cast<int>(std::min<int64_t>(segment, c.hidden_dim - first));
-        float* h = &hb_[t * c.hidden_dim + first];
-        kernels_->swiglu(h, &hb2_[t * c.hidden_dim + first], size);
-        if (c.ffn_hadamard_block > 0) kernels_->hadamard(h, size);
-      }
-    });
+    const auto swiglu_segment = [&](int64_t t, int s) {
+      const int64_t first = int64_t{s} * segment;
+      const int size = static_cast<int>(std::min<int64_t>(segment, c.hidden_dim - first));
+      float* h = &hb_[t * c.hidden_dim + first];
+      kernels_->swiglu(h, &hb2_[t * c.hidden_dim + first], size);
+      if (c.ffn_hadamard_block > 0) kernels_->hadamard(h, size);
+    };
+    LinearInput down_in{hb_.data(), n, c.hidden_dim, kFfnDownInput};
+    if (A8Batch* a8 = n >= threads() ? QuantizeWhereMade(w.w2, down_in) : nullptr) {
+      PerToken(n, [&](int t) {
+        for (int s = 0; s < segments; ++s) swiglu_segment(t, s);
+        a8->Quantize(t, {&hb_[int64_t{t} * c.hidden_dim], static_cast<std::size_t>(c.hidden_dim)});
+      });
+    } else {
+      pool_threads_.ParallelFor(int64_t{n} * segments, [&](int64_t begin, int64_t end) {
+        for (int64_t item = begin; item < end; ++item) swiglu_segment(item / segments, static_cast<int>(item % segments));
+      });
+    }
     maybe_fake_a8(hb_.data(), c.hidden_dim);
     observe(l, ForwardObserver::Input::kFfnDown, hb_.data(), c.hidden_dim);
     stage_clock_.Mark(StepStage::kElementwise);
-    LinearInput down_in{hb_.data(), n, c.hidden_dim, kFfnDownInput};
     Linear(w.w2, down_in, xb_.data(), c.dim);  // its residual is added by the next norm
   }
 
@@ -513,7 +541,10 @@ absl::Status CpuEngine::OffloadStep(std::span<const Entry> entries, int n, std::
     int last = -1;
     for (const Entry& e : entries) logit_tokens.push_back(last += static_cast<int>(e.tokens.size()));
   }
-  BuildAttentionRuns(0, n);
+  PrepareAttention(0, n);
+  PerToken(n, [&](int t) {
+    for (int h = 0; h < c.n_kv_heads; ++h) FillAttentionRuns(t, h);
+  });
   StepPlan plan;
   plan.weights = &weights_;
   plan.rotate_kv = rotate_kv_;

@@ -110,7 +110,7 @@ class CpuEngine final : public Backend {
     int n;
     int64_t ld;
     InputSlot slot;
-    bool quantized = false;
+    const A8Batch* quantized_into = nullptr;  // the buffer that holds it quantized, once one does
   };
   // One linear layer's weights and where its outputs go: y[t * ldy + r].
   struct LinearOutput {
@@ -133,15 +133,29 @@ class CpuEngine final : public Backend {
   void Linears(std::span<const LinearOutput> outputs, LinearInput& in);
   // The quantized form of `in` for a W2 layer of shape s, made on first use.
   const A8Batch& QuantizedInput(int cols_padded, int group_size, int in_features, LinearInput& in);
-  // x += xb (the residual branch's output) when `add_residual`, then xb = RMSNorm(x) * weight;
-  // token by token, in one parallel loop.
-  void ResidualThenNorm(int n, bool add_residual, const float* weight);
+  // The A8 buffer for `slot` at a shape, holding room for the step's tokens.
+  A8Batch& A8Buffer(InputSlot slot, int cols_padded, int group_size);
+  // For a loop that makes a linear input token by token: the buffer `w` will read for `slot`,
+  // sized to n tokens, so that the loop quantizes each token as it finishes it (one parallel loop
+  // less), and `in` says it is done. Null when `w` is not W2, or when something reads or changes
+  // the input in between (fake A8, observers): then the layer quantizes it on first use.
+  A8Batch* QuantizeWhereMade(const LinearWeights& w, LinearInput& in);
+  // x += xb (the residual branch's output) when `add_residual`, then xb = RMSNorm(x) * weight
+  // (and, with `a8`, xb quantized into it); token by token, in one parallel loop.
+  void ResidualThenNorm(int n, bool add_residual, const float* weight, A8Batch* a8 = nullptr);
   // The page runs each token sees (the same in every layer), once per step.
   void PlanPageRuns(int n);
-  void Attention(int layer, int n);
-  // The attention batch's runs for `layer` (the same page runs in every layer), then its queries.
-  void BuildAttentionRuns(int layer, int n);
-  void BuildAttentionQueries(int n);
+  // The attention batch of `layer` for n tokens: each query's runs counted (the same page runs in
+  // every layer), the spans the step writes, room for runs and queries. Then, per (token, KV
+  // head), from the parallel loop that also writes the cache:
+  void PrepareAttention(int layer, int n);
+  // the page runs of token t's query heads that read KV head kv_head;
+  void FillAttentionRuns(int t, int kv_head);
+  // those query heads through RoPE, into the batch in the cache's basis (and their sink queries,
+  // from before RoPE).
+  void RopeQueries(int t, int kv_head);
+  // The prepared batch's attention into att_ (quantized into `a8` if given).
+  void Attention(int n, A8Batch* a8);
   // The step on step_offload: the plan from the tokens' positions and page runs.
   absl::Status OffloadStep(std::span<const Entry> entries, int n, std::span<float> logits, bool every_token);
   // After a step that succeeded: the sequences advance past its tokens, and pages that left the
@@ -163,7 +177,7 @@ class CpuEngine final : public Backend {
   KvStorage kv_;
 
   // Scratch for up to max_step_tokens tokens, row-major [token][feature].
-  std::vector<float> x_, xb_, q_, q_raw_, k_, v_, att_, hb_, hb2_;
+  std::vector<float> x_, xb_, q_, k_, v_, att_, hb_, hb2_;
   std::vector<int64_t> positions_;
   std::vector<RopeAngles> rope_;  // per token, computed once per step
   std::vector<SequenceKv*> token_seq_;
