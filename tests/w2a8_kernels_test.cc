@@ -136,8 +136,9 @@ std::vector<Case> Cases() {
   std::vector<Case> cases;
   for (bool sparse : {false, true}) {
     for (int group : {32, 64, 128, 256}) {
-      // 13 = token blocks of 8, 4 and 1; 21, 40 and 67: AMX's 16-token tiles, whole and partial.
-      for (int tokens : {1, 3, 4, 9, 13, 21, 40, 67}) {
+      // 13 = token blocks of 8, 4 and 1; 16 and more: AMX's 16-token tiles, one (16), two (21: the
+      // narrow way) or more (40, 67), whole and partial.
+      for (int tokens : {1, 3, 4, 9, 13, 16, 21, 40, 67}) {
         cases.push_back({64, 64, group, tokens, sparse});
         cases.push_back({172, 64, group, tokens, sparse});     // stories260K w1 (ragged rows)
         cases.push_back({64, 172, group, tokens, sparse});     // stories260K w2 (ragged cols)

@@ -10,11 +10,15 @@
 // go through the same epilogue as every path (Y = fma(scale, float(I), Y) group after group, then
 // x a_scale), so the results are bit-identical with the other paths'.
 //
-// Per row tile (16 weight rows), the B rows of a chunk of groups (K = 1024: 16 KiB, in L1) are
-// made ready once and then serve every 16-token tile of the step in turn. A token tile keeps its
-// 16 float accumulators in registers across the chunk, and its groups are software-pipelined by
-// one: group g's products are issued, group g - 1's sums (stored a group earlier: a tile store
-// does not forward to loads) are added, then group g's sums are stored.
+// Two ways through a row tile (16 weight rows), both software-pipelined by one group: group g's
+// products are issued, group g - 1's sums (stored a group earlier: a tile store does not forward
+// to loads) are added, then group g's sums are stored.
+// - Decode batches (one or two 16-token tiles; NarrowPass): group by group, each group's B rows
+//   made ready right before its products, so that the vector unit expands group g + 1 while the
+//   tile unit multiplies group g. One token tile keeps its 16 float accumulators in registers.
+// - Larger steps (ChunkPass): the B rows of a chunk of groups (K = 1024: 16 KiB, in L1) are made
+//   ready once and serve every token tile of the step in turn, each keeping its accumulators in
+//   registers across the chunk.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -43,51 +47,72 @@ struct alignas(64) TileConfig {
 
 void Configure() {
   TileConfig c;
-  for (int t = 0; t < 6; ++t) {
+  for (int t = 0; t < 8; ++t) {
     c.colsb[t] = kTileBytes;
     c.rows[t] = kTileRows;
   }
   _tile_loadconfig(&c);
 }
 
-// Tile registers: C 0-1 by the group's parity (a group's products need not wait for the previous
-// group's sums to be stored), A 2-3 and B 4-5 by the K step's parity (a load need not wait for
-// the product still reading the register). GCC pastes the number into the instruction: literals
-// only, hence the branches.
-void ZeroC(int c) {
-  if (c) {
-    _tile_zero(1);
-  } else {
-    _tile_zero(0);
+// Tile registers: C 0-3 (a group's products need not wait for the previous group's sums to be
+// stored), A 4-5 and B 6-7 (a load need not wait for the product still reading the register).
+// GCC pastes the number into the instruction: literals only, hence the switches, inlined (a call
+// would cost the accumulators held in registers: every zmm register is caller-saved).
+[[gnu::always_inline]] inline void ZeroC(int c) {
+  switch (c) {
+    case 0: _tile_zero(0); break;
+    case 1: _tile_zero(1); break;
+    case 2: _tile_zero(2); break;
+    default: _tile_zero(3); break;
   }
 }
 
-void StoreC(int c, int32_t* sums) {
-  if (c) {
-    _tile_stored(1, sums, kTileBytes);
-  } else {
-    _tile_stored(0, sums, kTileBytes);
+[[gnu::always_inline]] inline void StoreC(int c, int32_t* sums) {
+  switch (c) {
+    case 0: _tile_stored(0, sums, kTileBytes); break;
+    case 1: _tile_stored(1, sums, kTileBytes); break;
+    case 2: _tile_stored(2, sums, kTileBytes); break;
+    default: _tile_stored(3, sums, kTileBytes); break;
   }
 }
 
-// C tile c += the A tile of 16 tokens' codes at `a` x the B tile of 16 rows at `b`.
-void Multiply(int c, bool odd_step, const int8_t* a, int64_t stride, const uint8_t* b) {
-  if (odd_step) {
-    _tile_loadd(3, a, stride);
-    _tile_loadd(5, b, kTileBytes);
-    if (c) {
-      _tile_dpbssd(1, 3, 5);
-    } else {
-      _tile_dpbssd(0, 3, 5);
-    }
+// A tile 4 + a: 16 tokens' codes from `codes` (rows `stride` apart).
+[[gnu::always_inline]] inline void LoadA(int a, const int8_t* codes, int64_t stride) {
+  if (a) {
+    _tile_loadd(5, codes, stride);
   } else {
-    _tile_loadd(2, a, stride);
-    _tile_loadd(4, b, kTileBytes);
-    if (c) {
-      _tile_dpbssd(1, 2, 4);
-    } else {
-      _tile_dpbssd(0, 2, 4);
-    }
+    _tile_loadd(4, codes, stride);
+  }
+}
+
+// B tile 6 + b: 16 rows of 64 bytes.
+[[gnu::always_inline]] inline void LoadB(int b, const uint8_t* rows) {
+  if (b) {
+    _tile_loadd(7, rows, kTileBytes);
+  } else {
+    _tile_loadd(6, rows, kTileBytes);
+  }
+}
+
+// C tile c += A tile 4 + a x B tile 6 + b.
+[[gnu::always_inline]] inline void Multiply(int c, int a, int b) {
+  switch (c * 4 + a * 2 + b) {
+    case 0: _tile_dpbssd(0, 4, 6); break;
+    case 1: _tile_dpbssd(0, 4, 7); break;
+    case 2: _tile_dpbssd(0, 5, 6); break;
+    case 3: _tile_dpbssd(0, 5, 7); break;
+    case 4: _tile_dpbssd(1, 4, 6); break;
+    case 5: _tile_dpbssd(1, 4, 7); break;
+    case 6: _tile_dpbssd(1, 5, 6); break;
+    case 7: _tile_dpbssd(1, 5, 7); break;
+    case 8: _tile_dpbssd(2, 4, 6); break;
+    case 9: _tile_dpbssd(2, 4, 7); break;
+    case 10: _tile_dpbssd(2, 5, 6); break;
+    case 11: _tile_dpbssd(2, 5, 7); break;
+    case 12: _tile_dpbssd(3, 4, 6); break;
+    case 13: _tile_dpbssd(3, 4, 7); break;
+    case 14: _tile_dpbssd(3, 5, 6); break;
+    default: _tile_dpbssd(3, 5, 7); break;
   }
 }
 
@@ -98,18 +123,24 @@ constexpr uint64_t TwiceCodeMatrix(int k) {
   return (uint64_t{1} << (2 * k)) << 48 | (uint64_t{1} << (2 * k + 1)) << 40;
 }
 
-// The B rows of W2 groups: the codes expanded to levels, a chunk of groups at a time.
+// The B rows of W2 groups: the codes expanded to levels, either a chunk of groups at a time
+// (PrepareChunk) or group by group in two alternating halves (PrepareGroup).
 class W2Source {
  public:
   W2Source(const W2View& w, bool prefetch) : w_(w), groups_(w.shape.groups()), prefetch_(prefetch) {}
   int groups() const { return groups_; }
   int group_size() const { return w_.shape.group_size; }
 
-  void Prepare(int tile, int g0, int g1) {
+  void PrepareChunk(int tile, int g0, int g1) {
     g0_ = g0;
     for (int g = g0; g < g1; ++g) ExpandGroup(tile, g, rows_[(g - g0) * group_size() / 4]);
   }
-  // The 16 B rows of K step `step` of group g (in the chunk prepared last).
+  // note: call only with group_size() <= kMaxGroupSize / 2.
+  void PrepareGroup(int tile, int g) {
+    g0_ = g & ~1;
+    ExpandGroup(tile, g, rows_[(g & 1) * group_size() / 4]);
+  }
+  // The 16 B rows of K step `step` of group g (prepared last).
   const uint8_t* B(int g, int step) const { return rows_[(g - g0_) * group_size() / 4 + kTileRows * step]; }
   __m512 Scales(int tile, int g) const {
     return _mm512_cvtph_ps(_mm256_loadu_si256(
@@ -148,7 +179,8 @@ class W2Source {
   alignas(64) uint8_t rows_[kChunkBRows][kTileBytes];
 };
 
-// The B rows of W8 groups: the weights themselves.
+// The B rows of W8 groups: the weights themselves. Preparing them only prefetches (with
+// prefetch_) the next row tile's.
 class W8Source {
  public:
   W8Source(const W8View& w, bool prefetch)
@@ -156,7 +188,7 @@ class W8Source {
   int groups() const { return groups_; }
   int group_size() const { return w_.shape.group_size; }
 
-  void Prepare(int tile, int g0, int g1) {
+  void PrepareChunk(int tile, int g0, int g1) {
     tile_codes_ = reinterpret_cast<const uint8_t*>(w_.codes) + tile * tile_bytes_;
     if (!prefetch_) return;
     const uint8_t* next = tile_codes_ + tile_bytes_ + int64_t{g0} * group_size() * kW2RowTile;
@@ -164,6 +196,7 @@ class W8Source {
       _mm_prefetch(reinterpret_cast<const char*>(next + i), _MM_HINT_T1);
     }
   }
+  void PrepareGroup(int tile, int g) { PrepareChunk(tile, g, g + 1); }
   const uint8_t* B(int g, int step) const {
     return tile_codes_ + (int64_t{g} * group_size() + int64_t{step} * kTileBytes) * kW2RowTile;
   }
@@ -179,17 +212,91 @@ class W8Source {
   const uint8_t* tile_codes_ = nullptr;
 };
 
+// Float accumulators of 16 tokens' 16 rows, in registers.
+using TileAccumulators = __m512[kTileRows];
+
 // acc[m] = fma(scales, float(sums[m]), acc[m]) for the 16 tokens of a tile.
-inline void AddSums(__m512 (&acc)[kTileRows], __m512 scales, const int32_t (*sums)[kW2RowTile]) {
+inline void AddSums(TileAccumulators& acc, __m512 scales, const int32_t (*sums)[kW2RowTile]) {
 #pragma GCC unroll 16
   for (int m = 0; m < kTileRows; ++m) {
     acc[m] = _mm512_fmadd_ps(scales, _mm512_cvtepi32_ps(_mm512_load_si512(sums[m])), acc[m]);
   }
 }
+// The same into accumulators in memory.
+inline void AddSums(float (*acc)[kW2RowTile], __m512 scales, const int32_t (*sums)[kW2RowTile]) {
+  for (int m = 0; m < kTileRows; ++m) {
+    _mm512_store_ps(acc[m], _mm512_fmadd_ps(scales, _mm512_cvtepi32_ps(_mm512_load_si512(sums[m])), _mm512_load_ps(acc[m])));
+  }
+}
 
-// Tokens [t0, t0 + tokens) (at most kMaxPassTiles tiles) of one row tile.
+// y rows of tokens [t0, t0 + tokens) = acc x each token's A8 scale, the tile's valid rows only.
+void StoreOutputs(const float (*acc)[kW2RowTile], const A8Batch& x, int tile, int valid_rows, int t0, int tokens,
+                  float* y, int64_t ldy) {
+  const __mmask16 mask = valid_rows >= 16 ? __mmask16(0xffff) : __mmask16((1u << valid_rows) - 1);
+  for (int m = 0; m < tokens; ++m) {
+    _mm512_mask_storeu_ps(y + (t0 + m) * ldy + tile * kW2RowTile, mask,
+                          _mm512_mul_ps(_mm512_load_ps(acc[m]), _mm512_set1_ps(x.scale(t0 + m))));
+  }
+}
+
+// All `tokens` (16-32: kTiles token tiles) of one row tile, group by group.
+template <int kTiles, typename Source>
+void NarrowPass(Source& src, const A8Batch& x, int tile, int valid_rows, int tokens, float* y, int64_t ldy) {
+  const int steps = src.group_size() / kTileBytes;
+  const int64_t stride = x.cols_padded();
+  // C tile of token tile t for group g: by the group's parity first.
+  const auto c_tile = [](int g, int t) { return (g & 1) * kTiles + t; };
+  alignas(64) float acc[kTiles * kTileRows][kW2RowTile] = {};
+  TileAccumulators r;
+  if constexpr (kTiles == 1) {
+#pragma GCC unroll 16
+    for (int m = 0; m < kTileRows; ++m) r[m] = _mm512_setzero_ps();
+  }
+  // Each token tile's two sets of sums side by side: a group's loads and the other group's stores
+  // are never a multiple of 4 KiB apart (the CPU would take them for the same address).
+  alignas(64) int32_t sums[kTiles][2][kTileRows][kW2RowTile];
+  const auto add = [&](int t, __m512 scales, const int32_t (*group_sums)[kW2RowTile]) {
+    if constexpr (kTiles == 1) {
+      AddSums(r, scales, group_sums);
+    } else {
+      AddSums(acc + kTileRows * t, scales, group_sums);
+    }
+  };
+  __m512 previous_scales = _mm512_setzero_ps();
+  int step_count = 0;
+  for (int g = 0; g < src.groups(); ++g) {
+    const int set = g & 1;
+    src.PrepareGroup(tile, g);
+    for (int t = 0; t < kTiles; ++t) ZeroC(c_tile(g, t));
+    for (int k = 0; k < steps; ++k, ++step_count) {
+      const int b = step_count & 1;
+      LoadB(b, src.B(g, k));
+      for (int t = 0; t < kTiles; ++t) {
+        // One tile: A alternates by step as B does; two: each token tile its own A.
+        const int a = kTiles == 1 ? b : t;
+        LoadA(a, x.codes(kTileRows * t) + g * src.group_size() + k * kTileBytes, stride);
+        Multiply(c_tile(g, t), a, b);
+      }
+    }
+    if (g > 0) {
+      for (int t = 0; t < kTiles; ++t) add(t, previous_scales, sums[t][set ^ 1]);
+    }
+    for (int t = 0; t < kTiles; ++t) StoreC(c_tile(g, t), &sums[t][set][0][0]);
+    previous_scales = src.Scales(tile, g);
+  }
+  const int last = (src.groups() - 1) & 1;
+  for (int t = 0; t < kTiles; ++t) add(t, previous_scales, sums[t][last]);
+  if constexpr (kTiles == 1) {
+#pragma GCC unroll 16
+    for (int m = 0; m < kTileRows; ++m) _mm512_store_ps(acc[m], r[m]);
+  }
+  StoreOutputs(acc, x, tile, valid_rows, 0, tokens, y, ldy);
+}
+
+// Tokens [t0, t0 + tokens) (at most kMaxPassTiles token tiles) of one row tile, a chunk of groups
+// at a time.
 template <typename Source>
-void RowTilePass(Source& src, const A8Batch& x, int tile, int valid_rows, int t0, int tokens, float* y, int64_t ldy) {
+void ChunkPass(Source& src, const A8Batch& x, int tile, int valid_rows, int t0, int tokens, float* y, int64_t ldy) {
   const int token_tiles = (tokens + kTileRows - 1) / kTileRows;
   const int group_size = src.group_size(), groups = src.groups();
   const int steps = group_size / kTileBytes;
@@ -199,10 +306,10 @@ void RowTilePass(Source& src, const A8Batch& x, int tile, int valid_rows, int t0
   alignas(64) int32_t sums[2][kTileRows][kW2RowTile];
   for (int g0 = 0; g0 < groups; g0 += chunk_groups) {
     const int g1 = std::min(groups, g0 + chunk_groups);
-    src.Prepare(tile, g0, g1);
+    src.PrepareChunk(tile, g0, g1);
     for (int c = 0; c < token_tiles; ++c) {
       float(*tile_acc)[kW2RowTile] = acc + kTileRows * c;
-      __m512 r[kTileRows];
+      TileAccumulators r;
 #pragma GCC unroll 16
       for (int m = 0; m < kTileRows; ++m) r[m] = g0 == 0 ? _mm512_setzero_ps() : _mm512_load_ps(tile_acc[m]);
       const int8_t* a = x.codes(t0 + kTileRows * c);
@@ -212,7 +319,10 @@ void RowTilePass(Source& src, const A8Batch& x, int tile, int valid_rows, int t0
         const int set = (g - g0) & 1;
         ZeroC(set);
         for (int k = 0; k < steps; ++k, ++step_count) {
-          Multiply(set, step_count & 1, a + g * group_size + k * kTileBytes, stride, src.B(g, k));
+          const int odd = step_count & 1;
+          LoadA(odd, a + g * group_size + k * kTileBytes, stride);
+          LoadB(odd, src.B(g, k));
+          Multiply(set, odd, odd);
         }
         if (g > g0) AddSums(r, previous_scales, sums[set ^ 1]);
         StoreC(set, &sums[set][0][0]);
@@ -223,21 +333,26 @@ void RowTilePass(Source& src, const A8Batch& x, int tile, int valid_rows, int t0
       for (int m = 0; m < kTileRows; ++m) _mm512_store_ps(tile_acc[m], r[m]);
     }
   }
-  const __mmask16 mask = valid_rows >= 16 ? __mmask16(0xffff) : __mmask16((1u << valid_rows) - 1);
-  for (int m = 0; m < tokens; ++m) {
-    _mm512_mask_storeu_ps(y + (t0 + m) * ldy + tile * kW2RowTile, mask,
-                          _mm512_mul_ps(_mm512_load_ps(acc[m]), _mm512_set1_ps(x.scale(t0 + m))));
-  }
+  StoreOutputs(acc, x, tile, valid_rows, t0, tokens, y, ldy);
 }
 
 template <typename Source>
 void MatMul(Source& src, int rows, const A8Batch& x, int tile_begin, int tile_end, float* y, int64_t ldy) {
   Configure();
   constexpr int kPassTokens = kMaxPassTiles * kTileRows;
+  const int n = x.tokens();
+  // Two halves of B rows for the narrow way: groups up to half a chunk.
+  const bool narrow = n <= 2 * kTileRows && src.group_size() <= kMaxGroupSize / 2;
   for (int tile = tile_begin; tile < tile_end; ++tile) {
     const int valid_rows = std::min(kW2RowTile, rows - tile * kW2RowTile);
-    for (int t0 = 0; t0 < x.tokens(); t0 += kPassTokens) {
-      RowTilePass(src, x, tile, valid_rows, t0, std::min(kPassTokens, x.tokens() - t0), y, ldy);
+    if (narrow && n <= kTileRows) {
+      NarrowPass<1>(src, x, tile, valid_rows, n, y, ldy);
+    } else if (narrow) {
+      NarrowPass<2>(src, x, tile, valid_rows, n, y, ldy);
+    } else {
+      for (int t0 = 0; t0 < n; t0 += kPassTokens) {
+        ChunkPass(src, x, tile, valid_rows, t0, std::min(kPassTokens, n - t0), y, ldy);
+      }
     }
   }
   _tile_release();
