@@ -329,6 +329,60 @@ inline __m512 Lane(__m512i bytes) {
   return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(bytes, I)));
 }
 
+// 8 floats from 8 code bytes per half: lanes 0-7 from 128-bit lane I's low 8 bytes, 8-15 from its high 8.
+template <int I>
+inline __m512 HalvesOf(__m512i pairs) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(pairs, I)));
+}
+
+// KV4 scores of 2 * NP keys, two to a register: lanes 0-7 hold key 2p's 8-lane sums and lanes 8-15
+// key 2p + 1's, each lane adding its dimensions in the 256-bit kernels' order (Kv4ScoreKeys256),
+// so that every score is theirs bit for bit with half the conversions and multiply-adds.
+template <int NP>
+inline void Kv4ScorePairs(const float* q, float q_sum, const uint8_t* codes, const Kv4Params* params, int head_size,
+                          float scale, float* scores) {
+  const int64_t key_bytes = head_size / 2;
+  __m512 acc[NP];
+  for (int p = 0; p < NP; ++p) acc[p] = _mm512_setzero_ps();
+  for (int d = 0; d < head_size; d += 64) {
+    __m512 qv[8];
+    for (int j = 0; j < 8; ++j) qv[j] = BroadcastEight(q + d + 8 * j);
+    for (int p = 0; p < NP; ++p) {
+      const __m512i a = UnpackNibbles(codes + 2 * p * key_bytes + d / 2);
+      const __m512i b = UnpackNibbles(codes + (2 * p + 1) * key_bytes + d / 2);
+      // Per 128-bit lane j: dimensions d + 16j .. d + 16j + 7 of both keys (lo), then the next 8 (hi).
+      const __m512i lo = _mm512_unpacklo_epi64(a, b), hi = _mm512_unpackhi_epi64(a, b);
+      acc[p] = _mm512_fmadd_ps(qv[0], HalvesOf<0>(lo), acc[p]);
+      acc[p] = _mm512_fmadd_ps(qv[1], HalvesOf<0>(hi), acc[p]);
+      acc[p] = _mm512_fmadd_ps(qv[2], HalvesOf<1>(lo), acc[p]);
+      acc[p] = _mm512_fmadd_ps(qv[3], HalvesOf<1>(hi), acc[p]);
+      acc[p] = _mm512_fmadd_ps(qv[4], HalvesOf<2>(lo), acc[p]);
+      acc[p] = _mm512_fmadd_ps(qv[5], HalvesOf<2>(hi), acc[p]);
+      acc[p] = _mm512_fmadd_ps(qv[6], HalvesOf<3>(lo), acc[p]);
+      acc[p] = _mm512_fmadd_ps(qv[7], HalvesOf<3>(hi), acc[p]);
+    }
+  }
+  for (int p = 0; p < NP; ++p) {
+    const __m512d pair = _mm512_castps_pd(acc[p]);
+    const float sums[2] = {HorizontalSum(_mm256_castpd_ps(_mm512_castpd512_pd256(pair))),
+                           HorizontalSum(_mm256_castpd_ps(_mm512_extractf64x4_pd(pair, 1)))};
+    for (int k = 0; k < 2; ++k) {
+      const Kv4Params& kp = params[2 * p + k];
+      scores[2 * p + k] = scale * (_cvtsh_ss(kp.scale) * sums[k] + _cvtsh_ss(kp.min) * q_sum);
+    }
+  }
+}
+
+void Kv4ScoreAvx512(const float* q, float q_sum, const uint8_t* codes, const Kv4Params* params, int count, int head_size,
+                    float scale, float* scores) {
+  if (head_size % 64 != 0) return Kv4Score256(q, q_sum, codes, params, count, head_size, scale, scores);
+  const int64_t key_bytes = head_size / 2;
+  int i = 0;
+  for (; i + 8 <= count; i += 8) Kv4ScorePairs<4>(q, q_sum, codes + i * key_bytes, params + i, head_size, scale, scores + i);
+  for (; i + 2 <= count; i += 2) Kv4ScorePairs<1>(q, q_sum, codes + i * key_bytes, params + i, head_size, scale, scores + i);
+  if (i < count) Kv4Score256(q, q_sum, codes + i * key_bytes, params + i, count - i, head_size, scale, scores + i);
+}
+
 float Kv4AccumulateAvx512(float* out, const float* p, const uint8_t* codes, const Kv4Params* params, int count,
                           int head_size) {
   if (head_size % 64 != 0) return Kv4AccumulateScalar(out, p, codes, params, count, head_size);
@@ -373,14 +427,14 @@ void F32AccumulateAvx512(float* out, const float* p, const float* values, int co
 }
 
 const CpuKernels kAvx512Kernels = {CpuPath::kAvx512, "avx512", MatMulW2A8Avx512, MatMulW8A8Avx512, MatMulF16Avx512, MatMulF32Avx512,
-                                   Kv4Score256, Kv4AccumulateAvx512, F32Score256, F32AccumulateAvx512,
+                                   Kv4ScoreAvx512, Kv4AccumulateAvx512, F32Score256, F32AccumulateAvx512,
                                    Hadamard256, Softmax256, SwiGlu256, ReadSumAvx512};
 
 // W2 x A8 and W8 x A8 on AMX-INT8 tiles (kernels_amx.cc), everything else as AVX-512.
 void MatMulW2A8Amx(const W2View& w, const A8Batch& x, int tile_begin, int tile_end, float* y, int64_t ldy);
 void MatMulW8A8Amx(const W8View& w, const A8Batch& x, int tile_begin, int tile_end, float* y, int64_t ldy);
 const CpuKernels kAmxKernels = {CpuPath::kAmx,   "amx",           MatMulW2A8Amx, MatMulW8A8Amx,       MatMulF16Avx512,
-                                MatMulF32Avx512, Kv4Score256,     Kv4AccumulateAvx512, F32Score256, F32AccumulateAvx512,
+                                MatMulF32Avx512, Kv4ScoreAvx512,  Kv4AccumulateAvx512, F32Score256, F32AccumulateAvx512,
                                 Hadamard256,     Softmax256,   SwiGlu256, ReadSumAvx512};
 
 }  // namespace accllm
