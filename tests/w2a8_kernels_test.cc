@@ -425,12 +425,12 @@ TEST(F32AttentionKernelTest, EveryPathMatchesScalar) {
     }
     std::vector<float> scalar_scores(count), scalar_out(head_size, 0.25f);
     kScalarKernels.f32_score(q.data(), keys.data(), count, head_size, 0.5f, scalar_scores.data());
-    kScalarKernels.f32_accumulate(scalar_out.data(), p.data(), values.data(), count, head_size);
+    kScalarKernels.f32_accumulate(scalar_out.data(), head_size, p.data(), count, 1, values.data(), count, head_size);
     for (const CpuKernels* k : AvailableKernels()) {
       SCOPED_TRACE(std::string(k->name) + " head size " + std::to_string(head_size));
       std::vector<float> scores(count), out(head_size, 0.25f);
       k->f32_score(q.data(), keys.data(), count, head_size, 0.5f, scores.data());
-      k->f32_accumulate(out.data(), p.data(), values.data(), count, head_size);
+      k->f32_accumulate(out.data(), head_size, p.data(), count, 1, values.data(), count, head_size);
       for (int i = 0; i < count; ++i) EXPECT_NEAR(scores[i], want_scores[i], 1e-4f * (1 + std::fabs(want_scores[i])));
       for (int d = 0; d < head_size; ++d) EXPECT_NEAR(out[d], want_out[d], 1e-4f * (1 + std::fabs(want_out[d])));
       ExpectBitIdentical(scores, scalar_scores);

@@ -322,7 +322,8 @@ void CpuEngine::RopeQueries(int t, int kv_head) {
 }
 
 void CpuEngine::Attention(int n, A8Batch* a8) {
-  RunAttentionOnCpu(attention_, kv_, *kernels_, pool_threads_, att_.data());
+  if (attention_.layer == 0) shared_keys_ = PlanSharedKeys(attention_, kSharedKeyBlock);
+  RunAttentionOnCpu(attention_, kv_, *kernels_, pool_threads_, att_.data(), &shared_keys_);
   const int dim = weights_.config.dim, hs = weights_.config.head_size();
   if (rotate_kv_ || a8 != nullptr) {
     PerToken(n, [&](int t) {

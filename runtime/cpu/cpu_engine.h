@@ -16,6 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "runtime/common/nn_ops.h"
+#include "runtime/cpu/cpu_attention.h"
 #include "runtime/cpu/kernels.h"
 #include "runtime/cpu/step_profile.h"
 #include "runtime/cpu/thread_pool.h"
@@ -188,6 +189,10 @@ class CpuEngine final : public Backend {
   std::vector<int> token_sink_runs_;
   std::vector<int> written_pages_;  // pages the current step writes
   AttentionBatch attention_;
+  SharedKeyPlan shared_keys_;  // made at layer 0, for every layer of the step
+  // Items per block of shared keys: large enough that a block's keys are made floats for many
+  // queries, small enough that a prefill step has blocks for every thread.
+  static constexpr int kSharedKeyBlock = 64;
   // Quantized activations by (input slot, padded width, group size).
   std::map<std::tuple<int, int, int>, std::unique_ptr<A8Batch>> a8_;
 };

@@ -50,10 +50,15 @@ using Kv4ScoreFn = void (*)(const float* q, float q_sum, const uint8_t* codes, c
 using Kv4AccumulateFn = float (*)(float* out, const float* p, const uint8_t* codes, const Kv4Params* params,
                                   int count, int head_size);
 
-// The same over an fp32 cache (full-precision KV): scores[i] = scale * (q . keys_i), and
-// out += sum_i p_i * values_i, for `count` consecutive vectors of head_size floats.
+// The same over an fp32 cache (full-precision KV): scores[i] = scale * (q . keys_i) for `count`
+// consecutive vectors of head_size floats;
 using F32ScoreFn = void (*)(const float* q, const float* keys, int count, int head_size, float scale, float* scores);
-using F32AccumulateFn = void (*)(float* out, const float* p, const float* values, int count, int head_size);
+// and for `queries` queries at a time, out[j] += sum_i p[j][i] * values_i (out[j] at out + j * ld_out,
+// p[j] at p + j * ld_p): each value vector is read once for all of them, and each element adds its
+// products in key order, as for one query alone. (The KV4 attention of items that read the same
+// keys runs on these too, with the keys' codes as floats: cpu_attention.cc.)
+using F32AccumulateFn = void (*)(float* out, int64_t ld_out, const float* p, int64_t ld_p, int queries,
+                                 const float* values, int count, int head_size);
 
 // x <- the normalized Walsh-Hadamard transform of its n values (n a power of two), with the
 // butterflies of runtime/common/hadamard.h's Hadamard in the same order: the KV cache's head
@@ -104,7 +109,8 @@ float Kv4AccumulateScalar(float* out, const float* p, const uint8_t* codes, cons
 // The kernels for `path`, or an error if this CPU (or OS) cannot run them.
 // The scalar fp32-cache attention, which SIMD paths fall back to for odd head sizes.
 void F32ScoreScalar(const float* q, const float* keys, int count, int head_size, float scale, float* scores);
-void F32AccumulateScalar(float* out, const float* p, const float* values, int count, int head_size);
+void F32AccumulateScalar(float* out, int64_t ld_out, const float* p, int64_t ld_p, int queries, const float* values,
+                         int count, int head_size);
 
 absl::StatusOr<const CpuKernels*> KernelsFor(CpuPath path);
 

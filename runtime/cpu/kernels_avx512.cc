@@ -415,15 +415,46 @@ uint64_t ReadSumAvx512(const uint8_t* data, int64_t bytes) {
 
 }  // namespace
 
-void F32AccumulateAvx512(float* out, const float* p, const float* values, int count, int head_size) {
-  if (head_size % 16 != 0) return F32AccumulateScalar(out, p, values, count, head_size);
-  for (int d = 0; d < head_size; d += 16) {
-    __m512 acc = _mm512_loadu_ps(out + d);
-    for (int i = 0; i < count; ++i) {
-      acc = _mm512_fmadd_ps(_mm512_set1_ps(p[i]), _mm512_loadu_ps(values + int64_t{i} * head_size + d), acc);
-    }
-    _mm512_storeu_ps(out + d, acc);
+namespace {
+
+// NQ queries x ND registers of dimensions from d: each value vector loaded once for the NQ queries.
+template <int NQ, int ND>
+void F32AccumulateTile(float* out, int64_t ld_out, const float* p, int64_t ld_p, const float* values, int count,
+                       int head_size, int d) {
+  __m512 acc[NQ][ND];
+  for (int j = 0; j < NQ; ++j) {
+    for (int k = 0; k < ND; ++k) acc[j][k] = _mm512_loadu_ps(out + j * ld_out + d + 16 * k);
   }
+  for (int i = 0; i < count; ++i) {
+    const float* v = values + int64_t{i} * head_size + d;
+    __m512 vv[ND];
+    for (int k = 0; k < ND; ++k) vv[k] = _mm512_loadu_ps(v + 16 * k);
+    for (int j = 0; j < NQ; ++j) {
+      const __m512 pj = _mm512_set1_ps(p[j * ld_p + i]);
+      for (int k = 0; k < ND; ++k) acc[j][k] = _mm512_fmadd_ps(pj, vv[k], acc[j][k]);
+    }
+  }
+  for (int j = 0; j < NQ; ++j) {
+    for (int k = 0; k < ND; ++k) _mm512_storeu_ps(out + j * ld_out + d + 16 * k, acc[j][k]);
+  }
+}
+
+template <int NQ>
+void F32AccumulateQueries(float* out, int64_t ld_out, const float* p, int64_t ld_p, const float* values, int count,
+                          int head_size) {
+  int d = 0;
+  for (; d + 64 <= head_size; d += 64) F32AccumulateTile<NQ, 4>(out, ld_out, p, ld_p, values, count, head_size, d);
+  for (; d < head_size; d += 16) F32AccumulateTile<NQ, 1>(out, ld_out, p, ld_p, values, count, head_size, d);
+}
+
+}  // namespace
+
+void F32AccumulateAvx512(float* out, int64_t ld_out, const float* p, int64_t ld_p, int queries, const float* values,
+                         int count, int head_size) {
+  if (head_size % 16 != 0) return F32AccumulateScalar(out, ld_out, p, ld_p, queries, values, count, head_size);
+  int j = 0;
+  for (; j + 4 <= queries; j += 4) F32AccumulateQueries<4>(out + j * ld_out, ld_out, p + j * ld_p, ld_p, values, count, head_size);
+  for (; j < queries; ++j) F32AccumulateQueries<1>(out + j * ld_out, ld_out, p + j * ld_p, ld_p, values, count, head_size);
 }
 
 const CpuKernels kAvx512Kernels = {CpuPath::kAvx512, "avx512", MatMulW2A8Avx512, MatMulW8A8Avx512, MatMulF16Avx512, MatMulF32Avx512,

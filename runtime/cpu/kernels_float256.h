@@ -159,15 +159,42 @@ inline void F32Score256(const float* q, const float* keys, int count, int head_s
   }
 }
 
-inline void F32Accumulate256(float* out, const float* p, const float* values, int count, int head_size) {
-  if (head_size % 8 != 0) return F32AccumulateScalar(out, p, values, count, head_size);
-  for (int d = 0; d < head_size; d += 8) {
-    __m256 acc = _mm256_loadu_ps(out + d);
-    for (int i = 0; i < count; ++i) {
-      acc = _mm256_fmadd_ps(_mm256_set1_ps(p[i]), _mm256_loadu_ps(values + int64_t{i} * head_size + d), acc);
-    }
-    _mm256_storeu_ps(out + d, acc);
+// NQ queries x ND registers of dimensions from d: each value vector loaded once for the NQ queries.
+template <int NQ, int ND>
+inline void F32AccumulateTile256(float* out, int64_t ld_out, const float* p, int64_t ld_p, const float* values,
+                                 int count, int head_size, int d) {
+  __m256 acc[NQ][ND];
+  for (int j = 0; j < NQ; ++j) {
+    for (int k = 0; k < ND; ++k) acc[j][k] = _mm256_loadu_ps(out + j * ld_out + d + 8 * k);
   }
+  for (int i = 0; i < count; ++i) {
+    const float* v = values + int64_t{i} * head_size + d;
+    __m256 vv[ND];
+    for (int k = 0; k < ND; ++k) vv[k] = _mm256_loadu_ps(v + 8 * k);
+    for (int j = 0; j < NQ; ++j) {
+      const __m256 pj = _mm256_broadcast_ss(p + j * ld_p + i);
+      for (int k = 0; k < ND; ++k) acc[j][k] = _mm256_fmadd_ps(pj, vv[k], acc[j][k]);
+    }
+  }
+  for (int j = 0; j < NQ; ++j) {
+    for (int k = 0; k < ND; ++k) _mm256_storeu_ps(out + j * ld_out + d + 8 * k, acc[j][k]);
+  }
+}
+
+template <int NQ>
+inline void F32AccumulateQueries256(float* out, int64_t ld_out, const float* p, int64_t ld_p, const float* values,
+                                    int count, int head_size) {
+  int d = 0;
+  for (; d + 16 <= head_size; d += 16) F32AccumulateTile256<NQ, 2>(out, ld_out, p, ld_p, values, count, head_size, d);
+  for (; d < head_size; d += 8) F32AccumulateTile256<NQ, 1>(out, ld_out, p, ld_p, values, count, head_size, d);
+}
+
+inline void F32Accumulate256(float* out, int64_t ld_out, const float* p, int64_t ld_p, int queries,
+                             const float* values, int count, int head_size) {
+  if (head_size % 8 != 0) return F32AccumulateScalar(out, ld_out, p, ld_p, queries, values, count, head_size);
+  int j = 0;
+  for (; j + 4 <= queries; j += 4) F32AccumulateQueries256<4>(out + j * ld_out, ld_out, p + j * ld_p, ld_p, values, count, head_size);
+  for (; j < queries; ++j) F32AccumulateQueries256<1>(out + j * ld_out, ld_out, p + j * ld_p, ld_p, values, count, head_size);
 }
 
 // Hadamard butterflies within each 8-lane register: lanes with the `upper` bit set hold x[j + len]

@@ -101,9 +101,14 @@ void F32ScoreScalar(const float* q, const float* keys, int count, int head_size,
   }
 }
 
-void F32AccumulateScalar(float* out, const float* p, const float* values, int count, int head_size) {
-  for (int i = 0; i < count; ++i) {
-    for (int d = 0; d < head_size; ++d) out[d] = std::fma(p[i], values[int64_t{i} * head_size + d], out[d]);
+void F32AccumulateScalar(float* out, int64_t ld_out, const float* p, int64_t ld_p, int queries, const float* values,
+                         int count, int head_size) {
+  for (int j = 0; j < queries; ++j) {
+    float* o = out + j * ld_out;
+    const float* pj = p + j * ld_p;
+    for (int i = 0; i < count; ++i) {
+      for (int d = 0; d < head_size; ++d) o[d] = std::fma(pj[i], values[int64_t{i} * head_size + d], o[d]);
+    }
   }
 }
 
