@@ -1,8 +1,12 @@
 // Google Benchmark for the W2 x A8 kernels on Llama-2-7B layer shapes, every available path.
 // Reports weight bytes read per second (codes + scales + zeros) and, for batches, tokens/s.
+// (And the attention of a prefill step: attention_bench.cc.)
 #include <map>
 #include <memory>
 #include <random>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "benchmark/benchmark.h"
 #include "runtime/cpu/kernels.h"
@@ -10,6 +14,9 @@
 #include "runtime/quant/w2.h"
 
 namespace accllm {
+
+void RegisterAttentionBenchmarks(const std::vector<std::pair<CpuPath, std::string>>& paths);
+
 namespace {
 
 const W2Matrix& Matrix(int rows, int cols, bool sparse) {
@@ -61,15 +68,15 @@ void Register() {
     const char* name;
     int rows, cols;
   };
+  const std::vector<std::pair<CpuPath, std::string>> paths = {{CpuPath::kScalar, "scalar"},
+                                                              {CpuPath::kAvx2, "avx2"},
+                                                              {CpuPath::kAvx2Vnni, "avx2-vnni"},
+                                                              {CpuPath::kAvx512, "avx512"},
+                                                              {CpuPath::kAmx, "amx"}};
   for (const Shape& s : {Shape{"wq_4096x4096", 4096, 4096}, Shape{"w1_11008x4096", 11008, 4096},
                          Shape{"w2_4096x11008", 4096, 11008}}) {
     for (bool sparse : {false, true}) {
-      for (CpuPath p : kAllCpuPaths) {
-        const char* path = p == CpuPath::kScalar     ? "scalar"
-                           : p == CpuPath::kAvx2     ? "avx2"
-                           : p == CpuPath::kAvx2Vnni ? "avx2-vnni"
-                           : p == CpuPath::kAvx512   ? "avx512"
-                                                     : "amx";
+      for (const auto& [p, path] : paths) {
         auto* b = benchmark::RegisterBenchmark(
             (std::string("W2A8/") + s.name + (sparse ? "/sparse24/" : "/dense/") + path).c_str(),
             [=](benchmark::State& st) { BM_MatMulW2A8(st, p, s.rows, s.cols, sparse); });
@@ -82,6 +89,7 @@ void Register() {
       }
     }
   }
+  RegisterAttentionBenchmarks(paths);
 }
 
 }  // namespace

@@ -95,7 +95,10 @@ void RunItem(const AttentionBatch& b, const CacheView& c, const CpuKernels& kern
 struct BlockScratch {
   std::vector<float> keys, values, key_scale, key_min, value_scale, value_min;
   std::vector<float> queries, q_sum, dots, probs, out, min_sum;
+  std::vector<int> count, rows;
 };
+
+constexpr int kQueryTile = 4;
 
 // A KV4 vector's codes (0..15) as floats: exact, so the float kernels' sums over them are the KV4
 // kernels' sums.
@@ -108,7 +111,8 @@ void CodesAsFloats(const uint8_t* codes, int head_size, float* out) {
 
 // The items of one block, whose runs are all prefixes of the last one's: the KV4 kernels'
 // operations in their order (kernels.h), with the codes made floats once for the whole block.
-// Keys past an item's own count get probability 0, which adds +0 to sums that are never -0.
+// Keys past an item's own count (up to the most of its four) get probability 0, which adds +0 to
+// sums that are never -0.
 void RunBlock(const AttentionBatch& b, const CacheView& c, const CpuKernels& kernels, std::span<const int32_t> items,
               BlockScratch& s, float* out_all) {
   const int hs = b.head_size;
@@ -136,14 +140,26 @@ void RunBlock(const AttentionBatch& b, const CacheView& c, const CpuKernels& ker
                 hs * sizeof(float));
     s.q_sum[j] = LaneSum(&s.queries[static_cast<std::size_t>(j) * hs], hs);
   }
+  // Four queries at a time (the float kernels' token block), each four over the keys the one of
+  // them with the most keys reads: a prefill's causal triangle is not computed twice over.
+  s.count.resize(nq);
+  s.rows.resize((nq + kQueryTile - 1) / kQueryTile);
+  for (int j = 0; j < nq; ++j) s.count[j] = KeyCount(b, items[j]);
+  for (int j = 0; j < nq; j += kQueryTile) {
+    const int tile = std::min(kQueryTile, nq - j);
+    s.rows[j / kQueryTile] = *std::max_element(s.count.begin() + j, s.count.begin() + j + tile);
+  }
   s.dots.resize(static_cast<std::size_t>(nq) * nk);
-  kernels.matmul_f32(s.keys.data(), hs, s.queries.data(), nq, hs, 0, nk, s.dots.data(), nk);
+  for (int j = 0; j < nq; j += kQueryTile) {
+    kernels.matmul_f32(s.keys.data(), hs, &s.queries[static_cast<std::size_t>(j) * hs], std::min(kQueryTile, nq - j), hs,
+                       0, s.rows[j / kQueryTile], &s.dots[static_cast<std::size_t>(j) * nk], nk);
+  }
 
   s.probs.assign(static_cast<std::size_t>(nq) * nk, 0.0f);
   s.min_sum.resize(nq);
   for (int j = 0; j < nq; ++j) {
     const int32_t item = items[j];
-    const int count = KeyCount(b, item);
+    const int count = s.count[j];
     float* p = &s.probs[static_cast<std::size_t>(j) * nk];
     const float* dot = &s.dots[static_cast<std::size_t>(j) * nk];
     for (int i = 0; i < count; ++i) p[i] = inv_sqrt * (s.key_scale[i] * dot[i] + s.key_min[i] * s.q_sum[j]);
@@ -158,7 +174,10 @@ void RunBlock(const AttentionBatch& b, const CacheView& c, const CpuKernels& ker
     for (int i = 0; i < count; ++i) p[i] *= s.value_scale[i];
   }
   s.out.assign(static_cast<std::size_t>(nq) * hs, 0.0f);
-  kernels.f32_accumulate(s.out.data(), hs, s.probs.data(), nk, nq, s.values.data(), nk, hs);
+  for (int j = 0; j < nq; j += kQueryTile) {
+    kernels.f32_accumulate(&s.out[static_cast<std::size_t>(j) * hs], hs, &s.probs[static_cast<std::size_t>(j) * nk], nk,
+                           std::min(kQueryTile, nq - j), s.values.data(), s.rows[j / kQueryTile], hs);
+  }
   for (int j = 0; j < nq; ++j) {
     float* out = out_all + static_cast<int64_t>(items[j]) * hs;
     const float* sum = &s.out[static_cast<std::size_t>(j) * hs];
