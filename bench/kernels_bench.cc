@@ -1,6 +1,7 @@
 // Google Benchmark for the W2 x A8 kernels on Llama-2-7B layer shapes, every available path.
 // Reports weight bytes read per second (codes + scales + zeros) and, for batches, tokens/s.
-// (And the attention of a prefill step: attention_bench.cc.)
+// (And the attention of a prefill step, attention_bench.cc; the thread pool's cost per loop,
+// thread_pool_bench.cc.)
 #include <map>
 #include <memory>
 #include <random>
@@ -16,6 +17,7 @@
 namespace accllm {
 
 void RegisterAttentionBenchmarks(const std::vector<std::pair<CpuPath, std::string>>& paths);
+void RegisterThreadPoolBenchmarks();
 
 namespace {
 
@@ -90,6 +92,7 @@ void Register() {
     }
   }
   RegisterAttentionBenchmarks(paths);
+  RegisterThreadPoolBenchmarks();
 }
 
 }  // namespace
