@@ -117,7 +117,7 @@ void ExpectPlanCoversEveryItemOnce(const SharedKeyPlan& plan, int items) {
 }
 
 TEST(CpuAttentionTest, BlocksOfSharedKeysGiveTheItemsBitsOnEveryPath) {
-  for (int head_size : {32, 64, 128}) {
+  for (int head_size : {8, 32, 48, 64, 128}) {  // 8 and 48: the KV4 kernels' scalar fallbacks
     SCOPED_TRACE("head size " + std::to_string(head_size));
     // 4 query heads on 2 KV heads: the heads of a KV head read the same keys.
     AttentionFixture f(head_size, /*n_heads=*/4, /*n_kv_heads=*/2);

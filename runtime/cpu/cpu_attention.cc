@@ -91,7 +91,8 @@ void RunItem(const AttentionBatch& b, const CacheView& c, const CpuKernels& kern
 }
 
 // A thread's scratch for blocks, kept between calls: a block's keys and values as floats can be
-// megabytes, which a fresh allocation per block would map and fault in each time.
+// megabytes (2 x window x head_size floats at most), which a fresh allocation per block would map
+// and fault in each time.
 struct BlockScratch {
   std::vector<float> keys, values, key_scale, key_min, value_scale, value_min;
   std::vector<float> queries, q_sum, dots, probs, out, min_sum;
