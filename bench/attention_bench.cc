@@ -1,6 +1,7 @@
 // Google Benchmark for the CPU attention of one Llama-2-7B layer (32 heads of 128) in a prefill
 // step of one sequence, one thread: its items one at a time (the KV4 kernels on the codes) against
 // its blocks of shared keys (cpu_attention.h). Reports query-key pairs per second.
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <random>

@@ -1,7 +1,6 @@
 // Google Benchmark for the thread pool's cost per parallel loop (the CPU engine runs ~325 a
 // decode step of Llama-2-7B): loops of n trivial items on T threads, wall time per loop.
 #include <atomic>
-#include <string>
 
 #include "benchmark/benchmark.h"
 #include "runtime/cpu/thread_pool.h"
