@@ -5,26 +5,21 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <cstring>
 #include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "runtime/model/llama_config.h"
+#include "tests/test_support.h"
 
 namespace accllm {
 namespace {
 
 constexpr int kPageTokens = 16;
 
-std::vector<const CpuKernels*> AvailableKernels() {
-  std::vector<const CpuKernels*> out;
-  for (CpuPath p : kAllCpuPaths) {
-    if (auto k = KernelsFor(p); k.ok()) out.push_back(*k);
-  }
-  return out;
-}
+using ::accllm::testing::AvailableKernels;
+using ::accllm::testing::ExpectSameBits;
 
 // A one-layer cache full of random vectors, and a batch over it built item by item.
 class AttentionFixture {
@@ -101,11 +96,6 @@ class AttentionFixture {
   std::unique_ptr<KvStorage> kv_;
   AttentionBatch batch_;
 };
-
-void ExpectSameBits(const std::vector<float>& got, const std::vector<float>& want) {
-  ASSERT_EQ(got.size(), want.size());
-  EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0);
-}
 
 // Every item exactly once, and each block's items prefixes of its last one.
 void ExpectPlanCoversEveryItemOnce(const SharedKeyPlan& plan, int items) {

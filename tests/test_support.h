@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "runtime/cpu/kernels.h"
 #include "runtime/model/llama_config.h"
 
 namespace accllm::testing {
@@ -29,6 +30,15 @@ void WriteFile(const std::filesystem::path& path, const std::string& bytes);
 
 // Fails (once, naming the first element that differs) unless got and want hold the same bits.
 void ExpectSameBits(const std::vector<float>& got, const std::vector<float>& want);
+
+// The CPU kernel tables this machine can run (scalar always), in kAllCpuPaths' order.
+inline std::vector<const CpuKernels*> AvailableKernels() {
+  std::vector<const CpuKernels*> out;
+  for (CpuPath p : kAllCpuPaths) {
+    if (auto k = KernelsFor(p); k.ok()) out.push_back(*k);
+  }
+  return out;
+}
 
 // A fresh directory removed when the object goes away.
 class ScratchDir {

@@ -20,6 +20,7 @@
 #include "tests/test_support.h"
 
 namespace accllm {
+using ::accllm::testing::AvailableKernels;
 namespace {
 
 // Relative error allowed between the scalar kernel and a double-precision product of the
@@ -49,13 +50,6 @@ std::vector<uint8_t> RandomMask(int rows, int cols, std::mt19937& rng) {
   return keep;
 }
 
-std::vector<const CpuKernels*> AvailableKernels() {
-  std::vector<const CpuKernels*> out;
-  for (CpuPath p : kAllCpuPaths) {
-    if (auto k = KernelsFor(p); k.ok()) out.push_back(*k);
-  }
-  return out;
-}
 
 class W2A8KernelTest : public ::testing::TestWithParam<Case> {};
 

@@ -101,8 +101,8 @@ struct BlockScratch {
 
 constexpr int kQueryTile = 4;
 
-// A KV4 vector's codes (0..15) as floats: exact, so the float kernels' sums over them are the KV4
-// kernels' sums.
+// A KV4 vector's codes (0..15) as floats, Kv4Code's values a byte at a time (a form the compiler
+// vectorizes): exact, so the float kernels' sums over them are the KV4 kernels' sums.
 void CodesAsFloats(const uint8_t* codes, int head_size, float* out) {
   for (int i = 0; i < head_size / 2; ++i) {
     out[2 * i] = static_cast<float>(codes[i] & 15);

@@ -11,9 +11,6 @@
 namespace accllm {
 namespace {
 
-// The d-th 4-bit code of a KV4 vector (low nibble first), as a float.
-inline float Kv4Code(const uint8_t* codes, int d) { return static_cast<float>((codes[d / 2] >> (4 * (d & 1))) & 15); }
-
 void MatMulW2A8Scalar(const W2View& w, const A8Batch& x, int tile_begin, int tile_end, float* y,
                       int64_t ldy) {
   const W2Shape& s = w.shape;

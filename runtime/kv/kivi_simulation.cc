@@ -10,10 +10,7 @@ void RoundTripKv4(std::span<float> x) {
   std::vector<uint8_t> codes((x.size() + 1) / 2);
   const Kv4Params params = QuantizeKv4(x, codes.data());
   const float scale = Fp16ToFloat(params.scale), min = Fp16ToFloat(params.min);
-  for (std::size_t i = 0; i < x.size(); ++i) {
-    const int q = (codes[i / 2] >> (4 * (i % 2))) & 15;
-    x[i] = min + scale * static_cast<float>(q);
-  }
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = min + scale * Kv4Code(codes.data(), static_cast<int>(i));
 }
 
 void RoundTripKiviGroup(KvStorage& kv, std::span<const int64_t> vectors, int head_size, bool values_too) {

@@ -38,6 +38,10 @@ static_assert(sizeof(Kv4Params) == 4, "wrong KV4 params size");
 // Quantizes `x` (head_size values) into codes (head_size / 2 bytes).
 Kv4Params QuantizeKv4(std::span<const float> x, uint8_t* codes);
 
+// The d-th 4-bit code of a KV4 vector (low nibble first), as a float (exact): the value is
+// min + scale * Kv4Code(codes, d).
+inline float Kv4Code(const uint8_t* codes, int d) { return static_cast<float>((codes[d >> 1] >> (4 * (d & 1))) & 15); }
+
 enum class KvRegion { kKeyCodes, kKeyParams, kValueCodes, kValueParams };
 
 class KvStorage {
