@@ -125,6 +125,39 @@ TEST_F(CpuEngineTest, F32GemmHookRunsTheLargeStepsOnly) {
   EXPECT_TRUE(step_tokens.empty());
 }
 
+// Steps with one token per sequence run RoPE, the cache write, attention and the A8 of its output
+// in one parallel loop; a prefill step runs them loop by loop, with attention in blocks of shared
+// keys. Both give every token the same logits, to the bit.
+void ExpectTokenStepsEqualAPrefill(Backend& engine, const std::vector<int>& tokens, int vocab) {
+  auto whole = engine.NewSequence(), steps = engine.NewSequence();
+  std::vector<float> every(tokens.size() * vocab), one(vocab);
+  ASSERT_OK(engine.PrefillEveryLogit(*whole, tokens, every));
+  for (std::size_t t = 0; t < tokens.size(); ++t) {
+    ASSERT_OK(engine.Prefill(*steps, {&tokens[t], 1}, one));
+    ASSERT_EQ(one, std::vector<float>(every.begin() + t * vocab, every.begin() + (t + 1) * vocab)) << "token " << t;
+  }
+}
+
+TEST_F(CpuEngineTest, OneTokenStepsEqualAPrefillsEveryLogit) {
+  std::vector<int> tokens = {1};
+  for (int i = 0; i < 40; ++i) tokens.push_back(300 + (i * 37) % 200);
+  for (KvPrecision kv : {KvPrecision::kF32, KvPrecision::kKv4}) {
+    for (bool rotation : {false, true}) {
+      for (LambdaConfig lambda : {LambdaConfig{}, LambdaConfig{4, 8}}) {
+        SCOPED_TRACE(::testing::Message() << KvPrecisionName(kv) << " rotation " << rotation << " window "
+                                          << lambda.window);
+        CpuEngineOptions options = Exact();
+        options.kv_precision = kv;
+        options.kv4_rotation = rotation;
+        options.lambda = lambda;
+        options.threads = 3;
+        auto engine = Engine(options);
+        ExpectTokenStepsEqualAPrefill(*engine, tokens, vocab_);
+      }
+    }
+  }
+}
+
 TEST_F(CpuEngineTest, BatchedDecodeEqualsSeparateDecode) {
   for (KvPrecision kv : {KvPrecision::kF32, KvPrecision::kKv4}) {
     CpuEngineOptions options = Exact();
@@ -340,6 +373,7 @@ TEST_F(CpuEngineTest, PackedStepsAreDeterministicAndBatchInvariant) {
   for (int i = 0; i < 60; ++i) prompt.push_back(260 + (i * 37) % 200);
   const std::vector<std::vector<float>> first = PrefillLogits(*engine, prompt, 60);
   for (int run = 0; run < 30; ++run) ASSERT_EQ(PrefillLogits(*engine, prompt, 60), first) << "run " << run;
+  ExpectTokenStepsEqualAPrefill(*engine, std::vector<int>(prompt.begin(), prompt.begin() + 24), vocab_);
 
   std::vector<float> logits(vocab_);
   auto a = engine->NewSequence(), b = engine->NewSequence(), a1 = engine->NewSequence(), b1 = engine->NewSequence();

@@ -272,4 +272,24 @@ void RunAttentionOnCpu(const AttentionBatch& b, const KvStorage& kv, const CpuKe
   });
 }
 
+void RunAttentionItems(const AttentionBatch& b, const KvStorage& kv, const CpuKernels& kernels, int32_t first,
+                       int32_t count, int max_block, float* out_all) {
+  const CacheView cache(kv);
+  const int32_t last = first + count - 1;
+  bool block = cache.kv4 && count > 1 && count <= max_block;
+  for (int32_t item = first; block && item <= last; ++item) {
+    block = b.item_sink_runs[item] == 0 && KeyCount(b, item) > 0 && RunsArePrefix(b, item, last);
+  }
+  if (block) {
+    thread_local BlockScratch scratch;
+    thread_local std::vector<int32_t> items;
+    items.resize(count);
+    for (int32_t j = 0; j < count; ++j) items[j] = first + j;
+    RunBlock(b, cache, kernels, items, scratch, out_all);
+    return;
+  }
+  thread_local std::vector<float> scores;
+  for (int32_t item = first; item <= last; ++item) RunItem(b, cache, kernels, item, scores, out_all);
+}
+
 }  // namespace accllm

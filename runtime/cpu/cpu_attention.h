@@ -40,4 +40,10 @@ SharedKeyPlan PlanSharedKeys(const AttentionBatch& batch, int max_block);
 void RunAttentionOnCpu(const AttentionBatch& batch, const KvStorage& kv, const CpuKernels& kernels, ThreadPool& pool,
                        float* out, const SharedKeyPlan* plan = nullptr);
 
+// The items [first, first + count) of `batch` on the calling thread, into out[item][head_size]: as
+// one block when they read the same keys without sinks (the query heads of one KV head in a decode
+// step; KV4 caches, at most `max_block` items), one by one otherwise. The same bits either way.
+void RunAttentionItems(const AttentionBatch& batch, const KvStorage& kv, const CpuKernels& kernels, int32_t first,
+                       int32_t count, int max_block, float* out);
+
 }  // namespace accllm

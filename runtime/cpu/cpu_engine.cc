@@ -100,6 +100,7 @@ CpuEngine::CpuEngine(EngineWeights weights, const CpuEngineOptions& options, con
   token_runs_.resize(n);
   token_sink_runs_.resize(n);
   token_seq_.resize(n);
+  kv_heads_done_ = std::make_unique<std::atomic<int>[]>(n);
 }
 
 void CpuEngine::RoundTripCompletedKiviGroups(int layer, int n) {
@@ -321,6 +322,48 @@ void CpuEngine::RopeQueries(int t, int kv_head) {
   }
 }
 
+void CpuEngine::RopeAndWriteKv(int t, int kv_head) {
+  const LlamaConfig& c = weights_.config;
+  const int hs = c.head_size(), layer = attention_.layer;
+  RopeQueries(t, kv_head);
+  FillAttentionRuns(t, kv_head);
+  float* k = &k_[int64_t{t} * c.kv_dim() + int64_t{kv_head} * hs];
+  float* v = &v_[int64_t{t} * c.kv_dim() + int64_t{kv_head} * hs];
+  rope_[t].Apply(k, hs);
+  if (rotate_kv_) {
+    kernels_->hadamard(k, hs);
+    kernels_->hadamard(v, hs);
+  }
+  if (options_.kivi_group > 0 && !options_.kivi_exact_open_group) {
+    RoundTripKv4({k, static_cast<std::size_t>(hs)});
+    RoundTripKv4({v, static_cast<std::size_t>(hs)});
+  }
+  kv_.WriteHead(layer, token_seq_[t]->PageOf(positions_[t]), static_cast<int>(positions_[t] % options_.page_tokens),
+                kv_head, k, v);
+}
+
+void CpuEngine::RopeWriteAndAttend(int n, A8Batch* a8) {
+  const LlamaConfig& c = weights_.config;
+  const int hs = c.head_size(), kv_mul = c.kv_mul();
+  for (int t = 0; t < n; ++t) kv_heads_done_[t].store(0, std::memory_order_relaxed);
+  pool_threads_.ParallelFor(int64_t{n} * c.n_kv_heads, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int t = static_cast<int>(item / c.n_kv_heads), h = static_cast<int>(item % c.n_kv_heads);
+      RopeAndWriteKv(t, h);
+      const int32_t first = t * c.n_heads + h * kv_mul;
+      RunAttentionItems(attention_, kv_, *kernels_, first, kv_mul, kSharedKeyBlock, att_.data());
+      if (rotate_kv_) {  // back from the cache's basis
+        for (int j = 0; j < kv_mul; ++j) kernels_->hadamard(&att_[(int64_t{first} + j) * hs], hs);
+      }
+      // The token's last KV head to finish quantizes it (its acquire sees the other heads' outputs).
+      if (a8 != nullptr && kv_heads_done_[t].fetch_add(1, std::memory_order_acq_rel) + 1 == c.n_kv_heads) {
+        a8->Quantize(t, {&att_[int64_t{t} * c.dim], static_cast<std::size_t>(c.dim)});
+      }
+    }
+  });
+  stage_clock_.Mark(StepStage::kAttention);
+}
+
 void CpuEngine::Attention(int n, A8Batch* a8) {
   if (attention_.layer == 0) shared_keys_ = PlanSharedKeys(attention_, kSharedKeyBlock);
   RunAttentionOnCpu(attention_, kv_, *kernels_, pool_threads_, att_.data(), &shared_keys_);
@@ -384,6 +427,10 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
     }
   }
   PlanPageRuns(n);
+  bool one_token_per_sequence = static_cast<int>(entries.size()) == n;
+  for (std::size_t e = 0; one_token_per_sequence && e < entries.size(); ++e) {
+    for (std::size_t f = 0; f < e; ++f) one_token_per_sequence &= entries[f].seq != entries[e].seq;
+  }
   written_pages_.clear();
   for (int t = 0; t < n; ++t) {
     const int page = token_seq_[t]->PageOf(positions_[t]);
@@ -429,33 +476,24 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
     const LinearOutput qkv[] = {{&w.wq, q_.data(), c.dim}, {&w.wk, k_.data(), kv_dim}, {&w.wv, v_.data(), kv_dim}};
     Linears(qkv, attn_in);
     // Per (token, KV head): its query heads through RoPE into the attention batch with their page
-    // runs, and its key through RoPE, then into the cache.
-    const int hs = c.head_size();
+    // runs, and its key through RoPE, then into the cache; then attention. When each sequence has
+    // one token in the step, a token's attention reads no key another token writes, so the two run
+    // in one loop.
     PrepareAttention(l, n);
-    pool_threads_.ParallelFor(int64_t{n} * c.n_kv_heads, [&](int64_t begin, int64_t end) {
-      for (int64_t item = begin; item < end; ++item) {
-        const int t = static_cast<int>(item / c.n_kv_heads), h = static_cast<int>(item % c.n_kv_heads);
-        RopeQueries(t, h);
-        FillAttentionRuns(t, h);
-        float* k = &k_[int64_t{t} * kv_dim + int64_t{h} * hs];
-        float* v = &v_[int64_t{t} * kv_dim + int64_t{h} * hs];
-        rope_[t].Apply(k, hs);
-        if (rotate_kv_) {
-          kernels_->hadamard(k, hs);
-          kernels_->hadamard(v, hs);
-        }
-        if (options_.kivi_group > 0 && !options_.kivi_exact_open_group) {
-          RoundTripKv4({k, static_cast<std::size_t>(hs)});
-          RoundTripKv4({v, static_cast<std::size_t>(hs)});
-        }
-        kv_.WriteHead(l, token_seq_[t]->PageOf(positions_[t]), static_cast<int>(positions_[t] % options_.page_tokens), h,
-                      k, v);
-      }
-    });
-    stage_clock_.Mark(StepStage::kRopeKvWrite);
     LinearInput wo_in{att_.data(), n, c.dim, kAttentionOutput};
     // (The KIVI simulation changes the cache after attention, not its output.)
-    Attention(n, QuantizeWhereMade(w.wo, wo_in));
+    A8Batch* wo_a8 = QuantizeWhereMade(w.wo, wo_in);
+    if (one_token_per_sequence) {
+      RopeWriteAndAttend(n, wo_a8);
+    } else {
+      pool_threads_.ParallelFor(int64_t{n} * c.n_kv_heads, [&](int64_t begin, int64_t end) {
+        for (int64_t item = begin; item < end; ++item) {
+          RopeAndWriteKv(static_cast<int>(item / c.n_kv_heads), static_cast<int>(item % c.n_kv_heads));
+        }
+      });
+      stage_clock_.Mark(StepStage::kRopeKvWrite);
+      Attention(n, wo_a8);
+    }
     if (options_.kivi_group > 0) RoundTripCompletedKiviGroups(l, n);
     maybe_fake_a8(att_.data(), c.dim);
     observe(l, ForwardObserver::Input::kAttentionOutput, att_.data(), c.dim);

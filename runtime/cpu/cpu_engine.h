@@ -7,6 +7,7 @@
 // (token, head) over that token's own sequence pages.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <tuple>
@@ -155,8 +156,14 @@ class CpuEngine final : public Backend {
   // those query heads through RoPE, into the batch in the cache's basis (and their sink queries,
   // from before RoPE).
   void RopeQueries(int t, int kv_head);
+  // Token t's key and value for KV head kv_head through RoPE (and rotation) into the cache, and its
+  // query heads with their page runs into the prepared batch.
+  void RopeAndWriteKv(int t, int kv_head);
   // The prepared batch's attention into att_ (quantized into `a8` if given).
   void Attention(int n, A8Batch* a8);
+  // RopeAndWriteKv and attention in one parallel loop over (token, KV head), for a step whose
+  // sequences have one token each.
+  void RopeWriteAndAttend(int n, A8Batch* a8);
   // The step on step_offload: the plan from the tokens' positions and page runs.
   absl::Status OffloadStep(std::span<const Entry> entries, int n, std::span<float> logits, bool every_token);
   // After a step that succeeded: the sequences advance past its tokens, and pages that left the
@@ -188,6 +195,7 @@ class CpuEngine final : public Backend {
   std::vector<std::vector<PageRun>> token_runs_;  // per token: sink runs, then window runs
   std::vector<int> token_sink_runs_;
   std::vector<int> written_pages_;  // pages the current step writes
+  std::unique_ptr<std::atomic<int>[]> kv_heads_done_;  // per token, in RopeWriteAndAttend
   AttentionBatch attention_;
   SharedKeyPlan shared_keys_;  // made at layer 0, for every layer of the step
   // Items per block of shared keys: large enough that a block's keys are made floats for many

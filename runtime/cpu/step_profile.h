@@ -15,8 +15,9 @@ enum class StepStage {
   kNorms,          // RMSNorm before attention, FFN and the classifier
   kA8Quantize,     // activations to A8, once per linear-layer input
   kLinear,         // the layers' matrix products (W2A8, or fp16/fp32 when not quantized)
-  kRopeKvWrite,    // RoPE on q and k, KV rotation and cache write
-  kAttention,      // gathering the queries and page runs, Λ attention, rotating back
+  kRopeKvWrite,    // RoPE on q and k, KV rotation and cache write (steps with several tokens of a sequence)
+  kAttention,      // Λ attention, rotating back; in steps with one token per sequence, RoPE and the
+                   // cache write too (one loop)
   kElementwise,    // residual adds, SwiGLU, the FFN's block Hadamard
   kClassifier,     // the output projection to the vocabulary
   kCount,
