@@ -1,6 +1,8 @@
 // Google Benchmark for the CPU attention of one Llama-2-7B layer (32 heads of 128) in a prefill
 // step of one sequence, one thread: its items one at a time (the KV4 kernels on the codes) against
-// its blocks of shared keys (cpu_attention.h). Reports query-key pairs per second.
+// its blocks of shared keys (cpu_attention.h). Reports query-key pairs per second. Also the KV4
+// quantization of the vectors a step writes (Kv4Write/<path>) and the head rotation every query,
+// key, value and output goes through (Hadamard/<path>), head vectors per second.
 #include <algorithm>
 #include <map>
 #include <memory>
@@ -85,10 +87,56 @@ void BM_PrefillAttention(benchmark::State& state, CpuPath path, bool blocks) {
       benchmark::Counter(static_cast<double>(state.iterations()) * layer.pairs, benchmark::Counter::kIsRate);
 }
 
+void BM_Kv4Write(benchmark::State& state, CpuPath path) {
+  const auto kernels = KernelsFor(path);
+  if (!kernels.ok()) {
+    state.SkipWithError("path not supported on this CPU");
+    return;
+  }
+  constexpr int kVectors = 256;  // a batch-16 decode step's keys of 16 heads, in cache
+  std::mt19937 rng(4);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(static_cast<std::size_t>(kVectors) * kHeadSize);
+  for (float& v : x) v = normal(rng);
+  std::vector<uint8_t> codes(x.size() / 2);
+  std::vector<Kv4Params> params(kVectors);
+  for (auto _ : state) {
+    for (int i = 0; i < kVectors; ++i) {
+      params[i] = (*kernels)->kv4_quantize({&x[static_cast<std::size_t>(i) * kHeadSize], kHeadSize},
+                                           &codes[static_cast<std::size_t>(i) * kHeadSize / 2]);
+    }
+    benchmark::DoNotOptimize(codes.data());
+    benchmark::DoNotOptimize(params.data());
+  }
+  state.counters["vectors/s"] =
+      benchmark::Counter(static_cast<double>(state.iterations()) * kVectors, benchmark::Counter::kIsRate);
+}
+
+void BM_Hadamard(benchmark::State& state, CpuPath path) {
+  const auto kernels = KernelsFor(path);
+  if (!kernels.ok()) {
+    state.SkipWithError("path not supported on this CPU");
+    return;
+  }
+  constexpr int kVectors = 256;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(static_cast<std::size_t>(kVectors) * kHeadSize);
+  for (float& v : x) v = normal(rng);
+  for (auto _ : state) {
+    for (int i = 0; i < kVectors; ++i) (*kernels)->hadamard(&x[static_cast<std::size_t>(i) * kHeadSize], kHeadSize);
+    benchmark::DoNotOptimize(x.data());
+  }
+  state.counters["vectors/s"] =
+      benchmark::Counter(static_cast<double>(state.iterations()) * kVectors, benchmark::Counter::kIsRate);
+}
+
 }  // namespace
 
 void RegisterAttentionBenchmarks(const std::vector<std::pair<CpuPath, std::string>>& paths) {
   for (const auto& [path, name] : paths) {
+    benchmark::RegisterBenchmark(("Kv4Write/" + name).c_str(), [=](benchmark::State& st) { BM_Kv4Write(st, path); });
+    benchmark::RegisterBenchmark(("Hadamard/" + name).c_str(), [=](benchmark::State& st) { BM_Hadamard(st, path); });
     if (path == CpuPath::kScalar) continue;
     for (bool blocks : {false, true}) {
       benchmark::RegisterBenchmark(("Attention/prefill/" + name + (blocks ? "/blocks" : "/items")).c_str(),

@@ -347,6 +347,48 @@ TEST(Kv4KernelTest, EveryPathMatchesScalar) {
   }
 }
 
+// Every path's KV4 quantization gives QuantizeKv4's codes and parameters, bit for bit: random
+// heads, outliers, constant and all-zero vectors, zeros of both signs as the minimum (which of
+// them wins depends on the lanes the extremes are kept in), values past fp16's range, and head
+// sizes the SIMD paths leave to the scalar code.
+TEST(Kv4KernelTest, QuantizeMatchesScalarOnEveryPath) {
+  std::mt19937 rng(9);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (int head_size : {8, 16, 48, 64, 128, 256}) {
+    std::vector<std::vector<float>> heads;
+    for (int i = 0; i < 20; ++i) {
+      std::vector<float> x(head_size);
+      for (float& v : x) v = normal(rng);
+      heads.push_back(x);
+    }
+    std::vector<float> outlier = heads[0];
+    outlier[head_size / 3] = 40.0f;
+    heads.push_back(outlier);
+    heads.push_back(std::vector<float>(head_size, 0.75f));
+    heads.push_back(std::vector<float>(head_size, 0.0f));
+    std::vector<float> signed_zeros(head_size);
+    for (int d = 0; d < head_size; ++d) signed_zeros[d] = d % 5 == 0 ? 1.5f : (d % 3 == 0 ? -0.0f : 0.0f);
+    heads.push_back(signed_zeros);
+    for (float& v : signed_zeros) v = v == 0.0f ? -v : v;  // the other sign at each zero
+    heads.push_back(signed_zeros);
+    std::vector<float> huge = heads[1];
+    for (float& v : huge) v *= 1e5f;
+    heads.push_back(huge);
+    for (std::size_t h = 0; h < heads.size(); ++h) {
+      std::vector<uint8_t> want(head_size / 2);
+      const Kv4Params want_params = QuantizeKv4(heads[h], want.data());
+      for (const CpuKernels* k : AvailableKernels()) {
+        SCOPED_TRACE(std::string(k->name) + " head size " + std::to_string(head_size) + " vector " + std::to_string(h));
+        std::vector<uint8_t> codes(head_size / 2, 0xAA);
+        const Kv4Params params = k->kv4_quantize(heads[h], codes.data());
+        EXPECT_EQ(codes, want);
+        EXPECT_EQ(params.scale, want_params.scale);
+        EXPECT_EQ(params.min, want_params.min);
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace accllm
 

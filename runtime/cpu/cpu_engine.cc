@@ -339,7 +339,7 @@ void CpuEngine::RopeAndWriteKv(int t, int kv_head) {
     RoundTripKv4({v, static_cast<std::size_t>(hs)});
   }
   kv_.WriteHead(layer, token_seq_[t]->PageOf(positions_[t]), static_cast<int>(positions_[t] % options_.page_tokens),
-                kv_head, k, v);
+                kv_head, k, v, kernels_->kv4_quantize);
 }
 
 void CpuEngine::RopeWriteAndAttend(int n, A8Batch* a8) {

@@ -92,6 +92,7 @@ struct CpuKernels {
   F32MatMulFn matmul_f32;
   Kv4ScoreFn kv4_score;
   Kv4AccumulateFn kv4_accumulate;
+  Kv4QuantizeFn kv4_quantize;  // QuantizeKv4's results (runtime/kv/kv_storage.h)
   F32ScoreFn f32_score;
   F32AccumulateFn f32_accumulate;
   HadamardFn hadamard;

@@ -447,6 +447,64 @@ void F32AccumulateQueries(float* out, int64_t ld_out, const float* p, int64_t ld
   for (; d < head_size; d += 16) F32AccumulateTile<NQ, 1>(out, ld_out, p, ld_p, values, count, head_size, d);
 }
 
+// Hadamard butterflies within each 16-lane register: lanes in `upper` hold x[j + len] and become
+// a - b (partner - self), the others x[j] and become a + b (self + partner).
+__m512 InRegisterButterfly512(__m512 self, __m512 partner, __mmask16 upper) {
+  return _mm512_mask_sub_ps(_mm512_add_ps(self, partner), upper, partner, self);
+}
+
+// The passes of length 1, 2, 4 and 8 over one register.
+__m512 InRegisterPasses512(__m512 v) {
+  v = InRegisterButterfly512(v, _mm512_permute_ps(v, 0xB1), 0xAAAA);
+  v = InRegisterButterfly512(v, _mm512_permute_ps(v, 0x4E), 0xCCCC);
+  v = InRegisterButterfly512(v, _mm512_shuffle_f32x4(v, v, 0xB1), 0xF0F0);  // 128-bit lanes swapped in pairs
+  return InRegisterButterfly512(v, _mm512_shuffle_f32x4(v, v, 0x4E), 0xFF00);  // 256-bit halves swapped
+}
+
+// Hadamard512 of kN values held in registers from load to store (heads of 64 to 256 values).
+template <int kN>
+void HadamardInRegisters512(float* x) {
+  constexpr int kRegisters = kN / 16;
+  __m512 v[kRegisters];
+#pragma GCC unroll 16
+  for (int r = 0; r < kRegisters; ++r) v[r] = InRegisterPasses512(_mm512_loadu_ps(x + 16 * r));
+#pragma GCC unroll 16
+  for (int len = 1; len < kRegisters; len <<= 1) {
+#pragma GCC unroll 16
+    for (int j = 0; j < kRegisters; ++j) {
+      if ((j & len) != 0) continue;
+      const int partner = (j | len) & (kRegisters - 1);  // j + len, in bounds as the compiler can see
+      const __m512 a = v[j], b = v[partner];
+      v[j] = _mm512_add_ps(a, b);
+      v[partner] = _mm512_sub_ps(a, b);
+    }
+  }
+  const __m512 scale = _mm512_set1_ps(1.0f / std::sqrt(static_cast<float>(kN)));
+#pragma GCC unroll 16
+  for (int r = 0; r < kRegisters; ++r) _mm512_storeu_ps(x + 16 * r, _mm512_mul_ps(v[r], scale));
+}
+
+// Hadamard (runtime/common/hadamard.h) sixteen lanes at a time, as Hadamard256 eight at a time:
+// every element through the same adds in the same passes, so the same bits.
+void Hadamard512(float* x, int n) {
+  if (n < 16 || !IsPowerOfTwo(n)) return Hadamard256(x, n);
+  if (n == 64) return HadamardInRegisters512<64>(x);
+  if (n == 128) return HadamardInRegisters512<128>(x);
+  if (n == 256) return HadamardInRegisters512<256>(x);
+  for (int i = 0; i < n; i += 16) _mm512_storeu_ps(x + i, InRegisterPasses512(_mm512_loadu_ps(x + i)));
+  for (int len = 16; len < n; len <<= 1) {
+    for (int i = 0; i < n; i += 2 * len) {
+      for (int j = i; j < i + len; j += 16) {
+        const __m512 a = _mm512_loadu_ps(x + j), b = _mm512_loadu_ps(x + j + len);
+        _mm512_storeu_ps(x + j, _mm512_add_ps(a, b));
+        _mm512_storeu_ps(x + j + len, _mm512_sub_ps(a, b));
+      }
+    }
+  }
+  const __m512 scale = _mm512_set1_ps(1.0f / std::sqrt(static_cast<float>(n)));
+  for (int i = 0; i < n; i += 16) _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), scale));
+}
+
 }  // namespace
 
 void F32AccumulateAvx512(float* out, int64_t ld_out, const float* p, int64_t ld_p, int queries, const float* values,
@@ -458,14 +516,14 @@ void F32AccumulateAvx512(float* out, int64_t ld_out, const float* p, int64_t ld_
 }
 
 const CpuKernels kAvx512Kernels = {CpuPath::kAvx512, "avx512", MatMulW2A8Avx512, MatMulW8A8Avx512, MatMulF16Avx512, MatMulF32Avx512,
-                                   Kv4ScoreAvx512, Kv4AccumulateAvx512, F32Score256, F32AccumulateAvx512,
-                                   Hadamard256, Softmax256, SwiGlu256, ReadSumAvx512};
+                                   Kv4ScoreAvx512, Kv4AccumulateAvx512, Kv4Quantize256, F32Score256, F32AccumulateAvx512,
+                                   Hadamard512, Softmax256, SwiGlu256, ReadSumAvx512};
 
 // W2 x A8 and W8 x A8 on AMX-INT8 tiles (kernels_amx.cc), everything else as AVX-512.
 void MatMulW2A8Amx(const W2View& w, const A8Batch& x, int tile_begin, int tile_end, float* y, int64_t ldy);
 void MatMulW8A8Amx(const W8View& w, const A8Batch& x, int tile_begin, int tile_end, float* y, int64_t ldy);
 const CpuKernels kAmxKernels = {CpuPath::kAmx,   "amx",           MatMulW2A8Amx, MatMulW8A8Amx,       MatMulF16Avx512,
-                                MatMulF32Avx512, Kv4ScoreAvx512,  Kv4AccumulateAvx512, F32Score256, F32AccumulateAvx512,
-                                Hadamard256,     Softmax256,   SwiGlu256, ReadSumAvx512};
+                                MatMulF32Avx512, Kv4ScoreAvx512,  Kv4AccumulateAvx512, Kv4Quantize256, F32Score256, F32AccumulateAvx512,
+                                Hadamard512,     Softmax256,   SwiGlu256, ReadSumAvx512};
 
 }  // namespace accllm

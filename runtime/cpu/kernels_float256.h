@@ -12,7 +12,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <span>
 
 #include "runtime/common/exp.h"
 #include "runtime/common/hadamard.h"
@@ -204,10 +206,41 @@ inline __m256 InRegisterButterfly(__m256 self, __m256 partner) {
   return _mm256_blend_ps(_mm256_add_ps(self, partner), _mm256_sub_ps(partner, self), kUpperLanes);
 }
 
+// Hadamard256 of kN values held in registers from load to store (a head of 64 or 128): the passes
+// between registers are the passes of length 8, 16, ... over their lanes.
+template <int kN>
+inline void HadamardInRegisters256(float* x) {
+  constexpr int kRegisters = kN / 8;
+  __m256 v[kRegisters];
+#pragma GCC unroll 16
+  for (int r = 0; r < kRegisters; ++r) {
+    v[r] = _mm256_loadu_ps(x + 8 * r);
+    v[r] = InRegisterButterfly<0xAA>(v[r], _mm256_permute_ps(v[r], 0xB1));
+    v[r] = InRegisterButterfly<0xCC>(v[r], _mm256_permute_ps(v[r], 0x4E));
+    v[r] = InRegisterButterfly<0xF0>(v[r], _mm256_permute2f128_ps(v[r], v[r], 0x01));
+  }
+#pragma GCC unroll 16
+  for (int len = 1; len < kRegisters; len <<= 1) {
+#pragma GCC unroll 16
+    for (int j = 0; j < kRegisters; ++j) {
+      if ((j & len) != 0) continue;
+      const int partner = (j | len) & (kRegisters - 1);  // j + len, in bounds as the compiler can see
+      const __m256 a = v[j], b = v[partner];
+      v[j] = _mm256_add_ps(a, b);
+      v[partner] = _mm256_sub_ps(a, b);
+    }
+  }
+  const __m256 scale = _mm256_set1_ps(1.0f / std::sqrt(static_cast<float>(kN)));
+#pragma GCC unroll 16
+  for (int r = 0; r < kRegisters; ++r) _mm256_storeu_ps(x + 8 * r, _mm256_mul_ps(v[r], scale));
+}
+
 // Hadamard (runtime/common/hadamard.h) eight lanes at a time: every pass in the same order, every
 // element through the same adds (a + b is b + a in IEEE arithmetic), so bit-identical with it.
 inline void Hadamard256(float* x, int n) {
   if (n < 8 || !IsPowerOfTwo(n)) return Hadamard(x, n);
+  if (n == 64) return HadamardInRegisters256<64>(x);
+  if (n == 128) return HadamardInRegisters256<128>(x);
   for (int i = 0; i < n; i += 8) {  // passes of length 1, 2, 4
     __m256 v = _mm256_loadu_ps(x + i);
     v = InRegisterButterfly<0xAA>(v, _mm256_permute_ps(v, 0xB1));
@@ -226,6 +259,57 @@ inline void Hadamard256(float* x, int n) {
   }
   const __m256 scale = _mm256_set1_ps(1.0f / std::sqrt(static_cast<float>(n)));
   for (int i = 0; i < n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), scale));
+}
+
+// QuantizeKv4 (runtime/kv/kv_storage.h) sixteen values at a time: its 16 extreme lanes in two
+// registers (vminps(x, lo) is std::min(lo, x) and vmaxps(x, hi) std::max(hi, x), NaN included),
+// its reduction, and each code by the same float operations; so the same bits.
+inline Kv4Params Kv4Quantize256(std::span<const float> x, uint8_t* codes) {
+  static_assert(kKv4ExtremeLanes == 16);
+  const std::size_t n = x.size();
+  if (n < 16 || n % 16 != 0) return QuantizeKv4(x, codes);
+  __m256 lo0 = _mm256_set1_ps(x[0]), lo1 = lo0, hi0 = lo0, hi1 = lo0;
+  for (std::size_t i = 0; i < n; i += 16) {
+    const __m256 a = _mm256_loadu_ps(&x[i]), b = _mm256_loadu_ps(&x[i + 8]);
+    lo0 = _mm256_min_ps(a, lo0);
+    lo1 = _mm256_min_ps(b, lo1);
+    hi0 = _mm256_max_ps(a, hi0);
+    hi1 = _mm256_max_ps(b, hi1);
+  }
+  alignas(32) float lo[16], hi[16];
+  _mm256_store_ps(lo, lo0);
+  _mm256_store_ps(lo + 8, lo1);
+  _mm256_store_ps(hi, hi0);
+  _mm256_store_ps(hi + 8, hi1);
+  const auto [x_min, x_max] = ReduceKv4Lanes(lo, hi);
+  const Kv4Coding coding = Kv4CodingFor(x_min, x_max);
+  const __m256 min = _mm256_set1_ps(coding.lo), inverse = _mm256_set1_ps(coding.inverse);
+  const __m256 shifter = _mm256_set1_ps(12582912.0f), zero = _mm256_setzero_ps(), top = _mm256_set1_ps(15.0f);
+  // Odd values' codes shifted to the high nibble, then each pair added (no bits overlap) and its
+  // low byte kept: the scalar code's uint8_t(code | code << 4).
+  const __m256i odd_shift = _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4);
+  const __m256i low_bytes = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,  //
+                                             0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+  for (std::size_t i = 0; i < n; i += 16) {
+    __m256i c[2];
+    for (int h = 0; h < 2; ++h) {
+      const __m256 scaled = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(&x[i + 8 * h]), min), inverse);
+      const __m256 rounded = _mm256_sub_ps(_mm256_add_ps(scaled, shifter), shifter);  // RoundHalfEven
+      // std::max(r, 0) is (r < 0 ? 0 : r), vmaxps(0, r); std::min(m, 15) is (15 < m ? 15 : m), vminps(15, m).
+      const __m256 clamped = _mm256_min_ps(top, _mm256_max_ps(zero, rounded));
+      c[h] = _mm256_sllv_epi32(_mm256_cvttps_epi32(clamped), odd_shift);
+    }
+    // hadd gives the pairs as [x0x1, x2x3, x8x9, x10x11, x4x5, x6x7, x12x13, x14x15]: put them in
+    // order, then each half's four low bytes into its first four.
+    const __m256i pairs = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(c[0], c[1]),
+                                                      _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7));
+    const __m256i bytes = _mm256_shuffle_epi8(pairs, low_bytes);
+    const uint32_t first = static_cast<uint32_t>(_mm256_extract_epi32(bytes, 0));
+    const uint32_t second = static_cast<uint32_t>(_mm256_extract_epi32(bytes, 4));
+    std::memcpy(codes + i / 2, &first, 4);
+    std::memcpy(codes + i / 2 + 4, &second, 4);
+  }
+  return coding.params;
 }
 
 // exp.h's Exp on eight lanes: the same operations (vfnmadd is fma(-n, c, x): negation is exact;

@@ -14,6 +14,10 @@ const char* KvPrecisionName(KvPrecision precision) {
   return precision == KvPrecision::kF32 ? "f32" : "kv4";
 }
 
+std::pair<float, float> ReduceKv4Lanes(const float* lo, const float* hi) {
+  return {*std::min_element(lo, lo + kKv4ExtremeLanes), *std::max_element(hi, hi + kKv4ExtremeLanes)};
+}
+
 namespace {
 
 // The smallest and largest of x (not empty), as std::minmax_element finds them but without its
@@ -21,7 +25,7 @@ namespace {
 // them. The same values for any input without NaN (an exact zero may come out with either sign,
 // which no code, scale or dequantized value depends on).
 std::pair<float, float> Extremes(std::span<const float> x) {
-  constexpr std::size_t kLanes = 16;
+  constexpr std::size_t kLanes = kKv4ExtremeLanes;
   float lo[kLanes], hi[kLanes];
   for (std::size_t k = 0; k < kLanes; ++k) lo[k] = hi[k] = x[0];
   std::size_t i = 0;
@@ -35,23 +39,27 @@ std::pair<float, float> Extremes(std::span<const float> x) {
     lo[0] = std::min(lo[0], x[i]);
     hi[0] = std::max(hi[0], x[i]);
   }
-  return {*std::min_element(lo, lo + kLanes), *std::max_element(hi, hi + kLanes)};
+  return ReduceKv4Lanes(lo, hi);
 }
 
 }  // namespace
 
-Kv4Params QuantizeKv4(std::span<const float> x, uint8_t* codes) {
-  const auto [x_min, x_max] = Extremes(x);
+Kv4Coding Kv4CodingFor(float x_min, float x_max) {
   const uint16_t min16 = FloatToFp16(x_min);
   const float lo = Fp16ToFloat(min16);
   const uint16_t scale16 = FloatToFp16((x_max - lo) / 15.0f);
   const float scale = Fp16ToFloat(scale16);
-  const float inverse = scale > 0.0f ? 1.0f / scale : 0.0f;
+  return {{scale16, min16}, lo, scale > 0.0f ? 1.0f / scale : 0.0f};
+}
+
+Kv4Params QuantizeKv4(std::span<const float> x, uint8_t* codes) {
+  const auto [x_min, x_max] = Extremes(x);
+  const Kv4Coding coding = Kv4CodingFor(x_min, x_max);
   const auto code = [&](float v) {  // std::clamp without its branches: the same for non-NaN
-    return static_cast<int>(std::min(std::max(RoundHalfEven((v - lo) * inverse), 0.0f), 15.0f));
+    return static_cast<int>(std::min(std::max(RoundHalfEven((v - coding.lo) * coding.inverse), 0.0f), 15.0f));
   };
   for (std::size_t i = 0; i < x.size(); i += 2) codes[i / 2] = static_cast<uint8_t>(code(x[i]) | code(x[i + 1]) << 4);
-  return {scale16, min16};
+  return coding.params;
 }
 
 KvStorage::KvStorage(const LlamaConfig& config, int pages, int page_tokens, KvPrecision precision,
@@ -85,7 +93,8 @@ int64_t KvStorage::total_bytes() const {
   return total;
 }
 
-void KvStorage::WriteHead(int layer, int page, int slot, int head, const float* k, const float* v) {
+void KvStorage::WriteHead(int layer, int page, int slot, int head, const float* k, const float* v,
+                          Kv4QuantizeFn quantize) {
   const int64_t vector = VectorIndex(layer, page, head, slot);
   for (int part = 0; part < 2; ++part) {
     const float* x = part == 0 ? k : v;
@@ -94,7 +103,7 @@ void KvStorage::WriteHead(int layer, int page, int slot, int head, const float* 
       std::memcpy(codes + vector * head_size_ * 4, x, head_size_ * sizeof(float));
     } else {
       auto* params = reinterpret_cast<Kv4Params*>(mutable_region(part == 0 ? KvRegion::kKeyParams : KvRegion::kValueParams));
-      params[vector] = QuantizeKv4({x, static_cast<std::size_t>(head_size_)},
+      params[vector] = quantize({x, static_cast<std::size_t>(head_size_)},
                                    reinterpret_cast<uint8_t*>(codes) + vector * (head_size_ / 2));
     }
   }

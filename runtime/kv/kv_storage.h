@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <functional>
 #include <span>
+#include <utility>
 
 #include "runtime/common/aligned_buffer.h"
 #include "runtime/model/llama_config.h"
@@ -37,6 +38,20 @@ static_assert(sizeof(Kv4Params) == 4, "wrong KV4 params size");
 
 // Quantizes `x` (head_size values) into codes (head_size / 2 bytes).
 Kv4Params QuantizeKv4(std::span<const float> x, uint8_t* codes);
+// QuantizeKv4 or a SIMD version of it with the same results (a CPU kernel: runtime/cpu/kernels.h).
+using Kv4QuantizeFn = Kv4Params (*)(std::span<const float> x, uint8_t* codes);
+
+// QuantizeKv4's parts, for SIMD versions of it. It finds a vector's extremes in kKv4ExtremeLanes
+// running minima and maxima, lane k over x[k], x[k + 16], ... (lo = std::min(lo, x), hi =
+// std::max(hi, x)), reduced by ReduceKv4Lanes; Kv4CodingFor gives the parameters and the affine
+// map each value's code is rounded from: min(max(RoundHalfEven((x - lo) * inverse), 0), 15).
+inline constexpr int kKv4ExtremeLanes = 16;
+std::pair<float, float> ReduceKv4Lanes(const float* lo, const float* hi);
+struct Kv4Coding {
+  Kv4Params params;
+  float lo, inverse;
+};
+Kv4Coding Kv4CodingFor(float x_min, float x_max);
 
 // The d-th 4-bit code of a KV4 vector (low nibble first), as a float (exact): the value is
 // min + scale * Kv4Code(codes, d).
@@ -51,7 +66,8 @@ class KvStorage {
   KvStorage(const LlamaConfig& config, int pages, int page_tokens, KvPrecision precision, bool allocate = true);
 
   // Stores token `slot` of `page` in `layer` for one KV head: k and v hold head_size floats each.
-  void WriteHead(int layer, int page, int slot, int head, const float* k, const float* v);
+  void WriteHead(int layer, int page, int slot, int head, const float* k, const float* v,
+                 Kv4QuantizeFn quantize = QuantizeKv4);
 
   int64_t VectorIndex(int layer, int page, int head, int slot) const {
     return ((int64_t{layer} * pages_ + page) * kv_heads_ + head) * page_tokens_ + slot;
