@@ -20,6 +20,7 @@
 #include "runtime/common/hadamard.h"
 #include "runtime/common/lane_sum.h"
 #include "runtime/common/nn_ops.h"
+#include "runtime/common/round.h"
 #include "runtime/cpu/kernels.h"
 
 namespace accllm {
@@ -284,7 +285,7 @@ inline Kv4Params Kv4Quantize256(std::span<const float> x, uint8_t* codes) {
   const auto [x_min, x_max] = ReduceKv4Lanes(lo, hi);
   const Kv4Coding coding = Kv4CodingFor(x_min, x_max);
   const __m256 min = _mm256_set1_ps(coding.lo), inverse = _mm256_set1_ps(coding.inverse);
-  const __m256 shifter = _mm256_set1_ps(12582912.0f), zero = _mm256_setzero_ps(), top = _mm256_set1_ps(15.0f);
+  const __m256 shifter = _mm256_set1_ps(kRoundHalfEvenShifter), zero = _mm256_setzero_ps(), top = _mm256_set1_ps(15.0f);
   // Odd values' codes shifted to the high nibble, then each pair added (no bits overlap) and its
   // low byte kept: the scalar code's uint8_t(code | code << 4).
   const __m256i odd_shift = _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4);
