@@ -1,5 +1,6 @@
 // Google Benchmark for the W2 x A8 kernels on Llama-2-7B layer shapes, every available path.
-// Reports weight bytes read per second (codes + scales + zeros) and, for batches, tokens/s.
+// Reports weight bytes read per second (codes + scales + zeros) and, for batches, tokens/s; also
+// the A8 quantization of one token's activations (A8Quantize/<path>), values per second.
 // (And the attention of a prefill step, attention_bench.cc; the thread pool's cost per loop,
 // thread_pool_bench.cc.)
 #include <map>
@@ -65,6 +66,27 @@ void BM_MatMulW2A8(benchmark::State& state, CpuPath path, int rows, int cols, bo
   state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(state.iterations()) * tokens, benchmark::Counter::kIsRate);
 }
 
+// One token's activations into A8 codes, at the widths a Llama-2-7B layer quantizes (the inputs
+// of the attention and FFN projections, and of the down projection). Values per second.
+void BM_A8Quantize(benchmark::State& state, CpuPath path) {
+  const auto kernels = KernelsFor(path);
+  if (!kernels.ok()) {
+    state.SkipWithError("path not supported on this CPU");
+    return;
+  }
+  const int cols = static_cast<int>(state.range(0));
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> v(cols);
+  for (float& e : v) e = normal(rng);
+  A8Batch x(cols, 128, 1);
+  for (auto _ : state) {
+    x.Quantize(0, v, (*kernels)->a8_quantize);
+    benchmark::DoNotOptimize(x.codes(0));
+  }
+  state.counters["values/s"] = benchmark::Counter(static_cast<double>(state.iterations()) * cols, benchmark::Counter::kIsRate);
+}
+
 void Register() {
   struct Shape {
     const char* name;
@@ -90,6 +112,11 @@ void Register() {
         b->Unit(benchmark::kMicrosecond);
       }
     }
+  }
+  for (const auto& [p, path] : paths) {
+    benchmark::RegisterBenchmark(("A8Quantize/" + path).c_str(), [=](benchmark::State& st) { BM_A8Quantize(st, p); })
+        ->Arg(4096)
+        ->Arg(11008);
   }
   RegisterAttentionBenchmarks(paths);
   RegisterThreadPoolBenchmarks();

@@ -207,6 +207,59 @@ TEST(A8QuantizeTest, ScaleIsTheExactAbsoluteMaximum) {
   EXPECT_EQ(zeros.scale(0), 0.0f);
 }
 
+// Every path's A8 quantizer gives the scalar QuantizeA8's bits: codes, biased codes, group sums and
+// scale, over widths around its 8- and 32-value steps, group sizes it sums in SIMD and one it
+// leaves to scalar code, ties that round to even, and non-finite values (a NaN product codes as 0).
+TEST(A8QuantizeTest, EveryPathMatchesScalar) {
+  std::mt19937 rng(6);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  struct Input {
+    std::vector<float> x;
+    int group_size;
+  };
+  std::vector<Input> inputs;
+  for (int cols : {1, 7, 8, 31, 32, 33, 100, 4096, 11008}) {
+    for (int group_size : {16, 32, 128}) {
+      std::vector<float> x(cols);
+      for (float& v : x) v = normal(rng);
+      inputs.push_back({x, group_size});
+    }
+  }
+  std::vector<float> ties(64);
+  for (int i = 0; i < 64; ++i) ties[i] = (i % 2 == 0 ? 1.0f : -1.0f) * (static_cast<float>(i) + 0.5f);
+  ties[63] = 127.0f;  // inverse 1: every other value is a tie
+  inputs.push_back({ties, 32});
+  inputs.push_back({std::vector<float>(96, 0.0f), 32});
+  std::vector<float> signed_zeros(40, -0.0f);
+  signed_zeros[3] = 1e-40f;  // subnormal maximum
+  inputs.push_back({signed_zeros, 32});
+  std::vector<float> infinite = inputs[20].x, not_a_number = inputs[20].x;
+  infinite[5] = -std::numeric_limits<float>::infinity();
+  not_a_number[9] = std::numeric_limits<float>::quiet_NaN();
+  inputs.push_back({infinite, inputs[20].group_size});
+  inputs.push_back({not_a_number, inputs[20].group_size});
+
+  for (std::size_t n = 0; n < inputs.size(); ++n) {
+    const Input& in = inputs[n];
+    const int cols = static_cast<int>(in.x.size()), padded = (cols + 127) / 128 * 128;
+    A8Batch want(padded, in.group_size, 2);
+    want.Quantize(1, in.x);
+    if (n + 1 == inputs.size()) {
+      EXPECT_EQ(want.codes(1)[9], 0);  // the NaN
+    }
+    for (const CpuKernels* k : AvailableKernels()) {
+      SCOPED_TRACE(std::string(k->name) + " input " + std::to_string(n) + " width " + std::to_string(cols));
+      A8Batch got(padded, in.group_size, 2);
+      got.Quantize(1, in.x, k->a8_quantize);
+      EXPECT_EQ(got.tokens(), 2);
+      EXPECT_EQ(std::bit_cast<uint32_t>(got.scale(1)), std::bit_cast<uint32_t>(want.scale(1)));
+      EXPECT_TRUE(std::equal(want.codes(1), want.codes(1) + padded, got.codes(1)));
+      EXPECT_TRUE(std::equal(want.biased_codes(1), want.biased_codes(1) + padded, got.biased_codes(1)));
+      EXPECT_TRUE(std::equal(want.group_sums(1), want.group_sums(1) + padded / in.group_size, got.group_sums(1)));
+    }
+  }
+}
+
 TEST(W2QuantizeTest, RepresentableValuesRoundTripExactly) {
   const W2Shape shape{16, 64, 32, false};
   const float scale = 0.25f;

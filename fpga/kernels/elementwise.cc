@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "fpga/kernels/cycle_count.h"
+#include "runtime/common/a8_code.h"
 #include "runtime/common/exp.h"
 #include "runtime/common/lane_sum.h"
 
@@ -13,7 +14,7 @@ namespace {
 int64_t BeatLoopCycles(int64_t n) { return (n + kElementLanes - 1) / kElementLanes + kLoopDepth; }
 
 // A8 codes of `size` values whose absolute maximum is `amax`, zero-padded to cols_padded, and the
-// sum of each group's codes: the CPU's A8Batch::Quantize, value for value. Groups are whole beats
+// sum of each group's codes: the CPU's QuantizeA8 (runtime/quant/a8.h), value for value. Groups are whole beats
 // (group sizes are powers of two from 32).
 void QuantizeA8(const float* values, float amax, int size, int cols_padded, int group_size, int8_t* codes,
                 float* act_scale, int32_t* group_sums, CycleTally& tally) {
@@ -27,7 +28,7 @@ void QuantizeA8(const float* values, float amax, int size, int cols_padded, int 
     for (int l = 0; l < kElementLanes; ++l) {
 #pragma HLS UNROLL
       const int j = j0 + l;
-      const int8_t q = j < size ? static_cast<int8_t>(std::nearbyint(values[j] * inverse)) : int8_t{0};
+      const int8_t q = j < size ? A8Code(values[j], inverse) : int8_t{0};
       codes[j] = q;
       beat += q;
     }

@@ -152,7 +152,7 @@ const A8Batch& CpuEngine::QuantizedInput(int cols_padded, int group_size, int in
   A8Batch& batch = A8Buffer(in.slot, cols_padded, group_size);
   if (in.quantized_into != &batch) {  // a layer of another shape may have quantized it already
     batch.Resize(in.n);
-    PerToken(in.n, [&](int t) { batch.Quantize(t, {in.x + t * in.ld, static_cast<std::size_t>(in_features)}); });
+    PerToken(in.n, [&](int t) { batch.Quantize(t, {in.x + t * in.ld, static_cast<std::size_t>(in_features)}, kernels_->a8_quantize); });
     in.quantized_into = &batch;
   }
   stage_clock_.Mark(StepStage::kA8Quantize);
@@ -225,7 +225,7 @@ void CpuEngine::ResidualThenNorm(int n, bool add_residual, const float* weight, 
       for (int d = 0; d < c.dim; ++d) x[d] += xb[d];
     }
     RmsNorm(xb, x, weight, c.dim, c.norm_eps);
-    if (a8 != nullptr) a8->Quantize(t, {xb, static_cast<std::size_t>(c.dim)});
+    if (a8 != nullptr) a8->Quantize(t, {xb, static_cast<std::size_t>(c.dim)}, kernels_->a8_quantize);
   });
 }
 
@@ -357,7 +357,7 @@ void CpuEngine::RopeWriteAndAttend(int n, A8Batch* a8) {
       }
       // The token's last KV head to finish quantizes it (its acquire sees the other heads' outputs).
       if (a8 != nullptr && kv_heads_done_[t].fetch_add(1, std::memory_order_acq_rel) + 1 == c.n_kv_heads) {
-        a8->Quantize(t, {&att_[int64_t{t} * c.dim], static_cast<std::size_t>(c.dim)});
+        a8->Quantize(t, {&att_[int64_t{t} * c.dim], static_cast<std::size_t>(c.dim)}, kernels_->a8_quantize);
       }
     }
   });
@@ -374,7 +374,7 @@ void CpuEngine::Attention(int n, A8Batch* a8) {
       if (rotate_kv_) {  // back from the cache's basis
         for (int h = 0; h < weights_.config.n_heads; ++h) kernels_->hadamard(out + h * hs, hs);
       }
-      if (a8 != nullptr) a8->Quantize(t, {out, static_cast<std::size_t>(dim)});
+      if (a8 != nullptr) a8->Quantize(t, {out, static_cast<std::size_t>(dim)}, kernels_->a8_quantize);
     });
   }
   stage_clock_.Mark(StepStage::kAttention);
@@ -523,7 +523,7 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
     if (A8Batch* a8 = n >= threads() ? QuantizeWhereMade(w.w2, down_in) : nullptr) {
       PerToken(n, [&](int t) {
         for (int s = 0; s < segments; ++s) swiglu_segment(t, s);
-        a8->Quantize(t, {&hb_[int64_t{t} * c.hidden_dim], static_cast<std::size_t>(c.hidden_dim)});
+        a8->Quantize(t, {&hb_[int64_t{t} * c.hidden_dim], static_cast<std::size_t>(c.hidden_dim)}, kernels_->a8_quantize);
       });
     } else {
       pool_threads_.ParallelFor(int64_t{n} * segments, [&](int64_t begin, int64_t end) {

@@ -93,6 +93,7 @@ struct CpuKernels {
   Kv4ScoreFn kv4_score;
   Kv4AccumulateFn kv4_accumulate;
   Kv4QuantizeFn kv4_quantize;  // QuantizeKv4's results (runtime/kv/kv_storage.h)
+  A8QuantizeFn a8_quantize;    // QuantizeA8's results (runtime/quant/a8.h)
   F32ScoreFn f32_score;
   F32AccumulateFn f32_accumulate;
   HadamardFn hadamard;

@@ -16,6 +16,7 @@
 #include <limits>
 #include <span>
 
+#include "runtime/common/a8_code.h"
 #include "runtime/common/exp.h"
 #include "runtime/common/hadamard.h"
 #include "runtime/common/lane_sum.h"
@@ -351,6 +352,80 @@ inline void Softmax256(float* x, int n) {
   const __m256 sum_b = _mm256_set1_ps(sum);
   for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_div_ps(_mm256_loadu_ps(x + i), sum_b));
   for (; i < n; ++i) x[i] /= sum;
+}
+
+// QuantizeA8 (runtime/quant/a8.h) 32 values at a time: the maximum over the sign-cleared bits
+// (an unsigned max, as the scalar code takes it), each code by the same float operations with NaN
+// as 0, and each group's sum from the biased codes (vpsadbw: sums of unsigned bytes).
+inline void QuantizeA8256(std::span<const float> x, const A8Row& row) {
+  const int n = static_cast<int>(x.size()), cols = row.cols, group_size = row.group_size;
+  const __m256i magnitude = _mm256_set1_epi32(0x7fffffff);
+  __m256i bits = _mm256_setzero_si256();
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    bits = _mm256_max_epu32(bits, _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(&x[i])), magnitude));
+  }
+  alignas(32) uint32_t lanes[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), bits);
+  uint32_t max_bits = *std::max_element(lanes, lanes + 8);
+  for (; i < n; ++i) {
+    uint32_t b;
+    std::memcpy(&b, &x[i], sizeof b);
+    max_bits = std::max(max_bits, b & 0x7fffffffu);
+  }
+  float amax;
+  std::memcpy(&amax, &max_bits, sizeof amax);
+  const float inverse = amax > 0.0f ? 127.0f / amax : 0.0f;
+  *row.scale = amax / 127.0f;
+
+  const __m256 scale = _mm256_set1_ps(inverse), shifter = _mm256_set1_ps(kRoundHalfEvenShifter);
+  const __m256 low = _mm256_set1_ps(-127.0f), high = _mm256_set1_ps(127.0f);
+  // A8Code of 8 values: x * inverse rounded half to even, NaN (unordered with itself) cleared to
+  // +0, then held to [-127, 127].
+  const auto codes8 = [&](int at) {
+    const __m256 v = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(&x[at]), scale), shifter), shifter);
+    const __m256 ordered = _mm256_and_ps(v, _mm256_cmp_ps(v, v, _CMP_ORD_Q));
+    return _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(ordered, low), high));
+  };
+  // The packs interleave 128-bit lanes; this puts the 4-byte runs back in order.
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  int8_t* q = row.codes;
+  i = 0;
+  for (; i + 32 <= n; i += 32) {
+    // The codes are within [-127, 127]: the saturating packs keep them.
+    const __m256i words = _mm256_packs_epi32(codes8(i), codes8(i + 8));
+    const __m256i words2 = _mm256_packs_epi32(codes8(i + 16), codes8(i + 24));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i),
+                        _mm256_permutevar8x32_epi32(_mm256_packs_epi16(words, words2), order));
+  }
+  for (; i < n; ++i) q[i] = A8Code(x[i], inverse);
+  std::fill(q + n, q + cols, int8_t{0});
+
+  const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
+  uint8_t* biased = row.biased_codes;
+  i = 0;
+  for (; i + 32 <= cols; i += 32) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(biased + i),
+                        _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + i)), flip));
+  }
+  for (; i < cols; ++i) biased[i] = static_cast<uint8_t>(q[i] + 128);
+  for (int g = 0; g < cols / group_size; ++g) {
+    const int first = g * group_size;
+    int32_t s = 0;
+    if (group_size % 32 == 0) {
+      __m256i sums = _mm256_setzero_si256();
+      for (int j = first; j < first + group_size; j += 32) {
+        sums = _mm256_add_epi64(sums, _mm256_sad_epu8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(biased + j)),
+                                                      _mm256_setzero_si256()));
+      }
+      alignas(32) int64_t parts[4];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(parts), sums);
+      s = static_cast<int32_t>(parts[0] + parts[1] + parts[2] + parts[3]) - 128 * group_size;
+    } else {
+      for (int j = first; j < first + group_size; ++j) s += q[j];
+    }
+    row.group_sums[g] = s;
+  }
 }
 
 // nn_ops.h's SwiGlu eight at a time.

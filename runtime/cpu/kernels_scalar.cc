@@ -147,7 +147,7 @@ uint64_t ReadSumScalar(const uint8_t* data, int64_t bytes) {
 }  // namespace
 
 const CpuKernels kScalarKernels = {CpuPath::kScalar, "scalar", MatMulW2A8Scalar, MatMulW8A8Scalar, MatMulF16Scalar, MatMulF32Scalar,
-                                   Kv4ScoreScalar, Kv4AccumulateScalar, QuantizeKv4, F32ScoreScalar, F32AccumulateScalar, Hadamard,
+                                   Kv4ScoreScalar, Kv4AccumulateScalar, QuantizeKv4, QuantizeA8, F32ScoreScalar, F32AccumulateScalar, Hadamard,
                                    Softmax, SwiGlu, ReadSumScalar};
 
 }  // namespace accllm

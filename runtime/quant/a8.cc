@@ -7,7 +7,7 @@
 #include <iterator>
 #include <new>
 
-#include "runtime/common/round.h"
+#include "runtime/common/a8_code.h"
 
 namespace accllm {
 namespace {
@@ -52,24 +52,29 @@ A8Batch::A8Batch(int cols_padded, int group_size, int capacity)
   std::memset(biased_codes_.data(), 128, biased_codes_.size());
 }
 
-void A8Batch::Quantize(int t, std::span<const float> x) {
-  // The members in locals: the byte stores below may alias any object as far as the compiler
+void QuantizeA8(std::span<const float> x, const A8Row& row) {
+  // The row's sizes in locals: the byte stores below may alias any object as far as the compiler
   // knows, so loops bounded by a member would re-read it per byte and stay scalar.
-  const int cols = cols_, group_size = group_size_, groups = groups_;
+  const int cols = row.cols, group_size = row.group_size, groups = cols / group_size;
   const float amax = AbsMax(x);
   const float inverse = amax > 0.0f ? 127.0f / amax : 0.0f;
-  scales_[t] = amax / 127.0f;
-  int8_t* q = codes_.as<int8_t>() + static_cast<std::size_t>(t) * cols;
-  for (std::size_t i = 0; i < x.size(); ++i) q[i] = static_cast<int8_t>(RoundHalfEven(x[i] * inverse));
+  *row.scale = amax / 127.0f;
+  int8_t* q = row.codes;
+  for (std::size_t i = 0; i < x.size(); ++i) q[i] = A8Code(x[i], inverse);
   std::fill(q + x.size(), q + cols, int8_t{0});
-  uint8_t* biased = biased_codes_.as<uint8_t>() + static_cast<std::size_t>(t) * cols;
+  uint8_t* biased = row.biased_codes;
   for (int i = 0; i < cols; ++i) biased[i] = static_cast<uint8_t>(q[i] + 128);
-  int32_t* sums = group_sums_.data() + static_cast<std::size_t>(t) * groups;
   for (int g = 0; g < groups; ++g) {
     int32_t s = 0;
     for (int i = 0; i < group_size; ++i) s += q[g * group_size + i];
-    sums[g] = s;
+    row.group_sums[g] = s;
   }
+}
+
+void A8Batch::Quantize(int t, std::span<const float> x, A8QuantizeFn quantize) {
+  const std::size_t offset = static_cast<std::size_t>(t) * cols_;
+  quantize(x, {cols_, group_size_, codes_.as<int8_t>() + offset, biased_codes_.as<uint8_t>() + offset,
+               group_sums_.data() + static_cast<std::size_t>(t) * groups_, &scales_[t]});
   if (t >= tokens_) tokens_ = t + 1;
 }
 

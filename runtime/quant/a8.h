@@ -9,6 +9,24 @@
 
 namespace accllm {
 
+// Where one token's A8 codes go: `cols` codes (x's values, then zeros), the same plus 128 as
+// unsigned bytes, the sum of the codes in each group of `group_size` columns, and the scale.
+struct A8Row {
+  int cols;
+  int group_size;
+  int8_t* codes;
+  uint8_t* biased_codes;
+  int32_t* group_sums;
+  float* scale;
+};
+
+// Quantizes x (at most row.cols values) into `row`: amax = max |x_i|, scale = amax / 127, and
+// code_i = A8Code(x_i, inverse) (runtime/common/a8_code.h) with inverse = 127 / amax, or 0 when
+// amax is not above 0 (NaN included). The definition the SIMD kernels (CpuKernels::a8_quantize)
+// match bit for bit.
+void QuantizeA8(std::span<const float> x, const A8Row& row);
+using A8QuantizeFn = void (*)(std::span<const float> x, const A8Row& row);
+
 // Quantized activations of up to `capacity` tokens, each padded with zeros to `cols_padded`.
 // Per token it also keeps the sum of the codes in each `group_size` columns, which the W2
 // kernels use to apply zero points once per group instead of once per weight.
@@ -23,7 +41,7 @@ class A8Batch {
   // Quantizes `x` (at most cols_padded values; the rest are zero) as token `t`.
   // note: call only with t < capacity(); tokens() becomes max(tokens(), t + 1). To quantize
   // tokens from several threads at once, Resize first: then no call writes tokens().
-  void Quantize(int t, std::span<const float> x);
+  void Quantize(int t, std::span<const float> x, A8QuantizeFn quantize = QuantizeA8);
   void Clear() { tokens_ = 0; }
   // note: call only with tokens <= capacity(); their codes are whatever Quantize wrote.
   void Resize(int tokens) { tokens_ = tokens; }
