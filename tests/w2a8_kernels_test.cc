@@ -623,7 +623,7 @@ TEST(SoftmaxKernelTest, EveryPathMatchesScalar) {
 
 TEST(SwiGluKernelTest, EveryPathMatchesScalar) {
   std::mt19937 rng(5);
-  for (int n : {1, 7, 8, 64, 100, 512}) {
+  for (int n : {1, 7, 8, 31, 64, 100, 512, 4100}) {
     std::vector<float> h = WideValues(n, rng), h2 = WideValues(n, rng);
     if (n > 4) h[3] = std::numeric_limits<float>::quiet_NaN();
     std::vector<float> expected = h;
@@ -637,6 +637,35 @@ TEST(SwiGluKernelTest, EveryPathMatchesScalar) {
         } else {
           EXPECT_EQ(std::bit_cast<uint32_t>(y[i]), std::bit_cast<uint32_t>(expected[i])) << k->name << " n=" << n << " i=" << i;
         }
+      }
+    }
+  }
+}
+
+// The norm before each layer's projections: residual added, squares in 64 lanes, and the output
+// written over the residual's buffer, as the engine calls it; sizes around the 8- and 64-value
+// steps, without a residual too. Many vectors per size: a sum added in another order usually
+// differs in its last bit only, which the reciprocal square root then keeps or rounds away.
+TEST(ResidualRmsNormKernelTest, EveryPathMatchesScalar) {
+  std::mt19937 rng(8);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  std::vector<int> sizes;
+  for (int n : {1, 7, 8, 63, 64, 65, 100, 512, 4096, 4099}) sizes.insert(sizes.end(), n < 64 ? 1 : 40, n);
+  for (int n : sizes) {
+    std::vector<float> x(n), residual(n), weight(n);
+    for (float& v : x) v = normal(rng);
+    for (float& v : residual) v = normal(rng);
+    for (float& v : weight) v = normal(rng);
+    for (bool add : {true, false}) {
+      std::vector<float> want_x = x, want_o = residual;
+      for (int d = 0; d < n && add; ++d) want_x[d] += residual[d];
+      RmsNorm(want_o.data(), want_x.data(), weight.data(), n, 1e-5f);
+      for (const CpuKernels* k : AvailableKernels()) {
+        SCOPED_TRACE(std::string(k->name) + " n=" + std::to_string(n) + (add ? " with residual" : ""));
+        std::vector<float> got_x = x, got_o = residual;
+        k->residual_rms_norm(got_x.data(), add ? got_o.data() : nullptr, got_o.data(), weight.data(), n, 1e-5f);
+        ExpectBitIdentical(got_x, want_x);
+        ExpectBitIdentical(got_o, want_o);
       }
     }
   }

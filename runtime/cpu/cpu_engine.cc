@@ -221,10 +221,7 @@ void CpuEngine::ResidualThenNorm(int n, bool add_residual, const float* weight, 
   PerToken(n, [&](int t) {
     float* x = &x_[int64_t{t} * c.dim];
     float* xb = &xb_[int64_t{t} * c.dim];
-    if (add_residual) {
-      for (int d = 0; d < c.dim; ++d) x[d] += xb[d];
-    }
-    RmsNorm(xb, x, weight, c.dim, c.norm_eps);
+    kernels_->residual_rms_norm(x, add_residual ? xb : nullptr, xb, weight, c.dim, c.norm_eps);
     if (a8 != nullptr) a8->Quantize(t, {xb, static_cast<std::size_t>(c.dim)}, kernels_->a8_quantize);
   });
 }

@@ -73,6 +73,10 @@ using SoftmaxFn = void (*)(float* x, int n);
 // h = silu(h) * h2, element by element, as nn_ops.h's SwiGlu.
 using SwiGluFn = void (*)(float* h, const float* h2, int n);
 
+// x += residual (element by element; skipped when residual is null), then o = nn_ops.h's
+// RmsNorm(x): the squares summed in lane_sum.h's 64 lanes. o may be residual.
+using ResidualRmsNormFn = void (*)(float* x, const float* residual, float* o, const float* weight, int size, float eps);
+
 // Sums `bytes` bytes (a multiple of 256) as 64-bit words with the widest loads the path has,
 // prefetching kReadSumAhead bytes ahead as the W2 kernels prefetch their next row tile: the
 // memory read-bandwidth probe that speed is held against.
@@ -99,6 +103,7 @@ struct CpuKernels {
   HadamardFn hadamard;
   SoftmaxFn softmax;
   SwiGluFn swiglu;
+  ResidualRmsNormFn residual_rms_norm;
   ReadSumFn read_sum;
 };
 

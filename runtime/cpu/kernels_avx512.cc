@@ -404,6 +404,37 @@ float Kv4AccumulateAvx512(float* out, const float* p, const uint8_t* codes, cons
   return min_sum;
 }
 
+// Exp256 (exp.h's Exp) sixteen lanes wide: the same operations, the special cases by masks.
+inline __m512 Exp512(__m512 x) {
+  const __m512 xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(kExpMinArgument)), _mm512_set1_ps(kExpMaxArgument));
+  const __m512 shifter = _mm512_set1_ps(kExpRoundShifter);
+  const __m512 n = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(xc, _mm512_set1_ps(kExpLog2e)), shifter), shifter);
+  const __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kExpLn2Lo), _mm512_fnmadd_ps(n, _mm512_set1_ps(kExpLn2Hi), xc));
+  __m512 p = _mm512_set1_ps(kExpPoly[0]);
+  for (int i = 1; i < 6; ++i) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kExpPoly[i]));
+  const __m512 e_r = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
+  const __m512i exponent = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+  __m512 y = _mm512_mul_ps(e_r, _mm512_castsi512_ps(exponent));
+  y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(kExpMaxArgument), _CMP_GT_OQ), y,
+                           _mm512_set1_ps(std::numeric_limits<float>::infinity()));
+  y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(kExpMinArgument), _CMP_LT_OQ), y, _mm512_setzero_ps());
+  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), y, x);
+}
+
+// SwiGlu256 sixteen at a time; the rest as SwiGlu256 does it.
+void SwiGlu512(float* h, const float* h2, int n) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  const __m512i sign = _mm512_set1_epi32(static_cast<int>(0x80000000u));
+  int i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 val = _mm512_loadu_ps(h + i);
+    const __m512 negated = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(val), sign));  // xor_ps needs AVX512DQ
+    const __m512 silu = _mm512_mul_ps(val, _mm512_div_ps(one, _mm512_add_ps(one, Exp512(negated))));
+    _mm512_storeu_ps(h + i, _mm512_mul_ps(silu, _mm512_loadu_ps(h2 + i)));
+  }
+  SwiGlu256(h + i, h2 + i, n - i);
+}
+
 uint64_t ReadSumAvx512(const uint8_t* data, int64_t bytes) {
   __m512i sum[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
   for (int64_t i = 0; i < bytes; i += 256) {
@@ -517,13 +548,13 @@ void F32AccumulateAvx512(float* out, int64_t ld_out, const float* p, int64_t ld_
 
 const CpuKernels kAvx512Kernels = {CpuPath::kAvx512, "avx512", MatMulW2A8Avx512, MatMulW8A8Avx512, MatMulF16Avx512, MatMulF32Avx512,
                                    Kv4ScoreAvx512, Kv4AccumulateAvx512, Kv4Quantize256, QuantizeA8256, F32Score256, F32AccumulateAvx512,
-                                   Hadamard512, Softmax256, SwiGlu256, ReadSumAvx512};
+                                   Hadamard512, Softmax256, SwiGlu512, ResidualRmsNorm256, ReadSumAvx512};
 
 // W2 x A8 and W8 x A8 on AMX-INT8 tiles (kernels_amx.cc), everything else as AVX-512.
 void MatMulW2A8Amx(const W2View& w, const A8Batch& x, int tile_begin, int tile_end, float* y, int64_t ldy);
 void MatMulW8A8Amx(const W8View& w, const A8Batch& x, int tile_begin, int tile_end, float* y, int64_t ldy);
 const CpuKernels kAmxKernels = {CpuPath::kAmx,   "amx",           MatMulW2A8Amx, MatMulW8A8Amx,       MatMulF16Avx512,
                                 MatMulF32Avx512, Kv4ScoreAvx512,  Kv4AccumulateAvx512, Kv4Quantize256, QuantizeA8256, F32Score256, F32AccumulateAvx512,
-                                Hadamard512,     Softmax256,   SwiGlu256, ReadSumAvx512};
+                                Hadamard512,     Softmax256,   SwiGlu512, ResidualRmsNorm256, ReadSumAvx512};
 
 }  // namespace accllm

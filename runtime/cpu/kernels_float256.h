@@ -440,5 +440,41 @@ inline void SwiGlu256(float* h, const float* h2, int n) {
   SwiGlu(h + i, h2 + i, n - i);
 }
 
+// nn_ops.h's RmsNorm after the residual add: lane_sum.h's 64 lanes of squares in eight registers
+// (a product, then an add), its halvings (+32 and +16 between registers, +8, +4, +2, +1 within
+// one), the tail in order, then weight * (1/rms * x).
+inline void ResidualRmsNorm256(float* x, const float* residual, float* o, const float* weight, int size, float eps) {
+  static_assert(kNormLanes == 64);
+  int i = 0;
+  if (residual != nullptr) {
+    for (; i + 8 <= size; i += 8) _mm256_storeu_ps(x + i, _mm256_add_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(residual + i)));
+    for (; i < size; ++i) x[i] += residual[i];
+  }
+  __m256 lane[8];
+  for (__m256& l : lane) l = _mm256_setzero_ps();
+  const int n64 = size / kNormLanes * kNormLanes;
+  for (i = 0; i < n64; i += kNormLanes) {
+    for (int k = 0; k < 8; ++k) {
+      const __m256 v = _mm256_loadu_ps(x + i + 8 * k);
+      lane[k] = _mm256_add_ps(lane[k], _mm256_mul_ps(v, v));
+    }
+  }
+  for (int k = 0; k < 4; ++k) lane[k] = _mm256_add_ps(lane[k], lane[k + 4]);
+  for (int k = 0; k < 2; ++k) lane[k] = _mm256_add_ps(lane[k], lane[k + 2]);
+  const __m256 eight = _mm256_add_ps(lane[0], lane[1]);
+  const __m128 four = _mm_add_ps(_mm256_castps256_ps128(eight), _mm256_extractf128_ps(eight, 1));
+  const __m128 two = _mm_add_ps(four, _mm_movehl_ps(four, four));
+  float sum = _mm_cvtss_f32(_mm_add_ss(two, _mm_movehdup_ps(two)));
+  for (i = n64; i < size; ++i) sum += x[i] * x[i];
+  float ss = sum / static_cast<float>(size);
+  ss += eps;
+  ss = 1.0f / std::sqrt(ss);
+  const __m256 ss8 = _mm256_set1_ps(ss);
+  for (i = 0; i + 8 <= size; i += 8) {
+    _mm256_storeu_ps(o + i, _mm256_mul_ps(_mm256_loadu_ps(weight + i), _mm256_mul_ps(ss8, _mm256_loadu_ps(x + i))));
+  }
+  for (; i < size; ++i) o[i] = weight[i] * (ss * x[i]);
+}
+
 }  // namespace
 }  // namespace accllm

@@ -146,8 +146,15 @@ uint64_t ReadSumScalar(const uint8_t* data, int64_t bytes) {
 
 }  // namespace
 
+void ResidualRmsNormScalar(float* x, const float* residual, float* o, const float* weight, int size, float eps) {
+  if (residual != nullptr) {
+    for (int d = 0; d < size; ++d) x[d] += residual[d];
+  }
+  RmsNorm(o, x, weight, size, eps);
+}
+
 const CpuKernels kScalarKernels = {CpuPath::kScalar, "scalar", MatMulW2A8Scalar, MatMulW8A8Scalar, MatMulF16Scalar, MatMulF32Scalar,
                                    Kv4ScoreScalar, Kv4AccumulateScalar, QuantizeKv4, QuantizeA8, F32ScoreScalar, F32AccumulateScalar, Hadamard,
-                                   Softmax, SwiGlu, ReadSumScalar};
+                                   Softmax, SwiGlu, ResidualRmsNormScalar, ReadSumScalar};
 
 }  // namespace accllm
