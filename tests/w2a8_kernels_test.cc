@@ -642,6 +642,31 @@ TEST(SwiGluKernelTest, EveryPathMatchesScalar) {
   }
 }
 
+// RoPE on every path against RopeAngles::Apply: head sizes whose halves are and are not multiples
+// of its four-pair step, several heads, a partial last head, and large positions.
+TEST(RopeKernelTest, EveryPathMatchesScalar) {
+  std::mt19937 rng(10);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  for (int head_size : {2, 8, 12, 64, 128}) {
+    for (int n : {head_size, 4 * head_size, 4 * head_size - 2, 3 * head_size + 6}) {
+      for (int pos : {0, 7, 100000}) {
+        RopeAngles angles;
+        angles.Compute(head_size, pos, 10000.0f);
+        std::vector<float> x(n);
+        for (float& v : x) v = normal(rng);
+        std::vector<float> want = x;
+        angles.Apply(want.data(), n);
+        for (const CpuKernels* k : AvailableKernels()) {
+          SCOPED_TRACE(std::string(k->name) + " head " + std::to_string(head_size) + " n=" + std::to_string(n));
+          std::vector<float> got = x;
+          k->rope(got.data(), n, angles.cos.data(), angles.sin.data(), head_size / 2);
+          ExpectBitIdentical(got, want);
+        }
+      }
+    }
+  }
+}
+
 // The norm before each layer's projections: residual added, squares in 64 lanes, and the output
 // written over the residual's buffer, as the engine calls it; sizes around the 8- and 64-value
 // steps, without a residual too. Many vectors per size: a sum added in another order usually

@@ -59,8 +59,10 @@ struct RopeAngles {
 
   // Rotates `vec`: n values (even), heads of 2 * cos.size() back to back; a last partial head is
   // rotated as far as it goes.
-  void Apply(float* vec, int n) const {
-    const int half = static_cast<int>(cos.size());
+  void Apply(float* vec, int n) const { ApplyRope(vec, n, cos.data(), sin.data(), static_cast<int>(cos.size())); }
+
+  // The same with the angles' cosines and sines given as arrays of `half` values.
+  static void ApplyRope(float* vec, int n, const float* cos, const float* sin, int half) {
     for (int base = 0; base < n; base += 2 * half) {
       for (int j = 0; j < half && base + 2 * j < n; ++j) {
         const float v0 = vec[base + 2 * j];

@@ -311,7 +311,7 @@ void CpuEngine::RopeQueries(int t, int kv_head) {
       if (rotate_kv_) kernels_->hadamard(q_sink, hs);
     }
   }
-  rope_[t].Apply(q, q_width);
+  kernels_->rope(q, q_width, rope_[t].cos.data(), rope_[t].sin.data(), hs / 2);
   for (int j = 0; j < c.kv_mul(); ++j) {
     float* query = &b.q[(first_item + j) * hs];
     std::memcpy(query, q + j * hs, hs * sizeof(float));
@@ -326,7 +326,7 @@ void CpuEngine::RopeAndWriteKv(int t, int kv_head) {
   FillAttentionRuns(t, kv_head);
   float* k = &k_[int64_t{t} * c.kv_dim() + int64_t{kv_head} * hs];
   float* v = &v_[int64_t{t} * c.kv_dim() + int64_t{kv_head} * hs];
-  rope_[t].Apply(k, hs);
+  kernels_->rope(k, hs, rope_[t].cos.data(), rope_[t].sin.data(), hs / 2);
   if (rotate_kv_) {
     kernels_->hadamard(k, hs);
     kernels_->hadamard(v, hs);

@@ -73,6 +73,10 @@ using SoftmaxFn = void (*)(float* x, int n);
 // h = silu(h) * h2, element by element, as nn_ops.h's SwiGlu.
 using SwiGluFn = void (*)(float* h, const float* h2, int n);
 
+// RoPE of n values (heads of 2 * half back to back), as nn_ops.h's RopeAngles::Apply with the
+// angles' cosines and sines as arrays of `half`.
+using RopeFn = void (*)(float* vec, int n, const float* cos, const float* sin, int half);
+
 // x += residual (element by element; skipped when residual is null), then o = nn_ops.h's
 // RmsNorm(x): the squares summed in lane_sum.h's 64 lanes. o may be residual.
 using ResidualRmsNormFn = void (*)(float* x, const float* residual, float* o, const float* weight, int size, float eps);
@@ -104,6 +108,7 @@ struct CpuKernels {
   SoftmaxFn softmax;
   SwiGluFn swiglu;
   ResidualRmsNormFn residual_rms_norm;
+  RopeFn rope;
   ReadSumFn read_sum;
 };
 

@@ -272,6 +272,6 @@ uint64_t ReadSumAvx2(const uint8_t* data, int64_t bytes) {
 
 const CpuKernels ACCLLM_AVX2_TABLE = {ACCLLM_AVX2_PATH, ACCLLM_AVX2_NAME, MatMulW2A8Avx2, MatMulW8A8Avx2, MatMulF16Avx2, MatMulF32Avx2,
                                       Kv4Score256, Kv4Accumulate256, Kv4Quantize256, QuantizeA8256, F32Score256, F32Accumulate256, Hadamard256,
-                                      Softmax256, SwiGlu256, ResidualRmsNorm256, ReadSumAvx2};
+                                      Softmax256, SwiGlu256, ResidualRmsNorm256, Rope256, ReadSumAvx2};
 
 }  // namespace accllm

@@ -548,13 +548,13 @@ void F32AccumulateAvx512(float* out, int64_t ld_out, const float* p, int64_t ld_
 
 const CpuKernels kAvx512Kernels = {CpuPath::kAvx512, "avx512", MatMulW2A8Avx512, MatMulW8A8Avx512, MatMulF16Avx512, MatMulF32Avx512,
                                    Kv4ScoreAvx512, Kv4AccumulateAvx512, Kv4Quantize256, QuantizeA8256, F32Score256, F32AccumulateAvx512,
-                                   Hadamard512, Softmax256, SwiGlu512, ResidualRmsNorm256, ReadSumAvx512};
+                                   Hadamard512, Softmax256, SwiGlu512, ResidualRmsNorm256, Rope256, ReadSumAvx512};
 
 // W2 x A8 and W8 x A8 on AMX-INT8 tiles (kernels_amx.cc), everything else as AVX-512.
 void MatMulW2A8Amx(const W2View& w, const A8Batch& x, int tile_begin, int tile_end, float* y, int64_t ldy);
 void MatMulW8A8Amx(const W8View& w, const A8Batch& x, int tile_begin, int tile_end, float* y, int64_t ldy);
 const CpuKernels kAmxKernels = {CpuPath::kAmx,   "amx",           MatMulW2A8Amx, MatMulW8A8Amx,       MatMulF16Avx512,
                                 MatMulF32Avx512, Kv4ScoreAvx512,  Kv4AccumulateAvx512, Kv4Quantize256, QuantizeA8256, F32Score256, F32AccumulateAvx512,
-                                Hadamard512,     Softmax256,   SwiGlu512, ResidualRmsNorm256, ReadSumAvx512};
+                                Hadamard512,     Softmax256,   SwiGlu512, ResidualRmsNorm256, Rope256, ReadSumAvx512};
 
 }  // namespace accllm

@@ -440,6 +440,29 @@ inline void SwiGlu256(float* h, const float* h2, int n) {
   SwiGlu(h + i, h2 + i, n - i);
 }
 
+// RopeAngles::ApplyRope four pairs at a time: each pair's cosine and sine spread over its two
+// lanes, v * (c, c) + swap(v) * (-s, s), which are the scalar code's v0 c - v1 s and v0 s + v1 c
+// (a - b is a + -b, and the adds commute); a head's last pairs and a partial head as it does.
+inline void Rope256(float* vec, int n, const float* cos, const float* sin, int half) {
+  const __m256i spread = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
+  const __m256 negate_even = _mm256_setr_ps(-0.0f, 0.0f, -0.0f, 0.0f, -0.0f, 0.0f, -0.0f, 0.0f);
+  for (int base = 0; base < n; base += 2 * half) {
+    int j = 0;
+    for (; j + 4 <= half && base + 2 * j + 8 <= n; j += 4) {
+      float* v = vec + base + 2 * j;
+      const __m256 c = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(cos + j)), spread);
+      const __m256 s = _mm256_xor_ps(_mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(sin + j)), spread),
+                                     negate_even);
+      const __m256 x = _mm256_loadu_ps(v);
+      const __m256 swapped = _mm256_permute_ps(x, 0xb1);  // (v1, v0) in each pair
+      _mm256_storeu_ps(v, _mm256_add_ps(_mm256_mul_ps(x, c), _mm256_mul_ps(swapped, s)));
+    }
+    if (j < half && base + 2 * j < n) {
+      RopeAngles::ApplyRope(vec + base + 2 * j, std::min(n - base, 2 * half) - 2 * j, cos + j, sin + j, half - j);
+    }
+  }
+}
+
 // nn_ops.h's RmsNorm after the residual add: lane_sum.h's 64 lanes of squares in eight registers
 // (a product, then an add), its halvings (+32 and +16 between registers, +8, +4, +2, +1 within
 // one), the tail in order, then weight * (1/rms * x).

@@ -155,6 +155,6 @@ void ResidualRmsNormScalar(float* x, const float* residual, float* o, const floa
 
 const CpuKernels kScalarKernels = {CpuPath::kScalar, "scalar", MatMulW2A8Scalar, MatMulW8A8Scalar, MatMulF16Scalar, MatMulF32Scalar,
                                    Kv4ScoreScalar, Kv4AccumulateScalar, QuantizeKv4, QuantizeA8, F32ScoreScalar, F32AccumulateScalar, Hadamard,
-                                   Softmax, SwiGlu, ResidualRmsNormScalar, ReadSumScalar};
+                                   Softmax, SwiGlu, ResidualRmsNormScalar, RopeAngles::ApplyRope, ReadSumScalar};
 
 }  // namespace accllm
