@@ -14,8 +14,8 @@ namespace {
 int64_t BeatLoopCycles(int64_t n) { return (n + kElementLanes - 1) / kElementLanes + kLoopDepth; }
 
 // A8 codes of `size` values whose absolute maximum is `amax`, zero-padded to cols_padded, and the
-// sum of each group's codes: the CPU's QuantizeA8 (runtime/quant/a8.h), value for value. Groups are whole beats
-// (group sizes are powers of two from 32).
+// sum of each group's codes: the CPU's QuantizeA8 (runtime/quant/a8.h), value for value. Groups
+// are whole beats (group sizes are powers of two from 32).
 void QuantizeA8(const float* values, float amax, int size, int cols_padded, int group_size, int8_t* codes,
                 float* act_scale, int32_t* group_sums, CycleTally& tally) {
   const float inverse = amax > 0.0f ? 127.0f / amax : 0.0f;

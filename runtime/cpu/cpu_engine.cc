@@ -152,7 +152,9 @@ const A8Batch& CpuEngine::QuantizedInput(int cols_padded, int group_size, int in
   A8Batch& batch = A8Buffer(in.slot, cols_padded, group_size);
   if (in.quantized_into != &batch) {  // a layer of another shape may have quantized it already
     batch.Resize(in.n);
-    PerToken(in.n, [&](int t) { batch.Quantize(t, {in.x + t * in.ld, static_cast<std::size_t>(in_features)}, kernels_->a8_quantize); });
+    PerToken(in.n, [&](int t) {
+      batch.Quantize(t, {in.x + t * in.ld, static_cast<std::size_t>(in_features)}, kernels_->a8_quantize);
+    });
     in.quantized_into = &batch;
   }
   stage_clock_.Mark(StepStage::kA8Quantize);
@@ -520,7 +522,8 @@ absl::Status CpuEngine::Step(std::span<const Entry> entries, std::span<float> lo
     if (A8Batch* a8 = n >= threads() ? QuantizeWhereMade(w.w2, down_in) : nullptr) {
       PerToken(n, [&](int t) {
         for (int s = 0; s < segments; ++s) swiglu_segment(t, s);
-        a8->Quantize(t, {&hb_[int64_t{t} * c.hidden_dim], static_cast<std::size_t>(c.hidden_dim)}, kernels_->a8_quantize);
+        a8->Quantize(t, {&hb_[int64_t{t} * c.hidden_dim], static_cast<std::size_t>(c.hidden_dim)},
+                     kernels_->a8_quantize);
       });
     } else {
       pool_threads_.ParallelFor(int64_t{n} * segments, [&](int64_t begin, int64_t end) {

@@ -355,8 +355,8 @@ inline void Softmax256(float* x, int n) {
 }
 
 // QuantizeA8 (runtime/quant/a8.h) 32 values at a time: the maximum over the sign-cleared bits
-// (an unsigned max, as the scalar code takes it), each code by the same float operations with NaN
-// as 0, and each group's sum from the biased codes (vpsadbw: sums of unsigned bytes).
+// (an unsigned max, as the scalar code takes it), each code by A8Code's operations, and each
+// group's sum from the biased codes (vpsadbw: sums of unsigned bytes).
 inline void QuantizeA8256(std::span<const float> x, const A8Row& row) {
   const int n = static_cast<int>(x.size()), cols = row.cols, group_size = row.group_size;
   const __m256i magnitude = _mm256_set1_epi32(0x7fffffff);

@@ -38,7 +38,8 @@ class A8Batch {
 
   A8Batch(int cols_padded, int group_size, int capacity);
 
-  // Quantizes `x` (at most cols_padded values; the rest are zero) as token `t`.
+  // Quantizes `x` (at most cols_padded values; the rest are zero) as token `t`, by `quantize`
+  // (QuantizeA8, or a CPU kernel table's a8_quantize: the same bits).
   // note: call only with t < capacity(); tokens() becomes max(tokens(), t + 1). To quantize
   // tokens from several threads at once, Resize first: then no call writes tokens().
   void Quantize(int t, std::span<const float> x, A8QuantizeFn quantize = QuantizeA8);
