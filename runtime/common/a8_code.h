@@ -2,7 +2,6 @@
 // accelerator's element-wise unit, so that every device gives the same codes.
 #pragma once
 
-#include <algorithm>
 #include <cstdint>
 
 #include "runtime/common/round.h"
@@ -14,7 +13,8 @@ namespace accllm {
 // does) and 0 when it is NaN (an infinite or NaN x).
 inline int8_t A8Code(float x, float inverse) {
   const float v = RoundHalfEven(x * inverse);
-  return v == v ? static_cast<int8_t>(std::clamp(v, -127.0f, 127.0f)) : int8_t{0};
+  const float held = v < -127.0f ? -127.0f : (v > 127.0f ? 127.0f : v);  // NaN passes through
+  return static_cast<int8_t>(v == v ? held : 0.0f);  // selects, then one conversion: no branch
 }
 
 }  // namespace accllm
