@@ -12,9 +12,7 @@ namespace accllm {
 // [-127, 127] (the product overflows to infinity when the maximum is so small that 127 / max
 // does) and 0 when it is NaN (an infinite or NaN x).
 inline int8_t A8Code(float x, float inverse) {
-  const float v = RoundHalfEven(x * inverse);
-  const float held = v < -127.0f ? -127.0f : (v > 127.0f ? 127.0f : v);  // NaN passes through
-  return static_cast<int8_t>(v == v ? held : 0.0f);  // selects, then one conversion: no branch
+  return static_cast<int8_t>(RoundHalfEvenWithin(x * inverse, -127.0f, 127.0f));
 }
 
 }  // namespace accllm

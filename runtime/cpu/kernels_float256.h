@@ -297,7 +297,9 @@ inline Kv4Params Kv4Quantize256(std::span<const float> x, uint8_t* codes) {
     for (int h = 0; h < 2; ++h) {
       const __m256 scaled = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(&x[i + 8 * h]), min), inverse);
       const __m256 rounded = _mm256_sub_ps(_mm256_add_ps(scaled, shifter), shifter);  // RoundHalfEven
-      // std::max(r, 0) is (r < 0 ? 0 : r), vmaxps(0, r); std::min(m, 15) is (15 < m ? 15 : m), vminps(15, m).
+      // RoundHalfEvenWithin's selects: (r < 0 ? 0 : r) is vmaxps(0, r), (m > 15 ? 15 : m) is
+      // vminps(15, m). A NaN leaves both as NaN and converts to 0x80000000, whose low byte (the
+      // code kept below) is 0, as the scalar code's.
       const __m256 clamped = _mm256_min_ps(top, _mm256_max_ps(zero, rounded));
       c[h] = _mm256_sllv_epi32(_mm256_cvttps_epi32(clamped), odd_shift);
     }

@@ -55,11 +55,10 @@ Kv4Coding Kv4CodingFor(float x_min, float x_max) {
 Kv4Params QuantizeKv4(std::span<const float> x, uint8_t* codes) {
   const auto [x_min, x_max] = Extremes(x);
   const Kv4Coding coding = Kv4CodingFor(x_min, x_max);
-  const auto code = [&](float v) {  // std::clamp without its branches: the same for non-NaN
-    const float c = std::min(std::max(RoundHalfEven((v - coding.lo) * coding.inverse), 0.0f), 15.0f);
-    // A vector past fp16's range (an infinite min or scale) makes NaN here: code 0, as the SIMD
-    // kernels' conversion gives it, rather than converting NaN to int (undefined).
-    return static_cast<int>(c == c ? c : 0.0f);
+  // A vector past fp16's range (an infinite min or scale) makes NaN here: code 0, as the SIMD
+  // kernels' conversion gives it.
+  const auto code = [&](float v) {
+    return static_cast<int>(RoundHalfEvenWithin((v - coding.lo) * coding.inverse, 0.0f, 15.0f));
   };
   for (std::size_t i = 0; i < x.size(); i += 2) codes[i / 2] = static_cast<uint8_t>(code(x[i]) | code(x[i + 1]) << 4);
   return coding.params;

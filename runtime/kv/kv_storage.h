@@ -44,7 +44,7 @@ using Kv4QuantizeFn = Kv4Params (*)(std::span<const float> x, uint8_t* codes);
 // QuantizeKv4's parts, for SIMD versions of it. It finds a vector's extremes in kKv4ExtremeLanes
 // running minima and maxima, lane k over x[k], x[k + 16], ... (lo = std::min(lo, x), hi =
 // std::max(hi, x)), reduced by ReduceKv4Lanes; Kv4CodingFor gives the parameters and the affine
-// map each value's code is rounded from: min(max(RoundHalfEven((x - lo) * inverse), 0), 15), NaN as 0.
+// map each value's code is rounded from: RoundHalfEvenWithin((x - lo) * inverse, 0, 15) (round.h).
 inline constexpr int kKv4ExtremeLanes = 16;
 std::pair<float, float> ReduceKv4Lanes(const float* lo, const float* hi);
 struct Kv4Coding {
