@@ -214,6 +214,8 @@ void W8Half(const W8View& w, const A8Batch& x, int tile, int half, int t0, float
     __m256i dot[NT];
     for (int j = 0; j < NT; ++j) dot[j] = _mm256_setzero_si256();
     for (int k = g * steps_per_group; k < (g + 1) * steps_per_group; ++k) {
+      // Prefetched as kernels_avx512.cc's W8Tile does (the second half finds it cached).
+      if (half == 0) _mm_prefetch(reinterpret_cast<const char*>(codes + int64_t{k} * 64 + kReadSumAhead), _MM_HINT_T1);
       const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + int64_t{k} * 64));
       const __m256i magnitude = _mm256_abs_epi8(v);
       for (int j = 0; j < NT; ++j) dot[j] = DotAdd(dot[j], magnitude, _mm256_sign_epi8(BroadcastDword(x.codes(t0 + j) + 4 * k), v));

@@ -208,6 +208,10 @@ void W8Tile(const W8View& w, const A8Batch& x, int tile, int t0, float* y, int64
     for (int j = 0; j < NT; ++j) dot[j] = _mm512_setzero_si512();
     for (int k = g * steps_per_group; k < (g + 1) * steps_per_group; ++k) {
       const __m512i v = _mm512_loadu_si512(codes + int64_t{k} * 64);
+      // The classifier streams from DRAM like the W2 layers (DenseTile): prefetched as the read
+      // probe is, kReadSumAhead bytes ahead, on across row tiles. Without it, a Xeon's batch-1
+      // classifier took 6.8-7.4% of the step at 4-8 threads for 6.9% of the bytes (5.8-6.4% with).
+      _mm_prefetch(reinterpret_cast<const char*>(codes + int64_t{k} * 64 + kReadSumAhead), _MM_HINT_T1);
       for (int j = 0; j < NT; ++j) {
         dot[j] = _mm512_dpbusd_epi32(dot[j], BroadcastDword(reinterpret_cast<const int8_t*>(x.biased_codes(t0 + j)) + 4 * k), v);
       }
