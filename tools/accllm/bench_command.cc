@@ -63,11 +63,13 @@ int64_t LinearMacsPerToken(const PackedContents& p) {
   return macs;
 }
 
-// Multiply-accumulates per second of the engine's own W2A8 kernel on an L2-resident layer at 64
-// tokens, all threads: the compute ceiling that batched decode and prefill run into once weights
-// stop being the limit.
-double KernelMacRate(ThreadPool& pool, const CpuKernels& kernels, int group_size, bool sparse) {
-  W2Matrix m({1024, 1024, group_size, sparse});
+// Multiply-accumulates per second of the engine's own W2A8 kernel at 64 tokens on a dim x dim
+// layer, its row tiles split across the threads as the engine splits a linear layer: the compute
+// ceiling that batched decode and prefill run into once weights stop being the limit. (The model's
+// width matters: a narrower layer pays the per-row-tile work for fewer columns, and read up to
+// 1.8x low.)
+double KernelMacRate(ThreadPool& pool, const CpuKernels& kernels, int dim, int group_size, bool sparse) {
+  W2Matrix m({dim, dim, group_size, sparse});
   std::mt19937 rng(5);
   for (uint8_t& b : m.codes) b = static_cast<uint8_t>(rng());
   for (uint8_t& b : m.sparse_index) b = static_cast<uint8_t>(rng());
@@ -81,24 +83,21 @@ double KernelMacRate(ThreadPool& pool, const CpuKernels& kernels, int group_size
     for (float& v : row) v = normal(rng);
     x.Quantize(t, row);
   }
-  std::vector<std::vector<float>> y(pool.threads(), std::vector<float>(std::size_t{kTokens} * m.shape.rows_padded()));
+  std::vector<float> y(std::size_t{kTokens} * m.shape.rows_padded());
   const W2View view = m.view();
   const int64_t macs_per_pass = int64_t{m.shape.rows_padded()} * m.shape.stored_cols() * kTokens;
-  // The best of 15 short rounds (~40 ms in all): with 3, one round of a shared machine's slow
-  // phases in three made the ceiling swing by 1.7x between runs of one build (664-1113 GMAC/s on
-  // two cores); with 15 it moved by 8%.
+  // Rounds of ~1.3G MACs, the best of 15: with 3, one round of a shared machine's slow phases in
+  // three made the ceiling swing by 1.7x between runs of one build; with 15 it moved by 8%.
+  const int passes = static_cast<int>(std::max<int64_t>(2, (int64_t{1} << 30) * 5 / 4 / macs_per_pass));
   double best = 0;
   for (int r = 0; r < 15; ++r) {
-    const int passes = 20;
     const auto start = Clock::now();
-    pool.ParallelFor(pool.threads(), [&](int64_t begin, int64_t end) {
-      for (int64_t part = begin; part < end; ++part) {  // each thread its own pass over the layer
-        for (int i = 0; i < passes; ++i) {
-          kernels.matmul_w2a8(view, x, 0, m.shape.row_tiles(), y[part].data(), m.shape.rows_padded());
-        }
-      }
-    });
-    best = std::max(best, macs_per_pass * passes * pool.threads() / Seconds(start));
+    for (int i = 0; i < passes; ++i) {
+      pool.ParallelFor(m.shape.row_tiles(), [&](int64_t begin, int64_t end) {
+        kernels.matmul_w2a8(view, x, static_cast<int>(begin), static_cast<int>(end), y.data(), m.shape.rows_padded());
+      });
+    }
+    best = std::max(best, static_cast<double>(macs_per_pass) * passes / Seconds(start));
   }
   return best;
 }
@@ -238,11 +237,11 @@ int RunBench(const BenchFlags& flags) {
     std::printf("engine %s; synthesized in %.1f s; read bandwidth (same run, %d threads, best of 5) %.1f GB/s; "
                 "bandwidth roofline %.1f tokens/s at batch 1\n",
                 e.name().c_str(), build_seconds, e.threads(), bandwidth / 1e9, bandwidth / weight_bytes);
-    const double mac_rate = KernelMacRate(bandwidth_pool, e.kernels(), flags.group_size, flags.sparse);
+    const double mac_rate = KernelMacRate(bandwidth_pool, e.kernels(), config->dim, flags.group_size, flags.sparse);
     const double compute_roofline = mac_rate / LinearMacsPerToken(packed);
-    std::printf("W2A8 kernel throughput (same run, %d threads, 64 tokens, cache-resident layer) %.0f GMAC/s; "
-                "compute ceiling %.1f tokens/s for the W2 layers at any batch\n",
-                e.threads(), mac_rate / 1e9, compute_roofline);
+    std::printf("W2A8 kernel throughput (same run, %d threads, 64 tokens, a %d x %d layer split across the threads) "
+                "%.0f GMAC/s; compute ceiling %.1f tokens/s for the W2 layers at any batch\n",
+                e.threads(), config->dim, config->dim, mac_rate / 1e9, compute_roofline);
     std::printf("resident: %.2f GB with weights and KV pool (packed weights %.2f GB + KV %.2f GB = %.2f GB; "
                 "engine scratch and pool added %.2f GB)\n\n",
                 rss_after / 1e9, packed.embedding.size() * 2e-9 + weight_bytes / 1e9, e.kv_bytes() / 1e9,
