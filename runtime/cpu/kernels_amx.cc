@@ -34,7 +34,7 @@ constexpr int kChunkBRows = 256;   // B rows of one chunk of groups (16 KiB, K =
 constexpr int kMaxPassTiles = 16;  // token tiles per pass over a row tile (256 tokens)
 constexpr int kMaxGroupSize = kChunkBRows * 4;
 // How many groups later ChunkPass adds a group's stored sums: loaded one group after the tile
-// store, they still wait on it (a 64- or 128-token pass is 4-11% faster at two than at one).
+// store, they still wait on it (a 64- or 128-token pass is 2-10% faster at two than at one).
 constexpr int kChunkSumLag = 2;
 
 // Palette 1, every tile 16 rows of 64 bytes. Steps whose tokens are not a multiple of 16 load
