@@ -1,8 +1,9 @@
 // Google Benchmark for the W2 x A8 kernels on Llama-2-7B layer shapes, every available path.
 // Reports weight bytes read per second (codes + scales + zeros) and, for batches, tokens/s; also
 // the A8 quantization of one token's activations (A8Quantize/<path>), values per second.
-// (And the attention of a prefill step, attention_bench.cc; the thread pool's cost per loop,
-// thread_pool_bench.cc.)
+// For batches it also counts MAC/s (rows x cols x tokens; for 2:4 layers, of the dense product),
+// to read against the CPU's peak (PeakMacs/*, peak_bench.cc). (And the attention of a prefill
+// step, attention_bench.cc; the thread pool's cost per loop, thread_pool_bench.cc.)
 #include <map>
 #include <memory>
 #include <random>
@@ -19,6 +20,7 @@ namespace accllm {
 
 void RegisterAttentionBenchmarks(const std::vector<std::pair<CpuPath, std::string>>& paths);
 void RegisterThreadPoolBenchmarks();
+void RegisterPeakBenchmarks();
 
 namespace {
 
@@ -64,6 +66,8 @@ void BM_MatMulW2A8(benchmark::State& state, CpuPath path, int rows, int cols, bo
   const int64_t bytes = m.shape.code_bytes() * (sparse ? 2 : 1) + m.shape.group_params() * 3;
   state.SetBytesProcessed(state.iterations() * bytes);
   state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(state.iterations()) * tokens, benchmark::Counter::kIsRate);
+  state.counters["MAC/s"] = benchmark::Counter(static_cast<double>(state.iterations()) * tokens * rows * cols,
+                                               benchmark::Counter::kIsRate);
 }
 
 // One token's activations into A8 codes, at the widths a Llama-2-7B layer quantizes (the inputs
@@ -120,6 +124,7 @@ void Register() {
   }
   RegisterAttentionBenchmarks(paths);
   RegisterThreadPoolBenchmarks();
+  RegisterPeakBenchmarks();
 }
 
 }  // namespace
