@@ -2,26 +2,12 @@
 
 #include <immintrin.h>
 
+#include "runtime/cpu/amx_tile_config.h"
+
 namespace accllm {
-namespace {
-
-struct alignas(64) TileConfig {
-  uint8_t palette = 1;
-  uint8_t start_row = 0;
-  uint8_t reserved[14] = {};
-  uint16_t colsb[16] = {};
-  uint8_t rows[16] = {};
-};
-
-}  // namespace
 
 int32_t AmxTilePeakLoop(int64_t rounds) {
-  TileConfig config;
-  for (int t = 0; t < 8; ++t) {
-    config.colsb[t] = 64;
-    config.rows[t] = 16;
-  }
-  _tile_loadconfig(&config);
+  ConfigureFullTiles();
   alignas(64) int8_t operands[16][64];
   for (int i = 0; i < 16; ++i) {
     for (int j = 0; j < 64; ++j) operands[i][j] = static_cast<int8_t>(i - j);

@@ -23,6 +23,7 @@
 
 #include <algorithm>
 
+#include "runtime/cpu/amx_tile_config.h"
 #include "runtime/cpu/kernels.h"
 
 namespace accllm {
@@ -36,26 +37,6 @@ constexpr int kMaxGroupSize = kChunkBRows * 4;
 // How many groups later ChunkPass adds a group's stored sums: loaded one group after the tile
 // store, they still wait on it (a 64- or 128-token pass is 2-10% faster at two than at one).
 constexpr int kChunkSumLag = 2;
-
-// Palette 1, every tile 16 rows of 64 bytes. Steps whose tokens are not a multiple of 16 load
-// whole A tiles anyway (A8Batch keeps its codes readable to a multiple of 16 tokens) and never
-// store the rows past their tokens.
-struct alignas(64) TileConfig {
-  uint8_t palette = 1;
-  uint8_t start_row = 0;
-  uint8_t reserved[14] = {};
-  uint16_t colsb[16] = {};
-  uint8_t rows[16] = {};
-};
-
-void Configure() {
-  TileConfig c;
-  for (int t = 0; t < 8; ++t) {
-    c.colsb[t] = kTileBytes;
-    c.rows[t] = kTileRows;
-  }
-  _tile_loadconfig(&c);
-}
 
 // Tile registers: C 0-3 (a group's products need not wait for the previous group's sums to be
 // stored), A 4-5 and B 6-7 (a load need not wait for the product still reading the register).
@@ -337,7 +318,9 @@ void ChunkPass(Source& src, const A8Batch& x, int tile, int valid_rows, int t0, 
 
 template <typename Source>
 void MatMul(Source& src, int rows, const A8Batch& x, int tile_begin, int tile_end, float* y, int64_t ldy) {
-  Configure();
+  // Steps whose tokens are not a multiple of 16 load whole A tiles anyway (A8Batch keeps its codes
+  // readable to a multiple of 16 tokens) and never store the rows past their tokens.
+  ConfigureFullTiles();
   constexpr int kPassTokens = kMaxPassTiles * kTileRows;
   const int n = x.tokens();
   // Two halves of B rows for the narrow way: groups up to half a chunk.
